@@ -1,0 +1,369 @@
+
+/*
+ * ngx_llm_gateway: the access-phase handler of "llm_gateway on".
+ *
+ * Owns the order of one admission: find the client's credential (and
+ * take it out of the request), authenticate it, pick the account and
+ * tier, ask the store for a decision, and answer the refusals in the
+ * API's own shape.  An admitted request that holds a concurrency slot
+ * gives it back in a pool cleanup, which runs on every way a request
+ * can end (finalized, aborted by the client, failed upstream).
+ */
+
+
+#include "ngx_http_llm_module.h"
+#include "ngx_http_llm_keys.h"
+#include "ngx_http_llm_limits.h"
+#include "ngx_http_llm_store.h"
+#include "ngx_http_llm_reply.h"
+
+
+static ngx_http_llm_ctx_t *ngx_http_llm_get_ctx(ngx_http_request_t *r);
+static ngx_pool_cleanup_t *ngx_http_llm_ctx_cleanup(ngx_http_request_t *r);
+static ngx_int_t ngx_http_llm_authenticate(ngx_http_request_t *r,
+    ngx_http_llm_ctx_t *ctx, ngx_http_llm_loc_conf_t *llcf);
+static ngx_int_t ngx_http_llm_refuse(ngx_http_request_t *r,
+    ngx_http_llm_ctx_t *ctx, ngx_http_llm_err_e err, ngx_str_t *message);
+static ngx_int_t ngx_http_llm_limit(ngx_http_request_t *r,
+    ngx_http_llm_ctx_t *ctx);
+static void ngx_http_llm_cleanup(void *data);
+
+
+typedef struct {
+    ngx_http_request_t         *request;
+    ngx_http_llm_ctx_t         *ctx;
+} ngx_http_llm_cleanup_t;
+
+
+ngx_int_t
+ngx_http_llm_access_handler(ngx_http_request_t *r)
+{
+    ngx_int_t                 rc;
+    ngx_http_llm_ctx_t       *ctx;
+    ngx_http_llm_loc_conf_t  *llcf;
+
+    llcf = ngx_http_get_module_loc_conf(r, ngx_http_llm_gateway_module);
+
+    if (!llcf->enable) {
+        return NGX_DECLINED;
+    }
+
+    ctx = ngx_http_llm_get_ctx(r);
+    if (ctx == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (ctx->done) {
+        /* admitted already, before an internal redirect */
+        return NGX_DECLINED;
+    }
+
+    ctx->api = ngx_http_llm_api(r, llcf->api);
+
+    rc = ngx_http_llm_authenticate(r, ctx, llcf);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    return ngx_http_llm_limit(r, ctx);
+}
+
+
+/*
+ * The context survives internal redirects (which clear r->ctx) through
+ * the pool cleanup that carries it, so a request is counted once.
+ */
+
+ngx_http_llm_ctx_t *
+ngx_http_llm_find_ctx(ngx_http_request_t *r)
+{
+    ngx_pool_cleanup_t      *cln;
+    ngx_http_llm_ctx_t      *ctx;
+    ngx_http_llm_cleanup_t  *lc;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_llm_gateway_module);
+    if (ctx) {
+        return ctx;
+    }
+
+    cln = ngx_http_llm_ctx_cleanup(r);
+    if (cln == NULL) {
+        return NULL;
+    }
+
+    lc = cln->data;
+    ngx_http_set_ctx(r, lc->ctx, ngx_http_llm_gateway_module);
+
+    return lc->ctx;
+}
+
+
+static ngx_pool_cleanup_t *
+ngx_http_llm_ctx_cleanup(ngx_http_request_t *r)
+{
+    ngx_pool_cleanup_t  *cln;
+
+    for (cln = r->pool->cleanup; cln; cln = cln->next) {
+        if (cln->handler == ngx_http_llm_cleanup) {
+            return cln;
+        }
+    }
+
+    return NULL;
+}
+
+
+static ngx_http_llm_ctx_t *
+ngx_http_llm_get_ctx(ngx_http_request_t *r)
+{
+    ngx_pool_cleanup_t      *cln;
+    ngx_http_llm_ctx_t      *ctx;
+    ngx_http_llm_cleanup_t  *lc;
+
+    ctx = ngx_http_llm_find_ctx(r);
+    if (ctx) {
+        return ctx;
+    }
+
+    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_llm_ctx_t));
+    if (ctx == NULL) {
+        return NULL;
+    }
+
+    cln = ngx_pool_cleanup_add(r->pool, sizeof(ngx_http_llm_cleanup_t));
+    if (cln == NULL) {
+        return NULL;
+    }
+
+    lc = cln->data;
+    lc->request = r;
+    lc->ctx = ctx;
+
+    cln->handler = ngx_http_llm_cleanup;
+
+    ngx_http_set_ctx(r, ctx, ngx_http_llm_gateway_module);
+
+    return ctx;
+}
+
+
+static ngx_int_t
+ngx_http_llm_authenticate(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
+    ngx_http_llm_loc_conf_t *llcf)
+{
+    u_char                    *p;
+    ngx_int_t                  rc;
+    ngx_str_t                  key, msg;
+    ngx_http_llm_key_t        *k;
+    ngx_http_llm_main_conf_t  *lmcf;
+    u_char                     digest[32];
+
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_llm_gateway_module);
+
+    rc = ngx_http_llm_credential(r, &key);
+
+    if (rc == NGX_ERROR) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (rc == NGX_DECLINED) {
+
+        if (llcf->anonymous_tier == NULL) {
+            ngx_str_set(&msg, "Missing API key. Send it as "
+                        "\"Authorization: Bearer KEY\".");
+            goto unauthorized;
+        }
+
+        /* keyless clients are counted per address */
+
+        p = ngx_pnalloc(r->pool,
+                        sizeof("anon:") - 1 + r->connection->addr_text.len);
+        if (p == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        ctx->account.data = p;
+        p = ngx_cpymem(p, "anon:", sizeof("anon:") - 1);
+        p = ngx_cpymem(p, r->connection->addr_text.data,
+                       r->connection->addr_text.len);
+        ctx->account.len = p - ctx->account.data;
+        ctx->tier = llcf->anonymous_tier;
+
+        return NGX_OK;
+    }
+
+    ngx_str_set(&msg, "Incorrect API key provided.");
+
+    if (key.len == 0 || key.len > NGX_HTTP_LLM_CREDENTIAL_MAX) {
+        goto unauthorized;
+    }
+
+    k = ngx_http_llm_key_find(lmcf, &key, digest);
+
+    if (k == NULL) {
+        goto unauthorized;
+    }
+
+    ngx_hex_dump(ctx->key_id, digest, NGX_HTTP_LLM_KEY_ID_LEN / 2);
+    ctx->has_key_id = 1;
+
+    if (k->expires && k->expires <= ngx_time()) {
+        ngx_str_set(&msg, "This API key has expired.");
+        goto unauthorized;
+    }
+
+    ctx->account = k->account;
+    ctx->tier = k->tier ? k->tier : llcf->default_tier;
+
+    return NGX_OK;
+
+unauthorized:
+
+    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                  "llm: client refused: %V", &msg);
+
+    ctx->result = NGX_HTTP_LLM_RESULT_UNAUTH;
+
+    return ngx_http_llm_refuse(r, ctx, NGX_HTTP_LLM_ERR_INVALID_KEY, &msg);
+}
+
+
+static ngx_int_t
+ngx_http_llm_limit(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
+{
+    u_char                    *p;
+    uint64_t                   wait;
+    ngx_int_t                  rc;
+    ngx_str_t                  msg;
+    ngx_http_llm_err_e         err;
+    ngx_http_llm_tier_t       *tier;
+    ngx_http_llm_decision_t    d;
+    ngx_http_llm_main_conf_t  *lmcf;
+
+    tier = ctx->tier;
+
+    if (tier == NULL) {
+        /* a key with no tier anywhere: authenticated, not limited */
+        ctx->result = NGX_HTTP_LLM_RESULT_PASSED;
+        ctx->done = 1;
+        return NGX_DECLINED;
+    }
+
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_llm_gateway_module);
+
+    ngx_memzero(&d, sizeof(ngx_http_llm_decision_t));
+
+    d.need[NGX_HTTP_LLM_DIM_REQUESTS] = 1;
+    d.now = ngx_http_llm_now();
+
+    rc = ngx_http_llm_store_admit(lmcf->shm_zone, &ctx->account, tier, &d);
+
+    ctx->requests = d.requests;
+    ctx->tokens = d.tokens;
+    ctx->retry_after = d.retry_at;
+
+    if (rc == NGX_OK) {
+        ctx->conc_held = tier->concurrency ? 1 : 0;
+        ctx->result = NGX_HTTP_LLM_RESULT_PASSED;
+        ctx->done = 1;
+        return NGX_DECLINED;
+    }
+
+    msg.data = ngx_pnalloc(r->pool, 256);
+    if (msg.data == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    wait = d.retry_at > d.now ? d.retry_at - d.now : 0;
+    wait = (ngx_max(wait, 1000) + 999) / 1000;
+
+    switch (rc) {
+
+    case NGX_HTTP_LLM_REFUSED:
+        err = ngx_http_llm_window_is_quota(d.refused)
+              ? NGX_HTTP_LLM_ERR_QUOTA : NGX_HTTP_LLM_ERR_RATE_LIMIT;
+        p = ngx_snprintf(msg.data, 256, "%s reached for %s per %V "
+                         "(limit %ui) in tier \"%V\". Retry in %uL s.",
+                         err == NGX_HTTP_LLM_ERR_QUOTA
+                         ? "Quota" : "Rate limit",
+                         d.refused->dim == NGX_HTTP_LLM_DIM_REQUESTS
+                         ? "requests" : "tokens",
+                         &d.refused->text, d.refused->limit, &tier->name,
+                         wait);
+        ctx->result = NGX_HTTP_LLM_RESULT_LIMITED;
+        break;
+
+    case NGX_HTTP_LLM_CONC_FULL:
+        err = NGX_HTTP_LLM_ERR_RATE_LIMIT;
+        p = ngx_snprintf(msg.data, 256, "Too many concurrent requests "
+                         "(limit %ui) in tier \"%V\".",
+                         tier->concurrency, &tier->name);
+        ctx->result = NGX_HTTP_LLM_RESULT_LIMITED;
+        break;
+
+    case NGX_HTTP_LLM_COOLING:
+        err = NGX_HTTP_LLM_ERR_SUSPENDED;
+        p = ngx_snprintf(msg.data, 256, "This account is cooling down "
+                         "after exceeding its limits. Retry in %uL s.",
+                         wait);
+        ctx->result = NGX_HTTP_LLM_RESULT_REJECTED;
+        break;
+
+    default: /* NGX_ERROR */
+        err = NGX_HTTP_LLM_ERR_STORE;
+        p = ngx_snprintf(msg.data, 256, "The rate limit store is "
+                         "unavailable. Retry shortly.");
+        ctx->retry_after = d.now + 1000;
+        ctx->result = NGX_HTTP_LLM_RESULT_STORE;
+        break;
+    }
+
+    msg.len = p - msg.data;
+
+    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                  "llm: account \"%V\" refused: %V", &ctx->account, &msg);
+
+    return ngx_http_llm_refuse(r, ctx, err, &msg);
+}
+
+
+static ngx_int_t
+ngx_http_llm_refuse(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
+    ngx_http_llm_err_e err, ngx_str_t *message)
+{
+    ngx_int_t  rc;
+
+    ctx->done = 1;
+
+    rc = ngx_http_discard_request_body(r);
+
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    rc = ngx_http_llm_send_error(r, ctx, err, message);
+
+    ngx_http_finalize_request(r, rc);
+
+    return NGX_DONE;
+}
+
+
+static void
+ngx_http_llm_cleanup(void *data)
+{
+    ngx_http_llm_cleanup_t  *lc = data;
+
+    ngx_http_llm_main_conf_t  *lmcf;
+
+    if (!lc->ctx->conc_held) {
+        return;
+    }
+
+    lc->ctx->conc_held = 0;
+
+    lmcf = ngx_http_get_module_main_conf(lc->request,
+                                         ngx_http_llm_gateway_module);
+
+    ngx_http_llm_store_release(lmcf->shm_zone, &lc->ctx->account);
+}

@@ -1,0 +1,649 @@
+
+/*
+ * ngx_llm_gateway: client keys and how they arrive.
+ *
+ * Owns "llm_key_file" (lines "DIGEST ACCOUNT [tier=NAME]
+ * [expires=ISO8601]", read at configuration time, so a reload applies
+ * changes), the lookup of a presented key by its digest, and the
+ * extraction of the client's credential from the four forms clients
+ * use -- "Authorization: Bearer", "x-api-key", "api-key" and "?key=" --
+ * each of which is taken out of what goes upstream.
+ */
+
+
+#include "ngx_http_llm_module.h"
+#include "ngx_http_llm_keys.h"
+#include "ngx_http_llm_limits.h"
+#include "ngx_http_llm_crypto.h"
+
+
+#define NGX_HTTP_LLM_KEY_FILE_MAX  (64 * 1024 * 1024)
+
+
+static ngx_int_t ngx_http_llm_key_line(ngx_conf_t *cf,
+    ngx_http_llm_main_conf_t *lmcf, ngx_str_t *file, ngx_uint_t line,
+    ngx_str_t *words, ngx_uint_t n);
+static time_t ngx_http_llm_parse_iso8601(u_char *p, size_t len);
+static int ngx_libc_cdecl ngx_http_llm_key_cmp(const void *one,
+    const void *two);
+static void ngx_http_llm_header_hide(ngx_table_elt_t *h);
+static ngx_int_t ngx_http_llm_query_key(ngx_http_request_t *r,
+    ngx_str_t *key);
+
+
+static ngx_str_t  ngx_http_llm_hidden_name = ngx_string("Connection");
+static u_char     ngx_http_llm_hidden_lc[] = "connection";
+
+
+/* llm_key_file PATH; */
+
+char *
+ngx_http_llm_key_file(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_llm_main_conf_t *lmcf = conf;
+
+    u_char           *buf, *p, *last, *eol;
+    ssize_t           n;
+    ngx_fd_t          fd;
+    ngx_str_t        *value, words[8];
+    ngx_uint_t        line, nw;
+    ngx_file_info_t   fi;
+
+    if (lmcf->key_file.data) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+    lmcf->key_file = value[1];
+
+    if (ngx_conf_full_name(cf->cycle, &lmcf->key_file, 1) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    fd = ngx_open_file(lmcf->key_file.data, NGX_FILE_RDONLY, NGX_FILE_OPEN,
+                       0);
+    if (fd == NGX_INVALID_FILE) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           ngx_open_file_n " \"%V\" failed", &lmcf->key_file);
+        return NGX_CONF_ERROR;
+    }
+
+    buf = NULL;
+    n = 0;
+
+    if (ngx_fd_info(fd, &fi) == NGX_FILE_ERROR
+        || ngx_file_size(&fi) > NGX_HTTP_LLM_KEY_FILE_MAX)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "key file \"%V\" is unreadable or too large",
+                           &lmcf->key_file);
+        goto failed;
+    }
+
+    buf = ngx_pnalloc(cf->pool, ngx_file_size(&fi) + 1);
+    if (buf == NULL) {
+        goto failed;
+    }
+
+    n = ngx_read_fd(fd, buf, ngx_file_size(&fi));
+    if (n != (ssize_t) ngx_file_size(&fi)) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           "could not read key file \"%V\"", &lmcf->key_file);
+        goto failed;
+    }
+
+    ngx_close_file(fd);
+
+    last = buf + n;
+    line = 0;
+
+    for (p = buf; p < last; p = eol + 1) {
+        line++;
+
+        eol = ngx_strlchr(p, last, '\n');
+        if (eol == NULL) {
+            eol = last;
+        }
+
+        /* split on blanks; "#" starts a comment */
+
+        nw = 0;
+
+        while (p < eol && *p != '#') {
+
+            if (*p == ' ' || *p == '\t' || *p == '\r') {
+                p++;
+                continue;
+            }
+
+            if (nw == sizeof(words) / sizeof(ngx_str_t)) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "too many fields in key file \"%V\" "
+                                   "line %ui", &lmcf->key_file, line);
+                return NGX_CONF_ERROR;
+            }
+
+            words[nw].data = p;
+
+            while (p < eol && *p != ' ' && *p != '\t' && *p != '\r') {
+                p++;
+            }
+
+            words[nw].len = p - words[nw].data;
+            nw++;
+        }
+
+        if (nw == 0) {
+            continue;
+        }
+
+        if (ngx_http_llm_key_line(cf, lmcf, &lmcf->key_file, line, words, nw)
+            != NGX_OK)
+        {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    return NGX_CONF_OK;
+
+failed:
+
+    ngx_close_file(fd);
+    return NGX_CONF_ERROR;
+}
+
+
+static ngx_int_t
+ngx_http_llm_key_line(ngx_conf_t *cf, ngx_http_llm_main_conf_t *lmcf,
+    ngx_str_t *file, ngx_uint_t line, ngx_str_t *words, ngx_uint_t n)
+{
+    ngx_uint_t           i;
+    ngx_http_llm_key_t  *key;
+
+    if (n < 2) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "key file \"%V\" line %ui: expected "
+                           "\"DIGEST ACCOUNT [tier=NAME] [expires=TIME]\"",
+                           file, line);
+        return NGX_ERROR;
+    }
+
+    key = ngx_array_push(&lmcf->keys);
+    if (key == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memzero(key, sizeof(ngx_http_llm_key_t));
+
+    if (ngx_http_llm_hex_decode(key->digest, words[0].data, words[0].len)
+        != NGX_OK)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "key file \"%V\" line %ui: invalid digest, "
+                           "expected 64 hex digits of BLAKE2b-256",
+                           file, line);
+        return NGX_ERROR;
+    }
+
+    if (ngx_http_llm_account_valid(&words[1]) != NGX_OK) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "key file \"%V\" line %ui: invalid account "
+                           "\"%V\"", file, line, &words[1]);
+        return NGX_ERROR;
+    }
+
+    key->account = words[1];
+
+    for (i = 2; i < n; i++) {
+
+        if (words[i].len > 5 && ngx_strncmp(words[i].data, "tier=", 5) == 0)
+        {
+            key->tier_name.data = words[i].data + 5;
+            key->tier_name.len = words[i].len - 5;
+            continue;
+        }
+
+        if (words[i].len > 8
+            && ngx_strncmp(words[i].data, "expires=", 8) == 0)
+        {
+            key->expires = ngx_http_llm_parse_iso8601(words[i].data + 8,
+                                                      words[i].len - 8);
+            if (key->expires == NGX_ERROR) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "key file \"%V\" line %ui: invalid "
+                                   "\"%V\", expected an ISO 8601 UTC time",
+                                   file, line, &words[i]);
+                return NGX_ERROR;
+            }
+
+            continue;
+        }
+
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "key file \"%V\" line %ui: invalid parameter "
+                           "\"%V\"", file, line, &words[i]);
+        return NGX_ERROR;
+    }
+
+    /* the tier is resolved once every llm_tier is known */
+
+    key->line = line;
+
+    return NGX_OK;
+}
+
+
+/*
+ * After the http block: resolve tier names, sort by digest and refuse
+ * duplicates.
+ */
+
+ngx_int_t
+ngx_http_llm_keys_init(ngx_conf_t *cf, ngx_http_llm_main_conf_t *lmcf)
+{
+    ngx_uint_t           i;
+    ngx_http_llm_key_t  *key;
+
+    key = lmcf->keys.elts;
+
+    for (i = 0; i < lmcf->keys.nelts; i++) {
+
+        if (key[i].tier_name.len == 0) {
+            continue;
+        }
+
+        key[i].tier = ngx_http_llm_tier_find(lmcf, &key[i].tier_name);
+
+        if (key[i].tier == NULL) {
+            ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                          "key file \"%V\" line %ui: unknown tier \"%V\"",
+                          &lmcf->key_file, key[i].line, &key[i].tier_name);
+            return NGX_ERROR;
+        }
+    }
+
+    ngx_qsort(key, lmcf->keys.nelts, sizeof(ngx_http_llm_key_t),
+              ngx_http_llm_key_cmp);
+
+    for (i = 1; i < lmcf->keys.nelts; i++) {
+        if (ngx_memcmp(key[i - 1].digest, key[i].digest,
+                       NGX_HTTP_LLM_DIGEST_LEN)
+            == 0)
+        {
+            ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                          "key file \"%V\" holds a digest twice "
+                          "(accounts \"%V\" and \"%V\")", &lmcf->key_file,
+                          &key[i - 1].account, &key[i].account);
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+static int ngx_libc_cdecl
+ngx_http_llm_key_cmp(const void *one, const void *two)
+{
+    const ngx_http_llm_key_t  *a = one;
+    const ngx_http_llm_key_t  *b = two;
+
+    return ngx_memcmp(a->digest, b->digest, NGX_HTTP_LLM_DIGEST_LEN);
+}
+
+
+/* account names: 1..64 of [A-Za-z0-9._@-] */
+
+ngx_int_t
+ngx_http_llm_account_valid(ngx_str_t *account)
+{
+    u_char      c;
+    ngx_uint_t  i;
+
+    if (account->len == 0 || account->len > NGX_HTTP_LLM_ACCOUNT_MAX) {
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < account->len; i++) {
+        c = account->data[i];
+
+        if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
+            || (c >= '0' && c <= '9')
+            || c == '.' || c == '_' || c == '@' || c == '-')
+        {
+            continue;
+        }
+
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+/* YYYY-MM-DD, optionally followed by THH:MM[:SS[.frac]] and Z or +HH:MM */
+
+static time_t
+ngx_http_llm_parse_iso8601(u_char *p, size_t len)
+{
+    u_char      *last;
+    ngx_int_t    f[6], sign, off;
+    ngx_uint_t   i, n, w;
+    static const size_t  widths[6] = { 4, 2, 2, 2, 2, 2 };
+    static const u_char  seps[6] = { '-', '-', 'T', ':', ':', 0 };
+
+    last = p + len;
+    ngx_memzero(f, sizeof(f));
+
+    for (i = 0; i < 6; i++) {
+        w = widths[i];
+
+        if ((size_t) (last - p) < w) {
+            return NGX_ERROR;
+        }
+
+        n = 0;
+
+        while (w--) {
+            if (*p < '0' || *p > '9') {
+                return NGX_ERROR;
+            }
+
+            n = n * 10 + (*p++ - '0');
+        }
+
+        f[i] = n;
+
+        if (p == last || i == 5 || *p != seps[i]) {
+            break;
+        }
+
+        if (i == 2 && *p != 'T' && *p != 't') {
+            break;
+        }
+
+        p++;
+    }
+
+    if (i < 2 || f[0] < 1970 || f[1] < 1 || f[1] > 12 || f[2] < 1
+        || f[2] > 31 || f[3] > 23 || f[4] > 59 || f[5] > 60)
+    {
+        return NGX_ERROR;
+    }
+
+    if (p < last && *p == '.') {
+        for (p++; p < last && *p >= '0' && *p <= '9'; p++) { /* void */ }
+    }
+
+    off = 0;
+
+    if (p < last && (*p == 'Z' || *p == 'z')) {
+        p++;
+
+    } else if (p < last && (*p == '+' || *p == '-')) {
+        sign = (*p == '-') ? -1 : 1;
+
+        if (last - p != 6 || p[3] != ':') {
+            return NGX_ERROR;
+        }
+
+        off = ngx_atoi(p + 1, 2) * 3600 + ngx_atoi(p + 4, 2) * 60;
+        if (off < 0) {
+            return NGX_ERROR;
+        }
+
+        off *= sign;
+        p += 6;
+    }
+
+    if (p != last) {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_llm_civil_days(f[0], f[1], f[2]) * 86400
+           + f[3] * 3600 + f[4] * 60 + f[5] - off;
+}
+
+
+ngx_http_llm_key_t *
+ngx_http_llm_key_find(ngx_http_llm_main_conf_t *lmcf, ngx_str_t *key,
+    u_char *digest)
+{
+    ngx_int_t            rc;
+    ngx_uint_t           lo, hi, mid;
+    ngx_http_llm_key_t  *keys;
+
+    ngx_http_llm_digest(digest, key->data, key->len);
+
+    keys = lmcf->keys.elts;
+    lo = 0;
+    hi = lmcf->keys.nelts;
+
+    /* a digest cannot be steered by the client: searching it is safe */
+
+    while (lo < hi) {
+        mid = lo + (hi - lo) / 2;
+
+        rc = ngx_memcmp(digest, keys[mid].digest, NGX_HTTP_LLM_DIGEST_LEN);
+
+        if (rc == 0) {
+            return ngx_http_llm_digest_equal(digest, keys[mid].digest)
+                   ? &keys[mid] : NULL;
+        }
+
+        if (rc < 0) {
+            hi = mid;
+
+        } else {
+            lo = mid + 1;
+        }
+    }
+
+    return NULL;
+}
+
+
+/*
+ * Finds the client's credential and takes every credential header and
+ * "key" argument out of the request, so none of them is proxied.
+ * NGX_DECLINED: the client sent none.
+ */
+
+ngx_int_t
+ngx_http_llm_credential(ngx_http_request_t *r, ngx_str_t *key)
+{
+    u_char           *p, *last;
+    ngx_str_t         found[3], arg;
+    ngx_uint_t        i, which;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    ngx_memzero(found, sizeof(found));
+
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        switch (h[i].key.len) {
+
+        case sizeof("authorization") - 1:
+            if (ngx_strncmp(h[i].lowcase_key, "authorization", 13) != 0) {
+                continue;
+            }
+
+            which = 0;
+            break;
+
+        case sizeof("x-api-key") - 1:
+            if (ngx_strncmp(h[i].lowcase_key, "x-api-key", 9) != 0) {
+                continue;
+            }
+
+            which = 1;
+            break;
+
+        case sizeof("api-key") - 1:
+            if (ngx_strncmp(h[i].lowcase_key, "api-key", 7) != 0) {
+                continue;
+            }
+
+            which = 2;
+            break;
+
+        default:
+            continue;
+        }
+
+        if (found[which].data == NULL) {
+            found[which] = h[i].value;
+        }
+
+        ngx_http_llm_header_hide(&h[i]);
+    }
+
+    r->headers_in.authorization = NULL;
+
+    arg.data = NULL;
+
+    if (r->args.len && ngx_http_llm_query_key(r, &arg) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (found[0].data) {
+
+        /* "Bearer" is case-insensitive; any other scheme never matches */
+
+        p = found[0].data;
+        last = p + found[0].len;
+
+        if (found[0].len >= 6 && ngx_strncasecmp(p, (u_char *) "Bearer", 6)
+                                 == 0
+            && (found[0].len == 6 || p[6] == ' ' || p[6] == '\t'))
+        {
+            for (p += 6; p < last && (*p == ' ' || *p == '\t'); p++) {
+                /* void */
+            }
+
+            while (last > p && (last[-1] == ' ' || last[-1] == '\t')) {
+                last--;
+            }
+        }
+
+        key->data = p;
+        key->len = last - p;
+        return NGX_OK;
+    }
+
+    for (i = 1; i < 3; i++) {
+        if (found[i].data) {
+            *key = found[i];
+            return NGX_OK;
+        }
+    }
+
+    if (arg.data) {
+        *key = arg;
+        return NGX_OK;
+    }
+
+    return NGX_DECLINED;
+}
+
+
+/*
+ * A credential header stays in the list (other pointers into the list
+ * must stay valid) but is renamed to "Connection", a header that the
+ * proxy module always sets itself and so never copies from the client,
+ * and emptied, so neither upstream nor "$http_*" can see it.
+ */
+
+static void
+ngx_http_llm_header_hide(ngx_table_elt_t *h)
+{
+    h->key = ngx_http_llm_hidden_name;
+    h->lowcase_key = ngx_http_llm_hidden_lc;
+    h->hash = ngx_hash_key(ngx_http_llm_hidden_lc,
+                           sizeof(ngx_http_llm_hidden_lc) - 1);
+    h->value.len = 0;
+}
+
+
+/*
+ * Takes every "key" argument out of $args, returning the first one
+ * (unescaped), and masks their values in the request line so that
+ * $request and $request_uri do not log them.
+ */
+
+static ngx_int_t
+ngx_http_llm_query_key(ngx_http_request_t *r, ngx_str_t *key)
+{
+    u_char  *p, *last, *amp, *eq, *dst, *out, *v, *src;
+
+    p = r->args.data;
+    last = p + r->args.len;
+
+    if (ngx_strnstr(p, "key=", r->args.len) == NULL) {
+        return NGX_OK;
+    }
+
+    out = ngx_pnalloc(r->pool, r->args.len);
+    if (out == NULL) {
+        return NGX_ERROR;
+    }
+
+    dst = out;
+
+    for ( /* void */ ; p < last; p = amp + 1) {
+
+        amp = ngx_strlchr(p, last, '&');
+        if (amp == NULL) {
+            amp = last;
+        }
+
+        eq = ngx_strlchr(p, amp, '=');
+
+        if (eq == NULL || eq - p != 3 || ngx_strncmp(p, "key", 3) != 0) {
+            if (dst != out) {
+                *dst++ = '&';
+            }
+
+            dst = ngx_cpymem(dst, p, amp - p);
+            continue;
+        }
+
+        if (key->data == NULL) {
+            v = ngx_pnalloc(r->pool, amp - eq);
+            if (v == NULL) {
+                return NGX_ERROR;
+            }
+
+            key->data = v;
+            src = eq + 1;
+            ngx_unescape_uri(&v, &src, amp - eq - 1, NGX_UNESCAPE_URI);
+            key->len = v - key->data;
+        }
+
+        ngx_memset(eq + 1, '*', amp - eq - 1);
+    }
+
+    if (key->data == NULL) {
+        return NGX_OK;
+    }
+
+    r->args.data = out;
+    r->args.len = dst - out;
+    r->valid_unparsed_uri = 0;
+
+    return NGX_OK;
+}

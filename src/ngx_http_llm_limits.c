@@ -1,0 +1,602 @@
+
+/*
+ * ngx_llm_gateway: tiers and their sliding windows.
+ *
+ * Owns the "llm_tier" directive and the arithmetic of windows: a ring
+ * of slot counters per window (see ngx_http_llm_limits.h), the
+ * all-or-nothing admission of one request against every window of its
+ * tier, and what the response headers report.  It knows nothing of
+ * shared memory or locks: the store calls it with the zone locked.
+ */
+
+
+#include "ngx_http_llm_module.h"
+#include "ngx_http_llm_limits.h"
+
+
+static ngx_int_t ngx_http_llm_tier_window(ngx_conf_t *cf,
+    ngx_http_llm_tier_t *tier, ngx_str_t *value, ngx_uint_t dim,
+    size_t skip);
+static uint32_t ngx_http_llm_slot(ngx_http_llm_window_conf_t *wc,
+    ngx_http_llm_decision_t *d);
+static uint64_t ngx_http_llm_month_start(uint32_t month);
+static void ngx_http_llm_ring_advance(ngx_http_llm_window_conf_t *wc,
+    ngx_http_llm_ring_t *ring, uint32_t cur);
+static uint64_t ngx_http_llm_ring_sum(ngx_http_llm_window_conf_t *wc,
+    ngx_http_llm_ring_t *ring);
+static uint64_t ngx_http_llm_ring_free_at(ngx_http_llm_window_conf_t *wc,
+    ngx_http_llm_ring_t *ring, ngx_http_llm_decision_t *d, uint64_t drop);
+static void ngx_http_llm_report(ngx_http_llm_report_t *rep,
+    ngx_http_llm_window_conf_t *wc, uint64_t remaining, uint64_t reset);
+
+
+static ngx_str_t  ngx_http_llm_dims[] = {
+    ngx_string("requests="),
+    ngx_string("tokens="),
+    ngx_string("input_tokens="),
+    ngx_string("output_tokens="),
+    ngx_string("cost="),
+};
+
+
+/*
+ * llm_tier NAME [requests=N/PERIOD]... [tokens=N/PERIOD]...
+ *               [input_tokens=N/PERIOD]... [output_tokens=N/PERIOD]...
+ *               [cost=USD/PERIOD]... [concurrency=N] [priority=0..9]
+ *               [cooldown=TIME];
+ */
+
+char *
+ngx_http_llm_tier(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_llm_main_conf_t *lmcf = conf;
+
+    ngx_int_t                    n;
+    ngx_str_t                   *value, s;
+    ngx_uint_t                   i, d;
+    ngx_http_llm_tier_t         *tier;
+    ngx_http_llm_window_conf_t  *wc;
+
+    value = cf->args->elts;
+
+    if (ngx_http_llm_tier_find(lmcf, &value[1]) != NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "duplicate llm_tier \"%V\"", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    tier = ngx_array_push(&lmcf->tiers);
+    if (tier == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memzero(tier, sizeof(ngx_http_llm_tier_t));
+
+    tier->name = value[1];
+
+    if (ngx_array_init(&tier->windows, cf->pool, 4,
+                       sizeof(ngx_http_llm_window_conf_t))
+        != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
+    for (i = 2; i < cf->args->nelts; i++) {
+
+        for (d = 0; d < sizeof(ngx_http_llm_dims) / sizeof(ngx_str_t); d++) {
+            if (value[i].len > ngx_http_llm_dims[d].len
+                && ngx_strncmp(value[i].data, ngx_http_llm_dims[d].data,
+                               ngx_http_llm_dims[d].len)
+                   == 0)
+            {
+                break;
+            }
+        }
+
+        if (d < sizeof(ngx_http_llm_dims) / sizeof(ngx_str_t)) {
+            if (ngx_http_llm_tier_window(cf, tier, &value[i], d,
+                                         ngx_http_llm_dims[d].len)
+                != NGX_OK)
+            {
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "concurrency=", 12) == 0) {
+            n = ngx_atoi(value[i].data + 12, value[i].len - 12);
+            if (n <= 0 || n > 1000000) {
+                goto invalid;
+            }
+
+            tier->concurrency = n;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "priority=", 9) == 0) {
+            n = ngx_atoi(value[i].data + 9, value[i].len - 9);
+            if (n < 0 || n > 9 || value[i].len != 10) {
+                goto invalid;
+            }
+
+            tier->priority = n;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "cooldown=", 9) == 0) {
+            s.data = value[i].data + 9;
+            s.len = value[i].len - 9;
+
+            n = ngx_parse_time(&s, 0);
+            if (n == NGX_ERROR || n == 0) {
+                goto invalid;
+            }
+
+            tier->cooldown = n;
+            continue;
+        }
+
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid parameter \"%V\"", &value[i]);
+        return NGX_CONF_ERROR;
+    }
+
+    /* the layout hash: a node made for another layout is reset */
+
+    tier->layout = ngx_crc32_short((u_char *) tier->windows.elts,
+                                   tier->windows.nelts
+                                   * sizeof(ngx_http_llm_window_conf_t));
+
+    wc = tier->windows.elts;
+
+    for (i = 0; i < tier->windows.nelts; i++) {
+        tier->layout ^= ngx_crc32_short(wc[i].text.data, wc[i].text.len)
+                        + (uint32_t) (wc[i].dim * 131 + wc[i].limit);
+    }
+
+    if (tier->windows.nelts > 255) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "too many windows in llm_tier \"%V\"", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid value \"%V\"", &value[i]);
+    return NGX_CONF_ERROR;
+}
+
+
+/* "N/PERIOD" after "dimension=" */
+
+static ngx_int_t
+ngx_http_llm_tier_window(ngx_conf_t *cf, ngx_http_llm_tier_t *tier,
+    ngx_str_t *value, ngx_uint_t dim, size_t skip)
+{
+    u_char                      *p, *last, *slash;
+    ngx_int_t                    n, frac, scale;
+    ngx_str_t                    period;
+    ngx_http_llm_window_conf_t  *wc;
+
+    p = value->data + skip;
+    last = value->data + value->len;
+
+    slash = ngx_strlchr(p, last, '/');
+    if (slash == NULL || slash == p) {
+        goto invalid;
+    }
+
+    if (dim == NGX_HTTP_LLM_DIM_COST) {
+
+        /* USD with up to six decimals, kept in micro-dollars */
+
+        n = 0;
+        frac = 0;
+        scale = 1000000;
+
+        for ( /* void */ ; p < slash && *p != '.'; p++) {
+            if (*p < '0' || *p > '9' || n > 1000000) {
+                goto invalid;
+            }
+
+            n = n * 10 + (*p - '0');
+        }
+
+        if (p < slash) {
+            for (p++; p < slash; p++) {
+                if (*p < '0' || *p > '9' || scale == 1) {
+                    goto invalid;
+                }
+
+                scale /= 10;
+                frac += (*p - '0') * scale;
+            }
+        }
+
+        n = n * 1000000 + frac;
+
+    } else {
+        n = ngx_atoi(p, slash - p);
+    }
+
+    if (n <= 0) {
+        goto invalid;
+    }
+
+    if (n > NGX_HTTP_LLM_LIMIT_MAX) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "limit in \"%V\" is too large, the maximum is %ui",
+                           value, (ngx_uint_t) NGX_HTTP_LLM_LIMIT_MAX);
+        return NGX_ERROR;
+    }
+
+    period.data = slash + 1;
+    period.len = last - period.data;
+
+    wc = ngx_array_push(&tier->windows);
+    if (wc == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memzero(wc, sizeof(ngx_http_llm_window_conf_t));
+
+    wc->dim = dim;
+    wc->limit = n;
+
+    if (period.len == 1) {
+        switch (period.data[0]) {
+        case 's':
+            wc->period = 1000;
+            break;
+        case 'm':
+            wc->period = 60 * 1000;
+            break;
+        case 'h':
+            wc->period = 3600 * 1000;
+            break;
+        case 'd':
+            wc->period = 86400 * 1000;
+            break;
+        default:
+            goto invalid;
+        }
+
+        wc->width = wc->period / (NGX_HTTP_LLM_SLOTS - 1);
+
+    } else if (period.len == 2 && period.data[0] == 'm'
+               && period.data[1] == 'o')
+    {
+        wc->period = 0;
+
+    } else {
+        goto invalid;
+    }
+
+    wc->text.len = period.len + 1;
+    wc->text.data = ngx_pnalloc(cf->pool, wc->text.len);
+    if (wc->text.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    wc->text.data[0] = '1';
+    ngx_memcpy(wc->text.data + 1, period.data, period.len);
+
+    if (wc->period > tier->longest) {
+        tier->longest = wc->period;
+    }
+
+    if (wc->period == 0) {
+        /* a calendar month entry lives until its month is over */
+        tier->longest = (ngx_msec_t) 32 * 86400 * 1000;
+    }
+
+    return NGX_OK;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid window \"%V\", expected "
+                       "N/s, N/m, N/h, N/d or N/mo", value);
+    return NGX_ERROR;
+}
+
+
+ngx_http_llm_tier_t *
+ngx_http_llm_tier_find(ngx_http_llm_main_conf_t *lmcf, ngx_str_t *name)
+{
+    ngx_uint_t            i;
+    ngx_http_llm_tier_t  *tier;
+
+    tier = lmcf->tiers.elts;
+
+    for (i = 0; i < lmcf->tiers.nelts; i++) {
+        if (tier[i].name.len == name->len
+            && ngx_strncmp(tier[i].name.data, name->data, name->len) == 0)
+        {
+            return &tier[i];
+        }
+    }
+
+    return NULL;
+}
+
+
+/* day and month windows are quotas: waiting a moment does not help */
+
+ngx_uint_t
+ngx_http_llm_window_is_quota(ngx_http_llm_window_conf_t *wc)
+{
+    return wc->period == 0 || wc->period >= (ngx_msec_t) 86400 * 1000;
+}
+
+
+void
+ngx_http_llm_rings_reset(ngx_http_llm_ring_t *rings, ngx_uint_t n)
+{
+    ngx_memzero(rings, n * sizeof(ngx_http_llm_ring_t));
+}
+
+
+/*
+ * Checks every window of the tier against d->need; when all of them
+ * have room, adds the need to each and returns NGX_OK; otherwise
+ * changes nothing, sets d->refused and d->retry_at and returns
+ * NGX_DECLINED.  Fills the reports in both cases.
+ */
+
+ngx_int_t
+ngx_http_llm_decide(ngx_http_llm_tier_t *tier, ngx_http_llm_ring_t *rings,
+    ngx_http_llm_decision_t *d)
+{
+    uint32_t                     cur;
+    uint64_t                     sum, need, at, room;
+    ngx_uint_t                   i, q;
+    ngx_http_llm_window_conf_t  *wc;
+
+    wc = tier->windows.elts;
+
+    d->refused = NULL;
+    d->retry_at = 0;
+
+    for (i = 0; i < tier->windows.nelts; i++) {
+        cur = ngx_http_llm_slot(&wc[i], d);
+        ngx_http_llm_ring_advance(&wc[i], &rings[i], cur);
+
+        need = d->need[wc[i].dim];
+        if (need == 0) {
+            continue;
+        }
+
+        sum = ngx_http_llm_ring_sum(&wc[i], &rings[i]);
+
+        if (sum + need <= wc[i].limit) {
+            continue;
+        }
+
+        /* when enough of what is counted leaves the window */
+
+        if (need > wc[i].limit) {
+            at = d->now + (wc[i].period ? wc[i].period : 86400000);
+
+        } else {
+            at = ngx_http_llm_ring_free_at(&wc[i], &rings[i], d,
+                                           sum + need - wc[i].limit);
+        }
+
+        /* a quota refusal outranks a rate refusal, then the later one */
+
+        if (d->refused == NULL) {
+            d->refused = &wc[i];
+
+        } else {
+            q = ngx_http_llm_window_is_quota(&wc[i]);
+
+            if (q > ngx_http_llm_window_is_quota(d->refused)
+                || (q == ngx_http_llm_window_is_quota(d->refused)
+                    && at > d->retry_at))
+            {
+                d->refused = &wc[i];
+            }
+        }
+
+        if (at > d->retry_at) {
+            d->retry_at = at;
+        }
+    }
+
+    for (i = 0; i < tier->windows.nelts; i++) {
+        need = d->refused ? 0 : d->need[wc[i].dim];
+
+        if (need) {
+            cur = rings[i].slot;
+
+            if (wc[i].period == 0) {
+                sum = ((uint64_t) rings[i].count[1] << 32) + rings[i].count[0]
+                      + need;
+                rings[i].count[0] = (uint32_t) sum;
+                rings[i].count[1] = (uint32_t) (sum >> 32);
+
+            } else {
+                room = 0xffffffff - rings[i].count[cur % NGX_HTTP_LLM_SLOTS];
+                rings[i].count[cur % NGX_HTTP_LLM_SLOTS] +=
+                                     (uint32_t) ngx_min(need, room);
+            }
+        }
+
+        if (wc[i].dim != NGX_HTTP_LLM_DIM_REQUESTS
+            && wc[i].dim != NGX_HTTP_LLM_DIM_TOKENS)
+        {
+            continue;
+        }
+
+        sum = ngx_http_llm_ring_sum(&wc[i], &rings[i]);
+
+        ngx_http_llm_report(wc[i].dim == NGX_HTTP_LLM_DIM_REQUESTS
+                            ? &d->requests : &d->tokens,
+                            &wc[i],
+                            sum < wc[i].limit ? wc[i].limit - sum : 0,
+                            ngx_http_llm_ring_free_at(&wc[i], &rings[i], d,
+                                                      1));
+    }
+
+    return d->refused ? NGX_DECLINED : NGX_OK;
+}
+
+
+/* the window with the least remaining wins; ties go to the shorter one */
+
+static void
+ngx_http_llm_report(ngx_http_llm_report_t *rep, ngx_http_llm_window_conf_t *wc,
+    uint64_t remaining, uint64_t reset)
+{
+    ngx_msec_t  period;
+
+    period = wc->period ? wc->period : (ngx_msec_t) 31 * 86400 * 1000;
+
+    if (rep->set
+        && (remaining > rep->remaining
+            || (remaining == rep->remaining && period >= rep->period)))
+    {
+        return;
+    }
+
+    rep->set = 1;
+    rep->limit = wc->limit;
+    rep->remaining = remaining;
+    rep->period = period;
+    rep->reset = reset;
+}
+
+
+static uint32_t
+ngx_http_llm_slot(ngx_http_llm_window_conf_t *wc, ngx_http_llm_decision_t *d)
+{
+    ngx_tm_t  tm;
+
+    if (wc->period == 0) {
+        ngx_gmtime((time_t) (d->now / 1000), &tm);
+        return (uint32_t) ((tm.ngx_tm_year - 1970) * 12 + tm.ngx_tm_mon - 1);
+    }
+
+    return (uint32_t) ((d->now - d->base) / wc->width);
+}
+
+
+/* the first millisecond of month number "month" (0 is January 1970) */
+
+static uint64_t
+ngx_http_llm_month_start(uint32_t month)
+{
+    return (uint64_t) ngx_http_llm_civil_days(1970 + month / 12,
+                                              month % 12 + 1, 1)
+           * 86400 * 1000;
+}
+
+
+/* days since 1970-01-01 of a proleptic Gregorian date (y >= 1970) */
+
+time_t
+ngx_http_llm_civil_days(ngx_uint_t y, ngx_uint_t m, ngx_uint_t d)
+{
+    ngx_uint_t  era, yoe, doy, doe;
+
+    /* after Howard Hinnant's days_from_civil() */
+
+    if (m <= 2) {
+        y--;
+    }
+
+    era = y / 400;
+    yoe = y - era * 400;
+    doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
+    doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+
+    return (time_t) (era * 146097 + doe) - 719468;
+}
+
+
+static void
+ngx_http_llm_ring_advance(ngx_http_llm_window_conf_t *wc,
+    ngx_http_llm_ring_t *ring, uint32_t cur)
+{
+    uint32_t  s;
+
+    if (cur == ring->slot) {
+        return;
+    }
+
+    if (wc->period == 0
+        || cur - ring->slot >= NGX_HTTP_LLM_SLOTS
+        || cur < ring->slot)
+    {
+        ngx_memzero(ring->count, sizeof(ring->count));
+        ring->slot = cur;
+        return;
+    }
+
+    for (s = ring->slot + 1; s != cur + 1; s++) {
+        ring->count[s % NGX_HTTP_LLM_SLOTS] = 0;
+    }
+
+    ring->slot = cur;
+}
+
+
+static uint64_t
+ngx_http_llm_ring_sum(ngx_http_llm_window_conf_t *wc,
+    ngx_http_llm_ring_t *ring)
+{
+    uint64_t    sum;
+    ngx_uint_t  i;
+
+    if (wc->period == 0) {
+        return ((uint64_t) ring->count[1] << 32) + ring->count[0];
+    }
+
+    sum = 0;
+
+    for (i = 0; i < NGX_HTTP_LLM_SLOTS; i++) {
+        sum += ring->count[i];
+    }
+
+    return sum;
+}
+
+
+/*
+ * The moment at which at least "drop" units will have left the window,
+ * walking from its oldest slot; "now" when nothing is counted.
+ */
+
+static uint64_t
+ngx_http_llm_ring_free_at(ngx_http_llm_window_conf_t *wc,
+    ngx_http_llm_ring_t *ring, ngx_http_llm_decision_t *d, uint64_t drop)
+{
+    uint32_t  s;
+    uint64_t  freed;
+
+    if (wc->period == 0) {
+        if (ring->count[0] == 0 && ring->count[1] == 0) {
+            return d->now;
+        }
+
+        return ngx_http_llm_month_start(ring->slot + 1);
+    }
+
+    freed = 0;
+
+    for (s = ring->slot - (NGX_HTTP_LLM_SLOTS - 1); s != ring->slot + 1; s++)
+    {
+        freed += ring->count[s % NGX_HTTP_LLM_SLOTS];
+
+        if (freed >= drop) {
+            return d->base + (uint64_t) (s + NGX_HTTP_LLM_SLOTS) * wc->width;
+        }
+    }
+
+    return d->now;
+}

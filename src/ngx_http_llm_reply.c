@@ -1,0 +1,427 @@
+
+/*
+ * ngx_llm_gateway: what clients see of the gateway.
+ *
+ * Owns the JSON error bodies in the shape of the location's API format
+ * (OpenAI, Anthropic, Gemini), which format a request speaks when
+ * "llm_api auto", and the header filter that adds the rate-limit
+ * headers of SPEC section 4 to every response of a gateway location --
+ * the gateway's own errors and the backend's answers alike -- while
+ * dropping the backend's own rate-limit headers, which describe the
+ * provider's key rather than the client's.
+ */
+
+
+#include "ngx_http_llm_module.h"
+#include "ngx_http_llm_reply.h"
+
+
+typedef struct {
+    ngx_uint_t                  status;
+    ngx_str_t                   code;       /* OpenAI "code" */
+    ngx_str_t                   type;       /* OpenAI and Anthropic "type" */
+    ngx_str_t                   gstatus;    /* Gemini "status" */
+} ngx_http_llm_err_t;
+
+
+static ngx_int_t ngx_http_llm_header_filter(ngx_http_request_t *r);
+static ngx_int_t ngx_http_llm_add_header(ngx_http_request_t *r,
+    char *name, u_char *value, size_t len);
+static void ngx_http_llm_hide_backend_headers(ngx_http_request_t *r);
+static u_char *ngx_http_llm_duration(u_char *p, uint64_t ms);
+
+
+static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
+
+
+static ngx_http_llm_err_t  ngx_http_llm_errors[] = {
+    { NGX_HTTP_BAD_REQUEST, ngx_string("invalid_request_error"),
+      ngx_string("invalid_request_error"), ngx_string("INVALID_ARGUMENT") },
+    { NGX_HTTP_UNAUTHORIZED, ngx_string("invalid_api_key"),
+      ngx_string("authentication_error"), ngx_string("UNAUTHENTICATED") },
+    { NGX_HTTP_FORBIDDEN, ngx_string("account_suspended"),
+      ngx_string("permission_error"), ngx_string("PERMISSION_DENIED") },
+    { NGX_HTTP_REQUEST_ENTITY_TOO_LARGE, ngx_string("request_too_large"),
+      ngx_string("request_too_large"), ngx_string("INVALID_ARGUMENT") },
+    { NGX_HTTP_TOO_MANY_REQUESTS, ngx_string("rate_limit_exceeded"),
+      ngx_string("rate_limit_error"), ngx_string("RESOURCE_EXHAUSTED") },
+    { NGX_HTTP_TOO_MANY_REQUESTS, ngx_string("quota_exceeded"),
+      ngx_string("rate_limit_error"), ngx_string("RESOURCE_EXHAUSTED") },
+    { NGX_HTTP_BAD_GATEWAY, ngx_string("provider_unavailable"),
+      ngx_string("api_error"), ngx_string("UNAVAILABLE") },
+    { NGX_HTTP_SERVICE_UNAVAILABLE, ngx_string("queue_overloaded"),
+      ngx_string("overloaded_error"), ngx_string("UNAVAILABLE") },
+    { NGX_HTTP_SERVICE_UNAVAILABLE, ngx_string("queue_timeout"),
+      ngx_string("overloaded_error"), ngx_string("UNAVAILABLE") },
+    { NGX_HTTP_SERVICE_UNAVAILABLE, ngx_string("store_unavailable"),
+      ngx_string("api_error"), ngx_string("UNAVAILABLE") },
+};
+
+
+ngx_int_t
+ngx_http_llm_reply_init(ngx_conf_t *cf)
+{
+    ngx_http_next_header_filter = ngx_http_top_header_filter;
+    ngx_http_top_header_filter = ngx_http_llm_header_filter;
+
+    return NGX_OK;
+}
+
+
+/*
+ * "llm_api auto": Anthropic serves ".../messages", Gemini
+ * ".../models/NAME:generateContent" and its kin; the rest is OpenAI's.
+ */
+
+ngx_uint_t
+ngx_http_llm_api(ngx_http_request_t *r, ngx_uint_t api)
+{
+    u_char  *p, *last;
+
+    if (api != NGX_HTTP_LLM_API_AUTO) {
+        return api;
+    }
+
+    p = r->uri.data;
+    last = p + r->uri.len;
+
+    if (ngx_strlchr(p, last, ':') != NULL
+        || ngx_strlcasestrn(p, last, (u_char *) "/v1beta/", 8 - 1) != NULL)
+    {
+        return NGX_HTTP_LLM_API_GEMINI;
+    }
+
+    if (ngx_strlcasestrn(p, last, (u_char *) "/messages", 9 - 1) != NULL) {
+        return NGX_HTTP_LLM_API_ANTHROPIC;
+    }
+
+    return NGX_HTTP_LLM_API_OPENAI;
+}
+
+
+/*
+ * Sends the error's status and JSON body; the caller finalizes the
+ * request with what this returns.
+ */
+
+ngx_int_t
+ngx_http_llm_send_error(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
+    ngx_http_llm_err_e err, ngx_str_t *message)
+{
+    size_t               len;
+    u_char              *p;
+    uintptr_t            escape;
+    ngx_int_t            rc;
+    ngx_buf_t           *b;
+    ngx_chain_t          out;
+    ngx_http_llm_err_t  *e;
+
+    static ngx_str_t     json = ngx_string("application/json");
+
+    e = &ngx_http_llm_errors[err];
+
+    escape = ngx_escape_json(NULL, message->data, message->len);
+
+    len = sizeof("{\"error\":{\"message\":\"\",\"type\":\"\",\"param\":null,"
+                 "\"code\":\"\"}}\n")
+          + message->len + escape + e->code.len + e->type.len
+          + e->gstatus.len + NGX_INT_T_LEN;
+
+    b = ngx_create_temp_buf(r->pool, len);
+    if (b == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = b->last;
+
+    switch (ctx->api) {
+
+    case NGX_HTTP_LLM_API_ANTHROPIC:
+        p = ngx_sprintf(p, "{\"type\":\"error\",\"error\":{\"type\":\"%V\","
+                        "\"message\":\"", &e->type);
+        p = (u_char *) ngx_escape_json(p, message->data, message->len);
+        p = ngx_cpymem(p, "\"}}\n", 4);
+        break;
+
+    case NGX_HTTP_LLM_API_GEMINI:
+        p = ngx_sprintf(p, "{\"error\":{\"code\":%ui,\"message\":\"",
+                        e->status);
+        p = (u_char *) ngx_escape_json(p, message->data, message->len);
+        p = ngx_sprintf(p, "\",\"status\":\"%V\"}}\n", &e->gstatus);
+        break;
+
+    default: /* NGX_HTTP_LLM_API_OPENAI */
+        p = ngx_cpymem(p, "{\"error\":{\"message\":\"", 21);
+        p = (u_char *) ngx_escape_json(p, message->data, message->len);
+        p = ngx_sprintf(p, "\",\"type\":\"%V\",\"param\":null,"
+                        "\"code\":\"%V\"}}\n",
+                        err == NGX_HTTP_LLM_ERR_INVALID_KEY
+                        ? &ngx_http_llm_errors[0].code : &e->type,
+                        &e->code);
+        break;
+    }
+
+    b->last = p;
+    b->last_buf = (r == r->main) ? 1 : 0;
+    b->last_in_chain = 1;
+
+    if (e->status == NGX_HTTP_UNAUTHORIZED || e->status == NGX_HTTP_FORBIDDEN
+        || err == NGX_HTTP_LLM_ERR_QUOTA)
+    {
+        ctx->no_retry = 1;
+    }
+
+    r->headers_out.status = e->status;
+    r->headers_out.content_type = json;
+    r->headers_out.content_type_len = json.len;
+    r->headers_out.content_type_lowcase = NULL;
+    r->headers_out.content_length_n = b->last - b->pos;
+
+    if (r->headers_out.content_length) {
+        r->headers_out.content_length->hash = 0;
+        r->headers_out.content_length = NULL;
+    }
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_output_filter(r, &out);
+}
+
+
+static ngx_int_t
+ngx_http_llm_header_filter(ngx_http_request_t *r)
+{
+    u_char                   *p;
+    uint64_t                  now, wait;
+    ngx_uint_t                status;
+    ngx_http_llm_ctx_t       *ctx;
+    ngx_http_llm_loc_conf_t  *llcf;
+    u_char                    buf[NGX_INT64_LEN + 16];
+
+    if (r != r->main) {
+        return ngx_http_next_header_filter(r);
+    }
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_llm_gateway_module);
+    llcf = ngx_http_get_module_loc_conf(r, ngx_http_llm_gateway_module);
+
+    if (ctx == NULL || !llcf->headers) {
+        return ngx_http_next_header_filter(r);
+    }
+
+    ngx_http_llm_hide_backend_headers(r);
+
+    now = ngx_http_llm_now();
+    status = r->headers_out.status;
+
+    if (ctx->requests.set) {
+        p = ngx_sprintf(buf, "%ui", ctx->requests.limit);
+
+        if (ngx_http_llm_add_header(r, "X-Rate-Limit-Limit", buf, p - buf)
+            != NGX_OK
+            || ngx_http_llm_add_header(r, "x-ratelimit-limit-requests",
+                                       buf, p - buf)
+               != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        p = ngx_sprintf(buf, "%ui", ctx->requests.remaining);
+
+        if (ngx_http_llm_add_header(r, "X-Rate-Limit-Remaining", buf,
+                                    p - buf)
+            != NGX_OK
+            || ngx_http_llm_add_header(r, "x-ratelimit-remaining-requests",
+                                       buf, p - buf)
+               != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        p = ngx_sprintf(buf, "%uL", (ctx->requests.reset + 999) / 1000);
+
+        if (ngx_http_llm_add_header(r, "X-Rate-Limit-Reset", buf, p - buf)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        wait = ctx->requests.reset > now ? ctx->requests.reset - now : 0;
+        p = ngx_http_llm_duration(buf, wait);
+
+        if (ngx_http_llm_add_header(r, "x-ratelimit-reset-requests", buf,
+                                    p - buf)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    if (ctx->tokens.set) {
+        p = ngx_sprintf(buf, "%ui", ctx->tokens.limit);
+
+        if (ngx_http_llm_add_header(r, "x-ratelimit-limit-tokens", buf,
+                                    p - buf)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        p = ngx_sprintf(buf, "%ui", ctx->tokens.remaining);
+
+        if (ngx_http_llm_add_header(r, "x-ratelimit-remaining-tokens", buf,
+                                    p - buf)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        wait = ctx->tokens.reset > now ? ctx->tokens.reset - now : 0;
+        p = ngx_http_llm_duration(buf, wait);
+
+        if (ngx_http_llm_add_header(r, "x-ratelimit-reset-tokens", buf,
+                                    p - buf)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    if (ctx->retry_after
+        && (status == NGX_HTTP_TOO_MANY_REQUESTS
+            || status == NGX_HTTP_SERVICE_UNAVAILABLE
+            || status == NGX_HTTP_FORBIDDEN))
+    {
+        wait = ctx->retry_after > now ? ctx->retry_after - now : 0;
+        wait = ngx_max(wait, 1000);
+
+        p = ngx_sprintf(buf, "%uL", (wait + 999) / 1000);
+
+        if (ngx_http_llm_add_header(r, "Retry-After", buf, p - buf)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        p = ngx_sprintf(buf, "%uL", wait);
+
+        if (ngx_http_llm_add_header(r, "retry-after-ms", buf, p - buf)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    if (ctx->no_retry
+        || status == NGX_HTTP_UNAUTHORIZED || status == NGX_HTTP_FORBIDDEN)
+    {
+        if (ngx_http_llm_add_header(r, "x-should-retry",
+                                    (u_char *) "false", 5)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    return ngx_http_next_header_filter(r);
+}
+
+
+/* the backend's x-ratelimit-* and x-rate-limit-* speak of its own key */
+
+static void
+ngx_http_llm_hide_backend_headers(ngx_http_request_t *r)
+{
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    part = &r->headers_out.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].hash == 0 || h[i].key.len < 12) {
+            continue;
+        }
+
+        if (ngx_strncasecmp(h[i].key.data, (u_char *) "x-ratelimit-", 12)
+            == 0
+            || ngx_strncasecmp(h[i].key.data, (u_char *) "x-rate-limit-", 13)
+               == 0)
+        {
+            h[i].hash = 0;
+        }
+    }
+}
+
+
+static ngx_int_t
+ngx_http_llm_add_header(ngx_http_request_t *r, char *name, u_char *value,
+    size_t len)
+{
+    ngx_table_elt_t  *h;
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    h->value.data = ngx_pnalloc(r->pool, len);
+    if (h->value.data == NULL) {
+        h->hash = 0;
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(h->value.data, value, len);
+    h->value.len = len;
+
+    h->key.data = (u_char *) name;
+    h->key.len = ngx_strlen(name);
+    h->hash = 1;
+
+    return NGX_OK;
+}
+
+
+/* "17ms", "1s", "6m0s", "2h0m5s", as OpenAI's reset headers */
+
+static u_char *
+ngx_http_llm_duration(u_char *p, uint64_t ms)
+{
+    uint64_t  s;
+
+    if (ms < 1000) {
+        return ngx_sprintf(p, "%uLms", ms);
+    }
+
+    s = (ms + 999) / 1000;
+
+    if (s >= 3600) {
+        return ngx_sprintf(p, "%uLh%uLm%uLs", s / 3600, s % 3600 / 60,
+                           s % 60);
+    }
+
+    if (s >= 60) {
+        return ngx_sprintf(p, "%uLm%uLs", s / 60, s % 60);
+    }
+
+    return ngx_sprintf(p, "%uLs", s);
+}

@@ -1,0 +1,534 @@
+
+/*
+ * ngx_llm_gateway: the shared memory zone ("llm_zone").
+ *
+ * Owns the zone and one node per tracked account (or anonymous client
+ * address): its window rings, concurrency count and cooldown deadline,
+ * in an rbtree keyed by the name's hash with an LRU queue, as in
+ * ngx_http_limit_req_module.  Idle entries whose windows have emptied
+ * are expired on insertion; when the slab is full, the least recently
+ * used idle entry is evicted (and that is logged).  Every decision is
+ * taken under the zone's mutex, so it is exact across workers.
+ */
+
+
+#include "ngx_http_llm_module.h"
+#include "ngx_http_llm_store.h"
+
+
+typedef struct {
+    u_char                      color;
+    u_char                      nwin;
+    u_short                     len;
+    uint32_t                    layout;
+    ngx_queue_t                 queue;
+    uint64_t                    expire;     /* ms: idle and empty after */
+    uint64_t                    blocked;    /* ms: cooldown ends */
+    uint32_t                    conc;
+    uint32_t                    reserved;
+    ngx_http_llm_ring_t         rings[1];   /* nwin, then the name */
+} ngx_http_llm_node_t;
+
+
+typedef struct {
+    ngx_rbtree_t                rbtree;
+    ngx_rbtree_node_t           sentinel;
+    ngx_queue_t                 queue;
+    uint64_t                    base;       /* slot origin, ms */
+} ngx_http_llm_shctx_t;
+
+
+typedef struct {
+    ngx_http_llm_shctx_t       *sh;
+    ngx_slab_pool_t            *shpool;
+    ngx_str_t                   name;
+} ngx_http_llm_zone_ctx_t;
+
+
+static ngx_int_t ngx_http_llm_init_zone(ngx_shm_zone_t *shm_zone, void *data);
+static void ngx_http_llm_rbtree_insert_value(ngx_rbtree_node_t *temp,
+    ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel);
+static ngx_http_llm_node_t *ngx_http_llm_node_lookup(
+    ngx_http_llm_zone_ctx_t *ctx, uint32_t hash, ngx_str_t *account);
+static ngx_http_llm_node_t *ngx_http_llm_node_create(
+    ngx_http_llm_zone_ctx_t *ctx, uint32_t hash, ngx_str_t *account,
+    ngx_uint_t nwin, uint64_t now);
+static void ngx_http_llm_node_free(ngx_http_llm_zone_ctx_t *ctx,
+    ngx_http_llm_node_t *ln);
+static ngx_uint_t ngx_http_llm_expire(ngx_http_llm_zone_ctx_t *ctx,
+    ngx_uint_t force, uint64_t now);
+
+
+#define ngx_http_llm_node(n)                                                  \
+    ((ngx_http_llm_node_t *) &(n)->color)
+
+#define ngx_http_llm_rbnode(ln)                                               \
+    ((ngx_rbtree_node_t *) ((u_char *) (ln)                                   \
+                            - offsetof(ngx_rbtree_node_t, color)))
+
+#define ngx_http_llm_node_name(ln)                                            \
+    ((u_char *) &(ln)->rings[(ln)->nwin])
+
+
+/* llm_zone NAME:SIZE; */
+
+char *
+ngx_http_llm_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_llm_main_conf_t *lmcf = conf;
+
+    u_char                   *p;
+    ssize_t                   size;
+    ngx_str_t                *value, name, s;
+    ngx_http_llm_zone_ctx_t  *ctx;
+
+    if (lmcf->shm_zone) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    p = (u_char *) ngx_strlchr(value[1].data, value[1].data + value[1].len,
+                               ':');
+    if (p == NULL || p == value[1].data) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid zone \"%V\", expected NAME:SIZE",
+                           &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    name.data = value[1].data;
+    name.len = p - name.data;
+
+    s.data = p + 1;
+    s.len = value[1].data + value[1].len - s.data;
+
+    size = ngx_parse_size(&s);
+
+    if (size == NGX_ERROR) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid zone size \"%V\"", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    if (size < (ssize_t) (8 * ngx_pagesize)) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "zone \"%V\" is too small", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    ctx = ngx_pcalloc(cf->pool, sizeof(ngx_http_llm_zone_ctx_t));
+    if (ctx == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ctx->name = name;
+
+    lmcf->shm_zone = ngx_shared_memory_add(cf, &name, size,
+                                           &ngx_http_llm_gateway_module);
+    if (lmcf->shm_zone == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (lmcf->shm_zone->data) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "zone \"%V\" is already used", &name);
+        return NGX_CONF_ERROR;
+    }
+
+    lmcf->shm_zone->init = ngx_http_llm_init_zone;
+    lmcf->shm_zone->data = ctx;
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_http_llm_init_zone(ngx_shm_zone_t *shm_zone, void *data)
+{
+    ngx_http_llm_zone_ctx_t  *octx = data;
+
+    size_t                    len;
+    ngx_http_llm_zone_ctx_t  *ctx;
+
+    ctx = shm_zone->data;
+
+    if (octx) {
+        ctx->sh = octx->sh;
+        ctx->shpool = octx->shpool;
+        return NGX_OK;
+    }
+
+    ctx->shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
+
+    if (shm_zone->shm.exists) {
+        ctx->sh = ctx->shpool->data;
+        return NGX_OK;
+    }
+
+    ctx->sh = ngx_slab_alloc(ctx->shpool, sizeof(ngx_http_llm_shctx_t));
+    if (ctx->sh == NULL) {
+        return NGX_ERROR;
+    }
+
+    ctx->shpool->data = ctx->sh;
+
+    ngx_rbtree_init(&ctx->sh->rbtree, &ctx->sh->sentinel,
+                    ngx_http_llm_rbtree_insert_value);
+
+    ngx_queue_init(&ctx->sh->queue);
+
+    /*
+     * Slots are numbered from two days before the zone was made, so
+     * that every ring starts with a whole window of history behind it.
+     */
+
+    ctx->sh->base = ngx_http_llm_now() - (uint64_t) 2 * 86400 * 1000;
+
+    len = sizeof(" in llm_zone \"\"") + shm_zone->shm.name.len;
+
+    ctx->shpool->log_ctx = ngx_slab_alloc(ctx->shpool, len);
+    if (ctx->shpool->log_ctx == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_sprintf(ctx->shpool->log_ctx, " in llm_zone \"%V\"%Z",
+                &shm_zone->shm.name);
+
+    /* running out of slab is handled, and logged, by eviction */
+
+    ctx->shpool->log_nomem = 0;
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_llm_rbtree_insert_value(ngx_rbtree_node_t *temp,
+    ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel)
+{
+    ngx_rbtree_node_t    **p;
+    ngx_http_llm_node_t   *ln, *lnt;
+
+    for ( ;; ) {
+
+        if (node->key < temp->key) {
+            p = &temp->left;
+
+        } else if (node->key > temp->key) {
+            p = &temp->right;
+
+        } else { /* node->key == temp->key */
+
+            ln = ngx_http_llm_node(node);
+            lnt = ngx_http_llm_node(temp);
+
+            p = (ngx_memn2cmp(ngx_http_llm_node_name(ln),
+                              ngx_http_llm_node_name(lnt), ln->len, lnt->len)
+                 < 0)
+                ? &temp->left : &temp->right;
+        }
+
+        if (*p == sentinel) {
+            break;
+        }
+
+        temp = *p;
+    }
+
+    *p = node;
+    node->parent = temp;
+    node->left = sentinel;
+    node->right = sentinel;
+    ngx_rbt_red(node);
+}
+
+
+/*
+ * Admission of one request for "account" under "tier": cooldown, then
+ * concurrency, then every window, all or nothing.  On NGX_OK the
+ * request holds one concurrency slot when the tier limits concurrency.
+ */
+
+ngx_int_t
+ngx_http_llm_store_admit(ngx_shm_zone_t *shm_zone, ngx_str_t *account,
+    ngx_http_llm_tier_t *tier, ngx_http_llm_decision_t *d)
+{
+    uint32_t                  hash;
+    ngx_int_t                 rc;
+    ngx_http_llm_node_t      *ln, *old;
+    ngx_http_llm_zone_ctx_t  *ctx;
+
+    ctx = shm_zone->data;
+    hash = ngx_crc32_short(account->data, account->len);
+
+    d->base = ctx->sh->base;
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    ln = ngx_http_llm_node_lookup(ctx, hash, account);
+
+    if (ln != NULL && ln->nwin != tier->windows.nelts) {
+
+        /* the account changed tier, or the tier changed on reload */
+
+        old = ln;
+
+        /* a busy entry is never evicted: keep "old" while making "ln" */
+
+        old->conc++;
+
+        ln = ngx_http_llm_node_create(ctx, hash, account,
+                                      tier->windows.nelts, d->now);
+
+        old->conc--;
+
+        if (ln == NULL) {
+            rc = NGX_ERROR;
+            goto done;
+        }
+
+        ln->conc = old->conc;
+        ln->blocked = old->blocked;
+
+        ngx_http_llm_node_free(ctx, old);
+
+    } else if (ln == NULL) {
+
+        ngx_http_llm_expire(ctx, 0, d->now);
+
+        ln = ngx_http_llm_node_create(ctx, hash, account,
+                                      tier->windows.nelts, d->now);
+        if (ln == NULL) {
+            rc = NGX_ERROR;
+            goto done;
+        }
+    }
+
+    if (ln->layout != tier->layout) {
+        ngx_http_llm_rings_reset(ln->rings, ln->nwin);
+        ln->layout = tier->layout;
+    }
+
+    if (ln->blocked > d->now) {
+        d->retry_at = ln->blocked;
+        rc = NGX_HTTP_LLM_COOLING;
+        goto done;
+    }
+
+    if (tier->concurrency && ln->conc >= tier->concurrency) {
+        d->retry_at = d->now + 1000;
+        rc = NGX_HTTP_LLM_CONC_FULL;
+        goto done;
+    }
+
+    rc = ngx_http_llm_decide(tier, ln->rings, d);
+
+    if (rc == NGX_OK) {
+        if (tier->concurrency) {
+            ln->conc++;
+        }
+
+    } else if (tier->cooldown) {
+        ln->blocked = d->now + tier->cooldown;
+
+        if (d->retry_at < ln->blocked) {
+            d->retry_at = ln->blocked;
+        }
+    }
+
+    if (d->now + tier->longest > ln->expire) {
+        ln->expire = d->now + tier->longest;
+    }
+
+    if (ln->blocked > ln->expire) {
+        ln->expire = ln->blocked;
+    }
+
+done:
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    return rc;
+}
+
+
+void
+ngx_http_llm_store_release(ngx_shm_zone_t *shm_zone, ngx_str_t *account)
+{
+    uint32_t                  hash;
+    ngx_http_llm_node_t      *ln;
+    ngx_http_llm_zone_ctx_t  *ctx;
+
+    ctx = shm_zone->data;
+    hash = ngx_crc32_short(account->data, account->len);
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    ln = ngx_http_llm_node_lookup(ctx, hash, account);
+
+    if (ln != NULL && ln->conc > 0) {
+        ln->conc--;
+    }
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+}
+
+
+static ngx_http_llm_node_t *
+ngx_http_llm_node_lookup(ngx_http_llm_zone_ctx_t *ctx, uint32_t hash,
+    ngx_str_t *account)
+{
+    ngx_int_t             rc;
+    ngx_rbtree_node_t    *node, *sentinel;
+    ngx_http_llm_node_t  *ln;
+
+    node = ctx->sh->rbtree.root;
+    sentinel = ctx->sh->rbtree.sentinel;
+
+    while (node != sentinel) {
+
+        if (hash < node->key) {
+            node = node->left;
+            continue;
+        }
+
+        if (hash > node->key) {
+            node = node->right;
+            continue;
+        }
+
+        ln = ngx_http_llm_node(node);
+
+        rc = ngx_memn2cmp(account->data, ngx_http_llm_node_name(ln),
+                          account->len, (size_t) ln->len);
+
+        if (rc == 0) {
+            ngx_queue_remove(&ln->queue);
+            ngx_queue_insert_head(&ctx->sh->queue, &ln->queue);
+            return ln;
+        }
+
+        node = (rc < 0) ? node->left : node->right;
+    }
+
+    return NULL;
+}
+
+
+static ngx_http_llm_node_t *
+ngx_http_llm_node_create(ngx_http_llm_zone_ctx_t *ctx, uint32_t hash,
+    ngx_str_t *account, ngx_uint_t nwin, uint64_t now)
+{
+    size_t                size;
+    ngx_uint_t            tries;
+    ngx_rbtree_node_t    *node;
+    ngx_http_llm_node_t  *ln;
+
+    size = offsetof(ngx_rbtree_node_t, color)
+           + offsetof(ngx_http_llm_node_t, rings)
+           + nwin * sizeof(ngx_http_llm_ring_t)
+           + account->len;
+
+    for (tries = 0; /* void */; tries++) {
+
+        node = ngx_slab_alloc_locked(ctx->shpool, size);
+        if (node != NULL) {
+            break;
+        }
+
+        /* evict the least recently used idle entries to make room */
+
+        if (tries == 16 || ngx_http_llm_expire(ctx, 1, now) == 0) {
+            ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                          "llm_zone \"%V\" is full and every entry is busy",
+                          &ctx->name);
+            return NULL;
+        }
+    }
+
+    ngx_memzero(node, size);
+
+    node->key = hash;
+
+    ln = ngx_http_llm_node(node);
+    ln->nwin = (u_char) nwin;
+    ln->len = (u_short) account->len;
+
+    ngx_memcpy(ngx_http_llm_node_name(ln), account->data, account->len);
+
+    ngx_rbtree_insert(&ctx->sh->rbtree, node);
+    ngx_queue_insert_head(&ctx->sh->queue, &ln->queue);
+
+    return ln;
+}
+
+
+static void
+ngx_http_llm_node_free(ngx_http_llm_zone_ctx_t *ctx, ngx_http_llm_node_t *ln)
+{
+    ngx_queue_remove(&ln->queue);
+    ngx_rbtree_delete(&ctx->sh->rbtree, ngx_http_llm_rbnode(ln));
+    ngx_slab_free_locked(ctx->shpool, ngx_http_llm_rbnode(ln));
+}
+
+
+/*
+ * force == 0 drops up to two idle entries whose windows are empty;
+ * force == 1 also evicts the least recently used idle entry, logging
+ * that the zone is full at most once a minute per worker.  Entries
+ * holding concurrency slots are never dropped.  Returns how many
+ * entries were dropped.
+ */
+
+static ngx_uint_t
+ngx_http_llm_expire(ngx_http_llm_zone_ctx_t *ctx, ngx_uint_t force,
+    uint64_t now)
+{
+    ngx_uint_t            n, scanned;
+    ngx_queue_t          *q, *prev;
+    ngx_http_llm_node_t  *ln;
+
+    static uint64_t       logged;
+
+    n = 0;
+    scanned = 0;
+
+    for (q = ngx_queue_last(&ctx->sh->queue);
+         q != ngx_queue_sentinel(&ctx->sh->queue) && scanned < 8;
+         q = prev)
+    {
+        prev = ngx_queue_prev(q);
+        scanned++;
+
+        ln = ngx_queue_data(q, ngx_http_llm_node_t, queue);
+
+        if (ln->conc) {
+            continue;
+        }
+
+        if (ln->expire > now) {
+
+            if (!force) {
+                break;
+            }
+
+            force = 0;
+
+            if (now - logged >= 60000) {
+                logged = now;
+                ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                              "llm_zone \"%V\" is full, evicting the least "
+                              "recently used entries", &ctx->name);
+            }
+        }
+
+        ngx_http_llm_node_free(ctx, ln);
+
+        if (++n == 2 && !force) {
+            break;
+        }
+    }
+
+    return n;
+}
