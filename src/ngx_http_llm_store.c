@@ -9,11 +9,24 @@
  * are expired on insertion; when the slab is full, the least recently
  * used idle entry is evicted (and that is logged).  Every decision is
  * taken under the zone's mutex, so it is exact across workers.
+ *
+ * Concurrency slots are leased per worker process: an account at its
+ * limit first takes back the slots of workers that no longer exist, so
+ * a crashed worker cannot hold slots past the next refusal.
  */
 
 
 #include "ngx_http_llm_module.h"
 #include "ngx_http_llm_store.h"
+
+
+typedef struct ngx_http_llm_lease_s  ngx_http_llm_lease_t;
+
+struct ngx_http_llm_lease_s {
+    ngx_http_llm_lease_t       *next;
+    ngx_pid_t                   pid;
+    uint32_t                    count;
+};
 
 
 typedef struct {
@@ -24,7 +37,8 @@ typedef struct {
     ngx_queue_t                 queue;
     uint64_t                    expire;     /* ms: idle and empty after */
     uint64_t                    blocked;    /* ms: cooldown ends */
-    uint32_t                    conc;
+    ngx_http_llm_lease_t       *leases;
+    uint32_t                    conc;       /* sum of the leases */
     uint32_t                    reserved;
     ngx_http_llm_ring_t         rings[1];   /* nwin, then the name */
 } ngx_http_llm_node_t;
@@ -57,6 +71,12 @@ static void ngx_http_llm_node_free(ngx_http_llm_zone_ctx_t *ctx,
     ngx_http_llm_node_t *ln);
 static ngx_uint_t ngx_http_llm_expire(ngx_http_llm_zone_ctx_t *ctx,
     ngx_uint_t force, uint64_t now);
+static ngx_int_t ngx_http_llm_lease(ngx_http_llm_zone_ctx_t *ctx,
+    ngx_http_llm_node_t *ln, uint64_t now);
+static void ngx_http_llm_lease_return(ngx_http_llm_zone_ctx_t *ctx,
+    ngx_http_llm_node_t *ln);
+static void ngx_http_llm_lease_reclaim(ngx_http_llm_zone_ctx_t *ctx,
+    ngx_http_llm_node_t *ln);
 
 
 #define ngx_http_llm_node(n)                                                  \
@@ -288,6 +308,7 @@ ngx_http_llm_store_admit(ngx_shm_zone_t *shm_zone, ngx_str_t *account,
             goto done;
         }
 
+        ln->leases = old->leases;
         ln->conc = old->conc;
         ln->blocked = old->blocked;
 
@@ -317,23 +338,35 @@ ngx_http_llm_store_admit(ngx_shm_zone_t *shm_zone, ngx_str_t *account,
     }
 
     if (tier->concurrency && ln->conc >= tier->concurrency) {
-        d->retry_at = d->now + 1000;
-        rc = NGX_HTTP_LLM_CONC_FULL;
+
+        ngx_http_llm_lease_reclaim(ctx, ln);
+
+        if (ln->conc >= tier->concurrency) {
+            d->retry_at = d->now + 1000;
+            rc = NGX_HTTP_LLM_CONC_FULL;
+            goto done;
+        }
+    }
+
+    if (tier->concurrency && ngx_http_llm_lease(ctx, ln, d->now) != NGX_OK) {
+        rc = NGX_ERROR;
         goto done;
     }
 
     rc = ngx_http_llm_decide(tier, ln->rings, d);
 
-    if (rc == NGX_OK) {
+    if (rc != NGX_OK) {
+
         if (tier->concurrency) {
-            ln->conc++;
+            ngx_http_llm_lease_return(ctx, ln);
         }
 
-    } else if (tier->cooldown) {
-        ln->blocked = d->now + tier->cooldown;
+        if (tier->cooldown) {
+            ln->blocked = d->now + tier->cooldown;
 
-        if (d->retry_at < ln->blocked) {
-            d->retry_at = ln->blocked;
+            if (d->retry_at < ln->blocked) {
+                d->retry_at = ln->blocked;
+            }
         }
     }
 
@@ -367,11 +400,117 @@ ngx_http_llm_store_release(ngx_shm_zone_t *shm_zone, ngx_str_t *account)
 
     ln = ngx_http_llm_node_lookup(ctx, hash, account);
 
-    if (ln != NULL && ln->conc > 0) {
-        ln->conc--;
+    if (ln != NULL) {
+        ngx_http_llm_lease_return(ctx, ln);
     }
 
     ngx_shmtx_unlock(&ctx->shpool->mutex);
+}
+
+
+/* one more concurrency slot for this worker */
+
+static ngx_int_t
+ngx_http_llm_lease(ngx_http_llm_zone_ctx_t *ctx, ngx_http_llm_node_t *ln,
+    uint64_t now)
+{
+    ngx_http_llm_lease_t  *lease;
+
+    for (lease = ln->leases; lease; lease = lease->next) {
+        if (lease->pid == ngx_pid) {
+            break;
+        }
+    }
+
+    if (lease == NULL) {
+
+        /* "ln" holds no slot of ours yet: keep it from being evicted */
+
+        ln->conc++;
+
+        lease = ngx_slab_alloc_locked(ctx->shpool,
+                                      sizeof(ngx_http_llm_lease_t));
+        if (lease == NULL && ngx_http_llm_expire(ctx, 1, now)) {
+            lease = ngx_slab_alloc_locked(ctx->shpool,
+                                          sizeof(ngx_http_llm_lease_t));
+        }
+
+        ln->conc--;
+
+        if (lease == NULL) {
+            ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                          "llm_zone \"%V\" is full and every entry is busy",
+                          &ctx->name);
+            return NGX_ERROR;
+        }
+
+        lease->pid = ngx_pid;
+        lease->count = 0;
+        lease->next = ln->leases;
+        ln->leases = lease;
+    }
+
+    lease->count++;
+    ln->conc++;
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_llm_lease_return(ngx_http_llm_zone_ctx_t *ctx,
+    ngx_http_llm_node_t *ln)
+{
+    ngx_http_llm_lease_t  *lease, **prev;
+
+    for (prev = &ln->leases; *prev; prev = &(*prev)->next) {
+        lease = *prev;
+
+        if (lease->pid != ngx_pid) {
+            continue;
+        }
+
+        ln->conc--;
+
+        if (--lease->count == 0) {
+            *prev = lease->next;
+            ngx_slab_free_locked(ctx->shpool, lease);
+        }
+
+        return;
+    }
+}
+
+
+/* slots leased by worker processes that have died */
+
+static void
+ngx_http_llm_lease_reclaim(ngx_http_llm_zone_ctx_t *ctx,
+    ngx_http_llm_node_t *ln)
+{
+    ngx_http_llm_lease_t  *lease, **prev;
+
+    prev = &ln->leases;
+
+    while (*prev) {
+        lease = *prev;
+
+        if (lease->pid == ngx_pid
+            || kill(lease->pid, 0) == 0 || ngx_errno != NGX_ESRCH)
+        {
+            prev = &lease->next;
+            continue;
+        }
+
+        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                      "llm_zone \"%V\": took back %uD concurrency slots "
+                      "of exited process %P", &ctx->name, lease->count,
+                      lease->pid);
+
+        ln->conc -= ngx_min(ln->conc, lease->count);
+        *prev = lease->next;
+        ngx_slab_free_locked(ctx->shpool, lease);
+    }
 }
 
 
