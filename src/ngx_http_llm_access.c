@@ -254,7 +254,8 @@ ngx_http_llm_limit(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
     ngx_memzero(&d, sizeof(ngx_http_llm_decision_t));
 
     d.need[NGX_HTTP_LLM_DIM_REQUESTS] = 1;
-    d.now = ngx_http_llm_now();
+    d.now = ngx_current_msec;
+    d.wall = ngx_http_llm_now();
 
     rc = ngx_http_llm_store_admit(lmcf->shm_zone, &ctx->account, tier, &d);
 
@@ -274,7 +275,7 @@ ngx_http_llm_limit(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    wait = d.retry_at > d.now ? d.retry_at - d.now : 0;
+    wait = d.retry_at > d.wall ? d.retry_at - d.wall : 0;
     wait = (ngx_max(wait, 1000) + 999) / 1000;
 
     switch (rc) {
@@ -313,7 +314,7 @@ ngx_http_llm_limit(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
         err = NGX_HTTP_LLM_ERR_STORE;
         p = ngx_snprintf(msg.data, 256, "The rate limit store is "
                          "unavailable. Retry shortly.");
-        ctx->retry_after = d.now + 1000;
+        ctx->retry_after = d.wall + 1000;
         ctx->result = NGX_HTTP_LLM_RESULT_STORE;
         break;
     }

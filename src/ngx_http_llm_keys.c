@@ -26,9 +26,16 @@ static ngx_int_t ngx_http_llm_key_line(ngx_conf_t *cf,
 static time_t ngx_http_llm_parse_iso8601(u_char *p, size_t len);
 static int ngx_libc_cdecl ngx_http_llm_key_cmp(const void *one,
     const void *two);
+static ngx_int_t ngx_http_llm_keys_one_tier(ngx_conf_t *cf,
+    ngx_http_llm_main_conf_t *lmcf);
+static int ngx_libc_cdecl ngx_http_llm_key_account_cmp(const void *one,
+    const void *two);
 static void ngx_http_llm_header_hide(ngx_table_elt_t *h);
 static ngx_int_t ngx_http_llm_query_key(ngx_http_request_t *r,
     ngx_str_t *key);
+static ngx_uint_t ngx_http_llm_key_args(u_char *p, u_char *last,
+    ngx_uint_t mask);
+static void ngx_http_llm_mask_uri(ngx_str_t *uri);
 
 
 static ngx_str_t  ngx_http_llm_hidden_name = ngx_string("Connection");
@@ -262,6 +269,12 @@ ngx_http_llm_keys_init(ngx_conf_t *cf, ngx_http_llm_main_conf_t *lmcf)
         }
     }
 
+    /* an account has one tier: its key lines must not disagree */
+
+    if (ngx_http_llm_keys_one_tier(cf, lmcf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     ngx_qsort(key, lmcf->keys.nelts, sizeof(ngx_http_llm_key_t),
               ngx_http_llm_key_cmp);
 
@@ -289,6 +302,61 @@ ngx_http_llm_key_cmp(const void *one, const void *two)
     const ngx_http_llm_key_t  *b = two;
 
     return ngx_memcmp(a->digest, b->digest, NGX_HTTP_LLM_DIGEST_LEN);
+}
+
+
+static ngx_int_t
+ngx_http_llm_keys_one_tier(ngx_conf_t *cf, ngx_http_llm_main_conf_t *lmcf)
+{
+    ngx_uint_t            i, n;
+    ngx_http_llm_key_t   *key, **by;
+
+    n = lmcf->keys.nelts;
+
+    if (n < 2) {
+        return NGX_OK;
+    }
+
+    by = ngx_palloc(cf->temp_pool, n * sizeof(ngx_http_llm_key_t *));
+    if (by == NULL) {
+        return NGX_ERROR;
+    }
+
+    key = lmcf->keys.elts;
+
+    for (i = 0; i < n; i++) {
+        by[i] = &key[i];
+    }
+
+    ngx_qsort(by, n, sizeof(ngx_http_llm_key_t *),
+              ngx_http_llm_key_account_cmp);
+
+    for (i = 1; i < n; i++) {
+        if (ngx_http_llm_key_account_cmp(&by[i - 1], &by[i]) == 0
+            && by[i - 1]->tier != by[i]->tier)
+        {
+            ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                          "key file \"%V\" gives account \"%V\" two "
+                          "tiers, on lines %ui and %ui", &lmcf->key_file,
+                          &by[i]->account, ngx_min(by[i - 1]->line,
+                                                   by[i]->line),
+                          ngx_max(by[i - 1]->line, by[i]->line));
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+static int ngx_libc_cdecl
+ngx_http_llm_key_account_cmp(const void *one, const void *two)
+{
+    ngx_http_llm_key_t  *a = *(ngx_http_llm_key_t **) one;
+    ngx_http_llm_key_t  *b = *(ngx_http_llm_key_t **) two;
+
+    return ngx_memn2cmp(a->account.data, b->account.data, a->account.len,
+                        b->account.len);
 }
 
 
@@ -321,57 +389,63 @@ ngx_http_llm_account_valid(ngx_str_t *account)
 }
 
 
-/* YYYY-MM-DD, optionally followed by THH:MM[:SS[.frac]] and Z or +HH:MM */
+/*
+ * YYYY-MM-DD, optionally followed by THH:MM[:SS[.frac]] and Z or
+ * +HH:MM / -HH:MM; years from 2000 on.
+ */
 
 static time_t
 ngx_http_llm_parse_iso8601(u_char *p, size_t len)
 {
     u_char      *last;
-    ngx_int_t    f[6], sign, off;
-    ngx_uint_t   i, n, w;
-    static const size_t  widths[6] = { 4, 2, 2, 2, 2, 2 };
-    static const u_char  seps[6] = { '-', '-', 'T', ':', ':', 0 };
+    ngx_int_t    f[6], off, sign, hh, mm;
+    ngx_uint_t   i, w, leap;
+
+    static const size_t   widths[6] = { 4, 2, 2, 2, 2, 2 };
+    static const u_char   seps[5] = { '-', '-', 'T', ':', ':' };
+    static const u_char   days[13] = { 0, 31, 29, 31, 30, 31, 30, 31, 31,
+                                       30, 31, 30, 31 };
 
     last = p + len;
     ngx_memzero(f, sizeof(f));
 
     for (i = 0; i < 6; i++) {
-        w = widths[i];
 
-        if ((size_t) (last - p) < w) {
-            return NGX_ERROR;
+        if (i > 0) {
+            if (p == last || (*p != seps[i - 1]
+                              && !(i == 3 && *p == 't')))
+            {
+                break;
+            }
+
+            p++;
         }
 
-        n = 0;
-
-        while (w--) {
-            if (*p < '0' || *p > '9') {
+        for (w = widths[i]; w; w--, p++) {
+            if (p == last || *p < '0' || *p > '9') {
                 return NGX_ERROR;
             }
 
-            n = n * 10 + (*p++ - '0');
+            f[i] = f[i] * 10 + (*p - '0');
         }
-
-        f[i] = n;
-
-        if (p == last || i == 5 || *p != seps[i]) {
-            break;
-        }
-
-        if (i == 2 && *p != 'T' && *p != 't') {
-            break;
-        }
-
-        p++;
     }
 
-    if (i < 2 || f[0] < 1970 || f[1] < 1 || f[1] > 12 || f[2] < 1
-        || f[2] > 31 || f[3] > 23 || f[4] > 59 || f[5] > 60)
+    /* a date alone, or a date with hours and minutes at least */
+
+    if (i < 3 || i == 4) {
+        return NGX_ERROR;
+    }
+
+    leap = (f[0] % 4 == 0 && f[0] % 100 != 0) || f[0] % 400 == 0;
+
+    if (f[0] < 2000 || f[1] < 1 || f[1] > 12 || f[2] < 1
+        || f[2] > days[f[1]] || (f[1] == 2 && f[2] == 29 && !leap)
+        || f[3] > 23 || f[4] > 59 || f[5] > 59)
     {
         return NGX_ERROR;
     }
 
-    if (p < last && *p == '.') {
+    if (i == 6 && p < last && *p == '.') {
         for (p++; p < last && *p >= '0' && *p <= '9'; p++) { /* void */ }
     }
 
@@ -387,12 +461,14 @@ ngx_http_llm_parse_iso8601(u_char *p, size_t len)
             return NGX_ERROR;
         }
 
-        off = ngx_atoi(p + 1, 2) * 3600 + ngx_atoi(p + 4, 2) * 60;
-        if (off < 0) {
+        hh = ngx_atoi(p + 1, 2);
+        mm = ngx_atoi(p + 4, 2);
+
+        if (hh < 0 || hh > 23 || mm < 0 || mm > 59) {
             return NGX_ERROR;
         }
 
-        off *= sign;
+        off = sign * (hh * 3600 + mm * 60);
         p += 6;
     }
 
@@ -482,7 +558,28 @@ ngx_http_llm_credential(ngx_http_request_t *r, ngx_str_t *key)
                 continue;
             }
 
+            /* only "Bearer" (any case) is ours: Basic and others pass */
+
+            p = h[i].value.data;
+            last = p + h[i].value.len;
+
+            if (h[i].value.len < 6
+                || ngx_strncasecmp(p, (u_char *) "Bearer", 6) != 0
+                || (h[i].value.len > 6 && p[6] != ' ' && p[6] != '\t'))
+            {
+                continue;
+            }
+
+            for (p += 6; p < last && (*p == ' ' || *p == '\t'); p++) {
+                /* void */
+            }
+
+            while (last > p && (last[-1] == ' ' || last[-1] == '\t')) {
+                last--;
+            }
+
             which = 0;
+            r->headers_in.authorization = NULL;
             break;
 
         case sizeof("x-api-key") - 1:
@@ -490,6 +587,8 @@ ngx_http_llm_credential(ngx_http_request_t *r, ngx_str_t *key)
                 continue;
             }
 
+            p = h[i].value.data;
+            last = p + h[i].value.len;
             which = 1;
             break;
 
@@ -498,6 +597,8 @@ ngx_http_llm_credential(ngx_http_request_t *r, ngx_str_t *key)
                 continue;
             }
 
+            p = h[i].value.data;
+            last = p + h[i].value.len;
             which = 2;
             break;
 
@@ -505,14 +606,21 @@ ngx_http_llm_credential(ngx_http_request_t *r, ngx_str_t *key)
             continue;
         }
 
+        /* copied: the header's own bytes are wiped below */
+
         if (found[which].data == NULL) {
-            found[which] = h[i].value;
+            found[which].len = last - p;
+            found[which].data = ngx_pnalloc(r->pool, last - p + 1);
+
+            if (found[which].data == NULL) {
+                return NGX_ERROR;
+            }
+
+            ngx_memcpy(found[which].data, p, last - p);
         }
 
         ngx_http_llm_header_hide(&h[i]);
     }
-
-    r->headers_in.authorization = NULL;
 
     arg.data = NULL;
 
@@ -520,32 +628,7 @@ ngx_http_llm_credential(ngx_http_request_t *r, ngx_str_t *key)
         return NGX_ERROR;
     }
 
-    if (found[0].data) {
-
-        /* "Bearer" is case-insensitive; any other scheme never matches */
-
-        p = found[0].data;
-        last = p + found[0].len;
-
-        if (found[0].len >= 6 && ngx_strncasecmp(p, (u_char *) "Bearer", 6)
-                                 == 0
-            && (found[0].len == 6 || p[6] == ' ' || p[6] == '\t'))
-        {
-            for (p += 6; p < last && (*p == ' ' || *p == '\t'); p++) {
-                /* void */
-            }
-
-            while (last > p && (last[-1] == ' ' || last[-1] == '\t')) {
-                last--;
-            }
-        }
-
-        key->data = p;
-        key->len = last - p;
-        return NGX_OK;
-    }
-
-    for (i = 1; i < 3; i++) {
+    for (i = 0; i < 3; i++) {
         if (found[i].data) {
             *key = found[i];
             return NGX_OK;
@@ -565,12 +648,15 @@ ngx_http_llm_credential(ngx_http_request_t *r, ngx_str_t *key)
  * A credential header stays in the list (other pointers into the list
  * must stay valid) but is renamed to "Connection", a header that the
  * proxy module always sets itself and so never copies from the client,
- * and emptied, so neither upstream nor "$http_*" can see it.
+ * and emptied; its bytes are overwritten, so that a "$http_*" value
+ * cached before this phase shows no more than asterisks.
  */
 
 static void
 ngx_http_llm_header_hide(ngx_table_elt_t *h)
 {
+    ngx_memset(h->value.data, '*', h->value.len);
+
     h->key = ngx_http_llm_hidden_name;
     h->lowcase_key = ngx_http_llm_hidden_lc;
     h->hash = ngx_hash_key(ngx_http_llm_hidden_lc,
@@ -581,19 +667,21 @@ ngx_http_llm_header_hide(ngx_table_elt_t *h)
 
 /*
  * Takes every "key" argument out of $args, returning the first one
- * (unescaped), and masks their values in the request line so that
- * $request and $request_uri do not log them.
+ * (unescaped), and masks their values in the request line and the
+ * unparsed URI (for HTTP/2 these are copies), so that $request and
+ * $request_uri do not log them.
  */
 
 static ngx_int_t
 ngx_http_llm_query_key(ngx_http_request_t *r, ngx_str_t *key)
 {
-    u_char  *p, *last, *amp, *eq, *dst, *out, *v, *src;
+    u_char     *p, *last, *amp, *dst, *out, *v, *src;
+    ngx_uint_t  n;
 
     p = r->args.data;
     last = p + r->args.len;
 
-    if (ngx_strnstr(p, "key=", r->args.len) == NULL) {
+    if (ngx_http_llm_key_args(p, last, 0) == 0) {
         return NGX_OK;
     }
 
@@ -603,6 +691,7 @@ ngx_http_llm_query_key(ngx_http_request_t *r, ngx_str_t *key)
     }
 
     dst = out;
+    n = 0;
 
     for ( /* void */ ; p < last; p = amp + 1) {
 
@@ -611,9 +700,7 @@ ngx_http_llm_query_key(ngx_http_request_t *r, ngx_str_t *key)
             amp = last;
         }
 
-        eq = ngx_strlchr(p, amp, '=');
-
-        if (eq == NULL || eq - p != 3 || ngx_strncmp(p, "key", 3) != 0) {
+        if (amp - p < 4 || ngx_strncmp(p, "key=", 4) != 0) {
             if (dst != out) {
                 *dst++ = '&';
             }
@@ -622,28 +709,77 @@ ngx_http_llm_query_key(ngx_http_request_t *r, ngx_str_t *key)
             continue;
         }
 
-        if (key->data == NULL) {
-            v = ngx_pnalloc(r->pool, amp - eq);
+        if (n++ == 0) {
+            v = ngx_pnalloc(r->pool, amp - p - 4 + 1);
             if (v == NULL) {
                 return NGX_ERROR;
             }
 
             key->data = v;
-            src = eq + 1;
-            ngx_unescape_uri(&v, &src, amp - eq - 1, NGX_UNESCAPE_URI);
+            src = p + 4;
+            ngx_unescape_uri(&v, &src, amp - p - 4, 0);
             key->len = v - key->data;
         }
-
-        ngx_memset(eq + 1, '*', amp - eq - 1);
     }
 
-    if (key->data == NULL) {
-        return NGX_OK;
-    }
+    /* $args may alias the request line: copy the key out before masking */
+
+    ngx_http_llm_mask_uri(&r->unparsed_uri);
+    ngx_http_llm_mask_uri(&r->request_line);
 
     r->args.data = out;
     r->args.len = dst - out;
     r->valid_unparsed_uri = 0;
 
     return NGX_OK;
+}
+
+
+/* counts the "key" arguments of a query string, masking their values */
+
+static ngx_uint_t
+ngx_http_llm_key_args(u_char *p, u_char *last, ngx_uint_t mask)
+{
+    u_char      *amp;
+    ngx_uint_t   n;
+
+    n = 0;
+
+    for ( /* void */ ; p < last; p = amp + 1) {
+
+        amp = ngx_strlchr(p, last, '&');
+        if (amp == NULL) {
+            amp = last;
+        }
+
+        if (amp - p >= 4 && ngx_strncmp(p, "key=", 4) == 0) {
+            n++;
+
+            if (mask) {
+                ngx_memset(p + 4, '*', amp - p - 4);
+            }
+        }
+    }
+
+    return n;
+}
+
+
+/* the query of "/uri?query" or of "GET /uri?query HTTP/1.1" */
+
+static void
+ngx_http_llm_mask_uri(ngx_str_t *uri)
+{
+    u_char  *p, *q, *last;
+
+    last = uri->data + uri->len;
+
+    p = ngx_strlchr(uri->data, last, '?');
+    if (p == NULL) {
+        return;
+    }
+
+    q = ngx_strlchr(p, last, ' ');
+
+    (void) ngx_http_llm_key_args(p + 1, q ? q : last, 1);
 }

@@ -17,6 +17,7 @@
 static ngx_int_t ngx_http_llm_tier_window(ngx_conf_t *cf,
     ngx_http_llm_tier_t *tier, ngx_str_t *value, ngx_uint_t dim,
     size_t skip);
+static u_char ngx_http_llm_period_code(ngx_msec_t period);
 static uint32_t ngx_http_llm_slot(ngx_http_llm_window_conf_t *wc,
     ngx_http_llm_decision_t *d);
 static uint64_t ngx_http_llm_month_start(uint32_t month);
@@ -24,7 +25,7 @@ static void ngx_http_llm_ring_advance(ngx_http_llm_window_conf_t *wc,
     ngx_http_llm_ring_t *ring, uint32_t cur);
 static uint64_t ngx_http_llm_ring_sum(ngx_http_llm_window_conf_t *wc,
     ngx_http_llm_ring_t *ring);
-static uint64_t ngx_http_llm_ring_free_at(ngx_http_llm_window_conf_t *wc,
+static uint64_t ngx_http_llm_ring_free_in(ngx_http_llm_window_conf_t *wc,
     ngx_http_llm_ring_t *ring, ngx_http_llm_decision_t *d, uint64_t drop);
 static void ngx_http_llm_report(ngx_http_llm_report_t *rep,
     ngx_http_llm_window_conf_t *wc, uint64_t remaining, uint64_t reset);
@@ -142,23 +143,30 @@ ngx_http_llm_tier(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    /* the layout hash: a node made for another layout is reset */
+    if (tier->windows.nelts > NGX_HTTP_LLM_WINDOWS_MAX) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "too many windows in llm_tier \"%V\", "
+                           "the maximum is %d", &value[1],
+                           NGX_HTTP_LLM_WINDOWS_MAX);
+        return NGX_CONF_ERROR;
+    }
 
-    tier->layout = ngx_crc32_short((u_char *) tier->windows.elts,
-                                   tier->windows.nelts
-                                   * sizeof(ngx_http_llm_window_conf_t));
+    /*
+     * A window's tag names its dimension and period: counts follow the
+     * tag when a reload or a change of tier gives an account another
+     * set of windows.
+     */
+
+    tier->tags = ngx_pnalloc(cf->pool, tier->windows.nelts + 1);
+    if (tier->tags == NULL) {
+        return NGX_CONF_ERROR;
+    }
 
     wc = tier->windows.elts;
 
     for (i = 0; i < tier->windows.nelts; i++) {
-        tier->layout ^= ngx_crc32_short(wc[i].text.data, wc[i].text.len)
-                        + (uint32_t) (wc[i].dim * 131 + wc[i].limit);
-    }
-
-    if (tier->windows.nelts > 255) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "too many windows in llm_tier \"%V\"", &value[1]);
-        return NGX_CONF_ERROR;
+        tier->tags[i] = (u_char) (wc[i].dim << 4 | ngx_http_llm_period_code(
+                                                                  wc[i].period));
     }
 
     return NGX_CONF_OK;
@@ -334,10 +342,41 @@ ngx_http_llm_window_is_quota(ngx_http_llm_window_conf_t *wc)
 }
 
 
-void
-ngx_http_llm_rings_reset(ngx_http_llm_ring_t *rings, ngx_uint_t n)
+static u_char
+ngx_http_llm_period_code(ngx_msec_t period)
 {
-    ngx_memzero(rings, n * sizeof(ngx_http_llm_ring_t));
+    switch (period) {
+    case 1000:
+        return 1;
+    case 60 * 1000:
+        return 2;
+    case 3600 * 1000:
+        return 3;
+    case 86400 * 1000:
+        return 4;
+    default: /* a calendar month */
+        return 5;
+    }
+}
+
+
+/* fills new rings from old ones with the same tag; the rest start empty */
+
+void
+ngx_http_llm_rings_carry(ngx_http_llm_ring_t *to, u_char *to_tags,
+    ngx_uint_t to_n, ngx_http_llm_ring_t *from, u_char *from_tags,
+    ngx_uint_t from_n)
+{
+    ngx_uint_t  i, j;
+
+    for (i = 0; i < to_n; i++) {
+        for (j = 0; j < from_n; j++) {
+            if (to_tags[i] == from_tags[j]) {
+                to[i] = from[j];
+                break;
+            }
+        }
+    }
 }
 
 
@@ -380,12 +419,14 @@ ngx_http_llm_decide(ngx_http_llm_tier_t *tier, ngx_http_llm_ring_t *rings,
         /* when enough of what is counted leaves the window */
 
         if (need > wc[i].limit) {
-            at = d->now + (wc[i].period ? wc[i].period : 86400000);
+            at = wc[i].period ? wc[i].period : 86400000;
 
         } else {
-            at = ngx_http_llm_ring_free_at(&wc[i], &rings[i], d,
+            at = ngx_http_llm_ring_free_in(&wc[i], &rings[i], d,
                                            sum + need - wc[i].limit);
         }
+
+        at += d->wall;
 
         /* a quota refusal outranks a rate refusal, then the later one */
 
@@ -439,8 +480,8 @@ ngx_http_llm_decide(ngx_http_llm_tier_t *tier, ngx_http_llm_ring_t *rings,
                             ? &d->requests : &d->tokens,
                             &wc[i],
                             sum < wc[i].limit ? wc[i].limit - sum : 0,
-                            ngx_http_llm_ring_free_at(&wc[i], &rings[i], d,
-                                                      1));
+                            d->wall + ngx_http_llm_ring_free_in(&wc[i],
+                                                      &rings[i], d, 1));
     }
 
     return d->refused ? NGX_DECLINED : NGX_OK;
@@ -478,11 +519,17 @@ ngx_http_llm_slot(ngx_http_llm_window_conf_t *wc, ngx_http_llm_decision_t *d)
     ngx_tm_t  tm;
 
     if (wc->period == 0) {
-        ngx_gmtime((time_t) (d->now / 1000), &tm);
+        ngx_gmtime((time_t) (d->wall / 1000), &tm);
         return (uint32_t) ((tm.ngx_tm_year - 1970) * 12 + tm.ngx_tm_mon - 1);
     }
 
-    return (uint32_t) ((d->now - d->base) / wc->width);
+    /*
+     * Slots count from two days before the zone was made, so that every
+     * ring starts with a whole window of history behind it.
+     */
+
+    return (uint32_t) ((d->now + (uint64_t) 2 * 86400 * 1000 - d->base)
+                       / wc->width);
 }
 
 
@@ -529,6 +576,11 @@ ngx_http_llm_ring_advance(ngx_http_llm_window_conf_t *wc,
         return;
     }
 
+    if (wc->period != 0 && cur < ring->slot && ring->slot - cur < 1000) {
+        /* another worker counted in a later slot a moment ago */
+        return;
+    }
+
     if (wc->period == 0
         || cur - ring->slot >= NGX_HTTP_LLM_SLOTS
         || cur < ring->slot)
@@ -568,35 +620,39 @@ ngx_http_llm_ring_sum(ngx_http_llm_window_conf_t *wc,
 
 
 /*
- * The moment at which at least "drop" units will have left the window,
- * walking from its oldest slot; "now" when nothing is counted.
+ * How long until at least "drop" units have left the window, walking
+ * from its oldest slot; 0 when nothing is counted.
  */
 
 static uint64_t
-ngx_http_llm_ring_free_at(ngx_http_llm_window_conf_t *wc,
+ngx_http_llm_ring_free_in(ngx_http_llm_window_conf_t *wc,
     ngx_http_llm_ring_t *ring, ngx_http_llm_decision_t *d, uint64_t drop)
 {
     uint32_t  s;
-    uint64_t  freed;
+    uint64_t  freed, at, now;
 
     if (wc->period == 0) {
         if (ring->count[0] == 0 && ring->count[1] == 0) {
-            return d->now;
+            return 0;
         }
 
-        return ngx_http_llm_month_start(ring->slot + 1);
+        at = ngx_http_llm_month_start(ring->slot + 1);
+
+        return at > d->wall ? at - d->wall : 0;
     }
 
     freed = 0;
+    now = d->now + (uint64_t) 2 * 86400 * 1000 - d->base;
 
     for (s = ring->slot - (NGX_HTTP_LLM_SLOTS - 1); s != ring->slot + 1; s++)
     {
         freed += ring->count[s % NGX_HTTP_LLM_SLOTS];
 
         if (freed >= drop) {
-            return d->base + (uint64_t) (s + NGX_HTTP_LLM_SLOTS) * wc->width;
+            at = (uint64_t) (s + NGX_HTTP_LLM_SLOTS) * wc->width;
+            return at > now ? at - now : 0;
         }
     }
 
-    return d->now;
+    return 0;
 }

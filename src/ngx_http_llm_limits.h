@@ -25,6 +25,9 @@
 
 #define NGX_HTTP_LLM_LIMIT_MAX  4000000000
 
+/* windows in one tier */
+#define NGX_HTTP_LLM_WINDOWS_MAX  32
+
 
 typedef struct {
     uint32_t                    slot;
@@ -32,14 +35,21 @@ typedef struct {
 } ngx_http_llm_ring_t;
 
 
+/*
+ * Sliding windows count on the monotonic clock (ngx_current_msec), so a
+ * step of the wall clock neither empties nor stretches them; calendar
+ * months, and every time reported to clients, are wall clock.
+ */
+
 typedef struct {
     uint64_t                    need[5];   /* by NGX_HTTP_LLM_DIM_* */
-    uint64_t                    now;       /* wall clock, ms */
-    uint64_t                    base;      /* the zone's slot origin, ms */
+    uint64_t                    now;       /* monotonic, ms */
+    uint64_t                    wall;      /* wall clock, ms */
+    uint64_t                    base;      /* the zone's slot origin */
 
     /* out */
     ngx_http_llm_window_conf_t *refused;   /* NULL: admitted */
-    uint64_t                    retry_at;  /* ms, when refused */
+    uint64_t                    retry_at;  /* wall clock, ms */
     ngx_http_llm_report_t       requests;
     ngx_http_llm_report_t       tokens;
 } ngx_http_llm_decision_t;
@@ -51,7 +61,9 @@ ngx_http_llm_tier_t *ngx_http_llm_tier_find(ngx_http_llm_main_conf_t *lmcf,
 ngx_uint_t ngx_http_llm_window_is_quota(ngx_http_llm_window_conf_t *wc);
 time_t ngx_http_llm_civil_days(ngx_uint_t y, ngx_uint_t m, ngx_uint_t d);
 
-void ngx_http_llm_rings_reset(ngx_http_llm_ring_t *rings, ngx_uint_t n);
+void ngx_http_llm_rings_carry(ngx_http_llm_ring_t *to, u_char *to_tags,
+    ngx_uint_t to_n, ngx_http_llm_ring_t *from, u_char *from_tags,
+    ngx_uint_t from_n);
 ngx_int_t ngx_http_llm_decide(ngx_http_llm_tier_t *tier,
     ngx_http_llm_ring_t *rings, ngx_http_llm_decision_t *d);
 

@@ -446,6 +446,7 @@ ngx_http_llm_resolve_tier(ngx_conf_t *cf, ngx_http_llm_tier_ref_t *ref,
 static ngx_int_t
 ngx_http_llm_postconfiguration(ngx_conf_t *cf)
 {
+    ngx_array_t                *handlers;
     ngx_http_handler_pt        *h;
     ngx_http_core_main_conf_t  *cmcf;
     ngx_http_llm_main_conf_t   *lmcf;
@@ -470,12 +471,22 @@ ngx_http_llm_postconfiguration(ngx_conf_t *cf)
 
     cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
 
-    h = ngx_array_push(&cmcf->phases[NGX_HTTP_ACCESS_PHASE].handlers);
+    /*
+     * Handlers of a phase run in the reverse order of registration: the
+     * first slot runs last, after allow/deny, auth_basic and
+     * auth_request, so a request they refuse is not counted.
+     */
+
+    handlers = &cmcf->phases[NGX_HTTP_ACCESS_PHASE].handlers;
+
+    h = ngx_array_push(handlers);
     if (h == NULL) {
         return NGX_ERROR;
     }
 
-    *h = ngx_http_llm_access_handler;
+    h = handlers->elts;
+    ngx_memmove(&h[1], &h[0], (handlers->nelts - 1) * sizeof(*h));
+    h[0] = ngx_http_llm_access_handler;
 
     return ngx_http_llm_reply_init(cf);
 }

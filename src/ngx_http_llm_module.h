@@ -60,7 +60,7 @@ typedef struct {
     ngx_uint_t                  priority;
     ngx_msec_t                  cooldown;
     ngx_msec_t                  longest;   /* longest window, ms */
-    uint32_t                    layout;    /* hash of the window layout */
+    u_char                     *tags;      /* a window's dimension, period */
 } ngx_http_llm_tier_t;
 
 

@@ -209,7 +209,7 @@ ngx_http_llm_header_filter(ngx_http_request_t *r)
         return ngx_http_next_header_filter(r);
     }
 
-    ctx = ngx_http_get_module_ctx(r, ngx_http_llm_gateway_module);
+    ctx = ngx_http_llm_find_ctx(r);
     llcf = ngx_http_get_module_loc_conf(r, ngx_http_llm_gateway_module);
 
     if (ctx == NULL || !llcf->headers) {

@@ -11,8 +11,8 @@
  * taken under the zone's mutex, so it is exact across workers.
  *
  * Concurrency slots are leased per worker process: an account at its
- * limit first takes back the slots of workers that no longer exist, so
- * a crashed worker cannot hold slots past the next refusal.
+ * limit first takes back (at most once a second) the slots of workers
+ * that no longer exist, so a crashed worker cannot hold them for long.
  */
 
 
@@ -29,18 +29,19 @@ struct ngx_http_llm_lease_s {
 };
 
 
+/* times are ngx_current_msec: monotonic, and the same in every worker */
+
 typedef struct {
     u_char                      color;
     u_char                      nwin;
     u_short                     len;
-    uint32_t                    layout;
+    uint32_t                    reclaimed;  /* ms >> 10: last reclaim */
     ngx_queue_t                 queue;
-    uint64_t                    expire;     /* ms: idle and empty after */
-    uint64_t                    blocked;    /* ms: cooldown ends */
+    uint64_t                    expire;     /* idle and empty after */
+    uint64_t                    blocked;    /* cooldown ends */
     ngx_http_llm_lease_t       *leases;
     uint32_t                    conc;       /* sum of the leases */
-    uint32_t                    reserved;
-    ngx_http_llm_ring_t         rings[1];   /* nwin, then the name */
+    ngx_http_llm_ring_t         rings[1];   /* nwin; tags; the name */
 } ngx_http_llm_node_t;
 
 
@@ -48,7 +49,7 @@ typedef struct {
     ngx_rbtree_t                rbtree;
     ngx_rbtree_node_t           sentinel;
     ngx_queue_t                 queue;
-    uint64_t                    base;       /* slot origin, ms */
+    uint64_t                    base;       /* when the zone was made */
 } ngx_http_llm_shctx_t;
 
 
@@ -66,7 +67,12 @@ static ngx_http_llm_node_t *ngx_http_llm_node_lookup(
     ngx_http_llm_zone_ctx_t *ctx, uint32_t hash, ngx_str_t *account);
 static ngx_http_llm_node_t *ngx_http_llm_node_create(
     ngx_http_llm_zone_ctx_t *ctx, uint32_t hash, ngx_str_t *account,
-    ngx_uint_t nwin, uint64_t now);
+    ngx_http_llm_tier_t *tier, uint64_t now);
+static ngx_http_llm_node_t *ngx_http_llm_node_retier(
+    ngx_http_llm_zone_ctx_t *ctx, ngx_http_llm_node_t *old, uint32_t hash,
+    ngx_str_t *account, ngx_http_llm_tier_t *tier, uint64_t now);
+static void ngx_http_llm_log_full(ngx_http_llm_zone_ctx_t *ctx,
+    uint64_t now);
 static void ngx_http_llm_node_free(ngx_http_llm_zone_ctx_t *ctx,
     ngx_http_llm_node_t *ln);
 static ngx_uint_t ngx_http_llm_expire(ngx_http_llm_zone_ctx_t *ctx,
@@ -86,8 +92,11 @@ static void ngx_http_llm_lease_reclaim(ngx_http_llm_zone_ctx_t *ctx,
     ((ngx_rbtree_node_t *) ((u_char *) (ln)                                   \
                             - offsetof(ngx_rbtree_node_t, color)))
 
-#define ngx_http_llm_node_name(ln)                                            \
+#define ngx_http_llm_node_tags(ln)                                            \
     ((u_char *) &(ln)->rings[(ln)->nwin])
+
+#define ngx_http_llm_node_name(ln)                                            \
+    (ngx_http_llm_node_tags(ln) + (ln)->nwin)
 
 
 /* llm_zone NAME:SIZE; */
@@ -198,12 +207,7 @@ ngx_http_llm_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 
     ngx_queue_init(&ctx->sh->queue);
 
-    /*
-     * Slots are numbered from two days before the zone was made, so
-     * that every ring starts with a whole window of history behind it.
-     */
-
-    ctx->sh->base = ngx_http_llm_now() - (uint64_t) 2 * 86400 * 1000;
+    ctx->sh->base = ngx_current_msec;
 
     len = sizeof(" in llm_zone \"\"") + shm_zone->shm.name.len;
 
@@ -275,8 +279,9 @@ ngx_http_llm_store_admit(ngx_shm_zone_t *shm_zone, ngx_str_t *account,
     ngx_http_llm_tier_t *tier, ngx_http_llm_decision_t *d)
 {
     uint32_t                  hash;
+    uint64_t                  need, retry_at;
     ngx_int_t                 rc;
-    ngx_http_llm_node_t      *ln, *old;
+    ngx_http_llm_node_t      *ln;
     ngx_http_llm_zone_ctx_t  *ctx;
 
     ctx = shm_zone->data;
@@ -288,64 +293,60 @@ ngx_http_llm_store_admit(ngx_shm_zone_t *shm_zone, ngx_str_t *account,
 
     ln = ngx_http_llm_node_lookup(ctx, hash, account);
 
-    if (ln != NULL && ln->nwin != tier->windows.nelts) {
-
-        /* the account changed tier, or the tier changed on reload */
-
-        old = ln;
-
-        /* a busy entry is never evicted: keep "old" while making "ln" */
-
-        old->conc++;
-
-        ln = ngx_http_llm_node_create(ctx, hash, account,
-                                      tier->windows.nelts, d->now);
-
-        old->conc--;
-
-        if (ln == NULL) {
-            rc = NGX_ERROR;
-            goto done;
-        }
-
-        ln->leases = old->leases;
-        ln->conc = old->conc;
-        ln->blocked = old->blocked;
-
-        ngx_http_llm_node_free(ctx, old);
-
-    } else if (ln == NULL) {
-
+    if (ln == NULL) {
         ngx_http_llm_expire(ctx, 0, d->now);
 
-        ln = ngx_http_llm_node_create(ctx, hash, account,
-                                      tier->windows.nelts, d->now);
-        if (ln == NULL) {
-            rc = NGX_ERROR;
-            goto done;
-        }
+        ln = ngx_http_llm_node_create(ctx, hash, account, tier, d->now);
+
+    } else if (ln->nwin != tier->windows.nelts
+               || ngx_memcmp(ngx_http_llm_node_tags(ln), tier->tags,
+                             ln->nwin)
+                  != 0)
+    {
+        /* the account changed tier, or its tier changed on reload */
+
+        ln = ngx_http_llm_node_retier(ctx, ln, hash, account, tier, d->now);
     }
 
-    if (ln->layout != tier->layout) {
-        ngx_http_llm_rings_reset(ln->rings, ln->nwin);
-        ln->layout = tier->layout;
-    }
-
-    if (ln->blocked > d->now) {
-        d->retry_at = ln->blocked;
-        rc = NGX_HTTP_LLM_COOLING;
+    if (ln == NULL) {
+        rc = NGX_ERROR;
         goto done;
     }
 
-    if (tier->concurrency && ln->conc >= tier->concurrency) {
+    rc = NGX_OK;
 
-        ngx_http_llm_lease_reclaim(ctx, ln);
+    if (ln->blocked > d->now) {
+        d->retry_at = d->wall + (ln->blocked - d->now);
+        rc = NGX_HTTP_LLM_COOLING;
+
+    } else if (tier->concurrency && ln->conc >= tier->concurrency) {
+
+        /* slots of crashed workers come back, looked for once a second */
+
+        if ((uint32_t) (d->now >> 10) != ln->reclaimed) {
+            ln->reclaimed = (uint32_t) (d->now >> 10);
+            ngx_http_llm_lease_reclaim(ctx, ln);
+        }
 
         if (ln->conc >= tier->concurrency) {
-            d->retry_at = d->now + 1000;
+            d->retry_at = d->wall + 1000;
             rc = NGX_HTTP_LLM_CONC_FULL;
-            goto done;
         }
+    }
+
+    if (rc != NGX_OK) {
+
+        /* the windows are reported as they stand, and not charged */
+
+        need = d->need[NGX_HTTP_LLM_DIM_REQUESTS];
+        retry_at = d->retry_at;
+        ngx_memzero(d->need, sizeof(d->need));
+
+        (void) ngx_http_llm_decide(tier, ln->rings, d);
+
+        d->need[NGX_HTTP_LLM_DIM_REQUESTS] = need;
+        d->retry_at = retry_at;
+        goto done;
     }
 
     if (tier->concurrency && ngx_http_llm_lease(ctx, ln, d->now) != NGX_OK) {
@@ -364,8 +365,8 @@ ngx_http_llm_store_admit(ngx_shm_zone_t *shm_zone, ngx_str_t *account,
         if (tier->cooldown) {
             ln->blocked = d->now + tier->cooldown;
 
-            if (d->retry_at < ln->blocked) {
-                d->retry_at = ln->blocked;
+            if (d->retry_at < d->wall + tier->cooldown) {
+                d->retry_at = d->wall + tier->cooldown;
             }
         }
     }
@@ -438,9 +439,7 @@ ngx_http_llm_lease(ngx_http_llm_zone_ctx_t *ctx, ngx_http_llm_node_t *ln,
         ln->conc--;
 
         if (lease == NULL) {
-            ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
-                          "llm_zone \"%V\" is full and every entry is busy",
-                          &ctx->name);
+            ngx_http_llm_log_full(ctx, now);
             return NGX_ERROR;
         }
 
@@ -557,16 +556,18 @@ ngx_http_llm_node_lookup(ngx_http_llm_zone_ctx_t *ctx, uint32_t hash,
 
 static ngx_http_llm_node_t *
 ngx_http_llm_node_create(ngx_http_llm_zone_ctx_t *ctx, uint32_t hash,
-    ngx_str_t *account, ngx_uint_t nwin, uint64_t now)
+    ngx_str_t *account, ngx_http_llm_tier_t *tier, uint64_t now)
 {
     size_t                size;
-    ngx_uint_t            tries;
+    ngx_uint_t            tries, nwin;
     ngx_rbtree_node_t    *node;
     ngx_http_llm_node_t  *ln;
 
+    nwin = tier->windows.nelts;
+
     size = offsetof(ngx_rbtree_node_t, color)
            + offsetof(ngx_http_llm_node_t, rings)
-           + nwin * sizeof(ngx_http_llm_ring_t)
+           + nwin * (sizeof(ngx_http_llm_ring_t) + 1)
            + account->len;
 
     for (tries = 0; /* void */; tries++) {
@@ -579,9 +580,7 @@ ngx_http_llm_node_create(ngx_http_llm_zone_ctx_t *ctx, uint32_t hash,
         /* evict the least recently used idle entries to make room */
 
         if (tries == 16 || ngx_http_llm_expire(ctx, 1, now) == 0) {
-            ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
-                          "llm_zone \"%V\" is full and every entry is busy",
-                          &ctx->name);
+            ngx_http_llm_log_full(ctx, now);
             return NULL;
         }
     }
@@ -594,12 +593,70 @@ ngx_http_llm_node_create(ngx_http_llm_zone_ctx_t *ctx, uint32_t hash,
     ln->nwin = (u_char) nwin;
     ln->len = (u_short) account->len;
 
+    ngx_memcpy(ngx_http_llm_node_tags(ln), tier->tags, nwin);
     ngx_memcpy(ngx_http_llm_node_name(ln), account->data, account->len);
 
     ngx_rbtree_insert(&ctx->sh->rbtree, node);
     ngx_queue_insert_head(&ctx->sh->queue, &ln->queue);
 
     return ln;
+}
+
+
+/*
+ * A node for the account's new set of windows: the counts of windows
+ * of the same dimension and period, its slots and cooldown carry over.
+ */
+
+static ngx_http_llm_node_t *
+ngx_http_llm_node_retier(ngx_http_llm_zone_ctx_t *ctx,
+    ngx_http_llm_node_t *old, uint32_t hash, ngx_str_t *account,
+    ngx_http_llm_tier_t *tier, uint64_t now)
+{
+    ngx_http_llm_node_t  *ln;
+
+    /* a busy entry is never evicted: keep "old" while making "ln" */
+
+    old->conc++;
+    ln = ngx_http_llm_node_create(ctx, hash, account, tier, now);
+    old->conc--;
+
+    if (ln == NULL) {
+        return NULL;
+    }
+
+    ngx_http_llm_rings_carry(ln->rings, tier->tags, ln->nwin,
+                             old->rings, ngx_http_llm_node_tags(old),
+                             old->nwin);
+
+    ln->leases = old->leases;
+    ln->conc = old->conc;
+    ln->blocked = old->blocked;
+    ln->expire = old->expire;
+    ln->reclaimed = old->reclaimed;
+
+    ngx_http_llm_node_free(ctx, old);
+
+    return ln;
+}
+
+
+/* under the lock: said at most once a minute per worker */
+
+static void
+ngx_http_llm_log_full(ngx_http_llm_zone_ctx_t *ctx, uint64_t now)
+{
+    static uint64_t  logged;
+
+    if (logged && now - logged < 60000) {
+        return;
+    }
+
+    logged = now;
+
+    ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                  "llm_zone \"%V\" is full and every entry is busy",
+                  &ctx->name);
 }
 
 
