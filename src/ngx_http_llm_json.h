@@ -1,0 +1,117 @@
+
+/*
+ * ngx_llm_gateway: what the gateway reads in requests and responses.
+ */
+
+
+#ifndef _NGX_HTTP_LLM_JSON_H_INCLUDED_
+#define _NGX_HTTP_LLM_JSON_H_INCLUDED_
+
+
+#include "ngx_http_llm_module.h"
+#include "ngx_http_llm_tokens.h"
+
+
+/* request bodies nested deeper than this are refused before parsing */
+#define NGX_HTTP_LLM_JSON_DEPTH         64
+
+/* the largest max-tokens value accepted: 2^31 - 1 */
+#define NGX_HTTP_LLM_MAX_TOKENS_MAX     2147483647
+
+/* a usage object in a response larger than this is not read */
+#define NGX_HTTP_LLM_USAGE_CAP          65536
+
+
+typedef struct {
+    ngx_str_t                   model;      /* in the pool; empty: absent */
+    int64_t                     max_tokens; /* -1: absent */
+    ngx_uint_t                  messages;   /* chat messages, system too */
+    ngx_uint_t                  choices;    /* "n", "candidateCount"; 1 */
+    ngx_http_llm_estimate_t     estimate;   /* every prompt string */
+
+    unsigned                    stream:1;
+    unsigned                    has_include_usage:1;
+} ngx_http_llm_request_info_t;
+
+
+/*
+ * The response observer: fed every byte of the response body as it
+ * passes (sse: the body is text/event-stream), it keeps no more than one
+ * usage object (at most NGX_HTTP_LLM_USAGE_CAP bytes) and this
+ * structure, whatever the size of the body or of its lines.  "found"
+ * and the token counts are set as soon as a usage object closes;
+ * "generated" holds the last few hundred bytes of text back until
+ * ngx_http_llm_usage_finish(), which is also to be called when the
+ * response is cut short.  ngx_http_llm_usage_feed() returns NGX_ERROR
+ * only if the pool fails, and then observes nothing more.
+ */
+
+typedef struct {
+    /* results */
+    ngx_uint_t                  prompt_tokens;
+    ngx_uint_t                  completion_tokens;
+    ngx_uint_t                  streamed_chars;  /* generated text, code
+                                                    points */
+    ngx_http_llm_estimate_t     generated;  /* the same text, estimated */
+    ngx_str_t                   model;      /* as the response names it */
+
+    /* state */
+    ngx_pool_t                 *pool;
+    ngx_uint_t                  api;
+    u_char                     *capture;    /* the usage object read */
+    size_t                      captured;
+    size_t                      capture_size;
+    ngx_uint_t                  depth;      /* of the usage object */
+    u_char                     *model_buf;
+    u_char                      key[24];    /* the last string, maybe
+                                               a key */
+    ngx_uint_t                  key_len;
+    ngx_uint_t                  kind;       /* what the last key announces */
+    ngx_uint_t                  role;       /* of the current string */
+    ngx_uint_t                  hex;        /* \uXXXX digits left */
+    uint32_t                    code;       /* \uXXXX so far */
+    uint32_t                    high;       /* a first half, waiting */
+    size_t                      text_len;
+    u_char                      text[512];  /* generated text, unescaped,
+                                               before it is estimated */
+    ngx_uint_t                  line;       /* SSE: where in the line */
+    ngx_uint_t                  field;      /* SSE: "data" matched */
+
+    unsigned                    found:1;    /* usage seen */
+    unsigned                    sse:1;
+    unsigned                    in_string:1;
+    unsigned                    escape:1;
+    unsigned                    maybe_key:1;
+    unsigned                    value:1;    /* after a key's ':' */
+    unsigned                    capturing:1;
+    unsigned                    cr:1;       /* SSE: last byte was CR */
+    unsigned                    event:1;    /* SSE: event has data */
+    unsigned                    finished:1;
+} ngx_http_llm_usage_t;
+
+
+/*
+ * ngx_http_llm_json_parse_request() returns NGX_OK, NGX_DECLINED with
+ * "error" set to a message for a 400 invalid_request_error (static or
+ * in the pool), or NGX_ERROR.  "api" is NGX_HTTP_LLM_API_OPENAI (also
+ * completions, embeddings, responses), _ANTHROPIC or _GEMINI (the caller
+ * sets "stream" from the URI).  ngx_http_llm_json_include_usage()
+ * returns NGX_OK and the new body in the pool, NGX_DECLINED if the body
+ * is not a JSON object, or NGX_ERROR.
+ */
+
+ngx_int_t ngx_http_llm_json_parse_request(ngx_pool_t *pool, ngx_uint_t api,
+    u_char *body, size_t len, ngx_http_llm_request_info_t *info,
+    ngx_str_t *error);
+ngx_int_t ngx_http_llm_json_include_usage(ngx_pool_t *pool, u_char *body,
+    size_t len, ngx_str_t *out);
+ngx_int_t ngx_http_llm_json_depth_ok(u_char *p, size_t len, ngx_uint_t max);
+
+void ngx_http_llm_usage_init(ngx_http_llm_usage_t *u, ngx_pool_t *pool,
+    ngx_uint_t api, ngx_uint_t sse);
+ngx_int_t ngx_http_llm_usage_feed(ngx_http_llm_usage_t *u, u_char *p,
+    size_t len);
+void ngx_http_llm_usage_finish(ngx_http_llm_usage_t *u);
+
+
+#endif /* _NGX_HTTP_LLM_JSON_H_INCLUDED_ */
