@@ -4,8 +4,9 @@
  *
  * Owns the order of one admission: find the client's credential (and
  * take it out of the request), authenticate it, pick the account and
- * tier, ask the store for a decision, and answer the refusals in the
- * API's own shape.  An admitted request that holds a concurrency slot
+ * tier, read the body when tokens are counted (the phases resume when
+ * it is complete), ask the store for a decision, and answer the
+ * refusals in the API's own shape.  An admitted request that holds a concurrency slot
  * gives it back in a pool cleanup, which runs on every way a request
  * can end (finalized, aborted by the client, failed upstream).
  */
@@ -16,16 +17,17 @@
 #include "ngx_http_llm_limits.h"
 #include "ngx_http_llm_store.h"
 #include "ngx_http_llm_reply.h"
+#include "ngx_http_llm_body.h"
+#include "ngx_http_llm_tally.h"
 
 
-static ngx_http_llm_ctx_t *ngx_http_llm_get_ctx(ngx_http_request_t *r);
 static ngx_pool_cleanup_t *ngx_http_llm_ctx_cleanup(ngx_http_request_t *r);
-static ngx_int_t ngx_http_llm_authenticate(ngx_http_request_t *r,
-    ngx_http_llm_ctx_t *ctx, ngx_http_llm_loc_conf_t *llcf);
 static ngx_int_t ngx_http_llm_refuse(ngx_http_request_t *r,
     ngx_http_llm_ctx_t *ctx, ngx_http_llm_err_e err, ngx_str_t *message);
 static ngx_int_t ngx_http_llm_limit(ngx_http_request_t *r,
     ngx_http_llm_ctx_t *ctx);
+static u_char *ngx_http_llm_limit_text(u_char *p,
+    ngx_http_llm_decision_t *d, ngx_uint_t dim);
 static void ngx_http_llm_cleanup(void *data);
 
 
@@ -39,6 +41,7 @@ ngx_int_t
 ngx_http_llm_access_handler(ngx_http_request_t *r)
 {
     ngx_int_t                 rc;
+    ngx_str_t                 msg;
     ngx_http_llm_ctx_t       *ctx;
     ngx_http_llm_loc_conf_t  *llcf;
 
@@ -58,11 +61,57 @@ ngx_http_llm_access_handler(ngx_http_request_t *r)
         return NGX_DECLINED;
     }
 
-    ctx->api = ngx_http_llm_api(r, llcf->api);
+    switch (ctx->step) {
 
-    rc = ngx_http_llm_authenticate(r, ctx, llcf);
-    if (rc != NGX_OK) {
-        return rc;
+    case NGX_HTTP_LLM_STEP_AUTH:
+        ctx->api = ngx_http_llm_api(r, llcf->api);
+
+        rc = ngx_http_llm_authenticate(r, ctx, llcf, &msg);
+
+        if (rc == NGX_DECLINED) {
+            return ngx_http_llm_refuse(r, ctx, NGX_HTTP_LLM_ERR_INVALID_KEY,
+                                       &msg);
+        }
+
+        if (rc != NGX_OK) {
+            return rc;
+        }
+
+        ctx->tally = ngx_pcalloc(r->pool, sizeof(ngx_http_llm_tally_t));
+        if (ctx->tally == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        if (ngx_http_llm_body_wanted(r, ctx, llcf)) {
+            return ngx_http_llm_body_read(r, ctx);
+        }
+
+        break;
+
+    case NGX_HTTP_LLM_STEP_BODY:
+        /* the body is still coming */
+        return NGX_DONE;
+
+    default: /* NGX_HTTP_LLM_STEP_READ */
+        rc = ngx_http_llm_body_parse(r, ctx, llcf, &msg);
+
+        if (rc == NGX_ERROR) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        if (rc == NGX_DECLINED) {
+            ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                          "llm: account \"%V\" sent an invalid request: %V",
+                          &ctx->account, &msg);
+
+            ctx->result = NGX_HTTP_LLM_RESULT_REJECTED;
+
+            return ngx_http_llm_refuse(r, ctx,
+                                       NGX_HTTP_LLM_ERR_INVALID_REQUEST,
+                                       &msg);
+        }
+
+        break;
     }
 
     return ngx_http_llm_limit(r, ctx);
@@ -113,7 +162,7 @@ ngx_http_llm_ctx_cleanup(ngx_http_request_t *r)
 }
 
 
-static ngx_http_llm_ctx_t *
+ngx_http_llm_ctx_t *
 ngx_http_llm_get_ctx(ngx_http_request_t *r)
 {
     ngx_pool_cleanup_t      *cln;
@@ -147,13 +196,19 @@ ngx_http_llm_get_ctx(ngx_http_request_t *r)
 }
 
 
-static ngx_int_t
+/*
+ * Finds the account and tier of the request's key (or of a keyless
+ * client, where that is allowed).  NGX_OK; NGX_DECLINED, with the 401's
+ * message in "msg"; or a status to finalize with.
+ */
+
+ngx_int_t
 ngx_http_llm_authenticate(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
-    ngx_http_llm_loc_conf_t *llcf)
+    ngx_http_llm_loc_conf_t *llcf, ngx_str_t *msg)
 {
     u_char                    *p;
     ngx_int_t                  rc;
-    ngx_str_t                  key, msg;
+    ngx_str_t                  key;
     ngx_http_llm_key_t        *k;
     ngx_http_llm_main_conf_t  *lmcf;
     u_char                     digest[32];
@@ -169,7 +224,7 @@ ngx_http_llm_authenticate(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     if (rc == NGX_DECLINED) {
 
         if (llcf->anonymous_tier == NULL) {
-            ngx_str_set(&msg, "Missing API key. Send it as "
+            ngx_str_set(msg, "Missing API key. Send it as "
                         "\"Authorization: Bearer KEY\".");
             goto unauthorized;
         }
@@ -192,7 +247,7 @@ ngx_http_llm_authenticate(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
         return NGX_OK;
     }
 
-    ngx_str_set(&msg, "Incorrect API key provided.");
+    ngx_str_set(msg, "Incorrect API key provided.");
 
     if (key.len == 0 || key.len > NGX_HTTP_LLM_CREDENTIAL_MAX) {
         goto unauthorized;
@@ -208,7 +263,7 @@ ngx_http_llm_authenticate(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     ctx->has_key_id = 1;
 
     if (k->expires && k->expires <= ngx_time()) {
-        ngx_str_set(&msg, "This API key has expired.");
+        ngx_str_set(msg, "This API key has expired.");
         goto unauthorized;
     }
 
@@ -220,11 +275,11 @@ ngx_http_llm_authenticate(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
 unauthorized:
 
     ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
-                  "llm: client refused: %V", &msg);
+                  "llm: client refused: %V", msg);
 
     ctx->result = NGX_HTTP_LLM_RESULT_UNAUTH;
 
-    return ngx_http_llm_refuse(r, ctx, NGX_HTTP_LLM_ERR_INVALID_KEY, &msg);
+    return NGX_DECLINED;
 }
 
 
@@ -235,8 +290,10 @@ ngx_http_llm_limit(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
     uint64_t                   wait;
     ngx_int_t                  rc;
     ngx_str_t                  msg;
+    ngx_uint_t                 dim;
     ngx_http_llm_err_e         err;
     ngx_http_llm_tier_t       *tier;
+    ngx_http_llm_tally_t      *t;
     ngx_http_llm_decision_t    d;
     ngx_http_llm_main_conf_t  *lmcf;
 
@@ -253,7 +310,8 @@ ngx_http_llm_limit(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
 
     ngx_memzero(&d, sizeof(ngx_http_llm_decision_t));
 
-    d.need[NGX_HTTP_LLM_DIM_REQUESTS] = 1;
+    ngx_http_llm_tally_reserve(r, ctx, &d);
+
     d.now = ngx_current_msec;
     d.wall = ngx_http_llm_now();
 
@@ -267,6 +325,13 @@ ngx_http_llm_limit(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
         ctx->conc_held = tier->concurrency ? 1 : 0;
         ctx->result = NGX_HTTP_LLM_RESULT_PASSED;
         ctx->done = 1;
+
+        t = ctx->tally;
+        ngx_memcpy(t->reserved, d.need, sizeof(t->reserved));
+        t->at_now = d.now;
+        t->at_wall = d.wall;
+        t->reserving = (tier->dims & ~(1 << NGX_HTTP_LLM_DIM_REQUESTS)) != 0;
+
         return NGX_DECLINED;
     }
 
@@ -281,16 +346,29 @@ ngx_http_llm_limit(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
     switch (rc) {
 
     case NGX_HTTP_LLM_REFUSED:
+        dim = d.refused->dim;
         err = ngx_http_llm_window_is_quota(d.refused)
               ? NGX_HTTP_LLM_ERR_QUOTA : NGX_HTTP_LLM_ERR_RATE_LIMIT;
-        p = ngx_snprintf(msg.data, 256, "%s reached for %s per %V "
-                         "(limit %ui) in tier \"%V\". Retry in %uL s.",
-                         err == NGX_HTTP_LLM_ERR_QUOTA
-                         ? "Quota" : "Rate limit",
-                         d.refused->dim == NGX_HTTP_LLM_DIM_REQUESTS
-                         ? "requests" : "tokens",
-                         &d.refused->text, d.refused->limit, &tier->name,
-                         wait);
+
+        if (d.need[dim] > d.refused->limit) {
+
+            /* it can never fit: waiting does not help */
+
+            ctx->no_retry = 1;
+            p = ngx_http_llm_limit_text(msg.data, &d, dim);
+            p = ngx_snprintf(p, 256 - (p - msg.data), " in tier \"%V\" "
+                             "is less than this request needs (%uL).",
+                             &tier->name, d.need[dim]);
+
+        } else {
+            p = ngx_snprintf(msg.data, 256, "%s reached for ",
+                             err == NGX_HTTP_LLM_ERR_QUOTA
+                             ? "Quota" : "Rate limit");
+            p = ngx_http_llm_limit_text(p, &d, dim);
+            p = ngx_snprintf(p, 256 - (p - msg.data), " in tier \"%V\". "
+                             "Retry in %uL s.", &tier->name, wait);
+        }
+
         ctx->result = NGX_HTTP_LLM_RESULT_LIMITED;
         break;
 
@@ -325,6 +403,30 @@ ngx_http_llm_limit(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
                   "llm: account \"%V\" refused: %V", &ctx->account, &msg);
 
     return ngx_http_llm_refuse(r, ctx, err, &msg);
+}
+
+
+/* "requests per 1m (limit 3)", "cost per 1d (limit 5.000000 USD)" */
+
+static u_char *
+ngx_http_llm_limit_text(u_char *p, ngx_http_llm_decision_t *d,
+    ngx_uint_t dim)
+{
+    ngx_uint_t  limit;
+
+    static char  *names[] = { "requests", "tokens", "input tokens",
+                              "output tokens", "cost" };
+
+    limit = d->refused->limit;
+
+    if (dim == NGX_HTTP_LLM_DIM_COST) {
+        return ngx_sprintf(p, "cost per %V (limit %ui.%06ui USD)",
+                           &d->refused->text, limit / 1000000,
+                           limit % 1000000);
+    }
+
+    return ngx_sprintf(p, "%s per %V (limit %ui)", names[dim],
+                       &d->refused->text, limit);
 }
 
 

@@ -1,14 +1,13 @@
 
 /*
- * ngx_llm_gateway: the only door to jansson.
+ * ngx_llm_gateway: what a request body says.
  *
- * Owns what the gateway reads in bodies: a request's model, max tokens,
- * stream flag and every prompt string (OpenAI chat, completions,
- * embeddings and responses; Anthropic messages; Gemini
- * generateContent), adding stream_options.include_usage to an OpenAI
- * request, and the response observer that finds the usage a backend
- * reports and counts the text it generates, in JSON bodies and SSE
- * streams, without holding them.  No other file includes jansson.h.
+ * Owns reading a request: its model, max tokens, stream flag and every
+ * prompt string (OpenAI chat, completions, embeddings and responses;
+ * Anthropic messages; Gemini generateContent), adding
+ * stream_options.include_usage to an OpenAI request, and the canonical
+ * form of a request that $llm_cache_key hashes.  This file and the
+ * response observer (ngx_http_llm_scan.c) are the only jansson users.
  *
  * jansson allocates with malloc(); every tree is released before the
  * function that built it returns, and what is kept is copied into the
@@ -23,39 +22,8 @@
 #include "ngx_http_llm_json.h"
 
 
-/* the longest model name kept */
-#define NGX_HTTP_LLM_MODEL_MAX      256
-
 /* the most completions one request may ask for */
 #define NGX_HTTP_LLM_CHOICES_MAX    128
-
-/* a token count above this in a response is not believed */
-#define NGX_HTTP_LLM_USAGE_MAX      ((int64_t) 1 << 40)
-
-/* what a key in a response announces */
-#define NGX_HTTP_LLM_KEY_OTHER      0
-#define NGX_HTTP_LLM_KEY_TEXT       1     /* generated text */
-#define NGX_HTTP_LLM_KEY_USAGE      2     /* a usage object */
-#define NGX_HTTP_LLM_KEY_MODEL      3
-
-/* the string being read in a response */
-#define NGX_HTTP_LLM_STR_KEY        0     /* perhaps a key, kept */
-#define NGX_HTTP_LLM_STR_OTHER      1
-#define NGX_HTTP_LLM_STR_TEXT       2     /* counted */
-#define NGX_HTTP_LLM_STR_MODEL      3     /* kept as the model */
-
-/* where an SSE line is */
-#define NGX_HTTP_LLM_SSE_START      0
-#define NGX_HTTP_LLM_SSE_FIELD      1
-#define NGX_HTTP_LLM_SSE_SPACE      2     /* after "data:" */
-#define NGX_HTTP_LLM_SSE_DATA       3
-#define NGX_HTTP_LLM_SSE_SKIP       4     /* not a data line */
-
-
-typedef struct {
-    ngx_str_t                   name;
-    ngx_uint_t                  kind;
-} ngx_http_llm_json_key_t;
 
 
 static ngx_int_t ngx_http_llm_json_error(ngx_pool_t *pool, json_error_t *err,
@@ -63,6 +31,8 @@ static ngx_int_t ngx_http_llm_json_error(ngx_pool_t *pool, json_error_t *err,
 static ngx_int_t ngx_http_llm_json_openai(ngx_pool_t *pool, json_t *root,
     ngx_http_llm_request_info_t *info, ngx_str_t *error);
 static ngx_int_t ngx_http_llm_json_anthropic(ngx_pool_t *pool, json_t *root,
+    ngx_http_llm_request_info_t *info, ngx_str_t *error);
+static ngx_int_t ngx_http_llm_json_messages(json_t *v,
     ngx_http_llm_request_info_t *info, ngx_str_t *error);
 static ngx_int_t ngx_http_llm_json_gemini(ngx_pool_t *pool, json_t *root,
     ngx_http_llm_request_info_t *info, ngx_str_t *error);
@@ -87,42 +57,6 @@ static void ngx_http_llm_json_text(json_t *v,
 static void ngx_http_llm_json_walk(json_t *v,
     ngx_http_llm_request_info_t *info);
 static ngx_uint_t ngx_http_llm_json_precision(json_t *v);
-
-static ngx_int_t ngx_http_llm_usage_sse(ngx_http_llm_usage_t *u, u_char *p,
-    u_char *last);
-static ngx_int_t ngx_http_llm_usage_lex(ngx_http_llm_usage_t *u, u_char *p,
-    u_char *last);
-static ngx_int_t ngx_http_llm_usage_keep(ngx_http_llm_usage_t *u, u_char *p,
-    size_t len);
-static void ngx_http_llm_usage_reset(ngx_http_llm_usage_t *u);
-static void ngx_http_llm_usage_code(ngx_http_llm_usage_t *u);
-static void ngx_http_llm_usage_char(ngx_http_llm_usage_t *u, u_char c);
-static void ngx_http_llm_usage_text(ngx_http_llm_usage_t *u, u_char *p,
-    size_t len);
-static void ngx_http_llm_usage_lone(ngx_http_llm_usage_t *u);
-static void ngx_http_llm_usage_flush(ngx_http_llm_usage_t *u);
-static ngx_uint_t ngx_http_llm_usage_key(ngx_http_llm_usage_t *u);
-static void ngx_http_llm_usage_read(ngx_http_llm_usage_t *u);
-static ngx_int_t ngx_http_llm_usage_count(json_t *obj, char *name,
-    ngx_uint_t *n);
-
-
-/* keys whose values a response observer looks at */
-static ngx_http_llm_json_key_t  ngx_http_llm_json_keys[] = {
-    { ngx_string("content"), NGX_HTTP_LLM_KEY_TEXT },
-    { ngx_string("text"), NGX_HTTP_LLM_KEY_TEXT },
-    { ngx_string("arguments"), NGX_HTTP_LLM_KEY_TEXT },
-    { ngx_string("partial_json"), NGX_HTTP_LLM_KEY_TEXT },
-    { ngx_string("thinking"), NGX_HTTP_LLM_KEY_TEXT },
-    { ngx_string("reasoning"), NGX_HTTP_LLM_KEY_TEXT },
-    { ngx_string("reasoning_content"), NGX_HTTP_LLM_KEY_TEXT },
-    { ngx_string("refusal"), NGX_HTTP_LLM_KEY_TEXT },
-    { ngx_string("usage"), NGX_HTTP_LLM_KEY_USAGE },
-    { ngx_string("usageMetadata"), NGX_HTTP_LLM_KEY_USAGE },
-    { ngx_string("model"), NGX_HTTP_LLM_KEY_MODEL },
-    { ngx_string("modelVersion"), NGX_HTTP_LLM_KEY_MODEL },
-    { ngx_null_string, 0 }
-};
 
 
 ngx_int_t
@@ -305,8 +239,7 @@ static ngx_int_t
 ngx_http_llm_json_openai(ngx_pool_t *pool, json_t *root,
     ngx_http_llm_request_info_t *info, ngx_str_t *error)
 {
-    size_t      i, j;
-    json_t     *v, *m, *call, *f;
+    json_t     *v;
     ngx_int_t   rc;
 
     static char  *max[] = { "max_tokens", "max_completion_tokens",
@@ -333,46 +266,8 @@ ngx_http_llm_json_openai(ngx_pool_t *pool, json_t *root,
     v = json_object_get(root, "messages");
 
     if (v != NULL) {
-        if (!json_is_array(v)) {
-            ngx_str_set(error, "\"messages\" must be an array");
+        if (ngx_http_llm_json_messages(v, info, error) != NGX_OK) {
             return NGX_DECLINED;
-        }
-
-        json_array_foreach(v, i, m) {
-
-            if (!json_is_object(m)) {
-                ngx_str_set(error, "each of \"messages\" must be an object");
-                return NGX_DECLINED;
-            }
-
-            info->messages++;
-
-            if (ngx_http_llm_json_content(json_object_get(m, "content"), info,
-                                          error)
-                != NGX_OK)
-            {
-                return NGX_DECLINED;
-            }
-
-            ngx_http_llm_json_text(json_object_get(m, "name"), info);
-
-            call = json_object_get(m, "function_call");
-
-            if (json_is_object(call)) {
-                ngx_http_llm_json_text(json_object_get(call, "name"), info);
-                ngx_http_llm_json_text(json_object_get(call, "arguments"),
-                                       info);
-            }
-
-            json_array_foreach(json_object_get(m, "tool_calls"), j, call) {
-                f = json_object_get(call, "function");
-
-                if (json_is_object(f)) {
-                    ngx_http_llm_json_text(json_object_get(f, "name"), info);
-                    ngx_http_llm_json_text(json_object_get(f, "arguments"),
-                                           info);
-                }
-            }
         }
 
     } else if ((v = json_object_get(root, "prompt")) != NULL) {
@@ -409,7 +304,6 @@ static ngx_int_t
 ngx_http_llm_json_anthropic(ngx_pool_t *pool, json_t *root,
     ngx_http_llm_request_info_t *info, ngx_str_t *error)
 {
-    size_t      i;
     json_t     *v, *m;
     ngx_int_t   rc;
 
@@ -451,6 +345,35 @@ ngx_http_llm_json_anthropic(ngx_pool_t *pool, json_t *root,
         return NGX_OK;
     }
 
+    if (ngx_http_llm_json_messages(v, info, error) != NGX_OK) {
+        return NGX_DECLINED;
+    }
+
+    if (info->max_tokens == -1) {
+        /* the Messages API requires it; say so before the backend does */
+        ngx_str_set(error, "max_tokens: Field required");
+        return NGX_DECLINED;
+    }
+
+    ngx_http_llm_json_walk(json_object_get(root, "tools"), info);
+
+    return NGX_OK;
+}
+
+
+/*
+ * Chat messages, OpenAI's or Anthropic's: each an object with content
+ * (a string or parts); OpenAI's may also carry a name and tool calls,
+ * whose names and arguments the model reads as prompt too.
+ */
+
+static ngx_int_t
+ngx_http_llm_json_messages(json_t *v, ngx_http_llm_request_info_t *info,
+    ngx_str_t *error)
+{
+    size_t   i, j;
+    json_t  *m, *call, *f;
+
     if (!json_is_array(v)) {
         ngx_str_set(error, "\"messages\" must be an array");
         return NGX_DECLINED;
@@ -471,9 +394,25 @@ ngx_http_llm_json_anthropic(ngx_pool_t *pool, json_t *root,
         {
             return NGX_DECLINED;
         }
-    }
 
-    ngx_http_llm_json_walk(json_object_get(root, "tools"), info);
+        ngx_http_llm_json_text(json_object_get(m, "name"), info);
+
+        call = json_object_get(m, "function_call");
+
+        if (json_is_object(call)) {
+            ngx_http_llm_json_text(json_object_get(call, "name"), info);
+            ngx_http_llm_json_text(json_object_get(call, "arguments"), info);
+        }
+
+        json_array_foreach(json_object_get(m, "tool_calls"), j, call) {
+            f = json_object_get(call, "function");
+
+            if (json_is_object(f)) {
+                ngx_http_llm_json_text(json_object_get(f, "name"), info);
+                ngx_http_llm_json_text(json_object_get(f, "arguments"), info);
+            }
+        }
+    }
 
     return NGX_OK;
 }
@@ -1141,808 +1080,45 @@ ngx_http_llm_json_precision(json_t *v)
 
 
 /*
- * The response observer.
- *
- * A small incremental JSON lexer reads the body (JSON) or the payload of
- * every "data:" line (SSE, events joined and reset the way the SSE
- * specification says).  It knows when a string is a key, and looks at
- * the values of a few keys: the code points of generated text are
- * counted ("content", "text", ...), the first "model" is kept, and the
- * bytes of a "usage"/"usageMetadata" object are kept until it closes,
- * then parsed with jansson.  Nothing else is held, so neither a long
- * body nor a long line costs memory, and output is never delayed.
+ * The canonical form of a request: its JSON with keys sorted and no
+ * insignificant whitespace, so that requests that differ only in key
+ * order or spacing have one $llm_cache_key.
  */
-
-void
-ngx_http_llm_usage_init(ngx_http_llm_usage_t *u, ngx_pool_t *pool,
-    ngx_uint_t api, ngx_uint_t sse)
-{
-    ngx_memzero(u, sizeof(ngx_http_llm_usage_t));
-    ngx_http_llm_estimate_init(&u->generated);
-
-    u->pool = pool;
-    u->api = api;
-    u->sse = sse ? 1 : 0;
-}
-
-
-/* after an allocation error the observer stops and says so once */
 
 ngx_int_t
-ngx_http_llm_usage_feed(ngx_http_llm_usage_t *u, u_char *p, size_t len)
+ngx_http_llm_json_canonical(ngx_pool_t *pool, u_char *body, size_t len,
+    ngx_str_t *out)
 {
-    ngx_int_t  rc;
+    size_t         n;
+    json_t        *root;
+    json_error_t   err;
 
-    if (u->finished) {
-        return NGX_OK;
+    if (!ngx_http_llm_json_depth_ok(body, len, NGX_HTTP_LLM_JSON_DEPTH)) {
+        return NGX_DECLINED;
     }
 
-    if (u->sse) {
-        rc = ngx_http_llm_usage_sse(u, p, p + len);
-
-    } else {
-        rc = ngx_http_llm_usage_lex(u, p, p + len);
-    }
-
-    if (rc != NGX_OK) {
-        u->finished = 1;
-    }
-
-    return rc;
-}
-
-
-/* SSE lines: the payloads of "data:" lines go to the lexer */
-
-static ngx_int_t
-ngx_http_llm_usage_sse(ngx_http_llm_usage_t *u, u_char *p, u_char *last)
-{
-    u_char  *s, c;
-
-    while (p < last) {
-
-        c = *p;
-
-        if (u->cr) {
-            u->cr = 0;
-
-            if (c == '\n') {
-                p++;
-                continue;
-            }
-        }
-
-        switch (u->line) {
-
-        case NGX_HTTP_LLM_SSE_START:
-
-            if (c == '\r' || c == '\n') {
-
-                /* an empty line: the event ends */
-
-                if (u->event) {
-                    ngx_http_llm_usage_reset(u);
-                    u->event = 0;
-                }
-
-                goto eol;
-            }
-
-            if (c == ':') {
-                u->line = NGX_HTTP_LLM_SSE_SKIP;    /* a comment */
-                p++;
-                continue;
-            }
-
-            u->line = NGX_HTTP_LLM_SSE_FIELD;
-            u->field = 0;
-
-            /* fall through */
-
-        case NGX_HTTP_LLM_SSE_FIELD:
-
-            if (c == ':' || c == '\r' || c == '\n') {
-
-                if (u->field == 4) {
-
-                    /* "data": lines of one event are joined by '\n' */
-
-                    if (u->event) {
-                        if (ngx_http_llm_usage_lex(u, (u_char *) "\n",
-                                                   (u_char *) "\n" + 1)
-                            != NGX_OK)
-                        {
-                            return NGX_ERROR;
-                        }
-                    }
-
-                    u->event = 1;
-
-                    if (c == ':') {
-                        u->line = NGX_HTTP_LLM_SSE_SPACE;
-                        p++;
-                        continue;
-                    }
-
-                    goto eol;
-                }
-
-                if (c == ':') {
-                    u->line = NGX_HTTP_LLM_SSE_SKIP;
-                    p++;
-                    continue;
-                }
-
-                goto eol;
-            }
-
-            u->field = (u->field < 4 && c == "data"[u->field])
-                       ? u->field + 1 : 5;
-            p++;
-            continue;
-
-        case NGX_HTTP_LLM_SSE_SPACE:
-
-            u->line = NGX_HTTP_LLM_SSE_DATA;
-
-            if (c == ' ') {
-                p++;
-                continue;
-            }
-
-            /* fall through */
-
-        case NGX_HTTP_LLM_SSE_DATA:
-
-            for (s = p; p < last && *p != '\n' && *p != '\r'; p++) {
-                /* void */
-            }
-
-            if (p > s && ngx_http_llm_usage_lex(u, s, p) != NGX_OK) {
-                return NGX_ERROR;
-            }
-
-            if (p == last) {
-                return NGX_OK;
-            }
-
-            c = *p;
-            goto eol;
-
-        default: /* NGX_HTTP_LLM_SSE_SKIP */
-
-            for ( /* void */ ; p < last && *p != '\n' && *p != '\r'; p++) {
-                /* void */
-            }
-
-            if (p == last) {
-                return NGX_OK;
-            }
-
-            c = *p;
-            goto eol;
-        }
-
-    eol:
-
-        u->cr = (c == '\r');
-        u->line = NGX_HTTP_LLM_SSE_START;
-        p++;
-    }
-
-    return NGX_OK;
-}
-
-
-void
-ngx_http_llm_usage_finish(ngx_http_llm_usage_t *u)
-{
-    /* a usage object cut short is not read */
-
-    ngx_http_llm_usage_reset(u);
-    ngx_http_llm_usage_flush(u);
-
-    u->finished = 1;
-}
-
-
-static ngx_int_t
-ngx_http_llm_usage_lex(ngx_http_llm_usage_t *u, u_char *p, u_char *last)
-{
-    u_char      *s, c;
-    ngx_uint_t   n;
-
-    while (p < last) {
-
-        if (u->in_string) {
-
-            if (u->escape) {
-                c = *p++;
-
-                if (u->capturing
-                    && ngx_http_llm_usage_keep(u, &c, 1) != NGX_OK)
-                {
-                    return NGX_ERROR;
-                }
-
-                if (u->role != NGX_HTTP_LLM_STR_TEXT) {
-                    if (u->hex) {
-                        u->hex--;
-
-                    } else if (c == 'u') {
-                        u->hex = 4;
-                    }
-
-                    u->escape = (u->hex != 0);
-                    continue;
-                }
-
-                if (u->hex) {
-                    u->code <<= 4;
-
-                    if (c >= '0' && c <= '9') {
-                        u->code |= c - '0';
-
-                    } else if ((c | 0x20) >= 'a' && (c | 0x20) <= 'f') {
-                        u->code |= (c | 0x20) - 'a' + 10;
-                    }
-
-                    if (--u->hex == 0) {
-                        u->escape = 0;
-                        ngx_http_llm_usage_code(u);
-                    }
-
-                    continue;
-                }
-
-                if (c == 'u') {
-                    u->hex = 4;
-                    u->code = 0;
-                    continue;
-                }
-
-                u->escape = 0;
-
-                switch (c) {
-
-                case 'b':
-                    c = '\b';
-                    break;
-
-                case 'f':
-                    c = '\f';
-                    break;
-
-                case 'n':
-                    c = '\n';
-                    break;
-
-                case 'r':
-                    c = '\r';
-                    break;
-
-                case 't':
-                    c = '\t';
-                    break;
-
-                default: /* " \ / */
-                    break;
-                }
-
-                ngx_http_llm_usage_char(u, c);
-
-                continue;
-            }
-
-            s = p;
-
-            if (u->role == NGX_HTTP_LLM_STR_TEXT) {
-                n = 0;
-
-                while (p < last && *p != '"' && *p != '\\') {
-                    n += ((*p++ & 0xc0) != 0x80);
-                }
-
-                u->streamed_chars += n;
-                ngx_http_llm_usage_text(u, s, p - s);
-
-            } else {
-                while (p < last && *p != '"' && *p != '\\') {
-                    p++;
-                }
-            }
-
-            n = p - s;
-
-            if (n) {
-                if (u->role == NGX_HTTP_LLM_STR_KEY) {
-                    if (u->key_len + n <= sizeof(u->key)) {
-                        ngx_memcpy(u->key + u->key_len, s, n);
-                        u->key_len += n;
-
-                    } else {
-                        u->key_len = sizeof(u->key) + 1;
-                    }
-
-                } else if (u->role == NGX_HTTP_LLM_STR_MODEL) {
-                    if (u->model.len + n <= NGX_HTTP_LLM_MODEL_MAX) {
-                        ngx_memcpy(u->model_buf + u->model.len, s, n);
-                        u->model.len += n;
-
-                    } else {
-                        u->model.len = 0;
-                        u->role = NGX_HTTP_LLM_STR_OTHER;
-                    }
-                }
-
-                if (u->capturing
-                    && ngx_http_llm_usage_keep(u, s, n) != NGX_OK)
-                {
-                    return NGX_ERROR;
-                }
-            }
-
-            if (p == last) {
-                break;
-            }
-
-            c = *p++;
-
-            if (u->capturing && ngx_http_llm_usage_keep(u, &c, 1) != NGX_OK) {
-                return NGX_ERROR;
-            }
-
-            if (c == '\\') {
-                u->escape = 1;
-
-                if (u->role == NGX_HTTP_LLM_STR_KEY) {
-                    u->key_len = sizeof(u->key) + 1;
-
-                } else if (u->role == NGX_HTTP_LLM_STR_MODEL) {
-                    u->model.len = 0;
-                    u->role = NGX_HTTP_LLM_STR_OTHER;
-                }
-
-                continue;
-            }
-
-            /* the closing quote */
-
-            u->in_string = 0;
-
-            if (u->role == NGX_HTTP_LLM_STR_TEXT) {
-                ngx_http_llm_usage_lone(u);
-
-            } else if (u->role == NGX_HTTP_LLM_STR_KEY) {
-                u->maybe_key = 1;
-
-            } else if (u->role == NGX_HTTP_LLM_STR_MODEL && u->model.len) {
-                u->model.data = u->model_buf;
-            }
-
-            continue;
-        }
-
-        c = *p++;
-
-        if (u->capturing && ngx_http_llm_usage_keep(u, &c, 1) != NGX_OK) {
-            return NGX_ERROR;
-        }
-
-        switch (c) {
-
-        case ' ':
-        case '\t':
-        case '\r':
-        case '\n':
-            continue;
-
-        case '"':
-            u->in_string = 1;
-            u->role = NGX_HTTP_LLM_STR_OTHER;
-
-            if (!u->value) {
-                u->role = NGX_HTTP_LLM_STR_KEY;
-                u->key_len = 0;
-
-            } else if (u->kind == NGX_HTTP_LLM_KEY_TEXT) {
-                u->role = NGX_HTTP_LLM_STR_TEXT;
-
-            } else if (u->kind == NGX_HTTP_LLM_KEY_MODEL
-                       && u->model.data == NULL)
-            {
-                if (u->model_buf == NULL) {
-                    u->model_buf = ngx_pnalloc(u->pool,
-                                               NGX_HTTP_LLM_MODEL_MAX);
-                    if (u->model_buf == NULL) {
-                        return NGX_ERROR;
-                    }
-                }
-
-                u->role = NGX_HTTP_LLM_STR_MODEL;
-                u->model.len = 0;
-            }
-
-            break;
-
-        case ':':
-            if (u->maybe_key) {
-                u->kind = ngx_http_llm_usage_key(u);
-                u->maybe_key = 0;
-                u->value = 1;
-                continue;
-            }
-
-            break;
-
-        case '{':
-            if (u->capturing) {
-                u->depth++;
-
-            } else if (u->value && u->kind == NGX_HTTP_LLM_KEY_USAGE) {
-                u->capturing = 1;
-                u->captured = 0;
-                u->depth = 1;
-
-                if (ngx_http_llm_usage_keep(u, &c, 1) != NGX_OK) {
-                    return NGX_ERROR;
-                }
-            }
-
-            break;
-
-        case '[':
-            if (u->capturing) {
-                u->depth++;
-            }
-
-            break;
-
-        case '}':
-        case ']':
-            if (u->capturing && --u->depth == 0) {
-                ngx_http_llm_usage_read(u);
-                u->capturing = 0;
-            }
-
-            break;
-
-        default:
-            break;
-        }
-
-        u->value = 0;
-        u->maybe_key = 0;
-    }
-
-    return NGX_OK;
-}
-
-
-/*
- * A \uXXXX of generated text: one code point, or half of one.  A half
- * without its other half counts as U+FFFD, as a decoder would show it.
- */
-
-static void
-ngx_http_llm_usage_code(ngx_http_llm_usage_t *u)
-{
-    u_char    buf[4], *p;
-    uint32_t  c;
-
-    c = u->code;
-
-    if (c >= 0xdc00 && c <= 0xdfff && u->high) {
-        c = 0x10000 + ((u->high - 0xd800) << 10) + (c - 0xdc00);
-        u->high = 0;
-
-    } else {
-        ngx_http_llm_usage_lone(u);
-
-        if (c >= 0xd800 && c <= 0xdbff) {
-            u->high = c;
-            return;
-        }
-
-        if (c >= 0xdc00 && c <= 0xdfff) {
-            c = 0xfffd;
-        }
-    }
-
-    u->streamed_chars++;
-
-    p = buf;
-
-    if (c < 0x80) {
-        *p++ = (u_char) c;
-
-    } else if (c < 0x800) {
-        *p++ = (u_char) (0xc0 | (c >> 6));
-        *p++ = (u_char) (0x80 | (c & 0x3f));
-
-    } else if (c < 0x10000) {
-        *p++ = (u_char) (0xe0 | (c >> 12));
-        *p++ = (u_char) (0x80 | ((c >> 6) & 0x3f));
-        *p++ = (u_char) (0x80 | (c & 0x3f));
-
-    } else {
-        *p++ = (u_char) (0xf0 | (c >> 18));
-        *p++ = (u_char) (0x80 | ((c >> 12) & 0x3f));
-        *p++ = (u_char) (0x80 | ((c >> 6) & 0x3f));
-        *p++ = (u_char) (0x80 | (c & 0x3f));
-    }
-
-    ngx_http_llm_usage_text(u, buf, p - buf);
-}
-
-
-/* one escaped character of generated text: \n, \", ... */
-
-static void
-ngx_http_llm_usage_char(ngx_http_llm_usage_t *u, u_char c)
-{
-    ngx_http_llm_usage_lone(u);
-
-    u->streamed_chars++;
-    ngx_http_llm_usage_text(u, &c, 1);
-}
-
-
-/* a first half of a pair that no second half followed */
-
-static void
-ngx_http_llm_usage_lone(ngx_http_llm_usage_t *u)
-{
-    if (u->high) {
-        u->high = 0;
-        u->streamed_chars++;
-        ngx_http_llm_usage_text(u, (u_char *) "\xef\xbf\xbd", 3);
-    }
-}
-
-
-/*
- * Generated text is estimated as one text, the strings joined (deltas
- * are pieces of words): it is estimated a buffer at a time, the buffer
- * cut before a space or, failing that, between two characters, and
- * the rest at the end of the response.
- */
-
-static void
-ngx_http_llm_usage_text(ngx_http_llm_usage_t *u, u_char *p, size_t len)
-{
-    u_char  *end, *cut, *q;
-    size_t   n, size;
-
-    while (len) {
-        n = ngx_min(len, sizeof(u->text) - u->text_len);
-
-        ngx_memcpy(u->text + u->text_len, p, n);
-        u->text_len += n;
-        p += n;
-        len -= n;
-
-        if (u->text_len < sizeof(u->text)) {
-            return;
-        }
-
-        end = u->text + u->text_len;
-        cut = NULL;
-
-        for (q = end - 1; q > end - 64; q--) {
-            if (*q == ' ' || *q == '\n') {
-                cut = q;
-                break;
-            }
-        }
-
-        if (cut == NULL) {
-            for (q = end - 1; q > end - 4 && (*q & 0xc0) == 0x80; q--) {
-                /* void */
-            }
-
-            size = (*q < 0x80) ? 1 : (*q < 0xe0) ? 2 : (*q < 0xf0) ? 3 : 4;
-            cut = (q + size > end) ? q : end;
-        }
-
-        ngx_http_llm_estimate_add(&u->generated, u->text, cut - u->text);
-
-        u->text_len = end - cut;
-        ngx_memmove(u->text, cut, u->text_len);
-    }
-}
-
-
-static void
-ngx_http_llm_usage_flush(ngx_http_llm_usage_t *u)
-{
-    if (u->text_len) {
-        ngx_http_llm_estimate_add(&u->generated, u->text, u->text_len);
-        u->text_len = 0;
-    }
-}
-
-
-static ngx_uint_t
-ngx_http_llm_usage_key(ngx_http_llm_usage_t *u)
-{
-    ngx_http_llm_json_key_t  *k;
-
-    for (k = ngx_http_llm_json_keys; k->name.len; k++) {
-        if (k->name.len == u->key_len
-            && ngx_memcmp(k->name.data, u->key, u->key_len) == 0)
-        {
-            return k->kind;
-        }
-    }
-
-    return NGX_HTTP_LLM_KEY_OTHER;
-}
-
-
-/* the bytes of a usage object; a larger one than the cap is dropped */
-
-static ngx_int_t
-ngx_http_llm_usage_keep(ngx_http_llm_usage_t *u, u_char *p, size_t len)
-{
-    u_char  *buf;
-    size_t   size;
-
-    if (u->captured + len > u->capture_size) {
-
-        if (u->captured + len > NGX_HTTP_LLM_USAGE_CAP) {
-            u->captured = NGX_HTTP_LLM_USAGE_CAP + 1;
-            return NGX_OK;
-        }
-
-        size = ngx_max(u->capture_size * 2, 256);
-
-        while (size < u->captured + len) {
-            size *= 2;
-        }
-
-        size = ngx_min(size, NGX_HTTP_LLM_USAGE_CAP);
-
-        buf = ngx_pnalloc(u->pool, size);
-        if (buf == NULL) {
-            return NGX_ERROR;
-        }
-
-        if (u->captured) {
-            ngx_memcpy(buf, u->capture, u->captured);
-        }
-
-        u->capture = buf;
-        u->capture_size = size;
-    }
-
-    ngx_memcpy(u->capture + u->captured, p, len);
-    u->captured += len;
-
-    return NGX_OK;
-}
-
-
-/* a new document: the next SSE event, or the end of the response */
-
-static void
-ngx_http_llm_usage_reset(ngx_http_llm_usage_t *u)
-{
-    if (u->role == NGX_HTTP_LLM_STR_MODEL && u->in_string) {
-        u->model.len = 0;
-    }
-
-    ngx_http_llm_usage_lone(u);
-
-    u->in_string = 0;
-    u->escape = 0;
-    u->hex = 0;
-    u->maybe_key = 0;
-    u->value = 0;
-    u->capturing = 0;
-    u->captured = 0;
-    u->depth = 0;
-    u->kind = NGX_HTTP_LLM_KEY_OTHER;
-    u->role = NGX_HTTP_LLM_STR_OTHER;
-}
-
-
-/*
- * One usage object, whatever the API: OpenAI prompt_tokens and
- * completion_tokens; Anthropic input_tokens (with the cache's tokens)
- * and output_tokens, also OpenAI responses' names; Gemini
- * promptTokenCount and candidatesTokenCount with thoughtsTokenCount.
- * What one object names replaces what an earlier one said.
- */
-
-static void
-ngx_http_llm_usage_read(ngx_http_llm_usage_t *u)
-{
-    json_t      *root;
-    ngx_uint_t   a, b, c, n;
-
-    if (u->captured > NGX_HTTP_LLM_USAGE_CAP) {
-        return;
-    }
-
-    root = json_loadb((char *) u->capture, u->captured, 0, NULL);
+    root = json_loadb((char *) body, len, JSON_DECODE_ANY|JSON_ALLOW_NUL,
+                      &err);
     if (root == NULL) {
-        return;
+        return NGX_DECLINED;
     }
 
-    if (!json_is_object(root)) {
-        json_decref(root);
-        return;
-    }
+    n = json_dumpb(root, NULL, 0, JSON_COMPACT|JSON_SORT_KEYS|JSON_ENCODE_ANY);
 
-    if (ngx_http_llm_usage_count(root, "prompt_tokens", &n)) {
-        u->prompt_tokens = n;
-        u->found = 1;
-    }
+    out->data = n ? ngx_pnalloc(pool, n) : NULL;
 
-    if (ngx_http_llm_usage_count(root, "completion_tokens", &n)) {
-        u->completion_tokens = n;
-        u->found = 1;
-    }
-
-    if (ngx_http_llm_usage_count(root, "input_tokens", &n)) {
-        a = b = 0;
-
-        (void) ngx_http_llm_usage_count(root, "cache_creation_input_tokens",
-                                        &a);
-        (void) ngx_http_llm_usage_count(root, "cache_read_input_tokens", &b);
-
-        u->prompt_tokens = n + a + b;
-        u->found = 1;
-    }
-
-    if (ngx_http_llm_usage_count(root, "output_tokens", &n)) {
-        u->completion_tokens = n;
-        u->found = 1;
-    }
-
-    if (ngx_http_llm_usage_count(root, "promptTokenCount", &n)) {
-        a = 0;
-
-        (void) ngx_http_llm_usage_count(root, "toolUsePromptTokenCount", &a);
-
-        u->prompt_tokens = n + a;
-        u->found = 1;
-    }
-
-    b = 0;
-    c = 0;
-
-    if (ngx_http_llm_usage_count(root, "candidatesTokenCount", &b)
-        | ngx_http_llm_usage_count(root, "thoughtsTokenCount", &c))
+    if (out->data == NULL
+        || json_dumpb(root, (char *) out->data, n,
+                      JSON_COMPACT|JSON_SORT_KEYS|JSON_ENCODE_ANY)
+           != n)
     {
-        u->completion_tokens = b + c;
-        u->found = 1;
+        json_decref(root);
+        return NGX_ERROR;
     }
+
+    out->len = n;
 
     json_decref(root);
-}
 
-
-static ngx_int_t
-ngx_http_llm_usage_count(json_t *obj, char *name, ngx_uint_t *n)
-{
-    json_t      *v;
-    json_int_t   i;
-
-    v = json_object_get(obj, name);
-
-    if (!json_is_integer(v)) {
-        return 0;
-    }
-
-    i = json_integer_value(v);
-
-    if (i < 0 || i > NGX_HTTP_LLM_USAGE_MAX) {
-        return 0;
-    }
-
-    *n = (ngx_uint_t) i;
-
-    return 1;
+    return NGX_OK;
 }

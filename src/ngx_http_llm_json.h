@@ -18,6 +18,9 @@
 /* the largest max-tokens value accepted: 2^31 - 1 */
 #define NGX_HTTP_LLM_MAX_TOKENS_MAX     2147483647
 
+/* the longest model name kept */
+#define NGX_HTTP_LLM_MODEL_MAX          256
+
 /* a usage object in a response larger than this is not read */
 #define NGX_HTTP_LLM_USAGE_CAP          65536
 
@@ -106,6 +109,8 @@ ngx_int_t ngx_http_llm_json_parse_request(ngx_pool_t *pool, ngx_uint_t api,
 ngx_int_t ngx_http_llm_json_include_usage(ngx_pool_t *pool, u_char *body,
     size_t len, ngx_str_t *out);
 ngx_int_t ngx_http_llm_json_depth_ok(u_char *p, size_t len, ngx_uint_t max);
+ngx_int_t ngx_http_llm_json_canonical(ngx_pool_t *pool, u_char *body,
+    size_t len, ngx_str_t *out);
 
 void ngx_http_llm_usage_init(ngx_http_llm_usage_t *u, ngx_pool_t *pool,
     ngx_uint_t api, ngx_uint_t sse);

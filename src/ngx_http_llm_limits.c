@@ -186,6 +186,7 @@ ngx_http_llm_tier_window(ngx_conf_t *cf, ngx_http_llm_tier_t *tier,
     ngx_str_t *value, ngx_uint_t dim, size_t skip)
 {
     u_char                      *p, *last, *slash;
+    int64_t                      max;
     ngx_int_t                    n, frac, scale;
     ngx_str_t                    period;
     ngx_http_llm_window_conf_t  *wc;
@@ -207,7 +208,7 @@ ngx_http_llm_tier_window(ngx_conf_t *cf, ngx_http_llm_tier_t *tier,
         scale = 1000000;
 
         for ( /* void */ ; p < slash && *p != '.'; p++) {
-            if (*p < '0' || *p > '9' || n > 1000000) {
+            if (*p < '0' || *p > '9' || n > 1000000000) {
                 goto invalid;
             }
 
@@ -235,15 +236,31 @@ ngx_http_llm_tier_window(ngx_conf_t *cf, ngx_http_llm_tier_t *tier,
         goto invalid;
     }
 
-    if (n > NGX_HTTP_LLM_LIMIT_MAX) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "limit in \"%V\" is too large, the maximum is %ui",
-                           value, (ngx_uint_t) NGX_HTTP_LLM_LIMIT_MAX);
-        return NGX_ERROR;
-    }
-
     period.data = slash + 1;
     period.len = last - period.data;
+
+    if (dim == NGX_HTTP_LLM_DIM_COST) {
+        max = (period.len == 2) ? NGX_HTTP_LLM_COST_MONTH_MAX
+                                : NGX_HTTP_LLM_COST_MAX;
+
+    } else {
+        max = NGX_HTTP_LLM_LIMIT_MAX;
+    }
+
+    if (n > max) {
+        if (dim == NGX_HTTP_LLM_DIM_COST) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "budget in \"%V\" is too large, the maximum "
+                               "is %L USD", value, max / 1000000);
+
+        } else {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "limit in \"%V\" is too large, the maximum "
+                               "is %L", value, max);
+        }
+
+        return NGX_ERROR;
+    }
 
     wc = ngx_array_push(&tier->windows);
     if (wc == NULL) {
@@ -254,6 +271,8 @@ ngx_http_llm_tier_window(ngx_conf_t *cf, ngx_http_llm_tier_t *tier,
 
     wc->dim = dim;
     wc->limit = n;
+
+    tier->dims |= 1 << dim;
 
     if (period.len == 1) {
         switch (period.data[0]) {
@@ -655,4 +674,116 @@ ngx_http_llm_ring_free_in(ngx_http_llm_window_conf_t *wc,
     }
 
     return 0;
+}
+
+
+/*
+ * Replaces what was reserved by what was used.  The difference goes to
+ * the slot the reservation went to while that slot is in the window;
+ * once it has left, a reservation is not given back, and use beyond it
+ * counts now.  A calendar month's counter takes it while the month
+ * lasts.  Rings are found by tag, for a node made for another version
+ * of the tier.
+ */
+
+void
+ngx_http_llm_settle(ngx_http_llm_tier_t *tier, ngx_http_llm_ring_t *rings,
+    u_char *tags, ngx_uint_t n, ngx_http_llm_settle_t *s)
+{
+    int64_t                      delta;
+    uint32_t                     at, cur, *c;
+    uint64_t                     v;
+    ngx_uint_t                   i, j, same;
+    ngx_http_llm_ring_t         *ring;
+    ngx_http_llm_window_conf_t  *wc;
+
+    wc = tier->windows.elts;
+
+    same = (n == tier->windows.nelts
+            && ngx_memcmp(tags, tier->tags, n) == 0);
+
+    for (i = 0; i < tier->windows.nelts; i++) {
+        delta = s->delta[wc[i].dim];
+
+        if (delta == 0) {
+            continue;
+        }
+
+        if (same) {
+            ring = &rings[i];
+
+        } else {
+            for (j = 0; j < n; j++) {
+                if (tags[j] == tier->tags[i]) {
+                    break;
+                }
+            }
+
+            if (j == n) {
+                continue;
+            }
+
+            ring = &rings[j];
+        }
+
+        cur = ngx_http_llm_slot(&wc[i], &s->now);
+        ngx_http_llm_ring_advance(&wc[i], ring, cur);
+
+        at = ngx_http_llm_slot(&wc[i], &s->at);
+
+        if (wc[i].period == 0) {
+            if (at != ring->slot && delta < 0) {
+                continue;
+            }
+
+            v = ((uint64_t) ring->count[1] << 32) + ring->count[0];
+
+            if (delta < 0) {
+                v = v > (uint64_t) -delta ? v + delta : 0;
+
+            } else {
+                v += delta;
+            }
+
+            ring->count[0] = (uint32_t) v;
+            ring->count[1] = (uint32_t) (v >> 32);
+            continue;
+        }
+
+        if (at <= ring->slot && ring->slot - at < NGX_HTTP_LLM_SLOTS) {
+            c = &ring->count[at % NGX_HTTP_LLM_SLOTS];
+
+        } else if (delta > 0) {
+            c = &ring->count[ring->slot % NGX_HTTP_LLM_SLOTS];
+
+        } else {
+            continue;
+        }
+
+        if (delta < 0) {
+            *c = *c > (uint64_t) -delta ? (uint32_t) (*c + delta) : 0;
+
+        } else {
+            v = (uint64_t) *c + delta;
+            *c = v > 0xffffffff ? 0xffffffff : (uint32_t) v;
+        }
+    }
+}
+
+
+/* what one window holds now, and when it next frees capacity */
+
+uint64_t
+ngx_http_llm_window_used(ngx_http_llm_window_conf_t *wc,
+    ngx_http_llm_ring_t *ring, ngx_http_llm_decision_t *d, uint64_t *reset)
+{
+    ngx_http_llm_ring_t  r;
+
+    r = *ring;
+
+    ngx_http_llm_ring_advance(wc, &r, ngx_http_llm_slot(wc, d));
+
+    *reset = d->wall + ngx_http_llm_ring_free_in(wc, &r, d, 1);
+
+    return ngx_http_llm_ring_sum(wc, &r);
 }

@@ -25,6 +25,13 @@
 
 #define NGX_HTTP_LLM_LIMIT_MAX  4000000000
 
+/*
+ * cost= is counted in micro-dollars; a slot holds up to $4294, so a
+ * sliding window's budget may reach ten slots' worth, a month's any
+ */
+#define NGX_HTTP_LLM_COST_MAX        40000000000LL
+#define NGX_HTTP_LLM_COST_MONTH_MAX  1000000000000000LL
+
 /* windows in one tier */
 #define NGX_HTTP_LLM_WINDOWS_MAX  32
 
@@ -55,6 +62,18 @@ typedef struct {
 } ngx_http_llm_decision_t;
 
 
+/*
+ * What a request used, against what was reserved for it "at" (the
+ * monotonic and wall clocks of the admission), given at "now".
+ */
+
+typedef struct {
+    int64_t                     delta[5];  /* used - reserved, by dim */
+    ngx_http_llm_decision_t     at;
+    ngx_http_llm_decision_t     now;
+} ngx_http_llm_settle_t;
+
+
 char *ngx_http_llm_tier(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 ngx_http_llm_tier_t *ngx_http_llm_tier_find(ngx_http_llm_main_conf_t *lmcf,
     ngx_str_t *name);
@@ -66,6 +85,12 @@ void ngx_http_llm_rings_carry(ngx_http_llm_ring_t *to, u_char *to_tags,
     ngx_uint_t from_n);
 ngx_int_t ngx_http_llm_decide(ngx_http_llm_tier_t *tier,
     ngx_http_llm_ring_t *rings, ngx_http_llm_decision_t *d);
+void ngx_http_llm_settle(ngx_http_llm_tier_t *tier,
+    ngx_http_llm_ring_t *rings, u_char *tags, ngx_uint_t n,
+    ngx_http_llm_settle_t *s);
+uint64_t ngx_http_llm_window_used(ngx_http_llm_window_conf_t *wc,
+    ngx_http_llm_ring_t *ring, ngx_http_llm_decision_t *d,
+    uint64_t *reset);
 
 
 #endif /* _NGX_HTTP_LLM_LIMITS_H_INCLUDED_ */

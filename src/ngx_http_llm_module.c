@@ -13,6 +13,8 @@
 #include "ngx_http_llm_limits.h"
 #include "ngx_http_llm_store.h"
 #include "ngx_http_llm_reply.h"
+#include "ngx_http_llm_tally.h"
+#include "ngx_http_llm_handlers.h"
 
 
 typedef struct {
@@ -44,6 +46,10 @@ static char *ngx_http_llm_resolve_tier(ngx_conf_t *cf,
     ngx_http_llm_tier_ref_t *ref, ngx_http_llm_tier_t **tier);
 static ngx_int_t ngx_http_llm_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
+static void ngx_http_llm_variables_used(ngx_conf_t *cf,
+    ngx_http_llm_main_conf_t *lmcf);
+static ngx_int_t ngx_http_llm_phase_first(ngx_http_core_main_conf_t *cmcf,
+    ngx_uint_t phase, ngx_http_handler_pt handler);
 
 
 static ngx_conf_post_t  ngx_http_llm_gateway_post_t = {
@@ -57,6 +63,11 @@ static ngx_conf_enum_t  ngx_http_llm_apis[] = {
     { ngx_string("anthropic"), NGX_HTTP_LLM_API_ANTHROPIC },
     { ngx_string("gemini"), NGX_HTTP_LLM_API_GEMINI },
     { ngx_null_string, 0 }
+};
+
+
+static ngx_conf_num_bounds_t  ngx_http_llm_max_tokens_bounds = {
+    ngx_conf_check_num_bounds, 1, 2147483647
 };
 
 
@@ -118,6 +129,41 @@ static ngx_command_t  ngx_http_llm_commands[] = {
       offsetof(ngx_http_llm_loc_conf_t, api),
       &ngx_http_llm_apis },
 
+    { ngx_string("llm_price"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE3,
+      ngx_http_llm_price,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("llm_max_tokens_default"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_llm_loc_conf_t, max_tokens_default),
+      &ngx_http_llm_max_tokens_bounds },
+
+    { ngx_string("llm_stream_usage"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_llm_loc_conf_t, stream_usage),
+      NULL },
+
+    { ngx_string("llm_token_info"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_llm_token_info,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("llm_usage"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_llm_usage,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
       ngx_null_command
 };
 
@@ -172,6 +218,30 @@ static ngx_http_variable_t  ngx_http_llm_vars[] = {
 
     { ngx_string("llm_limit_result"), NULL, ngx_http_llm_variable,
       NGX_HTTP_LLM_VAR_RESULT, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("llm_model"), NULL, ngx_http_llm_tally_variable,
+      NGX_HTTP_LLM_VAR_MODEL, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("llm_stream"), NULL, ngx_http_llm_tally_variable,
+      NGX_HTTP_LLM_VAR_STREAM, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("llm_prompt_tokens"), NULL, ngx_http_llm_tally_variable,
+      NGX_HTTP_LLM_VAR_PROMPT, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("llm_completion_tokens"), NULL, ngx_http_llm_tally_variable,
+      NGX_HTTP_LLM_VAR_COMPLETION, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("llm_total_tokens"), NULL, ngx_http_llm_tally_variable,
+      NGX_HTTP_LLM_VAR_TOTAL, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("llm_tokens_estimated"), NULL, ngx_http_llm_tally_variable,
+      NGX_HTTP_LLM_VAR_ESTIMATED, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("llm_cost"), NULL, ngx_http_llm_tally_variable,
+      NGX_HTTP_LLM_VAR_COST, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("llm_cache_key"), NULL, ngx_http_llm_tally_variable,
+      NGX_HTTP_LLM_VAR_CACHE_KEY, NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
       ngx_http_null_variable
 };
@@ -290,6 +360,9 @@ ngx_http_llm_create_main_conf(ngx_conf_t *cf)
         != NGX_OK
         || ngx_array_init(&lmcf->keys, cf->pool, 16,
                           sizeof(ngx_http_llm_key_t))
+           != NGX_OK
+        || ngx_array_init(&lmcf->prices, cf->pool, 4,
+                          sizeof(ngx_http_llm_price_t))
            != NGX_OK)
     {
         return NULL;
@@ -334,6 +407,8 @@ ngx_http_llm_create_loc_conf(ngx_conf_t *cf)
     full->conf.enable = NGX_CONF_UNSET;
     full->conf.headers = NGX_CONF_UNSET;
     full->conf.api = NGX_CONF_UNSET_UINT;
+    full->conf.stream_usage = NGX_CONF_UNSET;
+    full->conf.max_tokens_default = NGX_CONF_UNSET_UINT;
 
     return full;
 }
@@ -349,6 +424,9 @@ ngx_http_llm_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_value(conf->conf.headers, prev->conf.headers, 1);
     ngx_conf_merge_uint_value(conf->conf.api, prev->conf.api,
                               NGX_HTTP_LLM_API_AUTO);
+    ngx_conf_merge_value(conf->conf.stream_usage, prev->conf.stream_usage, 0);
+    ngx_conf_merge_uint_value(conf->conf.max_tokens_default,
+                              prev->conf.max_tokens_default, 1024);
 
     if (conf->default_ref.name.data == NULL) {
         conf->default_ref = prev->default_ref;
@@ -446,22 +524,20 @@ ngx_http_llm_resolve_tier(ngx_conf_t *cf, ngx_http_llm_tier_ref_t *ref,
 static ngx_int_t
 ngx_http_llm_postconfiguration(ngx_conf_t *cf)
 {
-    ngx_array_t                *handlers;
-    ngx_http_handler_pt        *h;
     ngx_http_core_main_conf_t  *cmcf;
     ngx_http_llm_main_conf_t   *lmcf;
 
     lmcf = ngx_http_conf_get_module_main_conf(cf,
                                               ngx_http_llm_gateway_module);
 
-    if (lmcf->gateways == 0) {
+    if (lmcf->gateways == 0 && lmcf->handlers == 0) {
         return NGX_OK;
     }
 
     if (lmcf->shm_zone == NULL) {
         ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
-                      "\"llm_gateway\" requires \"llm_zone\" "
-                      "in the http block");
+                      "\"%s\" requires \"llm_zone\" in the http block",
+                      lmcf->gateways ? "llm_gateway" : "llm_usage");
         return NGX_ERROR;
     }
 
@@ -469,15 +545,44 @@ ngx_http_llm_postconfiguration(ngx_conf_t *cf)
         return NGX_ERROR;
     }
 
+    if (lmcf->gateways == 0) {
+        return NGX_OK;
+    }
+
     cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
+
+    ngx_http_llm_variables_used(cf, lmcf);
 
     /*
      * Handlers of a phase run in the reverse order of registration: the
      * first slot runs last, after allow/deny, auth_basic and
-     * auth_request, so a request they refuse is not counted.
+     * auth_request, so a request they refuse is not counted.  The log
+     * phase runs its handlers in order: there the first slot runs
+     * first, so the access log sees what was settled.
      */
 
-    handlers = &cmcf->phases[NGX_HTTP_ACCESS_PHASE].handlers;
+    if (ngx_http_llm_phase_first(cmcf, NGX_HTTP_ACCESS_PHASE,
+                                 ngx_http_llm_access_handler)
+        != NGX_OK
+        || ngx_http_llm_phase_first(cmcf, NGX_HTTP_LOG_PHASE,
+                                    ngx_http_llm_tally_log_handler)
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_llm_reply_init(cf);
+}
+
+
+static ngx_int_t
+ngx_http_llm_phase_first(ngx_http_core_main_conf_t *cmcf, ngx_uint_t phase,
+    ngx_http_handler_pt handler)
+{
+    ngx_array_t          *handlers;
+    ngx_http_handler_pt  *h;
+
+    handlers = &cmcf->phases[phase].handlers;
 
     h = ngx_array_push(handlers);
     if (h == NULL) {
@@ -486,7 +591,46 @@ ngx_http_llm_postconfiguration(ngx_conf_t *cf)
 
     h = handlers->elts;
     ngx_memmove(&h[1], &h[0], (handlers->nelts - 1) * sizeof(*h));
-    h[0] = ngx_http_llm_access_handler;
+    h[0] = handler;
 
-    return ngx_http_llm_reply_init(cf);
+    return NGX_OK;
+}
+
+
+/*
+ * The request body is read before the call when the configuration uses
+ * what only the body tells: the variables are indexed by now (every
+ * use in the configuration has been parsed).
+ */
+
+static void
+ngx_http_llm_variables_used(ngx_conf_t *cf, ngx_http_llm_main_conf_t *lmcf)
+{
+    ngx_uint_t                  i;
+    ngx_http_variable_t        *v;
+    ngx_http_core_main_conf_t  *cmcf;
+
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
+
+    v = cmcf->variables.elts;
+
+    for (i = 0; i < cmcf->variables.nelts; i++) {
+
+        if (v[i].name.len == sizeof("llm_cache_key") - 1
+            && ngx_strncmp(v[i].name.data, "llm_cache_key",
+                           v[i].name.len) == 0)
+        {
+            lmcf->cache_key = 1;
+            lmcf->want_body = 1;
+        }
+
+        if ((v[i].name.len == sizeof("llm_model") - 1
+             && ngx_strncmp(v[i].name.data, "llm_model", v[i].name.len) == 0)
+            || (v[i].name.len == sizeof("llm_stream") - 1
+                && ngx_strncmp(v[i].name.data, "llm_stream", v[i].name.len)
+                   == 0))
+        {
+            lmcf->want_body = 1;
+        }
+    }
 }

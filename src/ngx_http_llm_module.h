@@ -31,6 +31,11 @@
 #define NGX_HTTP_LLM_RESULT_UNAUTH      4
 #define NGX_HTTP_LLM_RESULT_STORE       5
 
+/* where the access handler is with a request */
+#define NGX_HTTP_LLM_STEP_AUTH          0
+#define NGX_HTTP_LLM_STEP_BODY          1     /* reading the body */
+#define NGX_HTTP_LLM_STEP_READ          2     /* the body is complete */
+
 /* llm_api */
 #define NGX_HTTP_LLM_API_AUTO           0
 #define NGX_HTTP_LLM_API_OPENAI         1
@@ -60,6 +65,7 @@ typedef struct {
     ngx_uint_t                  priority;
     ngx_msec_t                  cooldown;
     ngx_msec_t                  longest;   /* longest window, ms */
+    ngx_uint_t                  dims;      /* 1 << dimension, if any */
     u_char                     *tags;      /* a window's dimension, period */
 } ngx_http_llm_tier_t;
 
@@ -74,22 +80,40 @@ typedef struct {
 } ngx_http_llm_key_t;
 
 
+/* llm_price: USD per million tokens, kept in micro-dollars */
+typedef struct {
+    ngx_str_t                   model;     /* without a trailing '*' */
+    uint64_t                    input;
+    uint64_t                    output;
+    unsigned                    wildcard:1;
+} ngx_http_llm_price_t;
+
+
 typedef struct {
     ngx_shm_zone_t             *shm_zone;
     ngx_array_t                 tiers;     /* ngx_http_llm_tier_t */
     ngx_array_t                 keys;      /* ngx_http_llm_key_t, sorted */
+    ngx_array_t                 prices;    /* ngx_http_llm_price_t */
     ngx_str_t                   key_file;
     ngx_uint_t                  gateways;  /* locations with llm_gateway on */
+    ngx_uint_t                  handlers;  /* llm_usage locations */
+    ngx_flag_t                  want_body; /* $llm_model and kin used */
+    ngx_flag_t                  cache_key; /* $llm_cache_key is used */
 } ngx_http_llm_main_conf_t;
 
 
 typedef struct {
     ngx_flag_t                  enable;
     ngx_flag_t                  headers;
+    ngx_flag_t                  stream_usage;
     ngx_uint_t                  api;
+    ngx_uint_t                  max_tokens_default;
     ngx_http_llm_tier_t        *default_tier;
     ngx_http_llm_tier_t        *anonymous_tier;
 } ngx_http_llm_loc_conf_t;
+
+
+typedef struct ngx_http_llm_tally_s  ngx_http_llm_tally_t;
 
 
 /* what the response headers report about one window */
@@ -110,14 +134,19 @@ typedef struct {
     ngx_http_llm_report_t       requests;
     ngx_http_llm_report_t       tokens;
 
+    ngx_http_llm_tally_t       *tally;         /* token accounting */
+    ngx_buf_t                  *error_body;    /* in place of nginx's */
+
     uint64_t                    retry_after;   /* ms; 0: none */
     ngx_uint_t                  result;        /* NGX_HTTP_LLM_RESULT_* */
     ngx_uint_t                  api;           /* resolved llm_api */
+    ngx_uint_t                  step;          /* of the access handler */
 
     unsigned                    has_key_id:1;
     unsigned                    conc_held:1;
     unsigned                    no_retry:1;    /* x-should-retry: false */
     unsigned                    done:1;
+    unsigned                    own_error:1;   /* our error response */
 } ngx_http_llm_ctx_t;
 
 
@@ -126,7 +155,10 @@ extern ngx_module_t  ngx_http_llm_gateway_module;
 
 uint64_t ngx_http_llm_now(void);
 ngx_int_t ngx_http_llm_access_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_llm_authenticate(ngx_http_request_t *r,
+    ngx_http_llm_ctx_t *ctx, ngx_http_llm_loc_conf_t *llcf, ngx_str_t *msg);
 ngx_http_llm_ctx_t *ngx_http_llm_find_ctx(ngx_http_request_t *r);
+ngx_http_llm_ctx_t *ngx_http_llm_get_ctx(ngx_http_request_t *r);
 
 
 #endif /* _NGX_HTTP_LLM_MODULE_H_INCLUDED_ */

@@ -14,6 +14,7 @@
 
 #include "ngx_http_llm_module.h"
 #include "ngx_http_llm_reply.h"
+#include "ngx_http_llm_tally.h"
 
 
 typedef struct {
@@ -24,7 +25,13 @@ typedef struct {
 } ngx_http_llm_err_t;
 
 
+static ngx_buf_t *ngx_http_llm_error_buf(ngx_http_request_t *r,
+    ngx_uint_t api, ngx_http_llm_err_e err, ngx_str_t *message);
 static ngx_int_t ngx_http_llm_header_filter(ngx_http_request_t *r);
+static ngx_int_t ngx_http_llm_too_large(ngx_http_request_t *r,
+    ngx_http_llm_ctx_t *ctx, ngx_http_llm_loc_conf_t *llcf);
+static ngx_int_t ngx_http_llm_body_filter(ngx_http_request_t *r,
+    ngx_chain_t *in);
 static ngx_int_t ngx_http_llm_add_header(ngx_http_request_t *r,
     char *name, u_char *value, size_t len);
 static void ngx_http_llm_hide_backend_headers(ngx_http_request_t *r);
@@ -32,6 +39,7 @@ static u_char *ngx_http_llm_duration(u_char *p, uint64_t ms);
 
 
 static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
+static ngx_http_output_body_filter_pt    ngx_http_next_body_filter;
 
 
 static ngx_http_llm_err_t  ngx_http_llm_errors[] = {
@@ -63,6 +71,9 @@ ngx_http_llm_reply_init(ngx_conf_t *cf)
 {
     ngx_http_next_header_filter = ngx_http_top_header_filter;
     ngx_http_top_header_filter = ngx_http_llm_header_filter;
+
+    ngx_http_next_body_filter = ngx_http_top_body_filter;
+    ngx_http_top_body_filter = ngx_http_llm_body_filter;
 
     return NGX_OK;
 }
@@ -108,12 +119,55 @@ ngx_int_t
 ngx_http_llm_send_error(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     ngx_http_llm_err_e err, ngx_str_t *message)
 {
+    ngx_int_t     rc;
+    ngx_buf_t    *b;
+    ngx_chain_t   out;
+
+    b = ngx_http_llm_error_buf(r, ctx->api, err, message);
+    if (b == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (r->headers_out.status == NGX_HTTP_UNAUTHORIZED
+        || r->headers_out.status == NGX_HTTP_FORBIDDEN
+        || err == NGX_HTTP_LLM_ERR_QUOTA)
+    {
+        ctx->no_retry = 1;
+    }
+
+    ctx->own_error = 1;
+
+    if (r->headers_out.content_length) {
+        r->headers_out.content_length->hash = 0;
+        r->headers_out.content_length = NULL;
+    }
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_output_filter(r, &out);
+}
+
+
+/*
+ * The error's JSON body in the API's shape; sets the status, type and
+ * length of the response.
+ */
+
+static ngx_buf_t *
+ngx_http_llm_error_buf(ngx_http_request_t *r, ngx_uint_t api,
+    ngx_http_llm_err_e err, ngx_str_t *message)
+{
     size_t               len;
     u_char              *p;
     uintptr_t            escape;
-    ngx_int_t            rc;
     ngx_buf_t           *b;
-    ngx_chain_t          out;
     ngx_http_llm_err_t  *e;
 
     static ngx_str_t     json = ngx_string("application/json");
@@ -129,12 +183,12 @@ ngx_http_llm_send_error(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
 
     b = ngx_create_temp_buf(r->pool, len);
     if (b == NULL) {
-        return NGX_ERROR;
+        return NULL;
     }
 
     p = b->last;
 
-    switch (ctx->api) {
+    switch (api) {
 
     case NGX_HTTP_LLM_API_ANTHROPIC:
         p = ngx_sprintf(p, "{\"type\":\"error\",\"error\":{\"type\":\"%V\","
@@ -165,33 +219,13 @@ ngx_http_llm_send_error(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     b->last_buf = (r == r->main) ? 1 : 0;
     b->last_in_chain = 1;
 
-    if (e->status == NGX_HTTP_UNAUTHORIZED || e->status == NGX_HTTP_FORBIDDEN
-        || err == NGX_HTTP_LLM_ERR_QUOTA)
-    {
-        ctx->no_retry = 1;
-    }
-
     r->headers_out.status = e->status;
     r->headers_out.content_type = json;
     r->headers_out.content_type_len = json.len;
     r->headers_out.content_type_lowcase = NULL;
     r->headers_out.content_length_n = b->last - b->pos;
 
-    if (r->headers_out.content_length) {
-        r->headers_out.content_length->hash = 0;
-        r->headers_out.content_length = NULL;
-    }
-
-    rc = ngx_http_send_header(r);
-
-    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-        return rc;
-    }
-
-    out.buf = b;
-    out.next = NULL;
-
-    return ngx_http_output_filter(r, &out);
+    return b;
 }
 
 
@@ -212,7 +246,28 @@ ngx_http_llm_header_filter(ngx_http_request_t *r)
     ctx = ngx_http_llm_find_ctx(r);
     llcf = ngx_http_get_module_loc_conf(r, ngx_http_llm_gateway_module);
 
-    if (ctx == NULL || !llcf->headers) {
+    if (r->headers_out.status == NGX_HTTP_REQUEST_ENTITY_TOO_LARGE
+        && (llcf->enable || ctx) && r->upstream == NULL
+        && (ctx == NULL || !ctx->own_error))
+    {
+        if (ngx_http_llm_too_large(r, ctx, llcf) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        ctx = ngx_http_llm_find_ctx(r);
+    }
+
+    if (ctx == NULL) {
+        return ngx_http_next_header_filter(r);
+    }
+
+    if (ctx->tally && !ctx->own_error
+        && ctx->result == NGX_HTTP_LLM_RESULT_PASSED)
+    {
+        ngx_http_llm_tally_start(r, ctx);
+    }
+
+    if (!llcf->headers) {
         return ngx_http_next_header_filter(r);
     }
 
@@ -331,6 +386,108 @@ ngx_http_llm_header_filter(ngx_http_request_t *r)
     }
 
     return ngx_http_next_header_filter(r);
+}
+
+
+/*
+ * nginx answers a body over client_max_body_size with its own HTML page
+ * (before the access phase, or while the body is read); a gateway
+ * location answers in its API's JSON instead, unless error_page takes
+ * it.  The body filter then sends ours in place of the page.
+ */
+
+static ngx_int_t
+ngx_http_llm_too_large(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
+    ngx_http_llm_loc_conf_t *llcf)
+{
+    off_t                      max;
+    ngx_str_t                  msg;
+    ngx_buf_t                 *b;
+    ngx_http_core_loc_conf_t  *clcf;
+
+    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+
+    if (clcf->error_pages) {
+        return NGX_OK;
+    }
+
+    if (ctx == NULL) {
+        ctx = ngx_http_llm_get_ctx(r);
+        if (ctx == NULL) {
+            return NGX_ERROR;
+        }
+
+        ctx->api = ngx_http_llm_api(r, llcf->api);
+    }
+
+    max = clcf->client_max_body_size;
+
+    msg.data = ngx_pnalloc(r->pool, 128);
+    if (msg.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    msg.len = ngx_sprintf(msg.data, "Request body is larger than the "
+                          "limit of %O bytes.", max)
+              - msg.data;
+
+    b = ngx_http_llm_error_buf(r, ctx->api, NGX_HTTP_LLM_ERR_TOO_LARGE, &msg);
+    if (b == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (r->headers_out.content_length) {
+        r->headers_out.content_length->hash = 0;
+        r->headers_out.content_length = NULL;
+    }
+
+    ctx->own_error = 1;
+    ctx->error_body = b;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_llm_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
+{
+    ngx_chain_t          out;
+    ngx_http_llm_ctx_t  *ctx;
+
+    if (r != r->main) {
+        return ngx_http_next_body_filter(r, in);
+    }
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_llm_gateway_module);
+
+    if (ctx == NULL || in == NULL) {
+        return ngx_http_next_body_filter(r, in);
+    }
+
+    if (ctx->error_body) {
+
+        /* nginx's page goes, ours goes once */
+
+        if (ctx->error_body->pos == NULL) {
+            return NGX_OK;
+        }
+
+        out.buf = ctx->error_body;
+        out.next = NULL;
+
+        ctx->error_body = ngx_calloc_buf(r->pool);
+        if (ctx->error_body == NULL) {
+            return NGX_ERROR;
+        }
+
+        return ngx_http_next_body_filter(r, &out);
+    }
+
+    if (ctx->tally && ctx->tally->observing) {
+        ngx_http_llm_tally_body(r, ctx, in);
+    }
+
+    return ngx_http_next_body_filter(r, in);
 }
 
 

@@ -409,6 +409,90 @@ ngx_http_llm_store_release(ngx_shm_zone_t *shm_zone, ngx_str_t *account)
 }
 
 
+/* the reservation of a finished request replaced by its use */
+
+void
+ngx_http_llm_store_settle(ngx_shm_zone_t *shm_zone, ngx_str_t *account,
+    ngx_http_llm_tier_t *tier, ngx_http_llm_settle_t *s)
+{
+    uint32_t                  hash;
+    ngx_http_llm_node_t      *ln;
+    ngx_http_llm_zone_ctx_t  *ctx;
+
+    ctx = shm_zone->data;
+    hash = ngx_crc32_short(account->data, account->len);
+
+    s->at.base = ctx->sh->base;
+    s->now.base = ctx->sh->base;
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    ln = ngx_http_llm_node_lookup(ctx, hash, account);
+
+    if (ln != NULL) {
+        ngx_http_llm_settle(tier, ln->rings, ngx_http_llm_node_tags(ln),
+                            ln->nwin, s);
+
+        if (s->now.now + tier->longest > ln->expire) {
+            ln->expire = s->now.now + tier->longest;
+        }
+    }
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+}
+
+
+/*
+ * What each window of "tier" holds for an account, counting nothing:
+ * used[i] and reset[i] (wall clock, ms) for window i.
+ */
+
+void
+ngx_http_llm_store_usage(ngx_shm_zone_t *shm_zone, ngx_str_t *account,
+    ngx_http_llm_tier_t *tier, ngx_http_llm_decision_t *d, uint64_t *used,
+    uint64_t *reset)
+{
+    u_char                      *tags;
+    uint32_t                     hash;
+    ngx_uint_t                   i, j;
+    ngx_http_llm_node_t         *ln;
+    ngx_http_llm_zone_ctx_t     *ctx;
+    ngx_http_llm_window_conf_t  *wc;
+
+    ctx = shm_zone->data;
+    hash = ngx_crc32_short(account->data, account->len);
+
+    d->base = ctx->sh->base;
+
+    wc = tier->windows.elts;
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    ln = ngx_http_llm_node_lookup(ctx, hash, account);
+
+    for (i = 0; i < tier->windows.nelts; i++) {
+        used[i] = 0;
+        reset[i] = d->wall;
+
+        if (ln == NULL) {
+            continue;
+        }
+
+        tags = ngx_http_llm_node_tags(ln);
+
+        for (j = 0; j < ln->nwin; j++) {
+            if (tags[j] == tier->tags[i]) {
+                used[i] = ngx_http_llm_window_used(&wc[i], &ln->rings[j], d,
+                                                   &reset[i]);
+                break;
+            }
+        }
+    }
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+}
+
+
 /* one more concurrency slot for this worker */
 
 static ngx_int_t

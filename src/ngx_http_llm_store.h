@@ -25,6 +25,11 @@ ngx_int_t ngx_http_llm_store_admit(ngx_shm_zone_t *shm_zone,
     ngx_http_llm_decision_t *d);
 void ngx_http_llm_store_release(ngx_shm_zone_t *shm_zone,
     ngx_str_t *account);
+void ngx_http_llm_store_settle(ngx_shm_zone_t *shm_zone, ngx_str_t *account,
+    ngx_http_llm_tier_t *tier, ngx_http_llm_settle_t *s);
+void ngx_http_llm_store_usage(ngx_shm_zone_t *shm_zone, ngx_str_t *account,
+    ngx_http_llm_tier_t *tier, ngx_http_llm_decision_t *d, uint64_t *used,
+    uint64_t *reset);
 
 
 #endif /* _NGX_HTTP_LLM_STORE_H_INCLUDED_ */

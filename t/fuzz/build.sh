@@ -43,7 +43,7 @@ for f in core/ngx_palloc.c core/ngx_string.c os/unix/ngx_alloc.c; do
     objs="$objs $o"
 done
 
-for f in src/ngx_http_llm_json.c src/ngx_http_llm_tokens.c; do
+for f in src/ngx_http_llm_json.c src/ngx_http_llm_scan.c src/ngx_http_llm_tokens.c; do
     o=$OUT/$(basename "$f" .c).o
     $CC -c $FLAGS -fsanitize=fuzzer-no-link -Werror $INCS -o "$o" "$ROOT/$f"
     objs="$objs $o"

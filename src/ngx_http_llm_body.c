@@ -1,0 +1,378 @@
+
+/*
+ * ngx_llm_gateway: the request body, read in the access phase.
+ *
+ * Owns when a gateway request's body is read before the call (a tier
+ * with token or cost windows, "llm_stream_usage on", or a $llm_model /
+ * $llm_stream / $llm_cache_key in the configuration), reading it with
+ * nginx's request body API and resuming the phases when it is complete
+ * (in memory up to client_body_buffer_size, else from its temporary
+ * file), and what is learned from it: the model, the stream flag, the
+ * prompt estimate and the answer's maximum that the token windows
+ * reserve, the body with stream_options.include_usage added, and the
+ * $llm_cache_key of the canonical request.
+ */
+
+
+#include "ngx_http_llm_module.h"
+#include "ngx_http_llm_body.h"
+#include "ngx_http_llm_crypto.h"
+#include "ngx_http_llm_tally.h"
+
+
+static void ngx_http_llm_body_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_llm_body_bytes(ngx_http_request_t *r,
+    ngx_str_t *body);
+static void ngx_http_llm_body_gemini(ngx_http_request_t *r,
+    ngx_http_llm_tally_t *t);
+static ngx_int_t ngx_http_llm_body_replace(ngx_http_request_t *r,
+    ngx_str_t *body);
+static ngx_int_t ngx_http_llm_body_cache_key(ngx_http_request_t *r,
+    ngx_http_llm_tally_t *t, ngx_str_t *body);
+
+
+ngx_uint_t
+ngx_http_llm_body_wanted(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
+    ngx_http_llm_loc_conf_t *llcf)
+{
+    ngx_str_t                 *type;
+    ngx_http_llm_main_conf_t  *lmcf;
+
+    if (!(r->method & (NGX_HTTP_POST|NGX_HTTP_PUT|NGX_HTTP_PATCH))) {
+        return 0;
+    }
+
+    /* file uploads (audio, batch files) are not prompts to read */
+
+    if (r->headers_in.content_type) {
+        type = &r->headers_in.content_type->value;
+
+        if (type->len >= 10
+            && ngx_strncasecmp(type->data, (u_char *) "multipart/", 10) == 0)
+        {
+            return 0;
+        }
+    }
+
+    if (ctx->tier && (ctx->tier->dims & ~(1 << NGX_HTTP_LLM_DIM_REQUESTS))) {
+        return 1;
+    }
+
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_llm_gateway_module);
+
+    return llcf->stream_usage || lmcf->want_body;
+}
+
+
+/*
+ * Starts reading the body; the phases resume when it is complete, with
+ * ctx->step at NGX_HTTP_LLM_STEP_READ.  Returns NGX_DONE, or a status
+ * to finalize the request with (413, 400, 500).
+ */
+
+ngx_int_t
+ngx_http_llm_body_read(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
+{
+    ngx_int_t  rc;
+
+    ctx->step = NGX_HTTP_LLM_STEP_BODY;
+
+    rc = ngx_http_read_client_request_body(r, ngx_http_llm_body_handler);
+
+    if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
+        return rc;
+    }
+
+    ngx_http_finalize_request(r, NGX_DONE);
+
+    return NGX_DONE;
+}
+
+
+static void
+ngx_http_llm_body_handler(ngx_http_request_t *r)
+{
+    ngx_http_llm_ctx_t  *ctx;
+
+    ctx = ngx_http_llm_find_ctx(r);
+
+    ctx->step = NGX_HTTP_LLM_STEP_READ;
+
+    r->preserve_body = 1;
+
+    r->write_event_handler = ngx_http_core_run_phases;
+    ngx_http_core_run_phases(r);
+}
+
+
+/*
+ * Reads what the body says.  NGX_OK; NGX_DECLINED with "error" set: a
+ * 400 invalid_request_error; NGX_ERROR.
+ */
+
+ngx_int_t
+ngx_http_llm_body_parse(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
+    ngx_http_llm_loc_conf_t *llcf, ngx_str_t *error)
+{
+    ngx_int_t                     rc;
+    ngx_str_t                     body, with;
+    ngx_uint_t                    out;
+    ngx_http_llm_tally_t         *t;
+    ngx_http_llm_main_conf_t     *lmcf;
+    ngx_http_llm_request_info_t   info;
+
+    static ngx_str_t  embeddings = ngx_string("/embeddings");
+
+    t = ctx->tally;
+
+    rc = ngx_http_llm_body_bytes(r, &body);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    rc = ngx_http_llm_json_parse_request(r->pool, ctx->api, body.data,
+                                         body.len, &info, error);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    t->parsed = 1;
+    t->model = info.model;
+    t->stream = info.stream;
+
+    if (ctx->api == NGX_HTTP_LLM_API_GEMINI) {
+        ngx_http_llm_body_gemini(r, t);
+    }
+
+    t->prompt = ngx_http_llm_estimate_tokens(&info.estimate)
+                + info.messages * NGX_HTTP_LLM_TOKENS_PER_MESSAGE
+                + (info.messages ? NGX_HTTP_LLM_TOKENS_PER_REQUEST : 0);
+
+    /* an embedding answers with numbers, not tokens */
+
+    if (r->uri.len >= embeddings.len
+        && ngx_strncmp(r->uri.data + r->uri.len - embeddings.len,
+                       embeddings.data, embeddings.len)
+           == 0)
+    {
+        out = 0;
+
+    } else {
+        out = info.max_tokens >= 0 ? (ngx_uint_t) info.max_tokens
+                                   : llcf->max_tokens_default;
+    }
+
+    t->output = out * info.choices;
+
+    ngx_log_debug5(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "llm body: model \"%V\" stream:%d prompt:%ui "
+                   "output:%ui in %uz bytes",
+                   &t->model, t->stream, t->prompt, t->output, body.len);
+
+    if (llcf->stream_usage && info.stream && !info.has_include_usage
+        && ctx->api == NGX_HTTP_LLM_API_OPENAI)
+    {
+        rc = ngx_http_llm_json_include_usage(r->pool, body.data, body.len,
+                                             &with);
+        if (rc == NGX_ERROR) {
+            return NGX_ERROR;
+        }
+
+        if (rc == NGX_OK && ngx_http_llm_body_replace(r, &with) != NGX_OK) {
+            return NGX_ERROR;
+        }
+    }
+
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_llm_gateway_module);
+
+    if (lmcf->cache_key) {
+        return ngx_http_llm_body_cache_key(r, t, &body);
+    }
+
+    return NGX_OK;
+}
+
+
+/* the body in one piece: its only buffer, or a copy from its pieces */
+
+static ngx_int_t
+ngx_http_llm_body_bytes(ngx_http_request_t *r, ngx_str_t *body)
+{
+    off_t         len;
+    u_char       *p;
+    size_t        size;
+    ssize_t       n;
+    ngx_buf_t    *b;
+    ngx_chain_t  *cl;
+
+    ngx_str_null(body);
+
+    if (r->request_body == NULL || r->request_body->bufs == NULL) {
+        return NGX_OK;
+    }
+
+    cl = r->request_body->bufs;
+
+    if (cl->next == NULL && !cl->buf->in_file) {
+        body->data = cl->buf->pos;
+        body->len = cl->buf->last - cl->buf->pos;
+        return NGX_OK;
+    }
+
+    len = 0;
+
+    for (cl = r->request_body->bufs; cl; cl = cl->next) {
+        len += ngx_buf_size(cl->buf);
+    }
+
+    p = ngx_pnalloc(r->pool, (size_t) len + 1);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    body->data = p;
+
+    for (cl = r->request_body->bufs; cl; cl = cl->next) {
+        b = cl->buf;
+
+        if (!b->in_file) {
+            p = ngx_cpymem(p, b->pos, b->last - b->pos);
+            continue;
+        }
+
+        /* spooled to a temporary file that nginx has just written */
+
+        size = (size_t) (b->file_last - b->file_pos);
+
+        n = ngx_read_file(b->file, p, size, b->file_pos);
+
+        if (n != (ssize_t) size) {
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          "llm: cannot read the request body back from "
+                          "\"%V\"", &b->file->name);
+            return NGX_ERROR;
+        }
+
+        p += size;
+    }
+
+    body->len = p - body->data;
+
+    return NGX_OK;
+}
+
+
+/* Gemini names the model and streaming in the path */
+
+static void
+ngx_http_llm_body_gemini(ngx_http_request_t *r, ngx_http_llm_tally_t *t)
+{
+    u_char  *p, *last, *colon;
+
+    p = r->uri.data;
+    last = p + r->uri.len;
+
+    colon = ngx_strlchr(p, last, ':');
+
+    if (colon == NULL) {
+        return;
+    }
+
+    if ((size_t) (last - colon) >= sizeof(":streamGenerateContent") - 1
+        && ngx_strncmp(colon, ":streamGenerateContent",
+                       sizeof(":streamGenerateContent") - 1)
+           == 0)
+    {
+        t->stream = 1;
+    }
+
+    if (t->model.len) {
+        return;
+    }
+
+    for (p = colon; p > r->uri.data && p[-1] != '/'; p--) { /* void */ }
+
+    if (colon - p > 0 && colon - p <= NGX_HTTP_LLM_MODEL_MAX) {
+        t->model.data = p;
+        t->model.len = colon - p;
+    }
+}
+
+
+static ngx_int_t
+ngx_http_llm_body_replace(ngx_http_request_t *r, ngx_str_t *body)
+{
+    ngx_buf_t    *b;
+    ngx_chain_t  *cl;
+
+    b = ngx_calloc_buf(r->pool);
+    if (b == NULL) {
+        return NGX_ERROR;
+    }
+
+    cl = ngx_alloc_chain_link(r->pool);
+    if (cl == NULL) {
+        return NGX_ERROR;
+    }
+
+    b->pos = body->data;
+    b->last = body->data + body->len;
+    b->start = b->pos;
+    b->end = b->last;
+    b->memory = 1;
+    b->last_buf = 1;
+    b->last_in_chain = 1;
+
+    cl->buf = b;
+    cl->next = NULL;
+
+    r->request_body->bufs = cl;
+    r->headers_in.content_length_n = body->len;
+
+    return NGX_OK;
+}
+
+
+/*
+ * $llm_cache_key: the first half of a BLAKE2b-256 digest, in hex, of
+ * the method, the URI with its arguments and the canonical JSON.
+ */
+
+static ngx_int_t
+ngx_http_llm_body_cache_key(ngx_http_request_t *r, ngx_http_llm_tally_t *t,
+    ngx_str_t *body)
+{
+    u_char     *p;
+    ngx_int_t   rc;
+    ngx_str_t   canonical, all;
+    u_char      digest[NGX_HTTP_LLM_DIGEST_LEN];
+
+    rc = ngx_http_llm_json_canonical(r->pool, body->data, body->len,
+                                     &canonical);
+    if (rc != NGX_OK) {
+        return rc == NGX_ERROR ? NGX_ERROR : NGX_OK;
+    }
+
+    all.len = r->method_name.len + 1 + r->uri.len + 1 + r->args.len + 1
+              + canonical.len;
+
+    all.data = ngx_pnalloc(r->pool, all.len);
+    if (all.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = ngx_cpymem(all.data, r->method_name.data, r->method_name.len);
+    *p++ = ' ';
+    p = ngx_cpymem(p, r->uri.data, r->uri.len);
+    *p++ = '?';
+    p = ngx_cpymem(p, r->args.data, r->args.len);
+    *p++ = '\n';
+    ngx_memcpy(p, canonical.data, canonical.len);
+
+    ngx_http_llm_digest(digest, all.data, all.len);
+
+    ngx_hex_dump(t->cache_key, digest, sizeof(t->cache_key) / 2);
+    t->has_cache_key = 1;
+
+    return NGX_OK;
+}

@@ -1,0 +1,387 @@
+
+/*
+ * ngx_llm_gateway: the content handlers "llm_token_info" and
+ * "llm_usage".
+ *
+ * llm_token_info counts the tokens of ?text= or of a POSTed body (the
+ * prompt of a request in a known API format, else the body as text).
+ * llm_usage authenticates the caller's key and shows its account's
+ * windows as they stand, counting nothing.
+ */
+
+
+#include "ngx_http_llm_module.h"
+#include "ngx_http_llm_handlers.h"
+#include "ngx_http_llm_json.h"
+#include "ngx_http_llm_limits.h"
+#include "ngx_http_llm_store.h"
+#include "ngx_http_llm_reply.h"
+
+
+static ngx_int_t ngx_http_llm_token_info_handler(ngx_http_request_t *r);
+static void ngx_http_llm_token_info_body(ngx_http_request_t *r);
+static ngx_int_t ngx_http_llm_token_info_count(ngx_http_request_t *r,
+    u_char *text, size_t len, ngx_uint_t as_request);
+static ngx_int_t ngx_http_llm_usage_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_llm_send_json(ngx_http_request_t *r,
+    ngx_buf_t *b);
+
+
+char *
+ngx_http_llm_token_info(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_core_loc_conf_t  *clcf;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+    clcf->handler = ngx_http_llm_token_info_handler;
+
+    return NGX_CONF_OK;
+}
+
+
+char *
+ngx_http_llm_usage(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_core_loc_conf_t  *clcf;
+    ngx_http_llm_main_conf_t  *lmcf;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+    clcf->handler = ngx_http_llm_usage_handler;
+
+    lmcf = ngx_http_conf_get_module_main_conf(cf,
+                                              ngx_http_llm_gateway_module);
+    lmcf->handlers++;
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_http_llm_token_info_handler(ngx_http_request_t *r)
+{
+    u_char     *p, *dst, *src;
+    size_t      i;
+    ngx_int_t   rc;
+    ngx_str_t   text;
+
+    if (r->method == NGX_HTTP_POST) {
+        rc = ngx_http_read_client_request_body(r,
+                                             ngx_http_llm_token_info_body);
+
+        if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
+            return rc;
+        }
+
+        return NGX_DONE;
+    }
+
+    if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
+        return NGX_HTTP_NOT_ALLOWED;
+    }
+
+    rc = ngx_http_discard_request_body(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    if (ngx_http_arg(r, (u_char *) "text", 4, &text) != NGX_OK) {
+        ngx_str_null(&text);
+    }
+
+    /* a query string's "+" is a space */
+
+    p = ngx_pnalloc(r->pool, text.len + 1);
+    if (p == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    for (i = 0; i < text.len; i++) {
+        p[i] = (text.data[i] == '+') ? ' ' : text.data[i];
+    }
+
+    dst = p;
+    src = p;
+    ngx_unescape_uri(&dst, &src, text.len, 0);
+
+    return ngx_http_llm_token_info_count(r, p, dst - p, 0);
+}
+
+
+static void
+ngx_http_llm_token_info_body(ngx_http_request_t *r)
+{
+    off_t         len;
+    u_char       *p;
+    ssize_t       n;
+    ngx_buf_t    *b;
+    ngx_chain_t  *cl;
+
+    len = 0;
+
+    if (r->request_body) {
+        for (cl = r->request_body->bufs; cl; cl = cl->next) {
+            len += ngx_buf_size(cl->buf);
+        }
+    }
+
+    p = ngx_pnalloc(r->pool, (size_t) len + 1);
+    if (p == NULL) {
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+
+    len = 0;
+
+    for (cl = r->request_body ? r->request_body->bufs : NULL;
+         cl;
+         cl = cl->next)
+    {
+        b = cl->buf;
+
+        if (!b->in_file) {
+            ngx_memcpy(p + len, b->pos, b->last - b->pos);
+            len += b->last - b->pos;
+            continue;
+        }
+
+        n = ngx_read_file(b->file, p + len, b->file_last - b->file_pos,
+                          b->file_pos);
+
+        if (n != b->file_last - b->file_pos) {
+            ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+            return;
+        }
+
+        len += n;
+    }
+
+    ngx_http_finalize_request(r,
+        ngx_http_llm_token_info_count(r, p, (size_t) len, 1));
+}
+
+
+/* {"tokens":N,"characters":N,"method":"estimate"} */
+
+static ngx_int_t
+ngx_http_llm_token_info_count(ngx_http_request_t *r, u_char *text,
+    size_t len, ngx_uint_t as_request)
+{
+    ngx_int_t                     rc;
+    ngx_str_t                     error;
+    ngx_buf_t                    *b;
+    ngx_uint_t                    tokens, chars, api;
+    ngx_http_llm_estimate_t       e;
+    ngx_http_llm_request_info_t   info;
+
+    static ngx_uint_t  apis[] = { NGX_HTTP_LLM_API_OPENAI,
+                                  NGX_HTTP_LLM_API_ANTHROPIC,
+                                  NGX_HTTP_LLM_API_GEMINI };
+
+    rc = NGX_DECLINED;
+
+    if (as_request) {
+        for (api = 0; api < 3; api++) {
+            rc = ngx_http_llm_json_parse_request(r->pool, apis[api], text,
+                                                 len, &info, &error);
+            if (rc != NGX_DECLINED) {
+                break;
+            }
+        }
+    }
+
+    if (rc == NGX_ERROR) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (rc == NGX_OK) {
+        tokens = ngx_http_llm_estimate_tokens(&info.estimate)
+                 + info.messages * NGX_HTTP_LLM_TOKENS_PER_MESSAGE
+                 + (info.messages ? NGX_HTTP_LLM_TOKENS_PER_REQUEST : 0);
+        chars = ngx_http_llm_estimate_chars(&info.estimate);
+
+    } else {
+        ngx_http_llm_estimate_init(&e);
+        ngx_http_llm_estimate_add(&e, text, len);
+
+        tokens = ngx_http_llm_estimate_tokens(&e);
+        chars = ngx_http_llm_estimate_chars(&e);
+    }
+
+    b = ngx_create_temp_buf(r->pool, 2 * NGX_INT_T_LEN + 64);
+    if (b == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    b->last = ngx_sprintf(b->last, "{\"tokens\":%ui,\"characters\":%ui,"
+                          "\"method\":\"estimate\"}\n", tokens, chars);
+
+    return ngx_http_llm_send_json(r, b);
+}
+
+
+/*
+ * {"account":…,"tier":…,"windows":[{"dimension","period","limit",
+ * "used","remaining","reset"}]}
+ */
+
+static ngx_int_t
+ngx_http_llm_usage_handler(ngx_http_request_t *r)
+{
+    size_t                       len;
+    uint64_t                    *used, *reset, rem;
+    ngx_int_t                    rc;
+    ngx_str_t                    msg;
+    ngx_buf_t                   *b;
+    ngx_uint_t                   i, n;
+    ngx_http_llm_ctx_t          *ctx;
+    ngx_http_llm_tier_t         *tier;
+    ngx_http_llm_decision_t      d;
+    ngx_http_llm_loc_conf_t     *llcf;
+    ngx_http_llm_main_conf_t    *lmcf;
+    ngx_http_llm_window_conf_t  *wc;
+
+    static char  *dims[] = { "requests", "tokens", "input_tokens",
+                             "output_tokens", "cost" };
+
+    if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
+        return NGX_HTTP_NOT_ALLOWED;
+    }
+
+    rc = ngx_http_discard_request_body(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    ctx = ngx_http_llm_get_ctx(r);
+    if (ctx == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    llcf = ngx_http_get_module_loc_conf(r, ngx_http_llm_gateway_module);
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_llm_gateway_module);
+
+    ctx->api = ngx_http_llm_api(r, llcf->api);
+
+    rc = ngx_http_llm_authenticate(r, ctx, llcf, &msg);
+
+    if (rc == NGX_DECLINED) {
+        return ngx_http_llm_send_error(r, ctx, NGX_HTTP_LLM_ERR_INVALID_KEY,
+                                       &msg);
+    }
+
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    tier = ctx->tier;
+    n = tier ? tier->windows.nelts : 0;
+
+    used = ngx_palloc(r->pool, 2 * (n + 1) * sizeof(uint64_t));
+    if (used == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    reset = used + n + 1;
+
+    ngx_memzero(&d, sizeof(ngx_http_llm_decision_t));
+    d.now = ngx_current_msec;
+    d.wall = ngx_http_llm_now();
+
+    if (tier) {
+        ngx_http_llm_store_usage(lmcf->shm_zone, &ctx->account, tier, &d,
+                                 used, reset);
+    }
+
+    len = sizeof("{\"account\":\"\",\"key_id\":\"\",\"tier\":\"\","
+                 "\"windows\":[]}\n")
+          + 2 * ctx->account.len + NGX_HTTP_LLM_KEY_ID_LEN
+          + (tier ? 2 * tier->name.len : 4)
+          + n * (sizeof("{\"dimension\":\"output_tokens\",\"period\":\"1mo\","
+                        "\"limit\":,\"used\":,\"remaining\":,\"reset\":},")
+                 + 4 * (NGX_INT64_LEN + 8));
+
+    b = ngx_create_temp_buf(r->pool, len);
+    if (b == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    b->last = ngx_cpymem(b->last, "{\"account\":\"", 12);
+    b->last = (u_char *) ngx_escape_json(b->last, ctx->account.data,
+                                         ctx->account.len);
+    b->last = ngx_sprintf(b->last, "\",\"key_id\":\"%*s\",\"tier\":",
+                          (size_t) (ctx->has_key_id
+                                    ? NGX_HTTP_LLM_KEY_ID_LEN : 0),
+                          ctx->key_id);
+
+    if (tier) {
+        *b->last++ = '"';
+        b->last = (u_char *) ngx_escape_json(b->last, tier->name.data,
+                                             tier->name.len);
+        *b->last++ = '"';
+
+    } else {
+        b->last = ngx_cpymem(b->last, "null", 4);
+    }
+
+    b->last = ngx_cpymem(b->last, ",\"windows\":[", 12);
+
+    wc = tier ? tier->windows.elts : NULL;
+
+    for (i = 0; i < n; i++) {
+        rem = used[i] < wc[i].limit ? wc[i].limit - used[i] : 0;
+
+        b->last = ngx_sprintf(b->last, "%s{\"dimension\":\"%s\","
+                              "\"period\":\"%V\",",
+                              i ? "," : "", dims[wc[i].dim], &wc[i].text);
+
+        if (wc[i].dim == NGX_HTTP_LLM_DIM_COST) {
+            b->last = ngx_sprintf(b->last, "\"limit\":%ui.%06ui,"
+                                  "\"used\":%uL.%06uL,"
+                                  "\"remaining\":%uL.%06uL,",
+                                  wc[i].limit / 1000000,
+                                  wc[i].limit % 1000000,
+                                  used[i] / 1000000, used[i] % 1000000,
+                                  rem / 1000000, rem % 1000000);
+
+        } else {
+            b->last = ngx_sprintf(b->last, "\"limit\":%ui,\"used\":%uL,"
+                                  "\"remaining\":%uL,",
+                                  wc[i].limit, used[i], rem);
+        }
+
+        b->last = ngx_sprintf(b->last, "\"reset\":%uL}",
+                              (reset[i] + 999) / 1000);
+    }
+
+    b->last = ngx_cpymem(b->last, "]}\n", 3);
+
+    return ngx_http_llm_send_json(r, b);
+}
+
+
+static ngx_int_t
+ngx_http_llm_send_json(ngx_http_request_t *r, ngx_buf_t *b)
+{
+    ngx_int_t    rc;
+    ngx_chain_t  out;
+
+    r->headers_out.status = NGX_HTTP_OK;
+    ngx_str_set(&r->headers_out.content_type, "application/json");
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+    r->headers_out.content_type_lowcase = NULL;
+    r->headers_out.content_length_n = b->last - b->pos;
+
+    b->last_buf = (r == r->main) ? 1 : 0;
+    b->last_in_chain = 1;
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_output_filter(r, &out);
+}

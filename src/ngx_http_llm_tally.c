@@ -1,0 +1,603 @@
+
+/*
+ * ngx_llm_gateway: token accounting of one request.
+ *
+ * Owns the life of a request's tokens after its body is read: the
+ * reservation checked against the token and cost windows (prompt
+ * estimate plus the answer's maximum, priced by "llm_price"), watching
+ * the response go by (the observer of ngx_http_llm_scan.c, fed from the
+ * body filter without holding a byte), and in the log phase replacing
+ * the reservation with what the backend says it used -- or, when it
+ * says nothing, with an estimate of what was streamed.  A response
+ * served from proxy_cache costs no tokens.  Also the token variables.
+ */
+
+
+#include "ngx_http_llm_module.h"
+#include "ngx_http_llm_tally.h"
+#include "ngx_http_llm_store.h"
+
+
+static ngx_int_t ngx_http_llm_price_usd(ngx_str_t *value, size_t skip,
+    uint64_t *micro);
+
+
+/*
+ * llm_price MODEL input=USD output=USD;
+ *
+ * USD per million tokens, kept in micro-dollars per million tokens.
+ */
+
+char *
+ngx_http_llm_price(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_llm_main_conf_t *lmcf = conf;
+
+    ngx_str_t             *value, model;
+    ngx_uint_t             i, wildcard, has_in, has_out;
+    ngx_http_llm_price_t  *price;
+
+    value = cf->args->elts;
+
+    model = value[1];
+    wildcard = 0;
+
+    if (model.len && model.data[model.len - 1] == '*') {
+        model.len--;
+        wildcard = 1;
+    }
+
+    if (ngx_strlchr(model.data, model.data + model.len, '*') != NULL
+        || (model.len == 0 && !wildcard))
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid model \"%V\": a \"*\" may only end it",
+                           &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    price = lmcf->prices.elts;
+
+    for (i = 0; i < lmcf->prices.nelts; i++) {
+        if (price[i].wildcard == wildcard
+            && price[i].model.len == model.len
+            && ngx_strncmp(price[i].model.data, model.data, model.len) == 0)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "duplicate llm_price \"%V\"", &value[1]);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    price = ngx_array_push(&lmcf->prices);
+    if (price == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memzero(price, sizeof(ngx_http_llm_price_t));
+
+    price->model = model;
+    price->wildcard = wildcard;
+
+    has_in = 0;
+    has_out = 0;
+
+    for (i = 2; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "input=", 6) == 0) {
+            if (ngx_http_llm_price_usd(&value[i], 6, &price->input)
+                != NGX_OK)
+            {
+                goto invalid;
+            }
+
+            has_in = 1;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "output=", 7) == 0) {
+            if (ngx_http_llm_price_usd(&value[i], 7, &price->output)
+                != NGX_OK)
+            {
+                goto invalid;
+            }
+
+            has_out = 1;
+            continue;
+        }
+
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid parameter \"%V\"", &value[i]);
+        return NGX_CONF_ERROR;
+    }
+
+    if (!has_in || !has_out) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "llm_price \"%V\" needs input= and output=",
+                           &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid price \"%V\", expected USD per million "
+                       "tokens from 0 to 10000 with up to 6 decimals",
+                       &value[i]);
+    return NGX_CONF_ERROR;
+}
+
+
+static ngx_int_t
+ngx_http_llm_price_usd(ngx_str_t *value, size_t skip, uint64_t *micro)
+{
+    u_char    *p, *last;
+    uint64_t   n, frac, scale;
+
+    p = value->data + skip;
+    last = value->data + value->len;
+
+    if (p == last) {
+        return NGX_ERROR;
+    }
+
+    n = 0;
+
+    for ( /* void */ ; p < last && *p != '.'; p++) {
+        if (*p < '0' || *p > '9' || n > 10000) {
+            return NGX_ERROR;
+        }
+
+        n = n * 10 + (*p - '0');
+    }
+
+    frac = 0;
+    scale = 1000000;
+
+    if (p < last) {
+        if (p + 1 == last) {
+            return NGX_ERROR;
+        }
+
+        for (p++; p < last; p++) {
+            if (*p < '0' || *p > '9' || scale == 1) {
+                return NGX_ERROR;
+            }
+
+            scale /= 10;
+            frac += (*p - '0') * scale;
+        }
+    }
+
+    n = n * 1000000 + frac;
+
+    if (n > (uint64_t) 10000 * 1000000) {
+        return NGX_ERROR;
+    }
+
+    *micro = n;
+
+    return NGX_OK;
+}
+
+
+/* an exact name beats a wildcard; the longest wildcard wins */
+
+ngx_http_llm_price_t *
+ngx_http_llm_price_find(ngx_http_llm_main_conf_t *lmcf, ngx_str_t *model)
+{
+    ngx_uint_t             i;
+    ngx_http_llm_price_t  *price, *best;
+
+    if (model->len == 0) {
+        return NULL;
+    }
+
+    price = lmcf->prices.elts;
+    best = NULL;
+
+    for (i = 0; i < lmcf->prices.nelts; i++) {
+
+        if (!price[i].wildcard) {
+            if (price[i].model.len == model->len
+                && ngx_strncmp(price[i].model.data, model->data, model->len)
+                   == 0)
+            {
+                return &price[i];
+            }
+
+            continue;
+        }
+
+        if (price[i].model.len <= model->len
+            && ngx_strncmp(price[i].model.data, model->data,
+                           price[i].model.len)
+               == 0
+            && (best == NULL || price[i].model.len > best->model.len))
+        {
+            best = &price[i];
+        }
+    }
+
+    return best;
+}
+
+
+/* micro-dollars, rounded up */
+
+uint64_t
+ngx_http_llm_cost(ngx_http_llm_price_t *price, uint64_t input,
+    uint64_t output)
+{
+    if (price == NULL) {
+        return 0;
+    }
+
+    input = ngx_min(input, NGX_HTTP_LLM_PRICED_MAX);
+    output = ngx_min(output, NGX_HTTP_LLM_PRICED_MAX);
+
+    return (input * price->input + output * price->output + 999999)
+           / 1000000;
+}
+
+
+/*
+ * What the windows are asked for before the call: one request, the
+ * prompt estimate as input tokens, the answer's maximum as output
+ * tokens, both as tokens, and their price as cost.
+ */
+
+void
+ngx_http_llm_tally_reserve(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
+    ngx_http_llm_decision_t *d)
+{
+    ngx_http_llm_tally_t      *t;
+    ngx_http_llm_main_conf_t  *lmcf;
+
+    t = ctx->tally;
+
+    d->need[NGX_HTTP_LLM_DIM_REQUESTS] = 1;
+
+    if (t == NULL || !t->parsed) {
+        return;
+    }
+
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_llm_gateway_module);
+
+    t->price = ngx_http_llm_price_find(lmcf, &t->model);
+
+    d->need[NGX_HTTP_LLM_DIM_INPUT] = t->prompt;
+    d->need[NGX_HTTP_LLM_DIM_OUTPUT] = t->output;
+    d->need[NGX_HTTP_LLM_DIM_TOKENS] = (uint64_t) t->prompt + t->output;
+    d->need[NGX_HTTP_LLM_DIM_COST] = ngx_http_llm_cost(t->price, t->prompt,
+                                                       t->output);
+}
+
+
+/* the response header is going out: watch the body that follows */
+
+void
+ngx_http_llm_tally_start(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
+{
+    ngx_uint_t             sse;
+    ngx_http_llm_tally_t  *t;
+
+    t = ctx->tally;
+
+    if (t->answered) {
+        return;
+    }
+
+    t->answered = 1;
+
+    if (r->cached) {
+        t->cached = 1;
+        return;
+    }
+
+    if (r->headers_out.status < NGX_HTTP_OK
+        || r->headers_out.status >= NGX_HTTP_SPECIAL_RESPONSE
+        || r->header_only)
+    {
+        return;
+    }
+
+    if (r->headers_out.content_encoding
+        && r->headers_out.content_encoding->value.len
+        && ngx_strcasecmp(r->headers_out.content_encoding->value.data,
+                          (u_char *) "identity")
+           != 0)
+    {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "llm: the backend's answer is encoded (\"%V\"), its "
+                      "usage is estimated; send it "
+                      "\"proxy_set_header Accept-Encoding \\\"\\\";\"",
+                      &r->headers_out.content_encoding->value);
+        return;
+    }
+
+    sse = r->headers_out.content_type.len >= 17
+          && ngx_strncasecmp(r->headers_out.content_type.data,
+                             (u_char *) "text/event-stream", 17)
+             == 0;
+
+    if (sse) {
+        t->stream = 1;
+    }
+
+    ngx_http_llm_usage_init(&t->usage, r->pool, ctx->api, sse);
+    t->observing = 1;
+
+    /* a body the upstream module buffered to a file is read back to us */
+    r->filter_need_in_memory = 1;
+}
+
+
+void
+ngx_http_llm_tally_body(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
+    ngx_chain_t *in)
+{
+    ngx_buf_t             *b;
+    ngx_http_llm_tally_t  *t;
+
+    t = ctx->tally;
+
+    for ( /* void */ ; in; in = in->next) {
+        b = in->buf;
+
+        if (ngx_buf_in_memory(b) && b->last > b->pos) {
+            if (ngx_http_llm_usage_feed(&t->usage, b->pos, b->last - b->pos)
+                != NGX_OK)
+            {
+                ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                              "llm: usage not read, out of memory");
+                t->observing = 0;
+                return;
+            }
+        }
+    }
+}
+
+
+/*
+ * What the request used.  The backend's own usage when it told it; an
+ * answer without usage (a stream the client cut, a backend that does
+ * not report) is charged the prompt estimate and an estimate of the
+ * text that went out ($llm_tokens_estimated); an error answer costs no
+ * tokens; a client gone before any answer is charged its prompt, which
+ * the backend did read.
+ */
+
+void
+ngx_http_llm_tally_finish(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
+{
+    uint64_t                   in, out;
+    ngx_http_llm_tally_t      *t;
+    ngx_http_llm_price_t      *price;
+    ngx_http_llm_main_conf_t  *lmcf;
+
+    t = ctx->tally;
+
+    if (t == NULL || t->finished) {
+        return;
+    }
+
+    t->finished = 1;
+
+    in = 0;
+    out = 0;
+
+    if (t->observing) {
+        ngx_http_llm_usage_finish(&t->usage);
+    }
+
+    if (t->cached) {
+        /* nothing asked of the backend */
+
+    } else if (t->observing && t->usage.found) {
+        t->found = 1;
+        in = t->usage.prompt_tokens;
+        out = t->usage.completion_tokens;
+
+    } else if (t->observing) {
+        t->estimated = 1;
+        in = t->prompt;
+        out = ngx_http_llm_estimate_tokens(&t->usage.generated);
+
+    } else if (!t->answered && r->upstream && t->parsed) {
+        t->estimated = 1;
+        in = t->prompt;
+    }
+
+    price = t->price;
+
+    if (t->usage.model.len) {
+        lmcf = ngx_http_get_module_main_conf(r, ngx_http_llm_gateway_module);
+        price = ngx_http_llm_price_find(lmcf, &t->usage.model);
+
+        if (price == NULL) {
+            price = t->price;
+        }
+    }
+
+    t->price = price;
+
+    t->used[NGX_HTTP_LLM_DIM_REQUESTS] = t->reserved[NGX_HTTP_LLM_DIM_REQUESTS];
+    t->used[NGX_HTTP_LLM_DIM_TOKENS] = in + out;
+    t->used[NGX_HTTP_LLM_DIM_INPUT] = in;
+    t->used[NGX_HTTP_LLM_DIM_OUTPUT] = out;
+    t->used[NGX_HTTP_LLM_DIM_COST] = ngx_http_llm_cost(price, in, out);
+}
+
+
+/*
+ * The log phase, first of its handlers (so the access log sees the
+ * figures): the reservation is replaced by the use in the store.
+ */
+
+ngx_int_t
+ngx_http_llm_tally_log_handler(ngx_http_request_t *r)
+{
+    ngx_uint_t                 i;
+    ngx_http_llm_ctx_t        *ctx;
+    ngx_http_llm_tally_t      *t;
+    ngx_http_llm_settle_t      s;
+    ngx_http_llm_main_conf_t  *lmcf;
+
+    if (r != r->main) {
+        return NGX_OK;
+    }
+
+    ctx = ngx_http_llm_find_ctx(r);
+
+    if (ctx == NULL || ctx->tally == NULL) {
+        return NGX_OK;
+    }
+
+    t = ctx->tally;
+
+    ngx_http_llm_tally_finish(r, ctx);
+
+    if (!t->reserving) {
+        return NGX_OK;
+    }
+
+    t->reserving = 0;
+
+    ngx_memzero(&s, sizeof(ngx_http_llm_settle_t));
+
+    for (i = NGX_HTTP_LLM_DIM_TOKENS; i <= NGX_HTTP_LLM_DIM_COST; i++) {
+        s.delta[i] = (int64_t) t->used[i] - (int64_t) t->reserved[i];
+    }
+
+    s.at.now = t->at_now;
+    s.at.wall = t->at_wall;
+    s.now.now = ngx_current_msec;
+    s.now.wall = ngx_http_llm_now();
+
+    ngx_log_debug6(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "llm settle: tokens %uL/%uL input %uL/%uL "
+                   "output %uL/%uL (used/reserved)",
+                   t->used[1], t->reserved[1], t->used[2], t->reserved[2],
+                   t->used[3], t->reserved[3]);
+
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_llm_gateway_module);
+
+    ngx_http_llm_store_settle(lmcf->shm_zone, &ctx->account, ctx->tier, &s);
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_llm_tally_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    u_char                *p;
+    uint64_t               n;
+    ngx_str_t             *s;
+    ngx_http_llm_ctx_t    *ctx;
+    ngx_http_llm_tally_t  *t;
+
+    ctx = ngx_http_llm_find_ctx(r->main);
+
+    if (ctx == NULL || ctx->tally == NULL) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    t = ctx->tally;
+
+    switch (data) {
+
+    case NGX_HTTP_LLM_VAR_MODEL:
+        s = t->usage.model.len ? &t->usage.model : &t->model;
+
+        if (s->len == 0) {
+            v->not_found = 1;
+            return NGX_OK;
+        }
+
+        v->data = s->data;
+        v->len = s->len;
+        goto found;
+
+    case NGX_HTTP_LLM_VAR_STREAM:
+        if (!t->parsed && !t->answered) {
+            v->not_found = 1;
+            return NGX_OK;
+        }
+
+        v->data = (u_char *) (t->stream ? "1" : "0");
+        v->len = 1;
+        goto found;
+
+    case NGX_HTTP_LLM_VAR_CACHE_KEY:
+        if (!t->has_cache_key) {
+            v->not_found = 1;
+            return NGX_OK;
+        }
+
+        v->data = t->cache_key;
+        v->len = sizeof(t->cache_key);
+        goto found;
+    }
+
+    /* known once the request is over */
+
+    if (!t->finished) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    if (data == NGX_HTTP_LLM_VAR_ESTIMATED) {
+        v->data = (u_char *) (t->estimated ? "1" : "0");
+        v->len = 1;
+        goto found;
+    }
+
+    p = ngx_pnalloc(r->pool, NGX_INT64_LEN + 8);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    v->data = p;
+
+    switch (data) {
+
+    case NGX_HTTP_LLM_VAR_PROMPT:
+        n = t->used[NGX_HTTP_LLM_DIM_INPUT];
+        break;
+
+    case NGX_HTTP_LLM_VAR_COMPLETION:
+        n = t->used[NGX_HTTP_LLM_DIM_OUTPUT];
+        break;
+
+    case NGX_HTTP_LLM_VAR_TOTAL:
+        n = t->used[NGX_HTTP_LLM_DIM_TOKENS];
+        break;
+
+    default: /* NGX_HTTP_LLM_VAR_COST */
+        if (t->price == NULL && !t->cached) {
+            v->not_found = 1;
+            return NGX_OK;
+        }
+
+        n = t->used[NGX_HTTP_LLM_DIM_COST];
+        p = ngx_sprintf(p, "%uL.%06uL", n / 1000000, n % 1000000);
+        v->len = p - v->data;
+        goto found;
+    }
+
+    v->len = ngx_sprintf(p, "%uL", n) - p;
+
+found:
+
+    v->valid = 1;
+    v->no_cacheable = 0;
+    v->not_found = 0;
+
+    return NGX_OK;
+}
