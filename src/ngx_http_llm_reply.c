@@ -483,7 +483,7 @@ ngx_http_llm_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
         return ngx_http_next_body_filter(r, &out);
     }
 
-    if (ctx->tally && ctx->tally->observing) {
+    if (ctx->tally && (ctx->tally->reserving || ctx->tally->observing)) {
         ngx_http_llm_tally_body(r, ctx, in);
     }
 

@@ -7,7 +7,8 @@
  * estimate plus the answer's maximum, priced by "llm_price"), watching
  * the response go by (the observer of ngx_http_llm_scan.c, fed from the
  * body filter without holding a byte), and in the log phase replacing
- * the reservation with what the backend says it used -- or, when it
+ * the reservation with what the backend says it used (at the end of
+ * the answer, else in the log phase) -- or, when it
  * says nothing, with an estimate of what was streamed.  A response
  * served from proxy_cache costs no tokens.  Also the token variables.
  */
@@ -340,12 +341,22 @@ ngx_http_llm_tally_body(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     ngx_chain_t *in)
 {
     ngx_buf_t             *b;
+    ngx_uint_t             last;
     ngx_http_llm_tally_t  *t;
 
     t = ctx->tally;
+    last = 0;
 
     for ( /* void */ ; in; in = in->next) {
         b = in->buf;
+
+        if (b->last_buf) {
+            last = 1;
+        }
+
+        if (!t->observing) {
+            continue;
+        }
 
         if (ngx_buf_in_memory(b) && b->last > b->pos) {
             if (ngx_http_llm_usage_feed(&t->usage, b->pos, b->last - b->pos)
@@ -354,9 +365,14 @@ ngx_http_llm_tally_body(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
                 ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                               "llm: usage not read, out of memory");
                 t->observing = 0;
-                return;
             }
         }
+    }
+
+    /* the whole answer went by: settle now, not when the client leaves */
+
+    if (last) {
+        ngx_http_llm_tally_settle(r, ctx);
     }
 }
 
@@ -434,17 +450,14 @@ ngx_http_llm_tally_finish(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
 
 /*
  * The log phase, first of its handlers (so the access log sees the
- * figures): the reservation is replaced by the use in the store.
+ * figures): what the body filter did not settle at the end of the
+ * answer (a client gone, an answer cut short) is settled now.
  */
 
 ngx_int_t
 ngx_http_llm_tally_log_handler(ngx_http_request_t *r)
 {
-    ngx_uint_t                 i;
-    ngx_http_llm_ctx_t        *ctx;
-    ngx_http_llm_tally_t      *t;
-    ngx_http_llm_settle_t      s;
-    ngx_http_llm_main_conf_t  *lmcf;
+    ngx_http_llm_ctx_t  *ctx;
 
     if (r != r->main) {
         return NGX_OK;
@@ -456,12 +469,28 @@ ngx_http_llm_tally_log_handler(ngx_http_request_t *r)
         return NGX_OK;
     }
 
+    ngx_http_llm_tally_settle(r, ctx);
+
+    return NGX_OK;
+}
+
+
+/* the reservation replaced by the use in the store, once */
+
+void
+ngx_http_llm_tally_settle(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
+{
+    ngx_uint_t                 i;
+    ngx_http_llm_tally_t      *t;
+    ngx_http_llm_settle_t      s;
+    ngx_http_llm_main_conf_t  *lmcf;
+
     t = ctx->tally;
 
     ngx_http_llm_tally_finish(r, ctx);
 
     if (!t->reserving) {
-        return NGX_OK;
+        return;
     }
 
     t->reserving = 0;
@@ -486,8 +515,6 @@ ngx_http_llm_tally_log_handler(ngx_http_request_t *r)
     lmcf = ngx_http_get_module_main_conf(r, ngx_http_llm_gateway_module);
 
     ngx_http_llm_store_settle(lmcf->shm_zone, &ctx->account, ctx->tier, &s);
-
-    return NGX_OK;
 }
 
 

@@ -58,6 +58,8 @@ void ngx_http_llm_tally_body(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     ngx_chain_t *in);
 void ngx_http_llm_tally_finish(ngx_http_request_t *r,
     ngx_http_llm_ctx_t *ctx);
+void ngx_http_llm_tally_settle(ngx_http_request_t *r,
+    ngx_http_llm_ctx_t *ctx);
 ngx_int_t ngx_http_llm_tally_log_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_llm_tally_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
