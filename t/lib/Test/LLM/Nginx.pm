@@ -65,6 +65,7 @@ use Test::LLM::Client ();
 our @EXPORT = qw(
     run_tests blocks count_tests plan
     mock_requests http_request servroot nginx_pid worker_pids reload_nginx
+    harness_config
     mock_default mock_openai mock_openai_stream mock_openai_embeddings
     mock_anthropic mock_anthropic_stream mock_gemini mock_gemini_stream
 );
@@ -878,6 +879,10 @@ sub _run_check_hook {
 
 sub servroot { $C{servroot} }
 
+# Settings of the run (nginx binary, module path, ports), for tests that
+# start an nginx of their own.
+sub harness_config { return { %C } }
+
 
 # The requests the mock received during the current block, oldest first.
 sub mock_requests {
@@ -885,15 +890,16 @@ sub mock_requests {
 }
 
 
-# http_request("GET /x", more_headers => ..., body => ..., timeout => ...):
-# one request to the running nginx (from a --- check hook).
+# http_request("GET /x", more_headers => ..., body => ..., timeout => ...,
+# port => ...): one request to the running nginx (from a --- check hook),
+# or to another server on "port".
 sub http_request {
     my ($text, %o) = @_;
 
     my $req = Test::LLM::Client::build_request(_subst($text),
         more_headers => _subst($o{more_headers}), body => $o{body});
 
-    return Test::LLM::Client::exchange(port => $C{port},
+    return Test::LLM::Client::exchange(port => $o{port} || $C{port},
         bytes => $req->{bytes}, method => $req->{method},
         timeout => $o{timeout} || $REQ_TIMEOUT);
 }
