@@ -512,12 +512,14 @@ ngx_http_llm_pool_secret(ngx_conf_t *cf, ngx_str_t *name, ngx_str_t *src,
                                                ngx_core_module);
         var = ccf->env.elts;
 
+        /* "env NAME=value;" leaves len at the name, the value after it */
+
         for (i = 0; i < ccf->env.nelts; i++) {
-            if (var[i].len > len && var[i].data[len] == '='
+            if (var[i].len == len && var[i].data[len] == '='
                 && ngx_strncmp(var[i].data, src->data + 4, len) == 0)
             {
                 v = var[i].data + len + 1;
-                secret->len = var[i].len - len - 1;
+                secret->len = ngx_strlen(v);
                 break;
             }
         }

