@@ -13,6 +13,7 @@
 #include "ngx_http_llm_limits.h"
 #include "ngx_http_llm_store.h"
 #include "ngx_http_llm_reply.h"
+#include "ngx_http_llm_redis.h"
 
 
 typedef struct {
@@ -83,6 +84,13 @@ static ngx_command_t  ngx_http_llm_commands[] = {
       0,
       NULL },
 
+    { ngx_string("llm_redis"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_http_llm_redis,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("llm_gateway"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
       ngx_conf_set_flag_slot,
@@ -144,10 +152,10 @@ ngx_module_t  ngx_http_llm_gateway_module = {
     NGX_HTTP_MODULE,                       /* module type */
     NULL,                                  /* init master */
     NULL,                                  /* init module */
-    NULL,                                  /* init process */
+    ngx_http_llm_redis_init_process,       /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
-    NULL,                                  /* exit process */
+    ngx_http_llm_redis_exit_process,       /* exit process */
     NULL,                                  /* exit master */
     NGX_MODULE_V1_PADDING
 };
@@ -283,6 +291,7 @@ ngx_http_llm_create_main_conf(ngx_conf_t *cf)
      *     lmcf->shm_zone = NULL;
      *     lmcf->key_file = { 0, NULL };
      *     lmcf->gateways = 0;
+ *     lmcf->redis = NULL;
      */
 
     if (ngx_array_init(&lmcf->tiers, cf->pool, 4,

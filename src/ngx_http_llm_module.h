@@ -80,6 +80,7 @@ typedef struct {
     ngx_array_t                 keys;      /* ngx_http_llm_key_t, sorted */
     ngx_str_t                   key_file;
     ngx_uint_t                  gateways;  /* locations with llm_gateway on */
+    void                       *redis;     /* ngx_http_llm_redis_conf_t */
 } ngx_http_llm_main_conf_t;
 
 
@@ -113,6 +114,7 @@ typedef struct {
     uint64_t                    retry_after;   /* ms; 0: none */
     ngx_uint_t                  result;        /* NGX_HTTP_LLM_RESULT_* */
     ngx_uint_t                  api;           /* resolved llm_api */
+    void                       *redis;         /* llm_redis: rstore state */
 
     unsigned                    has_key_id:1;
     unsigned                    conc_held:1;
