@@ -1070,6 +1070,8 @@ ngx_http_llm_rstore_scripts_init(void)
 
     ngx_queue_init(&ngx_http_llm_leases);
 
+    /* debug logging reads ev->data as a connection: something readable */
+    ngx_http_llm_renew_ev.data = &ngx_http_llm_renew_ev;
     ngx_http_llm_renew_ev.handler = ngx_http_llm_rstore_renew;
     ngx_http_llm_renew_ev.log = ngx_cycle->log;
     ngx_http_llm_renew_ev.cancelable = 1;
