@@ -1084,8 +1084,14 @@ sub redis_stop {
 sub redis_cli {
     my ($port, @cmd) = @_;
 
-    open(my $fh, '-|', 'redis-cli', '-h', '127.0.0.1', '-p', $port, @cmd)
-        or return undef;
+    my $pid = open(my $fh, '-|') // return undef;
+
+    if ($pid == 0) {
+        open(STDERR, '>', '/dev/null');
+        { exec 'redis-cli', '-h', '127.0.0.1', '-p', $port, @cmd }
+        POSIX::_exit(127);
+    }
+
     local $/;
     my $out = <$fh>;
     close $fh;
@@ -1368,7 +1374,6 @@ sub _cleanup {
     return unless $$ == $MAIN_PID;
 
     stop_extra_nginx();
-    redis_stop($_) for keys %REDIS;
 
     if (my $pid = $NGINX_PID) {
         kill 'QUIT', $pid;
@@ -1385,6 +1390,7 @@ sub _cleanup {
 
 END {
     _cleanup();
+    if ($$ == $MAIN_PID) { redis_stop($_) for keys %REDIS }
     remove_tree($C{servroot}) if $C{temporary} && $$ == $MAIN_PID;
 }
 
