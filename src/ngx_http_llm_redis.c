@@ -386,6 +386,14 @@ ngx_http_llm_redis_init_process(ngx_cycle_t *cycle)
     ngx_http_llm_redis_conn_t  *conn;
     ngx_http_llm_redis_worker_t *w;
 
+    /* not in the cache manager and loader */
+
+    if (ngx_process != NGX_PROCESS_WORKER
+        && ngx_process != NGX_PROCESS_SINGLE)
+    {
+        return NGX_OK;
+    }
+
     lmcf = ngx_http_cycle_get_module_main_conf(cycle,
                                                ngx_http_llm_gateway_module);
 
