@@ -19,6 +19,7 @@
 #include "ngx_http_llm_reply.h"
 #include "ngx_http_llm_body.h"
 #include "ngx_http_llm_tally.h"
+#include "ngx_http_llm_rstore.h"
 
 
 static ngx_pool_cleanup_t *ngx_http_llm_ctx_cleanup(ngx_http_request_t *r);
@@ -59,6 +60,11 @@ ngx_http_llm_access_handler(ngx_http_request_t *r)
     if (ctx->done) {
         /* admitted already, before an internal redirect */
         return NGX_DECLINED;
+    }
+
+    /* llm_redis: back with Redis's answer, authenticated already */
+    if (ctx->redis) {
+        return ngx_http_llm_limit(r, ctx);
     }
 
     switch (ctx->step) {
@@ -315,7 +321,28 @@ ngx_http_llm_limit(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
     d.now = ngx_current_msec;
     d.wall = ngx_http_llm_now();
 
-    rc = ngx_http_llm_store_admit(lmcf->shm_zone, &ctx->account, tier, &d);
+    /* llm_redis: the decision comes from Redis, asynchronously */
+    if (ctx->redis) {
+        rc = ngx_http_llm_rstore_result(r, ctx, &d);
+
+    } else if (lmcf->redis) {
+        rc = ngx_http_llm_rstore_admit(r, ctx, tier, &d);
+
+    } else {
+        rc = ngx_http_llm_store_admit(lmcf->shm_zone, &ctx->account, tier,
+                                      &d);
+    }
+
+    if (rc == NGX_AGAIN) {
+        return NGX_AGAIN;
+    }
+
+    if (rc == NGX_HTTP_LLM_UNCOUNTED) {
+        /* on_error=allow */
+        ctx->result = NGX_HTTP_LLM_RESULT_STORE;
+        ctx->done = 1;
+        return NGX_DECLINED;
+    }
 
     ctx->requests = d.requests;
     ctx->tokens = d.tokens;

@@ -15,6 +15,7 @@
 #include "ngx_http_llm_reply.h"
 #include "ngx_http_llm_tally.h"
 #include "ngx_http_llm_handlers.h"
+#include "ngx_http_llm_redis.h"
 
 
 typedef struct {
@@ -90,6 +91,13 @@ static ngx_command_t  ngx_http_llm_commands[] = {
     { ngx_string("llm_key_file"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_http_llm_key_file,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("llm_redis"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_http_llm_redis,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
       NULL },
@@ -190,10 +198,10 @@ ngx_module_t  ngx_http_llm_gateway_module = {
     NGX_HTTP_MODULE,                       /* module type */
     NULL,                                  /* init master */
     NULL,                                  /* init module */
-    NULL,                                  /* init process */
+    ngx_http_llm_redis_init_process,       /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
-    NULL,                                  /* exit process */
+    ngx_http_llm_redis_exit_process,       /* exit process */
     NULL,                                  /* exit master */
     NGX_MODULE_V1_PADDING
 };
@@ -353,6 +361,7 @@ ngx_http_llm_create_main_conf(ngx_conf_t *cf)
      *     lmcf->shm_zone = NULL;
      *     lmcf->key_file = { 0, NULL };
      *     lmcf->gateways = 0;
+ *     lmcf->redis = NULL;
      */
 
     if (ngx_array_init(&lmcf->tiers, cf->pool, 4,

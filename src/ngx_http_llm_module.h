@@ -99,6 +99,7 @@ typedef struct {
     ngx_uint_t                  handlers;  /* llm_usage locations */
     ngx_flag_t                  want_body; /* $llm_model and kin used */
     ngx_flag_t                  cache_key; /* $llm_cache_key is used */
+    void                       *redis;     /* ngx_http_llm_redis_conf_t */
 } ngx_http_llm_main_conf_t;
 
 
@@ -141,6 +142,7 @@ typedef struct {
     ngx_uint_t                  result;        /* NGX_HTTP_LLM_RESULT_* */
     ngx_uint_t                  api;           /* resolved llm_api */
     ngx_uint_t                  step;          /* of the access handler */
+    void                       *redis;         /* llm_redis: rstore state */
 
     unsigned                    has_key_id:1;
     unsigned                    conc_held:1;

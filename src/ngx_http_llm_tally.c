@@ -17,6 +17,7 @@
 #include "ngx_http_llm_module.h"
 #include "ngx_http_llm_tally.h"
 #include "ngx_http_llm_store.h"
+#include "ngx_http_llm_rstore.h"
 
 
 static ngx_int_t ngx_http_llm_price_usd(ngx_str_t *value, size_t skip,
@@ -480,6 +481,7 @@ ngx_http_llm_tally_log_handler(ngx_http_request_t *r)
 void
 ngx_http_llm_tally_settle(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
 {
+    ngx_int_t                  rc;
     ngx_uint_t                 i;
     ngx_http_llm_tally_t      *t;
     ngx_http_llm_settle_t      s;
@@ -494,6 +496,22 @@ ngx_http_llm_tally_settle(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
     }
 
     t->reserving = 0;
+
+    /* llm_redis: settled there, unless the zone counted this request */
+
+    if (ctx->redis) {
+        rc = ngx_http_llm_rstore_settle(ctx, t->used);
+
+        if (rc != NGX_DECLINED) {
+            if (rc == NGX_ERROR) {
+                ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                              "llm: usage of account \"%V\" not sent to "
+                              "redis", &ctx->account);
+            }
+
+            return;
+        }
+    }
 
     ngx_memzero(&s, sizeof(ngx_http_llm_settle_t));
 

@@ -98,6 +98,7 @@ sub build_request {
 #                     { delay => seconds } pauses
 #   method            the request's method (HEAD responses have no body)
 #   timeout           seconds for the whole exchange (default 5)
+#   port              this exchange's port instead of P
 #   abort             a timeout is expected: close then and do not report an
 #                     error (the client "disconnects")
 #
@@ -117,7 +118,8 @@ sub exchange_all {
 
     while ($next < @todo || %active) {
         while ($next < @todo && keys %active < $limit) {
-            my $c = _start($host, $a{port}, $todo[$next], $next);
+            my $c = _start($host, $todo[$next]{port} // $a{port},
+                           $todo[$next], $next);
             $next++;
 
             if ($c->{done}) {

@@ -68,6 +68,8 @@ our @EXPORT = qw(
     harness_config
     mock_default mock_openai mock_openai_stream mock_openai_embeddings
     mock_anthropic mock_anthropic_stream mock_gemini mock_gemini_stream
+    free_port start_extra_nginx stop_extra_nginx
+    redis_start redis_stop redis_cli
 );
 
 # Every section a block may have; anything else is a typo and dies.
@@ -96,6 +98,8 @@ my $DEAD_SOCK;      # a bound port nobody listens on (connection refused)
 my $MAIN_PID = $$;
 my $NGINX_PID;      # the running master, our child
 my $MOCK_PID;       # the running mock acceptor, our child
+my %EXTRA;          # port => pid: more nginx nodes of the running block
+my %REDIS;          # port => pid file: redis-servers a test started
 my $BLOCKS;         # filtered blocks
 our $CURRENT;       # block being filtered or run (for messages)
 my $ASKED_PLAN;     # N of a "plan tests => N" made before run_tests()
@@ -956,6 +960,152 @@ sub reload_nginx {
 }
 
 
+# A free port (below the ephemeral range), for a test's own servers.
+sub free_port {
+    my ($sock, $port) = _bind_port(0);
+    close $sock;
+    return $port;
+}
+
+
+# start_extra_nginx($port): one more nginx running the block's own
+# nginx.conf, listening on $port instead, with its own server root
+# (servroot/extra-PORT: logs, pid, temp files). For tests across several
+# nodes. Dies if it does not start. Returns its server root.
+sub start_extra_nginx {
+    my ($port) = @_;
+
+    my $sr = "$C{servroot}/extra-$port";
+
+    make_path("$sr/conf", "$sr/logs", "$sr/tmp");
+
+    my $conf = _slurp("$C{servroot}/conf/nginx.conf");
+    $conf =~ s/listen 127\.0\.0\.1:$C{port};/listen 127.0.0.1:$port;/
+        or die "start_extra_nginx: no listen line\n";
+
+    open(my $fh, '>', "$sr/conf/nginx.conf") or die "$sr: $!\n";
+    print $fh $conf;
+    close $fh;
+
+    my $pid = fork // die "fork() failed: $!\n";
+
+    if ($pid == 0) {
+        POSIX::setpgid(0, 0);
+        open(STDIN, '<', '/dev/null');
+        open(STDOUT, '>>', "$sr/logs/stderr.log");
+        open(STDERR, '>&', \*STDOUT);
+        { exec { $C{nginx} } $C{nginx}, '-p', "$sr/", '-c', 'conf/nginx.conf' }
+        POSIX::_exit(127);
+    }
+
+    $EXTRA{$port} = $pid;
+
+    my $deadline = time + $START_TIMEOUT;
+
+    while (time < $deadline) {
+        die "extra nginx on $port exited: " . _slurp("$sr/logs/stderr.log")
+            . _slurp("$sr/logs/error.log") if defined _reap($pid, 0);
+
+        return $sr if (_slurp("$sr/logs/nginx.pid") =~ /\A(\d+)\n/)
+                      && $1 == $pid;
+        sleep 0.005;
+    }
+
+    die "extra nginx on $port did not start\n";
+}
+
+
+# stop_extra_nginx(): stops (QUIT, bounded) every extra nginx of the block;
+# returns their error logs and stderr, concatenated, for the caller to
+# check ([alert], sanitizer reports, ...).
+sub stop_extra_nginx {
+    my $logs = '';
+
+    for my $port (sort keys %EXTRA) {
+        my $pid = delete $EXTRA{$port};
+
+        kill 'QUIT', $pid;
+
+        if (!defined _reap($pid, $QUIT_TIMEOUT)) {
+            $logs .= "[alert] extra nginx on $port did not quit in time\n";
+            kill 'KILL', -$pid;
+            _reap($pid, 5);
+        }
+
+        my $sr = "$C{servroot}/extra-$port";
+        $logs .= _slurp("$sr/logs/error.log") . _slurp("$sr/logs/stderr.log");
+    }
+
+    return $logs;
+}
+
+
+# redis_start($port, @args): a redis-server of the test's own on
+# 127.0.0.1:$port (no persistence, @args added to its command line),
+# waited for; stopped by redis_stop($port) or at exit.
+sub redis_start {
+    my ($port, @args) = @_;
+
+    my $dir = "$ROOT/t/servroot/redis-$port";
+    make_path($dir);
+
+    system('redis-server', '--bind', '127.0.0.1', '--port', $port,
+           '--save', '', '--appendonly', 'no', '--daemonize', 'yes',
+           '--pidfile', "$dir/redis.pid", '--dir', $dir,
+           '--logfile', "$dir/redis.log", @args) == 0
+        or die "redis-server on $port did not start\n";
+
+    $REDIS{$port} = "$dir/redis.pid";
+
+    for (1 .. 200) {
+        return 1 if (redis_cli($port, 'PING') // '') =~ /PONG/
+                    || (redis_cli($port, 'PING') // '') =~ /NOAUTH/;
+        sleep 0.02;
+    }
+
+    die "redis-server on $port does not answer\n";
+}
+
+
+sub redis_stop {
+    my ($port) = @_;
+
+    my $pidfile = delete $REDIS{$port} or return;
+    my ($pid) = _slurp($pidfile) =~ /(\d+)/ or return;
+
+    kill 'CONT', $pid;
+    kill 'TERM', $pid;
+
+    for (1 .. 250) {
+        return 1 unless kill 0, $pid;
+        sleep 0.02;
+    }
+
+    kill 'KILL', $pid;
+    return 1;
+}
+
+
+# redis_cli($port, @command): redis-cli's output (raw), or undef.
+sub redis_cli {
+    my ($port, @cmd) = @_;
+
+    my $pid = open(my $fh, '-|') // return undef;
+
+    if ($pid == 0) {
+        open(STDERR, '>', '/dev/null');
+        { exec 'redis-cli', '-h', '127.0.0.1', '-p', $port, @cmd }
+        POSIX::_exit(127);
+    }
+
+    local $/;
+    my $out = <$fh>;
+    close $fh;
+
+    return $out;
+}
+
+
 sub mock_default          { LLMMock::default_handler(@_) }
 sub mock_openai           { LLMMock::openai_chat(@_) }
 sub mock_openai_stream    { LLMMock::openai_stream(@_) }
@@ -1229,6 +1379,8 @@ sub _reap {
 sub _cleanup {
     return unless $$ == $MAIN_PID;
 
+    stop_extra_nginx();
+
     if (my $pid = $NGINX_PID) {
         kill 'QUIT', $pid;
         if (!defined _reap($pid, 2)) {
@@ -1244,6 +1396,7 @@ sub _cleanup {
 
 END {
     _cleanup();
+    if ($$ == $MAIN_PID) { redis_stop($_) for keys %REDIS }
     remove_tree($C{servroot}) if $C{temporary} && $$ == $MAIN_PID;
 }
 

@@ -1,0 +1,1037 @@
+
+/*
+ * ngx_llm_gateway: the Redis connection of each worker ("llm_redis").
+ *
+ * Owns the directive, and in every worker a small pool of hiredis
+ * asynchronous connections driven by nginx's event loop: each hiredis
+ * socket is wrapped in an ngx_connection_t whose level-triggered read
+ * and write events call redisAsyncHandleRead/Write (hiredis 0.14 reads
+ * at most 16 KB per call).  Writes are batched: a command queued from
+ * a request posts the write event, so the commands of one loop
+ * iteration leave in one write.  Every command carries an nginx timer;
+ * when one expires, the connection is closed (Redis answers in order,
+ * so what waits behind it would time out too), every command on it
+ * fails at once, and the connection comes back after a backoff of
+ * 100 ms doubling to 1 s.  AUTH and SELECT are queued first on every
+ * new connection.  Nothing here ever waits on the network.
+ *
+ * The worker keeps one health flag: a failure (no connection, timeout,
+ * error reply) turns it down, the next good reply turns it up; each
+ * switch is logged once, per worker.
+ */
+
+
+#include "ngx_http_llm_module.h"
+#include "ngx_http_llm_redis.h"
+
+#include <ngx_sha1.h>
+#include <hiredis/hiredis.h>
+#include <hiredis/async.h>
+
+
+#define NGX_HTTP_LLM_REDIS_BACKOFF_MIN  100
+#define NGX_HTTP_LLM_REDIS_BACKOFF_MAX  1000
+
+#define NGX_HTTP_LLM_CONN_DOWN          0
+#define NGX_HTTP_LLM_CONN_CONNECTING    1
+#define NGX_HTTP_LLM_CONN_READY         2
+
+
+typedef struct {
+    redisAsyncContext          *ac;         /* NULL: no commands now */
+    redisAsyncContext          *live;       /* the context owning "c" */
+    ngx_connection_t           *c;
+    ngx_uint_t                  state;
+    ngx_msec_t                  backoff;
+    ngx_event_t                 retry;
+    ngx_http_llm_redis_op_t     auth;
+    ngx_http_llm_redis_op_t     select;
+    const char                 *why;        /* why it was closed */
+    unsigned                    in_write:1;
+} ngx_http_llm_redis_conn_t;
+
+
+typedef struct {
+    ngx_http_llm_redis_conf_t  *conf;
+    ngx_http_llm_redis_conn_t  *conns;
+    ngx_uint_t                  next;
+    ngx_log_t                  *log;
+    unsigned                    up:1;
+    unsigned                    exiting:1;
+} ngx_http_llm_redis_worker_t;
+
+
+static ngx_int_t ngx_http_llm_redis_address(ngx_conf_t *cf,
+    ngx_http_llm_redis_conf_t *rc, ngx_str_t *addr);
+static ngx_int_t ngx_http_llm_redis_password(ngx_conf_t *cf,
+    ngx_http_llm_redis_conf_t *rc, ngx_str_t *file);
+static void ngx_http_llm_redis_connect(ngx_http_llm_redis_conn_t *conn);
+static void ngx_http_llm_redis_retry(ngx_event_t *ev);
+static void ngx_http_llm_redis_close(ngx_http_llm_redis_conn_t *conn,
+    const char *why);
+static void ngx_http_llm_redis_on_connect(const redisAsyncContext *ac,
+    int status);
+static void ngx_http_llm_redis_handshake(ngx_http_llm_redis_op_t *op,
+    ngx_http_llm_redis_reply_t *reply);
+static void ngx_http_llm_redis_callback(redisAsyncContext *ac, void *r,
+    void *privdata);
+static void ngx_http_llm_redis_op_timeout(ngx_event_t *ev);
+static void ngx_http_llm_redis_health(ngx_uint_t ok, const char *why,
+    size_t len);
+static void ngx_http_llm_redis_read_handler(ngx_event_t *ev);
+static void ngx_http_llm_redis_write_handler(ngx_event_t *ev);
+static void ngx_http_llm_redis_add_read(void *data);
+static void ngx_http_llm_redis_del_read(void *data);
+static void ngx_http_llm_redis_add_write(void *data);
+static void ngx_http_llm_redis_del_write(void *data);
+static void ngx_http_llm_redis_cleanup(void *data);
+
+
+static ngx_http_llm_redis_worker_t  ngx_http_llm_redis_worker;
+
+static const char  *ngx_http_llm_on_error_names[] = {
+    "local", "deny", "allow"
+};
+
+
+/*
+ * llm_redis ADDRESS [db=N] [password_file=PATH] [prefix=STR]
+ *           [timeout=TIME] [connections=N] [on_error=local|deny|allow];
+ */
+
+char *
+ngx_http_llm_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_llm_main_conf_t *lmcf = conf;
+
+    ngx_int_t                   n;
+    ngx_str_t                  *value, s;
+    ngx_uint_t                  i;
+    ngx_http_llm_redis_conf_t  *rc;
+
+    if (lmcf->redis) {
+        return "is duplicate";
+    }
+
+    rc = ngx_pcalloc(cf->pool, sizeof(ngx_http_llm_redis_conf_t));
+    if (rc == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     rc->unix_path = { 0, NULL };
+     *     rc->password = { 0, NULL };
+     *     rc->on_error = NGX_HTTP_LLM_ON_ERROR_LOCAL;
+     */
+
+    value = cf->args->elts;
+
+    rc->name = value[1];
+    rc->db = -1;
+    rc->timeout = 50;
+    rc->connections = 2;
+    ngx_str_set(&rc->prefix, "llm:");
+
+    if (ngx_http_llm_redis_address(cf, rc, &value[1]) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    for (i = 2; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "db=", 3) == 0) {
+            rc->db = ngx_atoi(value[i].data + 3, value[i].len - 3);
+            if (rc->db == NGX_ERROR || rc->db > 65535) {
+                goto invalid;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "password_file=", 14) == 0) {
+            s.data = value[i].data + 14;
+            s.len = value[i].len - 14;
+
+            if (s.len == 0) {
+                goto invalid;
+            }
+
+            if (ngx_http_llm_redis_password(cf, rc, &s) != NGX_OK) {
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "prefix=", 7) == 0) {
+            rc->prefix.data = value[i].data + 7;
+            rc->prefix.len = value[i].len - 7;
+
+            /* braces would break the accounts' Cluster hash tags */
+
+            if (rc->prefix.len > 64
+                || ngx_strlchr(rc->prefix.data,
+                               rc->prefix.data + rc->prefix.len, '{')
+                || ngx_strlchr(rc->prefix.data,
+                               rc->prefix.data + rc->prefix.len, '}'))
+            {
+                goto invalid;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "timeout=", 8) == 0) {
+            s.data = value[i].data + 8;
+            s.len = value[i].len - 8;
+
+            n = ngx_parse_time(&s, 0);
+            if (n == NGX_ERROR || n == 0) {
+                goto invalid;
+            }
+
+            rc->timeout = n;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "connections=", 12) == 0) {
+            n = ngx_atoi(value[i].data + 12, value[i].len - 12);
+            if (n <= 0 || n > 64) {
+                goto invalid;
+            }
+
+            rc->connections = n;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "on_error=", 9) == 0) {
+            s.data = value[i].data + 9;
+            s.len = value[i].len - 9;
+
+            for (n = 0; n < 3; n++) {
+                if (s.len == ngx_strlen(ngx_http_llm_on_error_names[n])
+                    && ngx_strncmp(s.data, ngx_http_llm_on_error_names[n],
+                                   s.len)
+                       == 0)
+                {
+                    break;
+                }
+            }
+
+            if (n == 3) {
+                goto invalid;
+            }
+
+            rc->on_error = n;
+            continue;
+        }
+
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid parameter \"%V\"", &value[i]);
+        return NGX_CONF_ERROR;
+    }
+
+    lmcf->redis = rc;
+
+    return NGX_CONF_OK;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid value \"%V\"", &value[i]);
+    return NGX_CONF_ERROR;
+}
+
+
+/* host:port (resolved now: a worker never resolves) or unix:/path */
+
+static ngx_int_t
+ngx_http_llm_redis_address(ngx_conf_t *cf, ngx_http_llm_redis_conf_t *rc,
+    ngx_str_t *addr)
+{
+    u_char     *p;
+    ngx_url_t   u;
+
+    if (addr->len > 5 && ngx_strncmp(addr->data, "unix:", 5) == 0) {
+        rc->unix_path.len = addr->len - 5;
+        rc->unix_path.data = ngx_pnalloc(cf->pool, rc->unix_path.len + 1);
+        if (rc->unix_path.data == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_memcpy(rc->unix_path.data, addr->data + 5, rc->unix_path.len);
+        rc->unix_path.data[rc->unix_path.len] = '\0';
+
+        return NGX_OK;
+    }
+
+    ngx_memzero(&u, sizeof(ngx_url_t));
+
+    u.url = *addr;
+    u.default_port = 6379;
+    u.no_resolve = 0;
+
+    if (ngx_parse_url(cf->pool, &u) != NGX_OK || u.naddrs == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid address \"%V\"%s%s", addr,
+                           u.err ? ": " : "", u.err ? u.err : "");
+        return NGX_ERROR;
+    }
+
+    p = ngx_pnalloc(cf->pool, NGX_SOCKADDR_STRLEN + 1);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    rc->host.data = p;
+    rc->host.len = ngx_sock_ntop(u.addrs[0].sockaddr, u.addrs[0].socklen, p,
+                                 NGX_SOCKADDR_STRLEN, 0);
+
+    /* "[::1]" is "::1" to hiredis */
+
+    if (rc->host.len > 2 && p[0] == '[') {
+        rc->host.data++;
+        rc->host.len -= 2;
+    }
+
+    rc->host.data[rc->host.len] = '\0';
+    rc->port = u.port;
+
+    return NGX_OK;
+}
+
+
+/* the first line of the file, read now (workers may not be able to) */
+
+static ngx_int_t
+ngx_http_llm_redis_password(ngx_conf_t *cf, ngx_http_llm_redis_conf_t *rc,
+    ngx_str_t *file)
+{
+    u_char           *p, *last;
+    ssize_t           n;
+    ngx_fd_t          fd;
+    ngx_str_t         name;
+    ngx_file_info_t   fi;
+
+    name = *file;
+
+    if (ngx_conf_full_name(cf->cycle, &name, 1) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    fd = ngx_open_file(name.data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+    if (fd == NGX_INVALID_FILE) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           ngx_open_file_n " \"%V\" failed", &name);
+        return NGX_ERROR;
+    }
+
+    if (ngx_fd_info(fd, &fi) == NGX_FILE_ERROR
+        || ngx_file_size(&fi) > 4096)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "password_file \"%V\" is not a small file", &name);
+        ngx_close_file(fd);
+        return NGX_ERROR;
+    }
+
+    p = ngx_pnalloc(cf->pool, 4097);
+    if (p == NULL) {
+        ngx_close_file(fd);
+        return NGX_ERROR;
+    }
+
+    n = ngx_read_fd(fd, p, 4096);
+    ngx_close_file(fd);
+
+    if (n < 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           "reading \"%V\" failed", &name);
+        return NGX_ERROR;
+    }
+
+    last = p;
+
+    while (last < p + n && *last != CR && *last != LF) {
+        last++;
+    }
+
+    if (last == p) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "password_file \"%V\" is empty", &name);
+        return NGX_ERROR;
+    }
+
+    rc->password.data = p;
+    rc->password.len = last - p;
+
+    return NGX_OK;
+}
+
+
+ngx_http_llm_redis_conf_t *
+ngx_http_llm_redis_conf(void)
+{
+    return ngx_http_llm_redis_worker.conf;
+}
+
+
+ngx_int_t
+ngx_http_llm_redis_init_process(ngx_cycle_t *cycle)
+{
+    ngx_uint_t                  i;
+    ngx_http_llm_redis_conf_t  *rc;
+    ngx_http_llm_main_conf_t   *lmcf;
+    ngx_http_llm_redis_conn_t  *conn;
+    ngx_http_llm_redis_worker_t *w;
+
+    /* not in the cache manager and loader */
+
+    if (ngx_process != NGX_PROCESS_WORKER
+        && ngx_process != NGX_PROCESS_SINGLE)
+    {
+        return NGX_OK;
+    }
+
+    lmcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                               ngx_http_llm_gateway_module);
+
+    if (lmcf == NULL || lmcf->redis == NULL || lmcf->gateways == 0) {
+        return NGX_OK;
+    }
+
+    rc = lmcf->redis;
+    w = &ngx_http_llm_redis_worker;
+
+    w->conf = rc;
+    w->log = cycle->log;
+    w->up = 1;
+
+    w->conns = ngx_pcalloc(cycle->pool,
+                           rc->connections
+                           * sizeof(ngx_http_llm_redis_conn_t));
+    if (w->conns == NULL) {
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < rc->connections; i++) {
+        conn = &w->conns[i];
+
+        conn->retry.handler = ngx_http_llm_redis_retry;
+        conn->retry.data = conn;
+        conn->retry.log = cycle->log;
+        conn->retry.cancelable = 1;
+
+        ngx_http_llm_redis_connect(conn);
+    }
+
+    return NGX_OK;
+}
+
+
+void
+ngx_http_llm_redis_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_uint_t                    i;
+    ngx_http_llm_redis_worker_t  *w;
+
+    w = &ngx_http_llm_redis_worker;
+
+    if (w->conf == NULL) {
+        return;
+    }
+
+    w->exiting = 1;
+
+    for (i = 0; i < w->conf->connections; i++) {
+        if (w->conns[i].retry.timer_set) {
+            ngx_del_timer(&w->conns[i].retry);
+        }
+
+        ngx_http_llm_redis_close(&w->conns[i], "worker exiting");
+    }
+}
+
+
+static void
+ngx_http_llm_redis_connect(ngx_http_llm_redis_conn_t *conn)
+{
+    int                           argc;
+    char                          db[NGX_INT_T_LEN + 1];
+    const char                   *argv[2];
+    size_t                        argvlen[2];
+    ngx_event_t                  *rev, *wev;
+    ngx_connection_t             *c;
+    redisAsyncContext            *ac;
+    ngx_http_llm_redis_conf_t    *rc;
+    ngx_http_llm_redis_worker_t  *w;
+
+    w = &ngx_http_llm_redis_worker;
+    rc = w->conf;
+
+    if (rc->unix_path.len) {
+        ac = redisAsyncConnectUnix((char *) rc->unix_path.data);
+
+    } else {
+        ac = redisAsyncConnect((char *) rc->host.data, (int) rc->port);
+    }
+
+    if (ac == NULL) {
+        ngx_http_llm_redis_health(0, "out of memory", 13);
+        goto retry;
+    }
+
+    if (ac->err) {
+        ngx_http_llm_redis_health(0, ac->errstr, ngx_strlen(ac->errstr));
+        redisAsyncFree(ac);
+        goto retry;
+    }
+
+    c = ngx_get_connection(ac->c.fd, w->log);
+    if (c == NULL) {
+        redisAsyncFree(ac);
+        goto retry;
+    }
+
+    rev = c->read;
+    wev = c->write;
+
+    c->data = conn;
+    rev->handler = ngx_http_llm_redis_read_handler;
+    wev->handler = ngx_http_llm_redis_write_handler;
+    rev->log = w->log;
+    wev->log = w->log;
+
+    conn->ac = ac;
+    conn->live = ac;
+    conn->c = c;
+    conn->state = NGX_HTTP_LLM_CONN_CONNECTING;
+    conn->why = NULL;
+
+    ac->data = conn;
+    ac->ev.data = c;
+    ac->ev.addRead = ngx_http_llm_redis_add_read;
+    ac->ev.delRead = ngx_http_llm_redis_del_read;
+    ac->ev.addWrite = ngx_http_llm_redis_add_write;
+    ac->ev.delWrite = ngx_http_llm_redis_del_write;
+    ac->ev.cleanup = ngx_http_llm_redis_cleanup;
+
+    redisAsyncSetConnectCallback(ac, ngx_http_llm_redis_on_connect);
+
+    /* queued before anything a request sends: Redis runs them first */
+
+    if (rc->password.len) {
+        argv[0] = "AUTH";
+        argvlen[0] = 4;
+        argv[1] = (const char *) rc->password.data;
+        argvlen[1] = rc->password.len;
+        argc = 2;
+
+        conn->auth.handler = ngx_http_llm_redis_handshake;
+        conn->auth.data = conn;
+        conn->auth.conn = conn;
+
+        if (ngx_http_llm_redis_send(&conn->auth, argc, argv, argvlen)
+            != NGX_OK)
+        {
+            ngx_http_llm_redis_close(conn, "AUTH not sent");
+            return;
+        }
+    }
+
+    if (rc->db > 0) {
+        argv[0] = "SELECT";
+        argvlen[0] = 6;
+        argv[1] = db;
+        argvlen[1] = ngx_sprintf((u_char *) db, "%i", rc->db) - (u_char *) db;
+        argc = 2;
+
+        conn->select.handler = ngx_http_llm_redis_handshake;
+        conn->select.data = conn;
+        conn->select.conn = conn;
+
+        if (ngx_http_llm_redis_send(&conn->select, argc, argv, argvlen)
+            != NGX_OK)
+        {
+            ngx_http_llm_redis_close(conn, "SELECT not sent");
+            return;
+        }
+    }
+
+    return;
+
+retry:
+
+    conn->state = NGX_HTTP_LLM_CONN_DOWN;
+
+    conn->backoff = conn->backoff
+                    ? ngx_min(conn->backoff * 2,
+                              NGX_HTTP_LLM_REDIS_BACKOFF_MAX)
+                    : NGX_HTTP_LLM_REDIS_BACKOFF_MIN;
+
+    ngx_add_timer(&conn->retry, conn->backoff);
+}
+
+
+static void
+ngx_http_llm_redis_retry(ngx_event_t *ev)
+{
+    ngx_http_llm_redis_conn_t  *conn = ev->data;
+
+    if (ngx_http_llm_redis_worker.exiting || ngx_exiting || ngx_terminate
+        || conn->ac)
+    {
+        return;
+    }
+
+    ngx_http_llm_redis_connect(conn);
+}
+
+
+/*
+ * Frees the hiredis context: every command still on it fails (its
+ * handler runs now, with reply == NULL), and the cleanup hook gives the
+ * nginx connection back and arms the reconnection.
+ */
+
+static void
+ngx_http_llm_redis_close(ngx_http_llm_redis_conn_t *conn, const char *why)
+{
+    redisAsyncContext  *ac;
+
+    ac = conn->ac;
+
+    if (ac == NULL) {
+        return;
+    }
+
+    conn->ac = NULL;
+    conn->state = NGX_HTTP_LLM_CONN_DOWN;
+    conn->why = why;
+
+    redisAsyncFree(ac);
+}
+
+
+static void
+ngx_http_llm_redis_on_connect(const redisAsyncContext *ac, int status)
+{
+    ngx_http_llm_redis_conn_t  *conn = ac->data;
+
+    if (status != REDIS_OK) {
+        /* hiredis frees the context next: the cleanup hook follows */
+        ngx_http_llm_redis_health(0, ac->errstr, ngx_strlen(ac->errstr));
+        return;
+    }
+
+    if (conn->ac == ac) {
+        conn->state = NGX_HTTP_LLM_CONN_READY;
+    }
+}
+
+
+static void
+ngx_http_llm_redis_handshake(ngx_http_llm_redis_op_t *op,
+    ngx_http_llm_redis_reply_t *reply)
+{
+    ngx_http_llm_redis_conn_t  *conn = op->data;
+
+    if (reply == NULL || reply->type != NGX_HTTP_LLM_REDIS_ERROR) {
+        return;
+    }
+
+    /* the health switch has logged the reply; start again later */
+
+    ngx_http_llm_redis_close(conn, op == &conn->auth ? "AUTH failed"
+                                                     : "SELECT failed");
+}
+
+
+/*
+ * Queues one command on a connection that is up or coming up; the
+ * handler will run exactly once.  NGX_DECLINED: no connection (the
+ * handler will not run, op->error says why).
+ */
+
+ngx_int_t
+ngx_http_llm_redis_send(ngx_http_llm_redis_op_t *op, int argc,
+    const char **argv, const size_t *argvlen)
+{
+    ngx_uint_t                    i, n, k;
+    ngx_http_llm_redis_conn_t    *conn, *connecting;
+    ngx_http_llm_redis_worker_t  *w;
+
+    w = &ngx_http_llm_redis_worker;
+
+    if (op->conn == NULL) {
+
+        /* round robin over the ready connections */
+
+        n = w->conf->connections;
+        conn = NULL;
+        connecting = NULL;
+
+        for (i = 0; i < n; i++) {
+            k = (w->next + i) % n;
+
+            if (w->conns[k].state == NGX_HTTP_LLM_CONN_READY) {
+                conn = &w->conns[k];
+                w->next = k + 1;
+                break;
+            }
+
+            if (w->conns[k].state == NGX_HTTP_LLM_CONN_CONNECTING
+                && connecting == NULL)
+            {
+                connecting = &w->conns[k];
+            }
+        }
+
+        if (conn == NULL) {
+            conn = connecting;
+        }
+
+        if (conn == NULL) {
+            op->error = "not connected";
+            return NGX_DECLINED;
+        }
+
+    } else {
+        /* the handshake: this very connection */
+        conn = op->conn;
+    }
+
+    if (conn->ac == NULL
+        || redisAsyncCommandArgv(conn->ac, ngx_http_llm_redis_callback, op,
+                                 argc, argv, argvlen)
+           != REDIS_OK)
+    {
+        op->conn = NULL;
+        op->error = "command not queued";
+        return NGX_DECLINED;
+    }
+
+    op->conn = conn;
+    op->error = NULL;
+
+    op->timer.handler = ngx_http_llm_redis_op_timeout;
+    op->timer.data = op;
+    op->timer.log = w->log;
+
+    ngx_add_timer(&op->timer, w->conf->timeout);
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_llm_redis_callback(redisAsyncContext *ac, void *r, void *privdata)
+{
+    redisReply                 *reply = r;
+    ngx_http_llm_redis_op_t    *op = privdata;
+
+    size_t                      i, n;
+    redisReply                 *e;
+    ngx_http_llm_redis_conn_t  *conn;
+    ngx_http_llm_redis_reply_t  rep, elts[NGX_HTTP_LLM_REDIS_ELTS_MAX];
+
+    conn = op->conn;
+    op->conn = NULL;
+
+    if (op->timer.timer_set) {
+        ngx_del_timer(&op->timer);
+    }
+
+    if (reply == NULL) {
+
+        if (op->error == NULL) {
+            op->error = (conn && conn->why) ? conn->why
+                        : (ac->err ? ac->errstr : "connection closed");
+        }
+
+        if (conn && conn->ac == ac) {
+            /* hiredis is closing it: nothing more goes there */
+            conn->ac = NULL;
+            conn->state = NGX_HTTP_LLM_CONN_DOWN;
+        }
+
+        if (!ngx_http_llm_redis_worker.exiting) {
+            ngx_http_llm_redis_health(0, op->error, ngx_strlen(op->error));
+        }
+
+        op->handler(op, NULL);
+        return;
+    }
+
+    if (conn) {
+        conn->backoff = 0;
+    }
+
+    ngx_memzero(&rep, sizeof(ngx_http_llm_redis_reply_t));
+
+    rep.type = reply->type;
+    rep.integer = reply->integer;
+    rep.str.data = (u_char *) reply->str;
+    rep.str.len = reply->str ? reply->len : 0;
+
+    if (reply->type == REDIS_REPLY_ARRAY) {
+        n = ngx_min(reply->elements, NGX_HTTP_LLM_REDIS_ELTS_MAX);
+
+        for (i = 0; i < n; i++) {
+            e = reply->element[i];
+
+            ngx_memzero(&elts[i], sizeof(ngx_http_llm_redis_reply_t));
+            elts[i].type = e->type;
+            elts[i].integer = e->integer;
+            elts[i].str.data = (u_char *) e->str;
+            elts[i].str.len = e->str ? e->len : 0;
+        }
+
+        rep.elts = elts;
+        rep.nelts = n;
+    }
+
+    if (reply->type == REDIS_REPLY_ERROR) {
+
+        /* a script that is not cached yet is the caller's to handle */
+
+        if (rep.str.len < 8 || ngx_strncmp(rep.str.data, "NOSCRIPT", 8) != 0)
+        {
+            ngx_http_llm_redis_health(0, (char *) rep.str.data, rep.str.len);
+        }
+
+    } else {
+        ngx_http_llm_redis_health(1, NULL, 0);
+    }
+
+    op->handler(op, &rep);
+}
+
+
+static void
+ngx_http_llm_redis_op_timeout(ngx_event_t *ev)
+{
+    ngx_http_llm_redis_op_t  *op = ev->data;
+
+    op->error = "timed out";
+
+    /* the handler runs from the context's freeing */
+
+    ngx_http_llm_redis_close(op->conn, "timed out (an earlier command)");
+}
+
+
+ngx_uint_t
+ngx_http_llm_redis_up(void)
+{
+    return ngx_http_llm_redis_worker.up;
+}
+
+
+/* a caller's own verdict: the reply made no sense */
+
+void
+ngx_http_llm_redis_fail(const char *why)
+{
+    ngx_http_llm_redis_health(0, why, ngx_strlen(why));
+}
+
+
+static void
+ngx_http_llm_redis_health(ngx_uint_t ok, const char *why, size_t len)
+{
+    ngx_http_llm_redis_worker_t  *w;
+
+    w = &ngx_http_llm_redis_worker;
+
+    if (ok) {
+        if (!w->up) {
+            w->up = 1;
+            ngx_log_error(NGX_LOG_NOTICE, w->log, 0,
+                          "llm_redis \"%V\" is back: counting in Redis "
+                          "again", &w->conf->name);
+        }
+
+        return;
+    }
+
+    if (w->up && !w->exiting) {
+        w->up = 0;
+        ngx_log_error(NGX_LOG_ERR, w->log, 0,
+                      "llm_redis \"%V\" failed: %*s; requests follow "
+                      "on_error=%s until it is back", &w->conf->name,
+                      ngx_min(len, 200), why,
+                      ngx_http_llm_on_error_names[w->conf->on_error]);
+    }
+}
+
+
+void
+ngx_http_llm_redis_sha1(u_char *hex, u_char *data, size_t len)
+{
+    u_char        digest[20];
+    ngx_sha1_t    sha1;
+
+    ngx_sha1_init(&sha1);
+    ngx_sha1_update(&sha1, data, len);
+    ngx_sha1_final(digest, &sha1);
+
+    ngx_hex_dump(hex, digest, 20);
+}
+
+
+/* the adapter: hiredis's event hooks on the nginx connection */
+
+static void
+ngx_http_llm_redis_read_handler(ngx_event_t *ev)
+{
+    ngx_connection_t           *c = ev->data;
+    ngx_http_llm_redis_conn_t  *conn = c->data;
+
+    if (c->close) {
+        /* worker_shutdown_timeout */
+        ngx_http_llm_redis_close(conn, "worker exiting");
+        return;
+    }
+
+    if (conn->ac) {
+        redisAsyncHandleRead(conn->ac);
+    }
+
+    /* "c" may be gone now */
+}
+
+
+static void
+ngx_http_llm_redis_write_handler(ngx_event_t *ev)
+{
+    ngx_connection_t           *c = ev->data;
+    ngx_http_llm_redis_conn_t  *conn = c->data;
+
+    if (conn->ac == NULL) {
+        return;
+    }
+
+    conn->in_write = 1;
+    redisAsyncHandleWrite(conn->ac);
+    conn->in_write = 0;
+}
+
+
+static void
+ngx_http_llm_redis_add_read(void *data)
+{
+    ngx_connection_t  *c = data;
+
+    if (!c->read->active) {
+        (void) ngx_add_event(c->read, NGX_READ_EVENT, NGX_LEVEL_EVENT);
+    }
+}
+
+
+static void
+ngx_http_llm_redis_del_read(void *data)
+{
+    ngx_connection_t  *c = data;
+
+    if (c->read->active) {
+        (void) ngx_del_event(c->read, NGX_READ_EVENT, 0);
+    }
+}
+
+
+/*
+ * On a connected socket a write is posted, so that every command of
+ * this loop iteration leaves in one write; only a write that could not
+ * finish, or a connect in progress, waits for the socket.
+ */
+
+static void
+ngx_http_llm_redis_add_write(void *data)
+{
+    ngx_connection_t           *c = data;
+    ngx_http_llm_redis_conn_t  *conn = c->data;
+
+    if (conn->ac && (conn->ac->c.flags & REDIS_CONNECTED) && !conn->in_write)
+    {
+        if (!c->write->posted && !c->write->active) {
+            ngx_post_event(c->write, &ngx_posted_events);
+        }
+
+        return;
+    }
+
+    if (!c->write->active) {
+        (void) ngx_add_event(c->write, NGX_WRITE_EVENT, NGX_LEVEL_EVENT);
+    }
+}
+
+
+static void
+ngx_http_llm_redis_del_write(void *data)
+{
+    ngx_connection_t  *c = data;
+
+    if (c->write->active) {
+        (void) ngx_del_event(c->write, NGX_WRITE_EVENT, 0);
+    }
+}
+
+
+/* hiredis is done with the socket (it closes it itself) */
+
+static void
+ngx_http_llm_redis_cleanup(void *data)
+{
+    ngx_connection_t           *c = data;
+    ngx_http_llm_redis_conn_t  *conn = c->data;
+
+    const char                 *why;
+
+    if (c->read->active) {
+        (void) ngx_del_event(c->read, NGX_READ_EVENT, 0);
+    }
+
+    if (c->write->active) {
+        (void) ngx_del_event(c->write, NGX_WRITE_EVENT, 0);
+    }
+
+    if (c->read->posted) {
+        ngx_delete_posted_event(c->read);
+    }
+
+    if (c->write->posted) {
+        ngx_delete_posted_event(c->write);
+    }
+
+    ngx_free_connection(c);
+    c->fd = (ngx_socket_t) -1;
+
+    why = conn->why;
+
+    if (why == NULL) {
+        why = (conn->live && conn->live->err) ? conn->live->errstr
+                                              : "connection closed";
+    }
+
+    conn->c = NULL;
+    conn->live = NULL;
+    conn->ac = NULL;
+    conn->state = NGX_HTTP_LLM_CONN_DOWN;
+
+    if (ngx_http_llm_redis_worker.exiting || ngx_exiting || ngx_terminate
+        || conn->retry.timer_set)
+    {
+        return;
+    }
+
+    ngx_http_llm_redis_health(0, why, ngx_strlen(why));
+
+    conn->backoff = conn->backoff
+                    ? ngx_min(conn->backoff * 2,
+                              NGX_HTTP_LLM_REDIS_BACKOFF_MAX)
+                    : NGX_HTTP_LLM_REDIS_BACKOFF_MIN;
+
+    ngx_add_timer(&conn->retry, conn->backoff);
+}

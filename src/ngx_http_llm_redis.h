@@ -1,0 +1,88 @@
+
+/*
+ * ngx_llm_gateway: the Redis connection of each worker ("llm_redis").
+ */
+
+
+#ifndef _NGX_HTTP_LLM_REDIS_H_INCLUDED_
+#define _NGX_HTTP_LLM_REDIS_H_INCLUDED_
+
+
+#include "ngx_http_llm_module.h"
+
+
+#define NGX_HTTP_LLM_ON_ERROR_LOCAL     0
+#define NGX_HTTP_LLM_ON_ERROR_DENY      1
+#define NGX_HTTP_LLM_ON_ERROR_ALLOW     2
+
+/* reply types, as hiredis numbers them */
+#define NGX_HTTP_LLM_REDIS_STRING       1
+#define NGX_HTTP_LLM_REDIS_ARRAY        2
+#define NGX_HTTP_LLM_REDIS_INTEGER      3
+#define NGX_HTTP_LLM_REDIS_NIL          4
+#define NGX_HTTP_LLM_REDIS_STATUS       5
+#define NGX_HTTP_LLM_REDIS_ERROR        6
+
+/* elements of an array reply that are passed on (one level) */
+#define NGX_HTTP_LLM_REDIS_ELTS_MAX     256
+
+
+typedef struct {
+    ngx_str_t                   name;       /* as written: for logs */
+    ngx_str_t                   host;       /* an address, resolved */
+    ngx_int_t                   port;
+    ngx_str_t                   unix_path;  /* NUL-terminated */
+    ngx_str_t                   password;   /* empty: no AUTH */
+    ngx_int_t                   db;         /* -1: no SELECT */
+    ngx_str_t                   prefix;
+    ngx_msec_t                  timeout;
+    ngx_uint_t                  connections;
+    ngx_uint_t                  on_error;
+} ngx_http_llm_redis_conf_t;
+
+
+typedef struct ngx_http_llm_redis_reply_s  ngx_http_llm_redis_reply_t;
+
+struct ngx_http_llm_redis_reply_s {
+    ngx_uint_t                  type;
+    int64_t                     integer;
+    ngx_str_t                   str;        /* valid during the handler */
+    ngx_uint_t                  nelts;
+    ngx_http_llm_redis_reply_t *elts;
+};
+
+
+typedef struct ngx_http_llm_redis_op_s  ngx_http_llm_redis_op_t;
+
+/*
+ * Called exactly once per command: with the reply (which may be an
+ * error reply), or with reply == NULL when the command failed (no
+ * connection, timed out, connection lost); op->error says why.
+ */
+typedef void (*ngx_http_llm_redis_handler_pt)(ngx_http_llm_redis_op_t *op,
+    ngx_http_llm_redis_reply_t *reply);
+
+struct ngx_http_llm_redis_op_s {
+    ngx_http_llm_redis_handler_pt  handler;
+    void                          *data;
+    const char                    *error;
+
+    /* private to ngx_http_llm_redis.c */
+    ngx_event_t                    timer;
+    void                          *conn;
+};
+
+
+char *ngx_http_llm_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+ngx_int_t ngx_http_llm_redis_init_process(ngx_cycle_t *cycle);
+void ngx_http_llm_redis_exit_process(ngx_cycle_t *cycle);
+
+ngx_int_t ngx_http_llm_redis_send(ngx_http_llm_redis_op_t *op, int argc,
+    const char **argv, const size_t *argvlen);
+ngx_uint_t ngx_http_llm_redis_up(void);
+void ngx_http_llm_redis_fail(const char *why);
+void ngx_http_llm_redis_sha1(u_char *hex, u_char *data, size_t len);
+ngx_http_llm_redis_conf_t *ngx_http_llm_redis_conf(void);
+
+
+#endif /* _NGX_HTTP_LLM_REDIS_H_INCLUDED_ */

@@ -1,0 +1,1078 @@
+
+/*
+ * ngx_llm_gateway: counters in Redis, shared by a fleet of nodes.
+ *
+ * Owns what "llm_redis" changes in an admission: one Lua script
+ * (EVALSHA, EVAL when Redis answers NOSCRIPT) checks and reserves all
+ * of a request's windows, its concurrency slot and cooldown in one
+ * round trip, atomically; the reply fills the same decision the zone
+ * store fills.  Later, off the request's path: the concurrency slot is
+ * given back (ZREM) when the request's pool goes, a settle script
+ * replaces a reservation by the actual usage, and a worker timer keeps
+ * the leases of long requests alive.
+ *
+ * Keys (one Cluster hash tag per account, so one slot per decision):
+ *
+ *   PREFIX{acct:ACCOUNT}:w:DIMENSION:PERIOD   hash: slot number -> count
+ *   PREFIX{acct:ACCOUNT}:conc                 zset: lease -> expiry (ms)
+ *   PREFIX{acct:ACCOUNT}:cool                 cooldown, PX its length
+ *
+ * DIMENSION is requests, tokens, input_tokens, output_tokens or cost;
+ * PERIOD is 1s, 1m, 1h, 1d or 1mo, so counts follow the (dimension,
+ * period) tag across reloads and tier changes, as in the zone.  The
+ * ring is the zone's: a slot is period/10 wide and the window sums the
+ * current slot and the ten before it; a month is one field, the month
+ * number since January 1970 (UTC).  The clock is Redis's own TIME, the
+ * one clock every node shares; slot numbers count from the epoch.
+ * Each window key expires 1.1 periods (a month key: a day after its
+ * month) after its last write; a lease expires 60 s after it was taken
+ * or renewed (every 20 s while its request runs), so a crashed worker's
+ * slots come back within 60 s.
+ *
+ * While Redis fails, on_error decides: "local" asks the zone with the
+ * same limits, "deny" answers 503, "allow" lets the request through
+ * uncounted.  A request waits for Redis at most llm_redis timeout.
+ */
+
+
+#include "ngx_http_llm_module.h"
+#include "ngx_http_llm_limits.h"
+#include "ngx_http_llm_store.h"
+#include "ngx_http_llm_redis.h"
+#include "ngx_http_llm_rstore.h"
+
+
+#define NGX_HTTP_LLM_LEASE_TTL      60000
+#define NGX_HTTP_LLM_LEASE_RENEW    20000
+
+#define NGX_HTTP_LLM_SCRIPT_ADMIT   0
+#define NGX_HTTP_LLM_SCRIPT_SETTLE  1
+#define NGX_HTTP_LLM_SCRIPT_RENEW   2
+
+
+typedef struct ngx_http_llm_rstore_op_s  ngx_http_llm_rstore_op_t;
+
+
+/* per request, in its pool: ctx->redis */
+typedef struct {
+    ngx_http_request_t         *request;
+    ngx_http_llm_ctx_t         *ctx;
+    ngx_http_llm_tier_t        *tier;
+    ngx_http_llm_rstore_op_t   *op;        /* the admission on its way */
+    ngx_http_llm_decision_t     d;
+    ngx_int_t                   rc;
+    uint64_t                    t0;        /* Redis ms of the reservation */
+    ngx_queue_t                 queue;     /* leases to renew */
+    ngx_str_t                   conc_key;
+    ngx_str_t                   lease;
+    ngx_str_t                  *wkeys;     /* the windows' keys */
+
+    unsigned                    pending:1;
+    unsigned                    counted:1; /* in Redis */
+    unsigned                    leased:1;  /* a Redis lease is held */
+} ngx_http_llm_rstore_req_t;
+
+
+struct ngx_http_llm_rstore_op_s {
+    ngx_http_llm_redis_op_t     op;        /* first */
+    ngx_http_llm_rstore_req_t  *req;       /* NULL: nobody waits */
+    ngx_uint_t                  script;
+    int                         argc;
+    ngx_uint_t                  nkeys;
+    const char                **argv;
+    size_t                     *argvlen;
+    u_char                     *last;      /* of the strings */
+    unsigned                    retried:1;
+};
+
+
+static ngx_http_llm_rstore_op_t *ngx_http_llm_rstore_op(ngx_uint_t script,
+    int argc, size_t strings);
+static void ngx_http_llm_rstore_arg(ngx_http_llm_rstore_op_t *op,
+    u_char *data, size_t len);
+static void ngx_http_llm_rstore_num(ngx_http_llm_rstore_op_t *op,
+    int64_t n);
+static ngx_int_t ngx_http_llm_rstore_send(ngx_http_llm_rstore_op_t *op);
+static ngx_int_t ngx_http_llm_rstore_noscript(ngx_http_llm_rstore_op_t *op,
+    ngx_http_llm_redis_reply_t *reply);
+static void ngx_http_llm_rstore_admitted(ngx_http_llm_redis_op_t *rop,
+    ngx_http_llm_redis_reply_t *reply);
+static ngx_int_t ngx_http_llm_rstore_parse(ngx_http_llm_rstore_req_t *st,
+    ngx_http_llm_redis_reply_t *reply);
+static ngx_int_t ngx_http_llm_rstore_fallback(ngx_http_request_t *r,
+    ngx_http_llm_rstore_req_t *st, ngx_http_llm_decision_t *d);
+static void ngx_http_llm_rstore_report(ngx_http_llm_report_t *rep,
+    ngx_http_llm_window_conf_t *wc, uint64_t remaining, uint64_t reset);
+static void ngx_http_llm_rstore_done(ngx_http_llm_redis_op_t *rop,
+    ngx_http_llm_redis_reply_t *reply);
+static void ngx_http_llm_rstore_release(ngx_str_t *key, ngx_str_t *lease);
+static void ngx_http_llm_rstore_cleanup(void *data);
+static void ngx_http_llm_rstore_renew(ngx_event_t *ev);
+static void ngx_http_llm_rstore_scripts_init(void);
+
+
+/*
+ * Shared by the scripts: the clock, slots and months.  "mo" counts
+ * months from January 1970; mstart() is a month's first millisecond
+ * (after Howard Hinnant's civil date algorithms).
+ */
+
+#define NGX_HTTP_LLM_LUA_COMMON                                               \
+"if redis.replicate_commands then redis.replicate_commands() end\n"           \
+"local t = redis.call('TIME')\n"                                              \
+"local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"     \
+"local floor = math.floor\n"                                                  \
+"local function mo(ms)\n"                                                     \
+"  local z = floor(ms / 86400000) + 719468\n"                                 \
+"  local era = floor(z / 146097)\n"                                           \
+"  local doe = z - era * 146097\n"                                            \
+"  local yoe = floor((doe - floor(doe / 1460) + floor(doe / 36524)\n"         \
+"                     - floor(doe / 146096)) / 365)\n"                        \
+"  local y = yoe + era * 400\n"                                               \
+"  local doy = doe - (365 * yoe + floor(yoe / 4) - floor(yoe / 100))\n"       \
+"  local mp = floor((5 * doy + 2) / 153)\n"                                   \
+"  local m = mp < 10 and mp + 3 or mp - 9\n"                                  \
+"  if m <= 2 then y = y + 1 end\n"                                            \
+"  return (y - 1970) * 12 + m - 1\n"                                          \
+"end\n"                                                                       \
+"local function mstart(n)\n"                                                  \
+"  local y = 1970 + floor(n / 12)\n"                                          \
+"  local m = n % 12 + 1\n"                                                    \
+"  if m <= 2 then y = y - 1 end\n"                                            \
+"  local era = floor(y / 400)\n"                                              \
+"  local yoe = y - era * 400\n"                                               \
+"  local mp = m > 2 and m - 3 or m + 9\n"                                     \
+"  local doe = yoe * 365 + floor(yoe / 4) - floor(yoe / 100)\n"               \
+"              + floor((153 * mp + 2) / 5)\n"                                 \
+"  return (era * 146097 + doe - 719468) * 86400000\n"                         \
+"end\n"                                                                       \
+"local function slot(period, ms)\n"                                           \
+"  if period == 0 then return mo(ms) end\n"                                   \
+"  return floor(ms / (period / 10))\n"                                        \
+"end\n"                                                                       \
+"local function ttl(period, cur)\n"                                           \
+"  if period == 0 then return mstart(cur + 1) - now + 86400000 end\n"         \
+"  return period + period / 10 + 1000\n"                                      \
+"end\n"
+
+
+/*
+ * KEYS: conc, cool, one key per window.  ARGV: concurrency limit (0:
+ * none), lease, lease ttl, cooldown (ms), then per window: period (ms,
+ * 0: calendar month), limit, need.
+ *
+ * Returns {status, now, wait, nwin, then per window: sum, reset, over}.
+ * status 0 admitted (charged, leased), 1 a window refused, 2 the
+ * concurrency limit, 3 cooling down; wait: ms until it makes sense to
+ * retry; sum: what the window holds (after the charge), reset: ms until
+ * one unit leaves it, over: ms until the need would fit (-1: it fits).
+ */
+
+static char  ngx_http_llm_lua_admit[] =
+NGX_HTTP_LLM_LUA_COMMON
+"local climit = tonumber(ARGV[1])\n"
+"local nwin = #KEYS - 2\n"
+"local win = {}\n"
+"for i = 1, nwin do\n"
+"  local w = { key = KEYS[i + 2], period = tonumber(ARGV[3 * i + 2]),\n"
+"              limit = tonumber(ARGV[3 * i + 3]),\n"
+"              need = tonumber(ARGV[3 * i + 4]), counts = {}, sum = 0 }\n"
+"  w.cur = slot(w.period, now)\n"
+"  w.lo = w.period == 0 and w.cur or w.cur - 10\n"
+"  local flat = redis.call('HGETALL', w.key)\n"
+"  local stale = {}\n"
+"  for j = 1, #flat, 2 do\n"
+"    local s = tonumber(flat[j])\n"
+"    local v = tonumber(flat[j + 1]) or 0\n"
+"    if s == nil or s < w.lo then\n"
+"      stale[#stale + 1] = flat[j]\n"
+"    else\n"
+"      w.counts[s] = (w.counts[s] or 0) + v\n"
+"      w.sum = w.sum + v\n"
+"    end\n"
+"  end\n"
+"  if #stale > 0 then redis.call('HDEL', w.key, unpack(stale)) end\n"
+"  win[i] = w\n"
+"end\n"
+"local function free_in(w, drop)\n"
+"  if w.sum == 0 then return 0 end\n"
+"  if w.period == 0 then return mstart(w.cur + 1) - now end\n"
+"  local freed = 0\n"
+"  for s = w.lo, w.cur do\n"
+"    freed = freed + (w.counts[s] or 0)\n"
+"    if freed >= drop then\n"
+"      local at = (s + 11) * (w.period / 10)\n"
+"      if at > now then return at - now end\n"
+"      return 0\n"
+"    end\n"
+"  end\n"
+"  return w.period + w.period / 10\n"
+"end\n"
+"local status, wait = 0, 0\n"
+"local cool = redis.call('PTTL', KEYS[2])\n"
+"if cool > 0 then\n"
+"  status, wait = 3, cool\n"
+"elseif climit > 0 then\n"
+"  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)\n"
+"  if redis.call('ZCARD', KEYS[1]) >= climit then status, wait = 2, 1000 end\n"
+"end\n"
+"if status == 0 then\n"
+"  for i = 1, nwin do\n"
+"    local w = win[i]\n"
+"    if w.need > 0 and w.sum + w.need > w.limit then\n"
+"      if w.need > w.limit then\n"
+"        w.over = w.period > 0 and w.period or 86400000\n"
+"      else\n"
+"        w.over = free_in(w, w.sum + w.need - w.limit)\n"
+"      end\n"
+"      status = 1\n"
+"      if w.over > wait then wait = w.over end\n"
+"    end\n"
+"  end\n"
+"  local cooldown = tonumber(ARGV[4])\n"
+"  if status == 1 and cooldown > 0 then\n"
+"    redis.call('SET', KEYS[2], '1', 'PX', cooldown)\n"
+"    if cooldown > wait then wait = cooldown end\n"
+"  end\n"
+"end\n"
+"if status == 0 then\n"
+"  for i = 1, nwin do\n"
+"    local w = win[i]\n"
+"    if w.need > 0 then\n"
+"      redis.call('HINCRBY', w.key, w.cur, w.need)\n"
+"      redis.call('PEXPIRE', w.key, floor(ttl(w.period, w.cur)))\n"
+"      w.counts[w.cur] = (w.counts[w.cur] or 0) + w.need\n"
+"      w.sum = w.sum + w.need\n"
+"    end\n"
+"  end\n"
+"  if climit > 0 then\n"
+"    local lttl = tonumber(ARGV[3])\n"
+"    redis.call('ZADD', KEYS[1], now + lttl, ARGV[2])\n"
+"    redis.call('PEXPIRE', KEYS[1], lttl)\n"
+"  end\n"
+"end\n"
+"local out = { status, now, floor(wait), nwin }\n"
+"for i = 1, nwin do\n"
+"  local w = win[i]\n"
+"  out[#out + 1] = w.sum\n"
+"  out[#out + 1] = floor(free_in(w, 1))\n"
+"  out[#out + 1] = w.over and floor(w.over) or -1\n"
+"end\n"
+"return out\n";
+
+
+/*
+ * KEYS: window keys.  ARGV: the reservation's time (Redis ms), then
+ * per window: period, actual - reserved.  The difference goes to the
+ * reservation's slot while that slot is in the window (never below
+ * zero), else, when positive, to the current slot.
+ */
+
+static char  ngx_http_llm_lua_settle[] =
+NGX_HTTP_LLM_LUA_COMMON
+"local t0 = tonumber(ARGV[1])\n"
+"for i = 1, #KEYS do\n"
+"  local period = tonumber(ARGV[2 * i])\n"
+"  local delta = tonumber(ARGV[2 * i + 1])\n"
+"  local cur = slot(period, now)\n"
+"  local s0 = slot(period, t0)\n"
+"  local lo = period == 0 and cur or cur - 10\n"
+"  local wrote = false\n"
+"  if s0 >= lo and s0 <= cur then\n"
+"    local v = (tonumber(redis.call('HGET', KEYS[i], s0)) or 0) + delta\n"
+"    if v > 0 then\n"
+"      redis.call('HSET', KEYS[i], s0, v)\n"
+"      wrote = true\n"
+"    else\n"
+"      redis.call('HDEL', KEYS[i], s0)\n"
+"    end\n"
+"  elseif delta > 0 then\n"
+"    redis.call('HINCRBY', KEYS[i], cur, delta)\n"
+"    wrote = true\n"
+"  end\n"
+"  if wrote then\n"
+"    redis.call('PEXPIRE', KEYS[i], floor(ttl(period, cur)))\n"
+"  end\n"
+"end\n"
+"return 1\n";
+
+
+/* KEYS: conc.  ARGV: lease, ttl.  Extends a lease that still exists. */
+
+static char  ngx_http_llm_lua_renew[] =
+"local t = redis.call('TIME')\n"
+"local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+"local n = redis.call('ZADD', KEYS[1], 'XX', 'CH', now + tonumber(ARGV[2]),"
+" ARGV[1])\n"
+"if n > 0 then redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2])) end\n"
+"return n\n";
+
+
+static struct {
+    char                       *body;
+    size_t                      len;
+    u_char                      sha[40];
+} ngx_http_llm_scripts[] = {
+    { ngx_http_llm_lua_admit, sizeof(ngx_http_llm_lua_admit) - 1, "" },
+    { ngx_http_llm_lua_settle, sizeof(ngx_http_llm_lua_settle) - 1, "" },
+    { ngx_http_llm_lua_renew, sizeof(ngx_http_llm_lua_renew) - 1, "" },
+};
+
+
+static char  *ngx_http_llm_dim_names[] = {
+    "requests", "tokens", "input_tokens", "output_tokens", "cost"
+};
+
+
+static ngx_uint_t   ngx_http_llm_rstore_inited;
+static u_char       ngx_http_llm_lease_prefix[32];
+static uint64_t     ngx_http_llm_lease_seq;
+static ngx_queue_t  ngx_http_llm_leases;
+static ngx_event_t  ngx_http_llm_renew_ev;
+
+
+/*
+ * Sends the admission of "ctx" to Redis.  NGX_AGAIN: the access
+ * handler runs again when the answer (or the timeout) is in, and takes
+ * it from ngx_http_llm_rstore_result().  Otherwise Redis is known to be
+ * unavailable and on_error has decided already: the result is the
+ * zone store's (plus NGX_HTTP_LLM_UNCOUNTED), "d" is filled.
+ */
+
+ngx_int_t
+ngx_http_llm_rstore_admit(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
+    ngx_http_llm_tier_t *tier, ngx_http_llm_decision_t *d)
+{
+    u_char                      *p;
+    size_t                       klen, strings;
+    ngx_uint_t                   i, nwin;
+    ngx_pool_cleanup_t          *cln;
+    ngx_http_llm_rstore_op_t    *op;
+    ngx_http_llm_redis_conf_t   *rc;
+    ngx_http_llm_rstore_req_t   *st;
+    ngx_http_llm_window_conf_t  *wc;
+
+    ngx_http_llm_rstore_scripts_init();
+
+    rc = ngx_http_llm_redis_conf();
+
+    st = ngx_pcalloc(r->pool, sizeof(ngx_http_llm_rstore_req_t));
+    if (st == NULL) {
+        return NGX_ERROR;
+    }
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NGX_ERROR;
+    }
+
+    cln->handler = ngx_http_llm_rstore_cleanup;
+    cln->data = st;
+
+    st->request = r;
+    st->ctx = ctx;
+    st->tier = tier;
+    st->d = *d;
+    ngx_queue_init(&st->queue);
+
+    ctx->redis = st;
+
+    if (rc == NULL) {
+        goto fallback;
+    }
+
+    /* the keys, kept in the request for release and settle */
+
+    nwin = tier->windows.nelts;
+    wc = tier->windows.elts;
+
+    klen = rc->prefix.len + sizeof("{acct:}:w:output_tokens:1mo") - 1
+           + ctx->account.len;
+
+    p = ngx_pnalloc(r->pool, klen * (nwin + 1) + 64);
+    st->wkeys = ngx_palloc(r->pool, (nwin + 1) * sizeof(ngx_str_t));
+
+    if (p == NULL || st->wkeys == NULL) {
+        return NGX_ERROR;
+    }
+
+    st->conc_key.data = p;
+    p = ngx_sprintf(p, "%V{acct:%V}:conc", &rc->prefix, &ctx->account);
+    st->conc_key.len = p - st->conc_key.data;
+
+    for (i = 0; i < nwin; i++) {
+        st->wkeys[i].data = p;
+        p = ngx_sprintf(p, "%V{acct:%V}:w:%s:%V", &rc->prefix, &ctx->account,
+                        ngx_http_llm_dim_names[wc[i].dim], &wc[i].text);
+        st->wkeys[i].len = p - st->wkeys[i].data;
+    }
+
+    if (tier->concurrency) {
+        st->lease.data = p;
+        p = ngx_sprintf(p, "%s:%uL", ngx_http_llm_lease_prefix,
+                        ++ngx_http_llm_lease_seq);
+        st->lease.len = p - st->lease.data;
+    }
+
+    /* EVALSHA sha numkeys conc cool windows... 4 + 3 per window */
+
+    strings = (klen + 1) * (nwin + 2) + (NGX_INT64_LEN + 1) * (4 + 3 * nwin)
+              + st->lease.len + 64;
+
+    op = ngx_http_llm_rstore_op(NGX_HTTP_LLM_SCRIPT_ADMIT,
+                                3 + 2 + nwin + 4 + 3 * nwin, strings);
+    if (op == NULL) {
+        return NGX_ERROR;
+    }
+
+    op->nkeys = 2 + nwin;
+
+    ngx_http_llm_rstore_num(op, 2 + nwin);
+    ngx_http_llm_rstore_arg(op, st->conc_key.data, st->conc_key.len);
+
+    /* the cooldown key: the conc key with "cool" for "conc" */
+
+    ngx_http_llm_rstore_arg(op, st->conc_key.data, st->conc_key.len);
+    ngx_memcpy(op->last - 4, "cool", 4);
+
+    for (i = 0; i < nwin; i++) {
+        ngx_http_llm_rstore_arg(op, st->wkeys[i].data, st->wkeys[i].len);
+    }
+
+    ngx_http_llm_rstore_num(op, tier->concurrency);
+    ngx_http_llm_rstore_arg(op, st->lease.data, st->lease.len);
+    ngx_http_llm_rstore_num(op, NGX_HTTP_LLM_LEASE_TTL);
+    ngx_http_llm_rstore_num(op, tier->cooldown);
+
+    for (i = 0; i < nwin; i++) {
+        ngx_http_llm_rstore_num(op, wc[i].period);
+        ngx_http_llm_rstore_num(op, wc[i].limit);
+        ngx_http_llm_rstore_num(op, d->need[wc[i].dim]);
+    }
+
+    op->op.handler = ngx_http_llm_rstore_admitted;
+    op->req = st;
+
+    if (ngx_http_llm_rstore_send(op) != NGX_OK) {
+        ngx_http_llm_redis_fail(op->op.error);
+        ngx_free(op);
+        goto fallback;
+    }
+
+    st->op = op;
+    st->pending = 1;
+
+    return NGX_AGAIN;
+
+fallback:
+
+    return ngx_http_llm_rstore_fallback(r, st, d);
+}
+
+
+/* the answer the access handler waited for; NGX_AGAIN: not yet */
+
+ngx_int_t
+ngx_http_llm_rstore_result(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
+    ngx_http_llm_decision_t *d)
+{
+    ngx_http_llm_rstore_req_t  *st = ctx->redis;
+
+    if (st->pending) {
+        return NGX_AGAIN;
+    }
+
+    *d = st->d;
+
+    return st->rc;
+}
+
+
+/*
+ * From the log phase (nothing of the request is kept): replaces the
+ * reservation by what was used, per dimension.  NGX_DECLINED: this
+ * request was not counted in Redis (the zone counted it, or nobody).
+ */
+
+ngx_int_t
+ngx_http_llm_rstore_settle(ngx_http_llm_ctx_t *ctx, uint64_t *used)
+{
+    int64_t                      delta;
+    size_t                       strings;
+    ngx_uint_t                   i, n, nwin;
+    ngx_http_llm_rstore_op_t    *op;
+    ngx_http_llm_rstore_req_t   *st;
+    ngx_http_llm_window_conf_t  *wc;
+
+    st = ctx->redis;
+
+    if (st == NULL || !st->counted) {
+        return NGX_DECLINED;
+    }
+
+    nwin = st->tier->windows.nelts;
+    wc = st->tier->windows.elts;
+
+    n = 0;
+    strings = NGX_INT64_LEN + 64;
+
+    for (i = 0; i < nwin; i++) {
+        if (used[wc[i].dim] != st->d.need[wc[i].dim]) {
+            n++;
+            strings += st->wkeys[i].len + 2 * (NGX_INT64_LEN + 1) + 3;
+        }
+    }
+
+    if (n == 0) {
+        return NGX_OK;
+    }
+
+    op = ngx_http_llm_rstore_op(NGX_HTTP_LLM_SCRIPT_SETTLE,
+                                3 + n + 1 + 2 * n, strings);
+    if (op == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_http_llm_rstore_num(op, n);
+
+    for (i = 0; i < nwin; i++) {
+        if (used[wc[i].dim] != st->d.need[wc[i].dim]) {
+            ngx_http_llm_rstore_arg(op, st->wkeys[i].data, st->wkeys[i].len);
+        }
+    }
+
+    ngx_http_llm_rstore_num(op, st->t0);
+
+    for (i = 0; i < nwin; i++) {
+        if (used[wc[i].dim] != st->d.need[wc[i].dim]) {
+            delta = (int64_t) used[wc[i].dim]
+                    - (int64_t) st->d.need[wc[i].dim];
+            ngx_http_llm_rstore_num(op, wc[i].period);
+            ngx_http_llm_rstore_num(op, delta);
+        }
+    }
+
+    op->op.handler = ngx_http_llm_rstore_done;
+
+    if (ngx_http_llm_rstore_send(op) != NGX_OK) {
+        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                      "llm_redis: usage of \"%V\" not settled: %s",
+                      &ctx->account, op->op.error);
+        ngx_free(op);
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_http_llm_rstore_op_t *
+ngx_http_llm_rstore_op(ngx_uint_t script, int argc, size_t strings)
+{
+    size_t                     size;
+    ngx_http_llm_rstore_op_t  *op;
+
+    size = sizeof(ngx_http_llm_rstore_op_t)
+           + argc * (sizeof(char *) + sizeof(size_t)) + 40 + strings;
+
+    op = ngx_alloc(size, ngx_cycle->log);
+    if (op == NULL) {
+        return NULL;
+    }
+
+    ngx_memzero(op, sizeof(ngx_http_llm_rstore_op_t));
+
+    op->script = script;
+    op->argv = (const char **) (op + 1);
+    op->argvlen = (size_t *) (op->argv + argc);
+    op->last = (u_char *) (op->argvlen + argc);
+
+    op->argv[0] = "EVALSHA";
+    op->argvlen[0] = 7;
+    op->argv[1] = (const char *) ngx_http_llm_scripts[script].sha;
+    op->argvlen[1] = 40;
+    op->argc = 2;
+
+    return op;
+}
+
+
+static void
+ngx_http_llm_rstore_arg(ngx_http_llm_rstore_op_t *op, u_char *data,
+    size_t len)
+{
+    op->argv[op->argc] = (const char *) op->last;
+    op->argvlen[op->argc] = len;
+    op->argc++;
+
+    op->last = ngx_cpymem(op->last, data, len);
+}
+
+
+static void
+ngx_http_llm_rstore_num(ngx_http_llm_rstore_op_t *op, int64_t n)
+{
+    u_char  *p;
+
+    p = op->last;
+
+    op->argv[op->argc] = (const char *) p;
+    op->last = ngx_sprintf(p, "%L", n);
+    op->argvlen[op->argc] = op->last - p;
+    op->argc++;
+}
+
+
+static ngx_int_t
+ngx_http_llm_rstore_send(ngx_http_llm_rstore_op_t *op)
+{
+    return ngx_http_llm_redis_send(&op->op, op->argc, op->argv, op->argvlen);
+}
+
+
+/* NOSCRIPT: once more with the script itself (which caches it) */
+
+static ngx_int_t
+ngx_http_llm_rstore_noscript(ngx_http_llm_rstore_op_t *op,
+    ngx_http_llm_redis_reply_t *reply)
+{
+    if (reply == NULL
+        || reply->type != NGX_HTTP_LLM_REDIS_ERROR
+        || reply->str.len < 8
+        || ngx_strncmp(reply->str.data, "NOSCRIPT", 8) != 0
+        || op->retried)
+    {
+        return NGX_DECLINED;
+    }
+
+    op->retried = 1;
+
+    op->argv[0] = "EVAL";
+    op->argvlen[0] = 4;
+    op->argv[1] = ngx_http_llm_scripts[op->script].body;
+    op->argvlen[1] = ngx_http_llm_scripts[op->script].len;
+
+    if (ngx_http_llm_rstore_send(op) != NGX_OK) {
+        return NGX_DECLINED;
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_llm_rstore_admitted(ngx_http_llm_redis_op_t *rop,
+    ngx_http_llm_redis_reply_t *reply)
+{
+    ngx_http_llm_rstore_op_t *op = (ngx_http_llm_rstore_op_t *) rop;
+
+    ngx_int_t                   rc;
+    ngx_str_t                   key, lease;
+    ngx_connection_t           *c;
+    ngx_http_request_t         *r;
+    ngx_http_llm_rstore_req_t  *st;
+
+    if (ngx_http_llm_rstore_noscript(op, reply) == NGX_OK) {
+        return;
+    }
+
+    st = op->req;
+
+    if (st == NULL) {
+
+        /* the request is gone: a lease it got goes back at once */
+
+        if (reply && reply->type == NGX_HTTP_LLM_REDIS_ARRAY
+            && reply->nelts > 0 && reply->elts[0].integer == 0
+            && op->argvlen[3 + op->nkeys + 1] > 0)
+        {
+            key.data = (u_char *) op->argv[3];
+            key.len = op->argvlen[3];
+            lease.data = (u_char *) op->argv[3 + op->nkeys + 1];
+            lease.len = op->argvlen[3 + op->nkeys + 1];
+
+            ngx_http_llm_rstore_release(&key, &lease);
+        }
+
+        ngx_free(op);
+        return;
+    }
+
+    st->op = NULL;
+    st->pending = 0;
+
+    r = st->request;
+
+    rc = NGX_ERROR;
+
+    if (reply && reply->type != NGX_HTTP_LLM_REDIS_ERROR) {
+        rc = ngx_http_llm_rstore_parse(st, reply);
+
+        if (rc == NGX_ERROR) {
+            ngx_http_llm_redis_fail("unexpected reply to the admission "
+                                    "script");
+        }
+    }
+
+    if (rc == NGX_ERROR) {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "llm_redis: no decision for \"%V\" (%s), "
+                      "on_error applies", &st->ctx->account,
+                      reply ? "error reply" : op->op.error);
+
+        rc = ngx_http_llm_rstore_fallback(r, st, &st->d);
+    }
+
+    st->rc = rc;
+
+    ngx_free(op);
+
+    if (ngx_terminate) {
+        return;
+    }
+
+    c = r->connection;
+
+    ngx_http_set_log_request(c->log, r);
+
+    r->write_event_handler = ngx_http_core_run_phases;
+    ngx_http_core_run_phases(r);
+
+    ngx_http_run_posted_requests(c);
+}
+
+
+static ngx_int_t
+ngx_http_llm_rstore_parse(ngx_http_llm_rstore_req_t *st,
+    ngx_http_llm_redis_reply_t *reply)
+{
+    int64_t                      status, sum, reset, over;
+    uint64_t                     at, wall;
+    ngx_uint_t                   i, nwin, q;
+    ngx_http_llm_decision_t     *d;
+    ngx_http_llm_redis_reply_t  *e;
+    ngx_http_llm_window_conf_t  *wc;
+
+    nwin = st->tier->windows.nelts;
+    wc = st->tier->windows.elts;
+    e = reply->elts;
+
+    if (reply->type != NGX_HTTP_LLM_REDIS_ARRAY
+        || reply->nelts != 4 + 3 * nwin)
+    {
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < reply->nelts; i++) {
+        if (e[i].type != NGX_HTTP_LLM_REDIS_INTEGER) {
+            return NGX_ERROR;
+        }
+    }
+
+    status = e[0].integer;
+
+    if (status < 0 || status > 3 || e[3].integer != (int64_t) nwin) {
+        return NGX_ERROR;
+    }
+
+    d = &st->d;
+    wall = ngx_http_llm_now();
+
+    d->wall = wall;
+    d->refused = NULL;
+    d->retry_at = 0;
+    ngx_memzero(&d->requests, sizeof(ngx_http_llm_report_t));
+    ngx_memzero(&d->tokens, sizeof(ngx_http_llm_report_t));
+
+    for (i = 0; i < nwin; i++) {
+        sum = e[4 + 3 * i].integer;
+        reset = e[5 + 3 * i].integer;
+        over = e[6 + 3 * i].integer;
+
+        if (status == 1 && over >= 0) {
+            at = wall + over;
+
+            /* a quota refusal outranks a rate refusal, then the later */
+
+            if (d->refused == NULL) {
+                d->refused = &wc[i];
+
+            } else {
+                q = ngx_http_llm_window_is_quota(&wc[i]);
+
+                if (q > ngx_http_llm_window_is_quota(d->refused)
+                    || (q == ngx_http_llm_window_is_quota(d->refused)
+                        && at > d->retry_at))
+                {
+                    d->refused = &wc[i];
+                }
+            }
+
+            if (at > d->retry_at) {
+                d->retry_at = at;
+            }
+        }
+
+        if (wc[i].dim != NGX_HTTP_LLM_DIM_REQUESTS
+            && wc[i].dim != NGX_HTTP_LLM_DIM_TOKENS)
+        {
+            continue;
+        }
+
+        ngx_http_llm_rstore_report(wc[i].dim == NGX_HTTP_LLM_DIM_REQUESTS
+                                   ? &d->requests : &d->tokens,
+                                   &wc[i],
+                                   sum < (int64_t) wc[i].limit
+                                   ? wc[i].limit - sum : 0,
+                                   wall + (reset > 0 ? reset : 0));
+    }
+
+    if (status == 1 && d->refused == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (status != 0) {
+        at = wall + (e[2].integer > 0 ? e[2].integer : 0);
+
+        if (at > d->retry_at) {
+            d->retry_at = at;
+        }
+    }
+
+    switch (status) {
+
+    case 0:
+        st->counted = 1;
+        st->t0 = e[1].integer;
+
+        if (st->tier->concurrency) {
+            st->leased = 1;
+            st->ctx->conc_held = 1;
+
+            if (ngx_queue_empty(&ngx_http_llm_leases)) {
+                /* first lease: renewal starts */
+                if (!ngx_http_llm_renew_ev.timer_set) {
+                    ngx_add_timer(&ngx_http_llm_renew_ev,
+                                  NGX_HTTP_LLM_LEASE_RENEW);
+                }
+            }
+
+            ngx_queue_insert_tail(&ngx_http_llm_leases, &st->queue);
+        }
+
+        return NGX_OK;
+
+    case 1:
+        return NGX_HTTP_LLM_REFUSED;
+
+    case 2:
+        return NGX_HTTP_LLM_CONC_FULL;
+
+    default:
+        return NGX_HTTP_LLM_COOLING;
+    }
+}
+
+
+static ngx_int_t
+ngx_http_llm_rstore_fallback(ngx_http_request_t *r,
+    ngx_http_llm_rstore_req_t *st, ngx_http_llm_decision_t *d)
+{
+    ngx_http_llm_main_conf_t   *lmcf;
+    ngx_http_llm_redis_conf_t  *rc;
+
+    rc = ngx_http_llm_redis_conf();
+
+    d->now = ngx_current_msec;
+    d->wall = ngx_http_llm_now();
+
+    switch (rc ? rc->on_error : NGX_HTTP_LLM_ON_ERROR_DENY) {
+
+    case NGX_HTTP_LLM_ON_ERROR_LOCAL:
+        lmcf = ngx_http_get_module_main_conf(r, ngx_http_llm_gateway_module);
+        return ngx_http_llm_store_admit(lmcf->shm_zone, &st->ctx->account,
+                                        st->tier, d);
+
+    case NGX_HTTP_LLM_ON_ERROR_ALLOW:
+        return NGX_HTTP_LLM_UNCOUNTED;
+
+    default: /* NGX_HTTP_LLM_ON_ERROR_DENY */
+        return NGX_ERROR;
+    }
+}
+
+
+/* the window with the least remaining wins; ties go to the shorter one */
+
+static void
+ngx_http_llm_rstore_report(ngx_http_llm_report_t *rep,
+    ngx_http_llm_window_conf_t *wc, uint64_t remaining, uint64_t reset)
+{
+    ngx_msec_t  period;
+
+    period = wc->period ? wc->period : (ngx_msec_t) 31 * 86400 * 1000;
+
+    if (rep->set
+        && (remaining > rep->remaining
+            || (remaining == rep->remaining && period >= rep->period)))
+    {
+        return;
+    }
+
+    rep->set = 1;
+    rep->limit = wc->limit;
+    rep->remaining = remaining;
+    rep->period = period;
+    rep->reset = reset;
+}
+
+
+/* fire and forget: release, settle, renew */
+
+static void
+ngx_http_llm_rstore_done(ngx_http_llm_redis_op_t *rop,
+    ngx_http_llm_redis_reply_t *reply)
+{
+    ngx_http_llm_rstore_op_t *op = (ngx_http_llm_rstore_op_t *) rop;
+
+    if (ngx_http_llm_rstore_noscript(op, reply) == NGX_OK) {
+        return;
+    }
+
+    if (reply == NULL || reply->type == NGX_HTTP_LLM_REDIS_ERROR) {
+        ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
+                      "llm_redis: %s not done: %*s",
+                      op->argv[0][0] == 'Z' ? "release" : "script",
+                      reply ? ngx_min(reply->str.len, 200) : 0,
+                      reply ? reply->str.data : (u_char *) "");
+    }
+
+    ngx_free(op);
+}
+
+
+static void
+ngx_http_llm_rstore_release(ngx_str_t *key, ngx_str_t *lease)
+{
+    ngx_http_llm_rstore_op_t  *op;
+
+    op = ngx_http_llm_rstore_op(0, 3, key->len + lease->len);
+    if (op == NULL) {
+        return;
+    }
+
+    op->argv[0] = "ZREM";
+    op->argvlen[0] = 4;
+    op->argc = 1;
+    op->retried = 1;
+
+    ngx_http_llm_rstore_arg(op, key->data, key->len);
+    ngx_http_llm_rstore_arg(op, lease->data, lease->len);
+
+    op->op.handler = ngx_http_llm_rstore_done;
+
+    if (ngx_http_llm_rstore_send(op) != NGX_OK) {
+        /* the lease expires on its own */
+        ngx_free(op);
+    }
+}
+
+
+/*
+ * The request's pool goes: an admission still on its way is left to
+ * finish alone, and a Redis lease goes back (the zone's cleanup in the
+ * access handler then has nothing to release).
+ */
+
+static void
+ngx_http_llm_rstore_cleanup(void *data)
+{
+    ngx_http_llm_rstore_req_t  *st = data;
+
+    if (st->op) {
+        st->op->req = NULL;
+        st->op = NULL;
+    }
+
+    if (st->leased) {
+        st->leased = 0;
+        st->ctx->conc_held = 0;
+
+        ngx_queue_remove(&st->queue);
+
+        ngx_http_llm_rstore_release(&st->conc_key, &st->lease);
+    }
+}
+
+
+/* every 20 s: the leases of requests still running live on */
+
+static void
+ngx_http_llm_rstore_renew(ngx_event_t *ev)
+{
+    ngx_queue_t                *q;
+    ngx_http_llm_rstore_op_t   *op;
+    ngx_http_llm_rstore_req_t  *st;
+
+    for (q = ngx_queue_head(&ngx_http_llm_leases);
+         q != ngx_queue_sentinel(&ngx_http_llm_leases);
+         q = ngx_queue_next(q))
+    {
+        st = ngx_queue_data(q, ngx_http_llm_rstore_req_t, queue);
+
+        op = ngx_http_llm_rstore_op(NGX_HTTP_LLM_SCRIPT_RENEW, 6,
+                                    st->conc_key.len + st->lease.len
+                                    + 2 * NGX_INT64_LEN);
+        if (op == NULL) {
+            break;
+        }
+
+        ngx_http_llm_rstore_num(op, 1);
+        ngx_http_llm_rstore_arg(op, st->conc_key.data, st->conc_key.len);
+        ngx_http_llm_rstore_arg(op, st->lease.data, st->lease.len);
+        ngx_http_llm_rstore_num(op, NGX_HTTP_LLM_LEASE_TTL);
+
+        op->op.handler = ngx_http_llm_rstore_done;
+
+        if (ngx_http_llm_rstore_send(op) != NGX_OK) {
+            ngx_free(op);
+            break;
+        }
+    }
+
+    if (!ngx_queue_empty(&ngx_http_llm_leases)) {
+        ngx_add_timer(ev, NGX_HTTP_LLM_LEASE_RENEW);
+    }
+}
+
+
+static void
+ngx_http_llm_rstore_scripts_init(void)
+{
+    ngx_uint_t  i;
+
+    if (ngx_http_llm_rstore_inited) {
+        return;
+    }
+
+    ngx_http_llm_rstore_inited = 1;
+
+    for (i = 0; i < 3; i++) {
+        ngx_http_llm_redis_sha1(ngx_http_llm_scripts[i].sha,
+                                (u_char *) ngx_http_llm_scripts[i].body,
+                                ngx_http_llm_scripts[i].len);
+    }
+
+    /* leases are named by worker: a random tag, the pid, a sequence */
+
+    ngx_sprintf(ngx_http_llm_lease_prefix, "%08xD:%P%Z",
+                (uint32_t) (ngx_random() ^ ngx_time()), ngx_pid);
+
+    ngx_queue_init(&ngx_http_llm_leases);
+
+    /* debug logging reads ev->data as a connection: something readable */
+    ngx_http_llm_renew_ev.data = &ngx_http_llm_renew_ev;
+    ngx_http_llm_renew_ev.handler = ngx_http_llm_rstore_renew;
+    ngx_http_llm_renew_ev.log = ngx_cycle->log;
+    ngx_http_llm_renew_ev.cancelable = 1;
+}

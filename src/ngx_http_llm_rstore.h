@@ -1,0 +1,28 @@
+
+/*
+ * ngx_llm_gateway: counters in Redis, shared by a fleet of nodes.
+ */
+
+
+#ifndef _NGX_HTTP_LLM_RSTORE_H_INCLUDED_
+#define _NGX_HTTP_LLM_RSTORE_H_INCLUDED_
+
+
+#include "ngx_http_llm_module.h"
+#include "ngx_http_llm_limits.h"
+
+
+/* on_error=allow while Redis is unavailable: admitted, not counted */
+#define NGX_HTTP_LLM_UNCOUNTED    NGX_DONE
+
+
+ngx_int_t ngx_http_llm_rstore_admit(ngx_http_request_t *r,
+    ngx_http_llm_ctx_t *ctx, ngx_http_llm_tier_t *tier,
+    ngx_http_llm_decision_t *d);
+ngx_int_t ngx_http_llm_rstore_result(ngx_http_request_t *r,
+    ngx_http_llm_ctx_t *ctx, ngx_http_llm_decision_t *d);
+ngx_int_t ngx_http_llm_rstore_settle(ngx_http_llm_ctx_t *ctx,
+    uint64_t *used);
+
+
+#endif /* _NGX_HTTP_LLM_RSTORE_H_INCLUDED_ */

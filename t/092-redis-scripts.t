@@ -1,0 +1,172 @@
+# The Lua scripts of src/ngx_http_llm_rstore.c, run by redis-server itself
+# (taken from the C source): token windows reserved atomically, settled to
+# the actual usage in the reservation's slot (never below zero, or into
+# the current slot once that slot has left the window), calendar months,
+# and concurrency leases that expire when nobody renews them (a crashed
+# worker's slots).
+
+use strict;
+use warnings;
+
+use Test::More;
+use Time::HiRes qw(sleep);
+
+my $port = $ENV{TEST_NGINX_REDIS_PORT} || 6399;
+
+if ((`redis-cli -p $port PING 2>/dev/null` // '') !~ /PONG/) {
+    plan skip_all => "no Redis on port $port";
+}
+
+# the C string literals of a script: the common prelude, then its own
+my $src = do {
+    open(my $fh, '<', 'src/ngx_http_llm_rstore.c') or die $!;
+    local $/;
+    <$fh>;
+};
+
+sub literals {
+    my ($text) = @_;
+    my $out = '';
+    while ($text =~ /"((?:[^"\\]|\\.)*)"/g) {
+        (my $s = $1) =~ s/\\n/\n/g;
+        $s =~ s/\\(["\\])/$1/g;
+        $out .= $s;
+    }
+    return $out;
+}
+
+my ($common) = $src =~ /#define NGX_HTTP_LLM_LUA_COMMON\s*\\\n(.*?[^\\])\n\n/s;
+my %lua;
+for my $name (qw(admit settle renew)) {
+    my ($body) = $src =~ /ngx_http_llm_lua_$name\[\] =\n(.*?);\n/s
+        or die "no script $name";
+    $lua{$name} = ($body =~ /NGX_HTTP_LLM_LUA_COMMON/ ? literals($common) : '')
+                  . literals($body);
+}
+
+my $P = "t092-$$-" . time;
+
+sub redis {
+    open(my $fh, '-|', 'redis-cli', '-p', $port, @_) or die $!;
+    local $/;
+    my $out = <$fh>;
+    close $fh;
+    $out =~ s/\s+\z//;
+    return $out;
+}
+
+# admit(KEYS, climit, lease, ttl, cooldown, [period, limit, need]...)
+sub admit {
+    my ($acct, $climit, $lease, $lttl, $cool, @w) = @_;
+    my @keys = ("$P:{acct:$acct}:conc", "$P:{acct:$acct}:cool");
+    my @args = ($climit, $lease, $lttl, $cool);
+    while (my ($name, $period, $limit, $need) = splice @w, 0, 4) {
+        push @keys, "$P:{acct:$acct}:w:$name";
+        push @args, $period, $limit, $need;
+    }
+    my @r = split /\n/, redis('EVAL', $lua{admit}, scalar @keys, @keys, @args);
+    return { status => $r[0], now => $r[1], wait => $r[2], n => $r[3],
+             win => [ map { [ @r[4 + 3 * $_ .. 6 + 3 * $_] ] } 0 .. $r[3] - 1 ] };
+}
+
+sub settle {
+    my ($acct, $t0, @w) = @_;
+    my (@keys, @args);
+    while (my ($name, $period, $delta) = splice @w, 0, 3) {
+        push @keys, "$P:{acct:$acct}:w:$name";
+        push @args, $period, $delta;
+    }
+    return redis('EVAL', $lua{settle}, scalar @keys, @keys, $t0, @args);
+}
+
+sub total {
+    my %h = split /\n/, redis('HGETALL', "$P:{acct:$_[0]}:w:$_[1]");
+    my $s = 0;
+    $s += $_ for values %h;
+    return $s;
+}
+
+# tokens=250/m, reservations of 100
+my $a1 = admit('tok', 0, '', 60000, 0, 'tokens:1m', 60000, 250, 100);
+is("$a1->{status} $a1->{win}[0][0] $a1->{win}[0][2]", '0 100 -1',
+   'a reservation of 100 tokens fits in 250/m');
+my $a2 = admit('tok', 0, '', 60000, 0, 'tokens:1m', 60000, 250, 100);
+is("$a2->{status} $a2->{win}[0][0]", '0 200', 'a second one too');
+my $a3 = admit('tok', 0, '', 60000, 0, 'tokens:1m', 60000, 250, 100);
+ok($a3->{status} == 1 && $a3->{win}[0][2] > 0 && $a3->{win}[0][2] <= 66000,
+   "a third is refused, with the time until it fits ($a3->{win}[0][2] ms)");
+is(total('tok', 'tokens:1m'), 200, 'a refusal charges nothing');
+
+# settle: 30 used of 100 reserved, in the reservation's slot
+settle('tok', $a1->{now}, 'tokens:1m', 60000, 30 - 100);
+is(total('tok', 'tokens:1m'), 130, 'settled: 100 reserved, 30 used');
+my $a4 = admit('tok', 0, '', 60000, 0, 'tokens:1m', 60000, 250, 100);
+is("$a4->{status} $a4->{win}[0][0]", '0 230', 'the freed tokens admit again');
+
+# never below zero
+settle('tok', $a1->{now}, 'tokens:1m', 60000, -100000);
+is(total('tok', 'tokens:1m'), 0, 'a settlement never goes below zero');
+
+# a reservation whose slot has left the window: only positive differences
+# count, in the current slot
+my $old = $a1->{now} - 120000;
+settle('tok', $old, 'tokens:1m', 60000, -50);
+is(total('tok', 'tokens:1m'), 0, 'an old reservation: a refund is dropped');
+settle('tok', $old, 'tokens:1m', 60000, 40);
+is(total('tok', 'tokens:1m'), 40, 'an old reservation: an overrun counts now');
+my $ttl = redis('PTTL', "$P:{acct:tok}:w:tokens:1m");
+ok($ttl > 60000 && $ttl <= 67000, "window keys expire after 1.1 periods ($ttl)");
+
+# several dimensions at once, all or nothing
+my $m = admit('multi', 0, '', 60000, 0, 'requests:1m', 60000, 10, 1,
+              'tokens:1m', 60000, 100, 150, 'cost:1d', 86400000, 1000, 5);
+is("$m->{status} " . total('multi', 'requests:1m') . ' '
+   . total('multi', 'cost:1d'), '1 0 0',
+   'one window too small: no window is charged');
+ok($m->{win}[1][2] == 60000, 'a need over the limit waits a whole period');
+
+# calendar month: one field, the month number; reset at the next month
+my $mo = admit('month', 0, '', 60000, 0, 'requests:1mo', 0, 2, 1);
+my %f = split /\n/, redis('HGETALL', "$P:{acct:month}:w:requests:1mo");
+my @t = gmtime($mo->{now} / 1000);
+my $month = ($t[5] + 1900 - 1970) * 12 + $t[4];
+is(join(',', %f), "$month,1", 'a month window counts in its month number');
+my @n = gmtime(($mo->{now} + $mo->{win}[0][1]) / 1000);
+is("$n[3] $n[2] $n[1] $n[0]", '1 0 0 0',
+   'its reset is the first second of the next month (UTC)');
+
+# concurrency leases: a lease nobody renews expires (a crashed worker)
+my $c1 = admit('conc', 1, 'w1:1', 300, 0, 'requests:1m', 60000, 100, 1);
+my $c2 = admit('conc', 1, 'w2:1', 300, 0, 'requests:1m', 60000, 100, 1);
+is("$c1->{status} $c2->{status}", '0 2', 'concurrency=1: the second waits');
+is(redis('EVAL', $lua{renew}, 1, "$P:{acct:conc}:conc", 'w1:1', 300), 1,
+   'a held lease is renewed');
+sleep 0.5;
+my $c3 = admit('conc', 1, 'w3:1', 300, 0, 'requests:1m', 60000, 100, 1);
+is($c3->{status}, 0, 'a lease nobody renewed has expired');
+is(redis('EVAL', $lua{renew}, 1, "$P:{acct:conc}:conc", 'w1:1', 300), 0,
+   'an expired lease is not brought back');
+is(redis('ZREM', "$P:{acct:conc}:conc", 'w3:1'), 1, 'release is a ZREM');
+
+# cooldown: set by a refusal, for its length
+my $h1 = admit('cool', 0, '', 60000, 5000, 'requests:1s', 1000, 1, 1);
+my $h2 = admit('cool', 0, '', 60000, 5000, 'requests:1s', 1000, 1, 1);
+my $h3 = admit('cool', 0, '', 60000, 5000, 'requests:1s', 1000, 1, 1);
+ok($h1->{status} == 0 && $h2->{status} == 1 && $h2->{wait} == 5000
+   && $h3->{status} == 3 && $h3->{wait} > 4000,
+   "a refusal starts the cooldown ($h2->{status} $h2->{wait}, "
+   . "$h3->{status} $h3->{wait})");
+
+# every key of one account hashes to one Cluster slot
+my %slots = map { redis('CLUSTER', 'KEYSLOT', $_) => 1 }
+            "$P:{acct:tok}:conc", "$P:{acct:tok}:cool",
+            "$P:{acct:tok}:w:tokens:1m";
+ok(keys %slots == 1 || (keys %slots)[0] =~ /ERR/,
+   'one hash slot per account');
+
+redis('DEL', map { "$P:{acct:$_->[0]}:$_->[1]" }
+      [tok => 'w:tokens:1m'], [multi => 'w:requests:1m'],
+      [month => 'w:requests:1mo'], [conc => 'conc'],
+      [conc => 'w:requests:1m'], [cool => 'cool'], [cool => 'w:requests:1s']);
+
+done_testing();
