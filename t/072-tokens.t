@@ -563,3 +563,21 @@ location /v2/ {
 [429, 200]
 --- response_body_like eval
 ['less than this request needs \(600\)', ""]
+
+
+
+=== TEST 23: with llm_redis, reservations and real usage are counted in Redis
+--- http_config eval
+$::Http . "    llm_redis 127.0.0.1:$ENV{TEST_NGINX_REDIS_PORT} prefix=t072-$$-" . time . ":;\n"
+--- config
+llm_default_tier tok;
+location /v1/ {
+    llm_gateway on;
+    proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+}
+--- request eval
+[::post("/v1/chat/completions", ::chat()), ::post("/v1/chat/completions", ::chat())]
+--- more_headers eval: $::Auth
+--- response_headers eval
+# 1000 - 58 reserved; then 1000 - 30 used - 58 reserved
+["x-ratelimit-remaining-tokens: 942", "x-ratelimit-remaining-tokens: 912"]
