@@ -568,7 +568,7 @@ location /v2/ {
 
 === TEST 23: with llm_redis, reservations and real usage are counted in Redis
 --- http_config eval
-$::Http . "    llm_redis 127.0.0.1:$ENV{TEST_NGINX_REDIS_PORT} prefix=t072-$$-" . time . ":;\n"
+$::Http . "    llm_redis 127.0.0.1:$ENV{TEST_NGINX_REDIS_PORT} prefix=t072-$$-" . time . ": on_error=deny;\n"
 --- config
 llm_default_tier tok;
 location /v1/ {
