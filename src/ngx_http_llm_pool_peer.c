@@ -177,6 +177,7 @@ ngx_http_llm_pool_free_peer(ngx_peer_connection_t *pc, void *data,
 {
     ngx_http_llm_pool_peer_data_t *pd = data;
 
+    ngx_uint_t                   i, s;
     ngx_http_llm_pool_outcome_t  o;
 
     if (pd->current == NGX_HTTP_LLM_POOL_NONE) {
@@ -190,6 +191,25 @@ ngx_http_llm_pool_free_peer(ngx_peer_connection_t *pc, void *data,
         ngx_http_llm_pool_outcome(pd, &o);
         o.failed = (state & NGX_PEER_FAILED) ? 1 : 0;
         ngx_http_llm_pool_state_done(pd, &o, 1);
+
+        /*
+         * The server failed (error, timeout, 5xx): another key would
+         * not help there, so this request tries the server's other
+         * pairs no more.
+         */
+
+        if (o.status >= NGX_HTTP_INTERNAL_SERVER_ERROR
+            || (o.status == 0 && o.failed))
+        {
+            s = pd->conf->pairs[pd->current].server;
+
+            for (i = 0; i < pd->conf->npairs; i++) {
+                if (pd->conf->pairs[i].server == s) {
+                    pd->tried[i / (8 * sizeof(uintptr_t))]
+                        |= (uintptr_t) 1 << i % (8 * sizeof(uintptr_t));
+                }
+            }
+        }
     }
 
     pd->current = NGX_HTTP_LLM_POOL_NONE;
