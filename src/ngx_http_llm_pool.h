@@ -113,7 +113,8 @@ typedef struct {
     ngx_uint_t                  npairs;
     ngx_msec_t                  latency;    /* of all servers, ms */
     ngx_http_llm_pool_key_sh_t *keys;
-    ngx_http_llm_pool_server_sh_t  *servers;
+    ngx_http_llm_pool_server_sh_t
+                               *servers;
     int64_t                    *cw;         /* smooth weighted round robin */
 } ngx_http_llm_pool_shctx_t;
 
@@ -160,7 +161,6 @@ typedef struct {
 
     /* the upstream request head without credentials, and where the
        chosen key's auth goes in */
-    ngx_chain_t                *head_cl;
     ngx_buf_t                  *head;
     u_char                     *tmpl;
     size_t                      tmpl_len;

@@ -34,8 +34,10 @@ static void ngx_http_llm_pool_free_peer(ngx_peer_connection_t *pc,
     void *data, ngx_uint_t state);
 static ngx_int_t ngx_http_llm_pool_template(ngx_http_request_t *r,
     ngx_http_llm_pool_peer_data_t *pd);
+static u_char *ngx_http_llm_pool_eol(u_char *p, u_char *last);
 static u_char *ngx_http_llm_pool_copy_args(u_char *p, u_char *args,
     u_char *last, ngx_str_t *drop);
+static void ngx_http_llm_pool_wipe_head(void *data);
 static ngx_uint_t ngx_http_llm_pool_credential(ngx_str_t *name,
     ngx_http_llm_pool_srv_conf_t *pscf);
 static void ngx_http_llm_pool_outcome(ngx_http_llm_pool_peer_data_t *pd,
@@ -177,6 +179,7 @@ ngx_http_llm_pool_free_peer(ngx_peer_connection_t *pc, void *data,
 {
     ngx_http_llm_pool_peer_data_t *pd = data;
 
+    ngx_uint_t                   i, s;
     ngx_http_llm_pool_outcome_t  o;
 
     if (pd->current == NGX_HTTP_LLM_POOL_NONE) {
@@ -190,6 +193,25 @@ ngx_http_llm_pool_free_peer(ngx_peer_connection_t *pc, void *data,
         ngx_http_llm_pool_outcome(pd, &o);
         o.failed = (state & NGX_PEER_FAILED) ? 1 : 0;
         ngx_http_llm_pool_state_done(pd, &o, 1);
+
+        /*
+         * The server failed (error, timeout, 5xx): another key would
+         * not help there, so this request tries the server's other
+         * pairs no more.
+         */
+
+        if (o.status >= NGX_HTTP_INTERNAL_SERVER_ERROR
+            || (o.status == 0 && o.failed))
+        {
+            s = pd->conf->pairs[pd->current].server;
+
+            for (i = 0; i < pd->conf->npairs; i++) {
+                if (pd->conf->pairs[i].server == s) {
+                    pd->tried[i / (8 * sizeof(uintptr_t))]
+                        |= (uintptr_t) 1 << i % (8 * sizeof(uintptr_t));
+                }
+            }
+        }
     }
 
     pd->current = NGX_HTTP_LLM_POOL_NONE;
@@ -217,6 +239,7 @@ ngx_http_llm_pool_template(ngx_http_request_t *r,
     ngx_str_t                      name, drop[2];
     ngx_buf_t                     *b, *nb;
     ngx_chain_t                   *cl;
+    ngx_pool_cleanup_t            *cln;
     ngx_http_llm_pool_srv_conf_t  *pscf;
 
     pscf = pd->conf;
@@ -230,7 +253,7 @@ ngx_http_llm_pool_template(ngx_http_request_t *r,
     p = b->pos;
     last = b->last;
 
-    eol = ngx_strlcasestrn(p, last, (u_char *) "\r\n", 2 - 1);
+    eol = ngx_http_llm_pool_eol(p, last);
 
     if (eol == NULL || eol - p < 14
         || ngx_strncmp(eol - 9, " HTTP/1.", 8) != 0)
@@ -288,7 +311,7 @@ ngx_http_llm_pool_template(ngx_http_request_t *r,
 
     for (p = eol + 2; p < last; p = eol + 2) {
 
-        eol = ngx_strlcasestrn(p, last, (u_char *) "\r\n", 2 - 1);
+        eol = ngx_http_llm_pool_eol(p, last);
         if (eol == NULL) {
             goto invalid;
         }
@@ -334,8 +357,15 @@ ngx_http_llm_pool_template(ngx_http_request_t *r,
     nb->last_in_chain = b->last_in_chain;
     nb->tag = b->tag;
 
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NGX_ERROR;
+    }
+
+    cln->handler = ngx_http_llm_pool_wipe_head;
+    cln->data = nb;
+
     pd->head = nb;
-    pd->head_cl = cl;
     cl->buf = nb;
 
     return NGX_OK;
@@ -347,6 +377,34 @@ invalid:
                   &pscf->name);
 
     return NGX_ERROR;
+}
+
+
+/* the CR of the line's CRLF */
+
+static u_char *
+ngx_http_llm_pool_eol(u_char *p, u_char *last)
+{
+    u_char  *lf;
+
+    lf = ngx_strlchr(p, last, LF);
+
+    if (lf == NULL || lf == p || lf[-1] != CR) {
+        return NULL;
+    }
+
+    return lf - 1;
+}
+
+
+/* the request's copy of a secret goes with the request */
+
+static void
+ngx_http_llm_pool_wipe_head(void *data)
+{
+    ngx_buf_t *b = data;
+
+    ngx_explicit_memzero(b->start, b->end - b->start);
 }
 
 
@@ -723,18 +781,26 @@ ngx_http_llm_pool_replace(ngx_http_request_t *r,
 {
     u_char                   *p;
     ngx_int_t                 rc;
+    ngx_str_t                *msg;
     ngx_msec_t                now, wait;
     ngx_http_llm_ctx_t       *ctx;
     ngx_http_llm_loc_conf_t  *llcf;
     u_char                    buf[NGX_INT64_LEN];
 
-    static ngx_str_t          msg = ngx_string(
+    static ngx_str_t          none = ngx_string(
         "The provider is unavailable: every key of the pool failed, "
         "is cooling down or is out of budget.");
+    static ngx_str_t          refused = ngx_string(
+        "The provider refused the gateway's key for it; "
+        "this is not about your key.");
 
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "llm pool: %ui becomes provider_unavailable",
                    r->err_status ? r->err_status : r->headers_out.status);
+
+    msg = (r->err_status == 0
+           && r->headers_out.status != NGX_HTTP_TOO_MANY_REQUESTS)
+          ? &refused : &none;
 
     ngx_memzero(&r->headers_out.status,
                 sizeof(ngx_http_headers_out_t)
@@ -788,7 +854,7 @@ ngx_http_llm_pool_replace(ngx_http_request_t *r,
 
     pd->replacing = 1;
 
-    rc = ngx_http_llm_send_error(r, ctx, NGX_HTTP_LLM_ERR_PROVIDER, &msg);
+    rc = ngx_http_llm_send_error(r, ctx, NGX_HTTP_LLM_ERR_PROVIDER, msg);
 
     pd->replacing = 0;
     pd->replaced = 1;

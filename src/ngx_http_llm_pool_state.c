@@ -24,7 +24,10 @@
 #include "ngx_http_llm_pool.h"
 
 
-#define NGX_HTTP_LLM_POOL_PROBES  8
+#define NGX_HTTP_LLM_POOL_PROBES    8
+
+/* server factor (1..4) times key factor (1..16) */
+#define NGX_HTTP_LLM_POOL_ROOM_MAX  64
 
 
 static ngx_int_t ngx_http_llm_pool_init_zone(ngx_shm_zone_t *shm_zone,
@@ -578,10 +581,12 @@ ngx_http_llm_pool_scan(ngx_http_llm_pool_peer_data_t *pd, ngx_msec_t now)
 
 
 /*
- * Large pools: draw pairs at random by their configured weight and keep
- * the better of the first two that can be used (by weight times room),
- * so a pick costs the same for ten keys or ten thousand.  When a few
- * draws find nothing usable, every pair is looked at.
+ * Large pools: draw pairs at random by their configured weight, so that a
+ * pick costs the same for ten keys or ten thousand.  A draw with all its
+ * room (nothing spent, server healthy) is taken at once; otherwise the
+ * better of two usable draws, by room, so that keys near their limit are
+ * chosen less often than their weight says.  When a few draws find
+ * nothing usable, every pair is looked at.
  */
 
 static ngx_uint_t
@@ -589,12 +594,19 @@ ngx_http_llm_pool_sample(ngx_http_llm_pool_peer_data_t *pd, ngx_msec_t now)
 {
     uint64_t                       x, w, bw, total;
     ngx_msec_t                     until;
-    ngx_uint_t                     i, n, lo, hi, best, found, start;
+    ngx_uint_t                     i, n, lo, hi, mid, best, found, start;
     ngx_http_llm_pool_srv_conf_t  *pscf;
+
+    static uint64_t                seed;
 
     pscf = pd->conf;
     n = pscf->npairs;
     total = pscf->cumulative[n - 1];
+
+    if (seed == 0) {
+        seed = ((uint64_t) ngx_random() << 32) ^ ngx_random() ^ ngx_pid;
+        seed |= 1;
+    }
 
     best = NGX_HTTP_LLM_POOL_NONE;
     bw = 0;
@@ -603,18 +615,24 @@ ngx_http_llm_pool_sample(ngx_http_llm_pool_peer_data_t *pd, ngx_msec_t now)
 
     for (i = 0; i < NGX_HTTP_LLM_POOL_PROBES && found < 2; i++) {
 
-        x = (((uint64_t) ngx_random() << 31) ^ (uint64_t) ngx_random())
-            % total;
+        /* xorshift64*: this worker's own sequence, no lock */
+
+        seed ^= seed >> 12;
+        seed ^= seed << 25;
+        seed ^= seed >> 27;
+        x = (seed * 0x2545f4914f6cdd1dULL) % total;
 
         lo = 0;
         hi = n - 1;
 
         while (lo < hi) {
-            if (pscf->cumulative[(lo + hi) / 2] > x) {
-                hi = (lo + hi) / 2;
+            mid = (lo + hi) / 2;
+
+            if (pscf->cumulative[mid] > x) {
+                hi = mid;
 
             } else {
-                lo = (lo + hi) / 2 + 1;
+                lo = mid + 1;
             }
         }
 
@@ -622,9 +640,17 @@ ngx_http_llm_pool_sample(ngx_http_llm_pool_peer_data_t *pd, ngx_msec_t now)
             continue;
         }
 
-        w = ngx_http_llm_pool_weight(pscf, lo, now, &until);
+        /* the draw already follows the weight: compare the room alone */
+
+        w = ngx_http_llm_pool_weight(pscf, lo, now, &until)
+            / pscf->pairs[lo].weight;
+
         if (w == 0) {
             continue;
+        }
+
+        if (w == NGX_HTTP_LLM_POOL_ROOM_MAX) {
+            return lo;
         }
 
         found++;
@@ -641,7 +667,7 @@ ngx_http_llm_pool_sample(ngx_http_llm_pool_peer_data_t *pd, ngx_msec_t now)
 
     /* most pairs are out: look at them all, from a random place */
 
-    start = ngx_random() % n;
+    start = seed % n;
 
     for (i = 0; i < n; i++) {
         lo = (start + i) % n;

@@ -477,3 +477,56 @@ upstream openai {
 invalid parameter "weight=0"
 --- no_error_log
 sk-has
+
+
+
+=== TEST 18: a key's tokens= budget counts what responses used ($llm_total_tokens)
+--- http_config
+upstream openai {
+    server 127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    llm_pool;
+    llm_pool_key a secret=sk-aaa111 tokens=1000/m;
+    llm_pool_key b secret=sk-bbb222;
+}
+--- config
+location /v1/ {
+    # stands in for the gateway's usage accounting
+    set $llm_total_tokens 400;
+    proxy_pass http://openai;
+}
+--- request
+GET /v1/models
+--- repeat: 10
+--- check eval
+sub {
+    my $n = creds();
+    # a at 0, 400 and 800 tokens; at 1,200 it is out for the minute
+    return (($n->{'Bearer sk-aaa111'} // 0) == 3
+            && ($n->{'Bearer sk-bbb222'} // 0) == 7,
+            "expected a=3 b=7, got " . show($n));
+}
+
+
+
+=== TEST 19: a server that refuses: the request does not walk every key on it
+--- http_config
+upstream openai {
+    server 127.0.0.1:$TEST_NGINX_DEAD_PORT;
+    llm_pool;
+    llm_pool_key a secret=sk-aaa111;
+    llm_pool_key b secret=sk-bbb222;
+    llm_pool_key c secret=sk-ccc333;
+}
+--- config
+location /v1/ {
+    proxy_pass http://openai;
+}
+--- request
+GET /v1/models
+--- error_code: 502
+--- response_body_like: "code":"provider_unavailable"
+--- check eval
+sub {
+    my $n = () = $_[0]{error_log} =~ /Connection refused/g;
+    return ($n == 1, "connection attempts: $n");
+}

@@ -294,3 +294,55 @@ sub {
             && $n{'sk-aaa111'} && $n{'sk-bbb222'},
             "mock saw " . scalar(mock_requests()) . ", refused $refused");
 }
+
+
+
+=== TEST 7: a reload that adds a key keeps the others' cooldowns by name, and gives a disabled key another chance
+--- http_config
+upstream openai {
+    server 127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    llm_pool;
+    llm_pool_key a secret=sk-aaa111;
+    llm_pool_key b secret=sk-bbb222;
+}
+--- config
+location /v1/ {
+    proxy_pass http://openai;
+}
+--- mock eval
+sub {
+    my ($req) = @_;
+    return { status => 429, headers => { 'Retry-After' => 60 }, body => '{}' }
+        if $req->{n} == 1;
+    return { status => 401, body => '{}' } if $req->{n} == 2;
+    return LLMMock::default_handler($req);
+}
+--- request eval
+["GET /v1/models", "GET /v1/models"]
+--- error_code eval
+[502, 502]
+--- check eval
+sub {
+    my $f = servroot() . '/conf/nginx.conf';
+    open(my $in, '<', $f) or die "$f: $!";
+    my $conf = do { local $/; <$in> };
+    close $in;
+    $conf =~ s/(llm_pool_key b [^\n]*\n)/$1    llm_pool_key z secret=sk-zzz999;\n/
+        or die "no key b in nginx.conf";
+    open(my $out, '>', $f) or die "$f: $!";
+    print $out $conf;
+    close $out;
+
+    reload_nginx();
+    Time::HiRes::sleep(0.3);
+
+    http_request("GET /v1/models") for 1 .. 6;
+
+    my @seq = map { auth_of($_) =~ s/^sk-//r } mock_requests();
+    my %n;
+    $n{$_}++ for @seq[2 .. $#seq];
+
+    return (!$n{aaa111} && $n{bbb222} && $n{zzz999}
+            && $_[0]{error_log} =~ /2 of 3 keys keep their state/,
+            "after reload: @seq[2 .. $#seq]");
+}
