@@ -7,6 +7,7 @@ use warnings;
 
 use lib 't/lib';
 use Test::LLM::Nginx;
+use Test::LLM::Keys;
 use Time::HiRes ();
 
 # credential => count, over the mock's records
@@ -481,21 +482,28 @@ sk-has
 
 
 === TEST 18: a key's tokens= budget counts what responses used ($llm_total_tokens)
---- http_config
+--- http_config eval
+"llm_zone llm:1m;\nllm_key_file $Test::LLM::Keys::KEY_FILE;\n"
+. "llm_tier small requests=3/m;\nllm_tier quota requests=2/d;\n" . <<'_EOC_';
 upstream openai {
     server 127.0.0.1:$TEST_NGINX_MOCK_PORT;
     llm_pool;
     llm_pool_key a secret=sk-aaa111 tokens=1000/m;
     llm_pool_key b secret=sk-bbb222;
 }
+_EOC_
 --- config
 location /v1/ {
-    # stands in for the gateway's usage accounting
-    set $llm_total_tokens 400;
+    # the gateway reads each answer's usage: 100 + 300 tokens
+    llm_gateway on;
     proxy_pass http://openai;
 }
+--- mock eval
+sub { mock_openai(prompt_tokens => 100, completion_tokens => 300) }
 --- request
-GET /v1/models
+POST /v1/chat/completions
+{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"Hi"}]}
+--- more_headers eval: "Authorization: Bearer $Test::LLM::Keys::CAROL"
 --- repeat: 10
 --- check eval
 sub {
