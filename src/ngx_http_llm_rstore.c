@@ -26,9 +26,9 @@
  * one clock every node shares; slot numbers count from the epoch.
  * Each window key expires 1.1 periods and a second (a month key: a
  * day after its month) after the first write into its current slot,
- * which is after every slot it counts has left the window; a lease expires 60 s after it was taken
- * or renewed (every 20 s while its request runs), so a crashed worker's
- * slots come back within 60 s.
+ * which is after every slot it counts has left the window.  A lease
+ * expires 60 s after it was taken or renewed (every 20 s while its
+ * request runs), so a crashed worker's slots come back within 60 s.
  *
  * While Redis fails, on_error decides: "local" asks the zone with the
  * same limits, "deny" answers 503, "allow" lets the request through
