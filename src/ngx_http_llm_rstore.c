@@ -24,10 +24,11 @@
  * current slot and the ten before it; a month is one field, the month
  * number since January 1970 (UTC).  The clock is Redis's own TIME, the
  * one clock every node shares; slot numbers count from the epoch.
- * Each window key expires 1.1 periods (a month key: a day after its
- * month) after its last write; a lease expires 60 s after it was taken
- * or renewed (every 20 s while its request runs), so a crashed worker's
- * slots come back within 60 s.
+ * Each window key expires 1.1 periods and a second (a month key: a
+ * day after its month) after the first write into its current slot,
+ * which is after every slot it counts has left the window.  A lease
+ * expires 60 s after it was taken or renewed (every 20 s while its
+ * request runs), so a crashed worker's slots come back within 60 s.
  *
  * While Redis fails, on_error decides: "local" asks the zone with the
  * same limits, "deny" answers 503, "allow" lets the request through
@@ -158,8 +159,9 @@ static void ngx_http_llm_rstore_scripts_init(void);
 
 /*
  * KEYS: conc, cool, one key per window.  ARGV: concurrency limit (0:
- * none), lease, lease ttl, cooldown (ms), then per window: period (ms,
- * 0: calendar month), limit, need.
+ * none), lease, lease ttl, cooldown (ms; 0: the tier has none, and the
+ * cool key is not looked at), then per window: period (ms, 0: calendar
+ * month), limit, need.
  *
  * Returns {status, now, wait, nwin, then per window: sum, reset, over}.
  * status 0 admitted (charged, leased), 1 a window refused, 2 the
@@ -209,7 +211,8 @@ NGX_HTTP_LLM_LUA_COMMON
 "  return w.period + w.period / 10\n"
 "end\n"
 "local status, wait = 0, 0\n"
-"local cool = redis.call('PTTL', KEYS[2])\n"
+"local cooldown = tonumber(ARGV[4])\n"
+"local cool = cooldown > 0 and redis.call('PTTL', KEYS[2]) or 0\n"
 "if cool > 0 then\n"
 "  status, wait = 3, cool\n"
 "elseif climit > 0 then\n"
@@ -229,7 +232,6 @@ NGX_HTTP_LLM_LUA_COMMON
 "      if w.over > wait then wait = w.over end\n"
 "    end\n"
 "  end\n"
-"  local cooldown = tonumber(ARGV[4])\n"
 "  if status == 1 and cooldown > 0 then\n"
 "    redis.call('SET', KEYS[2], '1', 'PX', cooldown)\n"
 "    if cooldown > wait then wait = cooldown end\n"
@@ -239,8 +241,9 @@ NGX_HTTP_LLM_LUA_COMMON
 "  for i = 1, nwin do\n"
 "    local w = win[i]\n"
 "    if w.need > 0 then\n"
-"      redis.call('HINCRBY', w.key, w.cur, w.need)\n"
-"      redis.call('PEXPIRE', w.key, floor(ttl(w.period, w.cur)))\n"
+"      if redis.call('HINCRBY', w.key, w.cur, w.need) == w.need then\n"
+"        redis.call('PEXPIRE', w.key, floor(ttl(w.period, w.cur)))\n"
+"      end\n"
 "      w.counts[w.cur] = (w.counts[w.cur] or 0) + w.need\n"
 "      w.sum = w.sum + w.need\n"
 "    end\n"
