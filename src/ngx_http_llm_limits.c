@@ -27,8 +27,6 @@ static uint64_t ngx_http_llm_ring_sum(ngx_http_llm_window_conf_t *wc,
     ngx_http_llm_ring_t *ring);
 static uint64_t ngx_http_llm_ring_free_in(ngx_http_llm_window_conf_t *wc,
     ngx_http_llm_ring_t *ring, ngx_http_llm_decision_t *d, uint64_t drop);
-static void ngx_http_llm_report(ngx_http_llm_report_t *rep,
-    ngx_http_llm_window_conf_t *wc, uint64_t remaining, uint64_t reset);
 
 
 static ngx_str_t  ngx_http_llm_dims[] = {
@@ -509,7 +507,7 @@ ngx_http_llm_decide(ngx_http_llm_tier_t *tier, ngx_http_llm_ring_t *rings,
 
 /* the window with the least remaining wins; ties go to the shorter one */
 
-static void
+void
 ngx_http_llm_report(ngx_http_llm_report_t *rep, ngx_http_llm_window_conf_t *wc,
     uint64_t remaining, uint64_t reset)
 {

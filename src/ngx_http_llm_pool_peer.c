@@ -48,8 +48,6 @@ static ngx_int_t ngx_http_llm_pool_body_filter(ngx_http_request_t *r,
     ngx_chain_t *in);
 static ngx_int_t ngx_http_llm_pool_replace(ngx_http_request_t *r,
     ngx_http_llm_pool_peer_data_t *pd);
-static ngx_int_t ngx_http_llm_pool_add_header(ngx_http_request_t *r,
-    char *name, u_char *value, size_t len);
 static ngx_int_t ngx_http_llm_pool_log_handler(ngx_http_request_t *r);
 
 
@@ -756,7 +754,7 @@ ngx_http_llm_pool_header_filter(ngx_http_request_t *r)
     if (llcf->headers) {
         key = &((ngx_http_llm_pool_key_t *) pd->conf->keys.elts)[pd->served];
 
-        if (ngx_http_llm_pool_add_header(r, "X-LLM-Provider-Key",
+        if (ngx_http_llm_add_header(r, "X-LLM-Provider-Key",
                                          key->name.data, key->name.len)
             != NGX_OK)
         {
@@ -825,7 +823,7 @@ ngx_http_llm_pool_replace(ngx_http_request_t *r,
 
         p = ngx_sprintf(buf, "%M", (wait + 999) / 1000);
 
-        if (ngx_http_llm_pool_add_header(r, "Retry-After", buf, p - buf)
+        if (ngx_http_llm_add_header(r, "Retry-After", buf, p - buf)
             != NGX_OK)
         {
             return NGX_ERROR;
@@ -833,7 +831,7 @@ ngx_http_llm_pool_replace(ngx_http_request_t *r,
 
         p = ngx_sprintf(buf, "%M", wait);
 
-        if (ngx_http_llm_pool_add_header(r, "retry-after-ms", buf, p - buf)
+        if (ngx_http_llm_add_header(r, "retry-after-ms", buf, p - buf)
             != NGX_OK)
         {
             return NGX_ERROR;
@@ -890,34 +888,6 @@ ngx_http_llm_pool_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
     }
 
     return ngx_http_next_body_filter(r, NULL);
-}
-
-
-static ngx_int_t
-ngx_http_llm_pool_add_header(ngx_http_request_t *r, char *name,
-    u_char *value, size_t len)
-{
-    ngx_table_elt_t  *h;
-
-    h = ngx_list_push(&r->headers_out.headers);
-    if (h == NULL) {
-        return NGX_ERROR;
-    }
-
-    h->value.data = ngx_pnalloc(r->pool, len);
-    if (h->value.data == NULL) {
-        h->hash = 0;
-        return NGX_ERROR;
-    }
-
-    ngx_memcpy(h->value.data, value, len);
-    h->value.len = len;
-
-    h->key.data = (u_char *) name;
-    h->key.len = ngx_strlen(name);
-    h->hash = 1;
-
-    return NGX_OK;
 }
 
 

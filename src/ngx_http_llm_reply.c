@@ -32,8 +32,6 @@ static ngx_int_t ngx_http_llm_too_large(ngx_http_request_t *r,
     ngx_http_llm_ctx_t *ctx, ngx_http_llm_loc_conf_t *llcf);
 static ngx_int_t ngx_http_llm_body_filter(ngx_http_request_t *r,
     ngx_chain_t *in);
-static ngx_int_t ngx_http_llm_add_header(ngx_http_request_t *r,
-    char *name, u_char *value, size_t len);
 static void ngx_http_llm_hide_backend_headers(ngx_http_request_t *r);
 static u_char *ngx_http_llm_duration(u_char *p, uint64_t ms);
 
@@ -530,7 +528,7 @@ ngx_http_llm_hide_backend_headers(ngx_http_request_t *r)
 }
 
 
-static ngx_int_t
+ngx_int_t
 ngx_http_llm_add_header(ngx_http_request_t *r, char *name, u_char *value,
     size_t len)
 {

@@ -102,8 +102,6 @@ static ngx_int_t ngx_http_llm_rstore_parse(ngx_http_llm_rstore_req_t *st,
     ngx_http_llm_redis_reply_t *reply);
 static ngx_int_t ngx_http_llm_rstore_fallback(ngx_http_request_t *r,
     ngx_http_llm_rstore_req_t *st, ngx_http_llm_decision_t *d);
-static void ngx_http_llm_rstore_report(ngx_http_llm_report_t *rep,
-    ngx_http_llm_window_conf_t *wc, uint64_t remaining, uint64_t reset);
 static void ngx_http_llm_rstore_done(ngx_http_llm_redis_op_t *rop,
     ngx_http_llm_redis_reply_t *reply);
 static void ngx_http_llm_rstore_release(ngx_str_t *key, ngx_str_t *lease);
@@ -822,7 +820,7 @@ ngx_http_llm_rstore_parse(ngx_http_llm_rstore_req_t *st,
             continue;
         }
 
-        ngx_http_llm_rstore_report(wc[i].dim == NGX_HTTP_LLM_DIM_REQUESTS
+        ngx_http_llm_report(wc[i].dim == NGX_HTTP_LLM_DIM_REQUESTS
                                    ? &d->requests : &d->tokens,
                                    &wc[i],
                                    sum < (int64_t) wc[i].limit
@@ -902,31 +900,6 @@ ngx_http_llm_rstore_fallback(ngx_http_request_t *r,
     default: /* NGX_HTTP_LLM_ON_ERROR_DENY */
         return NGX_ERROR;
     }
-}
-
-
-/* the window with the least remaining wins; ties go to the shorter one */
-
-static void
-ngx_http_llm_rstore_report(ngx_http_llm_report_t *rep,
-    ngx_http_llm_window_conf_t *wc, uint64_t remaining, uint64_t reset)
-{
-    ngx_msec_t  period;
-
-    period = wc->period ? wc->period : (ngx_msec_t) 31 * 86400 * 1000;
-
-    if (rep->set
-        && (remaining > rep->remaining
-            || (remaining == rep->remaining && period >= rep->period)))
-    {
-        return;
-    }
-
-    rep->set = 1;
-    rep->limit = wc->limit;
-    rep->remaining = remaining;
-    rep->period = period;
-    rep->reset = reset;
 }
 
 
