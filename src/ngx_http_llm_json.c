@@ -1051,6 +1051,13 @@ ngx_http_llm_json_precision(json_t *v)
 
     case JSON_REAL:
         d = json_real_value(v);
+
+        /*
+         * libc's on purpose: the question is how jansson (which prints
+         * with the C library) will print this double back, and
+         * ngx_snprintf() has no %g
+         */
+
         (void) snprintf(buf, sizeof(buf), "%.15g", d);
 
         return strtod(buf, NULL) == d ? 15 : 17;

@@ -777,13 +777,11 @@ static ngx_int_t
 ngx_http_llm_pool_replace(ngx_http_request_t *r,
     ngx_http_llm_pool_peer_data_t *pd)
 {
-    u_char                   *p;
     ngx_int_t                 rc;
     ngx_str_t                *msg;
-    ngx_msec_t                now, wait;
+    ngx_msec_t                now;
     ngx_http_llm_ctx_t       *ctx;
     ngx_http_llm_loc_conf_t  *llcf;
-    u_char                    buf[NGX_INT64_LEN];
 
     static ngx_str_t          none = ngx_string(
         "The provider is unavailable: every key of the pool failed, "
@@ -818,24 +816,10 @@ ngx_http_llm_pool_replace(ngx_http_request_t *r,
         pd->retry_at = ngx_http_llm_pool_state_soonest(pd->conf);
     }
 
-    if (pd->retry_at > now) {
-        wait = ngx_max(pd->retry_at - now, 1000);
-
-        p = ngx_sprintf(buf, "%M", (wait + 999) / 1000);
-
-        if (ngx_http_llm_add_header(r, "Retry-After", buf, p - buf)
-            != NGX_OK)
-        {
-            return NGX_ERROR;
-        }
-
-        p = ngx_sprintf(buf, "%M", wait);
-
-        if (ngx_http_llm_add_header(r, "retry-after-ms", buf, p - buf)
-            != NGX_OK)
-        {
-            return NGX_ERROR;
-        }
+    if (pd->retry_at > now
+        && ngx_http_llm_retry_after(r, pd->retry_at - now) != NGX_OK)
+    {
+        return NGX_ERROR;
     }
 
     ctx = ngx_http_llm_find_ctx(r);

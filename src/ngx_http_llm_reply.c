@@ -353,21 +353,8 @@ ngx_http_llm_header_filter(ngx_http_request_t *r)
             || status == NGX_HTTP_FORBIDDEN))
     {
         wait = ctx->retry_after > now ? ctx->retry_after - now : 0;
-        wait = ngx_max(wait, 1000);
 
-        p = ngx_sprintf(buf, "%uL", (wait + 999) / 1000);
-
-        if (ngx_http_llm_add_header(r, "Retry-After", buf, p - buf)
-            != NGX_OK)
-        {
-            return NGX_ERROR;
-        }
-
-        p = ngx_sprintf(buf, "%uL", wait);
-
-        if (ngx_http_llm_add_header(r, "retry-after-ms", buf, p - buf)
-            != NGX_OK)
-        {
+        if (ngx_http_llm_retry_after(r, wait) != NGX_OK) {
             return NGX_ERROR;
         }
     }
@@ -525,6 +512,28 @@ ngx_http_llm_hide_backend_headers(ngx_http_request_t *r)
             h[i].hash = 0;
         }
     }
+}
+
+
+/* Retry-After in whole seconds and retry-after-ms, at least a second */
+
+ngx_int_t
+ngx_http_llm_retry_after(ngx_http_request_t *r, uint64_t wait)
+{
+    u_char  *p;
+    u_char   buf[NGX_INT64_LEN];
+
+    wait = ngx_max(wait, 1000);
+
+    p = ngx_sprintf(buf, "%uL", (wait + 999) / 1000);
+
+    if (ngx_http_llm_add_header(r, "Retry-After", buf, p - buf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    p = ngx_sprintf(buf, "%uL", wait);
+
+    return ngx_http_llm_add_header(r, "retry-after-ms", buf, p - buf);
 }
 
 
