@@ -6,9 +6,10 @@
  * take it out of the request), authenticate it, pick the account and
  * tier, read the body when tokens are counted (the phases resume when
  * it is complete), ask the store for a decision, and answer the
- * refusals in the API's own shape.  An admitted request that holds a concurrency slot
- * gives it back in a pool cleanup, which runs on every way a request
- * can end (finalized, aborted by the client, failed upstream).
+ * refusals in the API's own shape.  An admitted request that holds a
+ * concurrency slot gives it back in a pool cleanup, which runs on every
+ * way a request can end (finalized, aborted by the client, failed
+ * upstream).
  */
 
 
@@ -43,6 +44,7 @@ ngx_http_llm_access_handler(ngx_http_request_t *r)
 {
     ngx_int_t                 rc;
     ngx_str_t                 msg;
+    ngx_uint_t                body;
     ngx_http_llm_ctx_t       *ctx;
     ngx_http_llm_loc_conf_t  *llcf;
 
@@ -83,12 +85,18 @@ ngx_http_llm_access_handler(ngx_http_request_t *r)
             return rc;
         }
 
-        ctx->tally = ngx_pcalloc(r->pool, sizeof(ngx_http_llm_tally_t));
-        if (ctx->tally == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        /* token accounting, where a window or a variable asks for it */
+
+        body = ngx_http_llm_body_wanted(r, ctx, llcf);
+
+        if (body || ngx_http_llm_tally_wanted(r, ctx)) {
+            ctx->tally = ngx_pcalloc(r->pool, sizeof(ngx_http_llm_tally_t));
+            if (ctx->tally == NULL) {
+                return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            }
         }
 
-        if (ngx_http_llm_body_wanted(r, ctx, llcf)) {
+        if (body) {
             return ngx_http_llm_body_read(r, ctx);
         }
 
@@ -354,10 +362,13 @@ ngx_http_llm_limit(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
         ctx->done = 1;
 
         t = ctx->tally;
-        ngx_memcpy(t->reserved, d.need, sizeof(t->reserved));
-        t->at_now = d.now;
-        t->at_wall = d.wall;
-        t->reserving = (tier->dims & ~(1 << NGX_HTTP_LLM_DIM_REQUESTS)) != 0;
+
+        if (t) {
+            ngx_memcpy(t->reserved, d.need, sizeof(t->reserved));
+            t->at_now = d.now;
+            t->at_wall = d.wall;
+            t->reserving = (tier->dims & NGX_HTTP_LLM_TOKEN_DIMS) != 0;
+        }
 
         return NGX_DECLINED;
     }

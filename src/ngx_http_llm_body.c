@@ -21,14 +21,12 @@
 
 
 static void ngx_http_llm_body_handler(ngx_http_request_t *r);
-static ngx_int_t ngx_http_llm_body_bytes(ngx_http_request_t *r,
-    ngx_str_t *body);
 static void ngx_http_llm_body_gemini(ngx_http_request_t *r,
     ngx_http_llm_tally_t *t);
 static ngx_int_t ngx_http_llm_body_replace(ngx_http_request_t *r,
     ngx_str_t *body);
 static ngx_int_t ngx_http_llm_body_cache_key(ngx_http_request_t *r,
-    ngx_http_llm_tally_t *t, ngx_str_t *body);
+    ngx_http_llm_tally_t *t, ngx_str_t *canonical);
 
 
 ngx_uint_t
@@ -54,7 +52,7 @@ ngx_http_llm_body_wanted(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
         }
     }
 
-    if (ctx->tier && (ctx->tier->dims & ~(1 << NGX_HTTP_LLM_DIM_REQUESTS))) {
+    if (ctx->tier && (ctx->tier->dims & NGX_HTTP_LLM_TOKEN_DIMS)) {
         return 1;
     }
 
@@ -115,7 +113,7 @@ ngx_http_llm_body_parse(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     ngx_http_llm_loc_conf_t *llcf, ngx_str_t *error)
 {
     ngx_int_t                     rc;
-    ngx_str_t                     body, with;
+    ngx_str_t                     body, with, canonical;
     ngx_uint_t                    out;
     ngx_http_llm_tally_t         *t;
     ngx_http_llm_main_conf_t     *lmcf;
@@ -130,8 +128,12 @@ ngx_http_llm_body_parse(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
         return rc;
     }
 
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_llm_gateway_module);
+
     rc = ngx_http_llm_json_parse_request(r->pool, ctx->api, body.data,
-                                         body.len, &info, error);
+                                         body.len, &info,
+                                         lmcf->cache_key ? &canonical : NULL,
+                                         error);
     if (rc != NGX_OK) {
         return rc;
     }
@@ -183,10 +185,8 @@ ngx_http_llm_body_parse(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
         }
     }
 
-    lmcf = ngx_http_get_module_main_conf(r, ngx_http_llm_gateway_module);
-
     if (lmcf->cache_key) {
-        return ngx_http_llm_body_cache_key(r, t, &body);
+        return ngx_http_llm_body_cache_key(r, t, &canonical);
     }
 
     return NGX_OK;
@@ -195,7 +195,7 @@ ngx_http_llm_body_parse(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
 
 /* the body in one piece: its only buffer, or a copy from its pieces */
 
-static ngx_int_t
+ngx_int_t
 ngx_http_llm_body_bytes(ngx_http_request_t *r, ngx_str_t *body)
 {
     off_t         len;
@@ -340,21 +340,14 @@ ngx_http_llm_body_replace(ngx_http_request_t *r, ngx_str_t *body)
 
 static ngx_int_t
 ngx_http_llm_body_cache_key(ngx_http_request_t *r, ngx_http_llm_tally_t *t,
-    ngx_str_t *body)
+    ngx_str_t *canonical)
 {
     u_char     *p;
-    ngx_int_t   rc;
-    ngx_str_t   canonical, all;
+    ngx_str_t   all;
     u_char      digest[NGX_HTTP_LLM_DIGEST_LEN];
 
-    rc = ngx_http_llm_json_canonical(r->pool, body->data, body->len,
-                                     &canonical);
-    if (rc != NGX_OK) {
-        return rc == NGX_ERROR ? NGX_ERROR : NGX_OK;
-    }
-
     all.len = r->method_name.len + 1 + r->uri.len + 1 + r->args.len + 1
-              + canonical.len;
+              + canonical->len;
 
     all.data = ngx_pnalloc(r->pool, all.len);
     if (all.data == NULL) {
@@ -367,7 +360,7 @@ ngx_http_llm_body_cache_key(ngx_http_request_t *r, ngx_http_llm_tally_t *t,
     *p++ = '?';
     p = ngx_cpymem(p, r->args.data, r->args.len);
     *p++ = '\n';
-    ngx_memcpy(p, canonical.data, canonical.len);
+    ngx_memcpy(p, canonical->data, canonical->len);
 
     ngx_http_llm_digest(digest, all.data, all.len);
 

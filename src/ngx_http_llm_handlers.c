@@ -12,6 +12,7 @@
 
 #include "ngx_http_llm_module.h"
 #include "ngx_http_llm_handlers.h"
+#include "ngx_http_llm_body.h"
 #include "ngx_http_llm_json.h"
 #include "ngx_http_llm_limits.h"
 #include "ngx_http_llm_store.h"
@@ -110,53 +111,15 @@ ngx_http_llm_token_info_handler(ngx_http_request_t *r)
 static void
 ngx_http_llm_token_info_body(ngx_http_request_t *r)
 {
-    off_t         len;
-    u_char       *p;
-    ssize_t       n;
-    ngx_buf_t    *b;
-    ngx_chain_t  *cl;
+    ngx_str_t  body;
 
-    len = 0;
-
-    if (r->request_body) {
-        for (cl = r->request_body->bufs; cl; cl = cl->next) {
-            len += ngx_buf_size(cl->buf);
-        }
-    }
-
-    p = ngx_pnalloc(r->pool, (size_t) len + 1);
-    if (p == NULL) {
+    if (ngx_http_llm_body_bytes(r, &body) != NGX_OK) {
         ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
         return;
     }
 
-    len = 0;
-
-    for (cl = r->request_body ? r->request_body->bufs : NULL;
-         cl;
-         cl = cl->next)
-    {
-        b = cl->buf;
-
-        if (!b->in_file) {
-            ngx_memcpy(p + len, b->pos, b->last - b->pos);
-            len += b->last - b->pos;
-            continue;
-        }
-
-        n = ngx_read_file(b->file, p + len, b->file_last - b->file_pos,
-                          b->file_pos);
-
-        if (n != b->file_last - b->file_pos) {
-            ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
-            return;
-        }
-
-        len += n;
-    }
-
     ngx_http_finalize_request(r,
-        ngx_http_llm_token_info_count(r, p, (size_t) len, 1));
+        ngx_http_llm_token_info_count(r, body.data, body.len, 1));
 }
 
 
@@ -182,7 +145,7 @@ ngx_http_llm_token_info_count(ngx_http_request_t *r, u_char *text,
     if (as_request) {
         for (api = 0; api < 3; api++) {
             rc = ngx_http_llm_json_parse_request(r->pool, apis[api], text,
-                                                 len, &info, &error);
+                                                 len, &info, NULL, &error);
             if (rc != NGX_DECLINED) {
                 break;
             }

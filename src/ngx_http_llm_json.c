@@ -38,6 +38,8 @@ static ngx_int_t ngx_http_llm_json_gemini(ngx_pool_t *pool, json_t *root,
     ngx_http_llm_request_info_t *info, ngx_str_t *error);
 static ngx_int_t ngx_http_llm_json_gemini_content(json_t *c,
     ngx_http_llm_request_info_t *info, ngx_str_t *error);
+static ngx_int_t ngx_http_llm_json_canonical(ngx_pool_t *pool, json_t *root,
+    ngx_str_t *out);
 static ngx_int_t ngx_http_llm_json_model(ngx_pool_t *pool, json_t *root,
     ngx_http_llm_request_info_t *info, ngx_str_t *error);
 static ngx_int_t ngx_http_llm_json_max_tokens(ngx_pool_t *pool, json_t *obj,
@@ -62,7 +64,7 @@ static ngx_uint_t ngx_http_llm_json_precision(json_t *v);
 ngx_int_t
 ngx_http_llm_json_parse_request(ngx_pool_t *pool, ngx_uint_t api,
     u_char *body, size_t len, ngx_http_llm_request_info_t *info,
-    ngx_str_t *error)
+    ngx_str_t *canonical, ngx_str_t *error)
 {
     json_t        *root;
     ngx_int_t      rc;
@@ -117,6 +119,10 @@ ngx_http_llm_json_parse_request(ngx_pool_t *pool, ngx_uint_t api,
 
     if (rc == NGX_OK) {
         rc = ngx_http_llm_json_model(pool, root, info, error);
+    }
+
+    if (rc == NGX_OK && canonical) {
+        rc = ngx_http_llm_json_canonical(pool, root, canonical);
     }
 
     json_decref(root);
@@ -1092,40 +1098,24 @@ ngx_http_llm_json_precision(json_t *v)
  * order or spacing have one $llm_cache_key.
  */
 
-ngx_int_t
-ngx_http_llm_json_canonical(ngx_pool_t *pool, u_char *body, size_t len,
-    ngx_str_t *out)
+static ngx_int_t
+ngx_http_llm_json_canonical(ngx_pool_t *pool, json_t *root, ngx_str_t *out)
 {
-    size_t         n;
-    json_t        *root;
-    json_error_t   err;
+    size_t  n;
 
-    if (!ngx_http_llm_json_depth_ok(body, len, NGX_HTTP_LLM_JSON_DEPTH)) {
-        return NGX_DECLINED;
-    }
-
-    root = json_loadb((char *) body, len, JSON_DECODE_ANY|JSON_ALLOW_NUL,
-                      &err);
-    if (root == NULL) {
-        return NGX_DECLINED;
-    }
-
-    n = json_dumpb(root, NULL, 0, JSON_COMPACT|JSON_SORT_KEYS|JSON_ENCODE_ANY);
+    n = json_dumpb(root, NULL, 0, JSON_COMPACT|JSON_SORT_KEYS);
 
     out->data = n ? ngx_pnalloc(pool, n) : NULL;
 
     if (out->data == NULL
         || json_dumpb(root, (char *) out->data, n,
-                      JSON_COMPACT|JSON_SORT_KEYS|JSON_ENCODE_ANY)
+                      JSON_COMPACT|JSON_SORT_KEYS)
            != n)
     {
-        json_decref(root);
         return NGX_ERROR;
     }
 
     out->len = n;
-
-    json_decref(root);
 
     return NGX_OK;
 }

@@ -163,8 +163,8 @@ ngx_http_llm_tier(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     wc = tier->windows.elts;
 
     for (i = 0; i < tier->windows.nelts; i++) {
-        tier->tags[i] = (u_char) (wc[i].dim << 4 | ngx_http_llm_period_code(
-                                                                  wc[i].period));
+        tier->tags[i] = (u_char) (wc[i].dim << 4
+                                  | ngx_http_llm_period_code(wc[i].period));
     }
 
     return NGX_CONF_OK;

@@ -607,17 +607,36 @@ ngx_http_llm_phase_first(ngx_http_core_main_conf_t *cmcf, ngx_uint_t phase,
 
 
 /*
- * The request body is read before the call when the configuration uses
- * what only the body tells: the variables are indexed by now (every
- * use in the configuration has been parsed).
+ * The request body is read before the call, and the answer watched for
+ * usage, when the configuration uses what only they tell: the variables
+ * are indexed by now (every use in the configuration has been parsed).
  */
 
 static void
 ngx_http_llm_variables_used(ngx_conf_t *cf, ngx_http_llm_main_conf_t *lmcf)
 {
+    ngx_str_t                  *n;
     ngx_uint_t                  i;
     ngx_http_variable_t        *v;
     ngx_http_core_main_conf_t  *cmcf;
+
+    /* what only the body tells; what only the answer tells */
+
+    static ngx_str_t  body[] = {
+        ngx_string("llm_model"),
+        ngx_string("llm_stream"),
+        ngx_string("llm_cache_key"),
+        ngx_null_string
+    };
+
+    static ngx_str_t  usage[] = {
+        ngx_string("llm_prompt_tokens"),
+        ngx_string("llm_completion_tokens"),
+        ngx_string("llm_total_tokens"),
+        ngx_string("llm_tokens_estimated"),
+        ngx_string("llm_cost"),
+        ngx_null_string
+    };
 
     cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
 
@@ -625,21 +644,34 @@ ngx_http_llm_variables_used(ngx_conf_t *cf, ngx_http_llm_main_conf_t *lmcf)
 
     for (i = 0; i < cmcf->variables.nelts; i++) {
 
-        if (v[i].name.len == sizeof("llm_cache_key") - 1
-            && ngx_strncmp(v[i].name.data, "llm_cache_key",
-                           v[i].name.len) == 0)
+        if (v[i].name.len < 4
+            || ngx_strncmp(v[i].name.data, "llm_", 4) != 0)
         {
-            lmcf->cache_key = 1;
-            lmcf->want_body = 1;
+            continue;
         }
 
-        if ((v[i].name.len == sizeof("llm_model") - 1
-             && ngx_strncmp(v[i].name.data, "llm_model", v[i].name.len) == 0)
-            || (v[i].name.len == sizeof("llm_stream") - 1
-                && ngx_strncmp(v[i].name.data, "llm_stream", v[i].name.len)
-                   == 0))
+        for (n = body; n->len; n++) {
+            if (v[i].name.len == n->len
+                && ngx_strncmp(v[i].name.data, n->data, n->len) == 0)
+            {
+                lmcf->want_body = 1;
+                lmcf->want_usage = 1;
+            }
+        }
+
+        for (n = usage; n->len; n++) {
+            if (v[i].name.len == n->len
+                && ngx_strncmp(v[i].name.data, n->data, n->len) == 0)
+            {
+                lmcf->want_usage = 1;
+            }
+        }
+
+        if (v[i].name.len == sizeof("llm_cache_key") - 1
+            && ngx_strncmp(v[i].name.data, "llm_cache_key", v[i].name.len)
+               == 0)
         {
-            lmcf->want_body = 1;
+            lmcf->cache_key = 1;
         }
     }
 }

@@ -23,6 +23,10 @@
 #define NGX_HTTP_LLM_DIM_OUTPUT         3
 #define NGX_HTTP_LLM_DIM_COST           4
 
+/* the dimensions a request's body and answer are counted in */
+#define NGX_HTTP_LLM_TOKEN_DIMS                                               \
+    (0x1f & ~(1 << NGX_HTTP_LLM_DIM_REQUESTS))
+
 /* $llm_limit_result */
 #define NGX_HTTP_LLM_RESULT_NONE        0
 #define NGX_HTTP_LLM_RESULT_PASSED      1
@@ -98,6 +102,7 @@ typedef struct {
     ngx_uint_t                  gateways;  /* locations with llm_gateway on */
     ngx_uint_t                  handlers;  /* llm_usage locations */
     ngx_flag_t                  want_body; /* $llm_model and kin used */
+    ngx_flag_t                  want_usage; /* token figures are used */
     ngx_flag_t                  cache_key; /* $llm_cache_key is used */
     void                       *redis;     /* ngx_http_llm_redis_conf_t */
 } ngx_http_llm_main_conf_t;

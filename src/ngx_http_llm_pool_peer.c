@@ -905,49 +905,30 @@ ngx_http_llm_pool_variable(ngx_http_request_t *r,
 
 /*
  * tokens= budgets count what each response used, as the gateway's
- * $llm_total_tokens reports it, when that variable exists; without it
- * only the provider's own x-ratelimit-remaining-tokens steers the pool.
+ * $llm_total_tokens reports it; the gateway is told to read usage from
+ * every answer even where nothing else of its own needs it.
  */
 
 ngx_int_t
 ngx_http_llm_pool_log_init(ngx_conf_t *cf)
 {
-    ngx_uint_t                  i;
-    ngx_hash_key_t             *hk;
     ngx_http_handler_pt        *h;
+    ngx_http_llm_main_conf_t   *lmcf;
     ngx_http_core_main_conf_t  *cmcf;
 
     static ngx_str_t            name = ngx_string("llm_total_tokens");
 
     cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
-
-    if (cmcf->variables_keys == NULL) {
-        return NGX_OK;
-    }
-
-    hk = cmcf->variables_keys->keys.elts;
-
-    for (i = 0; i < cmcf->variables_keys->keys.nelts; i++) {
-        if (hk[i].key.len == name.len
-            && ngx_strncmp(hk[i].key.data, name.data, name.len) == 0)
-        {
-            break;
-        }
-    }
-
-    if (i == cmcf->variables_keys->keys.nelts) {
-        ngx_log_error(NGX_LOG_NOTICE, cf->log, 0,
-                      "llm_pool_key tokens= budgets follow the provider's "
-                      "x-ratelimit-remaining-tokens only: "
-                      "no $llm_total_tokens in this build");
-        return NGX_OK;
-    }
+    lmcf = ngx_http_conf_get_module_main_conf(cf,
+                                              ngx_http_llm_gateway_module);
 
     ngx_http_llm_pool_tokens_index = ngx_http_get_variable_index(cf, &name);
 
     if (ngx_http_llm_pool_tokens_index == NGX_ERROR) {
         return NGX_ERROR;
     }
+
+    lmcf->want_usage = 1;
 
     h = ngx_array_push(&cmcf->phases[NGX_HTTP_LOG_PHASE].handlers);
     if (h == NULL) {

@@ -246,6 +246,27 @@ ngx_http_llm_cost(ngx_http_llm_price_t *price, uint64_t input,
 
 
 /*
+ * A request is accounted when its tier counts tokens or cost, or when
+ * the configuration uses what accounting tells (token variables, pool
+ * tokens= budgets); otherwise its answer is passed on untouched.
+ */
+
+ngx_uint_t
+ngx_http_llm_tally_wanted(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
+{
+    ngx_http_llm_main_conf_t  *lmcf;
+
+    if (ctx->tier && (ctx->tier->dims & NGX_HTTP_LLM_TOKEN_DIMS)) {
+        return 1;
+    }
+
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_llm_gateway_module);
+
+    return lmcf->want_usage;
+}
+
+
+/*
  * What the windows are asked for before the call: one request, the
  * prompt estimate as input tokens, the answer's maximum as output
  * tokens, both as tokens, and their price as cost.
@@ -441,7 +462,8 @@ ngx_http_llm_tally_finish(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
 
     t->price = price;
 
-    t->used[NGX_HTTP_LLM_DIM_REQUESTS] = t->reserved[NGX_HTTP_LLM_DIM_REQUESTS];
+    t->used[NGX_HTTP_LLM_DIM_REQUESTS] =
+                                       t->reserved[NGX_HTTP_LLM_DIM_REQUESTS];
     t->used[NGX_HTTP_LLM_DIM_TOKENS] = in + out;
     t->used[NGX_HTTP_LLM_DIM_INPUT] = in;
     t->used[NGX_HTTP_LLM_DIM_OUTPUT] = out;

@@ -51,6 +51,8 @@ ngx_http_llm_price_t *ngx_http_llm_price_find(ngx_http_llm_main_conf_t *lmcf,
 uint64_t ngx_http_llm_cost(ngx_http_llm_price_t *price, uint64_t input,
     uint64_t output);
 
+ngx_uint_t ngx_http_llm_tally_wanted(ngx_http_request_t *r,
+    ngx_http_llm_ctx_t *ctx);
 void ngx_http_llm_tally_reserve(ngx_http_request_t *r,
     ngx_http_llm_ctx_t *ctx, ngx_http_llm_decision_t *d);
 void ngx_http_llm_tally_start(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx);

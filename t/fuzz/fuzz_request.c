@@ -99,7 +99,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     u_char                      *body;
     size_t                       len;
     ngx_int_t                    rc;
-    ngx_str_t                    err, out;
+    ngx_str_t                    err, out, canon, canon2;
     ngx_uint_t                   api, tokens, chars;
     ngx_pool_t                  *pool;
     ngx_http_llm_estimate_t      e;
@@ -145,7 +145,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     }
 
-    rc = ngx_http_llm_json_parse_request(pool, api, body, len, &info, &err);
+    rc = ngx_http_llm_json_parse_request(pool, api, body, len, &info,
+                                         &canon, &err);
 
     if (rc == NGX_DECLINED && err.len == 0) {
         abort();
@@ -165,11 +166,24 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
         (void) ngx_http_llm_estimate_tokens(&info.estimate);
 
+        /* the canonical form is a fixed point, and reads the same */
+
+        if (ngx_http_llm_json_parse_request(pool, api, canon.data, canon.len,
+                                            &again, &canon2, &err)
+            != NGX_OK
+            || canon2.len != canon.len
+            || memcmp(canon2.data, canon.data, canon.len) != 0
+            || again.max_tokens != info.max_tokens
+            || again.messages != info.messages)
+        {
+            abort();
+        }
+
         rc = ngx_http_llm_json_include_usage(pool, body, len, &out);
 
         if (rc == NGX_OK) {
             rc = ngx_http_llm_json_parse_request(pool, api, out.data, out.len,
-                                                 &again, &err);
+                                                 &again, NULL, &err);
 
             if (api == NGX_HTTP_LLM_API_OPENAI
                 && (rc != NGX_OK || !again.has_include_usage

@@ -324,7 +324,7 @@ parse(ngx_uint_t api, const char *body, ngx_http_llm_request_info_t *info,
     ngx_str_null(err);
 
     return ngx_http_llm_json_parse_request(pool, api, (u_char *) body,
-                                           strlen(body), info, err);
+                                           strlen(body), info, NULL, err);
 }
 
 
@@ -1467,7 +1467,7 @@ bench(void)
 
     for (i = 0; i < iters; i++) {
         if (ngx_http_llm_json_parse_request(p, API_OPENAI, (u_char *) body,
-                                            blen, &info, &err)
+                                            blen, &info, NULL, &err)
             != NGX_OK)
         {
             fprintf(stderr, "bench body refused\n");
