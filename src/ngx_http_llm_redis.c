@@ -666,11 +666,23 @@ ngx_http_llm_redis_send(ngx_http_llm_redis_op_t *op, int argc,
 
     if (op->conn == NULL) {
 
-        /* round robin over the ready connections */
+        /*
+         * the affinity's connection if it is up, else round robin
+         * over the ready connections
+         */
 
         n = w->conf->connections;
         conn = NULL;
         connecting = NULL;
+
+        if (op->affinity) {
+            k = op->affinity % n;
+
+            if (w->conns[k].state == NGX_HTTP_LLM_CONN_READY) {
+                conn = &w->conns[k];
+                goto found;
+            }
+        }
 
         for (i = 0; i < n; i++) {
             k = (w->next + i) % n;
@@ -702,6 +714,8 @@ ngx_http_llm_redis_send(ngx_http_llm_redis_op_t *op, int argc,
         conn = op->conn;
     }
 
+found:
+
     if (conn->ac == NULL
         || redisAsyncCommandArgv(conn->ac, ngx_http_llm_redis_callback, op,
                                  argc, argv, argvlen)
@@ -722,6 +736,31 @@ ngx_http_llm_redis_send(ngx_http_llm_redis_op_t *op, int argc,
     ngx_add_timer(&op->timer, w->conf->timeout);
 
     return NGX_OK;
+}
+
+
+/*
+ * Writes the commands queued on op's connection now rather than at the
+ * end of this loop iteration: a settle leaves before the answer's last
+ * bytes reach the client, so the client's next request finds it done.
+ * "op" may be gone on return (a failed write runs its handler).
+ */
+
+void
+ngx_http_llm_redis_flush(ngx_http_llm_redis_op_t *op)
+{
+    ngx_http_llm_redis_conn_t  *conn;
+
+    conn = op->conn;
+
+    if (conn == NULL || conn->ac == NULL || conn->c == NULL
+        || !conn->c->write->posted)
+    {
+        return;
+    }
+
+    ngx_delete_posted_event(conn->c->write);
+    ngx_http_llm_redis_write_handler(conn->c->write);
 }
 
 

@@ -67,6 +67,13 @@ struct ngx_http_llm_redis_op_s {
     void                          *data;
     const char                    *error;
 
+    /*
+     * Commands with the same nonzero affinity go on the same
+     * connection while it is up, so Redis runs them in the order they
+     * were sent (a settle before the same account's next admission).
+     */
+    ngx_uint_t                     affinity;
+
     /* private to ngx_http_llm_redis.c */
     ngx_event_t                    timer;
     void                          *conn;
@@ -79,6 +86,7 @@ void ngx_http_llm_redis_exit_process(ngx_cycle_t *cycle);
 
 ngx_int_t ngx_http_llm_redis_send(ngx_http_llm_redis_op_t *op, int argc,
     const char **argv, const size_t *argvlen);
+void ngx_http_llm_redis_flush(ngx_http_llm_redis_op_t *op);
 ngx_uint_t ngx_http_llm_redis_up(void);
 void ngx_http_llm_redis_fail(const char *why);
 void ngx_http_llm_redis_sha1(u_char *hex, u_char *data, size_t len);

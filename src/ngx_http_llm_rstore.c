@@ -88,7 +88,7 @@ struct ngx_http_llm_rstore_op_s {
 
 
 static ngx_http_llm_rstore_op_t *ngx_http_llm_rstore_op(ngx_uint_t script,
-    int argc, size_t strings);
+    int argc, size_t strings, ngx_str_t *conc_key);
 static void ngx_http_llm_rstore_arg(ngx_http_llm_rstore_op_t *op,
     u_char *data, size_t len);
 static void ngx_http_llm_rstore_num(ngx_http_llm_rstore_op_t *op,
@@ -158,12 +158,15 @@ static void ngx_http_llm_rstore_scripts_init(void);
 /*
  * KEYS: conc, cool, one key per window.  ARGV: concurrency limit (0:
  * none), lease, lease ttl, cooldown (ms; 0: the tier has none, and the
- * cool key is not looked at), then per window: period (ms, 0: calendar
- * month), limit, need.
+ * cool key is not looked at), deadline (Redis ms; 0: none), then per
+ * window: period (ms, 0: calendar month), limit, need.
  *
  * Returns {status, now, wait, nwin, then per window: sum, reset, over}.
  * status 0 admitted (charged, leased), 1 a window refused, 2 the
- * concurrency limit, 3 cooling down; wait: ms until it makes sense to
+ * concurrency limit, 3 cooling down, 4 too late: the node has stopped
+ * waiting (a stalled Redis runs what queued up meanwhile; the node
+ * decided those requests itself, so they must not count twice), and
+ * nothing changed; wait: ms until it makes sense to
  * retry; sum: what the window holds (after the charge), reset: ms until
  * one unit leaves it, over: ms until the need would fit (-1: it fits).
  */
@@ -172,11 +175,19 @@ static char  ngx_http_llm_lua_admit[] =
 NGX_HTTP_LLM_LUA_COMMON
 "local climit = tonumber(ARGV[1])\n"
 "local nwin = #KEYS - 2\n"
+"local deadline = tonumber(ARGV[5])\n"
+"if deadline > 0 and now > deadline then\n"
+"  local out = { 4, now, 0, nwin }\n"
+"  for i = 1, nwin do\n"
+"    out[#out + 1] = 0; out[#out + 1] = 0; out[#out + 1] = -1\n"
+"  end\n"
+"  return out\n"
+"end\n"
 "local win = {}\n"
 "for i = 1, nwin do\n"
-"  local w = { key = KEYS[i + 2], period = tonumber(ARGV[3 * i + 2]),\n"
-"              limit = tonumber(ARGV[3 * i + 3]),\n"
-"              need = tonumber(ARGV[3 * i + 4]), counts = {}, sum = 0 }\n"
+"  local w = { key = KEYS[i + 2], period = tonumber(ARGV[3 * i + 3]),\n"
+"              limit = tonumber(ARGV[3 * i + 4]),\n"
+"              need = tonumber(ARGV[3 * i + 5]), counts = {}, sum = 0 }\n"
 "  w.cur = slot(w.period, now)\n"
 "  w.lo = w.period == 0 and w.cur or w.cur - 10\n"
 "  local flat = redis.call('HGETALL', w.key)\n"
@@ -331,6 +342,10 @@ static uint64_t     ngx_http_llm_lease_seq;
 static ngx_queue_t  ngx_http_llm_leases;
 static ngx_event_t  ngx_http_llm_renew_ev;
 
+/* Redis's clock minus this node's, as of the last admission's reply */
+static int64_t      ngx_http_llm_rstore_skew;
+static ngx_uint_t   ngx_http_llm_rstore_skew_known;
+
 
 /*
  * Sends the admission of "ctx" to Redis.  NGX_AGAIN: the access
@@ -415,13 +430,14 @@ ngx_http_llm_rstore_admit(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
         st->lease.len = p - st->lease.data;
     }
 
-    /* EVALSHA sha numkeys conc cool windows... 4 + 3 per window */
+    /* EVALSHA sha numkeys conc cool windows... 5 + 3 per window */
 
-    strings = (klen + 1) * (nwin + 2) + (NGX_INT64_LEN + 1) * (4 + 3 * nwin)
+    strings = (klen + 1) * (nwin + 2) + (NGX_INT64_LEN + 1) * (5 + 3 * nwin)
               + st->lease.len + 64;
 
     op = ngx_http_llm_rstore_op(NGX_HTTP_LLM_SCRIPT_ADMIT,
-                                3 + 2 + nwin + 4 + 3 * nwin, strings);
+                                3 + 2 + nwin + 5 + 3 * nwin, strings,
+                                &st->conc_key);
     if (op == NULL) {
         return NGX_ERROR;
     }
@@ -444,6 +460,13 @@ ngx_http_llm_rstore_admit(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     ngx_http_llm_rstore_arg(op, st->lease.data, st->lease.len);
     ngx_http_llm_rstore_num(op, NGX_HTTP_LLM_LEASE_TTL);
     ngx_http_llm_rstore_num(op, tier->cooldown);
+
+    /* when this node stops waiting, on Redis's clock (0: unknown yet) */
+
+    ngx_http_llm_rstore_num(op, ngx_http_llm_rstore_skew_known
+                                ? (int64_t) ngx_http_llm_now() + rc->timeout
+                                  + ngx_http_llm_rstore_skew
+                                : 0);
 
     for (i = 0; i < nwin; i++) {
         ngx_http_llm_rstore_num(op, wc[i].period);
@@ -529,7 +552,7 @@ ngx_http_llm_rstore_settle(ngx_http_llm_ctx_t *ctx, uint64_t *used)
     }
 
     op = ngx_http_llm_rstore_op(NGX_HTTP_LLM_SCRIPT_SETTLE,
-                                3 + n + 1 + 2 * n, strings);
+                                3 + n + 1 + 2 * n, strings, &st->conc_key);
     if (op == NULL) {
         return NGX_ERROR;
     }
@@ -563,12 +586,21 @@ ngx_http_llm_rstore_settle(ngx_http_llm_ctx_t *ctx, uint64_t *used)
         return NGX_ERROR;
     }
 
+    ngx_http_llm_redis_flush(&op->op);
+
     return NGX_OK;
 }
 
 
+/*
+ * An account's commands share one connection (the affinity: a hash of
+ * its conc key), so a settle reaches Redis before the account's next
+ * admission from this worker.
+ */
+
 static ngx_http_llm_rstore_op_t *
-ngx_http_llm_rstore_op(ngx_uint_t script, int argc, size_t strings)
+ngx_http_llm_rstore_op(ngx_uint_t script, int argc, size_t strings,
+    ngx_str_t *conc_key)
 {
     size_t                     size;
     ngx_http_llm_rstore_op_t  *op;
@@ -584,6 +616,8 @@ ngx_http_llm_rstore_op(ngx_uint_t script, int argc, size_t strings)
     ngx_memzero(op, sizeof(ngx_http_llm_rstore_op_t));
 
     op->script = script;
+    op->op.affinity = (ngx_uint_t) ngx_crc32_short(conc_key->data,
+                                                   conc_key->len) + 1;
     op->argv = (const char **) (op + 1);
     op->argvlen = (size_t *) (op->argv + argc);
     op->last = (u_char *) (op->argvlen + argc);
@@ -715,11 +749,12 @@ ngx_http_llm_rstore_admitted(ngx_http_llm_redis_op_t *rop,
         }
     }
 
-    if (rc == NGX_ERROR) {
+    if (rc == NGX_ERROR || rc == NGX_AGAIN) {
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                       "llm_redis: no decision for \"%V\" (%s), "
                       "on_error applies", &st->ctx->account,
-                      reply ? "error reply" : op->op.error);
+                      rc == NGX_AGAIN ? "past its deadline"
+                      : reply ? "error reply" : op->op.error);
 
         rc = ngx_http_llm_rstore_fallback(r, st, &st->d);
     }
@@ -772,12 +807,21 @@ ngx_http_llm_rstore_parse(ngx_http_llm_rstore_req_t *st,
 
     status = e[0].integer;
 
-    if (status < 0 || status > 3 || e[3].integer != (int64_t) nwin) {
+    if (status < 0 || status > 4 || e[3].integer != (int64_t) nwin) {
         return NGX_ERROR;
     }
 
-    d = &st->d;
     wall = ngx_http_llm_now();
+
+    ngx_http_llm_rstore_skew = e[1].integer - (int64_t) wall;
+    ngx_http_llm_rstore_skew_known = 1;
+
+    if (status == 4) {
+        /* it ran after its deadline (our clock's guess was off) */
+        return NGX_AGAIN;
+    }
+
+    d = &st->d;
 
     d->wall = wall;
     d->refused = NULL;
@@ -932,7 +976,7 @@ ngx_http_llm_rstore_release(ngx_str_t *key, ngx_str_t *lease)
 {
     ngx_http_llm_rstore_op_t  *op;
 
-    op = ngx_http_llm_rstore_op(0, 3, key->len + lease->len);
+    op = ngx_http_llm_rstore_op(0, 3, key->len + lease->len, key);
     if (op == NULL) {
         return;
     }
@@ -998,7 +1042,7 @@ ngx_http_llm_rstore_renew(ngx_event_t *ev)
 
         op = ngx_http_llm_rstore_op(NGX_HTTP_LLM_SCRIPT_RENEW, 6,
                                     st->conc_key.len + st->lease.len
-                                    + 2 * NGX_INT64_LEN);
+                                    + 2 * NGX_INT64_LEN, &st->conc_key);
         if (op == NULL) {
             break;
         }

@@ -55,11 +55,13 @@ sub redis {
     return $out;
 }
 
-# admit(KEYS, climit, lease, ttl, cooldown, [period, limit, need]...)
+# admit(KEYS, climit, lease, ttl, cooldown, [period, limit, need]...);
+# $Deadline is the deadline argument (0: none)
+our $Deadline = 0;
 sub admit {
     my ($acct, $climit, $lease, $lttl, $cool, @w) = @_;
     my @keys = ("$P:{acct:$acct}:conc", "$P:{acct:$acct}:cool");
-    my @args = ($climit, $lease, $lttl, $cool);
+    my @args = ($climit, $lease, $lttl, $cool, $Deadline);
     while (my ($name, $period, $limit, $need) = splice @w, 0, 4) {
         push @keys, "$P:{acct:$acct}:w:$name";
         push @args, $period, $limit, $need;
@@ -157,6 +159,23 @@ ok($h1->{status} == 0 && $h2->{status} == 1 && $h2->{wait} == 5000
    "a refusal starts the cooldown ($h2->{status} $h2->{wait}, "
    . "$h3->{status} $h3->{wait})");
 
+# a deadline in the past: nothing is charged or leased (status 4); one
+# in the future changes nothing
+{
+    local $Deadline = 1;
+    my $late = admit('late', 1, 'l1:1', 60000, 0, 'requests:1m', 60000, 5, 1);
+    is("$late->{status} $late->{n}", '4 1', 'too late: status 4');
+}
+is(redis('EXISTS', "$P:{acct:late}:w:requests:1m", "$P:{acct:late}:conc"),
+   0, 'too late: no window and no lease was written');
+{
+    my $t = admit('late', 0, '', 60000, 0, 'requests:1m', 60000, 5, 0);
+    local $Deadline = $t->{now} + 60000;
+    my $ok = admit('late', 1, 'l2:1', 60000, 0, 'requests:1m', 60000, 5, 1);
+    is("$ok->{status} $ok->{win}[0][0]", '0 1',
+       'before its deadline: admitted as ever');
+}
+
 # every key of one account hashes to one Cluster slot
 my %slots = map { redis('CLUSTER', 'KEYSLOT', $_) => 1 }
             "$P:{acct:tok}:conc", "$P:{acct:tok}:cool",
@@ -167,6 +186,7 @@ ok(keys %slots == 1 || (keys %slots)[0] =~ /ERR/,
 redis('DEL', map { "$P:{acct:$_->[0]}:$_->[1]" }
       [tok => 'w:tokens:1m'], [multi => 'w:requests:1m'],
       [month => 'w:requests:1mo'], [conc => 'conc'],
-      [conc => 'w:requests:1m'], [cool => 'cool'], [cool => 'w:requests:1s']);
+      [conc => 'w:requests:1m'], [cool => 'cool'], [cool => 'w:requests:1s'],
+      [late => 'w:requests:1m'], [late => 'conc']);
 
 done_testing();
