@@ -20,44 +20,53 @@
 #include <jansson.h>
 
 #include "ngx_http_llm_json.h"
+#include "ngx_http_llm_jtape.h"
 
 
 /* the most completions one request may ask for */
 #define NGX_HTTP_LLM_CHOICES_MAX    128
 
+/* shorthands for reading the tape "t" */
+#define jt_is(v, ty)    ngx_http_llm_jt_is(t, v, NGX_HTTP_LLM_JT_##ty)
+#define jt_type(v)      ngx_http_llm_jt_type(t, v)
+#define jt_get(o, name) ngx_http_llm_jtape_get(t, o, name)
+#define jt_first(a)     ngx_http_llm_jt_first(t, a)
+#define jt_next(a, i)   ngx_http_llm_jt_next(t, a, i)
 
-static ngx_int_t ngx_http_llm_json_error(ngx_pool_t *pool, json_error_t *err,
+
+static ngx_int_t ngx_http_llm_json_openai(ngx_http_llm_jtape_t *t,
+    ngx_http_llm_request_info_t *info, ngx_str_t *error);
+static ngx_int_t ngx_http_llm_json_anthropic(ngx_http_llm_jtape_t *t,
+    ngx_http_llm_request_info_t *info, ngx_str_t *error);
+static ngx_int_t ngx_http_llm_json_messages(ngx_http_llm_jtape_t *t,
+    ngx_uint_t v, ngx_http_llm_request_info_t *info, ngx_str_t *error);
+static ngx_int_t ngx_http_llm_json_gemini(ngx_http_llm_jtape_t *t,
+    ngx_http_llm_request_info_t *info, ngx_str_t *error);
+static ngx_int_t ngx_http_llm_json_gemini_content(ngx_http_llm_jtape_t *t,
+    ngx_uint_t c, ngx_http_llm_request_info_t *info, ngx_str_t *error);
+static ngx_int_t ngx_http_llm_json_model(ngx_http_llm_jtape_t *t,
+    ngx_http_llm_request_info_t *info, ngx_str_t *error);
+static ngx_int_t ngx_http_llm_json_max_tokens(ngx_http_llm_jtape_t *t,
+    ngx_uint_t obj, char **names, ngx_http_llm_request_info_t *info,
     ngx_str_t *error);
-static ngx_int_t ngx_http_llm_json_openai(ngx_pool_t *pool, json_t *root,
+static ngx_int_t ngx_http_llm_json_stream(ngx_http_llm_jtape_t *t,
     ngx_http_llm_request_info_t *info, ngx_str_t *error);
-static ngx_int_t ngx_http_llm_json_anthropic(ngx_pool_t *pool, json_t *root,
-    ngx_http_llm_request_info_t *info, ngx_str_t *error);
-static ngx_int_t ngx_http_llm_json_messages(json_t *v,
-    ngx_http_llm_request_info_t *info, ngx_str_t *error);
-static ngx_int_t ngx_http_llm_json_gemini(ngx_pool_t *pool, json_t *root,
-    ngx_http_llm_request_info_t *info, ngx_str_t *error);
-static ngx_int_t ngx_http_llm_json_gemini_content(json_t *c,
-    ngx_http_llm_request_info_t *info, ngx_str_t *error);
-static ngx_int_t ngx_http_llm_json_canonical(ngx_pool_t *pool, json_t *root,
-    ngx_str_t *out);
-static ngx_int_t ngx_http_llm_json_model(ngx_pool_t *pool, json_t *root,
-    ngx_http_llm_request_info_t *info, ngx_str_t *error);
-static ngx_int_t ngx_http_llm_json_max_tokens(ngx_pool_t *pool, json_t *obj,
-    char **names, ngx_http_llm_request_info_t *info, ngx_str_t *error);
-static ngx_int_t ngx_http_llm_json_stream(json_t *root,
-    ngx_http_llm_request_info_t *info, ngx_str_t *error);
-static void ngx_http_llm_json_choices(json_t *obj, char *name,
-    ngx_http_llm_request_info_t *info);
-static ngx_int_t ngx_http_llm_json_content(json_t *v,
-    ngx_http_llm_request_info_t *info, ngx_str_t *error);
-static void ngx_http_llm_json_part(json_t *part,
+static void ngx_http_llm_json_choices(ngx_http_llm_jtape_t *t,
+    ngx_uint_t obj, char *name, ngx_http_llm_request_info_t *info);
+static ngx_int_t ngx_http_llm_json_content(ngx_http_llm_jtape_t *t,
+    ngx_uint_t v, ngx_http_llm_request_info_t *info, ngx_str_t *error);
+static void ngx_http_llm_json_part(ngx_http_llm_jtape_t *t, ngx_uint_t part,
     ngx_http_llm_request_info_t *info, ngx_uint_t nested);
-static void ngx_http_llm_json_input(json_t *v,
+static void ngx_http_llm_json_input(ngx_http_llm_jtape_t *t, ngx_uint_t v,
     ngx_http_llm_request_info_t *info, ngx_uint_t nested);
-static void ngx_http_llm_json_text(json_t *v,
+static void ngx_http_llm_json_text(ngx_http_llm_jtape_t *t, ngx_uint_t v,
     ngx_http_llm_request_info_t *info);
-static void ngx_http_llm_json_walk(json_t *v,
+static void ngx_http_llm_json_walk(ngx_http_llm_jtape_t *t, ngx_uint_t v,
     ngx_http_llm_request_info_t *info);
+static ngx_int_t ngx_http_llm_json_canonical(ngx_pool_t *pool, u_char *body,
+    size_t len, ngx_str_t *out);
+static ngx_int_t ngx_http_llm_json_dump_sorted(ngx_pool_t *pool,
+    json_t *root, ngx_str_t *out);
 static ngx_uint_t ngx_http_llm_json_precision(json_t *v);
 
 
@@ -66,9 +75,8 @@ ngx_http_llm_json_parse_request(ngx_pool_t *pool, ngx_uint_t api,
     u_char *body, size_t len, ngx_http_llm_request_info_t *info,
     ngx_str_t *canonical, ngx_str_t *error)
 {
-    json_t        *root;
-    ngx_int_t      rc;
-    json_error_t   err;
+    ngx_int_t              rc;
+    ngx_http_llm_jtape_t   tape, *t;
 
     ngx_memzero(info, sizeof(ngx_http_llm_request_info_t));
 
@@ -81,24 +89,15 @@ ngx_http_llm_json_parse_request(ngx_pool_t *pool, ngx_uint_t api,
         return NGX_DECLINED;
     }
 
-    if (!ngx_http_llm_utf8_valid(body, len)) {
-        ngx_str_set(error, "request body is not valid UTF-8");
-        return NGX_DECLINED;
+    t = &tape;
+
+    rc = ngx_http_llm_jtape_parse(t, pool, body, len, NGX_HTTP_LLM_JSON_DEPTH,
+                                  error);
+    if (rc != NGX_OK) {
+        return rc;
     }
 
-    if (!ngx_http_llm_json_depth_ok(body, len, NGX_HTTP_LLM_JSON_DEPTH)) {
-        ngx_str_set(error, "request body is nested more than 64 levels deep");
-        return NGX_DECLINED;
-    }
-
-    root = json_loadb((char *) body, len, JSON_DECODE_ANY|JSON_ALLOW_NUL,
-                      &err);
-    if (root == NULL) {
-        return ngx_http_llm_json_error(pool, &err, error);
-    }
-
-    if (!json_is_object(root)) {
-        json_decref(root);
+    if (!jt_is(1, OBJECT)) {
         ngx_str_set(error, "request body is not a JSON object");
         return NGX_DECLINED;
     }
@@ -106,133 +105,26 @@ ngx_http_llm_json_parse_request(ngx_pool_t *pool, ngx_uint_t api,
     switch (api) {
 
     case NGX_HTTP_LLM_API_ANTHROPIC:
-        rc = ngx_http_llm_json_anthropic(pool, root, info, error);
+        rc = ngx_http_llm_json_anthropic(t, info, error);
         break;
 
     case NGX_HTTP_LLM_API_GEMINI:
-        rc = ngx_http_llm_json_gemini(pool, root, info, error);
+        rc = ngx_http_llm_json_gemini(t, info, error);
         break;
 
     default: /* NGX_HTTP_LLM_API_OPENAI */
-        rc = ngx_http_llm_json_openai(pool, root, info, error);
+        rc = ngx_http_llm_json_openai(t, info, error);
     }
 
     if (rc == NGX_OK) {
-        rc = ngx_http_llm_json_model(pool, root, info, error);
+        rc = ngx_http_llm_json_model(t, info, error);
     }
 
     if (rc == NGX_OK && canonical) {
-        rc = ngx_http_llm_json_canonical(pool, root, canonical);
+        rc = ngx_http_llm_json_canonical(pool, body, len, canonical);
     }
-
-    json_decref(root);
 
     return rc;
-}
-
-
-/*
- * Refuses what nests deeper than "max" without building anything, so a
- * hostile body is refused in one pass of the bytes.  Brackets in strings
- * do not count.
- */
-
-ngx_int_t
-ngx_http_llm_json_depth_ok(u_char *p, size_t len, ngx_uint_t max)
-{
-    u_char      *last;
-    ngx_uint_t   depth;
-
-    last = p + len;
-    depth = 0;
-
-    while (p < last) {
-
-        switch (*p++) {
-
-        case '"':
-            while (p < last) {
-                if (*p == '\\') {
-                    if (last - p < 2) {
-                        return 1;
-                    }
-
-                    p += 2;
-                    continue;
-                }
-
-                if (*p++ == '"') {
-                    break;
-                }
-            }
-
-            break;
-
-        case '[':
-        case '{':
-            if (++depth > max) {
-                return 0;
-            }
-
-            break;
-
-        case ']':
-        case '}':
-            if (depth) {
-                depth--;
-            }
-
-            break;
-
-        default:
-            break;
-        }
-    }
-
-    return 1;
-}
-
-
-static ngx_int_t
-ngx_http_llm_json_error(ngx_pool_t *pool, json_error_t *err,
-    ngx_str_t *error)
-{
-    u_char  *p;
-    size_t   len;
-
-    switch (json_error_code(err)) {
-
-    case json_error_out_of_memory:
-        return NGX_ERROR;
-
-    case json_error_numeric_overflow:
-        ngx_str_set(error, "a number in the request body is out of range");
-        return NGX_DECLINED;
-
-    default:
-        break;
-    }
-
-    len = ngx_strlen(err->text);
-
-    if (!ngx_http_llm_utf8_valid((u_char *) err->text, len)) {
-        ngx_str_set(error, "request body is not valid JSON");
-        return NGX_DECLINED;
-    }
-
-    p = ngx_pnalloc(pool, len + sizeof("request body is not valid JSON: "
-                                       " at byte ") + NGX_INT64_LEN);
-    if (p == NULL) {
-        return NGX_ERROR;
-    }
-
-    error->data = p;
-    error->len = ngx_sprintf(p, "request body is not valid JSON: "
-                             "%s at byte %uz", err->text,
-                             (size_t) err->position)
-                 - p;
-
-    return NGX_DECLINED;
 }
 
 
@@ -242,46 +134,43 @@ ngx_http_llm_json_error(ngx_pool_t *pool, json_error_t *err,
  */
 
 static ngx_int_t
-ngx_http_llm_json_openai(ngx_pool_t *pool, json_t *root,
+ngx_http_llm_json_openai(ngx_http_llm_jtape_t *t,
     ngx_http_llm_request_info_t *info, ngx_str_t *error)
 {
-    json_t     *v;
     ngx_int_t   rc;
+    ngx_uint_t  v;
 
     static char  *max[] = { "max_tokens", "max_completion_tokens",
                             "max_output_tokens", NULL };
 
-    rc = ngx_http_llm_json_max_tokens(pool, root, max, info, error);
+    rc = ngx_http_llm_json_max_tokens(t, 1, max, info, error);
     if (rc != NGX_OK) {
         return rc;
     }
 
-    if (ngx_http_llm_json_stream(root, info, error) != NGX_OK) {
+    if (ngx_http_llm_json_stream(t, info, error) != NGX_OK) {
         return NGX_DECLINED;
     }
 
-    v = json_object_get(root, "stream_options");
+    v = jt_get(1, "stream_options");
 
-    if (json_is_object(v) && json_is_true(json_object_get(v, "include_usage")))
-    {
+    if (jt_is(v, OBJECT) && jt_is(jt_get(v, "include_usage"), TRUE)) {
         info->has_include_usage = 1;
     }
 
-    ngx_http_llm_json_choices(root, "n", info);
+    ngx_http_llm_json_choices(t, 1, "n", info);
 
-    v = json_object_get(root, "messages");
-
-    if (v != NULL) {
-        if (ngx_http_llm_json_messages(v, info, error) != NGX_OK) {
+    if ((v = jt_get(1, "messages")) != 0) {
+        if (ngx_http_llm_json_messages(t, v, info, error) != NGX_OK) {
             return NGX_DECLINED;
         }
 
-    } else if ((v = json_object_get(root, "prompt")) != NULL) {
-        ngx_http_llm_json_input(v, info, 0);
-        ngx_http_llm_json_text(json_object_get(root, "suffix"), info);
+    } else if ((v = jt_get(1, "prompt")) != 0) {
+        ngx_http_llm_json_input(t, v, info, 0);
+        ngx_http_llm_json_text(t, jt_get(1, "suffix"), info);
 
-    } else if ((v = json_object_get(root, "input")) != NULL) {
-        ngx_http_llm_json_input(v, info, 0);
+    } else if ((v = jt_get(1, "input")) != 0) {
+        ngx_http_llm_json_input(t, v, info, 0);
 
     } else {
         ngx_str_set(error,
@@ -289,16 +178,16 @@ ngx_http_llm_json_openai(ngx_pool_t *pool, json_t *root,
         return NGX_DECLINED;
     }
 
-    v = json_object_get(root, "instructions");
+    v = jt_get(1, "instructions");
 
-    if (json_is_string(v)) {
+    if (jt_is(v, STRING)) {
         info->messages++;
-        ngx_http_llm_json_text(v, info);
+        ngx_http_llm_json_text(t, v, info);
     }
 
-    ngx_http_llm_json_walk(json_object_get(root, "tools"), info);
-    ngx_http_llm_json_walk(json_object_get(root, "functions"), info);
-    ngx_http_llm_json_walk(json_object_get(root, "response_format"), info);
+    ngx_http_llm_json_walk(t, jt_get(1, "tools"), info);
+    ngx_http_llm_json_walk(t, jt_get(1, "functions"), info);
+    ngx_http_llm_json_walk(t, jt_get(1, "response_format"), info);
 
     return NGX_OK;
 }
@@ -307,51 +196,51 @@ ngx_http_llm_json_openai(ngx_pool_t *pool, json_t *root,
 /* Anthropic: messages, and the legacy text completions ("prompt") */
 
 static ngx_int_t
-ngx_http_llm_json_anthropic(ngx_pool_t *pool, json_t *root,
+ngx_http_llm_json_anthropic(ngx_http_llm_jtape_t *t,
     ngx_http_llm_request_info_t *info, ngx_str_t *error)
 {
-    json_t     *v, *m;
     ngx_int_t   rc;
+    ngx_uint_t  v, m;
 
     static char  *max[] = { "max_tokens", "max_tokens_to_sample", NULL };
 
-    rc = ngx_http_llm_json_max_tokens(pool, root, max, info, error);
+    rc = ngx_http_llm_json_max_tokens(t, 1, max, info, error);
     if (rc != NGX_OK) {
         return rc;
     }
 
-    if (ngx_http_llm_json_stream(root, info, error) != NGX_OK) {
+    if (ngx_http_llm_json_stream(t, info, error) != NGX_OK) {
         return NGX_DECLINED;
     }
 
-    v = json_object_get(root, "system");
+    v = jt_get(1, "system");
 
-    if (v != NULL && !json_is_null(v)) {
-        if (!json_is_string(v) && !json_is_array(v)) {
+    if (v && !jt_is(v, NULL)) {
+        if (!jt_is(v, STRING) && !jt_is(v, ARRAY)) {
             ngx_str_set(error, "\"system\" must be a string or an array");
             return NGX_DECLINED;
         }
 
         info->messages++;
-        (void) ngx_http_llm_json_content(v, info, error);
+        (void) ngx_http_llm_json_content(t, v, info, error);
     }
 
-    v = json_object_get(root, "messages");
+    v = jt_get(1, "messages");
 
-    if (v == NULL) {
-        m = json_object_get(root, "prompt");
+    if (v == 0) {
+        m = jt_get(1, "prompt");
 
-        if (!json_is_string(m)) {
+        if (!jt_is(m, STRING)) {
             ngx_str_set(error, "request has no \"messages\"");
             return NGX_DECLINED;
         }
 
-        ngx_http_llm_json_text(m, info);
+        ngx_http_llm_json_text(t, m, info);
 
         return NGX_OK;
     }
 
-    if (ngx_http_llm_json_messages(v, info, error) != NGX_OK) {
+    if (ngx_http_llm_json_messages(t, v, info, error) != NGX_OK) {
         return NGX_DECLINED;
     }
 
@@ -361,7 +250,7 @@ ngx_http_llm_json_anthropic(ngx_pool_t *pool, json_t *root,
         return NGX_DECLINED;
     }
 
-    ngx_http_llm_json_walk(json_object_get(root, "tools"), info);
+    ngx_http_llm_json_walk(t, jt_get(1, "tools"), info);
 
     return NGX_OK;
 }
@@ -374,48 +263,48 @@ ngx_http_llm_json_anthropic(ngx_pool_t *pool, json_t *root,
  */
 
 static ngx_int_t
-ngx_http_llm_json_messages(json_t *v, ngx_http_llm_request_info_t *info,
-    ngx_str_t *error)
+ngx_http_llm_json_messages(ngx_http_llm_jtape_t *t, ngx_uint_t v,
+    ngx_http_llm_request_info_t *info, ngx_str_t *error)
 {
-    size_t   i, j;
-    json_t  *m, *call, *f;
+    ngx_uint_t  m, call, calls, f;
 
-    if (!json_is_array(v)) {
+    if (!jt_is(v, ARRAY)) {
         ngx_str_set(error, "\"messages\" must be an array");
         return NGX_DECLINED;
     }
 
-    json_array_foreach(v, i, m) {
+    for (m = jt_first(v); m; m = jt_next(v, m)) {
 
-        if (!json_is_object(m)) {
+        if (!jt_is(m, OBJECT)) {
             ngx_str_set(error, "each of \"messages\" must be an object");
             return NGX_DECLINED;
         }
 
         info->messages++;
 
-        if (ngx_http_llm_json_content(json_object_get(m, "content"), info,
-                                      error)
+        if (ngx_http_llm_json_content(t, jt_get(m, "content"), info, error)
             != NGX_OK)
         {
             return NGX_DECLINED;
         }
 
-        ngx_http_llm_json_text(json_object_get(m, "name"), info);
+        ngx_http_llm_json_text(t, jt_get(m, "name"), info);
 
-        call = json_object_get(m, "function_call");
+        call = jt_get(m, "function_call");
 
-        if (json_is_object(call)) {
-            ngx_http_llm_json_text(json_object_get(call, "name"), info);
-            ngx_http_llm_json_text(json_object_get(call, "arguments"), info);
+        if (jt_is(call, OBJECT)) {
+            ngx_http_llm_json_text(t, jt_get(call, "name"), info);
+            ngx_http_llm_json_text(t, jt_get(call, "arguments"), info);
         }
 
-        json_array_foreach(json_object_get(m, "tool_calls"), j, call) {
-            f = json_object_get(call, "function");
+        calls = jt_get(m, "tool_calls");
 
-            if (json_is_object(f)) {
-                ngx_http_llm_json_text(json_object_get(f, "name"), info);
-                ngx_http_llm_json_text(json_object_get(f, "arguments"), info);
+        for (call = jt_first(calls); call; call = jt_next(calls, call)) {
+            f = jt_get(call, "function");
+
+            if (jt_is(f, OBJECT)) {
+                ngx_http_llm_json_text(t, jt_get(f, "name"), info);
+                ngx_http_llm_json_text(t, jt_get(f, "arguments"), info);
             }
         }
     }
@@ -431,72 +320,73 @@ ngx_http_llm_json_messages(json_t *v, ngx_http_llm_request_info_t *info,
  */
 
 static ngx_int_t
-ngx_http_llm_json_gemini(ngx_pool_t *pool, json_t *root,
+ngx_http_llm_json_gemini(ngx_http_llm_jtape_t *t,
     ngx_http_llm_request_info_t *info, ngx_str_t *error)
 {
-    size_t      i;
-    json_t     *v, *c, *part;
     ngx_int_t   rc;
+    ngx_uint_t  v, c, part, parts;
 
     static char  *max[] = { "maxOutputTokens", "max_output_tokens", NULL };
 
-    v = json_object_get(root, "generationConfig");
+    v = jt_get(1, "generationConfig");
 
-    if (v == NULL) {
-        v = json_object_get(root, "generation_config");
+    if (v == 0) {
+        v = jt_get(1, "generation_config");
     }
 
-    if (v != NULL && !json_is_null(v)) {
-        if (!json_is_object(v)) {
+    if (v && !jt_is(v, NULL)) {
+        if (!jt_is(v, OBJECT)) {
             ngx_str_set(error, "\"generationConfig\" must be an object");
             return NGX_DECLINED;
         }
 
-        rc = ngx_http_llm_json_max_tokens(pool, v, max, info, error);
+        rc = ngx_http_llm_json_max_tokens(t, v, max, info, error);
         if (rc != NGX_OK) {
             return rc;
         }
 
-        ngx_http_llm_json_choices(v, "candidateCount", info);
-        ngx_http_llm_json_choices(v, "candidate_count", info);
+        ngx_http_llm_json_choices(t, v, "candidateCount", info);
+        ngx_http_llm_json_choices(t, v, "candidate_count", info);
     }
 
-    v = json_object_get(root, "systemInstruction");
+    v = jt_get(1, "systemInstruction");
 
-    if (v == NULL) {
-        v = json_object_get(root, "system_instruction");
+    if (v == 0) {
+        v = jt_get(1, "system_instruction");
     }
 
-    if (json_is_object(v)) {
+    if (jt_is(v, OBJECT)) {
         info->messages++;
 
-        json_array_foreach(json_object_get(v, "parts"), i, part) {
-            ngx_http_llm_json_part(part, info, 0);
+        parts = jt_get(v, "parts");
+
+        for (part = jt_first(parts); part; part = jt_next(parts, part)) {
+            ngx_http_llm_json_part(t, part, info, 0);
         }
 
-    } else if (json_is_string(v)) {
+    } else if (jt_is(v, STRING)) {
         info->messages++;
-        ngx_http_llm_json_text(v, info);
+        ngx_http_llm_json_text(t, v, info);
     }
 
-    v = json_object_get(root, "contents");
+    v = jt_get(1, "contents");
 
-    if (json_is_object(v)) {
-        return ngx_http_llm_json_gemini_content(v, info, error);
+    if (jt_is(v, OBJECT)) {
+        return ngx_http_llm_json_gemini_content(t, v, info, error);
     }
 
-    if (!json_is_array(v)) {
+    if (!jt_is(v, ARRAY)) {
         ngx_str_set(error, "request has no \"contents\" array");
         return NGX_DECLINED;
     }
 
-    json_array_foreach(v, i, c) {
-        if (ngx_http_llm_json_gemini_content(c, info, error) != NGX_OK) {
+    for (c = jt_first(v); c; c = jt_next(v, c)) {
+        if (ngx_http_llm_json_gemini_content(t, c, info, error) != NGX_OK) {
             return NGX_DECLINED;
         }
     }
 
-    ngx_http_llm_json_walk(json_object_get(root, "tools"), info);
+    ngx_http_llm_json_walk(t, jt_get(1, "tools"), info);
 
     return NGX_OK;
 }
@@ -505,28 +395,27 @@ ngx_http_llm_json_gemini(ngx_pool_t *pool, json_t *root,
 /* one Content: a role and parts */
 
 static ngx_int_t
-ngx_http_llm_json_gemini_content(json_t *c, ngx_http_llm_request_info_t *info,
-    ngx_str_t *error)
+ngx_http_llm_json_gemini_content(ngx_http_llm_jtape_t *t, ngx_uint_t c,
+    ngx_http_llm_request_info_t *info, ngx_str_t *error)
 {
-    size_t   i;
-    json_t  *parts, *part;
+    ngx_uint_t  parts, part;
 
-    if (!json_is_object(c)) {
+    if (!jt_is(c, OBJECT)) {
         ngx_str_set(error, "each of \"contents\" must be an object");
         return NGX_DECLINED;
     }
 
     info->messages++;
 
-    parts = json_object_get(c, "parts");
+    parts = jt_get(c, "parts");
 
-    if (parts != NULL && !json_is_array(parts) && !json_is_null(parts)) {
+    if (parts && !jt_is(parts, ARRAY) && !jt_is(parts, NULL)) {
         ngx_str_set(error, "\"parts\" must be an array");
         return NGX_DECLINED;
     }
 
-    json_array_foreach(parts, i, part) {
-        ngx_http_llm_json_part(part, info, 0);
+    for (part = jt_first(parts); part; part = jt_next(parts, part)) {
+        ngx_http_llm_json_part(t, part, info, 0);
     }
 
     return NGX_OK;
@@ -534,43 +423,43 @@ ngx_http_llm_json_gemini_content(json_t *c, ngx_http_llm_request_info_t *info,
 
 
 static ngx_int_t
-ngx_http_llm_json_model(ngx_pool_t *pool, json_t *root,
+ngx_http_llm_json_model(ngx_http_llm_jtape_t *t,
     ngx_http_llm_request_info_t *info, ngx_str_t *error)
 {
-    size_t       len;
-    json_t      *v;
-    const char  *s;
+    ngx_str_t   s;
+    ngx_uint_t  v;
 
-    v = json_object_get(root, "model");
+    v = jt_get(1, "model");
 
-    if (v == NULL || json_is_null(v)) {
+    if (v == 0 || jt_is(v, NULL)) {
         return NGX_OK;
     }
 
-    if (!json_is_string(v)) {
+    if (!jt_is(v, STRING)) {
         ngx_str_set(error, "\"model\" must be a string");
         return NGX_DECLINED;
     }
 
-    s = json_string_value(v);
-    len = json_string_length(v);
+    (void) ngx_http_llm_jtape_str(t, v, &s);
 
-    if (len > NGX_HTTP_LLM_MODEL_MAX || ngx_strlen(s) != len) {
+    if (s.len > NGX_HTTP_LLM_MODEL_MAX
+        || (t->tok[v].flags & NGX_HTTP_LLM_JT_NUL))
+    {
         ngx_str_set(error, "\"model\" is not a valid model name");
         return NGX_DECLINED;
     }
 
-    if (len == 0) {
+    if (s.len == 0) {
         return NGX_OK;
     }
 
-    info->model.data = ngx_pnalloc(pool, len);
+    info->model.data = ngx_pnalloc(t->pool, s.len);
     if (info->model.data == NULL) {
         return NGX_ERROR;
     }
 
-    ngx_memcpy(info->model.data, s, len);
-    info->model.len = len;
+    ngx_memcpy(info->model.data, s.data, s.len);
+    info->model.len = s.len;
 
     return NGX_OK;
 }
@@ -584,27 +473,27 @@ ngx_http_llm_json_model(ngx_pool_t *pool, json_t *root,
  */
 
 static ngx_int_t
-ngx_http_llm_json_max_tokens(ngx_pool_t *pool, json_t *obj, char **names,
-    ngx_http_llm_request_info_t *info, ngx_str_t *error)
+ngx_http_llm_json_max_tokens(ngx_http_llm_jtape_t *t, ngx_uint_t obj,
+    char **names, ngx_http_llm_request_info_t *info, ngx_str_t *error)
 {
-    u_char   *p;
-    double    d;
-    json_t   *v;
-    int64_t   n;
+    u_char      *p;
+    double       d;
+    int64_t      n;
+    ngx_uint_t   v;
 
     for ( /* void */ ; *names; names++) {
 
-        v = json_object_get(obj, *names);
+        v = jt_get(obj, *names);
 
-        if (v == NULL || json_is_null(v)) {
+        if (v == 0 || jt_is(v, NULL)) {
             continue;
         }
 
-        if (json_is_integer(v)) {
-            n = json_integer_value(v);
+        if (jt_is(v, INTEGER)) {
+            n = ngx_http_llm_jtape_int(t, v);
 
-        } else if (json_is_real(v)) {
-            d = json_real_value(v);
+        } else if (jt_is(v, REAL)) {
+            d = ngx_http_llm_jtape_real(t, v);
 
             if (!(d >= 1 && d <= (double) NGX_HTTP_LLM_MAX_TOKENS_MAX)
                 || d != (double) (int64_t) d)
@@ -631,9 +520,9 @@ ngx_http_llm_json_max_tokens(ngx_pool_t *pool, json_t *obj, char **names,
 
 invalid:
 
-    p = ngx_pnalloc(pool, ngx_strlen(*names)
-                          + sizeof("\"\" must be an integer from 1 to ")
-                          + NGX_INT32_LEN);
+    p = ngx_pnalloc(t->pool, ngx_strlen(*names)
+                             + sizeof("\"\" must be an integer from 1 to ")
+                             + NGX_INT32_LEN);
     if (p == NULL) {
         return NGX_ERROR;
     }
@@ -648,23 +537,23 @@ invalid:
 
 
 static ngx_int_t
-ngx_http_llm_json_stream(json_t *root, ngx_http_llm_request_info_t *info,
-    ngx_str_t *error)
+ngx_http_llm_json_stream(ngx_http_llm_jtape_t *t,
+    ngx_http_llm_request_info_t *info, ngx_str_t *error)
 {
-    json_t  *v;
+    ngx_uint_t  v;
 
-    v = json_object_get(root, "stream");
+    v = jt_get(1, "stream");
 
-    if (v == NULL || json_is_null(v)) {
+    if (v == 0 || jt_is(v, NULL)) {
         return NGX_OK;
     }
 
-    if (!json_is_boolean(v)) {
+    if (!jt_is(v, TRUE) && !jt_is(v, FALSE)) {
         ngx_str_set(error, "\"stream\" must be true or false");
         return NGX_DECLINED;
     }
 
-    info->stream = json_is_true(v);
+    info->stream = jt_is(v, TRUE);
 
     return NGX_OK;
 }
@@ -673,19 +562,19 @@ ngx_http_llm_json_stream(json_t *root, ngx_http_llm_request_info_t *info,
 /* how many completions a request asks for; the backend judges the rest */
 
 static void
-ngx_http_llm_json_choices(json_t *obj, char *name,
-    ngx_http_llm_request_info_t *info)
+ngx_http_llm_json_choices(ngx_http_llm_jtape_t *t, ngx_uint_t obj,
+    char *name, ngx_http_llm_request_info_t *info)
 {
-    json_t      *v;
-    json_int_t   n;
+    int64_t     n;
+    ngx_uint_t  v;
 
-    v = json_object_get(obj, name);
+    v = jt_get(obj, name);
 
-    if (!json_is_integer(v)) {
+    if (!jt_is(v, INTEGER)) {
         return;
     }
 
-    n = json_integer_value(v);
+    n = ngx_http_llm_jtape_int(t, v);
 
     if (n >= 1 && n <= NGX_HTTP_LLM_CHOICES_MAX) {
         info->choices = (ngx_uint_t) n;
@@ -696,28 +585,27 @@ ngx_http_llm_json_choices(json_t *obj, char *name,
 /* a message's content: a string, an array of parts, or null */
 
 static ngx_int_t
-ngx_http_llm_json_content(json_t *v, ngx_http_llm_request_info_t *info,
-    ngx_str_t *error)
+ngx_http_llm_json_content(ngx_http_llm_jtape_t *t, ngx_uint_t v,
+    ngx_http_llm_request_info_t *info, ngx_str_t *error)
 {
-    size_t   i;
-    json_t  *part;
+    ngx_uint_t  part;
 
-    if (v == NULL || json_is_null(v)) {
+    if (v == 0 || jt_is(v, NULL)) {
         return NGX_OK;
     }
 
-    if (json_is_string(v)) {
-        ngx_http_llm_json_text(v, info);
+    if (jt_is(v, STRING)) {
+        ngx_http_llm_json_text(t, v, info);
         return NGX_OK;
     }
 
-    if (!json_is_array(v)) {
+    if (!jt_is(v, ARRAY)) {
         ngx_str_set(error, "message content must be a string or an array");
         return NGX_DECLINED;
     }
 
-    json_array_foreach(v, i, part) {
-        ngx_http_llm_json_part(part, info, 0);
+    for (part = jt_first(v); part; part = jt_next(v, part)) {
+        ngx_http_llm_json_part(t, part, info, 0);
     }
 
     return NGX_OK;
@@ -730,44 +618,45 @@ ngx_http_llm_json_content(json_t *v, ngx_http_llm_request_info_t *info,
  */
 
 static void
-ngx_http_llm_json_part(json_t *part, ngx_http_llm_request_info_t *info,
-    ngx_uint_t nested)
+ngx_http_llm_json_part(ngx_http_llm_jtape_t *t, ngx_uint_t part,
+    ngx_http_llm_request_info_t *info, ngx_uint_t nested)
 {
-    size_t       i;
-    json_t      *v, *p;
-    const char  *type;
+    ngx_str_t    type;
+    ngx_uint_t   v, p, i;
 
-    if (json_is_string(part)) {
-        ngx_http_llm_json_text(part, info);
+    static ngx_str_t  media[] = {
+        ngx_string("image_url"), ngx_string("image"),
+        ngx_string("input_image"), ngx_string("input_audio"),
+        ngx_string("input_file"), ngx_string("file"),
+        ngx_string("document")
+    };
+
+    if (jt_is(part, STRING)) {
+        ngx_http_llm_json_text(t, part, info);
         return;
     }
 
-    if (!json_is_object(part)) {
+    if (!jt_is(part, OBJECT)) {
         return;
     }
 
-    ngx_http_llm_json_text(json_object_get(part, "text"), info);
-    ngx_http_llm_json_text(json_object_get(part, "thinking"), info);
+    ngx_http_llm_json_text(t, jt_get(part, "text"), info);
+    ngx_http_llm_json_text(t, jt_get(part, "thinking"), info);
 
-    type = json_string_value(json_object_get(part, "type"));
-
-    if (type != NULL
-        && (ngx_strcmp(type, "image_url") == 0
-            || ngx_strcmp(type, "image") == 0
-            || ngx_strcmp(type, "input_image") == 0
-            || ngx_strcmp(type, "input_audio") == 0
-            || ngx_strcmp(type, "input_file") == 0
-            || ngx_strcmp(type, "file") == 0
-            || ngx_strcmp(type, "document") == 0))
-    {
-        ngx_http_llm_estimate_add_tokens(&info->estimate,
-                                         NGX_HTTP_LLM_TOKENS_PER_IMAGE);
+    if (ngx_http_llm_jtape_str(t, jt_get(part, "type"), &type) == NGX_OK) {
+        for (i = 0; i < sizeof(media) / sizeof(ngx_str_t); i++) {
+            if (type.len == media[i].len
+                && ngx_memcmp(type.data, media[i].data, type.len) == 0)
+            {
+                ngx_http_llm_estimate_add_tokens(&info->estimate,
+                                                NGX_HTTP_LLM_TOKENS_PER_IMAGE);
+                break;
+            }
+        }
     }
 
-    if (json_object_get(part, "inlineData") != NULL
-        || json_object_get(part, "inline_data") != NULL
-        || json_object_get(part, "fileData") != NULL
-        || json_object_get(part, "file_data") != NULL)
+    if (jt_get(part, "inlineData") || jt_get(part, "inline_data")
+        || jt_get(part, "fileData") || jt_get(part, "file_data"))
     {
         ngx_http_llm_estimate_add_tokens(&info->estimate,
                                          NGX_HTTP_LLM_TOKENS_PER_IMAGE);
@@ -775,22 +664,22 @@ ngx_http_llm_json_part(json_t *part, ngx_http_llm_request_info_t *info,
 
     /* Anthropic tool_use, Gemini function calls and responses */
 
-    ngx_http_llm_json_walk(json_object_get(part, "input"), info);
-    ngx_http_llm_json_walk(json_object_get(part, "functionCall"), info);
-    ngx_http_llm_json_walk(json_object_get(part, "function_call"), info);
-    ngx_http_llm_json_walk(json_object_get(part, "functionResponse"), info);
-    ngx_http_llm_json_walk(json_object_get(part, "function_response"), info);
+    ngx_http_llm_json_walk(t, jt_get(part, "input"), info);
+    ngx_http_llm_json_walk(t, jt_get(part, "functionCall"), info);
+    ngx_http_llm_json_walk(t, jt_get(part, "function_call"), info);
+    ngx_http_llm_json_walk(t, jt_get(part, "functionResponse"), info);
+    ngx_http_llm_json_walk(t, jt_get(part, "function_response"), info);
 
     /* Anthropic tool_result: its content is a string or parts */
 
-    v = json_object_get(part, "content");
+    v = jt_get(part, "content");
 
-    if (json_is_string(v)) {
-        ngx_http_llm_json_text(v, info);
+    if (jt_is(v, STRING)) {
+        ngx_http_llm_json_text(t, v, info);
 
     } else if (!nested) {
-        json_array_foreach(v, i, p) {
-            ngx_http_llm_json_part(p, info, 1);
+        for (p = jt_first(v); p; p = jt_next(v, p)) {
+            ngx_http_llm_json_part(t, p, info, 1);
         }
     }
 }
@@ -802,54 +691,44 @@ ngx_http_llm_json_part(json_t *part, ngx_http_llm_request_info_t *info,
  */
 
 static void
-ngx_http_llm_json_input(json_t *v, ngx_http_llm_request_info_t *info,
-    ngx_uint_t nested)
+ngx_http_llm_json_input(ngx_http_llm_jtape_t *t, ngx_uint_t v,
+    ngx_http_llm_request_info_t *info, ngx_uint_t nested)
 {
-    size_t      i;
-    json_t     *item;
     ngx_str_t   ignored;
+    ngx_uint_t  item;
 
-    if (v == NULL) {
-        return;
-    }
+    switch (jt_type(v)) {
 
-    switch (json_typeof(v)) {
-
-    case JSON_STRING:
-        ngx_http_llm_json_text(v, info);
+    case NGX_HTTP_LLM_JT_STRING:
+        ngx_http_llm_json_text(t, v, info);
         break;
 
-    case JSON_INTEGER:
+    case NGX_HTTP_LLM_JT_INTEGER:
         ngx_http_llm_estimate_add_tokens(&info->estimate, 1);
         break;
 
-    case JSON_ARRAY:
-        if (nested) {
-            json_array_foreach(v, i, item) {
-                if (json_is_integer(item)) {
-                    ngx_http_llm_estimate_add_tokens(&info->estimate, 1);
-                }
+    case NGX_HTTP_LLM_JT_ARRAY:
+        for (item = jt_first(v); item; item = jt_next(v, item)) {
+            if (!nested) {
+                ngx_http_llm_json_input(t, item, info, 1);
+
+            } else if (jt_is(item, INTEGER)) {
+                ngx_http_llm_estimate_add_tokens(&info->estimate, 1);
             }
-
-            break;
-        }
-
-        json_array_foreach(v, i, item) {
-            ngx_http_llm_json_input(item, info, 1);
         }
 
         break;
 
-    case JSON_OBJECT:
+    case NGX_HTTP_LLM_JT_OBJECT:
 
         /* a responses item: a message, a function call or its output */
 
         if (nested) {
             info->messages++;
-            (void) ngx_http_llm_json_content(json_object_get(v, "content"),
-                                             info, &ignored);
-            ngx_http_llm_json_text(json_object_get(v, "arguments"), info);
-            ngx_http_llm_json_text(json_object_get(v, "output"), info);
+            (void) ngx_http_llm_json_content(t, jt_get(v, "content"), info,
+                                             &ignored);
+            ngx_http_llm_json_text(t, jt_get(v, "arguments"), info);
+            ngx_http_llm_json_text(t, jt_get(v, "output"), info);
         }
 
         break;
@@ -861,49 +740,49 @@ ngx_http_llm_json_input(json_t *v, ngx_http_llm_request_info_t *info,
 
 
 static void
-ngx_http_llm_json_text(json_t *v, ngx_http_llm_request_info_t *info)
+ngx_http_llm_json_text(ngx_http_llm_jtape_t *t, ngx_uint_t v,
+    ngx_http_llm_request_info_t *info)
 {
-    if (json_is_string(v)) {
-        ngx_http_llm_estimate_add(&info->estimate,
-                                  (u_char *) json_string_value(v),
-                                  json_string_length(v));
+    ngx_str_t  s;
+
+    if (ngx_http_llm_jtape_str(t, v, &s) == NGX_OK) {
+        ngx_http_llm_estimate_add(&info->estimate, s.data, s.len);
     }
 }
 
 
-/* every key and string of a tool definition or a call's arguments */
+/*
+ * Every key and string of a tool definition or a call's arguments; a
+ * key repeated in one object counts each time (jansson kept the last).
+ */
 
 static void
-ngx_http_llm_json_walk(json_t *v, ngx_http_llm_request_info_t *info)
+ngx_http_llm_json_walk(ngx_http_llm_jtape_t *t, ngx_uint_t v,
+    ngx_http_llm_request_info_t *info)
 {
-    size_t       i;
-    json_t      *item;
-    const char  *key;
+    ngx_uint_t  i, end;
 
-    if (v == NULL) {
-        return;
-    }
+    switch (jt_type(v)) {
 
-    switch (json_typeof(v)) {
+    case NGX_HTTP_LLM_JT_OBJECT:
+        end = t->tok[v].next;
 
-    case JSON_OBJECT:
-        json_object_foreach(v, key, item) {
-            ngx_http_llm_estimate_add(&info->estimate, (u_char *) key,
-                                      ngx_strlen(key));
-            ngx_http_llm_json_walk(item, info);
+        for (i = v + 1; i < end; i = t->tok[i + 1].next) {
+            ngx_http_llm_json_text(t, i, info);
+            ngx_http_llm_json_walk(t, i + 1, info);
         }
 
         break;
 
-    case JSON_ARRAY:
-        json_array_foreach(v, i, item) {
-            ngx_http_llm_json_walk(item, info);
+    case NGX_HTTP_LLM_JT_ARRAY:
+        for (i = jt_first(v); i; i = jt_next(v, i)) {
+            ngx_http_llm_json_walk(t, i, info);
         }
 
         break;
 
-    case JSON_STRING:
-        ngx_http_llm_json_text(v, info);
+    case NGX_HTTP_LLM_JT_STRING:
+        ngx_http_llm_json_text(t, v, info);
         break;
 
     default:
@@ -931,10 +810,6 @@ ngx_http_llm_json_include_usage(ngx_pool_t *pool, u_char *body, size_t len,
     json_error_t   err;
 
     static u_char  member[] = "\"stream_options\":{\"include_usage\":true}";
-
-    if (!ngx_http_llm_json_depth_ok(body, len, NGX_HTTP_LLM_JSON_DEPTH)) {
-        return NGX_DECLINED;
-    }
 
     root = json_loadb((char *) body, len, JSON_ALLOW_NUL, &err);
     if (root == NULL) {
@@ -1099,7 +974,31 @@ ngx_http_llm_json_precision(json_t *v)
  */
 
 static ngx_int_t
-ngx_http_llm_json_canonical(ngx_pool_t *pool, json_t *root, ngx_str_t *out)
+ngx_http_llm_json_canonical(ngx_pool_t *pool, u_char *body, size_t len,
+    ngx_str_t *out)
+{
+    json_t     *root;
+    ngx_int_t   rc;
+
+    /* the tape has checked the body: only memory can fail here */
+
+    root = json_loadb((char *) body, len, JSON_DECODE_ANY|JSON_ALLOW_NUL,
+                      NULL);
+    if (root == NULL) {
+        return NGX_ERROR;
+    }
+
+    rc = ngx_http_llm_json_dump_sorted(pool, root, out);
+
+    json_decref(root);
+
+    return rc;
+}
+
+
+static ngx_int_t
+ngx_http_llm_json_dump_sorted(ngx_pool_t *pool, json_t *root,
+    ngx_str_t *out)
 {
     size_t  n;
 

@@ -99,10 +99,11 @@ typedef struct {
  * in the pool), or NGX_ERROR.  "api" is NGX_HTTP_LLM_API_OPENAI (also
  * completions, embeddings, responses), _ANTHROPIC or _GEMINI (the caller
  * sets "stream" from the URI).  With "canonical" (else NULL), it also
- * gives the request's JSON with sorted keys and no spacing, in the pool,
- * from the same parse ($llm_cache_key).  ngx_http_llm_json_include_usage()
- * returns NGX_OK and the new body in the pool, NGX_DECLINED if the body
- * is not a JSON object, or NGX_ERROR.
+ * gives the request's JSON with sorted keys and no spacing, in the pool
+ * ($llm_cache_key; jansson, so only when asked for).
+ * ngx_http_llm_json_include_usage(), for a body that parse_request()
+ * accepted, returns NGX_OK and the new body in the pool, NGX_DECLINED
+ * if the body is not a JSON object, or NGX_ERROR.
  */
 
 ngx_int_t ngx_http_llm_json_parse_request(ngx_pool_t *pool, ngx_uint_t api,
@@ -110,7 +111,6 @@ ngx_int_t ngx_http_llm_json_parse_request(ngx_pool_t *pool, ngx_uint_t api,
     ngx_str_t *canonical, ngx_str_t *error);
 ngx_int_t ngx_http_llm_json_include_usage(ngx_pool_t *pool, u_char *body,
     size_t len, ngx_str_t *out);
-ngx_int_t ngx_http_llm_json_depth_ok(u_char *p, size_t len, ngx_uint_t max);
 
 void ngx_http_llm_usage_init(ngx_http_llm_usage_t *u, ngx_pool_t *pool,
     ngx_uint_t api, ngx_uint_t sse);

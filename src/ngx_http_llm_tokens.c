@@ -577,6 +577,23 @@ ngx_http_llm_utf8_valid(u_char *p, size_t len)
 }
 
 
+/* the length of the well-formed character at p (not ASCII), or 0 */
+
+size_t
+ngx_http_llm_utf8_char(u_char *p, u_char *last)
+{
+    u_char  *s;
+
+    s = p;
+
+    if (ngx_http_llm_utf8_next(&s, last) == NGX_HTTP_LLM_BAD_CHAR) {
+        return 0;
+    }
+
+    return s - p;
+}
+
+
 /*
  * Decodes one non-ASCII character and moves *p past it, or past one
  * byte if it is not well-formed UTF-8.

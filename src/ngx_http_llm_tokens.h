@@ -66,6 +66,7 @@ ngx_uint_t ngx_http_llm_estimate_tokens(ngx_http_llm_estimate_t *e);
 ngx_uint_t ngx_http_llm_estimate_chars(ngx_http_llm_estimate_t *e);
 
 ngx_int_t ngx_http_llm_utf8_valid(u_char *p, size_t len);
+size_t ngx_http_llm_utf8_char(u_char *p, u_char *last);
 
 
 #endif /* _NGX_HTTP_LLM_TOKENS_H_INCLUDED_ */

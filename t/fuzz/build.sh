@@ -1,7 +1,8 @@
 #!/bin/sh
 #
 # Builds the libFuzzer targets (clang, -fsanitize=fuzzer,address,undefined)
-# for src/ngx_http_llm_json.c and src/ngx_http_llm_tokens.c.
+# for the request parser (src/ngx_http_llm_json.c, _jtape.c, checked
+# against t/fuzz/ref_request.c), the usage scanner and the estimator.
 #
 #   t/fuzz/build.sh [NGINX_SRC [NGINX_OBJS [OUT_DIR]]]
 #
@@ -43,14 +44,21 @@ for f in core/ngx_palloc.c core/ngx_string.c os/unix/ngx_alloc.c; do
     objs="$objs $o"
 done
 
-for f in src/ngx_http_llm_json.c src/ngx_http_llm_scan.c src/ngx_http_llm_tokens.c; do
+for f in src/ngx_http_llm_json.c src/ngx_http_llm_jtape.c \
+         src/ngx_http_llm_scan.c src/ngx_http_llm_tokens.c
+do
     o=$OUT/$(basename "$f" .c).o
     $CC -c $FLAGS -fsanitize=fuzzer-no-link -Werror $INCS -o "$o" "$ROOT/$f"
     objs="$objs $o"
 done
 
+$CC -c $FLAGS -fsanitize=fuzzer-no-link -Werror $INCS \
+    -o "$OUT/ref_request.o" "$ROOT/t/fuzz/ref_request.c"
+
 for t in fuzz_request fuzz_usage; do
+    extra=
+    [ $t = fuzz_usage ] || extra=$OUT/ref_request.o
     $CC $FLAGS -fsanitize=fuzzer -Werror $INCS -o "$OUT/$t" \
-        "$ROOT/t/fuzz/$t.c" $objs -ljansson
+        "$ROOT/t/fuzz/$t.c" $objs $extra -ljansson
     echo "$OUT/$t"
 done

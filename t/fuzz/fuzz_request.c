@@ -3,6 +3,13 @@
  * ngx_llm_gateway: libFuzzer target for the request parser, the
  * include_usage rewrite, the UTF-8 check and the token estimator.
  *
+ * Differential: the parser (a tape, src/ngx_http_llm_jtape.c) must
+ * accept and refuse exactly what the jansson parser it replaced
+ * (ref_request.c) does, and read the same model, limits, counts and
+ * estimate from what both accept (the estimate may differ only when an
+ * object repeats a key: jansson kept the last, the tape reads all), for
+ * bodies without a raw NUL byte (which jansson skips).
+ *
  * Input: one selector byte (API: '0' OpenAI, '1' Anthropic, '2' Gemini,
  * any other byte modulo 3), then the request body.  Checks, besides what
  * the sanitizers see: the parser's results are in range, an accepted
@@ -15,8 +22,14 @@
 #include <ngx_config.h>
 #include <ngx_core.h>
 
+#include <jansson.h>
+
 #include "ngx_http_llm_json.h"
 #include "ngx_http_llm_tokens.h"
+
+
+ngx_int_t ref_parse_request(ngx_pool_t *pool, ngx_uint_t api, u_char *body,
+    size_t len, ngx_http_llm_request_info_t *info, ngx_str_t *error);
 
 
 volatile ngx_cycle_t  *ngx_cycle;
@@ -93,6 +106,26 @@ reference_utf8(const uint8_t *p, size_t n)
 }
 
 
+/* jansson, asked to refuse a key repeated in an object, refuses it */
+
+static int
+repeats_a_key(u_char *body, size_t len)
+{
+    json_t        *root;
+    json_error_t   err;
+
+    root = json_loadb((char *) body, len,
+                      JSON_DECODE_ANY|JSON_ALLOW_NUL|JSON_REJECT_DUPLICATES,
+                      &err);
+    if (root) {
+        json_decref(root);
+        return 0;
+    }
+
+    return json_error_code(&err) == json_error_duplicate_key;
+}
+
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -152,10 +185,55 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         abort();
     }
 
+    /*
+     * jansson skips a raw NUL byte (its reader takes 0 for "no byte
+     * buffered"); the tape refuses it, as RFC 8259 does
+     */
+
+    if (rc != NGX_ERROR && memchr(body, '\0', len) == NULL) {
+        ngx_str_t                    rerr;
+        ngx_http_llm_request_info_t  ref;
+
+        if (ref_parse_request(pool, api, body, len, &ref, &rerr) != rc) {
+            if (getenv("FUZZ_VERBOSE")) {
+                fprintf(stderr, "tape: %d \"%.*s\"\nref: \"%.*s\"\n",
+                        (int) rc, (int) (rc == NGX_OK ? 0 : err.len),
+                        err.data, (int) (rc == NGX_OK ? rerr.len : 0),
+                        rerr.data);
+            }
+
+            abort();
+        }
+
+        if (rc == NGX_OK
+            && (ref.max_tokens != info.max_tokens
+                || ref.messages != info.messages
+                || ref.choices != info.choices
+                || ref.stream != info.stream
+                || ref.has_include_usage != info.has_include_usage
+                || ref.model.len != info.model.len
+                || (info.model.len
+                    && ngx_memcmp(ref.model.data, info.model.data,
+                                  info.model.len) != 0)
+                || (ngx_memcmp(&ref.estimate, &info.estimate,
+                               sizeof(ngx_http_llm_estimate_t)) != 0
+                    && !repeats_a_key(body, len))))
+        {
+            if (getenv("FUZZ_VERBOSE")) {
+                fprintf(stderr, "tape: max %ld msgs %lu est %lu\n"
+                        "ref:  max %ld msgs %lu est %lu\n",
+                        (long) info.max_tokens, info.messages,
+                        ngx_http_llm_estimate_tokens(&info.estimate),
+                        (long) ref.max_tokens, ref.messages,
+                        ngx_http_llm_estimate_tokens(&ref.estimate));
+            }
+
+            abort();
+        }
+    }
+
     if (rc == NGX_OK) {
         if (!ngx_http_llm_utf8_valid(body, len)
-            || !ngx_http_llm_json_depth_ok(body, len,
-                                           NGX_HTTP_LLM_JSON_DEPTH)
             || info.max_tokens == 0 || info.max_tokens < -1
             || info.max_tokens > NGX_HTTP_LLM_MAX_TOKENS_MAX
             || info.model.len > 256

@@ -708,8 +708,8 @@ test_bad_requests(void)
 
     free(deep);
 
-    ok(ngx_http_llm_json_depth_ok((u_char *) "[\"\\", 3, 1),
-       "depth: a string cut after a backslash");
+    rc = parse(API_OPENAI, "{\"messages\":[],\"x\":\"\\", &info, &err);
+    ok(rc == NGX_DECLINED, "a string cut after a backslash refused");
 }
 
 

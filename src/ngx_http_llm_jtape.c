@@ -1,0 +1,893 @@
+
+/*
+ * ngx_llm_gateway: a request body's JSON as a flat tape of tokens.
+ *
+ * Owns the one pass over a request body that checks it is JSON (RFC
+ * 8259, strictly: UTF-8, no control characters in strings, escapes and
+ * surrogate pairs well formed, numbers in range, one value) no deeper
+ * than a limit, and lists its values in document order in an array in
+ * the pool: no tree, no hash, no copy of a string.  Readers look keys
+ * up by a linear pass over an object's members (the last one of a
+ * repeated key wins, as in jansson) and unescape only the strings they
+ * read.  It accepts and refuses what jansson's json_loadb() accepts and
+ * refuses with JSON_DECODE_ANY|JSON_ALLOW_NUL, which t/fuzz checks.
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+
+#include "ngx_http_llm_jtape.h"
+#include "ngx_http_llm_tokens.h"
+
+
+/* string bytes: 0 ordinary, 1 '"', 2 '\\', 3 a control, 4 not ASCII */
+static u_char  ngx_http_llm_jt_sclass[256] = {
+    3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3,
+    3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3,
+    0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4,
+    4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4,
+    4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4,
+    4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4,
+    4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4,
+    4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4,
+    4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4,
+    4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4
+};
+
+
+/* why a body is refused; NULL: no reason kept (out of memory) */
+typedef struct {
+    const char                 *what;
+    u_char                     *at;
+    ngx_uint_t                  kind;
+} ngx_http_llm_jt_err_t;
+
+#define NGX_HTTP_LLM_JT_E_SYNTAX    0
+#define NGX_HTTP_LLM_JT_E_UTF8      1
+#define NGX_HTTP_LLM_JT_E_RANGE     2
+#define NGX_HTTP_LLM_JT_E_DEPTH     3
+#define NGX_HTTP_LLM_JT_E_NOMEM     4
+
+
+static ngx_uint_t ngx_http_llm_jt_push(ngx_http_llm_jtape_t *t,
+    ngx_uint_t type, u_char *start);
+static u_char *ngx_http_llm_jt_string(u_char *p, u_char *last,
+    ngx_http_llm_jtok_t *tok, ngx_http_llm_jt_err_t *err);
+static ngx_int_t ngx_http_llm_jt_hex4(u_char *p, u_char *last,
+    uint32_t *code);
+static u_char *ngx_http_llm_jt_number(ngx_http_llm_jtape_t *t, u_char *p,
+    u_char *last, ngx_http_llm_jtok_t *tok, ngx_http_llm_jt_err_t *err);
+static ngx_int_t ngx_http_llm_jt_real_over(ngx_http_llm_jtape_t *t,
+    ngx_http_llm_jtok_t *tok);
+static double ngx_http_llm_jt_strtod(ngx_http_llm_jtape_t *t,
+    ngx_http_llm_jtok_t *tok);
+static ngx_int_t ngx_http_llm_jt_error(ngx_http_llm_jtape_t *t,
+    ngx_http_llm_jt_err_t *err, ngx_uint_t max_depth, ngx_str_t *error);
+
+
+#define ngx_http_llm_jt_ws(c)                                                 \
+    ((c) == ' ' || (c) == '\n' || (c) == '\r' || (c) == '\t')
+
+
+/*
+ * NGX_OK: the tape is built (index 1 is the document); NGX_DECLINED:
+ * "error" says why the body is not acceptable JSON; NGX_ERROR.
+ */
+
+ngx_int_t
+ngx_http_llm_jtape_parse(ngx_http_llm_jtape_t *t, ngx_pool_t *pool,
+    u_char *p, size_t len, ngx_uint_t max_depth, ngx_str_t *error)
+{
+    u_char                 *last, c;
+    size_t                  n;
+    uint32_t                stack[NGX_HTTP_LLM_JT_DEPTH_MAX + 1];
+    ngx_uint_t              depth, i, in_object, escaped;
+    ngx_http_llm_jt_err_t   err;
+
+    if (len >= 0xffffffff || max_depth > NGX_HTTP_LLM_JT_DEPTH_MAX) {
+        return NGX_ERROR;
+    }
+
+    t->pool = pool;
+    t->base = p;
+    t->len = len;
+    t->nalloc = 128;
+    t->tok = ngx_palloc(pool, t->nalloc * sizeof(ngx_http_llm_jtok_t));
+    if (t->tok == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memzero(&t->tok[0], sizeof(ngx_http_llm_jtok_t));
+    t->ntok = 1;
+
+    last = p + len;
+    depth = 0;
+    in_object = 0;
+    escaped = 0;
+    t->scratch = NULL;
+
+    err.what = "unexpected character";
+    err.kind = NGX_HTTP_LLM_JT_E_SYNTAX;
+
+value:
+
+    while (p < last && ngx_http_llm_jt_ws(*p)) {
+        p++;
+    }
+
+    if (p == last) {
+        err.what = "unexpected end of data";
+        err.at = p;
+        goto failed;
+    }
+
+    c = *p;
+
+    switch (c) {
+
+    case '{':
+    case '[':
+        i = ngx_http_llm_jt_push(t, c == '{' ? NGX_HTTP_LLM_JT_OBJECT
+                                             : NGX_HTTP_LLM_JT_ARRAY, p);
+        if (i == 0) {
+            return NGX_ERROR;
+        }
+
+        if (depth == max_depth) {
+            err.kind = NGX_HTTP_LLM_JT_E_DEPTH;
+            err.at = p;
+            goto failed;
+        }
+
+        stack[depth++] = (uint32_t) i;
+        in_object = (c == '{');
+        p++;
+
+        while (p < last && ngx_http_llm_jt_ws(*p)) {
+            p++;
+        }
+
+        if (p < last && *p == (in_object ? '}' : ']')) {
+            p++;
+            goto close;
+        }
+
+        if (in_object) {
+            goto key;
+        }
+
+        goto value;
+
+    case '"':
+        i = ngx_http_llm_jt_push(t, NGX_HTTP_LLM_JT_STRING, p + 1);
+        if (i == 0) {
+            return NGX_ERROR;
+        }
+
+        p = ngx_http_llm_jt_string(p + 1, last, &t->tok[i], &err);
+        escaped |= t->tok[i].flags;
+        break;
+
+    case 't':
+    case 'f':
+    case 'n':
+        i = ngx_http_llm_jt_push(t, c == 't' ? NGX_HTTP_LLM_JT_TRUE
+                                    : c == 'f' ? NGX_HTTP_LLM_JT_FALSE
+                                               : NGX_HTTP_LLM_JT_NULL, p);
+        if (i == 0) {
+            return NGX_ERROR;
+        }
+
+        n = (c == 'f') ? 5 : 4;
+
+        if ((size_t) (last - p) < n
+            || ngx_memcmp(p, (c == 't' ? "true" : c == 'f' ? "false"
+                                                          : "null"), n)
+               != 0)
+        {
+            err.what = "invalid literal";
+            err.at = p;
+            goto failed;
+        }
+
+        p += n;
+        break;
+
+    default:
+        if (c != '-' && (c < '0' || c > '9')) {
+            err.at = p;
+            goto failed;
+        }
+
+        i = ngx_http_llm_jt_push(t, NGX_HTTP_LLM_JT_INTEGER, p);
+        if (i == 0) {
+            return NGX_ERROR;
+        }
+
+        p = ngx_http_llm_jt_number(t, p, last, &t->tok[i], &err);
+    }
+
+    if (p == NULL) {
+        goto failed;
+    }
+
+    t->tok[i].next = (uint32_t) t->ntok;
+
+after:
+
+    while (p < last && ngx_http_llm_jt_ws(*p)) {
+        p++;
+    }
+
+    if (depth == 0) {
+        if (p != last) {
+            err.what = "data after the document";
+            err.at = p;
+            goto failed;
+        }
+
+        /* room to unescape any one string: escapes only shrink text */
+
+        if (escaped & NGX_HTTP_LLM_JT_ESCAPED) {
+            t->scratch = ngx_pnalloc(pool, len);
+            if (t->scratch == NULL) {
+                return NGX_ERROR;
+            }
+        }
+
+        return NGX_OK;
+    }
+
+    if (p == last) {
+        err.what = "unexpected end of data";
+        err.at = p;
+        goto failed;
+    }
+
+    if (*p == ',') {
+        p++;
+
+        if (!in_object) {
+            goto value;
+        }
+
+        while (p < last && ngx_http_llm_jt_ws(*p)) {
+            p++;
+        }
+
+        goto key;
+    }
+
+    if (*p != (in_object ? '}' : ']')) {
+        err.at = p;
+        goto failed;
+    }
+
+    p++;
+
+close:
+
+    i = stack[--depth];
+    t->tok[i].next = (uint32_t) t->ntok;
+
+    if (depth) {
+        in_object = (t->tok[stack[depth - 1]].type == NGX_HTTP_LLM_JT_OBJECT);
+    }
+
+    goto after;
+
+key:
+
+    if (p == last || *p != '"') {
+        err.what = "a string key expected";
+        err.at = p;
+        goto failed;
+    }
+
+    i = ngx_http_llm_jt_push(t, NGX_HTTP_LLM_JT_STRING, p + 1);
+    if (i == 0) {
+        return NGX_ERROR;
+    }
+
+    p = ngx_http_llm_jt_string(p + 1, last, &t->tok[i], &err);
+
+    if (p == NULL) {
+        goto failed;
+    }
+
+    escaped |= t->tok[i].flags;
+
+    if (t->tok[i].flags & NGX_HTTP_LLM_JT_NUL) {
+        err.what = "a NUL character in a key";
+        err.at = t->base + t->tok[i].start;
+        goto failed;
+    }
+
+    t->tok[i].next = (uint32_t) t->ntok;
+
+    while (p < last && ngx_http_llm_jt_ws(*p)) {
+        p++;
+    }
+
+    if (p == last || *p != ':') {
+        err.what = "':' expected";
+        err.at = p;
+        goto failed;
+    }
+
+    p++;
+
+    goto value;
+
+failed:
+
+    return ngx_http_llm_jt_error(t, &err, max_depth, error);
+}
+
+
+static ngx_uint_t
+ngx_http_llm_jt_push(ngx_http_llm_jtape_t *t, ngx_uint_t type, u_char *start)
+{
+    ngx_http_llm_jtok_t  *tok;
+
+    if (t->ntok == t->nalloc) {
+        tok = ngx_palloc(t->pool, 2 * t->nalloc * sizeof(ngx_http_llm_jtok_t));
+        if (tok == NULL) {
+            return 0;
+        }
+
+        ngx_memcpy(tok, t->tok, t->ntok * sizeof(ngx_http_llm_jtok_t));
+
+        if (t->nalloc * sizeof(ngx_http_llm_jtok_t) > NGX_MAX_ALLOC_FROM_POOL)
+        {
+            (void) ngx_pfree(t->pool, t->tok);
+        }
+
+        t->tok = tok;
+        t->nalloc *= 2;
+    }
+
+    tok = &t->tok[t->ntok];
+
+    tok->start = (uint32_t) (start - t->base);
+    tok->len = 0;
+    tok->next = 0;
+    tok->type = (uint8_t) type;
+    tok->flags = 0;
+
+    return t->ntok++;
+}
+
+
+/* p: past the opening quote; returns past the closing one, or NULL */
+
+static u_char *
+ngx_http_llm_jt_string(u_char *p, u_char *last, ngx_http_llm_jtok_t *tok,
+    ngx_http_llm_jt_err_t *err)
+{
+    u_char    *start;
+    size_t     n;
+    uint32_t   code, low;
+
+    start = p;
+
+    for ( ;; ) {
+
+        while (p < last && ngx_http_llm_jt_sclass[*p] == 0) {
+            p++;
+        }
+
+        if (p == last) {
+            err->what = "unterminated string";
+            err->at = p;
+            return NULL;
+        }
+
+        switch (ngx_http_llm_jt_sclass[*p]) {
+
+        case 1: /* '"' */
+            tok->len = (uint32_t) (p - start);
+            return p + 1;
+
+        case 2: /* '\\' */
+            tok->flags |= NGX_HTTP_LLM_JT_ESCAPED;
+
+            if (last - p < 2) {
+                err->what = "unterminated string";
+                err->at = last;
+                return NULL;
+            }
+
+            switch (p[1]) {
+
+            case '"': case '\\': case '/': case 'b':
+            case 'f': case 'n': case 'r': case 't':
+                p += 2;
+                continue;
+
+            case 'u':
+                break;
+
+            default:
+                err->what = "invalid escape";
+                err->at = p;
+                return NULL;
+            }
+
+            if (ngx_http_llm_jt_hex4(p + 2, last, &code) != NGX_OK) {
+                err->what = "invalid \\u escape";
+                err->at = p;
+                return NULL;
+            }
+
+            if (code >= 0xdc00 && code <= 0xdfff) {
+                err->what = "a lone low surrogate";
+                err->at = p;
+                return NULL;
+            }
+
+            if (code >= 0xd800 && code <= 0xdbff) {
+                if (last - p < 12 || p[6] != '\\' || p[7] != 'u'
+                    || ngx_http_llm_jt_hex4(p + 8, last, &low) != NGX_OK
+                    || low < 0xdc00 || low > 0xdfff)
+                {
+                    err->what = "a lone high surrogate";
+                    err->at = p;
+                    return NULL;
+                }
+
+                p += 12;
+                continue;
+            }
+
+            if (code == 0) {
+                tok->flags |= NGX_HTTP_LLM_JT_NUL;
+            }
+
+            p += 6;
+            continue;
+
+        case 3: /* a control character */
+            err->what = "a control character in a string";
+            err->at = p;
+            return NULL;
+
+        default: /* not ASCII */
+            n = ngx_http_llm_utf8_char(p, last);
+
+            if (n == 0) {
+                err->kind = NGX_HTTP_LLM_JT_E_UTF8;
+                err->at = p;
+                return NULL;
+            }
+
+            p += n;
+        }
+    }
+}
+
+
+static ngx_int_t
+ngx_http_llm_jt_hex4(u_char *p, u_char *last, uint32_t *code)
+{
+    u_char      c;
+    uint32_t    v;
+    ngx_uint_t  i;
+
+    if (last - p < 4) {
+        return NGX_ERROR;
+    }
+
+    v = 0;
+
+    for (i = 0; i < 4; i++) {
+        c = p[i];
+
+        if (c >= '0' && c <= '9') {
+            v = v * 16 + (c - '0');
+
+        } else {
+            c |= 0x20;
+
+            if (c < 'a' || c > 'f') {
+                return NGX_ERROR;
+            }
+
+            v = v * 16 + (c - 'a' + 10);
+        }
+    }
+
+    *code = v;
+
+    return NGX_OK;
+}
+
+
+/*
+ * -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?  An integer must fit
+ * in 64 bits and a real must not overflow a double, as jansson's
+ * strtoll() and strtod() have it.
+ */
+
+static u_char *
+ngx_http_llm_jt_number(ngx_http_llm_jtape_t *t, u_char *p, u_char *last,
+    ngx_http_llm_jtok_t *tok, ngx_http_llm_jt_err_t *err)
+{
+    u_char      *start;
+    uint64_t     n, max;
+    ngx_int_t    over;
+    ngx_uint_t   neg, real, d;
+
+    start = p;
+    neg = 0;
+    real = 0;
+    over = 0;
+    n = 0;
+
+    if (*p == '-') {
+        neg = 1;
+        p++;
+    }
+
+    max = neg ? (uint64_t) INT64_MAX + 1 : (uint64_t) INT64_MAX;
+
+    if (p == last || *p < '0' || *p > '9') {
+        goto invalid;
+    }
+
+    if (*p == '0') {
+        p++;
+
+    } else {
+        while (p < last && *p >= '0' && *p <= '9') {
+            d = *p++ - '0';
+
+            if (n > (max - d) / 10) {
+                over = 1;
+
+            } else {
+                n = n * 10 + d;
+            }
+        }
+    }
+
+    if (p < last && *p == '.') {
+        real = 1;
+        p++;
+
+        if (p == last || *p < '0' || *p > '9') {
+            goto invalid;
+        }
+
+        while (p < last && *p >= '0' && *p <= '9') {
+            p++;
+        }
+    }
+
+    if (p < last && (*p == 'e' || *p == 'E')) {
+        real = 1;
+        p++;
+
+        if (p < last && (*p == '+' || *p == '-')) {
+            p++;
+        }
+
+        if (p == last || *p < '0' || *p > '9') {
+            goto invalid;
+        }
+
+        while (p < last && *p >= '0' && *p <= '9') {
+            p++;
+        }
+    }
+
+    tok->len = (uint32_t) (p - start);
+
+    if (real) {
+        tok->type = NGX_HTTP_LLM_JT_REAL;
+        over = ngx_http_llm_jt_real_over(t, tok);
+
+        if (over == NGX_ERROR) {
+            err->kind = NGX_HTTP_LLM_JT_E_NOMEM;
+            return NULL;
+        }
+    }
+
+    if (over) {
+        err->kind = NGX_HTTP_LLM_JT_E_RANGE;
+        err->at = start;
+        return NULL;
+    }
+
+    return p;
+
+invalid:
+
+    err->what = "invalid number";
+    err->at = start;
+
+    return NULL;
+}
+
+
+/* 1: strtod() says the real overflows; NGX_ERROR: no memory */
+
+static ngx_int_t
+ngx_http_llm_jt_real_over(ngx_http_llm_jtape_t *t, ngx_http_llm_jtok_t *tok)
+{
+    double   d;
+    ngx_err_t  saved;
+
+    saved = ngx_errno;
+    ngx_set_errno(0);
+
+    d = ngx_http_llm_jt_strtod(t, tok);
+
+    if (ngx_errno == NGX_ENOMEM) {
+        return NGX_ERROR;
+    }
+
+    if (ngx_errno == ERANGE && d != 0) {
+        ngx_set_errno(saved);
+        return 1;
+    }
+
+    ngx_set_errno(saved);
+
+    return 0;
+}
+
+
+/* strtod() wants a terminated string: a copy (on the stack if short) */
+
+static double
+ngx_http_llm_jt_strtod(ngx_http_llm_jtape_t *t, ngx_http_llm_jtok_t *tok)
+{
+    u_char  *s, buf[64];
+    double   d;
+
+    if (tok->len < sizeof(buf)) {
+        s = buf;
+
+    } else {
+        s = ngx_pnalloc(t->pool, tok->len + 1);
+        if (s == NULL) {
+            ngx_set_errno(NGX_ENOMEM);
+            return 0;
+        }
+    }
+
+    ngx_memcpy(s, t->base + tok->start, tok->len);
+    s[tok->len] = '\0';
+
+    d = strtod((char *) s, NULL);
+
+    if (s != buf) {
+        (void) ngx_pfree(t->pool, s);
+    }
+
+    return d;
+}
+
+
+static ngx_int_t
+ngx_http_llm_jt_error(ngx_http_llm_jtape_t *t, ngx_http_llm_jt_err_t *err,
+    ngx_uint_t max_depth, ngx_str_t *error)
+{
+    u_char  *p;
+    size_t   n;
+
+    switch (err->kind) {
+
+    case NGX_HTTP_LLM_JT_E_NOMEM:
+        return NGX_ERROR;
+
+    case NGX_HTTP_LLM_JT_E_UTF8:
+        ngx_str_set(error, "request body is not valid UTF-8");
+        return NGX_DECLINED;
+
+    case NGX_HTTP_LLM_JT_E_RANGE:
+        ngx_str_set(error, "a number in the request body is out of range");
+        return NGX_DECLINED;
+
+    case NGX_HTTP_LLM_JT_E_DEPTH:
+        n = sizeof("request body is nested more than  levels deep")
+            + NGX_INT_T_LEN;
+        break;
+
+    default:
+        /* a byte that is not UTF-8 is named as such wherever it is */
+
+        if (err->at < t->base + t->len && *err->at >= 0x80
+            && ngx_http_llm_utf8_char(err->at, t->base + t->len) == 0)
+        {
+            ngx_str_set(error, "request body is not valid UTF-8");
+            return NGX_DECLINED;
+        }
+
+        n = sizeof("request body is not valid JSON:  at byte ")
+            + ngx_strlen(err->what) + NGX_SIZE_T_LEN;
+    }
+
+    p = ngx_pnalloc(t->pool, n);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    error->data = p;
+
+    if (err->kind == NGX_HTTP_LLM_JT_E_DEPTH) {
+        error->len = ngx_sprintf(p, "request body is nested more than %ui "
+                                 "levels deep", max_depth) - p;
+
+    } else {
+        error->len = ngx_sprintf(p, "request body is not valid JSON: %s at "
+                                 "byte %uz", err->what,
+                                 (size_t) (err->at - t->base)) - p;
+    }
+
+    return NGX_DECLINED;
+}
+
+
+/* the value of "name" in the object "obj" (the last if repeated); 0: none */
+
+ngx_uint_t
+ngx_http_llm_jtape_get(ngx_http_llm_jtape_t *t, ngx_uint_t obj, char *name)
+{
+    size_t                len;
+    ngx_str_t             key;
+    ngx_uint_t            i, end, found;
+    ngx_http_llm_jtok_t  *k;
+
+    if (obj == 0 || t->tok[obj].type != NGX_HTTP_LLM_JT_OBJECT) {
+        return 0;
+    }
+
+    len = ngx_strlen(name);
+    end = t->tok[obj].next;
+    found = 0;
+
+    for (i = obj + 1; i < end; i = t->tok[i + 1].next) {
+        k = &t->tok[i];
+
+        if (k->flags & NGX_HTTP_LLM_JT_ESCAPED) {
+            if (ngx_http_llm_jtape_str(t, i, &key) != NGX_OK) {
+                continue;
+            }
+
+        } else {
+            key.data = t->base + k->start;
+            key.len = k->len;
+        }
+
+        if (key.len == len && ngx_memcmp(key.data, name, len) == 0) {
+            found = i + 1;
+        }
+    }
+
+    return found;
+}
+
+
+/*
+ * A string's text: the bytes themselves, or unescaped into the tape's
+ * scratch space, which the next call may reuse.  NGX_ERROR: not a
+ * string.
+ */
+
+ngx_int_t
+ngx_http_llm_jtape_str(ngx_http_llm_jtape_t *t, ngx_uint_t i, ngx_str_t *s)
+{
+    u_char               *p, *last, *d;
+    uint32_t              code, low;
+    ngx_http_llm_jtok_t  *tok;
+
+    tok = &t->tok[i];
+
+    if (i == 0 || tok->type != NGX_HTTP_LLM_JT_STRING) {
+        return NGX_ERROR;
+    }
+
+    p = t->base + tok->start;
+
+    if (!(tok->flags & NGX_HTTP_LLM_JT_ESCAPED)) {
+        s->data = p;
+        s->len = tok->len;
+        return NGX_OK;
+    }
+
+    d = t->scratch;
+    s->data = d;
+    last = p + tok->len;
+
+    while (p < last) {
+
+        if (*p != '\\') {
+            *d++ = *p++;
+            continue;
+        }
+
+        p++;
+
+        switch (*p++) {
+        case 'b': *d++ = '\b'; continue;
+        case 'f': *d++ = '\f'; continue;
+        case 'n': *d++ = '\n'; continue;
+        case 'r': *d++ = '\r'; continue;
+        case 't': *d++ = '\t'; continue;
+        case 'u': break;
+        default:  *d++ = p[-1]; continue;      /* " \ / */
+        }
+
+        /* checked by the parse: 4 hex digits, surrogates in pairs */
+
+        (void) ngx_http_llm_jt_hex4(p, last, &code);
+        p += 4;
+
+        if (code >= 0xd800 && code <= 0xdbff) {
+            (void) ngx_http_llm_jt_hex4(p + 2, last, &low);
+            p += 6;
+            code = 0x10000 + ((code - 0xd800) << 10) + (low - 0xdc00);
+        }
+
+        if (code < 0x80) {
+            *d++ = (u_char) code;
+
+        } else if (code < 0x800) {
+            *d++ = (u_char) (0xc0 | (code >> 6));
+            *d++ = (u_char) (0x80 | (code & 0x3f));
+
+        } else if (code < 0x10000) {
+            *d++ = (u_char) (0xe0 | (code >> 12));
+            *d++ = (u_char) (0x80 | ((code >> 6) & 0x3f));
+            *d++ = (u_char) (0x80 | (code & 0x3f));
+
+        } else {
+            *d++ = (u_char) (0xf0 | (code >> 18));
+            *d++ = (u_char) (0x80 | ((code >> 12) & 0x3f));
+            *d++ = (u_char) (0x80 | ((code >> 6) & 0x3f));
+            *d++ = (u_char) (0x80 | (code & 0x3f));
+        }
+    }
+
+    s->len = d - s->data;
+
+    return NGX_OK;
+}
+
+
+/* an integer token's value (its range was checked by the parse) */
+
+int64_t
+ngx_http_llm_jtape_int(ngx_http_llm_jtape_t *t, ngx_uint_t i)
+{
+    u_char    *p, *last;
+    uint64_t   n;
+    ngx_uint_t neg;
+
+    p = t->base + t->tok[i].start;
+    last = p + t->tok[i].len;
+    neg = (*p == '-');
+    n = 0;
+
+    for (p += neg; p < last; p++) {
+        n = n * 10 + (*p - '0');
+    }
+
+    return neg ? (int64_t) (0 - n) : (int64_t) n;
+}
+
+
+double
+ngx_http_llm_jtape_real(ngx_http_llm_jtape_t *t, ngx_uint_t i)
+{
+    return ngx_http_llm_jt_strtod(t, &t->tok[i]);
+}
