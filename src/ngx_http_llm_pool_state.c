@@ -259,7 +259,6 @@ ngx_http_llm_pool_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     p += sh->nservers * sizeof(ngx_http_llm_pool_server_sh_t);
 
     sh->cw = (int64_t *) p;
-    sh->epoch = ngx_http_llm_pool_wall();
 
     key = pscf->keys.elts;
 
@@ -270,8 +269,14 @@ ngx_http_llm_pool_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     pscf->sh = sh;
     shpool->data = sh;
 
+    /*
+     * A node that starts takes the keys the fleet disabled (epoch 0);
+     * a reload, which re-enables this node's keys, does not.
+     */
+
     if (pscf->old) {
         ngx_http_llm_pool_carry(pscf, pscf->old);
+        sh->epoch = ngx_http_llm_pool_wall();
         pscf->old = NULL;
     }
 
@@ -1032,7 +1037,9 @@ ngx_http_llm_pool_window(ngx_msec_t *start, uint64_t *cur, uint64_t *prev,
 
 /*
  * Claims the next pull from Redis for this worker, unless another
- * worker of the node pulled less than an interval ago; gives the keys
+ * worker of the node pulled less than half an interval ago (every
+ * worker's timer runs once an interval, so the node pulls at least once
+ * an interval, whatever the timers' phases); gives the keys
  * of this node's own cooldowns that still run, and the ms they have
  * left.
  */
@@ -1051,7 +1058,7 @@ ngx_http_llm_pool_state_claim(ngx_http_llm_pool_srv_conf_t *pscf,
 
     ngx_shmtx_lock(&pscf->shpool->mutex);
 
-    if (sh->synced && now - sh->synced < pscf->sync - pscf->sync / 10) {
+    if (sh->synced && now - sh->synced < pscf->sync / 2) {
         ngx_shmtx_unlock(&pscf->shpool->mutex);
         return NGX_DECLINED;
     }
