@@ -538,3 +538,110 @@ sub {
     my $n = () = $_[0]{error_log} =~ /Connection refused/g;
     return ($n == 1, "connection attempts: $n");
 }
+
+
+
+=== TEST 20: Anthropic's headroom: requests-remaining 0 until an RFC 3339 reset steers calls away
+--- http_config eval: $::POOL2
+--- config
+location /v1/ {
+    proxy_pass http://openai;
+}
+--- mock eval
+sub {
+    my ($req) = @_;
+    require POSIX;
+    my $res = LLMMock::default_handler($req);
+    if ($req->{headers}{authorization} =~ /aaa/) {
+        $res->{headers} = {
+            'anthropic-ratelimit-requests-limit' => 50,
+            'anthropic-ratelimit-requests-remaining' => 0,
+            'anthropic-ratelimit-requests-reset' =>
+                POSIX::strftime('%Y-%m-%dT%H:%M:%SZ', gmtime(time + 60)),
+            'anthropic-ratelimit-tokens-remaining' => 80000,
+        };
+    }
+    return $res;
+}
+--- request
+GET /v1/models
+--- repeat: 10
+--- check eval
+sub {
+    my $n = creds();
+    return (($n->{'Bearer sk-aaa111'} // 0) == 1,
+            "a should be used once, then left alone: " . show($n));
+}
+
+
+
+=== TEST 21: Anthropic's input-tokens-remaining 0 is the tightest token figure; the key is back at its reset (a fraction, an offset)
+--- http_config eval: $::POOL2
+--- config
+location /v1/ {
+    proxy_pass http://openai;
+}
+--- mock eval
+sub {
+    my ($req) = @_;
+    require POSIX;
+    my $res = LLMMock::default_handler($req);
+    if ($req->{headers}{authorization} =~ /aaa/ && $req->{n} == 1) {
+        # 2 s from now, written in UTC-05:00 with a fraction
+        my $t = time + 2;
+        $res->{headers} = {
+            'anthropic-ratelimit-requests-remaining' => 40,
+            'anthropic-ratelimit-requests-limit' => 50,
+            'anthropic-ratelimit-tokens-remaining' => 70000,
+            'anthropic-ratelimit-tokens-limit' => 80000,
+            'anthropic-ratelimit-output-tokens-remaining' => 15000,
+            'anthropic-ratelimit-output-tokens-limit' => 16000,
+            'anthropic-ratelimit-input-tokens-remaining' => 0,
+            'anthropic-ratelimit-input-tokens-limit' => 400000,
+            'anthropic-ratelimit-input-tokens-reset' =>
+                POSIX::strftime('%Y-%m-%dT%H:%M:%S.250-05:00',
+                                gmtime($t - 5 * 3600)),
+        };
+    }
+    return $res;
+}
+--- request eval
+[("GET /v1/models") x 6]
+--- request_delay eval
+[0, 0, 0, 0, 2.5, 0]
+--- check eval
+sub {
+    my @seq = map { $_->{headers}{authorization} =~ s/Bearer sk-//r }
+              mock_requests();
+    return ("@seq[0..3]" eq 'aaa111 bbb222 bbb222 bbb222'
+            && "@seq[4,5]" =~ /aaa111/, "attempts: @seq");
+}
+
+
+
+=== TEST 22: a Retry-After given as an HTTP date cools the key until then
+--- http_config eval: $::POOL2
+--- config
+location /v1/ {
+    proxy_next_upstream error timeout http_429;
+    proxy_pass http://openai;
+}
+--- mock eval
+sub {
+    my ($req) = @_;
+    require POSIX;
+    if ($req->{headers}{authorization} =~ /aaa/ && $req->{n} == 1) {
+        return { status => 429,
+                 headers => { 'Retry-After' => POSIX::strftime(
+                     '%a, %d %b %Y %H:%M:%S GMT', gmtime(time + 8)) },
+                 body => '{"type":"error","error":{"type":"rate_limit_error"}}' };
+    }
+    return LLMMock::default_handler($req);
+}
+--- request eval
+[("GET /v1/models") x 4]
+--- response_headers eval
+[{ 'X-LLM-Provider-Key' => 'b' }, { 'X-LLM-Provider-Key' => 'b' },
+ { 'X-LLM-Provider-Key' => 'b' }, { 'X-LLM-Provider-Key' => 'b' }]
+--- error_log eval
+qr/key "a" cools down for [78]\d\d\dms after a 429/
