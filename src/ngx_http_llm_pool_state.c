@@ -27,6 +27,9 @@
 
 #define NGX_HTTP_LLM_POOL_PROBES    8
 
+/* ms of latency that say nothing about a server or a key */
+#define NGX_HTTP_LLM_POOL_LATENCY_NOISE  20
+
 /* server factor (1..4) times key factor (1..16) */
 #define NGX_HTTP_LLM_POOL_ROOM_MAX  64
 
@@ -44,6 +47,8 @@ static ngx_uint_t ngx_http_llm_pool_key_factor(
     ngx_msec_t *until);
 static ngx_uint_t ngx_http_llm_pool_server_factor(
     ngx_http_llm_pool_srv_conf_t *pscf, ngx_uint_t s, ngx_msec_t now);
+static ngx_uint_t ngx_http_llm_pool_speed(ngx_uint_t f, ngx_msec_t latency,
+    ngx_msec_t avg);
 static uint64_t ngx_http_llm_pool_weight(ngx_http_llm_pool_srv_conf_t *pscf,
     ngx_uint_t i, ngx_msec_t now, ngx_msec_t *until);
 static ngx_uint_t ngx_http_llm_pool_scan(ngx_http_llm_pool_peer_data_t *pd,
@@ -342,7 +347,8 @@ ngx_http_llm_pool_carry(ngx_http_llm_pool_srv_conf_t *pscf,
 /*
  * 0 when key k cannot be used now (and *until lowered to when it can
  * again, if that is known), else 1..16: how much room it has left, by
- * its own budgets and by what the provider last reported.
+ * its own budgets and by what the provider last reported, and how fast
+ * it answered lately for the pool's keys' average.
  */
 
 static ngx_uint_t
@@ -421,6 +427,9 @@ ngx_http_llm_pool_key_factor(ngx_http_llm_pool_srv_conf_t *pscf,
         }
     }
 
+    f = ngx_min(f, ngx_http_llm_pool_speed(16, ks->latency,
+                                           pscf->sh->key_latency));
+
     return ngx_max(f, 1);
 }
 
@@ -428,7 +437,9 @@ ngx_http_llm_pool_key_factor(ngx_http_llm_pool_srv_conf_t *pscf,
 /*
  * 0 when server s cannot take a request (down, failed max_fails times
  * within fail_timeout, at max_conns), else 1..4: halved after recent
- * failures, halved when much slower than the pool's average.
+ * failures, and scaled by the pool's average latency over the server's
+ * own when that is slower (never below 1: a slow server still gets a
+ * share, so that it is seen again when it gets faster).
  */
 
 static ngx_uint_t
@@ -462,11 +473,28 @@ ngx_http_llm_pool_server_factor(ngx_http_llm_pool_srv_conf_t *pscf,
         f /= 2;
     }
 
-    if (pscf->sh->latency && ss->latency > 2 * pscf->sh->latency) {
-        f /= 2;
+    return ngx_http_llm_pool_speed(f, ss->latency, pscf->sh->latency);
+}
+
+
+/*
+ * f scaled by avg / latency when the latency is clearly above the
+ * average: by a quarter, and by more than the few ms that loopback or
+ * a busy host add at random (exact spreads stay exact among equals)
+ */
+
+static ngx_uint_t
+ngx_http_llm_pool_speed(ngx_uint_t f, ngx_msec_t latency, ngx_msec_t avg)
+{
+    if (avg == 0
+        || latency <= avg + avg / 4 + NGX_HTTP_LLM_POOL_LATENCY_NOISE)
+    {
+        return f;
     }
 
-    return f;
+    f = f * avg / latency;
+
+    return ngx_max(f, 1);
 }
 
 
@@ -858,6 +886,17 @@ ngx_http_llm_pool_state_done(ngx_http_llm_pool_peer_data_t *pd,
 
     if (ks == NULL) {
         goto done;
+    }
+
+    /* a key's latency: of answers that did the work, not of refusals */
+
+    if (o->latency && status >= 200 && status < 400) {
+        ks->latency = ks->latency ? (3 * ks->latency + o->latency) / 4
+                                  : o->latency;
+        pscf->sh->key_latency = pscf->sh->key_latency
+                                ? (7 * pscf->sh->key_latency + o->latency)
+                                  / 8
+                                : o->latency;
     }
 
     if (status == NGX_HTTP_TOO_MANY_REQUESTS) {

@@ -645,3 +645,66 @@ sub {
  { 'X-LLM-Provider-Key' => 'b' }, { 'X-LLM-Provider-Key' => 'b' }]
 --- error_log eval
 qr/key "a" cools down for [78]\d\d\dms after a 429/
+
+
+
+=== TEST 23: recent latency: a slow key gets far fewer of 60 calls than a fast one on the same server
+--- http_config eval: $::POOL2
+--- config
+location /v1/ {
+    proxy_pass http://openai;
+}
+--- mock eval
+sub {
+    my ($req) = @_;
+    my $res = LLMMock::default_handler($req);
+    $res->{delay} = 0.08 if $req->{headers}{authorization} =~ /bbb/;
+    return $res;
+}
+--- request
+GET /v1/models
+--- repeat: 60
+--- timeout: 10
+--- check eval
+sub {
+    my $n = creds();
+    my ($a, $b) = map { $n->{"Bearer sk-$_"} // 0 } qw(aaa111 bbb222);
+    # equal weights: 30/30 without latency weighting; about 55/5 with
+    return ($b >= 3 && $b <= 15 && $a + $b == 60,
+            "fast a=$a, slow b=$b");
+}
+
+
+
+=== TEST 24: recent latency: servers only, a slow server gets far fewer of 60 calls than a fast one
+--- http_config
+upstream fleet {
+    server 127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    server 127.0.0.1:$TEST_NGINX_MOCK_PORT2;
+    llm_pool;
+}
+--- config
+location /v1/ {
+    proxy_pass http://fleet;
+}
+--- mock eval
+sub {
+    my ($req) = @_;
+    my $res = LLMMock::default_handler($req);
+    $res->{delay} = 0.08 if $req->{port} == $ENV{TEST_NGINX_MOCK_PORT2};
+    return $res;
+}
+--- request
+GET /v1/models
+--- repeat: 60
+--- timeout: 10
+--- check eval
+sub {
+    my %n;
+    $n{ $_->{port} == $ENV{TEST_NGINX_MOCK_PORT2} ? 'slow' : 'fast' }++
+        for mock_requests();
+    my ($f, $s) = map { $n{$_} // 0 } qw(fast slow);
+    # equal weights: 30/30 without latency weighting, 40/20 when a slow
+    # server's share was only halved; about 47/13 by avg/latency
+    return ($s >= 3 && $s <= 16 && $f + $s == 60, "fast=$f, slow=$s");
+}
