@@ -708,3 +708,31 @@ sub {
     # server's share was only halved; about 47/13 by avg/latency
     return ($s >= 3 && $s <= 16 && $f + $s == 60, "fast=$f, slow=$s");
 }
+
+
+
+=== TEST 25: llm_pool sync= must be 10ms..60s
+--- http_config
+upstream openai {
+    server 127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    llm_pool cooldown=5s sync=5ms;
+    llm_pool_key a secret=sk-aaa111;
+}
+--- config
+--- must_die
+--- error_log
+invalid value "sync=5ms"
+
+
+
+=== TEST 26: llm_pool names an unknown parameter
+--- http_config
+upstream openai {
+    server 127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    llm_pool sync=2s every=3s;
+    llm_pool_key a secret=sk-aaa111;
+}
+--- config
+--- must_die
+--- error_log
+invalid parameter "every=3s"
