@@ -325,7 +325,10 @@ ngx_http_llm_pool_sync_init_process(ngx_cycle_t *cycle)
             return NGX_ERROR;
         }
 
-        /* debug logging reads ev->data as a connection: give it one */
+        /*
+         * debug logging reads ev->data as a connection's fd: the pool's
+         * configuration is readable that far
+         */
 
         ev->data = pscf;
         ev->handler = ngx_http_llm_pool_sync_timer;
