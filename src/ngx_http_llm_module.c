@@ -361,6 +361,7 @@ ngx_http_llm_create_main_conf(ngx_conf_t *cf)
      *     lmcf->shm_zone = NULL;
      *     lmcf->key_file = { 0, NULL };
      *     lmcf->gateways = 0;
+     *     lmcf->pools = 0;
      *     lmcf->redis = NULL;
      */
 

@@ -101,6 +101,7 @@ typedef struct {
     ngx_str_t                   key_file;
     ngx_uint_t                  gateways;  /* locations with llm_gateway on */
     ngx_uint_t                  handlers;  /* llm_usage locations */
+    ngx_uint_t                  pools;     /* upstreams with llm_pool */
     ngx_flag_t                  want_body; /* $llm_model and kin used */
     ngx_flag_t                  want_usage; /* token figures are used */
     ngx_flag_t                  cache_key; /* $llm_cache_key is used */

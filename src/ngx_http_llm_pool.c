@@ -10,10 +10,7 @@
  */
 
 
-#include <ngx_config.h>
-#include <ngx_core.h>
-#include <ngx_http.h>
-
+#include "ngx_http_llm_module.h"
 #include "ngx_http_llm_pool.h"
 
 
@@ -45,7 +42,7 @@ static void ngx_http_llm_pool_wipe(void *data);
 static ngx_command_t  ngx_http_llm_pool_commands[] = {
 
     { ngx_string("llm_pool"),
-      NGX_HTTP_UPS_CONF|NGX_CONF_NOARGS|NGX_CONF_TAKE1,
+      NGX_HTTP_UPS_CONF|NGX_CONF_NOARGS|NGX_CONF_TAKE12,
       ngx_http_llm_pool,
       NGX_HTTP_SRV_CONF_OFFSET,
       0,
@@ -91,7 +88,7 @@ ngx_module_t  ngx_http_llm_pool_module = {
     NGX_HTTP_MODULE,                       /* module type */
     NULL,                                  /* init master */
     NULL,                                  /* init module */
-    NULL,                                  /* init process */
+    ngx_http_llm_pool_sync_init_process,   /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
     NULL,                                  /* exit process */
@@ -143,15 +140,19 @@ ngx_http_llm_pool_create_srv_conf(ngx_conf_t *cf)
      *     pscf->enabled = 0;
      *     pscf->auth_set = 0;
      *     pscf->tokens = 0;
+     *     pscf->shared = 0;
+     *     pscf->byname = NULL;
+     *     pscf->rkey = { 0, NULL };
      */
 
     pscf->cooldown = NGX_CONF_UNSET_MSEC;
+    pscf->sync = NGX_CONF_UNSET_MSEC;
 
     return pscf;
 }
 
 
-/* llm_pool [cooldown=TIME]; */
+/* llm_pool [cooldown=TIME] [sync=TIME]; */
 
 static char *
 ngx_http_llm_pool(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
@@ -159,7 +160,8 @@ ngx_http_llm_pool(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ngx_http_llm_pool_srv_conf_t *pscf = conf;
 
     ngx_str_t                     *value, s;
-    ngx_msec_t                     ms;
+    ngx_msec_t                     ms, *field;
+    ngx_uint_t                     i;
     ngx_http_upstream_srv_conf_t  *uscf;
 
     if (pscf->enabled) {
@@ -169,26 +171,37 @@ ngx_http_llm_pool(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     value = cf->args->elts;
 
     pscf->cooldown = 30000;
+    pscf->sync = 1000;
 
-    if (cf->args->nelts == 2) {
+    for (i = 1; i < cf->args->nelts; i++) {
 
-        if (ngx_strncmp(value[1].data, "cooldown=", 9) != 0) {
+        if (ngx_strncmp(value[i].data, "cooldown=", 9) == 0) {
+            s.data = value[i].data + 9;
+            s.len = value[i].len - 9;
+            field = &pscf->cooldown;
+
+        } else if (ngx_strncmp(value[i].data, "sync=", 5) == 0) {
+            s.data = value[i].data + 5;
+            s.len = value[i].len - 5;
+            field = &pscf->sync;
+
+        } else {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "invalid parameter \"%V\"", &value[1]);
+                               "invalid parameter \"%V\"", &value[i]);
             return NGX_CONF_ERROR;
         }
-
-        s.data = value[1].data + 9;
-        s.len = value[1].len - 9;
 
         ms = ngx_parse_time(&s, 0);
-        if (ms == (ngx_msec_t) NGX_ERROR || ms == 0) {
+
+        if (ms == (ngx_msec_t) NGX_ERROR || ms == 0
+            || (field == &pscf->sync && (ms < 10 || ms > 60000)))
+        {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "invalid cooldown value \"%V\"", &value[1]);
+                               "invalid value \"%V\"", &value[i]);
             return NGX_CONF_ERROR;
         }
 
-        pscf->cooldown = ms;
+        *field = ms;
     }
 
     uscf = ngx_http_conf_get_module_srv_conf(cf, ngx_http_upstream_module);
@@ -916,6 +929,7 @@ static ngx_int_t
 ngx_http_llm_pool_postconfiguration(ngx_conf_t *cf)
 {
     ngx_uint_t                      i, pools, tokens;
+    ngx_http_llm_main_conf_t       *lmcf;
     ngx_http_upstream_srv_conf_t  **uscfp;
     ngx_http_upstream_main_conf_t  *umcf;
     ngx_http_llm_pool_srv_conf_t   *pscf;
@@ -954,11 +968,21 @@ ngx_http_llm_pool_postconfiguration(ngx_conf_t *cf)
 
         pools++;
         tokens += pscf->tokens;
+
+        if (ngx_http_llm_pool_sync_conf(cf, pscf) != NGX_OK) {
+            return NGX_ERROR;
+        }
     }
 
     if (pools == 0) {
         return NGX_OK;
     }
+
+    /* llm_redis: the workers connect for the pools too */
+
+    lmcf = ngx_http_conf_get_module_main_conf(cf,
+                                              ngx_http_llm_gateway_module);
+    lmcf->pools = pools;
 
     if (ngx_http_llm_pool_filter_init(cf) != NGX_OK) {
         return NGX_ERROR;

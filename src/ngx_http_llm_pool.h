@@ -2,11 +2,13 @@
 /*
  * ngx_llm_gateway: the provider key pool (ngx_http_llm_pool_module).
  *
- * Types shared by the pool's three files: ngx_http_llm_pool.c (directives
+ * Types shared by the pool's four files: ngx_http_llm_pool.c (directives
  * and configuration), ngx_http_llm_pool_peer.c (the balancer's per-request
- * side: peers, the secret written into each attempt, filters) and
+ * side: peers, the secret written into each attempt, filters),
  * ngx_http_llm_pool_state.c (the state all workers share: cooldowns,
- * disabled keys, budgets, learned headroom, server health, the choice).
+ * disabled keys, budgets, learned headroom, server health, the choice)
+ * and ngx_http_llm_pool_sync.c (that state shared by the nodes of a
+ * fleet through Redis, with llm_redis).
  */
 
 
@@ -30,6 +32,12 @@
 
 /* pools up to this many pairs scan them all (exact smooth weights) */
 #define NGX_HTTP_LLM_POOL_SCAN_MAX      64
+
+/* what a node learns from Redis, and tells it */
+#define NGX_HTTP_LLM_POOL_SYNC_COOL     'c'     /* a cooldown */
+#define NGX_HTTP_LLM_POOL_SYNC_OFF      'd'     /* a disabled key */
+#define NGX_HTTP_LLM_POOL_SYNC_REQ      'r'     /* requests= spent */
+#define NGX_HTTP_LLM_POOL_SYNC_TOK      't'     /* tokens= spent */
 
 
 typedef struct {
@@ -74,6 +82,7 @@ typedef struct {
 typedef struct {
     uint64_t                    hash;
     ngx_msec_t                  cooldown;  /* until; 0: none */
+    ngx_msec_t                  own;       /* until, by this node's 429 */
     ngx_msec_t                  disabled;  /* since; 0: enabled */
 
     /* our own budgets: two fixed windows give a sliding estimate */
@@ -94,6 +103,7 @@ typedef struct {
 
     uint64_t                    requests;   /* attempts, since start */
     uint64_t                    failures;
+    ngx_msec_t                  latency;    /* moving average, ms */
 } ngx_http_llm_pool_key_sh_t;
 
 
@@ -112,6 +122,9 @@ typedef struct {
     ngx_uint_t                  nservers;
     ngx_uint_t                  npairs;
     ngx_msec_t                  latency;    /* of all servers, ms */
+    ngx_msec_t                  key_latency; /* of all keys, ms */
+    ngx_msec_t                  synced;     /* last pull from Redis */
+    uint64_t                    epoch;      /* wall ms: keys re-enabled */
     ngx_http_llm_pool_key_sh_t *keys;
     ngx_http_llm_pool_server_sh_t
                                *servers;
@@ -132,7 +145,10 @@ typedef struct {
     ngx_uint_t                  auth;       /* NGX_HTTP_LLM_POOL_AUTH_* */
     ngx_str_t                   auth_name;  /* header or argument */
     ngx_msec_t                  cooldown;
+    ngx_msec_t                  sync;       /* pull interval (llm_redis) */
     size_t                      auth_max;   /* longest key auth */
+    ngx_uint_t                 *byname;     /* keys by name hash */
+    ngx_str_t                   rkey;       /* the pool's Redis key */
 
     ngx_shm_zone_t             *shm_zone;
     ngx_slab_pool_t            *shpool;
@@ -146,6 +162,7 @@ typedef struct {
     unsigned                    enabled:1;
     unsigned                    auth_set:1;
     unsigned                    tokens:1;   /* a key has tokens= */
+    unsigned                    shared:1;   /* llm_redis: fleet state */
 } ngx_http_llm_pool_srv_conf_t;
 
 
@@ -191,6 +208,16 @@ typedef struct {
 } ngx_http_llm_pool_outcome_t;
 
 
+/* one line of a pull: what Redis holds about a key */
+typedef struct {
+    ngx_uint_t                  kind;       /* NGX_HTTP_LLM_POOL_SYNC_* */
+    ngx_uint_t                  key;
+    uint64_t                    a;          /* ms left, age or period */
+    uint64_t                    cur;
+    uint64_t                    prev;
+} ngx_http_llm_pool_remote_t;
+
+
 extern ngx_module_t  ngx_http_llm_pool_module;
 
 
@@ -213,6 +240,17 @@ void ngx_http_llm_pool_state_tokens(ngx_http_llm_pool_srv_conf_t *pscf,
     ngx_uint_t key, uint64_t tokens);
 ngx_msec_t ngx_http_llm_pool_state_soonest(
     ngx_http_llm_pool_srv_conf_t *pscf);
+ngx_int_t ngx_http_llm_pool_state_claim(ngx_http_llm_pool_srv_conf_t *pscf,
+    ngx_uint_t *keys, ngx_msec_t *left, ngx_uint_t max, ngx_uint_t *n);
+void ngx_http_llm_pool_state_merge(ngx_http_llm_pool_srv_conf_t *pscf,
+    ngx_http_llm_pool_remote_t *rm, ngx_uint_t n, uint64_t rnow);
+
+/* ngx_http_llm_pool_sync.c */
+ngx_int_t ngx_http_llm_pool_sync_conf(ngx_conf_t *cf,
+    ngx_http_llm_pool_srv_conf_t *pscf);
+ngx_int_t ngx_http_llm_pool_sync_init_process(ngx_cycle_t *cycle);
+void ngx_http_llm_pool_sync_event(ngx_http_llm_pool_srv_conf_t *pscf,
+    ngx_uint_t kind, ngx_uint_t k, uint64_t value, ngx_msec_t period);
 
 
 #endif /* _NGX_HTTP_LLM_POOL_H_INCLUDED_ */

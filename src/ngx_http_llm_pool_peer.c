@@ -28,6 +28,21 @@
 #include "ngx_http_llm_pool.h"
 
 
+/*
+ * Anthropic's figures, per dimension: requests, tokens, input-tokens,
+ * output-tokens
+ */
+
+#define NGX_HTTP_LLM_POOL_DIMS  4
+
+typedef struct {
+    uint64_t                    left[NGX_HTTP_LLM_POOL_DIMS];
+    uint64_t                    limit[NGX_HTTP_LLM_POOL_DIMS];
+    ngx_msec_t                  reset[NGX_HTTP_LLM_POOL_DIMS];
+    ngx_uint_t                  known;      /* a bit per dimension */
+} ngx_http_llm_pool_figures_t;
+
+
 static ngx_int_t ngx_http_llm_pool_get_peer(ngx_peer_connection_t *pc,
     void *data);
 static void ngx_http_llm_pool_free_peer(ngx_peer_connection_t *pc,
@@ -42,7 +57,12 @@ static ngx_uint_t ngx_http_llm_pool_credential(ngx_str_t *name,
     ngx_http_llm_pool_srv_conf_t *pscf);
 static void ngx_http_llm_pool_outcome(ngx_http_llm_pool_peer_data_t *pd,
     ngx_http_llm_pool_outcome_t *o);
+static void ngx_http_llm_pool_anthropic(ngx_table_elt_t *h,
+    ngx_http_llm_pool_figures_t *f);
+static void ngx_http_llm_pool_figures(ngx_http_llm_pool_figures_t *f,
+    ngx_http_llm_pool_outcome_t *o);
 static ngx_msec_t ngx_http_llm_pool_duration(ngx_str_t *s);
+static ngx_msec_t ngx_http_llm_pool_rfc3339(ngx_str_t *s);
 static ngx_int_t ngx_http_llm_pool_header_filter(ngx_http_request_t *r);
 static ngx_int_t ngx_http_llm_pool_body_filter(ngx_http_request_t *r,
     ngx_chain_t *in);
@@ -484,23 +504,29 @@ ngx_http_llm_pool_credential(ngx_str_t *name,
 
 /*
  * What this attempt's response says: its status, the time to its
- * header, and the provider's figures for the key (x-ratelimit-remaining-
- * and -limit- and -reset- of requests and tokens, retry-after-ms,
- * Retry-After in seconds).
+ * header, and the provider's figures for the key: OpenAI's
+ * x-ratelimit-remaining- and -limit- and -reset- of requests and
+ * tokens, Anthropic's anthropic-ratelimit-requests-, -tokens-,
+ * -input-tokens- and -output-tokens- -remaining, -limit and -reset (an
+ * RFC 3339 time; the tightest of the token figures counts),
+ * retry-after-ms, Retry-After in seconds or as an HTTP date.
  */
 
 static void
 ngx_http_llm_pool_outcome(ngx_http_llm_pool_peer_data_t *pd,
     ngx_http_llm_pool_outcome_t *o)
 {
-    u_char               *n;
-    off_t                 v;
-    ngx_uint_t            i;
-    ngx_list_part_t      *part;
-    ngx_table_elt_t      *h;
-    ngx_http_upstream_t  *u;
+    u_char                       *n;
+    off_t                         v;
+    time_t                        t;
+    ngx_uint_t                    i;
+    ngx_list_part_t              *part;
+    ngx_table_elt_t              *h;
+    ngx_http_upstream_t          *u;
+    ngx_http_llm_pool_figures_t   f;
 
     ngx_memzero(o, sizeof(ngx_http_llm_pool_outcome_t));
+    ngx_memzero(&f, sizeof(ngx_http_llm_pool_figures_t));
 
     u = pd->request->upstream;
 
@@ -547,9 +573,23 @@ ngx_http_llm_pool_outcome(ngx_http_llm_pool_peer_data_t *pd,
                 v = ngx_atoof(h[i].value.data, h[i].value.len);
                 if (v > 0) {
                     o->retry = v * 1000;
+
+                } else if (v == NGX_ERROR) {
+                    t = ngx_parse_http_time(h[i].value.data,
+                                            h[i].value.len);
+                    if (t != NGX_ERROR && t > ngx_time()) {
+                        o->retry = (t - ngx_time()) * 1000;
+                    }
                 }
             }
 
+            continue;
+        }
+
+        if (h[i].key.len > 20
+            && ngx_strncmp(n, "anthropic-ratelimit-", 20) == 0)
+        {
+            ngx_http_llm_pool_anthropic(&h[i], &f);
             continue;
         }
 
@@ -601,6 +641,10 @@ ngx_http_llm_pool_outcome(ngx_http_llm_pool_peer_data_t *pd,
         }
     }
 
+    if (f.known) {
+        ngx_http_llm_pool_figures(&f, o);
+    }
+
     /* without a reset time, a figure is trusted for a minute */
 
     if (o->req_known && o->req_reset == 0) {
@@ -610,6 +654,209 @@ ngx_http_llm_pool_outcome(ngx_http_llm_pool_peer_data_t *pd,
     if (o->tok_known && o->tok_reset == 0) {
         o->tok_reset = 60000;
     }
+}
+
+
+/* "anthropic-ratelimit-DIMENSION-FIELD" */
+
+static void
+ngx_http_llm_pool_anthropic(ngx_table_elt_t *h,
+    ngx_http_llm_pool_figures_t *f)
+{
+    u_char      *n, *last;
+    off_t        v;
+    size_t       len;
+    ngx_uint_t   d;
+
+    static ngx_str_t  dims[] = {
+        ngx_string("requests-"),
+        ngx_string("tokens-"),
+        ngx_string("input-tokens-"),
+        ngx_string("output-tokens-")
+    };
+
+    n = h->lowcase_key + 20;
+    last = h->lowcase_key + h->key.len;
+
+    for (d = 0; d < NGX_HTTP_LLM_POOL_DIMS; d++) {
+        if ((size_t) (last - n) > dims[d].len
+            && ngx_strncmp(n, dims[d].data, dims[d].len) == 0)
+        {
+            break;
+        }
+    }
+
+    if (d == NGX_HTTP_LLM_POOL_DIMS) {
+        return;
+    }
+
+    n += dims[d].len;
+    len = last - n;
+
+    if (len == 9 && ngx_strncmp(n, "remaining", 9) == 0) {
+        v = ngx_atoof(h->value.data, h->value.len);
+        if (v >= 0) {
+            f->left[d] = v;
+            f->known |= 1 << d;
+        }
+
+    } else if (len == 5 && ngx_strncmp(n, "limit", 5) == 0) {
+        v = ngx_atoof(h->value.data, h->value.len);
+        f->limit[d] = (v > 0) ? v : 0;
+
+    } else if (len == 5 && ngx_strncmp(n, "reset", 5) == 0) {
+        f->reset[d] = ngx_http_llm_pool_rfc3339(&h->value);
+    }
+}
+
+
+/*
+ * Anthropic's figures as the outcome's, unless OpenAI's were there:
+ * requests as they are; of tokens, input and output tokens the one with
+ * the least left for its limit.
+ */
+
+static void
+ngx_http_llm_pool_figures(ngx_http_llm_pool_figures_t *f,
+    ngx_http_llm_pool_outcome_t *o)
+{
+    ngx_uint_t  d, best;
+
+    if (!o->req_known && (f->known & 1)) {
+        o->req_known = 1;
+        o->req_left = f->left[0];
+        o->req_limit = f->limit[0];
+        o->req_reset = f->reset[0];
+    }
+
+    if (o->tok_known) {
+        return;
+    }
+
+    best = 0;
+
+    for (d = 1; d < NGX_HTTP_LLM_POOL_DIMS; d++) {
+
+        if (!(f->known & (1 << d))) {
+            continue;
+        }
+
+        /* left/limit below best's: compared as cross products */
+
+        if (best == 0
+            || (f->limit[d] && f->limit[best]
+                ? f->left[d] * f->limit[best] < f->left[best] * f->limit[d]
+                : f->left[d] < f->left[best]))
+        {
+            best = d;
+        }
+    }
+
+    if (best) {
+        o->tok_known = 1;
+        o->tok_left = f->left[best];
+        o->tok_limit = f->limit[best];
+        o->tok_reset = f->reset[best];
+    }
+}
+
+
+/*
+ * Anthropic's resets: an RFC 3339 time, "2025-01-01T00:00:30Z" or with a
+ * fraction and an offset; ms from now, at least 1; 0 when unreadable.
+ */
+
+static ngx_msec_t
+ngx_http_llm_pool_rfc3339(ngx_str_t *s)
+{
+    u_char      *p, *last;
+    int64_t      y, m, d, hh, mm, ss, off, days, at, now;
+    ngx_uint_t   i, ms, scale;
+    ngx_time_t  *tp;
+
+    p = s->data;
+    last = p + s->len;
+
+    if (s->len < 20 || p[4] != '-' || p[7] != '-'
+        || (p[10] != 'T' && p[10] != 't' && p[10] != ' ')
+        || p[13] != ':' || p[16] != ':')
+    {
+        return 0;
+    }
+
+    for (i = 0; i < 19; i++) {
+        if (i != 4 && i != 7 && i != 10 && i != 13 && i != 16
+            && (p[i] < '0' || p[i] > '9'))
+        {
+            return 0;
+        }
+    }
+
+    y = (p[0] - '0') * 1000 + (p[1] - '0') * 100 + (p[2] - '0') * 10
+        + (p[3] - '0');
+    m = (p[5] - '0') * 10 + (p[6] - '0');
+    d = (p[8] - '0') * 10 + (p[9] - '0');
+    hh = (p[11] - '0') * 10 + (p[12] - '0');
+    mm = (p[14] - '0') * 10 + (p[15] - '0');
+    ss = (p[17] - '0') * 10 + (p[18] - '0');
+
+    if (m < 1 || m > 12 || d < 1 || d > 31 || hh > 23 || mm > 59 || ss > 60)
+    {
+        return 0;
+    }
+
+    p += 19;
+    ms = 0;
+
+    if (p < last && *p == '.') {
+        scale = 100;
+
+        for (p++; p < last && *p >= '0' && *p <= '9'; p++) {
+            ms += (*p - '0') * scale;
+            scale /= 10;
+        }
+    }
+
+    off = 0;
+
+    if (p < last && (*p == 'Z' || *p == 'z')) {
+        p++;
+
+    } else if (last - p == 6 && (*p == '+' || *p == '-') && p[3] == ':'
+               && p[1] >= '0' && p[1] <= '9' && p[2] >= '0' && p[2] <= '9'
+               && p[4] >= '0' && p[4] <= '9' && p[5] >= '0' && p[5] <= '9')
+    {
+        off = ((p[1] - '0') * 10 + (p[2] - '0')) * 3600
+              + ((p[4] - '0') * 10 + (p[5] - '0')) * 60;
+
+        if (*p == '-') {
+            off = -off;
+        }
+
+        p += 6;
+
+    } else {
+        return 0;
+    }
+
+    if (p != last) {
+        return 0;
+    }
+
+    /* days since 1970-01-01 (Howard Hinnant's days_from_civil) */
+
+    y -= (m <= 2);
+    days = (y / 400) * 146097
+           + (365 * (y % 400) + (y % 400) / 4 - (y % 400) / 100)
+           + (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1
+           - 719468;
+
+    at = ((days * 86400 + hh * 3600 + mm * 60 + ss) - off) * 1000 + ms;
+
+    tp = ngx_timeofday();
+    now = (int64_t) tp->sec * 1000 + tp->msec;
+
+    return (at > now) ? (ngx_msec_t) (at - now) : 1;
 }
 
 

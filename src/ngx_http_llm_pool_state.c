@@ -12,8 +12,9 @@
  * a new zone into which the old keys' state is carried by name.
  *
  * Every access goes through the functions below (pick, done, tokens,
- * soonest), so that a Redis-backed variant can take their place without
- * touching the balancer.
+ * soonest; claim and merge for ngx_http_llm_pool_sync.c, which tells
+ * Redis what happens here and brings the fleet's state in), so the
+ * balancer never waits for anything.
  */
 
 
@@ -25,6 +26,9 @@
 
 
 #define NGX_HTTP_LLM_POOL_PROBES    8
+
+/* ms of latency that say nothing about a server or a key */
+#define NGX_HTTP_LLM_POOL_LATENCY_NOISE  20
 
 /* server factor (1..4) times key factor (1..16) */
 #define NGX_HTTP_LLM_POOL_ROOM_MAX  64
@@ -43,6 +47,8 @@ static ngx_uint_t ngx_http_llm_pool_key_factor(
     ngx_msec_t *until);
 static ngx_uint_t ngx_http_llm_pool_server_factor(
     ngx_http_llm_pool_srv_conf_t *pscf, ngx_uint_t s, ngx_msec_t now);
+static ngx_uint_t ngx_http_llm_pool_speed(ngx_uint_t f, ngx_msec_t latency,
+    ngx_msec_t avg);
 static uint64_t ngx_http_llm_pool_weight(ngx_http_llm_pool_srv_conf_t *pscf,
     ngx_uint_t i, ngx_msec_t now, ngx_msec_t *until);
 static ngx_uint_t ngx_http_llm_pool_scan(ngx_http_llm_pool_peer_data_t *pd,
@@ -53,6 +59,10 @@ static ngx_uint_t ngx_http_llm_pool_least(ngx_http_llm_pool_peer_data_t *pd,
     ngx_msec_t now);
 static uint64_t ngx_http_llm_pool_window(ngx_msec_t *start, uint64_t *cur,
     uint64_t *prev, ngx_msec_t period, ngx_msec_t now);
+static void ngx_http_llm_pool_window_merge(ngx_msec_t *start, uint64_t *cur,
+    uint64_t *prev, ngx_msec_t period, ngx_msec_t now, uint64_t rnow,
+    ngx_http_llm_pool_remote_t *rm);
+static uint64_t ngx_http_llm_pool_wall(void);
 
 
 #define ngx_http_llm_pool_tried(pd, i)                                       \
@@ -210,11 +220,16 @@ ngx_http_llm_pool_init_zone(ngx_shm_zone_t *shm_zone, void *data)
         pscf->sh = opscf->sh;
         pscf->old = NULL;
 
-        /* a reload gives disabled keys another chance */
+        /*
+         * a reload gives disabled keys another chance, and so does not
+         * take them from what other nodes disabled before it
+         */
 
         for (i = 0; i < pscf->sh->nkeys; i++) {
             pscf->sh->keys[i].disabled = 0;
         }
+
+        pscf->sh->epoch = ngx_http_llm_pool_wall();
 
         return NGX_OK;
     }
@@ -259,8 +274,14 @@ ngx_http_llm_pool_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     pscf->sh = sh;
     shpool->data = sh;
 
+    /*
+     * A node that starts takes the keys the fleet disabled (epoch 0);
+     * a reload, which re-enables this node's keys, does not.
+     */
+
     if (pscf->old) {
         ngx_http_llm_pool_carry(pscf, pscf->old);
+        sh->epoch = ngx_http_llm_pool_wall();
         pscf->old = NULL;
     }
 
@@ -326,7 +347,8 @@ ngx_http_llm_pool_carry(ngx_http_llm_pool_srv_conf_t *pscf,
 /*
  * 0 when key k cannot be used now (and *until lowered to when it can
  * again, if that is known), else 1..16: how much room it has left, by
- * its own budgets and by what the provider last reported.
+ * its own budgets and by what the provider last reported, and how fast
+ * it answered lately for the pool's keys' average.
  */
 
 static ngx_uint_t
@@ -405,6 +427,9 @@ ngx_http_llm_pool_key_factor(ngx_http_llm_pool_srv_conf_t *pscf,
         }
     }
 
+    f = ngx_min(f, ngx_http_llm_pool_speed(16, ks->latency,
+                                           pscf->sh->key_latency));
+
     return ngx_max(f, 1);
 }
 
@@ -412,7 +437,9 @@ ngx_http_llm_pool_key_factor(ngx_http_llm_pool_srv_conf_t *pscf,
 /*
  * 0 when server s cannot take a request (down, failed max_fails times
  * within fail_timeout, at max_conns), else 1..4: halved after recent
- * failures, halved when much slower than the pool's average.
+ * failures, and scaled by the pool's average latency over the server's
+ * own when that is slower (never below 1: a slow server still gets a
+ * share, so that it is seen again when it gets faster).
  */
 
 static ngx_uint_t
@@ -446,11 +473,28 @@ ngx_http_llm_pool_server_factor(ngx_http_llm_pool_srv_conf_t *pscf,
         f /= 2;
     }
 
-    if (pscf->sh->latency && ss->latency > 2 * pscf->sh->latency) {
-        f /= 2;
+    return ngx_http_llm_pool_speed(f, ss->latency, pscf->sh->latency);
+}
+
+
+/*
+ * f scaled by avg / latency when the latency is clearly above the
+ * average: by a quarter, and by more than the few ms that loopback or
+ * a busy host add at random (exact spreads stay exact among equals)
+ */
+
+static ngx_uint_t
+ngx_http_llm_pool_speed(ngx_uint_t f, ngx_msec_t latency, ngx_msec_t avg)
+{
+    if (avg == 0
+        || latency <= avg + avg / 4 + NGX_HTTP_LLM_POOL_LATENCY_NOISE)
+    {
+        return f;
     }
 
-    return f;
+    f = f * avg / latency;
+
+    return ngx_max(f, 1);
 }
 
 
@@ -516,6 +560,8 @@ ngx_http_llm_pool_state_pick(ngx_http_llm_pool_peer_data_t *pd,
         pscf->sh->servers[s].checked = now;
     }
 
+    key = NULL;
+
     if (k != NGX_HTTP_LLM_POOL_NO_KEY) {
         key = &((ngx_http_llm_pool_key_t *) pscf->keys.elts)[k];
         ks = &pscf->sh->keys[k];
@@ -528,6 +574,11 @@ ngx_http_llm_pool_state_pick(ngx_http_llm_pool_peer_data_t *pd,
     }
 
     ngx_shmtx_unlock(&pscf->shpool->mutex);
+
+    if (key && key->requests.limit) {
+        ngx_http_llm_pool_sync_event(pscf, NGX_HTTP_LLM_POOL_SYNC_REQ, k, 1,
+                                     key->requests.period);
+    }
 
     *pair = i;
 
@@ -837,6 +888,17 @@ ngx_http_llm_pool_state_done(ngx_http_llm_pool_peer_data_t *pd,
         goto done;
     }
 
+    /* a key's latency: of answers that did the work, not of refusals */
+
+    if (o->latency && status >= 200 && status < 400) {
+        ks->latency = ks->latency ? (3 * ks->latency + o->latency) / 4
+                                  : o->latency;
+        pscf->sh->key_latency = pscf->sh->key_latency
+                                ? (7 * pscf->sh->key_latency + o->latency)
+                                  / 8
+                                : o->latency;
+    }
+
     if (status == NGX_HTTP_TOO_MANY_REQUESTS) {
         ks->failures++;
         until = now + (o->retry ? o->retry : pscf->cooldown);
@@ -844,6 +906,10 @@ ngx_http_llm_pool_state_done(ngx_http_llm_pool_peer_data_t *pd,
 
         if (until > ks->cooldown) {
             ks->cooldown = until;
+        }
+
+        if (until > ks->own) {
+            ks->own = until;
         }
 
     } else if (status == NGX_HTTP_UNAUTHORIZED || status == 402
@@ -878,6 +944,16 @@ done:
 
     } else {
         key = &((ngx_http_llm_pool_key_t *) pscf->keys.elts)[k];
+    }
+
+    if (until > was) {
+        ngx_http_llm_pool_sync_event(pscf, NGX_HTTP_LLM_POOL_SYNC_COOL, k,
+                                     until - now, 0);
+    }
+
+    if (disabled) {
+        ngx_http_llm_pool_sync_event(pscf, NGX_HTTP_LLM_POOL_SYNC_OFF, k, 0,
+                                     0);
     }
 
     /* once per event, by the worker that saw it */
@@ -926,6 +1002,9 @@ ngx_http_llm_pool_state_tokens(ngx_http_llm_pool_srv_conf_t *pscf,
     ks->tok_cur += tokens;
 
     ngx_shmtx_unlock(&pscf->shpool->mutex);
+
+    ngx_http_llm_pool_sync_event(pscf, NGX_HTTP_LLM_POOL_SYNC_TOK, k, tokens,
+                                 key->tokens.period);
 }
 
 
@@ -966,7 +1045,8 @@ ngx_http_llm_pool_state_soonest(ngx_http_llm_pool_srv_conf_t *pscf)
 /*
  * Two fixed windows make a sliding estimate: the current window's count
  * plus the share of the previous one that the sliding period still
- * covers.
+ * covers.  A merge may move the windows' start (to Redis's), so times
+ * are compared as differences.
  */
 
 static uint64_t
@@ -975,15 +1055,195 @@ ngx_http_llm_pool_window(ngx_msec_t *start, uint64_t *cur, uint64_t *prev,
 {
     ngx_msec_t  n, elapsed;
 
-    if (now >= *start + period) {
-        n = (now - *start) / period;
-
-        *prev = (n == 1) ? *cur : 0;
-        *cur = 0;
-        *start = (*start == 0) ? now - now % period : *start + n * period;
+    if (*start == 0) {
+        *start = now - now % period;
     }
 
     elapsed = now - *start;
 
+    if (elapsed >= period) {
+        n = elapsed / period;
+
+        *prev = (n == 1) ? *cur : 0;
+        *cur = 0;
+        *start += n * period;
+        elapsed -= n * period;
+    }
+
     return *cur + *prev * (period - elapsed) / period;
+}
+
+
+/*
+ * Claims the next pull from Redis for this worker, unless another
+ * worker of the node pulled less than half an interval ago (every
+ * worker's timer runs once an interval, so the node pulls at least once
+ * an interval, whatever the timers' phases); gives the keys
+ * of this node's own cooldowns that still run, and the ms they have
+ * left.
+ */
+
+ngx_int_t
+ngx_http_llm_pool_state_claim(ngx_http_llm_pool_srv_conf_t *pscf,
+    ngx_uint_t *keys, ngx_msec_t *left, ngx_uint_t max, ngx_uint_t *n)
+{
+    ngx_msec_t                   now;
+    ngx_uint_t                   k, m;
+    ngx_http_llm_pool_shctx_t   *sh;
+
+    sh = pscf->sh;
+    now = ngx_current_msec;
+    m = 0;
+
+    ngx_shmtx_lock(&pscf->shpool->mutex);
+
+    if (sh->synced && now - sh->synced < pscf->sync / 2) {
+        ngx_shmtx_unlock(&pscf->shpool->mutex);
+        return NGX_DECLINED;
+    }
+
+    sh->synced = now;
+
+    for (k = 0; k < sh->nkeys && m < max; k++) {
+        if (sh->keys[k].own > now && sh->keys[k].cooldown > now) {
+            keys[m] = k;
+            left[m] = sh->keys[k].own - now;
+            m++;
+        }
+    }
+
+    ngx_shmtx_unlock(&pscf->shpool->mutex);
+
+    *n = m;
+
+    return NGX_OK;
+}
+
+
+/*
+ * What Redis holds about the fleet's use of the keys, as of Redis's
+ * clock "rnow": a cooldown keeps the later deadline; a key disabled
+ * elsewhere after this node last enabled its keys is disabled here; a
+ * budget's windows take Redis's boundaries and at least its counts
+ * (this node's own attempts are in them, but may still be on their way).
+ */
+
+void
+ngx_http_llm_pool_state_merge(ngx_http_llm_pool_srv_conf_t *pscf,
+    ngx_http_llm_pool_remote_t *rm, ngx_uint_t n, uint64_t rnow)
+{
+    uint64_t                     wall;
+    ngx_msec_t                   now, until;
+    ngx_uint_t                   i;
+    ngx_http_llm_pool_key_t     *key;
+    ngx_http_llm_pool_key_sh_t  *ks;
+
+    now = ngx_current_msec;
+    wall = ngx_http_llm_pool_wall();
+
+    ngx_shmtx_lock(&pscf->shpool->mutex);
+
+    for (i = 0; i < n; i++) {
+        key = &((ngx_http_llm_pool_key_t *) pscf->keys.elts)[rm[i].key];
+        ks = &pscf->sh->keys[rm[i].key];
+
+        switch (rm[i].kind) {
+
+        case NGX_HTTP_LLM_POOL_SYNC_COOL:
+            until = now + rm[i].a;
+            rm[i].cur = 0;
+
+            /* a few ms either way is the round trip, not news */
+
+            if (until > ks->cooldown + 100) {
+                rm[i].cur = (ks->cooldown <= now);
+                ks->cooldown = until;
+            }
+
+            break;
+
+        case NGX_HTTP_LLM_POOL_SYNC_OFF:
+            rm[i].cur = 0;
+
+            if (!ks->disabled && wall >= rm[i].a
+                && wall - rm[i].a >= pscf->sh->epoch)
+            {
+                ks->disabled = now ? now : 1;
+                rm[i].cur = 1;
+            }
+
+            break;
+
+        case NGX_HTTP_LLM_POOL_SYNC_REQ:
+            if (key->requests.limit && key->requests.period == rm[i].a) {
+                ngx_http_llm_pool_window_merge(&ks->req_start, &ks->req_cur,
+                                               &ks->req_prev,
+                                               key->requests.period, now,
+                                               rnow, &rm[i]);
+            }
+
+            rm[i].cur = 0;
+            break;
+
+        default: /* NGX_HTTP_LLM_POOL_SYNC_TOK */
+            if (key->tokens.limit && key->tokens.period == rm[i].a) {
+                ngx_http_llm_pool_window_merge(&ks->tok_start, &ks->tok_cur,
+                                               &ks->tok_prev,
+                                               key->tokens.period, now,
+                                               rnow, &rm[i]);
+            }
+
+            rm[i].cur = 0;
+            break;
+        }
+    }
+
+    ngx_shmtx_unlock(&pscf->shpool->mutex);
+
+    /* what this node did not know yet, once, by name */
+
+    for (i = 0; i < n; i++) {
+        if (!rm[i].cur) {
+            continue;
+        }
+
+        key = &((ngx_http_llm_pool_key_t *) pscf->keys.elts)[rm[i].key];
+
+        if (rm[i].kind == NGX_HTTP_LLM_POOL_SYNC_COOL) {
+            ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
+                          "llm_pool \"%V\": key \"%V\" cools down for %Mms "
+                          "(seen by another node)", &pscf->name, &key->name,
+                          (ngx_msec_t) rm[i].a);
+
+        } else {
+            ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                          "llm_pool \"%V\": key \"%V\" disabled until "
+                          "reload: the provider refused it on another node",
+                          &pscf->name, &key->name);
+        }
+    }
+}
+
+
+static void
+ngx_http_llm_pool_window_merge(ngx_msec_t *start, uint64_t *cur,
+    uint64_t *prev, ngx_msec_t period, ngx_msec_t now, uint64_t rnow,
+    ngx_http_llm_pool_remote_t *rm)
+{
+    (void) ngx_http_llm_pool_window(start, cur, prev, period, now);
+
+    *cur = ngx_max(*cur, rm->cur);
+    *prev = ngx_max(*prev, rm->prev);
+    *start = now - (ngx_msec_t) (rnow % period);
+}
+
+
+static uint64_t
+ngx_http_llm_pool_wall(void)
+{
+    ngx_time_t  *tp;
+
+    tp = ngx_timeofday();
+
+    return (uint64_t) tp->sec * 1000 + tp->msec;
 }

@@ -397,7 +397,9 @@ ngx_http_llm_redis_init_process(ngx_cycle_t *cycle)
     lmcf = ngx_http_cycle_get_module_main_conf(cycle,
                                                ngx_http_llm_gateway_module);
 
-    if (lmcf == NULL || lmcf->redis == NULL || lmcf->gateways == 0) {
+    if (lmcf == NULL || lmcf->redis == NULL
+        || (lmcf->gateways == 0 && lmcf->pools == 0))
+    {
         return NGX_OK;
     }
 

@@ -538,3 +538,201 @@ sub {
     my $n = () = $_[0]{error_log} =~ /Connection refused/g;
     return ($n == 1, "connection attempts: $n");
 }
+
+
+
+=== TEST 20: Anthropic's headroom: requests-remaining 0 until an RFC 3339 reset steers calls away
+--- http_config eval: $::POOL2
+--- config
+location /v1/ {
+    proxy_pass http://openai;
+}
+--- mock eval
+sub {
+    my ($req) = @_;
+    require POSIX;
+    my $res = LLMMock::default_handler($req);
+    if ($req->{headers}{authorization} =~ /aaa/) {
+        $res->{headers} = {
+            'anthropic-ratelimit-requests-limit' => 50,
+            'anthropic-ratelimit-requests-remaining' => 0,
+            'anthropic-ratelimit-requests-reset' =>
+                POSIX::strftime('%Y-%m-%dT%H:%M:%SZ', gmtime(time + 60)),
+            'anthropic-ratelimit-tokens-remaining' => 80000,
+        };
+    }
+    return $res;
+}
+--- request
+GET /v1/models
+--- repeat: 10
+--- check eval
+sub {
+    my $n = creds();
+    return (($n->{'Bearer sk-aaa111'} // 0) == 1,
+            "a should be used once, then left alone: " . show($n));
+}
+
+
+
+=== TEST 21: Anthropic's input-tokens-remaining 0 is the tightest token figure; the key is back at its reset (a fraction, an offset)
+--- http_config eval: $::POOL2
+--- config
+location /v1/ {
+    proxy_pass http://openai;
+}
+--- mock eval
+sub {
+    my ($req) = @_;
+    require POSIX;
+    my $res = LLMMock::default_handler($req);
+    if ($req->{headers}{authorization} =~ /aaa/ && $req->{n} == 1) {
+        # 2 s from now, written in UTC-05:00 with a fraction
+        my $t = time + 2;
+        $res->{headers} = {
+            'anthropic-ratelimit-requests-remaining' => 40,
+            'anthropic-ratelimit-requests-limit' => 50,
+            'anthropic-ratelimit-tokens-remaining' => 70000,
+            'anthropic-ratelimit-tokens-limit' => 80000,
+            'anthropic-ratelimit-output-tokens-remaining' => 15000,
+            'anthropic-ratelimit-output-tokens-limit' => 16000,
+            'anthropic-ratelimit-input-tokens-remaining' => 0,
+            'anthropic-ratelimit-input-tokens-limit' => 400000,
+            'anthropic-ratelimit-input-tokens-reset' =>
+                POSIX::strftime('%Y-%m-%dT%H:%M:%S.250-05:00',
+                                gmtime($t - 5 * 3600)),
+        };
+    }
+    return $res;
+}
+--- request eval
+[("GET /v1/models") x 6]
+--- request_delay eval
+[0, 0, 0, 0, 2.5, 0]
+--- check eval
+sub {
+    my @seq = map { $_->{headers}{authorization} =~ s/Bearer sk-//r }
+              mock_requests();
+    return ("@seq[0..3]" eq 'aaa111 bbb222 bbb222 bbb222'
+            && "@seq[4,5]" =~ /aaa111/, "attempts: @seq");
+}
+
+
+
+=== TEST 22: a Retry-After given as an HTTP date cools the key until then
+--- http_config eval: $::POOL2
+--- config
+location /v1/ {
+    proxy_next_upstream error timeout http_429;
+    proxy_pass http://openai;
+}
+--- mock eval
+sub {
+    my ($req) = @_;
+    require POSIX;
+    if ($req->{headers}{authorization} =~ /aaa/ && $req->{n} == 1) {
+        return { status => 429,
+                 headers => { 'Retry-After' => POSIX::strftime(
+                     '%a, %d %b %Y %H:%M:%S GMT', gmtime(time + 8)) },
+                 body => '{"type":"error","error":{"type":"rate_limit_error"}}' };
+    }
+    return LLMMock::default_handler($req);
+}
+--- request eval
+[("GET /v1/models") x 4]
+--- response_headers eval
+[{ 'X-LLM-Provider-Key' => 'b' }, { 'X-LLM-Provider-Key' => 'b' },
+ { 'X-LLM-Provider-Key' => 'b' }, { 'X-LLM-Provider-Key' => 'b' }]
+--- error_log eval
+qr/key "a" cools down for [78]\d\d\dms after a 429/
+
+
+
+=== TEST 23: recent latency: a slow key gets far fewer of 60 calls than a fast one on the same server
+--- http_config eval: $::POOL2
+--- config
+location /v1/ {
+    proxy_pass http://openai;
+}
+--- mock eval
+sub {
+    my ($req) = @_;
+    my $res = LLMMock::default_handler($req);
+    $res->{delay} = 0.08 if $req->{headers}{authorization} =~ /bbb/;
+    return $res;
+}
+--- request
+GET /v1/models
+--- repeat: 60
+--- timeout: 10
+--- check eval
+sub {
+    my $n = creds();
+    my ($a, $b) = map { $n->{"Bearer sk-$_"} // 0 } qw(aaa111 bbb222);
+    # equal weights: 30/30 without latency weighting; about 55/5 with
+    return ($b >= 3 && $b <= 15 && $a + $b == 60,
+            "fast a=$a, slow b=$b");
+}
+
+
+
+=== TEST 24: recent latency: servers only, a slow server gets far fewer of 60 calls than a fast one
+--- http_config
+upstream fleet {
+    server 127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    server 127.0.0.1:$TEST_NGINX_MOCK_PORT2;
+    llm_pool;
+}
+--- config
+location /v1/ {
+    proxy_pass http://fleet;
+}
+--- mock eval
+sub {
+    my ($req) = @_;
+    my $res = LLMMock::default_handler($req);
+    $res->{delay} = 0.08 if $req->{port} == $ENV{TEST_NGINX_MOCK_PORT2};
+    return $res;
+}
+--- request
+GET /v1/models
+--- repeat: 60
+--- timeout: 10
+--- check eval
+sub {
+    my %n;
+    $n{ $_->{port} == $ENV{TEST_NGINX_MOCK_PORT2} ? 'slow' : 'fast' }++
+        for mock_requests();
+    my ($f, $s) = map { $n{$_} // 0 } qw(fast slow);
+    # equal weights: 30/30 without latency weighting, 40/20 when a slow
+    # server's share was only halved; about 47/13 by avg/latency
+    return ($s >= 3 && $s <= 16 && $f + $s == 60, "fast=$f, slow=$s");
+}
+
+
+
+=== TEST 25: llm_pool sync= must be 10ms..60s
+--- http_config
+upstream openai {
+    server 127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    llm_pool cooldown=5s sync=5ms;
+    llm_pool_key a secret=sk-aaa111;
+}
+--- config
+--- must_die
+--- error_log
+invalid value "sync=5ms"
+
+
+
+=== TEST 26: llm_pool names an unknown parameter
+--- http_config
+upstream openai {
+    server 127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    llm_pool sync=2s every=3s;
+    llm_pool_key a secret=sk-aaa111;
+}
+--- config
+--- must_die
+--- error_log
+invalid parameter "every=3s"

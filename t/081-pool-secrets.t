@@ -346,3 +346,63 @@ sub {
             && $_[0]{error_log} =~ /2 of 3 keys keep their state/,
             "after reload: @seq[2 .. $#seq]");
 }
+
+
+
+=== TEST 8: with llm_redis the fleet's pool state names keys, never their secrets, in Redis and in the debug log
+--- http_config eval
+"llm_zone llm:1m;\nllm_key_file $Test::LLM::Keys::KEY_FILE;\n"
+. "llm_tier small requests=30/m;\nllm_tier quota requests=2/d;\n"
+. "llm_redis 127.0.0.1:$ENV{TEST_NGINX_REDIS_PORT} prefix=t081-$$:;\n"
+. <<'_EOC_';
+upstream openai {
+    server 127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    llm_pool sync=100ms;
+    llm_pool_key a secret=sk-proj-SECRETaaa111 requests=50/m;
+    llm_pool_key b secret=sk-proj-SECRETbbb222;
+    llm_pool_key c secret=sk-proj-SECRETccc333 requests=50/m tokens=9000/m;
+}
+_EOC_
+--- config
+location /v1/ {
+    llm_gateway on;
+    llm_default_tier small;
+    proxy_next_upstream error timeout http_429 http_403 non_idempotent;
+    proxy_pass http://openai;
+}
+--- mock eval
+sub {
+    my ($req) = @_;
+    my $a = $req->{headers}{authorization} // '';
+    return { status => 429, headers => { 'Retry-After' => 20 }, body => '{}' }
+        if $a =~ /aaa/ && $req->{n} <= 3;
+    return { status => 403, body => '{}' } if $a =~ /bbb/;
+    return mock_openai(prompt_tokens => 100, completion_tokens => 300);
+}
+--- request
+POST /v1/chat/completions
+{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"Hi"}]}
+--- more_headers eval: "Authorization: Bearer $Test::LLM::Keys::CAROL"
+--- repeat: 6
+--- check eval
+sub {
+    my ($c) = @_;
+    Time::HiRes::sleep(0.4);
+    my $port = $ENV{TEST_NGINX_REDIS_PORT};
+    my $dump = '';
+    for my $k (split /\n/, redis_cli($port, '--scan', '--pattern', "t081-$$:*")) {
+        my $type = redis_cli($port, 'TYPE', $k);
+        $dump .= "$k\n" . ($type =~ /hash/ ? redis_cli($port, 'HGETALL', $k)
+                           : $type =~ /zset/ ? redis_cli($port, 'ZRANGE', $k, 0, -1)
+                           : $type =~ /string/ ? redis_cli($port, 'GET', $k) : '')
+                 . "\n";
+    }
+    my $text = $dump . $c->{error_log}
+               . join("\n", map { $_->{raw} // '' } @{ $c->{responses} });
+    my @hits = grep { index($text, $_) >= 0 } @::SECRETS;
+    return (0, "secrets found: @hits") if @hits;
+    my %h = split /\n/, redis_cli($port, 'HGETALL', "t081-$$:{pool:openai}");
+    my $fields = join ' ', sort keys %h;
+    return ($fields eq 'c:a d:b r:60000:a r:60000:c t:60000:c',
+            "pool fields: $fields");
+}
