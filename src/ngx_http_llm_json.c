@@ -6,12 +6,12 @@
  * prompt string (OpenAI chat, completions, embeddings and responses;
  * Anthropic messages; Gemini generateContent), adding
  * stream_options.include_usage to an OpenAI request, and the canonical
- * form of a request that $llm_cache_key hashes.  This file and the
- * response observer (ngx_http_llm_scan.c) are the only jansson users.
- *
- * jansson allocates with malloc(); every tree is released before the
- * function that built it returns, and what is kept is copied into the
- * caller's pool.
+ * form of a request that $llm_cache_key hashes.  A request is read
+ * from its tape (ngx_http_llm_jtape.c: one pass, no tree).  jansson,
+ * whose trees are malloc()ed and released before the function that
+ * built them returns, is used here only to write JSON: the canonical
+ * form (when $llm_cache_key is used) and a body that already had
+ * stream_options.
  */
 
 
@@ -29,7 +29,7 @@
 /* shorthands for reading the tape "t" */
 #define jt_is(v, ty)    ngx_http_llm_jt_is(t, v, NGX_HTTP_LLM_JT_##ty)
 #define jt_type(v)      ngx_http_llm_jt_type(t, v)
-#define jt_get(o, name) ngx_http_llm_jtape_get(t, o, name)
+#define jt_get(o, name) ngx_http_llm_jtape_get(t, o, name, sizeof(name) - 1)
 #define jt_first(a)     ngx_http_llm_jt_first(t, a)
 #define jt_next(a, i)   ngx_http_llm_jt_next(t, a, i)
 
@@ -90,6 +90,7 @@ ngx_http_llm_json_parse_request(ngx_pool_t *pool, ngx_uint_t api,
     }
 
     t = &tape;
+    ngx_memzero(t, sizeof(ngx_http_llm_jtape_t));
 
     rc = ngx_http_llm_jtape_parse(t, pool, body, len, NGX_HTTP_LLM_JSON_DEPTH,
                                   error);
@@ -483,7 +484,7 @@ ngx_http_llm_json_max_tokens(ngx_http_llm_jtape_t *t, ngx_uint_t obj,
 
     for ( /* void */ ; *names; names++) {
 
-        v = jt_get(obj, *names);
+        v = ngx_http_llm_jtape_get(t, obj, *names, ngx_strlen(*names));
 
         if (v == 0 || jt_is(v, NULL)) {
             continue;
@@ -568,7 +569,7 @@ ngx_http_llm_json_choices(ngx_http_llm_jtape_t *t, ngx_uint_t obj,
     int64_t     n;
     ngx_uint_t  v;
 
-    v = jt_get(obj, name);
+    v = ngx_http_llm_jtape_get(t, obj, name, ngx_strlen(name));
 
     if (!jt_is(v, INTEGER)) {
         return;

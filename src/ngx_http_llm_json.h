@@ -10,6 +10,7 @@
 
 #include "ngx_http_llm_module.h"
 #include "ngx_http_llm_tokens.h"
+#include "ngx_http_llm_jtape.h"
 
 
 /* request bodies nested deeper than this are refused before parsing */
@@ -61,6 +62,7 @@ typedef struct {
     /* state */
     ngx_pool_t                 *pool;
     ngx_uint_t                  api;
+    ngx_http_llm_jtape_t        tape;       /* to read the usage object */
     u_char                     *capture;    /* the usage object read */
     size_t                      captured;
     size_t                      capture_size;

@@ -55,6 +55,7 @@ typedef struct {
     u_char                     *base;   /* the body */
     size_t                      len;
     u_char                     *scratch;   /* an unescaped string */
+    size_t                      scratch_size;
     ngx_pool_t                 *pool;
 } ngx_http_llm_jtape_t;
 
@@ -73,7 +74,7 @@ typedef struct {
 ngx_int_t ngx_http_llm_jtape_parse(ngx_http_llm_jtape_t *t, ngx_pool_t *pool,
     u_char *p, size_t len, ngx_uint_t max_depth, ngx_str_t *error);
 ngx_uint_t ngx_http_llm_jtape_get(ngx_http_llm_jtape_t *t, ngx_uint_t obj,
-    char *name);
+    char *name, size_t len);
 ngx_int_t ngx_http_llm_jtape_str(ngx_http_llm_jtape_t *t, ngx_uint_t i,
     ngx_str_t *s);
 int64_t ngx_http_llm_jtape_int(ngx_http_llm_jtape_t *t, ngx_uint_t i);

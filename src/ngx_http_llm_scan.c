@@ -7,16 +7,16 @@
  * message_start/message_delta "usage", Gemini "usageMetadata"), the
  * model, and the generated text (counted, for when no usage comes
  * back), in JSON bodies and SSE streams, on any split of the bytes.
- * The usage object alone is parsed with jansson, in malloc()ed memory
- * released before returning.
+ * The usage object alone is read whole, with the request's tape
+ * (ngx_http_llm_jtape.c), whose memory the next usage object reuses.
  */
 
 
 #include <ngx_config.h>
 #include <ngx_core.h>
-#include <jansson.h>
 
 #include "ngx_http_llm_json.h"
+#include "ngx_http_llm_jtape.h"
 
 
 /* a token count above this in a response is not believed */
@@ -63,8 +63,8 @@ static void ngx_http_llm_usage_lone(ngx_http_llm_usage_t *u);
 static void ngx_http_llm_usage_flush(ngx_http_llm_usage_t *u);
 static ngx_uint_t ngx_http_llm_usage_key(ngx_http_llm_usage_t *u);
 static void ngx_http_llm_usage_read(ngx_http_llm_usage_t *u);
-static ngx_int_t ngx_http_llm_usage_count(json_t *obj, char *name,
-    ngx_uint_t *n);
+static ngx_int_t ngx_http_llm_usage_count(ngx_http_llm_jtape_t *t,
+    char *name, ngx_uint_t *n);
 
 
 /* keys whose values a response observer looks at */
@@ -94,7 +94,7 @@ static ngx_http_llm_json_key_t  ngx_http_llm_json_keys[] = {
  * the values of a few keys: the code points of generated text are
  * counted ("content", "text", ...), the first "model" is kept, and the
  * bytes of a "usage"/"usageMetadata" object are kept until it closes,
- * then parsed with jansson.  Nothing else is held, so neither a long
+ * then read whole (a tape).  Nothing else is held, so neither a long
  * body nor a long line costs memory, and output is never delayed.
  */
 
@@ -803,53 +803,53 @@ ngx_http_llm_usage_reset(ngx_http_llm_usage_t *u)
 static void
 ngx_http_llm_usage_read(ngx_http_llm_usage_t *u)
 {
-    json_t      *root;
-    ngx_uint_t   a, b, c, n;
+    ngx_str_t              err;
+    ngx_uint_t             a, b, c, n;
+    ngx_http_llm_jtape_t  *t;
 
     if (u->captured > NGX_HTTP_LLM_USAGE_CAP) {
         return;
     }
 
-    root = json_loadb((char *) u->capture, u->captured, 0, NULL);
-    if (root == NULL) {
+    t = &u->tape;
+
+    if (ngx_http_llm_jtape_parse(t, u->pool, u->capture, u->captured,
+                                 NGX_HTTP_LLM_JSON_DEPTH, &err)
+        != NGX_OK
+        || t->tok[1].type != NGX_HTTP_LLM_JT_OBJECT)
+    {
         return;
     }
 
-    if (!json_is_object(root)) {
-        json_decref(root);
-        return;
-    }
-
-    if (ngx_http_llm_usage_count(root, "prompt_tokens", &n)) {
+    if (ngx_http_llm_usage_count(t, "prompt_tokens", &n)) {
         u->prompt_tokens = n;
         u->found = 1;
     }
 
-    if (ngx_http_llm_usage_count(root, "completion_tokens", &n)) {
+    if (ngx_http_llm_usage_count(t, "completion_tokens", &n)) {
         u->completion_tokens = n;
         u->found = 1;
     }
 
-    if (ngx_http_llm_usage_count(root, "input_tokens", &n)) {
+    if (ngx_http_llm_usage_count(t, "input_tokens", &n)) {
         a = b = 0;
 
-        (void) ngx_http_llm_usage_count(root, "cache_creation_input_tokens",
-                                        &a);
-        (void) ngx_http_llm_usage_count(root, "cache_read_input_tokens", &b);
+        (void) ngx_http_llm_usage_count(t, "cache_creation_input_tokens", &a);
+        (void) ngx_http_llm_usage_count(t, "cache_read_input_tokens", &b);
 
         u->prompt_tokens = n + a + b;
         u->found = 1;
     }
 
-    if (ngx_http_llm_usage_count(root, "output_tokens", &n)) {
+    if (ngx_http_llm_usage_count(t, "output_tokens", &n)) {
         u->completion_tokens = n;
         u->found = 1;
     }
 
-    if (ngx_http_llm_usage_count(root, "promptTokenCount", &n)) {
+    if (ngx_http_llm_usage_count(t, "promptTokenCount", &n)) {
         a = 0;
 
-        (void) ngx_http_llm_usage_count(root, "toolUsePromptTokenCount", &a);
+        (void) ngx_http_llm_usage_count(t, "toolUsePromptTokenCount", &a);
 
         u->prompt_tokens = n + a;
         u->found = 1;
@@ -858,30 +858,30 @@ ngx_http_llm_usage_read(ngx_http_llm_usage_t *u)
     b = 0;
     c = 0;
 
-    if (ngx_http_llm_usage_count(root, "candidatesTokenCount", &b)
-        | ngx_http_llm_usage_count(root, "thoughtsTokenCount", &c))
+    if (ngx_http_llm_usage_count(t, "candidatesTokenCount", &b)
+        | ngx_http_llm_usage_count(t, "thoughtsTokenCount", &c))
     {
         u->completion_tokens = b + c;
         u->found = 1;
     }
-
-    json_decref(root);
 }
 
 
+/* a member of the usage object (the tape's document), if a count */
+
 static ngx_int_t
-ngx_http_llm_usage_count(json_t *obj, char *name, ngx_uint_t *n)
+ngx_http_llm_usage_count(ngx_http_llm_jtape_t *t, char *name, ngx_uint_t *n)
 {
-    json_t      *v;
-    json_int_t   i;
+    int64_t     i;
+    ngx_uint_t  v;
 
-    v = json_object_get(obj, name);
+    v = ngx_http_llm_jtape_get(t, 1, name, ngx_strlen(name));
 
-    if (!json_is_integer(v)) {
+    if (!ngx_http_llm_jt_is(t, v, NGX_HTTP_LLM_JT_INTEGER)) {
         return 0;
     }
 
-    i = json_integer_value(v);
+    i = ngx_http_llm_jtape_int(t, v);
 
     if (i < 0 || i > NGX_HTTP_LLM_USAGE_MAX) {
         return 0;
