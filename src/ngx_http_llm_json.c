@@ -804,42 +804,42 @@ ngx_int_t
 ngx_http_llm_json_include_usage(ngx_pool_t *pool, u_char *body, size_t len,
     ngx_str_t *out)
 {
-    u_char        *p, *last;
-    size_t         size, flags;
-    json_t        *root, *so;
-    ngx_uint_t     members;
-    json_error_t   err;
+    u_char                *p, *last;
+    size_t                 size, flags;
+    json_t                *root, *so;
+    ngx_int_t              rc;
+    ngx_str_t              error;
+    ngx_uint_t             v;
+    ngx_http_llm_jtape_t   tape, *t;
 
     static u_char  member[] = "\"stream_options\":{\"include_usage\":true}";
 
-    root = json_loadb((char *) body, len, JSON_ALLOW_NUL, &err);
-    if (root == NULL) {
-        return json_error_code(&err) == json_error_out_of_memory
-               ? NGX_ERROR : NGX_DECLINED;
+    t = &tape;
+    ngx_memzero(t, sizeof(ngx_http_llm_jtape_t));
+
+    rc = ngx_http_llm_jtape_parse(t, pool, body, len, NGX_HTTP_LLM_JSON_DEPTH,
+                                  &error);
+    if (rc != NGX_OK) {
+        return rc;
     }
 
-    if (!json_is_object(root)) {
-        json_decref(root);
+    if (!jt_is(1, OBJECT)) {
         return NGX_DECLINED;
     }
 
-    so = json_object_get(root, "stream_options");
+    v = jt_get(1, "stream_options");
 
-    if (so == NULL) {
-        members = json_object_size(root);
-        json_decref(root);
+    if (v == 0) {
+
+        /* the member goes first; the rest stays as the client wrote it */
 
         last = body + len;
 
         for (p = body; p < last && *p != '{'; p++) { /* void */ }
 
-        if (p == last) {
-            return NGX_DECLINED;
-        }
-
         p++;
 
-        out->len = len + sizeof(member) - 1 + (members ? 1 : 0);
+        out->len = len + sizeof(member) - 1 + (t->tok[1].next > 2 ? 1 : 0);
         out->data = ngx_pnalloc(pool, out->len);
         if (out->data == NULL) {
             return NGX_ERROR;
@@ -848,7 +848,7 @@ ngx_http_llm_json_include_usage(ngx_pool_t *pool, u_char *body, size_t len,
         last = ngx_cpymem(out->data, body, p - body);
         last = ngx_cpymem(last, member, sizeof(member) - 1);
 
-        if (members) {
+        if (t->tok[1].next > 2) {
             *last++ = ',';
         }
 
@@ -857,21 +857,28 @@ ngx_http_llm_json_include_usage(ngx_pool_t *pool, u_char *body, size_t len,
         return NGX_OK;
     }
 
-    if (json_is_object(so)) {
-        if (json_is_true(json_object_get(so, "include_usage"))) {
-            json_decref(root);
-
-            out->data = ngx_pnalloc(pool, len);
-            if (out->data == NULL) {
-                return NGX_ERROR;
-            }
-
-            ngx_memcpy(out->data, body, len);
-            out->len = len;
-
-            return NGX_OK;
+    if (jt_is(v, OBJECT) && jt_is(jt_get(v, "include_usage"), TRUE)) {
+        out->data = ngx_pnalloc(pool, len);
+        if (out->data == NULL) {
+            return NGX_ERROR;
         }
 
+        ngx_memcpy(out->data, body, len);
+        out->len = len;
+
+        return NGX_OK;
+    }
+
+    /* stream_options to change: jansson writes the body anew */
+
+    root = json_loadb((char *) body, len, JSON_ALLOW_NUL, NULL);
+    if (root == NULL) {
+        return NGX_ERROR;
+    }
+
+    so = json_object_get(root, "stream_options");
+
+    if (json_is_object(so)) {
         if (json_object_set_new(so, "include_usage", json_true()) != 0) {
             goto failed;
         }
