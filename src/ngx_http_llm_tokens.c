@@ -53,6 +53,9 @@
 
 #define NGX_HTTP_LLM_BAD_CHAR      0xffffffff
 
+/* shorter text goes byte by byte */
+#define NGX_HTTP_LLM_ASCII_MIN     32
+
 /* what a whitespace run knows before it ends */
 #define NGX_HTTP_LLM_S_NEWLINE     0x01  /* a line break in the run */
 #define NGX_HTTP_LLM_S_DIRTY       0x02  /* spaces before a line break */
@@ -210,13 +213,33 @@ ngx_http_llm_estimate_init(ngx_http_llm_estimate_t *e)
 
 
 /*
- * One string, counted on its own: a piece never spans two calls.
- * "state" keeps what a whitespace run needs until the next character
- * says how it ends (see ngx_http_llm_space_end()).
+ * One string, counted on its own: a piece never spans two calls.  Text
+ * that is all ASCII goes 64 bytes at a time (ngx_http_llm_tokens_ascii.c),
+ * the rest byte by byte.
  */
 
 void
 ngx_http_llm_estimate_add(ngx_http_llm_estimate_t *e, u_char *p, size_t len)
+{
+    if (len >= NGX_HTTP_LLM_ASCII_MIN
+        && ngx_http_llm_estimate_ascii(e, p, len) == NGX_OK)
+    {
+        return;
+    }
+
+    ngx_http_llm_estimate_add_bytes(e, p, len);
+}
+
+
+/*
+ * The byte loop, which defines the estimate.  "state" keeps what a
+ * whitespace run needs until the next character says how it ends (see
+ * ngx_http_llm_space_end()).
+ */
+
+void
+ngx_http_llm_estimate_add_bytes(ngx_http_llm_estimate_t *e, u_char *p,
+    size_t len)
 {
     u_char      *last, *start;
     uint32_t     c;

@@ -60,6 +60,12 @@ typedef struct {
 void ngx_http_llm_estimate_init(ngx_http_llm_estimate_t *e);
 void ngx_http_llm_estimate_add(ngx_http_llm_estimate_t *e, u_char *p,
     size_t len);
+
+/* the two ways estimate_add() counts, exported for the tests */
+void ngx_http_llm_estimate_add_bytes(ngx_http_llm_estimate_t *e, u_char *p,
+    size_t len);
+ngx_int_t ngx_http_llm_estimate_ascii(ngx_http_llm_estimate_t *e, u_char *p,
+    size_t len);
 void ngx_http_llm_estimate_add_tokens(ngx_http_llm_estimate_t *e,
     ngx_uint_t n);
 ngx_uint_t ngx_http_llm_estimate_tokens(ngx_http_llm_estimate_t *e);

@@ -45,7 +45,8 @@ for f in core/ngx_palloc.c core/ngx_string.c os/unix/ngx_alloc.c; do
 done
 
 for f in src/ngx_http_llm_json.c src/ngx_http_llm_jtape.c \
-         src/ngx_http_llm_scan.c src/ngx_http_llm_tokens.c
+         src/ngx_http_llm_scan.c src/ngx_http_llm_tokens.c \
+         src/ngx_http_llm_tokens_ascii.c
 do
     o=$OUT/$(basename "$f" .c).o
     $CC -c $FLAGS -fsanitize=fuzzer-no-link -Werror $INCS -o "$o" "$ROOT/$f"

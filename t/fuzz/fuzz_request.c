@@ -3,7 +3,8 @@
  * ngx_llm_gateway: libFuzzer target for the request parser, the
  * include_usage rewrite, the UTF-8 check and the token estimator.
  *
- * Differential: the parser (a tape, src/ngx_http_llm_jtape.c) must
+ * Differential: the estimator's ASCII path must count exactly what its
+ * byte loop counts.  The parser (a tape, src/ngx_http_llm_jtape.c) must
  * accept and refuse exactly what the jansson parser it replaced
  * (ref_request.c) does, and read the same model, limits, counts and
  * estimate from what both accept (the estimate may differ only when an
@@ -161,6 +162,37 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     if (ngx_http_llm_utf8_valid(body, len) != reference_utf8(body, len)) {
         abort();
+    }
+
+    /* the ASCII fast path counts exactly what the byte loop counts */
+
+    {
+        size_t                   from;
+        ngx_http_llm_estimate_t  fast, slow;
+
+        for (from = 0; from < len && from < 3; from++) {
+            ngx_http_llm_estimate_init(&fast);
+            ngx_http_llm_estimate_init(&slow);
+            ngx_http_llm_estimate_add_bytes(&slow, body + from, len - from);
+
+            if (ngx_http_llm_estimate_ascii(&fast, body + from, len - from)
+                == NGX_OK
+                && ngx_memcmp(&fast, &slow, sizeof(fast)) != 0)
+            {
+                if (getenv("FUZZ_VERBOSE")) {
+                    fprintf(stderr, "ascii: words %lu/%lu long %lu/%lu "
+                            "humps %lu/%lu puncts %lu/%lu lp %lu/%lu "
+                            "digits %lu/%lu spaces %lu/%lu chars %lu/%lu\n",
+                            fast.words, slow.words, fast.long_letters,
+                            slow.long_letters, fast.humps, slow.humps,
+                            fast.puncts, slow.puncts, fast.long_puncts,
+                            slow.long_puncts, fast.digits, slow.digits,
+                            fast.spaces, slow.spaces, fast.chars, slow.chars);
+                }
+
+                abort();
+            }
+        }
     }
 
     ngx_http_llm_estimate_init(&e);

@@ -250,6 +250,102 @@ test_estimate(void)
 }
 
 
+/*
+ * The ASCII path (64 bytes at a time, bit masks) counts exactly what the
+ * byte loop counts: on every ASCII sample, and on 300,000 random strings
+ * of up to 200 bytes over an alphabet of the characters whose order
+ * matters (a fixed seed, so a failure can be replayed).
+ */
+
+static ngx_int_t
+ascii_agrees(u_char *p, size_t len)
+{
+    ngx_http_llm_estimate_t  fast, slow;
+
+    ngx_http_llm_estimate_init(&fast);
+    ngx_http_llm_estimate_init(&slow);
+
+    ngx_http_llm_estimate_add_bytes(&slow, p, len);
+
+    if (ngx_http_llm_estimate_ascii(&fast, p, len) != NGX_OK) {
+        return NGX_DECLINED;
+    }
+
+    return ngx_memcmp(&fast, &slow, sizeof(fast)) == 0 ? NGX_OK : NGX_ERROR;
+}
+
+
+static void
+test_estimate_ascii(const char *dir)
+{
+    u_char          buf[256], *text;
+    size_t          len, i;
+    uint64_t        seed;
+    ngx_uint_t      n, bad, files;
+    struct dirent  *de;
+    DIR            *d;
+    char            path[1024];
+
+    static const char  alphabet[] = "aZb 9 .\t\n\r(-x Q'\v,_\"#7!";
+
+    seed = 20261122;
+    bad = 0;
+
+    for (n = 0; n < 300000; n++) {
+        seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
+        len = (seed >> 33) % 201;
+
+        for (i = 0; i < len; i++) {
+            seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
+            buf[i] = alphabet[(seed >> 33) % (sizeof(alphabet) - 1)];
+        }
+
+        if (ascii_agrees(buf, len) != NGX_OK) {
+            if (bad++ == 0) {
+                printf("# first disagreement: \"%.*s\"\n", (int) len, buf);
+            }
+        }
+    }
+
+    ok(bad == 0, "estimate: ASCII path agrees on 300,000 random strings "
+       "(%lu differ)", (unsigned long) bad);
+
+    files = 0;
+    bad = 0;
+
+    d = opendir(dir);
+
+    while (d && (de = readdir(d)) != NULL) {
+        if (de->d_name[0] == '.') {
+            continue;
+        }
+
+        snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+
+        text = read_file(path, &len);
+        if (text == NULL) {
+            continue;
+        }
+
+        /* a sample not all ASCII is declined, as it should be */
+
+        if (ascii_agrees(text, len) == NGX_ERROR) {
+            bad++;
+        }
+
+        files++;
+        free(text);
+    }
+
+    if (d) {
+        closedir(d);
+    }
+
+    ok(files >= 20 && bad == 0, "estimate: ASCII path agrees on the %lu "
+       "samples (%lu differ)", (unsigned long) files, (unsigned long) bad);
+}
+
+
 /* every calibration sample within -10% .. +25% of its cl100k count */
 
 static void
@@ -1685,6 +1781,7 @@ main(int argc, char **argv)
 
     test_utf8();
     test_estimate();
+    test_estimate_ascii(samples);
     test_samples(samples);
     test_openai();
     test_anthropic();

@@ -1,0 +1,382 @@
+
+/*
+ * ngx_llm_gateway: the token estimator's fast path for ASCII text.
+ *
+ * Owns counting a text that is all ASCII 64 bytes at a time: each block
+ * is classified into bit masks (letters, upper case, digits, blanks,
+ * other spaces, line breaks, punctuation), and the pieces the byte loop
+ * of ngx_http_llm_tokens.c counts one branch at a time are counted with
+ * shifts and population counts, the masks of the block before and the
+ * block after standing in for the byte loop's state:
+ *
+ *   words         letters with no letter before them
+ *   long_letters  letters with five letters before them (a run's 6th on)
+ *   humps         capitals right after a small letter
+ *   puncts        punctuation with none before it, less a single mark
+ *                 that a word takes (a letter follows, no ' ' precedes)
+ *   long_puncts   punctuation with three before it
+ *   spaces        a lone space or tab: one, unless the next piece takes
+ *                 it (a word; punctuation if it is ' ')
+ *
+ * Digit groups and the rarer whitespace runs (two or more, or a line
+ * break in them) are walked one by one with the byte loop's rules.  The
+ * byte loop is the definition: t/fuzz checks that both count the same.
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+
+#include "ngx_http_llm_tokens.h"
+
+#if (__SSE2__)
+#include <emmintrin.h>
+#endif
+
+
+typedef struct {
+    uint64_t                    letter;
+    uint64_t                    upper;
+    uint64_t                    digit;
+    uint64_t                    blank;      /* ' ' */
+    uint64_t                    space;      /* ' ', \t, \v, \f */
+    uint64_t                    newline;    /* \n, \r */
+    uint64_t                    punct;      /* the rest, controls too */
+} ngx_http_llm_masks_t;
+
+
+static void ngx_http_llm_classify(u_char *p, size_t n,
+    ngx_http_llm_masks_t *m);
+static void ngx_http_llm_space_run(ngx_http_llm_estimate_t *e, u_char *start,
+    u_char *p, u_char *last);
+
+
+#define ngx_http_llm_popcount(x)  ((ngx_uint_t) __builtin_popcountll(x))
+#define ngx_http_llm_ctz(x)       ((ngx_uint_t) __builtin_ctzll(x))
+
+/* the mask shifted k places towards the end, the block before feeding in */
+#define ngx_http_llm_before(cur, prev, k)                                     \
+    (((cur) << (k)) | ((prev) >> (64 - (k))))
+
+#define ngx_http_llm_after(cur, next)                                         \
+    (((cur) >> 1) | ((next) << 63))
+
+#define ngx_http_llm_is_space(c)                                              \
+    ((c) == ' ' || (c) == '\t' || (c) == '\n' || (c) == '\r'                 \
+     || (c) == '\v' || (c) == '\f')
+
+#define ngx_http_llm_is_letter(c)                                             \
+    (((c) | 0x20) >= 'a' && ((c) | 0x20) <= 'z')
+
+#define ngx_http_llm_is_digit(c)  ((c) >= '0' && (c) <= '9')
+
+#define ngx_http_llm_is_punct(c)                                              \
+    (!ngx_http_llm_is_letter(c) && !ngx_http_llm_is_digit(c)                  \
+     && !ngx_http_llm_is_space(c))
+
+
+/*
+ * NGX_OK: counted; NGX_DECLINED: the text is not all ASCII, and "e" is
+ * as it was.
+ */
+
+ngx_int_t
+ngx_http_llm_estimate_ascii(ngx_http_llm_estimate_t *e, u_char *p,
+    size_t len)
+{
+    u_char                *q, *last;
+    size_t                 n;
+    uint64_t               v, acc, lw, pu, ws, x, lead, single;
+    ngx_uint_t             i, k;
+    ngx_http_llm_masks_t   b[3], *prev, *cur, *next, *t;
+
+    last = p + len;
+    acc = 0;
+
+    for (q = p; last - q >= 8; q += 8) {
+        ngx_memcpy(&v, q, 8);
+        acc |= v;
+    }
+
+    while (q < last) {
+        acc |= *q++;
+    }
+
+    if (acc & 0x8080808080808080ULL) {
+        return NGX_DECLINED;
+    }
+
+    e->chars += len;
+
+    ngx_memzero(&b, sizeof(b));
+
+    prev = &b[0];
+    cur = &b[1];
+    next = &b[2];
+
+    ngx_http_llm_classify(p, ngx_min(len, 64), cur);
+
+    for (q = p; q < last; q += 64) {
+
+        n = (size_t) (last - q);
+
+        if (n > 64) {
+            ngx_http_llm_classify(q + 64, ngx_min(n - 64, 64), next);
+
+        } else {
+            ngx_memzero(next, sizeof(ngx_http_llm_masks_t));
+        }
+
+        lw = cur->letter;
+        pu = cur->punct;
+        ws = cur->space | cur->newline;
+
+        /* letter runs */
+
+        e->words += ngx_http_llm_popcount(
+                        lw & ~ngx_http_llm_before(lw, prev->letter, 1));
+
+        x = lw;
+
+        for (k = 1; k <= 5; k++) {
+            x &= ngx_http_llm_before(lw, prev->letter, k);
+        }
+
+        e->long_letters += ngx_http_llm_popcount(x);
+
+        e->humps += ngx_http_llm_popcount(
+                        cur->upper
+                        & ngx_http_llm_before(lw & ~cur->upper,
+                                              prev->letter & ~prev->upper,
+                                              1));
+
+        /* punctuation runs */
+
+        x = pu & ~ngx_http_llm_before(pu, prev->punct, 1);
+        e->puncts += ngx_http_llm_popcount(x);
+
+        /* a lone mark before a word is the word's, unless ' ' led it */
+
+        lead = ngx_http_llm_before(cur->blank, prev->blank, 1);
+
+        e->puncts -= ngx_http_llm_popcount(
+                         x & ~ngx_http_llm_after(pu, next->punct)
+                         & ngx_http_llm_after(lw, next->letter) & ~lead);
+
+        x = pu;
+
+        for (k = 1; k <= 3; k++) {
+            x &= ngx_http_llm_before(pu, prev->punct, k);
+        }
+
+        e->long_puncts += ngx_http_llm_popcount(x);
+
+        /* a lone ' ' or tab: a token unless the next piece takes it */
+
+        single = cur->space
+                 & ~ngx_http_llm_before(ws, prev->space | prev->newline, 1)
+                 & ~ngx_http_llm_after(ws, next->space | next->newline);
+
+        e->spaces += ngx_http_llm_popcount(
+                         single
+                         & ~(ngx_http_llm_after(lw, next->letter)
+                             | (cur->blank
+                                & ngx_http_llm_after(pu, next->punct))));
+
+        /* other whitespace runs, one by one, from where they start */
+
+        x = ws & ~ngx_http_llm_before(ws, prev->space | prev->newline, 1)
+            & ~single;
+
+        while (x) {
+            i = ngx_http_llm_ctz(x);
+            x &= x - 1;
+
+            ngx_http_llm_space_run(e, p, q + i, last);
+        }
+
+        /* digit groups of three */
+
+        x = cur->digit & ~ngx_http_llm_before(cur->digit, prev->digit, 1);
+
+        while (x) {
+            i = ngx_http_llm_ctz(x);
+            x &= x - 1;
+
+            for (n = 0; q + i + n < last && ngx_http_llm_is_digit(q[i + n]);
+                 n++)
+            {
+                /* void */
+            }
+
+            e->digits += (n + 2) / 3;
+        }
+
+        t = prev;
+        prev = cur;
+        cur = next;
+        next = t;
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * A whitespace run from "p", as the byte loop ends it: its line breaks
+ * are a token unless they only follow punctuation; the spaces after the
+ * last break are one, less one that the next piece takes.
+ */
+
+static void
+ngx_http_llm_space_run(ngx_http_llm_estimate_t *e, u_char *start, u_char *p,
+    u_char *last)
+{
+    u_char      c;
+    ngx_uint_t  after_punct, newline, dirty, tail, blank, take;
+
+    after_punct = (p > start && ngx_http_llm_is_punct(p[-1]));
+
+    newline = 0;
+    dirty = 0;
+    tail = 0;
+    blank = 0;
+
+    for ( /* void */ ; p < last && ngx_http_llm_is_space(*p); p++) {
+
+        if (*p == '\n' || *p == '\r') {
+            dirty |= (tail != 0);
+            newline = 1;
+            tail = 0;
+            blank = 0;
+
+        } else {
+            tail++;
+            blank = (*p == ' ');
+        }
+    }
+
+    if (newline && (dirty || !after_punct)) {
+        e->spaces++;
+    }
+
+    if (tail == 0) {
+        return;
+    }
+
+    take = 0;
+
+    if (p < last) {
+        c = *p;
+
+        /* a word takes any space, punctuation a ' ' */
+
+        take = ngx_http_llm_is_letter(c)
+               || (blank && ngx_http_llm_is_punct(c));
+    }
+
+    if (tail - take) {
+        e->spaces++;
+    }
+}
+
+
+static void
+ngx_http_llm_classify(u_char *p, size_t n, ngx_http_llm_masks_t *m)
+{
+#if (__SSE2__)
+
+    u_char      block[64];
+    uint64_t    lw, up, dg, bl, sp, nl, valid;
+    __m128i     v, t;
+    ngx_uint_t  i;
+
+    if (n < 64) {
+        ngx_memzero(block, 64);
+        ngx_memcpy(block, p, n);
+        p = block;
+    }
+
+    lw = up = dg = bl = sp = nl = 0;
+
+    for (i = 0; i < 64; i += 16) {
+        v = _mm_loadu_si128((__m128i *) (p + i));
+
+#define ngx_http_llm_in(x, lo, hi)                                            \
+        _mm_cmpeq_epi8(_mm_max_epu8(_mm_sub_epi8(x, _mm_set1_epi8(lo)),       \
+                                    _mm_set1_epi8((hi) - (lo))),              \
+                       _mm_set1_epi8((hi) - (lo)))
+
+        t = ngx_http_llm_in(_mm_or_si128(v, _mm_set1_epi8(0x20)), 'a', 'z');
+        lw |= (uint64_t) (uint16_t) _mm_movemask_epi8(t) << i;
+
+        t = ngx_http_llm_in(v, 'A', 'Z');
+        up |= (uint64_t) (uint16_t) _mm_movemask_epi8(t) << i;
+
+        t = ngx_http_llm_in(v, '0', '9');
+        dg |= (uint64_t) (uint16_t) _mm_movemask_epi8(t) << i;
+
+        t = _mm_cmpeq_epi8(v, _mm_set1_epi8(' '));
+        bl |= (uint64_t) (uint16_t) _mm_movemask_epi8(t) << i;
+
+        t = _mm_or_si128(t, _mm_or_si128(
+                _mm_cmpeq_epi8(v, _mm_set1_epi8('\t')),
+                ngx_http_llm_in(v, '\v', '\f')));
+        sp |= (uint64_t) (uint16_t) _mm_movemask_epi8(t) << i;
+
+        t = _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('\n')),
+                         _mm_cmpeq_epi8(v, _mm_set1_epi8('\r')));
+        nl |= (uint64_t) (uint16_t) _mm_movemask_epi8(t) << i;
+
+#undef ngx_http_llm_in
+    }
+
+    valid = (n == 64) ? ~(uint64_t) 0 : (((uint64_t) 1 << n) - 1);
+
+    m->letter = lw & valid;
+    m->upper = up & valid;
+    m->digit = dg & valid;
+    m->blank = bl & valid;
+    m->space = sp & valid;
+    m->newline = nl & valid;
+    m->punct = ~(lw | dg | sp | nl) & valid;
+
+#else
+
+    u_char      c;
+    uint64_t    bit;
+    ngx_uint_t  i;
+
+    ngx_memzero(m, sizeof(ngx_http_llm_masks_t));
+
+    for (i = 0; i < n; i++) {
+        c = p[i];
+        bit = (uint64_t) 1 << i;
+
+        if (ngx_http_llm_is_letter(c)) {
+            m->letter |= bit;
+
+            if (c <= 'Z') {
+                m->upper |= bit;
+            }
+
+        } else if (ngx_http_llm_is_digit(c)) {
+            m->digit |= bit;
+
+        } else if (c == ' ' || c == '\t' || c == '\v' || c == '\f') {
+            m->space |= bit;
+
+            if (c == ' ') {
+                m->blank |= bit;
+            }
+
+        } else if (c == '\n' || c == '\r') {
+            m->newline |= bit;
+
+        } else {
+            m->punct |= bit;
+        }
+    }
+
+#endif
+}
