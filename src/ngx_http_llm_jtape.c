@@ -118,7 +118,7 @@ ngx_http_llm_jtape_parse(ngx_http_llm_jtape_t *t, ngx_pool_t *pool,
     t->len = len;
 
     if (t->nalloc == 0) {
-        t->nalloc = 128;
+        t->nalloc = 64;
         t->tok = ngx_palloc(pool, t->nalloc * sizeof(ngx_http_llm_jtok_t));
         if (t->tok == NULL) {
             return NGX_ERROR;

@@ -51,7 +51,11 @@ static void ngx_http_llm_space_run(ngx_http_llm_estimate_t *e, u_char *start,
     u_char *p, u_char *last);
 
 
+#if (__POPCNT__)
 #define ngx_http_llm_popcount(x)  ((ngx_uint_t) __builtin_popcountll(x))
+#else
+#define ngx_http_llm_popcount(x)  ngx_http_llm_popcount64(x)
+#endif
 #define ngx_http_llm_ctz(x)       ((ngx_uint_t) __builtin_ctzll(x))
 
 /* the mask shifted k places towards the end, the block before feeding in */
@@ -73,6 +77,23 @@ static void ngx_http_llm_space_run(ngx_http_llm_estimate_t *e, u_char *start,
 #define ngx_http_llm_is_punct(c)                                              \
     (!ngx_http_llm_is_letter(c) && !ngx_http_llm_is_digit(c)                  \
      && !ngx_http_llm_is_space(c))
+
+
+#if !(__POPCNT__)
+
+/* without the instruction, the compiler's builtin is a library call */
+
+static ngx_inline ngx_uint_t
+ngx_http_llm_popcount64(uint64_t x)
+{
+    x = x - ((x >> 1) & 0x5555555555555555ULL);
+    x = (x & 0x3333333333333333ULL) + ((x >> 2) & 0x3333333333333333ULL);
+    x = (x + (x >> 4)) & 0x0f0f0f0f0f0f0f0fULL;
+
+    return (ngx_uint_t) ((x * 0x0101010101010101ULL) >> 56);
+}
+
+#endif
 
 
 /*
