@@ -95,10 +95,12 @@ ngx_http_llm_json_parse_request(ngx_pool_t *pool, ngx_uint_t api,
     rc = ngx_http_llm_jtape_parse(t, pool, body, len, NGX_HTTP_LLM_JSON_DEPTH,
                                   error);
     if (rc != NGX_OK) {
+        ngx_http_llm_jtape_free(t);
         return rc;
     }
 
     if (!jt_is(1, OBJECT)) {
+        ngx_http_llm_jtape_free(t);
         ngx_str_set(error, "request body is not a JSON object");
         return NGX_DECLINED;
     }
@@ -120,6 +122,10 @@ ngx_http_llm_json_parse_request(ngx_pool_t *pool, ngx_uint_t api,
     if (rc == NGX_OK) {
         rc = ngx_http_llm_json_model(t, info, error);
     }
+
+    /* what is kept (the model, a message) has its own copy */
+
+    ngx_http_llm_jtape_free(t);
 
     if (rc == NGX_OK && canonical) {
         rc = ngx_http_llm_json_canonical(pool, body, len, canonical);
@@ -494,7 +500,9 @@ ngx_http_llm_json_max_tokens(ngx_http_llm_jtape_t *t, ngx_uint_t obj,
             n = ngx_http_llm_jtape_int(t, v);
 
         } else if (jt_is(v, REAL)) {
-            d = ngx_http_llm_jtape_real(t, v);
+            if (ngx_http_llm_jtape_real(t, v, &d) != NGX_OK) {
+                return NGX_ERROR;
+            }
 
             if (!(d >= 1 && d <= (double) NGX_HTTP_LLM_MAX_TOKENS_MAX)
                 || d != (double) (int64_t) d)
@@ -808,8 +816,7 @@ ngx_http_llm_json_include_usage(ngx_pool_t *pool, u_char *body, size_t len,
     size_t                 size, flags;
     json_t                *root, *so;
     ngx_int_t              rc;
-    ngx_str_t              error;
-    ngx_uint_t             v;
+    ngx_uint_t             v, members, ready;
     ngx_http_llm_jtape_t   tape, *t;
 
     static u_char  member[] = "\"stream_options\":{\"include_usage\":true}";
@@ -818,16 +825,22 @@ ngx_http_llm_json_include_usage(ngx_pool_t *pool, u_char *body, size_t len,
     ngx_memzero(t, sizeof(ngx_http_llm_jtape_t));
 
     rc = ngx_http_llm_jtape_parse(t, pool, body, len, NGX_HTTP_LLM_JSON_DEPTH,
-                                  &error);
+                                  NULL);
     if (rc != NGX_OK) {
+        ngx_http_llm_jtape_free(t);
         return rc;
     }
 
     if (!jt_is(1, OBJECT)) {
+        ngx_http_llm_jtape_free(t);
         return NGX_DECLINED;
     }
 
     v = jt_get(1, "stream_options");
+    members = (t->tok[1].next > 2);
+    ready = jt_is(v, OBJECT) && jt_is(jt_get(v, "include_usage"), TRUE);
+
+    ngx_http_llm_jtape_free(t);
 
     if (v == 0) {
 
@@ -839,7 +852,7 @@ ngx_http_llm_json_include_usage(ngx_pool_t *pool, u_char *body, size_t len,
 
         p++;
 
-        out->len = len + sizeof(member) - 1 + (t->tok[1].next > 2 ? 1 : 0);
+        out->len = len + sizeof(member) - 1 + members;
         out->data = ngx_pnalloc(pool, out->len);
         if (out->data == NULL) {
             return NGX_ERROR;
@@ -848,7 +861,7 @@ ngx_http_llm_json_include_usage(ngx_pool_t *pool, u_char *body, size_t len,
         last = ngx_cpymem(out->data, body, p - body);
         last = ngx_cpymem(last, member, sizeof(member) - 1);
 
-        if (t->tok[1].next > 2) {
+        if (members) {
             *last++ = ',';
         }
 
@@ -857,7 +870,7 @@ ngx_http_llm_json_include_usage(ngx_pool_t *pool, u_char *body, size_t len,
         return NGX_OK;
     }
 
-    if (jt_is(v, OBJECT) && jt_is(jt_get(v, "include_usage"), TRUE)) {
+    if (ready) {
         out->data = ngx_pnalloc(pool, len);
         if (out->data == NULL) {
             return NGX_ERROR;

@@ -21,10 +21,18 @@
 
 #include <ngx_config.h>
 #include <ngx_core.h>
+#include <math.h>
 
 #include "ngx_http_llm_jtape.h"
 #include "ngx_http_llm_tokens.h"
 
+
+/* what a byte is inside a string */
+#define NGX_HTTP_LLM_JT_PLAIN       0
+#define NGX_HTTP_LLM_JT_QUOTE       1
+#define NGX_HTTP_LLM_JT_BACKSLASH   2
+#define NGX_HTTP_LLM_JT_CONTROL     3
+#define NGX_HTTP_LLM_JT_NOT_ASCII   4
 
 /* string bytes: 0 ordinary, 1 '"', 2 '\\', 3 a control, 4 not ASCII */
 static u_char  ngx_http_llm_jt_sclass[256] = {
@@ -59,7 +67,7 @@ static u_char  ngx_http_llm_jt_sclass[256] = {
 #define NGX_HTTP_LLM_JT_SPACES      0x2020202020202020ULL
 
 
-/* why a body is refused; NULL: no reason kept (out of memory) */
+/* why a text is refused */
 typedef struct {
     const char                 *what;
     u_char                     *at;
@@ -83,8 +91,8 @@ static u_char *ngx_http_llm_jt_number(ngx_http_llm_jtape_t *t, u_char *p,
     u_char *last, ngx_http_llm_jtok_t *tok, ngx_http_llm_jt_err_t *err);
 static ngx_int_t ngx_http_llm_jt_real_over(ngx_http_llm_jtape_t *t,
     ngx_http_llm_jtok_t *tok);
-static double ngx_http_llm_jt_strtod(ngx_http_llm_jtape_t *t,
-    ngx_http_llm_jtok_t *tok);
+static ngx_int_t ngx_http_llm_jt_strtod(ngx_http_llm_jtape_t *t,
+    ngx_http_llm_jtok_t *tok, double *d);
 static ngx_int_t ngx_http_llm_jt_error(ngx_http_llm_jtape_t *t,
     ngx_http_llm_jt_err_t *err, ngx_uint_t max_depth, ngx_str_t *error);
 
@@ -95,8 +103,9 @@ static ngx_int_t ngx_http_llm_jt_error(ngx_http_llm_jtape_t *t,
 
 /*
  * NGX_OK: the tape is built (index 1 is the document); NGX_DECLINED:
- * "error" says why the body is not acceptable JSON; NGX_ERROR.  "t" is
- * zeroed before its first use; a tape parsed again reuses its memory.
+ * "error" (unless NULL) says why the text is not acceptable JSON;
+ * NGX_ERROR.  "t" is zeroed before its first use; a tape parsed again
+ * reuses its memory; ngx_http_llm_jtape_free() gives it back.
  */
 
 ngx_int_t
@@ -109,8 +118,17 @@ ngx_http_llm_jtape_parse(ngx_http_llm_jtape_t *t, ngx_pool_t *pool,
     ngx_uint_t              depth, i, in_object, escaped;
     ngx_http_llm_jt_err_t   err;
 
-    if (len >= 0xffffffff || max_depth > NGX_HTTP_LLM_JT_DEPTH_MAX) {
+    if (max_depth > NGX_HTTP_LLM_JT_DEPTH_MAX) {
         return NGX_ERROR;
+    }
+
+    if (len >= 0xffffffff) {
+        /* offsets are 32 bits */
+        if (error) {
+            ngx_str_set(error, "request body is too large to read");
+        }
+
+        return NGX_DECLINED;
     }
 
     t->pool = pool;
@@ -367,10 +385,8 @@ ngx_http_llm_jt_push(ngx_http_llm_jtape_t *t, ngx_uint_t type, u_char *start)
 
         ngx_memcpy(tok, t->tok, t->ntok * sizeof(ngx_http_llm_jtok_t));
 
-        if (t->nalloc * sizeof(ngx_http_llm_jtok_t) > NGX_MAX_ALLOC_FROM_POOL)
-        {
-            (void) ngx_pfree(t->pool, t->tok);
-        }
+        /* a large block goes back at once; a small one stays till the end */
+        (void) ngx_pfree(t->pool, t->tok);
 
         t->tok = tok;
         t->nalloc *= 2;
@@ -422,7 +438,9 @@ ngx_http_llm_jt_string(u_char *p, u_char *last, ngx_http_llm_jtok_t *tok,
             p += 8;
         }
 
-        while (p < last && ngx_http_llm_jt_sclass[*p] == 0) {
+        while (p < last
+               && ngx_http_llm_jt_sclass[*p] == NGX_HTTP_LLM_JT_PLAIN)
+        {
             p++;
         }
 
@@ -434,11 +452,11 @@ ngx_http_llm_jt_string(u_char *p, u_char *last, ngx_http_llm_jtok_t *tok,
 
         switch (ngx_http_llm_jt_sclass[*p]) {
 
-        case 1: /* '"' */
+        case NGX_HTTP_LLM_JT_QUOTE:
             tok->len = (uint32_t) (p - start);
             return p + 1;
 
-        case 2: /* '\\' */
+        case NGX_HTTP_LLM_JT_BACKSLASH:
             tok->flags |= NGX_HTTP_LLM_JT_ESCAPED;
 
             if (last - p < 2) {
@@ -449,8 +467,14 @@ ngx_http_llm_jt_string(u_char *p, u_char *last, ngx_http_llm_jtok_t *tok,
 
             switch (p[1]) {
 
-            case '"': case '\\': case '/': case 'b':
-            case 'f': case 'n': case 'r': case 't':
+            case '"':
+            case '\\':
+            case '/':
+            case 'b':
+            case 'f':
+            case 'n':
+            case 'r':
+            case 't':
                 p += 2;
                 continue;
 
@@ -496,12 +520,12 @@ ngx_http_llm_jt_string(u_char *p, u_char *last, ngx_http_llm_jtok_t *tok,
             p += 6;
             continue;
 
-        case 3: /* a control character */
+        case NGX_HTTP_LLM_JT_CONTROL:
             err->what = "a control character in a string";
             err->at = p;
             return NULL;
 
-        default: /* not ASCII */
+        default: /* NGX_HTTP_LLM_JT_NOT_ASCII */
             n = ngx_http_llm_utf8_char(p, last);
 
             if (n == 0) {
@@ -659,63 +683,56 @@ invalid:
 }
 
 
-/* 1: strtod() says the real overflows; NGX_ERROR: no memory */
+/*
+ * 1: strtod() says the real overflows (as jansson has it: underflow to a
+ * subnormal or to 0 is fine); NGX_ERROR: no memory.
+ */
 
 static ngx_int_t
 ngx_http_llm_jt_real_over(ngx_http_llm_jtape_t *t, ngx_http_llm_jtok_t *tok)
 {
-    double   d;
-    ngx_err_t  saved;
+    double  d;
 
-    saved = ngx_errno;
-    ngx_set_errno(0);
-
-    d = ngx_http_llm_jt_strtod(t, tok);
-
-    if (ngx_errno == NGX_ENOMEM) {
+    if (ngx_http_llm_jt_strtod(t, tok, &d) != NGX_OK) {
         return NGX_ERROR;
     }
 
-    if (ngx_errno == ERANGE && d != 0) {
-        ngx_set_errno(saved);
-        return 1;
-    }
-
-    ngx_set_errno(saved);
-
-    return 0;
+    return (d == HUGE_VAL || d == -HUGE_VAL);
 }
 
 
-/* strtod() wants a terminated string: a copy (on the stack if short) */
+/*
+ * strtod() wants a terminated string: a copy, on the stack if short,
+ * else malloc()ed and freed at once (a pool would keep it, and a tape
+ * read again and again would grow).
+ */
 
-static double
-ngx_http_llm_jt_strtod(ngx_http_llm_jtape_t *t, ngx_http_llm_jtok_t *tok)
+static ngx_int_t
+ngx_http_llm_jt_strtod(ngx_http_llm_jtape_t *t, ngx_http_llm_jtok_t *tok,
+    double *d)
 {
     u_char  *s, buf[64];
-    double   d;
 
     if (tok->len < sizeof(buf)) {
         s = buf;
 
     } else {
-        s = ngx_pnalloc(t->pool, tok->len + 1);
+        s = ngx_alloc(tok->len + 1, t->pool->log);
         if (s == NULL) {
-            ngx_set_errno(NGX_ENOMEM);
-            return 0;
+            return NGX_ERROR;
         }
     }
 
     ngx_memcpy(s, t->base + tok->start, tok->len);
     s[tok->len] = '\0';
 
-    d = strtod((char *) s, NULL);
+    *d = strtod((char *) s, NULL);
 
     if (s != buf) {
-        (void) ngx_pfree(t->pool, s);
+        ngx_free(s);
     }
 
-    return d;
+    return NGX_OK;
 }
 
 
@@ -726,10 +743,16 @@ ngx_http_llm_jt_error(ngx_http_llm_jtape_t *t, ngx_http_llm_jt_err_t *err,
     u_char  *p;
     size_t   n;
 
-    switch (err->kind) {
-
-    case NGX_HTTP_LLM_JT_E_NOMEM:
+    if (err->kind == NGX_HTTP_LLM_JT_E_NOMEM) {
         return NGX_ERROR;
+    }
+
+    if (error == NULL) {
+        /* the caller wants no reason (nothing is allocated) */
+        return NGX_DECLINED;
+    }
+
+    switch (err->kind) {
 
     case NGX_HTTP_LLM_JT_E_UTF8:
         ngx_str_set(error, "request body is not valid UTF-8");
@@ -800,7 +823,12 @@ ngx_http_llm_jtape_get(ngx_http_llm_jtape_t *t, ngx_uint_t obj, char *name,
         k = &t->tok[i];
 
         if (k->flags & NGX_HTTP_LLM_JT_ESCAPED) {
-            if (ngx_http_llm_jtape_str(t, i, &key) != NGX_OK) {
+
+            /* an escape takes 2 to 6 bytes for the 1 to 4 it stands for */
+
+            if (k->len < len || k->len > 6 * len
+                || ngx_http_llm_jtape_str(t, i, &key) != NGX_OK)
+            {
                 continue;
             }
 
@@ -809,7 +837,8 @@ ngx_http_llm_jtape_get(ngx_http_llm_jtape_t *t, ngx_uint_t obj, char *name,
             key.len = k->len;
         }
 
-        if (key.len == len && key.data[0] == (u_char) name[0]
+        if (key.len == len
+            && (len == 0 || key.data[0] == (u_char) name[0])
             && ngx_memcmp(key.data, name, len) == 0)
         {
             found = i + 1;
@@ -829,7 +858,7 @@ ngx_http_llm_jtape_get(ngx_http_llm_jtape_t *t, ngx_uint_t obj, char *name,
 ngx_int_t
 ngx_http_llm_jtape_str(ngx_http_llm_jtape_t *t, ngx_uint_t i, ngx_str_t *s)
 {
-    u_char               *p, *last, *d;
+    u_char               *p, *last, *d, c;
     uint32_t              code, low;
     ngx_http_llm_jtok_t  *tok;
 
@@ -860,14 +889,13 @@ ngx_http_llm_jtape_str(ngx_http_llm_jtape_t *t, ngx_uint_t i, ngx_str_t *s)
 
         p++;
 
-        switch (*p++) {
-        case 'b': *d++ = '\b'; continue;
-        case 'f': *d++ = '\f'; continue;
-        case 'n': *d++ = '\n'; continue;
-        case 'r': *d++ = '\r'; continue;
-        case 't': *d++ = '\t'; continue;
-        case 'u': break;
-        default:  *d++ = p[-1]; continue;      /* " \ / */
+        c = *p++;
+
+        if (c != 'u') {
+            *d++ = (c == 'b') ? '\b' : (c == 'f') ? '\f' : (c == 'n') ? '\n'
+                   : (c == 'r') ? '\r' : (c == 't') ? '\t'
+                   : c;                                /* " \ / */
+            continue;
         }
 
         /* checked by the parse: 4 hex digits, surrogates in pairs */
@@ -912,9 +940,9 @@ ngx_http_llm_jtape_str(ngx_http_llm_jtape_t *t, ngx_uint_t i, ngx_str_t *s)
 int64_t
 ngx_http_llm_jtape_int(ngx_http_llm_jtape_t *t, ngx_uint_t i)
 {
-    u_char    *p, *last;
-    uint64_t   n;
-    ngx_uint_t neg;
+    u_char      *p, *last;
+    uint64_t     n;
+    ngx_uint_t   neg;
 
     p = t->base + t->tok[i].start;
     last = p + t->tok[i].len;
@@ -929,8 +957,27 @@ ngx_http_llm_jtape_int(ngx_http_llm_jtape_t *t, ngx_uint_t i)
 }
 
 
-double
-ngx_http_llm_jtape_real(ngx_http_llm_jtape_t *t, ngx_uint_t i)
+/* a real token's value; NGX_ERROR: no memory */
+
+ngx_int_t
+ngx_http_llm_jtape_real(ngx_http_llm_jtape_t *t, ngx_uint_t i, double *d)
 {
-    return ngx_http_llm_jt_strtod(t, &t->tok[i]);
+    return ngx_http_llm_jt_strtod(t, &t->tok[i], d);
+}
+
+
+/* gives back what the tape took from the pool, if it can (large blocks) */
+
+void
+ngx_http_llm_jtape_free(ngx_http_llm_jtape_t *t)
+{
+    if (t->tok) {
+        (void) ngx_pfree(t->pool, t->tok);
+    }
+
+    if (t->scratch) {
+        (void) ngx_pfree(t->pool, t->scratch);
+    }
+
+    ngx_memzero(t, sizeof(ngx_http_llm_jtape_t));
 }

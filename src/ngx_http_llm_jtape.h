@@ -1,6 +1,7 @@
 
 /*
- * ngx_llm_gateway: a request body's JSON as a flat tape of tokens.
+ * ngx_llm_gateway: a JSON text (a request body, a usage object) as a
+ * flat tape of tokens.
  */
 
 
@@ -23,13 +24,13 @@
 #define NGX_HTTP_LLM_JT_FALSE       7
 #define NGX_HTTP_LLM_JT_NULL        8
 
-/* a string with escapes: ngx_http_llm_jtape_str() unescapes it */
+/* flags: a string with escapes (ngx_http_llm_jtape_str() unescapes it) */
 #define NGX_HTTP_LLM_JT_ESCAPED     0x01
+/* flags: a string with \u0000 in it */
+#define NGX_HTTP_LLM_JT_NUL         0x02
+
 /* the deepest nesting ngx_http_llm_jtape_parse() can be asked to allow */
 #define NGX_HTTP_LLM_JT_DEPTH_MAX   256
-
-/* a string with \u0000 in it */
-#define NGX_HTTP_LLM_JT_NUL         0x02
 
 
 /*
@@ -77,8 +78,10 @@ ngx_uint_t ngx_http_llm_jtape_get(ngx_http_llm_jtape_t *t, ngx_uint_t obj,
     char *name, size_t len);
 ngx_int_t ngx_http_llm_jtape_str(ngx_http_llm_jtape_t *t, ngx_uint_t i,
     ngx_str_t *s);
+void ngx_http_llm_jtape_free(ngx_http_llm_jtape_t *t);
 int64_t ngx_http_llm_jtape_int(ngx_http_llm_jtape_t *t, ngx_uint_t i);
-double ngx_http_llm_jtape_real(ngx_http_llm_jtape_t *t, ngx_uint_t i);
+ngx_int_t ngx_http_llm_jtape_real(ngx_http_llm_jtape_t *t, ngx_uint_t i,
+    double *d);
 
 
 #endif /* _NGX_HTTP_LLM_JTAPE_H_INCLUDED_ */

@@ -803,7 +803,6 @@ ngx_http_llm_usage_reset(ngx_http_llm_usage_t *u)
 static void
 ngx_http_llm_usage_read(ngx_http_llm_usage_t *u)
 {
-    ngx_str_t              err;
     ngx_uint_t             a, b, c, n;
     ngx_http_llm_jtape_t  *t;
 
@@ -814,7 +813,7 @@ ngx_http_llm_usage_read(ngx_http_llm_usage_t *u)
     t = &u->tape;
 
     if (ngx_http_llm_jtape_parse(t, u->pool, u->capture, u->captured,
-                                 NGX_HTTP_LLM_JSON_DEPTH, &err)
+                                 NGX_HTTP_LLM_JSON_DEPTH, NULL)
         != NGX_OK
         || t->tok[1].type != NGX_HTTP_LLM_JT_OBJECT)
     {

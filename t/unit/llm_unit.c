@@ -806,6 +806,21 @@ test_bad_requests(void)
 
     rc = parse(API_OPENAI, "{\"messages\":[],\"x\":\"\\", &info, &err);
     ok(rc == NGX_DECLINED, "a string cut after a backslash refused");
+
+    /* reals: overflow is refused, underflow (a subnormal, 0) is not */
+
+    rc = parse(API_OPENAI, "{\"temperature\":1e-310,\"messages\":[]}",
+               &info, &err);
+    ok(rc == NGX_OK, "a subnormal real accepted, as jansson does");
+
+    rc = parse(API_OPENAI, "{\"temperature\":1e-400,\"messages\":[]}",
+               &info, &err);
+    ok(rc == NGX_OK, "a real that underflows to 0 accepted");
+
+    rc = parse(API_OPENAI, "{\"temperature\":-1e309,\"messages\":[]}",
+               &info, &err);
+    ok(rc == NGX_DECLINED && err.len && ngx_strstr(err.data, "range"),
+       "a real that overflows refused: %.*s", (int) err.len, err.data);
 }
 
 
@@ -1382,6 +1397,16 @@ test_usage(void)
 
     check_stream("openai json", API_OPENAI, 0, openai_json, 10, 2, 11,
                  "gpt-4o", 0);
+
+    /* a usage object with a subnormal real in it is read all the same */
+
+    ngx_http_llm_usage_init(&u, pool, API_OPENAI, 0);
+    s = "{\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":7,"
+        "\"cost\":1e-320}}";
+    (void) ngx_http_llm_usage_feed(&u, (u_char *) s, strlen(s));
+    ngx_http_llm_usage_finish(&u);
+    ok(u.found && u.prompt_tokens == 5 && u.completion_tokens == 7,
+       "usage: an object with a subnormal real is read");
     check_stream("anthropic json", API_ANTHROPIC, 0, anthropic_json, 17, 7,
                  3, "claude-3-5-haiku", 0);
     check_stream("gemini json", API_GEMINI, 0, gemini_json, 5, 21, 3,
@@ -1589,7 +1614,8 @@ bench(void)
 
     t = now_ns() - t;
 
-    printf("  of which jansson's json_loadb() + json_decref(): %lu ns\n",
+    printf("  for comparison, jansson's json_loadb() + json_decref() "
+           "of that body: %lu ns\n",
            (unsigned long) (t / iters));
 
     t = now_ns();
