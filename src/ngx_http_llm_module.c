@@ -16,6 +16,7 @@
 #include "ngx_http_llm_tally.h"
 #include "ngx_http_llm_handlers.h"
 #include "ngx_http_llm_redis.h"
+#include "ngx_http_llm_tokens.h"
 
 
 typedef struct {
@@ -554,6 +555,9 @@ ngx_http_llm_postconfiguration(ngx_conf_t *cf)
     if (ngx_http_llm_crypto_init(cf->log) != NGX_OK) {
         return NGX_ERROR;
     }
+
+    /* the estimator's character table, once, before the workers fork */
+    ngx_http_llm_estimate_prepare();
 
     if (lmcf->gateways == 0) {
         return NGX_OK;

@@ -96,7 +96,8 @@ typedef struct {
 
 
 static ngx_inline uint32_t ngx_http_llm_utf8_next(u_char **p, u_char *last);
-static ngx_uint_t ngx_http_llm_class(uint32_t c);
+static ngx_inline ngx_uint_t ngx_http_llm_class(uint32_t c);
+static ngx_uint_t ngx_http_llm_class_search(uint32_t c);
 static void ngx_http_llm_space_end(ngx_http_llm_estimate_t *e,
     ngx_uint_t *state, ngx_uint_t next);
 
@@ -203,6 +204,11 @@ static ngx_http_llm_range_t  ngx_http_llm_ranges[] = {
     { 0xe0000, 0xe01ef, NGX_HTTP_LLM_C_JOINER },        /* tags, selectors */
     { 0xf0000, 0x10ffff, NGX_HTTP_LLM_C_SYMBOL }
 };
+
+
+/* the classes of the first 64K code points */
+static u_char      ngx_http_llm_bmp[0x10000];
+static ngx_uint_t  ngx_http_llm_bmp_ready;
 
 
 void
@@ -677,8 +683,46 @@ ngx_http_llm_utf8_next(u_char **p, u_char *last)
 }
 
 
-static ngx_uint_t
+/*
+ * The class of a character: from a table for the first 64K code points
+ * (filled once from the ranges, by the master when nginx starts, or on
+ * first use), by a binary search over the ranges above them.
+ */
+
+static ngx_inline ngx_uint_t
 ngx_http_llm_class(uint32_t c)
+{
+    if (c < 0x10000) {
+        if (!ngx_http_llm_bmp_ready) {
+            ngx_http_llm_estimate_prepare();
+        }
+
+        return ngx_http_llm_bmp[c];
+    }
+
+    return ngx_http_llm_class_search(c);
+}
+
+
+void
+ngx_http_llm_estimate_prepare(void)
+{
+    uint32_t  c;
+
+    if (ngx_http_llm_bmp_ready) {
+        return;
+    }
+
+    for (c = 0; c < 0x10000; c++) {
+        ngx_http_llm_bmp[c] = (u_char) ngx_http_llm_class_search(c);
+    }
+
+    ngx_http_llm_bmp_ready = 1;
+}
+
+
+static ngx_uint_t
+ngx_http_llm_class_search(uint32_t c)
 {
     ngx_uint_t             lo, hi, mid;
     ngx_http_llm_range_t  *r;

@@ -57,6 +57,7 @@ typedef struct {
 } ngx_http_llm_estimate_t;
 
 
+void ngx_http_llm_estimate_prepare(void);
 void ngx_http_llm_estimate_init(ngx_http_llm_estimate_t *e);
 void ngx_http_llm_estimate_add(ngx_http_llm_estimate_t *e, u_char *p,
     size_t len);

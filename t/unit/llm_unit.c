@@ -1527,6 +1527,51 @@ test_usage(void)
 /* ------------------------------------------------------------- bench */
 
 
+/* the estimator on a few samples, in the scripts they are written in */
+
+static void
+bench_samples(void)
+{
+    size_t        len;
+    u_char       *text;
+    uint64_t      t;
+    ngx_uint_t    i, k, iters;
+    char          path[256];
+
+    ngx_http_llm_estimate_t  e;
+
+    static const char  *names[] = { "en_prose.txt", "code_py.py",
+                                    "fr_de.txt", "ru.txt", "ko.txt",
+                                    "zh.txt", "ja.txt", NULL };
+
+    for (k = 0; names[k]; k++) {
+        snprintf(path, sizeof(path), "t/unit/samples/%s", names[k]);
+
+        text = read_file(path, &len);
+        if (text == NULL || len == 0) {
+            free(text);
+            continue;
+        }
+
+        iters = 2000000 / len + 1;
+        t = now_ns();
+
+        for (i = 0; i < iters; i++) {
+            ngx_http_llm_estimate_init(&e);
+            ngx_http_llm_estimate_add(&e, text, len);
+        }
+
+        t = now_ns() - t;
+
+        printf("estimate %-12s %6lu bytes: %5lu ns per KB\n", names[k],
+               (unsigned long) len,
+               (unsigned long) (t / iters * 1024 / len));
+
+        free(text);
+    }
+}
+
+
 static void
 bench(void)
 {
@@ -1631,6 +1676,8 @@ bench(void)
     printf("estimate alone over the same bytes: %lu ns (%lu ns per KB), "
            "%lu tokens\n", (unsigned long) (t / iters),
            (unsigned long) (t / iters * 1024 / blen), (unsigned long) tokens);
+
+    bench_samples();
 
     ngx_destroy_pool(p);
     free(body);
