@@ -808,6 +808,7 @@ ngx_uint_t
 ngx_http_llm_jtape_get(ngx_http_llm_jtape_t *t, ngx_uint_t obj, char *name,
     size_t len)
 {
+    size_t                j;
     ngx_str_t             key;
     ngx_uint_t            i, end, found;
     ngx_http_llm_jtok_t  *k;
@@ -837,10 +838,17 @@ ngx_http_llm_jtape_get(ngx_http_llm_jtape_t *t, ngx_uint_t obj, char *name,
             key.len = k->len;
         }
 
-        if (key.len == len
-            && (len == 0 || key.data[0] == (u_char) name[0])
-            && ngx_memcmp(key.data, name, len) == 0)
-        {
+        if (key.len != len) {
+            continue;
+        }
+
+        /* keys are short: a loop beats a call to memcmp() */
+
+        for (j = 0; j < len && key.data[j] == (u_char) name[j]; j++) {
+            /* void */
+        }
+
+        if (j == len) {
             found = i + 1;
         }
     }

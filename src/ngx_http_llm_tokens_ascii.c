@@ -51,10 +51,27 @@ static void ngx_http_llm_space_run(ngx_http_llm_estimate_t *e, u_char *start,
     u_char *p, u_char *last);
 
 
+/*
+ * Population counts: the instruction where the build targets it; on
+ * x86-64 otherwise, a second copy of the counting function built for it,
+ * chosen when the module is loaded if the CPU has it (GCC and clang
+ * "target_clones"); else a few shifts and a multiply.
+ */
+
 #if (__POPCNT__)
 #define ngx_http_llm_popcount(x)  ((ngx_uint_t) __builtin_popcountll(x))
+#define NGX_HTTP_LLM_POPCNT_CLONES
+
+#elif (__x86_64__ && (__clang_major__ >= 14                                  \
+                      || (!__clang__ && __GNUC__ >= 6)))
+#define ngx_http_llm_popcount(x)  ((ngx_uint_t) __builtin_popcountll(x))
+#define NGX_HTTP_LLM_POPCNT_CLONES                                            \
+    __attribute__((target_clones("popcnt", "default")))
+
 #else
 #define ngx_http_llm_popcount(x)  ngx_http_llm_popcount64(x)
+#define NGX_HTTP_LLM_POPCNT_CLONES
+#define NGX_HTTP_LLM_POPCNT_SWAR  1
 #endif
 #define ngx_http_llm_ctz(x)       ((ngx_uint_t) __builtin_ctzll(x))
 
@@ -79,7 +96,7 @@ static void ngx_http_llm_space_run(ngx_http_llm_estimate_t *e, u_char *start,
      && !ngx_http_llm_is_space(c))
 
 
-#if !(__POPCNT__)
+#if (NGX_HTTP_LLM_POPCNT_SWAR)
 
 /* without the instruction, the compiler's builtin is a library call */
 
@@ -96,6 +113,11 @@ ngx_http_llm_popcount64(uint64_t x)
 #endif
 
 
+NGX_HTTP_LLM_POPCNT_CLONES
+static void ngx_http_llm_ascii_count(ngx_http_llm_estimate_t *e, u_char *p,
+    u_char *last);
+
+
 /*
  * NGX_OK: counted; NGX_DECLINED: the text is not all ASCII, and "e" is
  * as it was.
@@ -105,11 +127,8 @@ ngx_int_t
 ngx_http_llm_estimate_ascii(ngx_http_llm_estimate_t *e, u_char *p,
     size_t len)
 {
-    u_char                *q, *last;
-    size_t                 n;
-    uint64_t               v, acc, lw, pu, ws, x, lead, single;
-    ngx_uint_t             i, k;
-    ngx_http_llm_masks_t   b[3], *prev, *cur, *next, *t;
+    u_char    *q, *last;
+    uint64_t   v, acc;
 
     last = p + len;
     acc = 0;
@@ -128,6 +147,24 @@ ngx_http_llm_estimate_ascii(ngx_http_llm_estimate_t *e, u_char *p,
     }
 
     e->chars += len;
+
+    ngx_http_llm_ascii_count(e, p, last);
+
+    return NGX_OK;
+}
+
+
+NGX_HTTP_LLM_POPCNT_CLONES
+static void
+ngx_http_llm_ascii_count(ngx_http_llm_estimate_t *e, u_char *p, u_char *last)
+{
+    u_char                *q;
+    size_t                 n, len;
+    uint64_t               lw, pu, ws, x, lead, single;
+    ngx_uint_t             i, k;
+    ngx_http_llm_masks_t   b[3], *prev, *cur, *next, *t;
+
+    len = last - p;
 
     ngx_memzero(&b, sizeof(b));
 
@@ -238,8 +275,6 @@ ngx_http_llm_estimate_ascii(ngx_http_llm_estimate_t *e, u_char *p,
         cur = next;
         next = t;
     }
-
-    return NGX_OK;
 }
 
 
