@@ -29,7 +29,9 @@
 
 #include "ngx_http_llm_tokens.h"
 
-#if (__SSE2__)
+/* SSE2 classifies 16 bytes at a time; NGX_HTTP_LLM_NO_SIMD: byte loop */
+#if (__SSE2__ && !NGX_HTTP_LLM_NO_SIMD)
+#define NGX_HTTP_LLM_SSE2  1
 #include <emmintrin.h>
 #endif
 
@@ -340,7 +342,7 @@ ngx_http_llm_space_run(ngx_http_llm_estimate_t *e, u_char *start, u_char *p,
 static void
 ngx_http_llm_classify(u_char *p, size_t n, ngx_http_llm_masks_t *m)
 {
-#if (__SSE2__)
+#if (NGX_HTTP_LLM_SSE2)
 
     u_char      block[64];
     uint64_t    lw, up, dg, bl, sp, nl, valid;
