@@ -17,6 +17,7 @@
 #include "ngx_http_llm_limits.h"
 #include "ngx_http_llm_store.h"
 #include "ngx_http_llm_reply.h"
+#include "ngx_http_llm_rkeys.h"
 
 
 static ngx_int_t ngx_http_llm_token_info_handler(ngx_http_request_t *r);
@@ -227,12 +228,29 @@ ngx_http_llm_usage_handler(ngx_http_request_t *r)
 
     rc = ngx_http_llm_authenticate(r, ctx, llcf, &msg);
 
-    if (rc == NGX_DECLINED) {
+    switch (rc) {
+
+    case NGX_OK:
+        break;
+
+    case NGX_DECLINED:
         return ngx_http_llm_send_error(r, ctx, NGX_HTTP_LLM_ERR_INVALID_KEY,
                                        &msg);
-    }
 
-    if (rc != NGX_OK) {
+    case NGX_HTTP_LLM_KEY_SUSPENDED:
+        return ngx_http_llm_send_error(r, ctx, NGX_HTTP_LLM_ERR_SUSPENDED,
+                                       &msg);
+
+    case NGX_HTTP_LLM_KEY_NO_STORE:
+        ctx->retry_after = ngx_http_llm_now() + 1000;
+        return ngx_http_llm_send_error(r, ctx, NGX_HTTP_LLM_ERR_STORE, &msg);
+
+    case NGX_AGAIN:
+        /* the key is asked of Redis: this handler runs again */
+        r->main->count++;
+        return NGX_DONE;
+
+    default:
         return rc;
     }
 
