@@ -13,7 +13,8 @@
  *
  * Keys (one Cluster hash tag per account, so one slot per decision):
  *
- *   PREFIX{acct:ACCOUNT}:w:DIMENSION:PERIOD   hash: slot number -> count
+ *   PREFIX{acct:ACCOUNT}:w:DIMENSION:PERIOD   hash: slot number -> count,
+ *                                             and t, c, o (see below)
  *   PREFIX{acct:ACCOUNT}:conc                 zset: lease -> expiry (ms)
  *   PREFIX{acct:ACCOUNT}:cool                 cooldown, PX its length
  *
@@ -114,6 +115,17 @@ static void ngx_http_llm_rstore_scripts_init(void);
  * Shared by the scripts: the clock, slots and months.  "mo" counts
  * months from January 1970; mstart() is a month's first millisecond
  * (after Howard Hinnant's civil date algorithms).
+ *
+ * A sliding window's hash also keeps its running total: "t", the sum
+ * of the slots in the window as of slot "c", and "o", the oldest slot
+ * holding a count (0: none).  While the current slot is "c", load()
+ * reads those three and the current slot (one HMGET) instead of the
+ * whole ring; once the clock has moved into a new slot, full() counts
+ * the ring again (HGETALL, stale slots deleted), so a total that some
+ * other writer left wrong is right again within a tenth of the period.
+ * save() writes the current slot with the new total; an empty window
+ * drops them, so they never keep a key alive without its expiry.  A
+ * month is one field and is always read whole.
  */
 
 #define NGX_HTTP_LLM_LUA_COMMON                                               \
@@ -152,6 +164,52 @@ static void ngx_http_llm_rstore_scripts_init(void);
 "local function ttl(period, cur)\n"                                           \
 "  if period == 0 then return mstart(cur + 1) - now + 86400000 end\n"         \
 "  return period + period / 10 + 1000\n"                                      \
+"end\n"                                                                       \
+"local function full(w)\n"                                                    \
+"  local flat = redis.call('HGETALL', w.key)\n"                               \
+"  local stale = {}\n"                                                        \
+"  w.counts, w.sum, w.o = {}, 0, nil\n"                                       \
+"  for j = 1, #flat, 2 do\n"                                                  \
+"    local s = tonumber(flat[j])\n"                                           \
+"    if s == nil then\n"                                                      \
+"    elseif s < w.lo then\n"                                                  \
+"      stale[#stale + 1] = flat[j]\n"                                         \
+"    else\n"                                                                  \
+"      local v = tonumber(flat[j + 1]) or 0\n"                                \
+"      w.counts[s] = (w.counts[s] or 0) + v\n"                                \
+"      w.sum = w.sum + v\n"                                                   \
+"      if v > 0 and (w.o == nil or s < w.o) then w.o = s end\n"               \
+"    end\n"                                                                   \
+"  end\n"                                                                     \
+"  if #stale > 0 then redis.call('HDEL', w.key, unpack(stale)) end\n"         \
+"  w.here = w.counts[w.cur]\n"                                                \
+"  w.dirty = w.period > 0\n"                                                  \
+"end\n"                                                                       \
+"local function load(w)\n"                                                    \
+"  w.cur = slot(w.period, now)\n"                                             \
+"  w.lo = w.period == 0 and w.cur or w.cur - 10\n"                            \
+"  if w.period == 0 then return full(w) end\n"                                \
+"  local v = redis.call('HMGET', w.key, 't', 'c', 'o', w.cur)\n"              \
+"  if tonumber(v[2]) ~= w.cur then return full(w) end\n"                      \
+"  w.sum = tonumber(v[1]) or 0\n"                                             \
+"  w.o = tonumber(v[3])\n"                                                    \
+"  if w.o == 0 then w.o = nil end\n"                                          \
+"  w.here = tonumber(v[4])\n"                                                 \
+"end\n"                                                                       \
+"local function save(w, v)\n"                                                 \
+"  if w.period == 0 then\n"                                                   \
+"    if v then redis.call('HSET', w.key, w.cur, v) end\n"                     \
+"  elseif w.sum > 0 then\n"                                                   \
+"    if v then\n"                                                             \
+"      redis.call('HSET', w.key, w.cur, v, 't', w.sum, 'c', w.cur,\n"         \
+"                 'o', w.o or 0)\n"                                           \
+"    else\n"                                                                  \
+"      redis.call('HSET', w.key, 't', w.sum, 'c', w.cur, 'o', w.o or 0)\n"    \
+"    end\n"                                                                   \
+"  elseif w.dirty then\n"                                                     \
+"    redis.call('HDEL', w.key, 't', 'c', 'o')\n"                              \
+"  end\n"                                                                     \
+"  w.dirty = false\n"                                                         \
 "end\n"
 
 
@@ -187,37 +245,29 @@ NGX_HTTP_LLM_LUA_COMMON
 "for i = 1, nwin do\n"
 "  local w = { key = KEYS[i + 2], period = tonumber(ARGV[3 * i + 3]),\n"
 "              limit = tonumber(ARGV[3 * i + 4]),\n"
-"              need = tonumber(ARGV[3 * i + 5]), counts = {}, sum = 0 }\n"
-"  w.cur = slot(w.period, now)\n"
-"  w.lo = w.period == 0 and w.cur or w.cur - 10\n"
-"  local flat = redis.call('HGETALL', w.key)\n"
-"  local stale = {}\n"
-"  for j = 1, #flat, 2 do\n"
-"    local s = tonumber(flat[j])\n"
-"    local v = tonumber(flat[j + 1]) or 0\n"
-"    if s == nil or s < w.lo then\n"
-"      stale[#stale + 1] = flat[j]\n"
-"    else\n"
-"      w.counts[s] = (w.counts[s] or 0) + v\n"
-"      w.sum = w.sum + v\n"
-"    end\n"
-"  end\n"
-"  if #stale > 0 then redis.call('HDEL', w.key, unpack(stale)) end\n"
+"              need = tonumber(ARGV[3 * i + 5]) }\n"
+"  load(w)\n"
 "  win[i] = w\n"
 "end\n"
 "local function free_in(w, drop)\n"
-"  if w.sum == 0 then return 0 end\n"
+"  if w.sum <= 0 then return 0 end\n"
 "  if w.period == 0 then return mstart(w.cur + 1) - now end\n"
+"  local width = w.period / 10\n"
+"  if drop == 1 and w.o then\n"
+"    local at = (w.o + 11) * width\n"
+"    return at > now and at - now or 0\n"
+"  end\n"
+"  if not w.counts then full(w) end\n"
 "  local freed = 0\n"
 "  for s = w.lo, w.cur do\n"
 "    freed = freed + (w.counts[s] or 0)\n"
 "    if freed >= drop then\n"
-"      local at = (s + 11) * (w.period / 10)\n"
+"      local at = (s + 11) * width\n"
 "      if at > now then return at - now end\n"
 "      return 0\n"
 "    end\n"
 "  end\n"
-"  return w.period + w.period / 10\n"
+"  return w.period + width\n"
 "end\n"
 "local status, wait = 0, 0\n"
 "local cooldown = tonumber(ARGV[4])\n"
@@ -246,22 +296,24 @@ NGX_HTTP_LLM_LUA_COMMON
 "    if cooldown > wait then wait = cooldown end\n"
 "  end\n"
 "end\n"
-"if status == 0 then\n"
-"  for i = 1, nwin do\n"
-"    local w = win[i]\n"
-"    if w.need > 0 then\n"
-"      if redis.call('HINCRBY', w.key, w.cur, w.need) == w.need then\n"
-"        redis.call('PEXPIRE', w.key, floor(ttl(w.period, w.cur)))\n"
-"      end\n"
-"      w.counts[w.cur] = (w.counts[w.cur] or 0) + w.need\n"
-"      w.sum = w.sum + w.need\n"
+"for i = 1, nwin do\n"
+"  local w = win[i]\n"
+"  if status == 0 and w.need > 0 then\n"
+"    local v = (w.here or 0) + w.need\n"
+"    w.sum = w.sum + w.need\n"
+"    if w.o == nil or w.o > w.cur then w.o = w.cur end\n"
+"    save(w, v)\n"
+"    if v == w.need then\n"
+"      redis.call('PEXPIRE', w.key, floor(ttl(w.period, w.cur)))\n"
 "    end\n"
+"  else\n"
+"    save(w, nil)\n"
 "  end\n"
-"  if climit > 0 then\n"
-"    local lttl = tonumber(ARGV[3])\n"
-"    redis.call('ZADD', KEYS[1], now + lttl, ARGV[2])\n"
-"    redis.call('PEXPIRE', KEYS[1], lttl)\n"
-"  end\n"
+"end\n"
+"if status == 0 and climit > 0 then\n"
+"  local lttl = tonumber(ARGV[3])\n"
+"  redis.call('ZADD', KEYS[1], now + lttl, ARGV[2])\n"
+"  redis.call('PEXPIRE', KEYS[1], lttl)\n"
 "end\n"
 "local out = { status, now, floor(wait), nwin }\n"
 "for i = 1, nwin do\n"
@@ -284,26 +336,34 @@ static char  ngx_http_llm_lua_settle[] =
 NGX_HTTP_LLM_LUA_COMMON
 "local t0 = tonumber(ARGV[1])\n"
 "for i = 1, #KEYS do\n"
-"  local period = tonumber(ARGV[2 * i])\n"
+"  local w = { key = KEYS[i], period = tonumber(ARGV[2 * i]) }\n"
 "  local delta = tonumber(ARGV[2 * i + 1])\n"
-"  local cur = slot(period, now)\n"
-"  local s0 = slot(period, t0)\n"
-"  local lo = period == 0 and cur or cur - 10\n"
-"  local wrote = false\n"
-"  if s0 >= lo and s0 <= cur then\n"
-"    local v = (tonumber(redis.call('HGET', KEYS[i], s0)) or 0) + delta\n"
+"  load(w)\n"
+"  local s0 = slot(w.period, t0)\n"
+"  local v\n"
+"  if s0 >= w.lo and s0 <= w.cur then\n"
+"    local old = s0 == w.cur and (w.here or 0)\n"
+"                or tonumber(redis.call('HGET', w.key, s0)) or 0\n"
+"    v = old + delta\n"
+"    if v < 0 then v = 0 end\n"
+"    w.sum = w.sum + v - old\n"
 "    if v > 0 then\n"
-"      redis.call('HSET', KEYS[i], s0, v)\n"
-"      wrote = true\n"
+"      redis.call('HSET', w.key, s0, v)\n"
+"      if w.o == nil or s0 < w.o then w.o = s0 end\n"
 "    else\n"
-"      redis.call('HDEL', KEYS[i], s0)\n"
+"      redis.call('HDEL', w.key, s0)\n"
+"      if w.o == s0 then full(w) end\n"
 "    end\n"
 "  elseif delta > 0 then\n"
-"    redis.call('HINCRBY', KEYS[i], cur, delta)\n"
-"    wrote = true\n"
+"    v = (w.here or 0) + delta\n"
+"    w.sum = w.sum + delta\n"
+"    redis.call('HSET', w.key, w.cur, v)\n"
+"    if w.o == nil then w.o = w.cur end\n"
 "  end\n"
-"  if wrote then\n"
-"    redis.call('PEXPIRE', KEYS[i], floor(ttl(period, cur)))\n"
+"  w.dirty = true\n"
+"  save(w, nil)\n"
+"  if v and v > 0 then\n"
+"    redis.call('PEXPIRE', w.key, floor(ttl(w.period, w.cur)))\n"
 "  end\n"
 "end\n"
 "return 1\n";

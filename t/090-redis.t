@@ -102,8 +102,11 @@ sub {
     my $key = "$::P-5:{acct:alice}:w:requests:1m";
     my @kv = split /\n/, redis_cli($::RP, 'HGETALL', $key);
     my $sum = 0;
-    $sum += $kv[$_] for grep { $_ % 2 } 0 .. $#kv;
+    # the slots (numbers), not the running total "t", "c", "o"
+    $sum += $kv[$_ + 1] for grep { !($_ % 2) && $kv[$_] =~ /^\d+$/ } 0 .. $#kv;
     return (0, "sum $sum in $key") if $sum != 3;
+    my %h = @kv;
+    return (0, "running total $h{t} in $key") if ($h{t} // '') ne '3';
     my $ttl = redis_cli($::RP, 'PTTL', $key);
     return (0, "PTTL $ttl") unless $ttl > 60000 && $ttl <= 67000;
     return 1;

@@ -63,7 +63,8 @@ sub window_sum {
     my @kv = split /\n/, redis_cli($port, @auth, 'HGETALL',
                                    "$P-$block:{acct:carol}:w:requests:1m");
     my $sum = 0;
-    $sum += $kv[$_] for grep { $_ % 2 } 0 .. $#kv;
+    # the slots (numbers), not the running total "t", "c", "o"
+    $sum += $kv[$_ + 1] for grep { !($_ % 2) && $kv[$_] =~ /^\d+$/ } 0 .. $#kv;
     return $sum;
 }
 
