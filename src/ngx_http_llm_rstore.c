@@ -42,6 +42,7 @@
 #include "ngx_http_llm_store.h"
 #include "ngx_http_llm_redis.h"
 #include "ngx_http_llm_rstore.h"
+#include "ngx_http_llm_replay.h"
 
 
 #define NGX_HTTP_LLM_LEASE_TTL      60000
@@ -50,6 +51,10 @@
 #define NGX_HTTP_LLM_SCRIPT_ADMIT   0
 #define NGX_HTTP_LLM_SCRIPT_SETTLE  1
 #define NGX_HTTP_LLM_SCRIPT_RENEW   2
+#define NGX_HTTP_LLM_SCRIPT_REPLAY  3
+
+/* a replayed batch is not added twice for this long (its marker) */
+#define NGX_HTTP_LLM_REPLAY_MARK    600000
 
 
 typedef struct ngx_http_llm_rstore_op_s  ngx_http_llm_rstore_op_t;
@@ -72,6 +77,7 @@ typedef struct {
     unsigned                    pending:1;
     unsigned                    counted:1; /* in Redis */
     unsigned                    leased:1;  /* a Redis lease is held */
+    unsigned                    local:1;   /* the zone counted it */
 } ngx_http_llm_rstore_req_t;
 
 
@@ -84,6 +90,7 @@ struct ngx_http_llm_rstore_op_s {
     const char                **argv;
     size_t                     *argvlen;
     u_char                     *last;      /* of the strings */
+    void                       *replay;    /* replay.c's batch */
     unsigned                    retried:1;
 };
 
@@ -104,6 +111,8 @@ static ngx_int_t ngx_http_llm_rstore_parse(ngx_http_llm_rstore_req_t *st,
 static ngx_int_t ngx_http_llm_rstore_fallback(ngx_http_request_t *r,
     ngx_http_llm_rstore_req_t *st, ngx_http_llm_decision_t *d);
 static void ngx_http_llm_rstore_done(ngx_http_llm_redis_op_t *rop,
+    ngx_http_llm_redis_reply_t *reply);
+static void ngx_http_llm_rstore_replayed(ngx_http_llm_redis_op_t *rop,
     ngx_http_llm_redis_reply_t *reply);
 static void ngx_http_llm_rstore_release(ngx_str_t *key, ngx_str_t *lease);
 static void ngx_http_llm_rstore_cleanup(void *data);
@@ -380,6 +389,41 @@ static char  ngx_http_llm_lua_renew[] =
 "return n\n";
 
 
+/*
+ * KEYS: a marker, then window keys.  ARGV: marker ttl, the time (Redis
+ * ms) of the batch, then per window: period, amount.  Adds what the
+ * zone counted during an outage to the slot it was counted in, while
+ * that slot is in the window (usage that has left it no longer
+ * counts); once only: a batch whose marker exists changes nothing.
+ */
+
+static char  ngx_http_llm_lua_replay[] =
+NGX_HTTP_LLM_LUA_COMMON
+"if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then\n"
+"  return 0\n"
+"end\n"
+"local t0 = tonumber(ARGV[2])\n"
+"for i = 2, #KEYS do\n"
+"  local w = { key = KEYS[i], period = tonumber(ARGV[2 * i - 1]) }\n"
+"  local n = tonumber(ARGV[2 * i])\n"
+"  load(w)\n"
+"  local s0 = slot(w.period, t0)\n"
+"  if n > 0 and s0 >= w.lo and s0 <= w.cur then\n"
+"    local v = (s0 == w.cur and (w.here or 0)\n"
+"               or tonumber(redis.call('HGET', w.key, s0)) or 0) + n\n"
+"    redis.call('HSET', w.key, s0, v)\n"
+"    w.sum = w.sum + n\n"
+"    if w.o == nil or s0 < w.o then w.o = s0 end\n"
+"    w.dirty = true\n"
+"    save(w, nil)\n"
+"    redis.call('PEXPIRE', w.key, floor(ttl(w.period, w.cur)))\n"
+"  else\n"
+"    save(w, nil)\n"
+"  end\n"
+"end\n"
+"return 1\n";
+
+
 static struct {
     char                       *body;
     size_t                      len;
@@ -388,6 +432,7 @@ static struct {
     { ngx_http_llm_lua_admit, sizeof(ngx_http_llm_lua_admit) - 1, "" },
     { ngx_http_llm_lua_settle, sizeof(ngx_http_llm_lua_settle) - 1, "" },
     { ngx_http_llm_lua_renew, sizeof(ngx_http_llm_lua_renew) - 1, "" },
+    { ngx_http_llm_lua_replay, sizeof(ngx_http_llm_lua_replay) - 1, "" },
 };
 
 
@@ -581,7 +626,7 @@ ngx_http_llm_rstore_result(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
 ngx_int_t
 ngx_http_llm_rstore_settle(ngx_http_llm_ctx_t *ctx, uint64_t *used)
 {
-    int64_t                      delta;
+    int64_t                      delta, diff[5];
     size_t                       strings;
     ngx_uint_t                   i, n, nwin;
     ngx_http_llm_rstore_op_t    *op;
@@ -589,6 +634,17 @@ ngx_http_llm_rstore_settle(ngx_http_llm_ctx_t *ctx, uint64_t *used)
     ngx_http_llm_window_conf_t  *wc;
 
     st = ctx->redis;
+
+    if (st && st->local) {
+
+        /* the zone counted it: so will Redis, when it is back */
+
+        for (i = 0; i < 5; i++) {
+            diff[i] = (int64_t) used[i] - (int64_t) st->d.need[i];
+        }
+
+        ngx_http_llm_replay_add(&ctx->account, st->tier, diff, 1);
+    }
 
     if (st == NULL || !st->counted) {
         return NGX_DECLINED;
@@ -983,20 +1039,30 @@ static ngx_int_t
 ngx_http_llm_rstore_fallback(ngx_http_request_t *r,
     ngx_http_llm_rstore_req_t *st, ngx_http_llm_decision_t *d)
 {
+    ngx_int_t                   rc;
     ngx_http_llm_main_conf_t   *lmcf;
-    ngx_http_llm_redis_conf_t  *rc;
+    ngx_http_llm_redis_conf_t  *rcf;
 
-    rc = ngx_http_llm_redis_conf();
+    rcf = ngx_http_llm_redis_conf();
 
     d->now = ngx_current_msec;
     d->wall = ngx_http_llm_now();
 
-    switch (rc ? rc->on_error : NGX_HTTP_LLM_ON_ERROR_DENY) {
+    switch (rcf ? rcf->on_error : NGX_HTTP_LLM_ON_ERROR_DENY) {
 
     case NGX_HTTP_LLM_ON_ERROR_LOCAL:
         lmcf = ngx_http_get_module_main_conf(r, ngx_http_llm_gateway_module);
-        return ngx_http_llm_store_admit(lmcf->shm_zone, &st->ctx->account,
-                                        st->tier, d);
+        rc = ngx_http_llm_store_admit(lmcf->shm_zone, &st->ctx->account,
+                                      st->tier, d);
+
+        if (rc == NGX_OK) {
+            /* Redis is told when it is back */
+            st->local = 1;
+            ngx_http_llm_replay_add(&st->ctx->account, st->tier,
+                                    (int64_t *) d->need, 0);
+        }
+
+        return rc;
 
     case NGX_HTTP_LLM_ON_ERROR_ALLOW:
         return NGX_HTTP_LLM_UNCOUNTED;
@@ -1055,6 +1121,110 @@ ngx_http_llm_rstore_release(ngx_str_t *key, ngx_str_t *lease)
         /* the lease expires on its own */
         ngx_free(op);
     }
+}
+
+
+/*
+ * One batch of what this worker's zone counted for "account" while
+ * Redis failed (amount[] by dimension, at "wall"), named "id" so that
+ * Redis adds it once.  NGX_OK: ngx_http_llm_replay_done(batch, ok)
+ * follows.
+ */
+
+ngx_int_t
+ngx_http_llm_rstore_replay(ngx_str_t *account, ngx_http_llm_tier_t *tier,
+    uint64_t wall, int64_t *amount, uint64_t id, void *batch)
+{
+    u_char                      *p;
+    size_t                       strings;
+    ngx_str_t                    key;
+    ngx_uint_t                   i, nwin;
+    ngx_http_llm_rstore_op_t    *op;
+    ngx_http_llm_redis_conf_t   *rc;
+    ngx_http_llm_window_conf_t  *wc;
+    u_char                       buf[NGX_HTTP_LLM_ACCOUNT_MAX + 128];
+
+    rc = ngx_http_llm_redis_conf();
+
+    if (rc == NULL) {
+        return NGX_DECLINED;
+    }
+
+    ngx_http_llm_rstore_scripts_init();
+
+    nwin = tier->windows.nelts;
+    wc = tier->windows.elts;
+
+    key.data = buf;
+    key.len = ngx_sprintf(buf, "%V{acct:%V}:conc", &rc->prefix, account)
+              - buf;
+
+    strings = (rc->prefix.len + account->len + 64) * (nwin + 1)
+              + (NGX_INT64_LEN + 1) * (3 + 2 * nwin) + 64;
+
+    op = ngx_http_llm_rstore_op(NGX_HTTP_LLM_SCRIPT_REPLAY,
+                                3 + 1 + nwin + 2 + 2 * nwin, strings, &key);
+    if (op == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_http_llm_rstore_num(op, 1 + nwin);
+
+    p = op->last;
+    op->last = ngx_sprintf(p, "%V{acct:%V}:replay:%s:%uL", &rc->prefix,
+                           account, ngx_http_llm_lease_prefix, id);
+    op->argv[op->argc] = (const char *) p;
+    op->argvlen[op->argc++] = op->last - p;
+
+    for (i = 0; i < nwin; i++) {
+        p = op->last;
+        op->last = ngx_sprintf(p, "%V{acct:%V}:w:%s:%V", &rc->prefix,
+                               account, ngx_http_llm_dim_names[wc[i].dim],
+                               &wc[i].text);
+        op->argv[op->argc] = (const char *) p;
+        op->argvlen[op->argc++] = op->last - p;
+    }
+
+    ngx_http_llm_rstore_num(op, NGX_HTTP_LLM_REPLAY_MARK);
+    /* on Redis's clock, when an answer has told it */
+
+    ngx_http_llm_rstore_num(op, (int64_t) wall + ngx_http_llm_rstore_skew);
+
+    for (i = 0; i < nwin; i++) {
+        ngx_http_llm_rstore_num(op, wc[i].period);
+        ngx_http_llm_rstore_num(op, amount[wc[i].dim]);
+    }
+
+    op->op.handler = ngx_http_llm_rstore_replayed;
+    op->replay = batch;
+
+    if (ngx_http_llm_rstore_send(op) != NGX_OK) {
+        ngx_free(op);
+        return NGX_DECLINED;
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_llm_rstore_replayed(ngx_http_llm_redis_op_t *rop,
+    ngx_http_llm_redis_reply_t *reply)
+{
+    ngx_http_llm_rstore_op_t *op = (ngx_http_llm_rstore_op_t *) rop;
+
+    void  *batch;
+
+    if (ngx_http_llm_rstore_noscript(op, reply) == NGX_OK) {
+        return;
+    }
+
+    batch = op->replay;
+    ngx_free(op);
+
+    ngx_http_llm_replay_done(batch,
+                             reply && reply->type
+                                      == NGX_HTTP_LLM_REDIS_INTEGER);
 }
 
 
@@ -1137,7 +1307,7 @@ ngx_http_llm_rstore_scripts_init(void)
 
     ngx_http_llm_rstore_inited = 1;
 
-    for (i = 0; i < 3; i++) {
+    for (i = 0; i < 4; i++) {
         ngx_http_llm_redis_sha1(ngx_http_llm_scripts[i].sha,
                                 (u_char *) ngx_http_llm_scripts[i].body,
                                 ngx_http_llm_scripts[i].len);

@@ -37,7 +37,7 @@ sub literals {
 
 my ($common) = $src =~ /#define NGX_HTTP_LLM_LUA_COMMON\s*\\\n(.*?[^\\])\n\n/s;
 my %lua;
-for my $name (qw(admit settle renew)) {
+for my $name (qw(admit settle renew replay)) {
     my ($body) = $src =~ /ngx_http_llm_lua_$name\[\] =\n(.*?);\n/s
         or die "no script $name";
     $lua{$name} = ($body =~ /NGX_HTTP_LLM_LUA_COMMON/ ? literals($common) : '')
@@ -220,6 +220,33 @@ settle('tok', $a1->{now}, 'tokens:1m', 60000, 5);
 ok(redis('PTTL', "$P:{acct:tok}:w:tokens:1m") > 0,
    'a window holding a total has its expiry');
 
+# replay: a batch counted locally during an outage, added once, to its slot
+sub replay {
+    my ($acct, $mark, $t0, @w) = @_;
+    my (@keys, @args);
+    while (my ($name, $period, $n) = splice @w, 0, 3) {
+        push @keys, "$P:{acct:$acct}:w:$name";
+        push @args, $period, $n;
+    }
+    return redis('EVAL', $lua{replay}, 1 + @keys,
+                 "$P:{acct:$acct}:replay:$mark", @keys, 60000, $t0, @args);
+}
+my $rp = admit('rep', 0, '', 60000, 0, 'requests:1m', 60000, 100, 1);
+is(replay('rep', 'w:1', $rp->{now} - 20000, 'requests:1m', 60000, 4,
+          'requests:1h', 3600000, 4), 1, 'a batch is replayed');
+is(total('rep', 'requests:1m') . ' ' . total('rep', 'requests:1h'), '5 4',
+   'it counts in every window');
+my %rs = split /\n/, redis('HGETALL', "$P:{acct:rep}:w:requests:1m");
+ok(exists $rs{int(($rp->{now} - 20000) / 6000)},
+   'in the slot it was counted in');
+is(replay('rep', 'w:1', $rp->{now}, 'requests:1m', 60000, 4), 0,
+   'the same batch again is not added');
+replay('rep', 'w:2', $rp->{now} - 120000, 'requests:1m', 60000, 7);
+is(total('rep', 'requests:1m') . ' ' . field('rep', 'requests:1m', 't'),
+   '5 5', 'usage that has left the window is not added');
+ok(redis('PTTL', "$P:{acct:rep}:replay:w:1") > 50000,
+   'the batch marker expires');
+
 # every key of one account hashes to one Cluster slot
 my %slots = map { redis('CLUSTER', 'KEYSLOT', $_) => 1 }
             "$P:{acct:tok}:conc", "$P:{acct:tok}:cool",
@@ -232,6 +259,8 @@ redis('DEL', map { "$P:{acct:$_->[0]}:$_->[1]" }
       [month => 'w:requests:1mo'], [conc => 'conc'],
       [conc => 'w:requests:1m'], [cool => 'cool'], [cool => 'w:requests:1s'],
       [late => 'w:requests:1m'], [late => 'conc'],
-      [run => 'w:requests:1s'], [zero => 'w:tokens:1s']);
+      [run => 'w:requests:1s'], [zero => 'w:tokens:1s'],
+      [rep => 'w:requests:1m'], [rep => 'w:requests:1h'],
+      [rep => 'replay:w:1'], [rep => 'replay:w:2']);
 
 done_testing();
