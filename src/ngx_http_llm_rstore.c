@@ -115,6 +115,8 @@ static void ngx_http_llm_rstore_done(ngx_http_llm_redis_op_t *rop,
 static void ngx_http_llm_rstore_replayed(ngx_http_llm_redis_op_t *rop,
     ngx_http_llm_redis_reply_t *reply);
 static void ngx_http_llm_rstore_release(ngx_str_t *key, ngx_str_t *lease);
+static void ngx_http_llm_rstore_refund(ngx_http_llm_rstore_op_t *adm,
+    int64_t t0);
 static void ngx_http_llm_rstore_cleanup(void *data);
 static void ngx_http_llm_rstore_renew(ngx_event_t *ev);
 static void ngx_http_llm_rstore_scripts_init(void);
@@ -591,6 +593,10 @@ ngx_http_llm_rstore_admit(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     st->op = op;
     st->pending = 1;
 
+    /* a client that goes away meanwhile ends the request at once */
+
+    r->read_event_handler = ngx_http_test_reading;
+
     return NGX_AGAIN;
 
 fallback:
@@ -831,18 +837,24 @@ ngx_http_llm_rstore_admitted(ngx_http_llm_redis_op_t *rop,
 
     if (st == NULL) {
 
-        /* the request is gone: a lease it got goes back at once */
+        /*
+         * the request is gone (its client went away): what it was
+         * given goes back at once, its lease and its charge
+         */
 
         if (reply && reply->type == NGX_HTTP_LLM_REDIS_ARRAY
-            && reply->nelts > 0 && reply->elts[0].integer == 0
-            && op->argvlen[3 + op->nkeys + 1] > 0)
+            && reply->nelts > 1 && reply->elts[0].integer == 0)
         {
-            key.data = (u_char *) op->argv[3];
-            key.len = op->argvlen[3];
-            lease.data = (u_char *) op->argv[3 + op->nkeys + 1];
-            lease.len = op->argvlen[3 + op->nkeys + 1];
+            if (op->argvlen[3 + op->nkeys + 1] > 0) {
+                key.data = (u_char *) op->argv[3];
+                key.len = op->argvlen[3];
+                lease.data = (u_char *) op->argv[3 + op->nkeys + 1];
+                lease.len = op->argvlen[3 + op->nkeys + 1];
 
-            ngx_http_llm_rstore_release(&key, &lease);
+                ngx_http_llm_rstore_release(&key, &lease);
+            }
+
+            ngx_http_llm_rstore_refund(op, reply->elts[1].integer);
         }
 
         ngx_free(op);
@@ -853,6 +865,7 @@ ngx_http_llm_rstore_admitted(ngx_http_llm_redis_op_t *rop,
     st->pending = 0;
 
     r = st->request;
+    r->read_event_handler = ngx_http_block_reading;
 
     rc = NGX_ERROR;
 
@@ -1119,6 +1132,93 @@ ngx_http_llm_rstore_release(ngx_str_t *key, ngx_str_t *lease)
 
     if (ngx_http_llm_rstore_send(op) != NGX_OK) {
         /* the lease expires on its own */
+        ngx_free(op);
+    }
+}
+
+
+/*
+ * An admission whose request was gone when Redis granted it: the
+ * settle script takes back what it charged ("adm" holds the keys and,
+ * per window, period, limit and need), at its time "t0".
+ */
+
+static void
+ngx_http_llm_rstore_refund(ngx_http_llm_rstore_op_t *adm, int64_t t0)
+{
+    u_char                    *p;
+    size_t                     strings;
+    ngx_str_t                  conc;
+    ngx_uint_t                 i, n, nwin, base;
+    ngx_http_llm_rstore_op_t  *op;
+
+    nwin = adm->nkeys - 2;
+    base = 3 + adm->nkeys + 5;
+
+    n = 0;
+    strings = NGX_INT64_LEN + 64;
+
+    for (i = 0; i < nwin; i++) {
+        if (adm->argvlen[base + 3 * i + 2] == 1
+            && adm->argv[base + 3 * i + 2][0] == '0')
+        {
+            continue;
+        }
+
+        n++;
+        strings += adm->argvlen[5 + i] + adm->argvlen[base + 3 * i]
+                   + adm->argvlen[base + 3 * i + 2] + 4;
+    }
+
+    if (n == 0) {
+        return;
+    }
+
+    conc.data = (u_char *) adm->argv[3];
+    conc.len = adm->argvlen[3];
+
+    op = ngx_http_llm_rstore_op(NGX_HTTP_LLM_SCRIPT_SETTLE,
+                                3 + n + 1 + 2 * n, strings, &conc);
+    if (op == NULL) {
+        return;
+    }
+
+    ngx_http_llm_rstore_num(op, n);
+
+    for (i = 0; i < nwin; i++) {
+        if (adm->argvlen[base + 3 * i + 2] != 1
+            || adm->argv[base + 3 * i + 2][0] != '0')
+        {
+            ngx_http_llm_rstore_arg(op, (u_char *) adm->argv[5 + i],
+                                    adm->argvlen[5 + i]);
+        }
+    }
+
+    ngx_http_llm_rstore_num(op, t0);
+
+    for (i = 0; i < nwin; i++) {
+        if (adm->argvlen[base + 3 * i + 2] == 1
+            && adm->argv[base + 3 * i + 2][0] == '0')
+        {
+            continue;
+        }
+
+        ngx_http_llm_rstore_arg(op, (u_char *) adm->argv[base + 3 * i],
+                                adm->argvlen[base + 3 * i]);
+
+        /* minus the need */
+
+        p = op->last;
+        *op->last++ = '-';
+        op->last = ngx_cpymem(op->last, adm->argv[base + 3 * i + 2],
+                              adm->argvlen[base + 3 * i + 2]);
+        op->argv[op->argc] = (const char *) p;
+        op->argvlen[op->argc++] = op->last - p;
+    }
+
+    op->op.handler = ngx_http_llm_rstore_done;
+
+    if (ngx_http_llm_rstore_send(op) != NGX_OK) {
         ngx_free(op);
     }
 }

@@ -32,7 +32,8 @@ redis_start($UP, '--unixsocket', $SOCK, '--unixsocketperm', '700');
 
 our $Tiers = $Test::LLM::Keys::TIERS
     . "llm_tier fleet requests=20/m;\n"
-    . "llm_tier five requests=5/m;\n";
+    . "llm_tier five requests=5/m;\n"
+    . "llm_tier pair requests=5/m concurrency=2;\n";
 
 sub conf {
     my ($block, $redis) = @_;
@@ -399,3 +400,44 @@ sub {
     return $log =~ /\[notice\].*usage counted locally during the outage is in Redis now \(1 batches\)/
            ? 1 : (0, 'no replay line in the log');
 }
+
+
+
+=== TEST 13: a client that goes away while its admission waits for Redis (SIGSTOP): the request ends at once, nothing is proxied, and what Redis grants later goes back (lease and charge)
+--- workers: 1
+--- http_config eval: ::conf(13, "127.0.0.1:$::RP timeout=5s on_error=deny")
+--- config eval: my $g = $::Gateway; $g =~ s/llm_default_tier five/llm_default_tier pair/; $g
+--- request
+GET /plain
+--- timeout: 15
+--- check eval
+sub {
+    my ($c) = @_;
+    my $pid = ::redis_pid($::RP);
+    my $first = ::statuses(1);
+    kill 'STOP', $pid;
+    my @gone = Test::LLM::Client::exchange_all(
+        port => $ENV{TEST_NGINX_SERVER_PORT}, concurrency => 2,
+        exchanges => [ map { { %{ Test::LLM::Client::build_request(
+                                  "GET /v1/models", more_headers =>
+                                  "Authorization: Bearer $::CAROL") },
+                               timeout => 0.5 } } 1 .. 2 ]);
+    select undef, undef, undef, 0.3;
+    kill 'CONT', $pid;
+    my ($conc, $sum);
+    for (1 .. 50) {
+        $conc = redis_cli($::RP, 'ZCARD', "$::P-13:{acct:carol}:conc") + 0;
+        $sum = ::window_sum($::RP, 13);
+        last if $conc == 0 && $sum == 1;
+        select undef, undef, undef, 0.1;
+    }
+    my $log = Test::LLM::Nginx::_slurp(servroot() . '/logs/error.log');
+    my $closed = () = $log =~ /\[info\].*client prematurely closed connection/g;
+    my $got = "$first | " . join(' ', map { $_->{status} // 'gone' } @gone)
+              . " | leases $conc, window $sum, closed $closed";
+    return (0, "got $got") unless $got eq
+        '200 | gone gone | leases 0, window 1, closed 2';
+    return $log =~ /(\[(?:warn|error|crit|alert)\].*)/
+           ? (0, "logged: $1") : 1;
+}
+--- mock_count: 1
