@@ -52,6 +52,7 @@
 #define NGX_HTTP_LLM_SCRIPT_SETTLE  1
 #define NGX_HTTP_LLM_SCRIPT_RENEW   2
 #define NGX_HTTP_LLM_SCRIPT_REPLAY  3
+#define NGX_HTTP_LLM_SCRIPT_USAGE   4
 
 /* a replayed batch is not added twice for this long (its marker) */
 #define NGX_HTTP_LLM_REPLAY_MARK    600000
@@ -73,6 +74,7 @@ typedef struct {
     ngx_str_t                   conc_key;
     ngx_str_t                   lease;
     ngx_str_t                  *wkeys;     /* the windows' keys */
+    uint64_t                   *usage;     /* llm_usage: used, reset */
 
     unsigned                    pending:1;
     unsigned                    counted:1; /* in Redis */
@@ -95,6 +97,9 @@ struct ngx_http_llm_rstore_op_s {
 };
 
 
+static ngx_http_llm_rstore_req_t *ngx_http_llm_rstore_req(
+    ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
+    ngx_http_llm_tier_t *tier);
 static ngx_http_llm_rstore_op_t *ngx_http_llm_rstore_op(ngx_uint_t script,
     int argc, size_t strings, ngx_str_t *conc_key);
 static void ngx_http_llm_rstore_arg(ngx_http_llm_rstore_op_t *op,
@@ -113,6 +118,8 @@ static ngx_int_t ngx_http_llm_rstore_fallback(ngx_http_request_t *r,
 static void ngx_http_llm_rstore_done(ngx_http_llm_redis_op_t *rop,
     ngx_http_llm_redis_reply_t *reply);
 static void ngx_http_llm_rstore_replayed(ngx_http_llm_redis_op_t *rop,
+    ngx_http_llm_redis_reply_t *reply);
+static void ngx_http_llm_rstore_usage_read(ngx_http_llm_redis_op_t *rop,
     ngx_http_llm_redis_reply_t *reply);
 static void ngx_http_llm_rstore_release(ngx_str_t *key, ngx_str_t *lease);
 static void ngx_http_llm_rstore_refund(ngx_http_llm_rstore_op_t *adm,
@@ -426,6 +433,40 @@ NGX_HTTP_LLM_LUA_COMMON
 "return 1\n";
 
 
+/*
+ * KEYS: window keys.  ARGV: per window, its period.  Reads, changes
+ * nothing.  Returns {now, then per window: sum, reset}, reset as in
+ * the admission script.
+ */
+
+static char  ngx_http_llm_lua_usage[] =
+NGX_HTTP_LLM_LUA_COMMON
+"local out = { now }\n"
+"for i = 1, #KEYS do\n"
+"  local period = tonumber(ARGV[i])\n"
+"  local cur = slot(period, now)\n"
+"  local lo = period == 0 and cur or cur - 10\n"
+"  local flat = redis.call('HGETALL', KEYS[i])\n"
+"  local sum, o, reset = 0, nil, 0\n"
+"  for j = 1, #flat, 2 do\n"
+"    local s = tonumber(flat[j])\n"
+"    local v = tonumber(flat[j + 1]) or 0\n"
+"    if s and s >= lo and v > 0 then\n"
+"      sum = sum + v\n"
+"      if o == nil or s < o then o = s end\n"
+"    end\n"
+"  end\n"
+"  if sum > 0 and period == 0 then\n"
+"    reset = mstart(cur + 1) - now\n"
+"  elseif sum > 0 then\n"
+"    reset = math.max((o + 11) * (period / 10) - now, 0)\n"
+"  end\n"
+"  out[#out + 1] = sum\n"
+"  out[#out + 1] = floor(reset)\n"
+"end\n"
+"return out\n";
+
+
 static struct {
     char                       *body;
     size_t                      len;
@@ -435,6 +476,7 @@ static struct {
     { ngx_http_llm_lua_settle, sizeof(ngx_http_llm_lua_settle) - 1, "" },
     { ngx_http_llm_lua_renew, sizeof(ngx_http_llm_lua_renew) - 1, "" },
     { ngx_http_llm_lua_replay, sizeof(ngx_http_llm_lua_replay) - 1, "" },
+    { ngx_http_llm_lua_usage, sizeof(ngx_http_llm_lua_usage) - 1, "" },
 };
 
 
@@ -469,68 +511,35 @@ ngx_http_llm_rstore_admit(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     u_char                      *p;
     size_t                       klen, strings;
     ngx_uint_t                   i, nwin;
-    ngx_pool_cleanup_t          *cln;
     ngx_http_llm_rstore_op_t    *op;
     ngx_http_llm_redis_conf_t   *rc;
     ngx_http_llm_rstore_req_t   *st;
     ngx_http_llm_window_conf_t  *wc;
 
-    ngx_http_llm_rstore_scripts_init();
-
     rc = ngx_http_llm_redis_conf();
 
-    st = ngx_pcalloc(r->pool, sizeof(ngx_http_llm_rstore_req_t));
+    st = ngx_http_llm_rstore_req(r, ctx, tier);
     if (st == NULL) {
         return NGX_ERROR;
     }
 
-    cln = ngx_pool_cleanup_add(r->pool, 0);
-    if (cln == NULL) {
-        return NGX_ERROR;
-    }
-
-    cln->handler = ngx_http_llm_rstore_cleanup;
-    cln->data = st;
-
-    st->request = r;
-    st->ctx = ctx;
-    st->tier = tier;
     st->d = *d;
-    ngx_queue_init(&st->queue);
-
-    ctx->redis = st;
 
     if (rc == NULL) {
         goto fallback;
     }
 
-    /* the keys, kept in the request for release and settle */
-
     nwin = tier->windows.nelts;
     wc = tier->windows.elts;
 
-    klen = rc->prefix.len + sizeof("{acct:}:w:output_tokens:1mo") - 1
-           + ctx->account.len;
-
-    p = ngx_pnalloc(r->pool, klen * (nwin + 1) + 64);
-    st->wkeys = ngx_palloc(r->pool, (nwin + 1) * sizeof(ngx_str_t));
-
-    if (p == NULL || st->wkeys == NULL) {
-        return NGX_ERROR;
-    }
-
-    st->conc_key.data = p;
-    p = ngx_sprintf(p, "%V{acct:%V}:conc", &rc->prefix, &ctx->account);
-    st->conc_key.len = p - st->conc_key.data;
-
-    for (i = 0; i < nwin; i++) {
-        st->wkeys[i].data = p;
-        p = ngx_sprintf(p, "%V{acct:%V}:w:%s:%V", &rc->prefix, &ctx->account,
-                        ngx_http_llm_dim_names[wc[i].dim], &wc[i].text);
-        st->wkeys[i].len = p - st->wkeys[i].data;
-    }
+    klen = st->conc_key.len + sizeof(":w:output_tokens:1mo") - 1;
 
     if (tier->concurrency) {
+        p = ngx_pnalloc(r->pool, 64);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
         st->lease.data = p;
         p = ngx_sprintf(p, "%s:%uL", ngx_http_llm_lease_prefix,
                         ++ngx_http_llm_lease_seq);
@@ -605,6 +614,79 @@ fallback:
 }
 
 
+/*
+ * The request's Redis state (ctx->redis) and, with llm_redis, the keys
+ * of its account's windows, kept for release and settle.
+ */
+
+static ngx_http_llm_rstore_req_t *
+ngx_http_llm_rstore_req(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
+    ngx_http_llm_tier_t *tier)
+{
+    u_char                      *p;
+    size_t                       klen;
+    ngx_uint_t                   i, nwin;
+    ngx_pool_cleanup_t          *cln;
+    ngx_http_llm_redis_conf_t   *rc;
+    ngx_http_llm_rstore_req_t   *st;
+    ngx_http_llm_window_conf_t  *wc;
+
+    ngx_http_llm_rstore_scripts_init();
+
+    rc = ngx_http_llm_redis_conf();
+
+    st = ngx_pcalloc(r->pool, sizeof(ngx_http_llm_rstore_req_t));
+    if (st == NULL) {
+        return NULL;
+    }
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NULL;
+    }
+
+    cln->handler = ngx_http_llm_rstore_cleanup;
+    cln->data = st;
+
+    st->request = r;
+    st->ctx = ctx;
+    st->tier = tier;
+    ngx_queue_init(&st->queue);
+
+    ctx->redis = st;
+
+    if (rc == NULL) {
+        return st;
+    }
+
+    nwin = tier->windows.nelts;
+    wc = tier->windows.elts;
+
+    klen = rc->prefix.len + sizeof("{acct:}:w:output_tokens:1mo") - 1
+           + ctx->account.len;
+
+    p = ngx_pnalloc(r->pool, klen * (nwin + 1));
+    st->wkeys = ngx_palloc(r->pool, (nwin + 1) * sizeof(ngx_str_t));
+
+    if (p == NULL || st->wkeys == NULL) {
+        return NULL;
+    }
+
+    st->conc_key.data = p;
+    p = ngx_sprintf(p, "%V{acct:%V}:conc", &rc->prefix, &ctx->account);
+    st->conc_key.len = p - st->conc_key.data;
+
+    for (i = 0; i < nwin; i++) {
+        st->wkeys[i].data = p;
+        p = ngx_sprintf(p, "%V{acct:%V}:w:%s:%V", &rc->prefix, &ctx->account,
+                        ngx_http_llm_dim_names[wc[i].dim], &wc[i].text);
+        st->wkeys[i].len = p - st->wkeys[i].data;
+    }
+
+    return st;
+}
+
+
 /* the answer the access handler waited for; NGX_AGAIN: not yet */
 
 ngx_int_t
@@ -620,6 +702,169 @@ ngx_http_llm_rstore_result(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     *d = st->d;
 
     return st->rc;
+}
+
+
+/*
+ * llm_usage: what each window of the account holds in Redis, used[i]
+ * and reset[i] (wall clock, ms).  NGX_AGAIN: the content handler runs
+ * again when Redis has answered; NGX_DECLINED: Redis is unavailable
+ * (the caller asks the zone).
+ */
+
+ngx_int_t
+ngx_http_llm_rstore_usage(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
+    ngx_http_llm_tier_t *tier, uint64_t *used, uint64_t *reset)
+{
+    size_t                       strings;
+    ngx_uint_t                   i, nwin;
+    ngx_http_llm_rstore_op_t    *op;
+    ngx_http_llm_rstore_req_t   *st;
+    ngx_http_llm_window_conf_t  *wc;
+
+    nwin = tier->windows.nelts;
+    wc = tier->windows.elts;
+
+    st = ctx->redis;
+
+    if (st) {
+        /* back from Redis */
+
+        if (st->pending) {
+            return NGX_AGAIN;
+        }
+
+        if (st->rc == NGX_OK) {
+            ngx_memcpy(used, st->usage, nwin * sizeof(uint64_t));
+            ngx_memcpy(reset, st->usage + nwin, nwin * sizeof(uint64_t));
+        }
+
+        return st->rc;
+    }
+
+    if (ngx_http_llm_redis_conf() == NULL) {
+        return NGX_DECLINED;
+    }
+
+    st = ngx_http_llm_rstore_req(r, ctx, tier);
+    if (st == NULL) {
+        return NGX_ERROR;
+    }
+
+    st->usage = ngx_palloc(r->pool, 2 * nwin * sizeof(uint64_t));
+    if (st->usage == NULL) {
+        return NGX_ERROR;
+    }
+
+    strings = NGX_INT64_LEN + 64;
+
+    for (i = 0; i < nwin; i++) {
+        strings += st->wkeys[i].len + NGX_INT64_LEN + 2;
+    }
+
+    op = ngx_http_llm_rstore_op(NGX_HTTP_LLM_SCRIPT_USAGE, 3 + 2 * nwin,
+                                strings, &st->conc_key);
+    if (op == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_http_llm_rstore_num(op, nwin);
+
+    for (i = 0; i < nwin; i++) {
+        ngx_http_llm_rstore_arg(op, st->wkeys[i].data, st->wkeys[i].len);
+    }
+
+    for (i = 0; i < nwin; i++) {
+        ngx_http_llm_rstore_num(op, wc[i].period);
+    }
+
+    op->op.handler = ngx_http_llm_rstore_usage_read;
+    op->req = st;
+
+    if (ngx_http_llm_rstore_send(op) != NGX_OK) {
+        ngx_http_llm_redis_fail(op->op.error);
+        ngx_free(op);
+        return NGX_DECLINED;
+    }
+
+    st->op = op;
+    st->pending = 1;
+
+    r->read_event_handler = ngx_http_test_reading;
+
+    return NGX_AGAIN;
+}
+
+
+static void
+ngx_http_llm_rstore_usage_read(ngx_http_llm_redis_op_t *rop,
+    ngx_http_llm_redis_reply_t *reply)
+{
+    ngx_http_llm_rstore_op_t *op = (ngx_http_llm_rstore_op_t *) rop;
+
+    uint64_t                     wall;
+    ngx_uint_t                   i, nwin;
+    ngx_connection_t            *c;
+    ngx_http_request_t          *r;
+    ngx_http_llm_rstore_req_t   *st;
+    ngx_http_llm_redis_reply_t  *e;
+
+    if (ngx_http_llm_rstore_noscript(op, reply) == NGX_OK) {
+        return;
+    }
+
+    st = op->req;
+    ngx_free(op);
+
+    if (st == NULL) {
+        return;
+    }
+
+    st->op = NULL;
+    st->pending = 0;
+    st->rc = NGX_DECLINED;
+
+    nwin = st->tier->windows.nelts;
+
+    if (reply && reply->type == NGX_HTTP_LLM_REDIS_ARRAY
+        && reply->nelts == 1 + 2 * nwin)
+    {
+        e = reply->elts;
+        wall = ngx_http_llm_now();
+        st->rc = NGX_OK;
+
+        for (i = 0; i < reply->nelts; i++) {
+            if (e[i].type != NGX_HTTP_LLM_REDIS_INTEGER || e[i].integer < 0) {
+                st->rc = NGX_DECLINED;
+            }
+        }
+
+        for (i = 0; st->rc == NGX_OK && i < nwin; i++) {
+            st->usage[i] = e[1 + 2 * i].integer;
+            st->usage[nwin + i] = wall + e[2 + 2 * i].integer;
+        }
+    }
+
+    if (st->rc != NGX_OK && reply && reply->type != NGX_HTTP_LLM_REDIS_ERROR)
+    {
+        ngx_http_llm_redis_fail("unexpected reply to the usage script");
+    }
+
+    if (ngx_terminate) {
+        return;
+    }
+
+    r = st->request;
+    c = r->connection;
+
+    r->read_event_handler = ngx_http_block_reading;
+
+    ngx_http_set_log_request(c->log, r);
+
+    r->write_event_handler = ngx_http_core_run_phases;
+    ngx_http_core_run_phases(r);
+
+    ngx_http_run_posted_requests(c);
 }
 
 
@@ -1407,7 +1652,7 @@ ngx_http_llm_rstore_scripts_init(void)
 
     ngx_http_llm_rstore_inited = 1;
 
-    for (i = 0; i < 4; i++) {
+    for (i = 0; i < 5; i++) {
         ngx_http_llm_redis_sha1(ngx_http_llm_scripts[i].sha,
                                 (u_char *) ngx_http_llm_scripts[i].body,
                                 ngx_http_llm_scripts[i].len);
