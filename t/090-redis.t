@@ -258,7 +258,7 @@ sub {
     my $r = http_request('GET /usage',
                          more_headers => "Authorization: Bearer $::ALICE");
     return $r->{body} =~ /"dimension":"requests","period":"1m","limit":3,"used":3,"remaining":0,"reset":(\d+)/
-           && $1 > time && $1 <= time + 61
+           && $1 > time + 50 && $1 <= time + 67
            ? 1 : (0, "usage: $r->{status} $r->{body}");
 }
 --- no_error_log
