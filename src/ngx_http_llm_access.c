@@ -21,6 +21,7 @@
 #include "ngx_http_llm_body.h"
 #include "ngx_http_llm_tally.h"
 #include "ngx_http_llm_rstore.h"
+#include "ngx_http_llm_rkeys.h"
 
 
 static ngx_pool_cleanup_t *ngx_http_llm_ctx_cleanup(ngx_http_request_t *r);
@@ -76,12 +77,24 @@ ngx_http_llm_access_handler(ngx_http_request_t *r)
 
         rc = ngx_http_llm_authenticate(r, ctx, llcf, &msg);
 
-        if (rc == NGX_DECLINED) {
+        switch (rc) {
+
+        case NGX_OK:
+            break;
+
+        case NGX_DECLINED:
             return ngx_http_llm_refuse(r, ctx, NGX_HTTP_LLM_ERR_INVALID_KEY,
                                        &msg);
-        }
 
-        if (rc != NGX_OK) {
+        case NGX_HTTP_LLM_KEY_SUSPENDED:
+            return ngx_http_llm_refuse(r, ctx, NGX_HTTP_LLM_ERR_SUSPENDED,
+                                       &msg);
+
+        case NGX_HTTP_LLM_KEY_NO_STORE:
+            ctx->retry_after = ngx_http_llm_now() + 1000;
+            return ngx_http_llm_refuse(r, ctx, NGX_HTTP_LLM_ERR_STORE, &msg);
+
+        default: /* NGX_AGAIN, a status */
             return rc;
         }
 
@@ -212,8 +225,11 @@ ngx_http_llm_get_ctx(ngx_http_request_t *r)
 
 /*
  * Finds the account and tier of the request's key (or of a keyless
- * client, where that is allowed).  NGX_OK; NGX_DECLINED, with the 401's
- * message in "msg"; or a status to finalize with.
+ * client, where that is allowed): in the key file, else with llm_redis
+ * in Redis.  NGX_OK; NGX_DECLINED, with the 401's message in "msg";
+ * NGX_HTTP_LLM_KEY_SUSPENDED (403) or NGX_HTTP_LLM_KEY_NO_STORE (503),
+ * with their message; NGX_AGAIN while Redis is asked (call again when
+ * the phases resume); or a status to finalize with.
  */
 
 ngx_int_t
@@ -228,6 +244,12 @@ ngx_http_llm_authenticate(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     u_char                     digest[32];
 
     lmcf = ngx_http_get_module_main_conf(r, ngx_http_llm_gateway_module);
+
+    if (ctx->rkey) {
+        /* back from Redis (the credential is out of the request now) */
+        rc = ngx_http_llm_rkeys_result(r, ctx, msg);
+        goto dynamic;
+    }
 
     rc = ngx_http_llm_credential(r, &key);
 
@@ -270,7 +292,13 @@ ngx_http_llm_authenticate(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     k = ngx_http_llm_key_find(lmcf, &key, digest);
 
     if (k == NULL) {
-        goto unauthorized;
+
+        if (lmcf->redis == NULL) {
+            goto unauthorized;
+        }
+
+        rc = ngx_http_llm_rkeys_find(r, ctx, &key, digest, msg);
+        goto dynamic;
     }
 
     ngx_hex_dump(ctx->key_id, digest, NGX_HTTP_LLM_KEY_ID_LEN / 2);
@@ -285,6 +313,38 @@ ngx_http_llm_authenticate(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     ctx->tier = k->tier ? k->tier : llcf->default_tier;
 
     return NGX_OK;
+
+dynamic:
+
+    switch (rc) {
+
+    case NGX_OK:
+        if (ctx->tier == NULL) {
+            ctx->tier = llcf->default_tier;
+        }
+
+        return NGX_OK;
+
+    case NGX_DECLINED:
+        goto unauthorized;
+
+    case NGX_AGAIN:
+        return NGX_AGAIN;
+
+    case NGX_HTTP_LLM_KEY_SUSPENDED:
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "llm: account \"%V\" refused: %V", &ctx->account, msg);
+
+        ctx->result = NGX_HTTP_LLM_RESULT_REJECTED;
+        return rc;
+
+    case NGX_HTTP_LLM_KEY_NO_STORE:
+        ctx->result = NGX_HTTP_LLM_RESULT_STORE;
+        return rc;
+
+    default:
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
 
 unauthorized:
 

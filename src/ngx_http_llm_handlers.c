@@ -6,7 +6,9 @@
  * llm_token_info counts the tokens of ?text= or of a POSTed body (the
  * prompt of a request in a known API format, else the body as text).
  * llm_usage authenticates the caller's key and shows its account's
- * windows as they stand, counting nothing.
+ * windows as they stand, counting nothing: with llm_redis as Redis
+ * holds them (one read-only script call), else, or while Redis fails,
+ * as this node's zone does.
  */
 
 
@@ -17,6 +19,8 @@
 #include "ngx_http_llm_limits.h"
 #include "ngx_http_llm_store.h"
 #include "ngx_http_llm_reply.h"
+#include "ngx_http_llm_rkeys.h"
+#include "ngx_http_llm_rstore.h"
 
 
 static ngx_int_t ngx_http_llm_token_info_handler(ngx_http_request_t *r);
@@ -225,16 +229,40 @@ ngx_http_llm_usage_handler(ngx_http_request_t *r)
 
     ctx->api = ngx_http_llm_api(r, llcf->api);
 
-    rc = ngx_http_llm_authenticate(r, ctx, llcf, &msg);
+    /*
+     * once: the credential is out of the request then ("done" means
+     * authenticated here; no access handler runs in this location)
+     */
 
-    if (rc == NGX_DECLINED) {
+    rc = ctx->done ? NGX_OK : ngx_http_llm_authenticate(r, ctx, llcf, &msg);
+
+    switch (rc) {
+
+    case NGX_OK:
+        break;
+
+    case NGX_DECLINED:
         return ngx_http_llm_send_error(r, ctx, NGX_HTTP_LLM_ERR_INVALID_KEY,
                                        &msg);
-    }
 
-    if (rc != NGX_OK) {
+    case NGX_HTTP_LLM_KEY_SUSPENDED:
+        return ngx_http_llm_send_error(r, ctx, NGX_HTTP_LLM_ERR_SUSPENDED,
+                                       &msg);
+
+    case NGX_HTTP_LLM_KEY_NO_STORE:
+        ctx->retry_after = ngx_http_llm_now() + 1000;
+        return ngx_http_llm_send_error(r, ctx, NGX_HTTP_LLM_ERR_STORE, &msg);
+
+    case NGX_AGAIN:
+        /* the key is asked of Redis: this handler runs again */
+        r->main->count++;
+        return NGX_DONE;
+
+    default:
         return rc;
     }
+
+    ctx->done = 1;
 
     tier = ctx->tier;
     n = tier ? tier->windows.nelts : 0;
@@ -250,7 +278,25 @@ ngx_http_llm_usage_handler(ngx_http_request_t *r)
     d.now = ngx_current_msec;
     d.wall = ngx_http_llm_now();
 
-    if (tier) {
+    rc = NGX_DECLINED;
+
+    if (tier && lmcf->redis) {
+
+        /* llm_redis: the fleet's windows, else this node's zone */
+
+        rc = ngx_http_llm_rstore_usage(r, ctx, tier, used, reset);
+
+        if (rc == NGX_AGAIN) {
+            r->main->count++;
+            return NGX_DONE;
+        }
+
+        if (rc == NGX_ERROR) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+    }
+
+    if (tier && rc != NGX_OK) {
         ngx_http_llm_store_usage(lmcf->shm_zone, &ctx->account, tier, &d,
                                  used, reset);
     }

@@ -96,7 +96,8 @@ static const char  *ngx_http_llm_on_error_names[] = {
 
 /*
  * llm_redis ADDRESS [db=N] [password_file=PATH] [prefix=STR]
- *           [timeout=TIME] [connections=N] [on_error=local|deny|allow];
+ *           [timeout=TIME] [connections=N] [on_error=local|deny|allow]
+ *           [key_cache=TIME];
  */
 
 char *
@@ -132,6 +133,7 @@ ngx_http_llm_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     rc->db = -1;
     rc->timeout = 50;
     rc->connections = 2;
+    rc->key_cache = 4000;
     ngx_str_set(&rc->prefix, "llm:");
 
     if (ngx_http_llm_redis_address(cf, rc, &value[1]) != NGX_OK) {
@@ -192,6 +194,21 @@ ngx_http_llm_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             }
 
             rc->timeout = n;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "key_cache=", 10) == 0) {
+            s.data = value[i].data + 10;
+            s.len = value[i].len - 10;
+
+            /* a revoked key stops working within this, fleet-wide */
+
+            n = ngx_parse_time(&s, 0);
+            if (n == NGX_ERROR || n > NGX_HTTP_LLM_KEY_CACHE_MAX) {
+                goto invalid;
+            }
+
+            rc->key_cache = n;
             continue;
         }
 
@@ -398,7 +415,7 @@ ngx_http_llm_redis_init_process(ngx_cycle_t *cycle)
                                                ngx_http_llm_gateway_module);
 
     if (lmcf == NULL || lmcf->redis == NULL
-        || (lmcf->gateways == 0 && lmcf->pools == 0))
+        || (lmcf->gateways == 0 && lmcf->handlers == 0 && lmcf->pools == 0))
     {
         return NGX_OK;
     }

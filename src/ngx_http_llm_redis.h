@@ -23,6 +23,9 @@
 #define NGX_HTTP_LLM_REDIS_STATUS       5
 #define NGX_HTTP_LLM_REDIS_ERROR        6
 
+/* the longest a key read from Redis is believed: SPEC 5, revocation */
+#define NGX_HTTP_LLM_KEY_CACHE_MAX      5000
+
 /* elements of an array reply that are passed on (one level) */
 #define NGX_HTTP_LLM_REDIS_ELTS_MAX     256
 
@@ -38,6 +41,7 @@ typedef struct {
     ngx_msec_t                  timeout;
     ngx_uint_t                  connections;
     ngx_uint_t                  on_error;
+    ngx_msec_t                  key_cache;  /* keys read from Redis */
 } ngx_http_llm_redis_conf_t;
 
 

@@ -13,7 +13,8 @@
  *
  * Keys (one Cluster hash tag per account, so one slot per decision):
  *
- *   PREFIX{acct:ACCOUNT}:w:DIMENSION:PERIOD   hash: slot number -> count
+ *   PREFIX{acct:ACCOUNT}:w:DIMENSION:PERIOD   hash: slot number -> count,
+ *                                             and t, c, o (see below)
  *   PREFIX{acct:ACCOUNT}:conc                 zset: lease -> expiry (ms)
  *   PREFIX{acct:ACCOUNT}:cool                 cooldown, PX its length
  *
@@ -41,6 +42,7 @@
 #include "ngx_http_llm_store.h"
 #include "ngx_http_llm_redis.h"
 #include "ngx_http_llm_rstore.h"
+#include "ngx_http_llm_replay.h"
 
 
 #define NGX_HTTP_LLM_LEASE_TTL      60000
@@ -49,6 +51,11 @@
 #define NGX_HTTP_LLM_SCRIPT_ADMIT   0
 #define NGX_HTTP_LLM_SCRIPT_SETTLE  1
 #define NGX_HTTP_LLM_SCRIPT_RENEW   2
+#define NGX_HTTP_LLM_SCRIPT_REPLAY  3
+#define NGX_HTTP_LLM_SCRIPT_USAGE   4
+
+/* a replayed batch is not added twice for this long (its marker) */
+#define NGX_HTTP_LLM_REPLAY_MARK    600000
 
 
 typedef struct ngx_http_llm_rstore_op_s  ngx_http_llm_rstore_op_t;
@@ -67,10 +74,12 @@ typedef struct {
     ngx_str_t                   conc_key;
     ngx_str_t                   lease;
     ngx_str_t                  *wkeys;     /* the windows' keys */
+    uint64_t                   *usage;     /* llm_usage: used, reset */
 
     unsigned                    pending:1;
     unsigned                    counted:1; /* in Redis */
     unsigned                    leased:1;  /* a Redis lease is held */
+    unsigned                    local:1;   /* the zone counted it */
 } ngx_http_llm_rstore_req_t;
 
 
@@ -83,10 +92,14 @@ struct ngx_http_llm_rstore_op_s {
     const char                **argv;
     size_t                     *argvlen;
     u_char                     *last;      /* of the strings */
+    void                       *replay;    /* replay.c's batch */
     unsigned                    retried:1;
 };
 
 
+static ngx_http_llm_rstore_req_t *ngx_http_llm_rstore_req(
+    ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
+    ngx_http_llm_tier_t *tier);
 static ngx_http_llm_rstore_op_t *ngx_http_llm_rstore_op(ngx_uint_t script,
     int argc, size_t strings, ngx_str_t *conc_key);
 static void ngx_http_llm_rstore_arg(ngx_http_llm_rstore_op_t *op,
@@ -104,7 +117,13 @@ static ngx_int_t ngx_http_llm_rstore_fallback(ngx_http_request_t *r,
     ngx_http_llm_rstore_req_t *st, ngx_http_llm_decision_t *d);
 static void ngx_http_llm_rstore_done(ngx_http_llm_redis_op_t *rop,
     ngx_http_llm_redis_reply_t *reply);
+static void ngx_http_llm_rstore_replayed(ngx_http_llm_redis_op_t *rop,
+    ngx_http_llm_redis_reply_t *reply);
+static void ngx_http_llm_rstore_usage_read(ngx_http_llm_redis_op_t *rop,
+    ngx_http_llm_redis_reply_t *reply);
 static void ngx_http_llm_rstore_release(ngx_str_t *key, ngx_str_t *lease);
+static void ngx_http_llm_rstore_refund(ngx_http_llm_rstore_op_t *adm,
+    int64_t t0);
 static void ngx_http_llm_rstore_cleanup(void *data);
 static void ngx_http_llm_rstore_renew(ngx_event_t *ev);
 static void ngx_http_llm_rstore_scripts_init(void);
@@ -114,6 +133,17 @@ static void ngx_http_llm_rstore_scripts_init(void);
  * Shared by the scripts: the clock, slots and months.  "mo" counts
  * months from January 1970; mstart() is a month's first millisecond
  * (after Howard Hinnant's civil date algorithms).
+ *
+ * A sliding window's hash also keeps its running total: "t", the sum
+ * of the slots in the window as of slot "c", and "o", the oldest slot
+ * holding a count (0: none).  While the current slot is "c", load()
+ * reads those three and the current slot (one HMGET) instead of the
+ * whole ring; once the clock has moved into a new slot, full() counts
+ * the ring again (HGETALL, stale slots deleted), so a total that some
+ * other writer left wrong is right again within a tenth of the period.
+ * save() writes the current slot with the new total; an empty window
+ * drops them, so they never keep a key alive without its expiry.  A
+ * month is one field and is always read whole.
  */
 
 #define NGX_HTTP_LLM_LUA_COMMON                                               \
@@ -152,6 +182,52 @@ static void ngx_http_llm_rstore_scripts_init(void);
 "local function ttl(period, cur)\n"                                           \
 "  if period == 0 then return mstart(cur + 1) - now + 86400000 end\n"         \
 "  return period + period / 10 + 1000\n"                                      \
+"end\n"                                                                       \
+"local function full(w)\n"                                                    \
+"  local flat = redis.call('HGETALL', w.key)\n"                               \
+"  local stale = {}\n"                                                        \
+"  w.counts, w.sum, w.o = {}, 0, nil\n"                                       \
+"  for j = 1, #flat, 2 do\n"                                                  \
+"    local s = tonumber(flat[j])\n"                                           \
+"    if s == nil then\n"                                                      \
+"    elseif s < w.lo then\n"                                                  \
+"      stale[#stale + 1] = flat[j]\n"                                         \
+"    else\n"                                                                  \
+"      local v = tonumber(flat[j + 1]) or 0\n"                                \
+"      w.counts[s] = (w.counts[s] or 0) + v\n"                                \
+"      w.sum = w.sum + v\n"                                                   \
+"      if v > 0 and (w.o == nil or s < w.o) then w.o = s end\n"               \
+"    end\n"                                                                   \
+"  end\n"                                                                     \
+"  if #stale > 0 then redis.call('HDEL', w.key, unpack(stale)) end\n"         \
+"  w.here = w.counts[w.cur]\n"                                                \
+"  w.dirty = w.period > 0\n"                                                  \
+"end\n"                                                                       \
+"local function load(w)\n"                                                    \
+"  w.cur = slot(w.period, now)\n"                                             \
+"  w.lo = w.period == 0 and w.cur or w.cur - 10\n"                            \
+"  if w.period == 0 then return full(w) end\n"                                \
+"  local v = redis.call('HMGET', w.key, 't', 'c', 'o', w.cur)\n"              \
+"  if tonumber(v[2]) ~= w.cur then return full(w) end\n"                      \
+"  w.sum = tonumber(v[1]) or 0\n"                                             \
+"  w.o = tonumber(v[3])\n"                                                    \
+"  if w.o == 0 then w.o = nil end\n"                                          \
+"  w.here = tonumber(v[4])\n"                                                 \
+"end\n"                                                                       \
+"local function save(w, v)\n"                                                 \
+"  if w.period == 0 then\n"                                                   \
+"    if v then redis.call('HSET', w.key, w.cur, v) end\n"                     \
+"  elseif w.sum > 0 then\n"                                                   \
+"    if v then\n"                                                             \
+"      redis.call('HSET', w.key, w.cur, v, 't', w.sum, 'c', w.cur,\n"         \
+"                 'o', w.o or 0)\n"                                           \
+"    else\n"                                                                  \
+"      redis.call('HSET', w.key, 't', w.sum, 'c', w.cur, 'o', w.o or 0)\n"    \
+"    end\n"                                                                   \
+"  elseif w.dirty then\n"                                                     \
+"    redis.call('HDEL', w.key, 't', 'c', 'o')\n"                              \
+"  end\n"                                                                     \
+"  w.dirty = false\n"                                                         \
 "end\n"
 
 
@@ -187,37 +263,29 @@ NGX_HTTP_LLM_LUA_COMMON
 "for i = 1, nwin do\n"
 "  local w = { key = KEYS[i + 2], period = tonumber(ARGV[3 * i + 3]),\n"
 "              limit = tonumber(ARGV[3 * i + 4]),\n"
-"              need = tonumber(ARGV[3 * i + 5]), counts = {}, sum = 0 }\n"
-"  w.cur = slot(w.period, now)\n"
-"  w.lo = w.period == 0 and w.cur or w.cur - 10\n"
-"  local flat = redis.call('HGETALL', w.key)\n"
-"  local stale = {}\n"
-"  for j = 1, #flat, 2 do\n"
-"    local s = tonumber(flat[j])\n"
-"    local v = tonumber(flat[j + 1]) or 0\n"
-"    if s == nil or s < w.lo then\n"
-"      stale[#stale + 1] = flat[j]\n"
-"    else\n"
-"      w.counts[s] = (w.counts[s] or 0) + v\n"
-"      w.sum = w.sum + v\n"
-"    end\n"
-"  end\n"
-"  if #stale > 0 then redis.call('HDEL', w.key, unpack(stale)) end\n"
+"              need = tonumber(ARGV[3 * i + 5]) }\n"
+"  load(w)\n"
 "  win[i] = w\n"
 "end\n"
 "local function free_in(w, drop)\n"
-"  if w.sum == 0 then return 0 end\n"
+"  if w.sum <= 0 then return 0 end\n"
 "  if w.period == 0 then return mstart(w.cur + 1) - now end\n"
+"  local width = w.period / 10\n"
+"  if drop == 1 and w.o then\n"
+"    local at = (w.o + 11) * width\n"
+"    return at > now and at - now or 0\n"
+"  end\n"
+"  if not w.counts then full(w) end\n"
 "  local freed = 0\n"
 "  for s = w.lo, w.cur do\n"
 "    freed = freed + (w.counts[s] or 0)\n"
 "    if freed >= drop then\n"
-"      local at = (s + 11) * (w.period / 10)\n"
+"      local at = (s + 11) * width\n"
 "      if at > now then return at - now end\n"
 "      return 0\n"
 "    end\n"
 "  end\n"
-"  return w.period + w.period / 10\n"
+"  return w.period + width\n"
 "end\n"
 "local status, wait = 0, 0\n"
 "local cooldown = tonumber(ARGV[4])\n"
@@ -246,22 +314,24 @@ NGX_HTTP_LLM_LUA_COMMON
 "    if cooldown > wait then wait = cooldown end\n"
 "  end\n"
 "end\n"
-"if status == 0 then\n"
-"  for i = 1, nwin do\n"
-"    local w = win[i]\n"
-"    if w.need > 0 then\n"
-"      if redis.call('HINCRBY', w.key, w.cur, w.need) == w.need then\n"
-"        redis.call('PEXPIRE', w.key, floor(ttl(w.period, w.cur)))\n"
-"      end\n"
-"      w.counts[w.cur] = (w.counts[w.cur] or 0) + w.need\n"
-"      w.sum = w.sum + w.need\n"
+"for i = 1, nwin do\n"
+"  local w = win[i]\n"
+"  if status == 0 and w.need > 0 then\n"
+"    local v = (w.here or 0) + w.need\n"
+"    w.sum = w.sum + w.need\n"
+"    if w.o == nil or w.o > w.cur then w.o = w.cur end\n"
+"    save(w, v)\n"
+"    if v == w.need then\n"
+"      redis.call('PEXPIRE', w.key, floor(ttl(w.period, w.cur)))\n"
 "    end\n"
+"  else\n"
+"    save(w, nil)\n"
 "  end\n"
-"  if climit > 0 then\n"
-"    local lttl = tonumber(ARGV[3])\n"
-"    redis.call('ZADD', KEYS[1], now + lttl, ARGV[2])\n"
-"    redis.call('PEXPIRE', KEYS[1], lttl)\n"
-"  end\n"
+"end\n"
+"if status == 0 and climit > 0 then\n"
+"  local lttl = tonumber(ARGV[3])\n"
+"  redis.call('ZADD', KEYS[1], now + lttl, ARGV[2])\n"
+"  redis.call('PEXPIRE', KEYS[1], lttl)\n"
 "end\n"
 "local out = { status, now, floor(wait), nwin }\n"
 "for i = 1, nwin do\n"
@@ -284,26 +354,34 @@ static char  ngx_http_llm_lua_settle[] =
 NGX_HTTP_LLM_LUA_COMMON
 "local t0 = tonumber(ARGV[1])\n"
 "for i = 1, #KEYS do\n"
-"  local period = tonumber(ARGV[2 * i])\n"
+"  local w = { key = KEYS[i], period = tonumber(ARGV[2 * i]) }\n"
 "  local delta = tonumber(ARGV[2 * i + 1])\n"
-"  local cur = slot(period, now)\n"
-"  local s0 = slot(period, t0)\n"
-"  local lo = period == 0 and cur or cur - 10\n"
-"  local wrote = false\n"
-"  if s0 >= lo and s0 <= cur then\n"
-"    local v = (tonumber(redis.call('HGET', KEYS[i], s0)) or 0) + delta\n"
+"  load(w)\n"
+"  local s0 = slot(w.period, t0)\n"
+"  local v\n"
+"  if s0 >= w.lo and s0 <= w.cur then\n"
+"    local old = s0 == w.cur and (w.here or 0)\n"
+"                or tonumber(redis.call('HGET', w.key, s0)) or 0\n"
+"    v = old + delta\n"
+"    if v < 0 then v = 0 end\n"
+"    w.sum = w.sum + v - old\n"
 "    if v > 0 then\n"
-"      redis.call('HSET', KEYS[i], s0, v)\n"
-"      wrote = true\n"
+"      redis.call('HSET', w.key, s0, v)\n"
+"      if w.o == nil or s0 < w.o then w.o = s0 end\n"
 "    else\n"
-"      redis.call('HDEL', KEYS[i], s0)\n"
+"      redis.call('HDEL', w.key, s0)\n"
+"      if w.o == s0 then full(w) end\n"
 "    end\n"
 "  elseif delta > 0 then\n"
-"    redis.call('HINCRBY', KEYS[i], cur, delta)\n"
-"    wrote = true\n"
+"    v = (w.here or 0) + delta\n"
+"    w.sum = w.sum + delta\n"
+"    redis.call('HSET', w.key, w.cur, v)\n"
+"    if w.o == nil then w.o = w.cur end\n"
 "  end\n"
-"  if wrote then\n"
-"    redis.call('PEXPIRE', KEYS[i], floor(ttl(period, cur)))\n"
+"  w.dirty = true\n"
+"  save(w, nil)\n"
+"  if v and v > 0 then\n"
+"    redis.call('PEXPIRE', w.key, floor(ttl(w.period, w.cur)))\n"
 "  end\n"
 "end\n"
 "return 1\n";
@@ -320,6 +398,75 @@ static char  ngx_http_llm_lua_renew[] =
 "return n\n";
 
 
+/*
+ * KEYS: a marker, then window keys.  ARGV: marker ttl, the time (Redis
+ * ms) of the batch, then per window: period, amount.  Adds what the
+ * zone counted during an outage to the slot it was counted in, while
+ * that slot is in the window (usage that has left it no longer
+ * counts); once only: a batch whose marker exists changes nothing.
+ */
+
+static char  ngx_http_llm_lua_replay[] =
+NGX_HTTP_LLM_LUA_COMMON
+"if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then\n"
+"  return 0\n"
+"end\n"
+"local t0 = tonumber(ARGV[2])\n"
+"for i = 2, #KEYS do\n"
+"  local w = { key = KEYS[i], period = tonumber(ARGV[2 * i - 1]) }\n"
+"  local n = tonumber(ARGV[2 * i])\n"
+"  load(w)\n"
+"  local s0 = slot(w.period, t0)\n"
+"  if n > 0 and s0 >= w.lo and s0 <= w.cur then\n"
+"    local v = (s0 == w.cur and (w.here or 0)\n"
+"               or tonumber(redis.call('HGET', w.key, s0)) or 0) + n\n"
+"    redis.call('HSET', w.key, s0, v)\n"
+"    w.sum = w.sum + n\n"
+"    if w.o == nil or s0 < w.o then w.o = s0 end\n"
+"    w.dirty = true\n"
+"    save(w, nil)\n"
+"    redis.call('PEXPIRE', w.key, floor(ttl(w.period, w.cur)))\n"
+"  else\n"
+"    save(w, nil)\n"
+"  end\n"
+"end\n"
+"return 1\n";
+
+
+/*
+ * KEYS: window keys.  ARGV: per window, its period.  Reads, changes
+ * nothing.  Returns {now, then per window: sum, reset}, reset as in
+ * the admission script.
+ */
+
+static char  ngx_http_llm_lua_usage[] =
+NGX_HTTP_LLM_LUA_COMMON
+"local out = { now }\n"
+"for i = 1, #KEYS do\n"
+"  local period = tonumber(ARGV[i])\n"
+"  local cur = slot(period, now)\n"
+"  local lo = period == 0 and cur or cur - 10\n"
+"  local flat = redis.call('HGETALL', KEYS[i])\n"
+"  local sum, o, reset = 0, nil, 0\n"
+"  for j = 1, #flat, 2 do\n"
+"    local s = tonumber(flat[j])\n"
+"    local v = tonumber(flat[j + 1]) or 0\n"
+"    if s and s >= lo and v > 0 then\n"
+"      sum = sum + v\n"
+"      if o == nil or s < o then o = s end\n"
+"    end\n"
+"  end\n"
+"  if sum > 0 and period == 0 then\n"
+"    reset = mstart(cur + 1) - now\n"
+"  elseif sum > 0 then\n"
+"    reset = math.max((o + 11) * (period / 10) - now, 0)\n"
+"  end\n"
+"  out[#out + 1] = sum\n"
+"  out[#out + 1] = floor(reset)\n"
+"end\n"
+"return out\n";
+
+
 static struct {
     char                       *body;
     size_t                      len;
@@ -328,6 +475,8 @@ static struct {
     { ngx_http_llm_lua_admit, sizeof(ngx_http_llm_lua_admit) - 1, "" },
     { ngx_http_llm_lua_settle, sizeof(ngx_http_llm_lua_settle) - 1, "" },
     { ngx_http_llm_lua_renew, sizeof(ngx_http_llm_lua_renew) - 1, "" },
+    { ngx_http_llm_lua_replay, sizeof(ngx_http_llm_lua_replay) - 1, "" },
+    { ngx_http_llm_lua_usage, sizeof(ngx_http_llm_lua_usage) - 1, "" },
 };
 
 
@@ -362,68 +511,35 @@ ngx_http_llm_rstore_admit(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     u_char                      *p;
     size_t                       klen, strings;
     ngx_uint_t                   i, nwin;
-    ngx_pool_cleanup_t          *cln;
     ngx_http_llm_rstore_op_t    *op;
     ngx_http_llm_redis_conf_t   *rc;
     ngx_http_llm_rstore_req_t   *st;
     ngx_http_llm_window_conf_t  *wc;
 
-    ngx_http_llm_rstore_scripts_init();
-
     rc = ngx_http_llm_redis_conf();
 
-    st = ngx_pcalloc(r->pool, sizeof(ngx_http_llm_rstore_req_t));
+    st = ngx_http_llm_rstore_req(r, ctx, tier);
     if (st == NULL) {
         return NGX_ERROR;
     }
 
-    cln = ngx_pool_cleanup_add(r->pool, 0);
-    if (cln == NULL) {
-        return NGX_ERROR;
-    }
-
-    cln->handler = ngx_http_llm_rstore_cleanup;
-    cln->data = st;
-
-    st->request = r;
-    st->ctx = ctx;
-    st->tier = tier;
     st->d = *d;
-    ngx_queue_init(&st->queue);
-
-    ctx->redis = st;
 
     if (rc == NULL) {
         goto fallback;
     }
 
-    /* the keys, kept in the request for release and settle */
-
     nwin = tier->windows.nelts;
     wc = tier->windows.elts;
 
-    klen = rc->prefix.len + sizeof("{acct:}:w:output_tokens:1mo") - 1
-           + ctx->account.len;
-
-    p = ngx_pnalloc(r->pool, klen * (nwin + 1) + 64);
-    st->wkeys = ngx_palloc(r->pool, (nwin + 1) * sizeof(ngx_str_t));
-
-    if (p == NULL || st->wkeys == NULL) {
-        return NGX_ERROR;
-    }
-
-    st->conc_key.data = p;
-    p = ngx_sprintf(p, "%V{acct:%V}:conc", &rc->prefix, &ctx->account);
-    st->conc_key.len = p - st->conc_key.data;
-
-    for (i = 0; i < nwin; i++) {
-        st->wkeys[i].data = p;
-        p = ngx_sprintf(p, "%V{acct:%V}:w:%s:%V", &rc->prefix, &ctx->account,
-                        ngx_http_llm_dim_names[wc[i].dim], &wc[i].text);
-        st->wkeys[i].len = p - st->wkeys[i].data;
-    }
+    klen = st->conc_key.len + sizeof(":w:output_tokens:1mo") - 1;
 
     if (tier->concurrency) {
+        p = ngx_pnalloc(r->pool, 64);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
         st->lease.data = p;
         p = ngx_sprintf(p, "%s:%uL", ngx_http_llm_lease_prefix,
                         ++ngx_http_llm_lease_seq);
@@ -486,11 +602,88 @@ ngx_http_llm_rstore_admit(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     st->op = op;
     st->pending = 1;
 
+    /* a client that goes away meanwhile ends the request at once */
+
+    r->read_event_handler = ngx_http_test_reading;
+
     return NGX_AGAIN;
 
 fallback:
 
     return ngx_http_llm_rstore_fallback(r, st, d);
+}
+
+
+/*
+ * The request's Redis state (ctx->redis) and, with llm_redis, the keys
+ * of its account's windows, kept for release and settle.
+ */
+
+static ngx_http_llm_rstore_req_t *
+ngx_http_llm_rstore_req(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
+    ngx_http_llm_tier_t *tier)
+{
+    u_char                      *p;
+    size_t                       klen;
+    ngx_uint_t                   i, nwin;
+    ngx_pool_cleanup_t          *cln;
+    ngx_http_llm_redis_conf_t   *rc;
+    ngx_http_llm_rstore_req_t   *st;
+    ngx_http_llm_window_conf_t  *wc;
+
+    ngx_http_llm_rstore_scripts_init();
+
+    rc = ngx_http_llm_redis_conf();
+
+    st = ngx_pcalloc(r->pool, sizeof(ngx_http_llm_rstore_req_t));
+    if (st == NULL) {
+        return NULL;
+    }
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NULL;
+    }
+
+    cln->handler = ngx_http_llm_rstore_cleanup;
+    cln->data = st;
+
+    st->request = r;
+    st->ctx = ctx;
+    st->tier = tier;
+    ngx_queue_init(&st->queue);
+
+    ctx->redis = st;
+
+    if (rc == NULL) {
+        return st;
+    }
+
+    nwin = tier->windows.nelts;
+    wc = tier->windows.elts;
+
+    klen = rc->prefix.len + sizeof("{acct:}:w:output_tokens:1mo") - 1
+           + ctx->account.len;
+
+    p = ngx_pnalloc(r->pool, klen * (nwin + 1));
+    st->wkeys = ngx_palloc(r->pool, (nwin + 1) * sizeof(ngx_str_t));
+
+    if (p == NULL || st->wkeys == NULL) {
+        return NULL;
+    }
+
+    st->conc_key.data = p;
+    p = ngx_sprintf(p, "%V{acct:%V}:conc", &rc->prefix, &ctx->account);
+    st->conc_key.len = p - st->conc_key.data;
+
+    for (i = 0; i < nwin; i++) {
+        st->wkeys[i].data = p;
+        p = ngx_sprintf(p, "%V{acct:%V}:w:%s:%V", &rc->prefix, &ctx->account,
+                        ngx_http_llm_dim_names[wc[i].dim], &wc[i].text);
+        st->wkeys[i].len = p - st->wkeys[i].data;
+    }
+
+    return st;
 }
 
 
@@ -513,6 +706,169 @@ ngx_http_llm_rstore_result(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
 
 
 /*
+ * llm_usage: what each window of the account holds in Redis, used[i]
+ * and reset[i] (wall clock, ms).  NGX_AGAIN: the content handler runs
+ * again when Redis has answered; NGX_DECLINED: Redis is unavailable
+ * (the caller asks the zone).
+ */
+
+ngx_int_t
+ngx_http_llm_rstore_usage(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
+    ngx_http_llm_tier_t *tier, uint64_t *used, uint64_t *reset)
+{
+    size_t                       strings;
+    ngx_uint_t                   i, nwin;
+    ngx_http_llm_rstore_op_t    *op;
+    ngx_http_llm_rstore_req_t   *st;
+    ngx_http_llm_window_conf_t  *wc;
+
+    nwin = tier->windows.nelts;
+    wc = tier->windows.elts;
+
+    st = ctx->redis;
+
+    if (st) {
+        /* back from Redis */
+
+        if (st->pending) {
+            return NGX_AGAIN;
+        }
+
+        if (st->rc == NGX_OK) {
+            ngx_memcpy(used, st->usage, nwin * sizeof(uint64_t));
+            ngx_memcpy(reset, st->usage + nwin, nwin * sizeof(uint64_t));
+        }
+
+        return st->rc;
+    }
+
+    if (ngx_http_llm_redis_conf() == NULL) {
+        return NGX_DECLINED;
+    }
+
+    st = ngx_http_llm_rstore_req(r, ctx, tier);
+    if (st == NULL) {
+        return NGX_ERROR;
+    }
+
+    st->usage = ngx_palloc(r->pool, 2 * nwin * sizeof(uint64_t));
+    if (st->usage == NULL) {
+        return NGX_ERROR;
+    }
+
+    strings = NGX_INT64_LEN + 64;
+
+    for (i = 0; i < nwin; i++) {
+        strings += st->wkeys[i].len + NGX_INT64_LEN + 2;
+    }
+
+    op = ngx_http_llm_rstore_op(NGX_HTTP_LLM_SCRIPT_USAGE, 3 + 2 * nwin,
+                                strings, &st->conc_key);
+    if (op == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_http_llm_rstore_num(op, nwin);
+
+    for (i = 0; i < nwin; i++) {
+        ngx_http_llm_rstore_arg(op, st->wkeys[i].data, st->wkeys[i].len);
+    }
+
+    for (i = 0; i < nwin; i++) {
+        ngx_http_llm_rstore_num(op, wc[i].period);
+    }
+
+    op->op.handler = ngx_http_llm_rstore_usage_read;
+    op->req = st;
+
+    if (ngx_http_llm_rstore_send(op) != NGX_OK) {
+        ngx_http_llm_redis_fail(op->op.error);
+        ngx_free(op);
+        return NGX_DECLINED;
+    }
+
+    st->op = op;
+    st->pending = 1;
+
+    r->read_event_handler = ngx_http_test_reading;
+
+    return NGX_AGAIN;
+}
+
+
+static void
+ngx_http_llm_rstore_usage_read(ngx_http_llm_redis_op_t *rop,
+    ngx_http_llm_redis_reply_t *reply)
+{
+    ngx_http_llm_rstore_op_t *op = (ngx_http_llm_rstore_op_t *) rop;
+
+    uint64_t                     wall;
+    ngx_uint_t                   i, nwin;
+    ngx_connection_t            *c;
+    ngx_http_request_t          *r;
+    ngx_http_llm_rstore_req_t   *st;
+    ngx_http_llm_redis_reply_t  *e;
+
+    if (ngx_http_llm_rstore_noscript(op, reply) == NGX_OK) {
+        return;
+    }
+
+    st = op->req;
+    ngx_free(op);
+
+    if (st == NULL) {
+        return;
+    }
+
+    st->op = NULL;
+    st->pending = 0;
+    st->rc = NGX_DECLINED;
+
+    nwin = st->tier->windows.nelts;
+
+    if (reply && reply->type == NGX_HTTP_LLM_REDIS_ARRAY
+        && reply->nelts == 1 + 2 * nwin)
+    {
+        e = reply->elts;
+        wall = ngx_http_llm_now();
+        st->rc = NGX_OK;
+
+        for (i = 0; i < reply->nelts; i++) {
+            if (e[i].type != NGX_HTTP_LLM_REDIS_INTEGER || e[i].integer < 0) {
+                st->rc = NGX_DECLINED;
+            }
+        }
+
+        for (i = 0; st->rc == NGX_OK && i < nwin; i++) {
+            st->usage[i] = e[1 + 2 * i].integer;
+            st->usage[nwin + i] = wall + e[2 + 2 * i].integer;
+        }
+    }
+
+    if (st->rc != NGX_OK && reply && reply->type != NGX_HTTP_LLM_REDIS_ERROR)
+    {
+        ngx_http_llm_redis_fail("unexpected reply to the usage script");
+    }
+
+    if (ngx_terminate) {
+        return;
+    }
+
+    r = st->request;
+    c = r->connection;
+
+    r->read_event_handler = ngx_http_block_reading;
+
+    ngx_http_set_log_request(c->log, r);
+
+    r->write_event_handler = ngx_http_core_run_phases;
+    ngx_http_core_run_phases(r);
+
+    ngx_http_run_posted_requests(c);
+}
+
+
+/*
  * From the log phase (nothing of the request is kept): replaces the
  * reservation by what was used, per dimension.  NGX_DECLINED: this
  * request was not counted in Redis (the zone counted it, or nobody).
@@ -521,7 +877,7 @@ ngx_http_llm_rstore_result(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
 ngx_int_t
 ngx_http_llm_rstore_settle(ngx_http_llm_ctx_t *ctx, uint64_t *used)
 {
-    int64_t                      delta;
+    int64_t                      delta, diff[5];
     size_t                       strings;
     ngx_uint_t                   i, n, nwin;
     ngx_http_llm_rstore_op_t    *op;
@@ -529,6 +885,17 @@ ngx_http_llm_rstore_settle(ngx_http_llm_ctx_t *ctx, uint64_t *used)
     ngx_http_llm_window_conf_t  *wc;
 
     st = ctx->redis;
+
+    if (st && st->local) {
+
+        /* the zone counted it: so will Redis, when it is back */
+
+        for (i = 0; i < 5; i++) {
+            diff[i] = (int64_t) used[i] - (int64_t) st->d.need[i];
+        }
+
+        ngx_http_llm_replay_add(&ctx->account, st->tier, diff, 1);
+    }
 
     if (st == NULL || !st->counted) {
         return NGX_DECLINED;
@@ -715,18 +1082,24 @@ ngx_http_llm_rstore_admitted(ngx_http_llm_redis_op_t *rop,
 
     if (st == NULL) {
 
-        /* the request is gone: a lease it got goes back at once */
+        /*
+         * the request is gone (its client went away): what it was
+         * given goes back at once, its lease and its charge
+         */
 
         if (reply && reply->type == NGX_HTTP_LLM_REDIS_ARRAY
-            && reply->nelts > 0 && reply->elts[0].integer == 0
-            && op->argvlen[3 + op->nkeys + 1] > 0)
+            && reply->nelts > 1 && reply->elts[0].integer == 0)
         {
-            key.data = (u_char *) op->argv[3];
-            key.len = op->argvlen[3];
-            lease.data = (u_char *) op->argv[3 + op->nkeys + 1];
-            lease.len = op->argvlen[3 + op->nkeys + 1];
+            if (op->argvlen[3 + op->nkeys + 1] > 0) {
+                key.data = (u_char *) op->argv[3];
+                key.len = op->argvlen[3];
+                lease.data = (u_char *) op->argv[3 + op->nkeys + 1];
+                lease.len = op->argvlen[3 + op->nkeys + 1];
 
-            ngx_http_llm_rstore_release(&key, &lease);
+                ngx_http_llm_rstore_release(&key, &lease);
+            }
+
+            ngx_http_llm_rstore_refund(op, reply->elts[1].integer);
         }
 
         ngx_free(op);
@@ -737,6 +1110,7 @@ ngx_http_llm_rstore_admitted(ngx_http_llm_redis_op_t *rop,
     st->pending = 0;
 
     r = st->request;
+    r->read_event_handler = ngx_http_block_reading;
 
     rc = NGX_ERROR;
 
@@ -923,20 +1297,30 @@ static ngx_int_t
 ngx_http_llm_rstore_fallback(ngx_http_request_t *r,
     ngx_http_llm_rstore_req_t *st, ngx_http_llm_decision_t *d)
 {
+    ngx_int_t                   rc;
     ngx_http_llm_main_conf_t   *lmcf;
-    ngx_http_llm_redis_conf_t  *rc;
+    ngx_http_llm_redis_conf_t  *rcf;
 
-    rc = ngx_http_llm_redis_conf();
+    rcf = ngx_http_llm_redis_conf();
 
     d->now = ngx_current_msec;
     d->wall = ngx_http_llm_now();
 
-    switch (rc ? rc->on_error : NGX_HTTP_LLM_ON_ERROR_DENY) {
+    switch (rcf ? rcf->on_error : NGX_HTTP_LLM_ON_ERROR_DENY) {
 
     case NGX_HTTP_LLM_ON_ERROR_LOCAL:
         lmcf = ngx_http_get_module_main_conf(r, ngx_http_llm_gateway_module);
-        return ngx_http_llm_store_admit(lmcf->shm_zone, &st->ctx->account,
-                                        st->tier, d);
+        rc = ngx_http_llm_store_admit(lmcf->shm_zone, &st->ctx->account,
+                                      st->tier, d);
+
+        if (rc == NGX_OK) {
+            /* Redis is told when it is back */
+            st->local = 1;
+            ngx_http_llm_replay_add(&st->ctx->account, st->tier,
+                                    (int64_t *) d->need, 0);
+        }
+
+        return rc;
 
     case NGX_HTTP_LLM_ON_ERROR_ALLOW:
         return NGX_HTTP_LLM_UNCOUNTED;
@@ -995,6 +1379,197 @@ ngx_http_llm_rstore_release(ngx_str_t *key, ngx_str_t *lease)
         /* the lease expires on its own */
         ngx_free(op);
     }
+}
+
+
+/*
+ * An admission whose request was gone when Redis granted it: the
+ * settle script takes back what it charged ("adm" holds the keys and,
+ * per window, period, limit and need), at its time "t0".
+ */
+
+static void
+ngx_http_llm_rstore_refund(ngx_http_llm_rstore_op_t *adm, int64_t t0)
+{
+    u_char                    *p;
+    size_t                     strings;
+    ngx_str_t                  conc;
+    ngx_uint_t                 i, n, nwin, base;
+    ngx_http_llm_rstore_op_t  *op;
+
+    nwin = adm->nkeys - 2;
+    base = 3 + adm->nkeys + 5;
+
+    n = 0;
+    strings = NGX_INT64_LEN + 64;
+
+    for (i = 0; i < nwin; i++) {
+        if (adm->argvlen[base + 3 * i + 2] == 1
+            && adm->argv[base + 3 * i + 2][0] == '0')
+        {
+            continue;
+        }
+
+        n++;
+        strings += adm->argvlen[5 + i] + adm->argvlen[base + 3 * i]
+                   + adm->argvlen[base + 3 * i + 2] + 4;
+    }
+
+    if (n == 0) {
+        return;
+    }
+
+    conc.data = (u_char *) adm->argv[3];
+    conc.len = adm->argvlen[3];
+
+    op = ngx_http_llm_rstore_op(NGX_HTTP_LLM_SCRIPT_SETTLE,
+                                3 + n + 1 + 2 * n, strings, &conc);
+    if (op == NULL) {
+        return;
+    }
+
+    ngx_http_llm_rstore_num(op, n);
+
+    for (i = 0; i < nwin; i++) {
+        if (adm->argvlen[base + 3 * i + 2] != 1
+            || adm->argv[base + 3 * i + 2][0] != '0')
+        {
+            ngx_http_llm_rstore_arg(op, (u_char *) adm->argv[5 + i],
+                                    adm->argvlen[5 + i]);
+        }
+    }
+
+    ngx_http_llm_rstore_num(op, t0);
+
+    for (i = 0; i < nwin; i++) {
+        if (adm->argvlen[base + 3 * i + 2] == 1
+            && adm->argv[base + 3 * i + 2][0] == '0')
+        {
+            continue;
+        }
+
+        ngx_http_llm_rstore_arg(op, (u_char *) adm->argv[base + 3 * i],
+                                adm->argvlen[base + 3 * i]);
+
+        /* minus the need */
+
+        p = op->last;
+        *op->last++ = '-';
+        op->last = ngx_cpymem(op->last, adm->argv[base + 3 * i + 2],
+                              adm->argvlen[base + 3 * i + 2]);
+        op->argv[op->argc] = (const char *) p;
+        op->argvlen[op->argc++] = op->last - p;
+    }
+
+    op->op.handler = ngx_http_llm_rstore_done;
+
+    if (ngx_http_llm_rstore_send(op) != NGX_OK) {
+        ngx_free(op);
+    }
+}
+
+
+/*
+ * One batch of what this worker's zone counted for "account" while
+ * Redis failed (amount[] by dimension, at "wall"), named "id" so that
+ * Redis adds it once.  NGX_OK: ngx_http_llm_replay_done(batch, ok)
+ * follows.
+ */
+
+ngx_int_t
+ngx_http_llm_rstore_replay(ngx_str_t *account, ngx_http_llm_tier_t *tier,
+    uint64_t wall, int64_t *amount, uint64_t id, void *batch)
+{
+    u_char                      *p;
+    size_t                       strings;
+    ngx_str_t                    key;
+    ngx_uint_t                   i, nwin;
+    ngx_http_llm_rstore_op_t    *op;
+    ngx_http_llm_redis_conf_t   *rc;
+    ngx_http_llm_window_conf_t  *wc;
+    u_char                       buf[NGX_HTTP_LLM_ACCOUNT_MAX + 128];
+
+    rc = ngx_http_llm_redis_conf();
+
+    if (rc == NULL) {
+        return NGX_DECLINED;
+    }
+
+    ngx_http_llm_rstore_scripts_init();
+
+    nwin = tier->windows.nelts;
+    wc = tier->windows.elts;
+
+    key.data = buf;
+    key.len = ngx_sprintf(buf, "%V{acct:%V}:conc", &rc->prefix, account)
+              - buf;
+
+    strings = (rc->prefix.len + account->len + 64) * (nwin + 1)
+              + (NGX_INT64_LEN + 1) * (3 + 2 * nwin) + 64;
+
+    op = ngx_http_llm_rstore_op(NGX_HTTP_LLM_SCRIPT_REPLAY,
+                                3 + 1 + nwin + 2 + 2 * nwin, strings, &key);
+    if (op == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_http_llm_rstore_num(op, 1 + nwin);
+
+    p = op->last;
+    op->last = ngx_sprintf(p, "%V{acct:%V}:replay:%s:%uL", &rc->prefix,
+                           account, ngx_http_llm_lease_prefix, id);
+    op->argv[op->argc] = (const char *) p;
+    op->argvlen[op->argc++] = op->last - p;
+
+    for (i = 0; i < nwin; i++) {
+        p = op->last;
+        op->last = ngx_sprintf(p, "%V{acct:%V}:w:%s:%V", &rc->prefix,
+                               account, ngx_http_llm_dim_names[wc[i].dim],
+                               &wc[i].text);
+        op->argv[op->argc] = (const char *) p;
+        op->argvlen[op->argc++] = op->last - p;
+    }
+
+    ngx_http_llm_rstore_num(op, NGX_HTTP_LLM_REPLAY_MARK);
+    /* on Redis's clock, when an answer has told it */
+
+    ngx_http_llm_rstore_num(op, (int64_t) wall + ngx_http_llm_rstore_skew);
+
+    for (i = 0; i < nwin; i++) {
+        ngx_http_llm_rstore_num(op, wc[i].period);
+        ngx_http_llm_rstore_num(op, amount[wc[i].dim]);
+    }
+
+    op->op.handler = ngx_http_llm_rstore_replayed;
+    op->replay = batch;
+
+    if (ngx_http_llm_rstore_send(op) != NGX_OK) {
+        ngx_free(op);
+        return NGX_DECLINED;
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_llm_rstore_replayed(ngx_http_llm_redis_op_t *rop,
+    ngx_http_llm_redis_reply_t *reply)
+{
+    ngx_http_llm_rstore_op_t *op = (ngx_http_llm_rstore_op_t *) rop;
+
+    void  *batch;
+
+    if (ngx_http_llm_rstore_noscript(op, reply) == NGX_OK) {
+        return;
+    }
+
+    batch = op->replay;
+    ngx_free(op);
+
+    ngx_http_llm_replay_done(batch,
+                             reply && reply->type
+                                      == NGX_HTTP_LLM_REDIS_INTEGER);
 }
 
 
@@ -1077,7 +1652,7 @@ ngx_http_llm_rstore_scripts_init(void)
 
     ngx_http_llm_rstore_inited = 1;
 
-    for (i = 0; i < 3; i++) {
+    for (i = 0; i < 5; i++) {
         ngx_http_llm_redis_sha1(ngx_http_llm_scripts[i].sha,
                                 (u_char *) ngx_http_llm_scripts[i].body,
                                 ngx_http_llm_scripts[i].len);

@@ -50,6 +50,7 @@ typedef struct {
     ngx_rbtree_node_t           sentinel;
     ngx_queue_t                 queue;
     uint64_t                    base;       /* when the zone was made */
+    void                       *keys;       /* ngx_http_llm_rkeys.c's */
 } ngx_http_llm_shctx_t;
 
 
@@ -195,7 +196,7 @@ ngx_http_llm_init_zone(ngx_shm_zone_t *shm_zone, void *data)
         return NGX_OK;
     }
 
-    ctx->sh = ngx_slab_alloc(ctx->shpool, sizeof(ngx_http_llm_shctx_t));
+    ctx->sh = ngx_slab_calloc(ctx->shpool, sizeof(ngx_http_llm_shctx_t));
     if (ctx->sh == NULL) {
         return NGX_ERROR;
     }
@@ -265,6 +266,24 @@ ngx_http_llm_rbtree_insert_value(ngx_rbtree_node_t *temp,
     node->left = sentinel;
     node->right = sentinel;
     ngx_rbt_red(node);
+}
+
+
+/*
+ * The zone's slab pool, and the pointer in the zone that the key cache
+ * of ngx_http_llm_rkeys.c hangs from (used under the slab's mutex).
+ */
+
+ngx_slab_pool_t *
+ngx_http_llm_store_shpool(ngx_shm_zone_t *shm_zone, void ***keys)
+{
+    ngx_http_llm_zone_ctx_t  *ctx;
+
+    ctx = shm_zone->data;
+
+    *keys = &ctx->sh->keys;
+
+    return ctx->shpool;
 }
 
 

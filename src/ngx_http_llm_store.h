@@ -19,6 +19,8 @@
 
 
 char *ngx_http_llm_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+ngx_slab_pool_t *ngx_http_llm_store_shpool(ngx_shm_zone_t *shm_zone,
+    void ***keys);
 
 ngx_int_t ngx_http_llm_store_admit(ngx_shm_zone_t *shm_zone,
     ngx_str_t *account, ngx_http_llm_tier_t *tier,

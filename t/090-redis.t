@@ -102,8 +102,11 @@ sub {
     my $key = "$::P-5:{acct:alice}:w:requests:1m";
     my @kv = split /\n/, redis_cli($::RP, 'HGETALL', $key);
     my $sum = 0;
-    $sum += $kv[$_] for grep { $_ % 2 } 0 .. $#kv;
+    # the slots (numbers), not the running total "t", "c", "o"
+    $sum += $kv[$_ + 1] for grep { !($_ % 2) && $kv[$_] =~ /^\d+$/ } 0 .. $#kv;
     return (0, "sum $sum in $key") if $sum != 3;
+    my %h = @kv;
+    return (0, "running total $h{t} in $key") if ($h{t} // '') ne '3';
     my $ttl = redis_cli($::RP, 'PTTL', $key);
     return (0, "PTTL $ttl") unless $ttl > 60000 && $ttl <= 67000;
     return 1;
@@ -233,3 +236,42 @@ sub {
     my $n = () = $c->{error_log} =~ /llm_redis "[^"]+" failed/g;
     return $n >= 1 && $n <= 2 ? 1 : (0, "$n switch lines");
 }
+
+
+
+=== TEST 12: llm_usage in Redis mode shows the fleet's windows (counts of another node included)
+--- http_config eval: ::redis_conf(12)
+--- request
+GET /plain
+--- config eval: $::Gateway . "location = /usage { llm_usage; }\nlocation = /plain { return 200; }\n"
+--- check eval
+sub {
+    for (1 .. 2) {
+        my $r = http_request('GET /v1/models',
+                             more_headers => "Authorization: Bearer $::ALICE");
+        return (0, "gateway: $r->{status}") if $r->{status} != 200;
+    }
+    # another node counted one more in the current slot
+    my $key = "$::P-12:{acct:alice}:w:requests:1m";
+    my $now = (split /\n/, redis_cli($::RP, 'TIME'))[0];
+    redis_cli($::RP, 'HINCRBY', $key, int($now / 6), 1);
+    my $r = http_request('GET /usage',
+                         more_headers => "Authorization: Bearer $::ALICE");
+    return $r->{body} =~ /"dimension":"requests","period":"1m","limit":3,"used":3,"remaining":0,"reset":(\d+)/
+           && $1 > time + 50 && $1 <= time + 67
+           ? 1 : (0, "usage: $r->{status} $r->{body}");
+}
+--- no_error_log
+llm_redis
+
+
+
+=== TEST 13: llm_usage while Redis is unreachable: this node's zone (what on_error=local counted)
+--- http_config eval
+$::Tiers . "llm_redis 127.0.0.1:$ENV{TEST_NGINX_DEAD_PORT};\n"
+--- config eval: $::Gateway . "location = /usage { llm_usage; }\n"
+--- request eval
+["GET /v1/models", "GET /v1/models", "GET /usage"]
+--- more_headers eval: "Authorization: Bearer $::ALICE"
+--- response_body_like eval
+["", "", '"dimension":"requests","period":"1m","limit":3,"used":2,"remaining":1,']

@@ -37,7 +37,7 @@ sub literals {
 
 my ($common) = $src =~ /#define NGX_HTTP_LLM_LUA_COMMON\s*\\\n(.*?[^\\])\n\n/s;
 my %lua;
-for my $name (qw(admit settle renew)) {
+for my $name (qw(admit settle renew replay)) {
     my ($body) = $src =~ /ngx_http_llm_lua_$name\[\] =\n(.*?);\n/s
         or die "no script $name";
     $lua{$name} = ($body =~ /NGX_HTTP_LLM_LUA_COMMON/ ? literals($common) : '')
@@ -81,12 +81,15 @@ sub settle {
     return redis('EVAL', $lua{settle}, scalar @keys, @keys, $t0, @args);
 }
 
+# the slots' sum (fields that are slot numbers; "t", "c", "o" are not)
 sub total {
     my %h = split /\n/, redis('HGETALL', "$P:{acct:$_[0]}:w:$_[1]");
     my $s = 0;
-    $s += $_ for values %h;
+    $s += $h{$_} for grep { /^\d+$/ } keys %h;
     return $s;
 }
+
+sub field { redis('HGET', "$P:{acct:$_[0]}:w:$_[1]", $_[2]) }
 
 # tokens=250/m, reservations of 100
 my $a1 = admit('tok', 0, '', 60000, 0, 'tokens:1m', 60000, 250, 100);
@@ -176,6 +179,74 @@ is(redis('EXISTS', "$P:{acct:late}:w:requests:1m", "$P:{acct:late}:conc"),
        'before its deadline: admitted as ever');
 }
 
+# the running total: "t" is the slots' sum, read instead of the ring
+# while the slot stays the same, counted again once it moves on
+my $r1 = admit('run', 0, '', 60000, 0, 'requests:1s', 1000, 100, 3);
+my $r2 = admit('run', 0, '', 60000, 0, 'requests:1s', 1000, 100, 2);
+is(field('run', 'requests:1s', 't') . ' ' . total('run', 'requests:1s')
+   . " $r2->{win}[0][0]", '5 5 5', 'the running total follows the slots');
+redis('HSET', "$P:{acct:run}:w:requests:1s", 't', 50);
+sleep 0.25;
+my $r3 = admit('run', 0, '', 60000, 0, 'requests:1s', 1000, 100, 1);
+is("$r3->{win}[0][0] " . field('run', 'requests:1s', 't'), '6 6',
+   'a wrong total is counted again from the slots once the slot moves on');
+ok($r3->{win}[0][1] > 600 && $r3->{win}[0][1] <= 900,
+   "reset: when the oldest slot leaves ($r3->{win}[0][1] ms)");
+sleep 1.2;
+my $r4 = admit('run', 0, '', 60000, 0, 'requests:1s', 1000, 100, 1);
+is("$r4->{win}[0][0] " . field('run', 'requests:1s', 't') . ' '
+   . total('run', 'requests:1s'), '1 1 1', 'slots that left are gone');
+
+# settled to zero: the oldest slot is the next one holding a count
+my $z1 = admit('zero', 0, '', 60000, 0, 'tokens:1s', 1000, 1000, 100);
+sleep 0.25;
+my $z2 = admit('zero', 0, '', 60000, 0, 'tokens:1s', 1000, 1000, 100);
+settle('zero', $z1->{now}, 'tokens:1s', 1000, -100);
+my $z3 = admit('zero', 0, '', 60000, 0, 'tokens:1s', 1000, 1000, 0);
+my $want = (int($z2->{now} / 100) + 11) * 100 - $z3->{now};
+ok($z3->{win}[0][0] == 100 && abs($z3->{win}[0][1] - $want) <= 1,
+   "after a refund to zero, reset follows the next slot ($z3->{win}[0][1],"
+   . " want $want)");
+is(field('zero', 'tokens:1s', 't'), 100, 'and the total is what is left');
+
+# a window that holds nothing keeps no key (no total without an expiry)
+my $e = admit('empty', 0, '', 60000, 0, 'requests:1m', 60000, 1, 5);
+is("$e->{status} " . redis('EXISTS', "$P:{acct:empty}:w:requests:1m"),
+   '1 0', 'a refusal of an empty window writes nothing');
+settle('empty', $e->{now}, 'requests:1m', 60000, -3);
+is(redis('EXISTS', "$P:{acct:empty}:w:requests:1m"), 0,
+   'neither does a refund to an empty window');
+settle('tok', $a1->{now}, 'tokens:1m', 60000, 5);
+ok(redis('PTTL', "$P:{acct:tok}:w:tokens:1m") > 0,
+   'a window holding a total has its expiry');
+
+# replay: a batch counted locally during an outage, added once, to its slot
+sub replay {
+    my ($acct, $mark, $t0, @w) = @_;
+    my (@keys, @args);
+    while (my ($name, $period, $n) = splice @w, 0, 3) {
+        push @keys, "$P:{acct:$acct}:w:$name";
+        push @args, $period, $n;
+    }
+    return redis('EVAL', $lua{replay}, 1 + @keys,
+                 "$P:{acct:$acct}:replay:$mark", @keys, 60000, $t0, @args);
+}
+my $rp = admit('rep', 0, '', 60000, 0, 'requests:1m', 60000, 100, 1);
+is(replay('rep', 'w:1', $rp->{now} - 20000, 'requests:1m', 60000, 4,
+          'requests:1h', 3600000, 4), 1, 'a batch is replayed');
+is(total('rep', 'requests:1m') . ' ' . total('rep', 'requests:1h'), '5 4',
+   'it counts in every window');
+my %rs = split /\n/, redis('HGETALL', "$P:{acct:rep}:w:requests:1m");
+ok(exists $rs{int(($rp->{now} - 20000) / 6000)},
+   'in the slot it was counted in');
+is(replay('rep', 'w:1', $rp->{now}, 'requests:1m', 60000, 4), 0,
+   'the same batch again is not added');
+replay('rep', 'w:2', $rp->{now} - 120000, 'requests:1m', 60000, 7);
+is(total('rep', 'requests:1m') . ' ' . field('rep', 'requests:1m', 't'),
+   '5 5', 'usage that has left the window is not added');
+ok(redis('PTTL', "$P:{acct:rep}:replay:w:1") > 50000,
+   'the batch marker expires');
+
 # every key of one account hashes to one Cluster slot
 my %slots = map { redis('CLUSTER', 'KEYSLOT', $_) => 1 }
             "$P:{acct:tok}:conc", "$P:{acct:tok}:cool",
@@ -187,6 +258,9 @@ redis('DEL', map { "$P:{acct:$_->[0]}:$_->[1]" }
       [tok => 'w:tokens:1m'], [multi => 'w:requests:1m'],
       [month => 'w:requests:1mo'], [conc => 'conc'],
       [conc => 'w:requests:1m'], [cool => 'cool'], [cool => 'w:requests:1s'],
-      [late => 'w:requests:1m'], [late => 'conc']);
+      [late => 'w:requests:1m'], [late => 'conc'],
+      [run => 'w:requests:1s'], [zero => 'w:tokens:1s'],
+      [rep => 'w:requests:1m'], [rep => 'w:requests:1h'],
+      [rep => 'replay:w:1'], [rep => 'replay:w:2']);
 
 done_testing();

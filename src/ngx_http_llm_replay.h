@@ -1,0 +1,19 @@
+
+/*
+ * ngx_llm_gateway: usage counted locally during a Redis outage, replayed.
+ */
+
+
+#ifndef _NGX_HTTP_LLM_REPLAY_H_INCLUDED_
+#define _NGX_HTTP_LLM_REPLAY_H_INCLUDED_
+
+
+#include "ngx_http_llm_module.h"
+
+
+void ngx_http_llm_replay_add(ngx_str_t *account, ngx_http_llm_tier_t *tier,
+    int64_t *amount, ngx_uint_t settle);
+void ngx_http_llm_replay_done(void *batch, ngx_uint_t ok);
+
+
+#endif /* _NGX_HTTP_LLM_REPLAY_H_INCLUDED_ */
