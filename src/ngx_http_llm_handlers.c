@@ -136,24 +136,15 @@ ngx_http_llm_token_info_count(ngx_http_request_t *r, u_char *text,
     ngx_int_t                     rc;
     ngx_str_t                     error;
     ngx_buf_t                    *b;
-    ngx_uint_t                    tokens, chars, api;
+    ngx_uint_t                    tokens, chars;
     ngx_http_llm_estimate_t       e;
     ngx_http_llm_request_info_t   info;
-
-    static ngx_uint_t  apis[] = { NGX_HTTP_LLM_API_OPENAI,
-                                  NGX_HTTP_LLM_API_ANTHROPIC,
-                                  NGX_HTTP_LLM_API_GEMINI };
 
     rc = NGX_DECLINED;
 
     if (as_request) {
-        for (api = 0; api < 3; api++) {
-            rc = ngx_http_llm_json_parse_request(r->pool, apis[api], text,
-                                                 len, &info, NULL, &error);
-            if (rc != NGX_DECLINED) {
-                break;
-            }
-        }
+        rc = ngx_http_llm_json_parse_request(r->pool, NGX_HTTP_LLM_API_AUTO,
+                                             text, len, &info, NULL, &error);
     }
 
     if (rc == NGX_ERROR) {

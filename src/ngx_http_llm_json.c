@@ -34,6 +34,8 @@
 #define jt_next(a, i)   ngx_http_llm_jt_next(t, a, i)
 
 
+static ngx_int_t ngx_http_llm_json_walk_api(ngx_http_llm_jtape_t *t,
+    ngx_uint_t api, ngx_http_llm_request_info_t *info, ngx_str_t *error);
 static ngx_int_t ngx_http_llm_json_openai(ngx_http_llm_jtape_t *t,
     ngx_http_llm_request_info_t *info, ngx_str_t *error);
 static ngx_int_t ngx_http_llm_json_anthropic(ngx_http_llm_jtape_t *t,
@@ -105,18 +107,24 @@ ngx_http_llm_json_parse_request(ngx_pool_t *pool, ngx_uint_t api,
         return NGX_DECLINED;
     }
 
-    switch (api) {
+    if (api == NGX_HTTP_LLM_API_AUTO) {
 
-    case NGX_HTTP_LLM_API_ANTHROPIC:
-        rc = ngx_http_llm_json_anthropic(t, info, error);
-        break;
+        /* the first of the three shapes the body fits, from one tape */
 
-    case NGX_HTTP_LLM_API_GEMINI:
-        rc = ngx_http_llm_json_gemini(t, info, error);
-        break;
+        for (api = NGX_HTTP_LLM_API_OPENAI; /* void */; api++) {
+            rc = ngx_http_llm_json_walk_api(t, api, info, error);
 
-    default: /* NGX_HTTP_LLM_API_OPENAI */
-        rc = ngx_http_llm_json_openai(t, info, error);
+            if (rc != NGX_DECLINED || api == NGX_HTTP_LLM_API_GEMINI) {
+                break;
+            }
+
+            ngx_memzero(info, sizeof(ngx_http_llm_request_info_t));
+            info->max_tokens = -1;
+            info->choices = 1;
+        }
+
+    } else {
+        rc = ngx_http_llm_json_walk_api(t, api, info, error);
     }
 
     if (rc == NGX_OK) {
@@ -132,6 +140,24 @@ ngx_http_llm_json_parse_request(ngx_pool_t *pool, ngx_uint_t api,
     }
 
     return rc;
+}
+
+
+static ngx_int_t
+ngx_http_llm_json_walk_api(ngx_http_llm_jtape_t *t, ngx_uint_t api,
+    ngx_http_llm_request_info_t *info, ngx_str_t *error)
+{
+    switch (api) {
+
+    case NGX_HTTP_LLM_API_ANTHROPIC:
+        return ngx_http_llm_json_anthropic(t, info, error);
+
+    case NGX_HTTP_LLM_API_GEMINI:
+        return ngx_http_llm_json_gemini(t, info, error);
+
+    default: /* NGX_HTTP_LLM_API_OPENAI */
+        return ngx_http_llm_json_openai(t, info, error);
+    }
 }
 
 

@@ -100,7 +100,8 @@ typedef struct {
  * "error" set to a message for a 400 invalid_request_error (static or
  * in the pool), or NGX_ERROR.  "api" is NGX_HTTP_LLM_API_OPENAI (also
  * completions, embeddings, responses), _ANTHROPIC or _GEMINI (the caller
- * sets "stream" from the URI).  With "canonical" (else NULL), it also
+ * sets "stream" from the URI), or _AUTO: the first of the three the body
+ * fits (the error is the last one's).  With "canonical" (else NULL), it also
  * gives the request's JSON with sorted keys and no spacing, in the pool
  * ($llm_cache_key; jansson, so only when asked for).
  * ngx_http_llm_json_include_usage(), for a body that parse_request()

@@ -479,16 +479,18 @@ location = /usage {
  "GET /tokens?text=%EC%95%88%EB%85%95%ED%95%98%EC%84%B8%EC%9A%94",
  ::post("/tokens", '{"model":"m","messages":[{"role":"user","content":"Hello world!"}]}'),
  ::post("/tokens", 'just some text'),
+ ::post("/tokens", '{"contents":[{"role":"user","parts":[{"text":"Hello world!"}]}]}'),
  "GET /usage"]
 --- error_code eval
-[200, 200, 200, 200, 401]
+[200, 200, 200, 200, 200, 401]
 --- response_body eval
 [undef, undef, undef,
  "{\"tokens\":3,\"characters\":14,\"method\":\"estimate\"}\n",
- undef]
+ undef, undef]
 --- response_body_like eval
 ['^\{"tokens":[34],"characters":12,"method":"estimate"\}$', '^\{"tokens":[3-8],"characters":5,"method":"estimate"\}$',
  '^\{"tokens":1[0-2],"characters":12,"method":"estimate"\}$', "",
+ '^\{"tokens":1[0-2],"characters":12,"method":"estimate"\}$',
  '"code":"invalid_api_key"']
 
 
