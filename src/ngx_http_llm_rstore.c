@@ -727,6 +727,15 @@ ngx_http_llm_rstore_usage(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
 
     st = ctx->redis;
 
+    if (st && st->usage == NULL) {
+        /*
+         * the state of this request's admission (llm_usage reached by an
+         * internal redirect): it has no usage to give, and must stay
+         * ctx->redis for the settle; the zone answers
+         */
+        return NGX_DECLINED;
+    }
+
     if (st) {
         /* back from Redis */
 
