@@ -48,6 +48,7 @@ typedef struct {
     ngx_http_llm_redis_op_t     select;
     const char                 *why;        /* why it was closed */
     unsigned                    in_write:1;
+    unsigned                    in_read:1;  /* hiredis runs callbacks */
 } ngx_http_llm_redis_conn_t;
 
 
@@ -772,8 +773,14 @@ ngx_http_llm_redis_flush(ngx_http_llm_redis_op_t *op)
 
     conn = op->conn;
 
+    /*
+     * not from inside hiredis's callbacks on this very connection: a
+     * failed write there would free the context under hiredis's feet;
+     * the write stays posted to the end of this loop iteration
+     */
+
     if (conn == NULL || conn->ac == NULL || conn->c == NULL
-        || !conn->c->write->posted)
+        || conn->in_read || conn->in_write || !conn->c->write->posted)
     {
         return;
     }
@@ -954,10 +961,12 @@ ngx_http_llm_redis_read_handler(ngx_event_t *ev)
     }
 
     if (conn->ac) {
+        conn->in_read = 1;
         redisAsyncHandleRead(conn->ac);
+        conn->in_read = 0;
     }
 
-    /* "c" may be gone now */
+    /* "c" may be gone now ("conn" lives as long as the worker) */
 }
 
 

@@ -185,6 +185,14 @@ ngx_http_llm_rkeys_find(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     st->request = r;
     ngx_memcpy(st->digest, digest, NGX_HTTP_LLM_DIGEST_LEN);
 
+    /*
+     * until the lookup is on its way or answered, the state says "no":
+     * a request that fails here and comes back (error_page) is refused
+     */
+
+    st->key.state = NGX_HTTP_LLM_RKEY_FAILED;
+    st->error = 1;
+
     st->key.account.data = ngx_pnalloc(r->pool, NGX_HTTP_LLM_ACCOUNT_MAX
                                                 + NGX_HTTP_LLM_TIER_MAX);
     if (st->key.account.data == NULL) {
@@ -199,6 +207,7 @@ ngx_http_llm_rkeys_find(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
         && ngx_http_llm_kcache_get(lmcf->shm_zone, digest, &st->key)
            == NGX_OK)
     {
+        st->error = 0;
         return ngx_http_llm_rkeys_resolve(r, ctx, st, msg);
     }
 
@@ -231,11 +240,13 @@ ngx_http_llm_rkeys_find(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
         ngx_free(op);
 
         st->key.state = NGX_HTTP_LLM_RKEY_FAILED;
+        st->error = 0;
         return ngx_http_llm_rkeys_resolve(r, ctx, st, msg);
     }
 
     st->op = op;
     st->pending = 1;
+    st->error = 0;
 
     /* a client that goes away meanwhile ends the request at once */
 
@@ -299,9 +310,8 @@ static ngx_int_t
 ngx_http_llm_rkeys_resolve(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     ngx_http_llm_rkeys_req_t *st, ngx_str_t *msg)
 {
-    ngx_http_llm_rkey_t        *k;
-    ngx_http_llm_redis_conf_t  *rc;
-    ngx_http_llm_main_conf_t   *lmcf;
+    ngx_http_llm_rkey_t       *k;
+    ngx_http_llm_main_conf_t  *lmcf;
 
     k = &st->key;
 
@@ -313,17 +323,15 @@ ngx_http_llm_rkeys_resolve(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
         break;
 
     case NGX_HTTP_LLM_RKEY_FAILED:
-        rc = ngx_http_llm_redis_conf();
 
-        if (rc && rc->on_error == NGX_HTTP_LLM_ON_ERROR_DENY) {
-            ngx_str_set(msg, "The key store is unavailable. "
-                        "Retry shortly.");
-            return NGX_HTTP_LLM_KEY_NO_STORE;
-        }
+        /*
+         * whatever on_error says: a key that could not be checked is
+         * neither let in nor called invalid (a 401 would tell the client
+         * not to retry); the key file's keys work on
+         */
 
-        /* local, allow: only the key file's keys are known */
-
-        return NGX_DECLINED;
+        ngx_str_set(msg, "The key store is unavailable. Retry shortly.");
+        return NGX_HTTP_LLM_KEY_NO_STORE;
 
     case NGX_HTTP_LLM_RKEY_UNKNOWN:
         return NGX_DECLINED;

@@ -377,7 +377,7 @@ sub {
 
 
 
-=== TEST 13: Redis unreachable, on_error=local: only the key file's keys work
+=== TEST 13: Redis unreachable, on_error=local: the key file's keys work; a key that cannot be checked is 503, not called invalid
 --- http_config eval
 $Test::LLM::Keys::TIERS . "llm_tier roomy requests=1000/m;\n"
 . "llm_redis 127.0.0.1:$ENV{TEST_NGINX_DEAD_PORT} on_error=local;\n"
@@ -387,9 +387,10 @@ $Test::LLM::Keys::TIERS . "llm_tier roomy requests=1000/m;\n"
 --- more_headers eval
 ["Authorization: Bearer $::ALICE", ::auth('zed')]
 --- error_code eval
-[200, 401]
+[200, 503]
 --- response_body_like eval
-['', 'Incorrect API key provided']
+['', '"code":"store_unavailable"']
+--- mock_count: 1
 
 
 
@@ -409,7 +410,7 @@ X-Result: store_error
 
 
 
-=== TEST 15: on_error=allow never lets an unknown key in
+=== TEST 15: on_error=allow never lets a key that cannot be checked in
 --- http_config eval
 $Test::LLM::Keys::TIERS . "llm_tier roomy requests=1000/m;\n"
 . "llm_redis 127.0.0.1:$ENV{TEST_NGINX_DEAD_PORT} on_error=allow;\n"
@@ -417,7 +418,8 @@ $Test::LLM::Keys::TIERS . "llm_tier roomy requests=1000/m;\n"
 --- request
 GET /v1/models
 --- more_headers eval: ::auth('zed')
---- error_code: 401
+--- error_code: 503
+--- response_body_like: "code":"store_unavailable"
 --- mock_count: 0
 
 
