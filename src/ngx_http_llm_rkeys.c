@@ -81,11 +81,19 @@ typedef struct {
 } ngx_http_llm_kcache_node_t;
 
 
+/*
+ * Keys Redis does not know have a queue, and a quarter of the entries,
+ * of their own: random keys sent by anyone cannot push the keys of
+ * paying clients out of the cache (they evict each other first).
+ */
+
 typedef struct {
     ngx_rbtree_t                rbtree;
     ngx_rbtree_node_t           sentinel;
-    ngx_queue_t                 queue;     /* oldest last */
-    ngx_uint_t                  count;
+    ngx_queue_t                 queue;     /* known keys: oldest last */
+    ngx_queue_t                 unknown;   /* unknown keys: oldest last */
+    ngx_uint_t                  count;     /* both */
+    ngx_uint_t                  unknowns;
     ngx_uint_t                  max;
 } ngx_http_llm_kcache_t;
 
@@ -141,8 +149,10 @@ static ngx_http_llm_kcache_node_t *ngx_http_llm_kcache_lookup(
     ngx_http_llm_kcache_t *kc, u_char *digest);
 static void ngx_http_llm_kcache_insert_value(ngx_rbtree_node_t *temp,
     ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel);
+static void ngx_http_llm_kcache_remove(ngx_http_llm_kcache_t *kc,
+    ngx_slab_pool_t *shpool, ngx_http_llm_kcache_node_t *kn);
 static void ngx_http_llm_kcache_expire(ngx_http_llm_kcache_t *kc,
-    ngx_slab_pool_t *shpool, ngx_uint_t force);
+    ngx_slab_pool_t *shpool, ngx_queue_t *queue, ngx_uint_t force);
 
 
 #define ngx_http_llm_kcache_node(n)                                           \
@@ -707,7 +717,7 @@ ngx_http_llm_kcache_put(ngx_shm_zone_t *zone, u_char *digest,
 {
     void                        **slot;
     size_t                        size;
-    ngx_uint_t                    tries;
+    ngx_uint_t                    tries, unknown;
     ngx_slab_pool_t              *shpool;
     ngx_rbtree_node_t            *node;
     ngx_http_llm_kcache_t        *kc;
@@ -732,8 +742,10 @@ ngx_http_llm_kcache_put(ngx_shm_zone_t *zone, u_char *digest,
         ngx_rbtree_init(&kc->rbtree, &kc->sentinel,
                         ngx_http_llm_kcache_insert_value);
         ngx_queue_init(&kc->queue);
+        ngx_queue_init(&kc->unknown);
 
         kc->count = 0;
+        kc->unknowns = 0;
         kc->max = ngx_max(zone->shm.size / 8 / NGX_HTTP_LLM_KCACHE_COST,
                           64);
 
@@ -745,13 +757,21 @@ ngx_http_llm_kcache_put(ngx_shm_zone_t *zone, u_char *digest,
     kn = ngx_http_llm_kcache_lookup(kc, digest);
 
     if (kn) {
-        ngx_queue_remove(&kn->queue);
-        ngx_rbtree_delete(&kc->rbtree, ngx_http_llm_kcache_rbnode(kn));
-        ngx_slab_free_locked(shpool, ngx_http_llm_kcache_rbnode(kn));
-        kc->count--;
+        ngx_http_llm_kcache_remove(kc, shpool, kn);
     }
 
-    ngx_http_llm_kcache_expire(kc, shpool, kc->count >= kc->max);
+    unknown = (k->state == NGX_HTTP_LLM_RKEY_UNKNOWN);
+
+    ngx_http_llm_kcache_expire(kc, shpool, &kc->unknown,
+                               unknown && kc->unknowns >= kc->max / 4);
+
+    /* full: an unknown key goes first */
+
+    ngx_http_llm_kcache_expire(kc, shpool,
+                               kc->unknowns ? &kc->unknown : &kc->queue,
+                               kc->count >= kc->max);
+
+    ngx_http_llm_kcache_expire(kc, shpool, &kc->queue, 0);
 
     for (tries = 0; /* void */; tries++) {
         node = ngx_slab_alloc_locked(shpool, size);
@@ -762,11 +782,13 @@ ngx_http_llm_kcache_put(ngx_shm_zone_t *zone, u_char *digest,
 
         /* the zone is full: the cache gives way, then does without */
 
-        if (tries == 4 || ngx_queue_empty(&kc->queue)) {
+        if (tries == 4 || kc->count == 0) {
             goto done;
         }
 
-        ngx_http_llm_kcache_expire(kc, shpool, 1);
+        ngx_http_llm_kcache_expire(kc, shpool,
+                                   kc->unknowns ? &kc->unknown : &kc->queue,
+                                   1);
     }
 
     node->key = ngx_crc32_short(digest, NGX_HTTP_LLM_DIGEST_LEN);
@@ -784,8 +806,9 @@ ngx_http_llm_kcache_put(ngx_shm_zone_t *zone, u_char *digest,
     ngx_memcpy(kn->data + k->account.len, k->tier.data, k->tier.len);
 
     ngx_rbtree_insert(&kc->rbtree, node);
-    ngx_queue_insert_head(&kc->queue, &kn->queue);
+    ngx_queue_insert_head(unknown ? &kc->unknown : &kc->queue, &kn->queue);
     kc->count++;
+    kc->unknowns += unknown;
 
 done:
 
@@ -870,14 +893,14 @@ ngx_http_llm_kcache_insert_value(ngx_rbtree_node_t *temp,
 
 static void
 ngx_http_llm_kcache_expire(ngx_http_llm_kcache_t *kc,
-    ngx_slab_pool_t *shpool, ngx_uint_t force)
+    ngx_slab_pool_t *shpool, ngx_queue_t *queue, ngx_uint_t force)
 {
     ngx_uint_t                   n;
     ngx_queue_t                 *q;
     ngx_http_llm_kcache_node_t  *kn;
 
-    for (n = 0; n < 2 && !ngx_queue_empty(&kc->queue); n++) {
-        q = ngx_queue_last(&kc->queue);
+    for (n = 0; n < 2 && !ngx_queue_empty(queue); n++) {
+        q = ngx_queue_last(queue);
         kn = ngx_queue_data(q, ngx_http_llm_kcache_node_t, queue);
 
         if (!force && (ngx_msec_int_t) (kn->expire - ngx_current_msec) > 0) {
@@ -886,9 +909,22 @@ ngx_http_llm_kcache_expire(ngx_http_llm_kcache_t *kc,
 
         force = 0;
 
-        ngx_queue_remove(q);
-        ngx_rbtree_delete(&kc->rbtree, ngx_http_llm_kcache_rbnode(kn));
-        ngx_slab_free_locked(shpool, ngx_http_llm_kcache_rbnode(kn));
-        kc->count--;
+        ngx_http_llm_kcache_remove(kc, shpool, kn);
     }
+}
+
+
+static void
+ngx_http_llm_kcache_remove(ngx_http_llm_kcache_t *kc,
+    ngx_slab_pool_t *shpool, ngx_http_llm_kcache_node_t *kn)
+{
+    if (kn->state == NGX_HTTP_LLM_RKEY_UNKNOWN) {
+        kc->unknowns--;
+    }
+
+    kc->count--;
+
+    ngx_queue_remove(&kn->queue);
+    ngx_rbtree_delete(&kc->rbtree, ngx_http_llm_kcache_rbnode(kn));
+    ngx_slab_free_locked(shpool, ngx_http_llm_kcache_rbnode(kn));
 }

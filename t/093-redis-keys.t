@@ -444,3 +444,31 @@ GET /v1/models
 X-Tier: roomy
 --- error_log
 account "zed" has tier "platinum", which this node does not know
+
+
+
+=== TEST 18: a flood of unknown keys does not push a known key out of the cache (unknown keys have a quarter of it)
+--- http_config eval: ::conf(18)
+--- config eval: $::Gateway
+--- request
+GET /plain
+--- timeout: 20
+--- check eval
+sub {
+    ::key_record(18, 'zed', account => 'zed');
+    my $a = ::free('zed', 1);
+    my @c = ('a' .. 'z', 'A' .. 'Z', '0' .. '9', '-', '_');
+    my $bad = 0;
+    # 1m zone: 512 entries; 600 random keys, well formed, unknown
+    for my $i (1 .. 600) {
+        my $k = 'sk-llm-' . join '', map { $c[rand @c] } 1 .. 43;
+        my $r = http_request("GET /free/models",
+                             more_headers => "Authorization: Bearer $k");
+        $bad++ if $r->{status} != 401;
+    }
+    my $n0 = ::hmget_calls();
+    my $b = ::free('zed', 2);
+    my $n1 = ::hmget_calls();
+    my $got = "$a $b $bad " . ($n1 - $n0);
+    return $got eq '200 200 200 0 0' ? 1 : (0, "got $got");
+}
