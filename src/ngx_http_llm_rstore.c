@@ -125,6 +125,7 @@ static ngx_http_llm_rstore_req_t *ngx_http_llm_rstore_req(
 static ngx_int_t ngx_http_llm_rstore_enqueue(ngx_http_llm_rstore_req_t *st,
     ngx_http_llm_decision_t *d, int64_t deadline);
 static void ngx_http_llm_rstore_flush(ngx_event_t *ev);
+static void ngx_http_llm_rstore_single(ngx_http_llm_rstore_op_t *op);
 static void ngx_http_llm_rstore_batched(ngx_http_llm_redis_op_t *rop,
     ngx_http_llm_redis_reply_t *reply);
 static void ngx_http_llm_rstore_answer(ngx_http_llm_rstore_req_t *st,
@@ -1028,12 +1029,74 @@ ngx_http_llm_rstore_flush(ngx_event_t *ev)
             ngx_queue_remove(q);
             op->queued = 0;
 
+            if (op->nreq == 1) {
+                if (op->reqs[0] == NULL) {
+                    /* its client has gone */
+                    ngx_free(op);
+                    continue;
+                }
+
+                ngx_http_llm_rstore_single(op);
+            }
+
             if (ngx_http_llm_rstore_send(op) != NGX_OK) {
                 ngx_http_llm_redis_fail(op->op.error);
-                ngx_http_llm_rstore_batched(&op->op, NULL);
+                op->op.handler(&op->op, NULL);
             }
         }
     }
+}
+
+
+/*
+ * A batch of one goes as the admission script: its arguments are the
+ * same, in another order (KEYS as they are; ARGV climit, lease, lease
+ * ttl, cooldown, deadline, per window: period, limit, need).
+ */
+
+static void
+ngx_http_llm_rstore_single(ngx_http_llm_rstore_op_t *op)
+{
+    size_t       l[5 + 3 * NGX_HTTP_LLM_WINDOWS_MAX];
+    ngx_uint_t   i, nwin, k;
+    const char  *v[5 + 3 * NGX_HTTP_LLM_WINDOWS_MAX];
+
+    nwin = op->nkeys - 2;
+    k = 3 + op->nkeys;          /* ARGV[1] */
+
+    ngx_memcpy(v, &op->argv[k], (5 + 3 * nwin) * sizeof(char *));
+    ngx_memcpy(l, &op->argvlen[k], (5 + 3 * nwin) * sizeof(size_t));
+
+    /*
+     * from climit, ttl, cooldown, per window: period, limit; lease,
+     * deadline, per window: need
+     */
+
+#define ngx_http_llm_mv(to, from)                                             \
+    op->argv[k + (to)] = v[from];                                             \
+    op->argvlen[k + (to)] = l[from]
+
+    ngx_http_llm_mv(0, 0);
+    ngx_http_llm_mv(1, 3 + 2 * nwin);
+    ngx_http_llm_mv(2, 1);
+    ngx_http_llm_mv(3, 2);
+    ngx_http_llm_mv(4, 4 + 2 * nwin);
+
+    for (i = 0; i < nwin; i++) {
+        ngx_http_llm_mv(5 + 3 * i, 3 + 2 * i);
+        ngx_http_llm_mv(6 + 3 * i, 4 + 2 * i);
+        ngx_http_llm_mv(7 + 3 * i, 5 + 2 * nwin + i);
+    }
+
+#undef ngx_http_llm_mv
+
+    op->script = NGX_HTTP_LLM_SCRIPT_ADMIT;
+    op->argv[1] = (const char *) ngx_http_llm_scripts[op->script].sha;
+    op->op.handler = ngx_http_llm_rstore_admitted;
+
+    op->req = op->reqs[0];
+    op->reqs = NULL;
+    op->nreq = 0;
 }
 
 

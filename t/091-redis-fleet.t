@@ -539,3 +539,29 @@ llm_redis 127.0.0.1:6379 batch=65;
 --- must_die
 --- error_log
 invalid value "batch=65"
+
+
+
+=== TEST 17: no Redis and on_error=deny: every admission of a batch gets 503 at once
+--- workers: 1
+--- http_config eval: ::conf(17, "127.0.0.1:" . free_port() . " on_error=deny")
+--- config eval: my $g = $::Gateway; $g =~ s/llm_default_tier five/llm_default_tier fleet/; $g
+--- request
+GET /plain
+--- timeout: 10
+--- check eval
+sub {
+    my $gw = Test::LLM::Client::build_request("GET /v1/models",
+        more_headers => "Authorization: Bearer $::CAROL");
+
+    my @res = Test::LLM::Client::exchange_all(
+        port => $ENV{TEST_NGINX_SERVER_PORT}, concurrency => 20,
+        exchanges => [ map { { %$gw, timeout => 5 } } 1 .. 40 ]);
+
+    my %n;
+    $n{ $_->{status} // 'error' }++ for @res;
+    my $got = join ' ', map { "$_=$n{$_}" } sort keys %n;
+    return $got eq '503=40' ? 1 : (0, "got $got");
+}
+--- error_log
+llm_redis
