@@ -98,7 +98,7 @@ static const char  *ngx_http_llm_on_error_names[] = {
 /*
  * llm_redis ADDRESS [db=N] [password_file=PATH] [prefix=STR]
  *           [timeout=TIME] [connections=N] [on_error=local|deny|allow]
- *           [key_cache=TIME];
+ *           [key_cache=TIME] [batch=N];
  */
 
 char *
@@ -135,6 +135,7 @@ ngx_http_llm_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     rc->timeout = 50;
     rc->connections = 2;
     rc->key_cache = 4000;
+    rc->batch = NGX_HTTP_LLM_REDIS_BATCH;
     ngx_str_set(&rc->prefix, "llm:");
 
     if (ngx_http_llm_redis_address(cf, rc, &value[1]) != NGX_OK) {
@@ -220,6 +221,19 @@ ngx_http_llm_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             }
 
             rc->connections = n;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "batch=", 6) == 0) {
+
+            /* admissions of one account sent as one script (1: off) */
+
+            n = ngx_atoi(value[i].data + 6, value[i].len - 6);
+            if (n <= 0 || n > NGX_HTTP_LLM_REDIS_BATCH_MAX) {
+                goto invalid;
+            }
+
+            rc->batch = n;
             continue;
         }
 

@@ -29,6 +29,10 @@
 /* elements of an array reply that are passed on (one level) */
 #define NGX_HTTP_LLM_REDIS_ELTS_MAX     256
 
+/* admissions of one account coalesced into one script call */
+#define NGX_HTTP_LLM_REDIS_BATCH        32
+#define NGX_HTTP_LLM_REDIS_BATCH_MAX    64
+
 
 typedef struct {
     ngx_str_t                   name;       /* as written: for logs */
@@ -42,6 +46,7 @@ typedef struct {
     ngx_uint_t                  connections;
     ngx_uint_t                  on_error;
     ngx_msec_t                  key_cache;  /* keys read from Redis */
+    ngx_uint_t                  batch;      /* admissions per script */
 } ngx_http_llm_redis_conf_t;
 
 

@@ -31,6 +31,13 @@
  * expires 60 s after it was taken or renewed (every 20 s while its
  * request runs), so a crashed worker's slots come back within 60 s.
  *
+ * Admissions are coalesced (llm_redis batch=N): those of one account
+ * and tier made in one event-loop iteration of a worker wait in a
+ * pending batch, and a posted event sends each batch at the end of the
+ * iteration as one call of the batch script, which decides them in
+ * order exactly as the admission script would one by one; each request
+ * gets its own answer.  batch=1 sends each admission alone.
+ *
  * While Redis fails, on_error decides: "local" asks the zone with the
  * same limits, "deny" answers 503, "allow" lets the request through
  * uncounted.  A request waits for Redis at most llm_redis timeout.
@@ -53,6 +60,11 @@
 #define NGX_HTTP_LLM_SCRIPT_RENEW   2
 #define NGX_HTTP_LLM_SCRIPT_REPLAY  3
 #define NGX_HTTP_LLM_SCRIPT_USAGE   4
+#define NGX_HTTP_LLM_SCRIPT_BATCH   5
+#define NGX_HTTP_LLM_SCRIPTS        6
+
+/* pending batches, by their account's hash */
+#define NGX_HTTP_LLM_BATCH_BUCKETS  64
 
 /* a replayed batch is not added twice for this long (its marker) */
 #define NGX_HTTP_LLM_REPLAY_MARK    600000
@@ -75,6 +87,7 @@ typedef struct {
     ngx_str_t                   lease;
     ngx_str_t                  *wkeys;     /* the windows' keys */
     uint64_t                   *usage;     /* llm_usage: used, reset */
+    ngx_uint_t                  slot;      /* in its batch */
 
     unsigned                    pending:1;
     unsigned                    counted:1; /* in Redis */
@@ -93,15 +106,35 @@ struct ngx_http_llm_rstore_op_s {
     size_t                     *argvlen;
     u_char                     *last;      /* of the strings */
     void                       *replay;    /* replay.c's batch */
+
+    /* a batch of admissions (the batch script): its requests, in order */
+    ngx_queue_t                 queue;     /* pending batches */
+    ngx_http_llm_tier_t        *tier;
+    ngx_http_llm_rstore_req_t **reqs;      /* NULL: not a batch */
+    ngx_uint_t                  nreq;
+    ngx_uint_t                  maxreq;
+
     unsigned                    retried:1;
+    unsigned                    queued:1;  /* not sent yet */
 };
 
 
 static ngx_http_llm_rstore_req_t *ngx_http_llm_rstore_req(
     ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     ngx_http_llm_tier_t *tier);
+static ngx_int_t ngx_http_llm_rstore_enqueue(ngx_http_llm_rstore_req_t *st,
+    ngx_http_llm_decision_t *d, int64_t deadline);
+static void ngx_http_llm_rstore_flush(ngx_event_t *ev);
+static void ngx_http_llm_rstore_single(ngx_http_llm_rstore_op_t *op);
+static void ngx_http_llm_rstore_batched(ngx_http_llm_redis_op_t *rop,
+    ngx_http_llm_redis_reply_t *reply);
+static void ngx_http_llm_rstore_answer(ngx_http_llm_rstore_req_t *st,
+    ngx_http_llm_redis_reply_t *reply, const char *error);
 static ngx_http_llm_rstore_op_t *ngx_http_llm_rstore_op(ngx_uint_t script,
     int argc, size_t strings, ngx_str_t *conc_key);
+static ngx_http_llm_rstore_op_t *ngx_http_llm_rstore_op_alloc(
+    ngx_uint_t script, int argc, size_t strings, ngx_str_t *conc_key,
+    ngx_uint_t nreq);
 static void ngx_http_llm_rstore_arg(ngx_http_llm_rstore_op_t *op,
     u_char *data, size_t len);
 static void ngx_http_llm_rstore_num(ngx_http_llm_rstore_op_t *op,
@@ -123,7 +156,8 @@ static void ngx_http_llm_rstore_usage_read(ngx_http_llm_redis_op_t *rop,
     ngx_http_llm_redis_reply_t *reply);
 static void ngx_http_llm_rstore_release(ngx_str_t *key, ngx_str_t *lease);
 static void ngx_http_llm_rstore_refund(ngx_http_llm_rstore_op_t *adm,
-    int64_t t0);
+    int64_t t0, ngx_uint_t period, ngx_uint_t pstride, ngx_uint_t need,
+    ngx_uint_t nstride);
 static void ngx_http_llm_rstore_cleanup(void *data);
 static void ngx_http_llm_rstore_renew(ngx_event_t *ev);
 static void ngx_http_llm_rstore_scripts_init(void);
@@ -342,6 +376,161 @@ NGX_HTTP_LLM_LUA_COMMON
 "end\n"
 "return out\n";
 
+/*
+ * The admissions of one account and tier queued in one event-loop
+ * iteration of a worker, in one call: decided in order, each exactly as
+ * the admission script would decide it alone at the same instant (a
+ * refusal's cooldown turns the later ones away, a lease taken counts
+ * against the later ones, one past its deadline changes nothing).  Each
+ * window is read once and written once.
+ *
+ * KEYS: as the admission's.  ARGV: concurrency limit, lease ttl,
+ * cooldown, per window: period, limit; then per request: lease,
+ * deadline, per window: need.  Returns the admission script's answer
+ * of each request, one after the other (4 + 3 * nwin numbers each).
+ */
+
+static char  ngx_http_llm_lua_batch[] =
+NGX_HTTP_LLM_LUA_COMMON
+"local climit = tonumber(ARGV[1])\n"
+"local lttl = tonumber(ARGV[2])\n"
+"local cooldown = tonumber(ARGV[3])\n"
+"local nwin = #KEYS - 2\n"
+"local base = 3 + 2 * nwin\n"
+"local nreq = (#ARGV - base) / (2 + nwin)\n"
+"local win, cool, held, leases = {}, nil, 0, {}\n"
+"local function counted(w)\n"
+"  full(w)\n"
+"  if w.added > 0 then\n"
+"    w.counts[w.cur] = (w.counts[w.cur] or 0) + w.added\n"
+"    w.sum = w.sum + w.added\n"
+"    w.here = (w.here or 0) + w.added\n"
+"    if w.o == nil or w.o > w.cur then w.o = w.cur end\n"
+"  end\n"
+"end\n"
+"local function prepare()\n"
+"  for i = 1, nwin do\n"
+"    local w = { key = KEYS[i + 2], period = tonumber(ARGV[2 * i + 2]),\n"
+"                limit = tonumber(ARGV[2 * i + 3]), added = 0 }\n"
+"    load(w)\n"
+"    win[i] = w\n"
+"  end\n"
+"  cool = cooldown > 0 and redis.call('PTTL', KEYS[2]) or 0\n"
+"  if cool <= 0 and climit > 0 then\n"
+"    redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)\n"
+"    held = redis.call('ZCARD', KEYS[1])\n"
+"  end\n"
+"end\n"
+"local function free_in(w, drop)\n"
+"  if w.sum <= 0 then return 0 end\n"
+"  if w.period == 0 then return mstart(w.cur + 1) - now end\n"
+"  local width = w.period / 10\n"
+"  if drop == 1 and w.o then\n"
+"    local at = (w.o + 11) * width\n"
+"    return at > now and at - now or 0\n"
+"  end\n"
+"  if not w.counts then counted(w) end\n"
+"  local freed = 0\n"
+"  for s = w.lo, w.cur do\n"
+"    freed = freed + (w.counts[s] or 0)\n"
+"    if freed >= drop then\n"
+"      local at = (s + 11) * width\n"
+"      if at > now then return at - now end\n"
+"      return 0\n"
+"    end\n"
+"  end\n"
+"  return w.period + width\n"
+"end\n"
+"local out, n = {}, 0\n"
+"for r = 0, nreq - 1 do\n"
+"  local a = base + r * (2 + nwin)\n"
+"  local deadline = tonumber(ARGV[a + 2])\n"
+"  if deadline > 0 and now > deadline then\n"
+"    out[n + 1], out[n + 2], out[n + 3], out[n + 4] = 4, now, 0, nwin\n"
+"    n = n + 4\n"
+"    for i = 1, nwin do\n"
+"      out[n + 1], out[n + 2], out[n + 3] = 0, 0, -1\n"
+"      n = n + 3\n"
+"    end\n"
+"  else\n"
+"    if cool == nil then prepare() end\n"
+"    local status, wait = 0, 0\n"
+"    for i = 1, nwin do\n"
+"      win[i].need = tonumber(ARGV[a + 2 + i])\n"
+"      win[i].over = nil\n"
+"    end\n"
+"    if cool > 0 then\n"
+"      status, wait = 3, cool\n"
+"    elseif climit > 0 and held >= climit then\n"
+"      status, wait = 2, 1000\n"
+"    end\n"
+"    if status == 0 then\n"
+"      for i = 1, nwin do\n"
+"        local w = win[i]\n"
+"        if w.need > 0 and w.sum + w.need > w.limit then\n"
+"          if w.need > w.limit then\n"
+"            w.over = w.period > 0 and w.period or 86400000\n"
+"          else\n"
+"            w.over = free_in(w, w.sum + w.need - w.limit)\n"
+"          end\n"
+"          status = 1\n"
+"          if w.over > wait then wait = w.over end\n"
+"        end\n"
+"      end\n"
+"      if status == 1 and cooldown > 0 then\n"
+"        redis.call('SET', KEYS[2], '1', 'PX', cooldown)\n"
+"        cool = cooldown\n"
+"        if cooldown > wait then wait = cooldown end\n"
+"      end\n"
+"    end\n"
+"    if status == 0 then\n"
+"      for i = 1, nwin do\n"
+"        local w = win[i]\n"
+"        if w.need > 0 then\n"
+"          w.here = (w.here or 0) + w.need\n"
+"          w.sum = w.sum + w.need\n"
+"          w.added = w.added + w.need\n"
+"          if w.counts then\n"
+"            w.counts[w.cur] = (w.counts[w.cur] or 0) + w.need\n"
+"          end\n"
+"          if w.o == nil or w.o > w.cur then w.o = w.cur end\n"
+"        end\n"
+"      end\n"
+"      if climit > 0 then\n"
+"        held = held + 1\n"
+"        leases[#leases + 1] = now + lttl\n"
+"        leases[#leases + 1] = ARGV[a + 1]\n"
+"      end\n"
+"    end\n"
+"    out[n + 1], out[n + 2], out[n + 3], out[n + 4] =\n"
+"      status, now, floor(wait), nwin\n"
+"    n = n + 4\n"
+"    for i = 1, nwin do\n"
+"      local w = win[i]\n"
+"      out[n + 1], out[n + 2] = w.sum, floor(free_in(w, 1))\n"
+"      out[n + 3] = w.over and floor(w.over) or -1\n"
+"      n = n + 3\n"
+"    end\n"
+"  end\n"
+"end\n"
+"for i = 1, #win do\n"
+"  local w = win[i]\n"
+"  if w.added > 0 then\n"
+"    save(w, w.here)\n"
+"    if w.here == w.added then\n"
+"      redis.call('PEXPIRE', w.key, floor(ttl(w.period, w.cur)))\n"
+"    end\n"
+"  else\n"
+"    save(w, nil)\n"
+"  end\n"
+"end\n"
+"if #leases > 0 then\n"
+"  redis.call('ZADD', KEYS[1], unpack(leases))\n"
+"  redis.call('PEXPIRE', KEYS[1], lttl)\n"
+"end\n"
+"return out\n";
+
+
 
 /*
  * KEYS: window keys.  ARGV: the reservation's time (Redis ms), then
@@ -477,6 +666,7 @@ static struct {
     { ngx_http_llm_lua_renew, sizeof(ngx_http_llm_lua_renew) - 1, "" },
     { ngx_http_llm_lua_replay, sizeof(ngx_http_llm_lua_replay) - 1, "" },
     { ngx_http_llm_lua_usage, sizeof(ngx_http_llm_lua_usage) - 1, "" },
+    { ngx_http_llm_lua_batch, sizeof(ngx_http_llm_lua_batch) - 1, "" },
 };
 
 
@@ -490,6 +680,10 @@ static u_char       ngx_http_llm_lease_prefix[32];
 static uint64_t     ngx_http_llm_lease_seq;
 static ngx_queue_t  ngx_http_llm_leases;
 static ngx_event_t  ngx_http_llm_renew_ev;
+
+/* admissions waiting for the end of this loop iteration, in batches */
+static ngx_queue_t  ngx_http_llm_batches[NGX_HTTP_LLM_BATCH_BUCKETS];
+static ngx_event_t  ngx_http_llm_batch_ev;
 
 /* Redis's clock minus this node's, as of the last admission's reply */
 static int64_t      ngx_http_llm_rstore_skew;
@@ -510,6 +704,7 @@ ngx_http_llm_rstore_admit(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
 {
     u_char                      *p;
     size_t                       klen, strings;
+    int64_t                      deadline;
     ngx_uint_t                   i, nwin;
     ngx_http_llm_rstore_op_t    *op;
     ngx_http_llm_redis_conf_t   *rc;
@@ -529,6 +724,13 @@ ngx_http_llm_rstore_admit(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
         goto fallback;
     }
 
+    /* when this node stops waiting, on Redis's clock (0: unknown yet) */
+
+    deadline = ngx_http_llm_rstore_skew_known
+               ? (int64_t) ngx_http_llm_now() + rc->timeout
+                 + ngx_http_llm_rstore_skew
+               : 0;
+
     nwin = tier->windows.nelts;
     wc = tier->windows.elts;
 
@@ -544,6 +746,14 @@ ngx_http_llm_rstore_admit(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
         p = ngx_sprintf(p, "%s:%uL", ngx_http_llm_lease_prefix,
                         ++ngx_http_llm_lease_seq);
         st->lease.len = p - st->lease.data;
+    }
+
+    if (rc->batch > 1) {
+        if (ngx_http_llm_rstore_enqueue(st, d, deadline) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        goto pending;
     }
 
     /* EVALSHA sha numkeys conc cool windows... 5 + 3 per window */
@@ -576,13 +786,7 @@ ngx_http_llm_rstore_admit(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     ngx_http_llm_rstore_arg(op, st->lease.data, st->lease.len);
     ngx_http_llm_rstore_num(op, NGX_HTTP_LLM_LEASE_TTL);
     ngx_http_llm_rstore_num(op, tier->cooldown);
-
-    /* when this node stops waiting, on Redis's clock (0: unknown yet) */
-
-    ngx_http_llm_rstore_num(op, ngx_http_llm_rstore_skew_known
-                                ? (int64_t) ngx_http_llm_now() + rc->timeout
-                                  + ngx_http_llm_rstore_skew
-                                : 0);
+    ngx_http_llm_rstore_num(op, deadline);
 
     for (i = 0; i < nwin; i++) {
         ngx_http_llm_rstore_num(op, wc[i].period);
@@ -601,6 +805,8 @@ ngx_http_llm_rstore_admit(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
 
     st->op = op;
     st->pending = 1;
+
+pending:
 
     /* a client that goes away meanwhile ends the request at once */
 
@@ -684,6 +890,292 @@ ngx_http_llm_rstore_req(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     }
 
     return st;
+}
+
+
+/*
+ * Queues the admission of "st" in its account's pending batch (one per
+ * conc key and tier, at most "batch" requests and what one reply can
+ * carry), started here when there is none; the batches go to Redis at
+ * the end of this loop iteration, each as one call of the batch script.
+ */
+
+static ngx_int_t
+ngx_http_llm_rstore_enqueue(ngx_http_llm_rstore_req_t *st,
+    ngx_http_llm_decision_t *d, int64_t deadline)
+{
+    size_t                       strings;
+    ngx_uint_t                   i, nwin, affinity, max;
+    ngx_queue_t                 *bucket, *q;
+    ngx_http_llm_tier_t         *tier;
+    ngx_http_llm_rstore_op_t    *op;
+    ngx_http_llm_redis_conf_t   *rc;
+    ngx_http_llm_window_conf_t  *wc;
+
+    rc = ngx_http_llm_redis_conf();
+
+    tier = st->tier;
+    nwin = tier->windows.nelts;
+    wc = tier->windows.elts;
+
+    affinity = (ngx_uint_t) ngx_crc32_short(st->conc_key.data,
+                                            st->conc_key.len) + 1;
+
+    bucket = &ngx_http_llm_batches[affinity % NGX_HTTP_LLM_BATCH_BUCKETS];
+
+    /* a new batch goes first: the full ones stay behind it */
+
+    for (q = ngx_queue_head(bucket);
+         q != ngx_queue_sentinel(bucket);
+         q = ngx_queue_next(q))
+    {
+        op = ngx_queue_data(q, ngx_http_llm_rstore_op_t, queue);
+
+        if (op->op.affinity == affinity
+            && op->tier == tier
+            && op->nreq < op->maxreq
+            && op->argvlen[3] == st->conc_key.len
+            && ngx_memcmp(op->argv[3], st->conc_key.data, st->conc_key.len)
+               == 0)
+        {
+            goto found;
+        }
+    }
+
+    max = ngx_min(rc->batch, NGX_HTTP_LLM_REDIS_ELTS_MAX / (4 + 3 * nwin));
+
+    /*
+     * EVALSHA sha numkeys conc cool windows..., 3 + 2 per window, then
+     * 2 + 1 per window per request
+     */
+
+    strings = (st->conc_key.len + sizeof(":w:output_tokens:1mo"))
+              * (nwin + 2)
+              + (NGX_INT64_LEN + 1) * (4 + 2 * nwin)
+              + max * (64 + (NGX_INT64_LEN + 1) * (1 + nwin));
+
+    op = ngx_http_llm_rstore_op_alloc(NGX_HTTP_LLM_SCRIPT_BATCH,
+                                      3 + 2 + nwin + 3 + 2 * nwin
+                                      + max * (2 + nwin),
+                                      strings, &st->conc_key, max);
+    if (op == NULL) {
+        return NGX_ERROR;
+    }
+
+    op->nkeys = 2 + nwin;
+    op->tier = tier;
+    op->maxreq = max;
+    op->queued = 1;
+    op->op.handler = ngx_http_llm_rstore_batched;
+
+    ngx_http_llm_rstore_num(op, 2 + nwin);
+    ngx_http_llm_rstore_arg(op, st->conc_key.data, st->conc_key.len);
+    ngx_http_llm_rstore_arg(op, st->conc_key.data, st->conc_key.len);
+    ngx_memcpy(op->last - 4, "cool", 4);
+
+    for (i = 0; i < nwin; i++) {
+        ngx_http_llm_rstore_arg(op, st->wkeys[i].data, st->wkeys[i].len);
+    }
+
+    ngx_http_llm_rstore_num(op, tier->concurrency);
+    ngx_http_llm_rstore_num(op, NGX_HTTP_LLM_LEASE_TTL);
+    ngx_http_llm_rstore_num(op, tier->cooldown);
+
+    for (i = 0; i < nwin; i++) {
+        ngx_http_llm_rstore_num(op, wc[i].period);
+        ngx_http_llm_rstore_num(op, wc[i].limit);
+    }
+
+    ngx_queue_insert_head(bucket, &op->queue);
+
+    if (!ngx_http_llm_batch_ev.posted) {
+        ngx_post_event(&ngx_http_llm_batch_ev, &ngx_posted_events);
+    }
+
+found:
+
+    ngx_http_llm_rstore_arg(op, st->lease.data, st->lease.len);
+    ngx_http_llm_rstore_num(op, deadline);
+
+    for (i = 0; i < nwin; i++) {
+        ngx_http_llm_rstore_num(op, d->need[wc[i].dim]);
+    }
+
+    st->slot = op->nreq;
+    op->reqs[op->nreq++] = st;
+
+    st->op = op;
+    st->pending = 1;
+
+    return NGX_OK;
+}
+
+
+/* the end of the loop iteration: every pending batch goes to Redis */
+
+static void
+ngx_http_llm_rstore_flush(ngx_event_t *ev)
+{
+    ngx_uint_t                 i;
+    ngx_queue_t               *q;
+    ngx_http_llm_rstore_op_t  *op;
+
+    for (i = 0; i < NGX_HTTP_LLM_BATCH_BUCKETS; i++) {
+
+        while (!ngx_queue_empty(&ngx_http_llm_batches[i])) {
+            q = ngx_queue_head(&ngx_http_llm_batches[i]);
+            op = ngx_queue_data(q, ngx_http_llm_rstore_op_t, queue);
+
+            ngx_queue_remove(q);
+            op->queued = 0;
+
+            if (op->nreq == 1) {
+                if (op->reqs[0] == NULL) {
+                    /* its client has gone */
+                    ngx_free(op);
+                    continue;
+                }
+
+                ngx_http_llm_rstore_single(op);
+            }
+
+            if (ngx_http_llm_rstore_send(op) != NGX_OK) {
+                ngx_http_llm_redis_fail(op->op.error);
+                op->op.handler(&op->op, NULL);
+            }
+        }
+    }
+}
+
+
+/*
+ * A batch of one goes as the admission script: its arguments are the
+ * same, in another order (KEYS as they are; ARGV climit, lease, lease
+ * ttl, cooldown, deadline, per window: period, limit, need).
+ */
+
+static void
+ngx_http_llm_rstore_single(ngx_http_llm_rstore_op_t *op)
+{
+    size_t       l[5 + 3 * NGX_HTTP_LLM_WINDOWS_MAX];
+    ngx_uint_t   i, nwin, k;
+    const char  *v[5 + 3 * NGX_HTTP_LLM_WINDOWS_MAX];
+
+    nwin = op->nkeys - 2;
+    k = 3 + op->nkeys;          /* ARGV[1] */
+
+    ngx_memcpy(v, &op->argv[k], (5 + 3 * nwin) * sizeof(char *));
+    ngx_memcpy(l, &op->argvlen[k], (5 + 3 * nwin) * sizeof(size_t));
+
+    /*
+     * from climit, ttl, cooldown, per window: period, limit; lease,
+     * deadline, per window: need
+     */
+
+#define ngx_http_llm_mv(to, from)                                             \
+    op->argv[k + (to)] = v[from];                                             \
+    op->argvlen[k + (to)] = l[from]
+
+    ngx_http_llm_mv(0, 0);
+    ngx_http_llm_mv(1, 3 + 2 * nwin);
+    ngx_http_llm_mv(2, 1);
+    ngx_http_llm_mv(3, 2);
+    ngx_http_llm_mv(4, 4 + 2 * nwin);
+
+    for (i = 0; i < nwin; i++) {
+        ngx_http_llm_mv(5 + 3 * i, 3 + 2 * i);
+        ngx_http_llm_mv(6 + 3 * i, 4 + 2 * i);
+        ngx_http_llm_mv(7 + 3 * i, 5 + 2 * nwin + i);
+    }
+
+#undef ngx_http_llm_mv
+
+    op->script = NGX_HTTP_LLM_SCRIPT_ADMIT;
+    op->argv[1] = (const char *) ngx_http_llm_scripts[op->script].sha;
+    op->op.handler = ngx_http_llm_rstore_admitted;
+
+    op->req = op->reqs[0];
+    op->reqs = NULL;
+    op->nreq = 0;
+}
+
+
+/*
+ * The batch's answer, one request after the other; a request that is
+ * gone gives back what it was granted.  NULL or an error reply: each
+ * request takes the on_error path.
+ */
+
+static void
+ngx_http_llm_rstore_batched(ngx_http_llm_redis_op_t *rop,
+    ngx_http_llm_redis_reply_t *reply)
+{
+    ngx_http_llm_rstore_op_t *op = (ngx_http_llm_rstore_op_t *) rop;
+
+    ngx_str_t                    key, lease;
+    ngx_uint_t                   i, nwin, per, a;
+    ngx_http_llm_rstore_req_t   *st;
+    ngx_http_llm_redis_reply_t   one, *e;
+
+    if (ngx_http_llm_rstore_noscript(op, reply) == NGX_OK) {
+        return;
+    }
+
+    nwin = op->nkeys - 2;
+    per = 4 + 3 * nwin;
+
+    e = NULL;
+
+    if (reply && reply->type == NGX_HTTP_LLM_REDIS_ARRAY
+        && reply->nelts == op->nreq * per)
+    {
+        e = reply->elts;
+    }
+
+    for (i = 0; i < op->nreq; i++) {
+
+        if (e) {
+            ngx_memzero(&one, sizeof(ngx_http_llm_redis_reply_t));
+            one.type = NGX_HTTP_LLM_REDIS_ARRAY;
+            one.nelts = per;
+            one.elts = &e[i * per];
+        }
+
+        st = op->reqs[i];
+
+        if (st) {
+            st->op = NULL;
+            ngx_http_llm_rstore_answer(st, e ? &one : reply, op->op.error);
+            continue;
+        }
+
+        /* gone: its lease and its charge go back */
+
+        if (e == NULL || e[i * per].type != NGX_HTTP_LLM_REDIS_INTEGER
+            || e[i * per].integer != 0
+            || e[i * per + 1].type != NGX_HTTP_LLM_REDIS_INTEGER)
+        {
+            continue;
+        }
+
+        /* argv of ARGV[k]: 2 + nkeys + k; the request's block */
+
+        a = 2 + op->nkeys + 3 + 2 * nwin + i * (2 + nwin);
+
+        if (op->argvlen[a + 1] > 0) {
+            key.data = (u_char *) op->argv[3];
+            key.len = op->argvlen[3];
+            lease.data = (u_char *) op->argv[a + 1];
+            lease.len = op->argvlen[a + 1];
+
+            ngx_http_llm_rstore_release(&key, &lease);
+        }
+
+        ngx_http_llm_rstore_refund(op, e[i * per + 1].integer,
+                                   2 + op->nkeys + 4, 2, a + 3, 1);
+    }
+
+    ngx_free(op);
 }
 
 
@@ -978,10 +1470,21 @@ static ngx_http_llm_rstore_op_t *
 ngx_http_llm_rstore_op(ngx_uint_t script, int argc, size_t strings,
     ngx_str_t *conc_key)
 {
+    return ngx_http_llm_rstore_op_alloc(script, argc, strings, conc_key, 0);
+}
+
+
+/* "nreq": room for the requests of a batch */
+
+static ngx_http_llm_rstore_op_t *
+ngx_http_llm_rstore_op_alloc(ngx_uint_t script, int argc, size_t strings,
+    ngx_str_t *conc_key, ngx_uint_t nreq)
+{
     size_t                     size;
     ngx_http_llm_rstore_op_t  *op;
 
     size = sizeof(ngx_http_llm_rstore_op_t)
+           + nreq * sizeof(ngx_http_llm_rstore_req_t *)
            + argc * (sizeof(char *) + sizeof(size_t)) + 40 + strings;
 
     op = ngx_alloc(size, ngx_cycle->log);
@@ -994,7 +1497,15 @@ ngx_http_llm_rstore_op(ngx_uint_t script, int argc, size_t strings,
     op->script = script;
     op->op.affinity = (ngx_uint_t) ngx_crc32_short(conc_key->data,
                                                    conc_key->len) + 1;
-    op->argv = (const char **) (op + 1);
+
+    if (nreq) {
+        op->reqs = (ngx_http_llm_rstore_req_t **) (op + 1);
+        op->argv = (const char **) (op->reqs + nreq);
+
+    } else {
+        op->argv = (const char **) (op + 1);
+    }
+
     op->argvlen = (size_t *) (op->argv + argc);
     op->last = (u_char *) (op->argvlen + argc);
 
@@ -1077,10 +1588,7 @@ ngx_http_llm_rstore_admitted(ngx_http_llm_redis_op_t *rop,
 {
     ngx_http_llm_rstore_op_t *op = (ngx_http_llm_rstore_op_t *) rop;
 
-    ngx_int_t                   rc;
     ngx_str_t                   key, lease;
-    ngx_connection_t           *c;
-    ngx_http_request_t         *r;
     ngx_http_llm_rstore_req_t  *st;
 
     if (ngx_http_llm_rstore_noscript(op, reply) == NGX_OK) {
@@ -1108,7 +1616,9 @@ ngx_http_llm_rstore_admitted(ngx_http_llm_redis_op_t *rop,
                 ngx_http_llm_rstore_release(&key, &lease);
             }
 
-            ngx_http_llm_rstore_refund(op, reply->elts[1].integer);
+            ngx_http_llm_rstore_refund(op, reply->elts[1].integer,
+                                       3 + op->nkeys + 5, 3,
+                                       3 + op->nkeys + 7, 3);
         }
 
         ngx_free(op);
@@ -1116,6 +1626,26 @@ ngx_http_llm_rstore_admitted(ngx_http_llm_redis_op_t *rop,
     }
 
     st->op = NULL;
+
+    ngx_http_llm_rstore_answer(st, reply, op->op.error);
+
+    ngx_free(op);
+}
+
+
+/*
+ * Redis's answer to the admission of "st" (NULL: none, "error" says
+ * why), or the on_error path; the request runs on.
+ */
+
+static void
+ngx_http_llm_rstore_answer(ngx_http_llm_rstore_req_t *st,
+    ngx_http_llm_redis_reply_t *reply, const char *error)
+{
+    ngx_int_t            rc;
+    ngx_connection_t    *c;
+    ngx_http_request_t  *r;
+
     st->pending = 0;
 
     r = st->request;
@@ -1137,14 +1667,13 @@ ngx_http_llm_rstore_admitted(ngx_http_llm_redis_op_t *rop,
                       "llm_redis: no decision for \"%V\" (%s), "
                       "on_error applies", &st->ctx->account,
                       rc == NGX_AGAIN ? "past its deadline"
-                      : reply ? "error reply" : op->op.error);
+                      : reply ? "error reply"
+                      : error ? error : "no reply");
 
         rc = ngx_http_llm_rstore_fallback(r, st, &st->d);
     }
 
     st->rc = rc;
-
-    ngx_free(op);
 
     if (ngx_terminate) {
         return;
@@ -1393,35 +1922,38 @@ ngx_http_llm_rstore_release(ngx_str_t *key, ngx_str_t *lease)
 
 /*
  * An admission whose request was gone when Redis granted it: the
- * settle script takes back what it charged ("adm" holds the keys and,
- * per window, period, limit and need), at its time "t0".
+ * settle script takes back what it charged, at its time "t0".  "adm"
+ * holds the keys; window i's period is its argument "period" + i *
+ * "pstride", its need "need" + i * "nstride".
  */
 
 static void
-ngx_http_llm_rstore_refund(ngx_http_llm_rstore_op_t *adm, int64_t t0)
+ngx_http_llm_rstore_refund(ngx_http_llm_rstore_op_t *adm, int64_t t0,
+    ngx_uint_t period, ngx_uint_t pstride, ngx_uint_t need,
+    ngx_uint_t nstride)
 {
     u_char                    *p;
     size_t                     strings;
     ngx_str_t                  conc;
-    ngx_uint_t                 i, n, nwin, base;
+    ngx_uint_t                 i, n, nwin, pi, ni;
     ngx_http_llm_rstore_op_t  *op;
 
     nwin = adm->nkeys - 2;
-    base = 3 + adm->nkeys + 5;
 
     n = 0;
     strings = NGX_INT64_LEN + 64;
 
     for (i = 0; i < nwin; i++) {
-        if (adm->argvlen[base + 3 * i + 2] == 1
-            && adm->argv[base + 3 * i + 2][0] == '0')
-        {
+        pi = period + pstride * i;
+        ni = need + nstride * i;
+
+        if (adm->argvlen[ni] == 1 && adm->argv[ni][0] == '0') {
             continue;
         }
 
         n++;
-        strings += adm->argvlen[5 + i] + adm->argvlen[base + 3 * i]
-                   + adm->argvlen[base + 3 * i + 2] + 4;
+        strings += adm->argvlen[5 + i] + adm->argvlen[pi]
+                   + adm->argvlen[ni] + 4;
     }
 
     if (n == 0) {
@@ -1440,9 +1972,9 @@ ngx_http_llm_rstore_refund(ngx_http_llm_rstore_op_t *adm, int64_t t0)
     ngx_http_llm_rstore_num(op, n);
 
     for (i = 0; i < nwin; i++) {
-        if (adm->argvlen[base + 3 * i + 2] != 1
-            || adm->argv[base + 3 * i + 2][0] != '0')
-        {
+        ni = need + nstride * i;
+
+        if (adm->argvlen[ni] != 1 || adm->argv[ni][0] != '0') {
             ngx_http_llm_rstore_arg(op, (u_char *) adm->argv[5 + i],
                                     adm->argvlen[5 + i]);
         }
@@ -1451,21 +1983,21 @@ ngx_http_llm_rstore_refund(ngx_http_llm_rstore_op_t *adm, int64_t t0)
     ngx_http_llm_rstore_num(op, t0);
 
     for (i = 0; i < nwin; i++) {
-        if (adm->argvlen[base + 3 * i + 2] == 1
-            && adm->argv[base + 3 * i + 2][0] == '0')
-        {
+        pi = period + pstride * i;
+        ni = need + nstride * i;
+
+        if (adm->argvlen[ni] == 1 && adm->argv[ni][0] == '0') {
             continue;
         }
 
-        ngx_http_llm_rstore_arg(op, (u_char *) adm->argv[base + 3 * i],
-                                adm->argvlen[base + 3 * i]);
+        ngx_http_llm_rstore_arg(op, (u_char *) adm->argv[pi],
+                                adm->argvlen[pi]);
 
         /* minus the need */
 
         p = op->last;
         *op->last++ = '-';
-        op->last = ngx_cpymem(op->last, adm->argv[base + 3 * i + 2],
-                              adm->argvlen[base + 3 * i + 2]);
+        op->last = ngx_cpymem(op->last, adm->argv[ni], adm->argvlen[ni]);
         op->argv[op->argc] = (const char *) p;
         op->argvlen[op->argc++] = op->last - p;
     }
@@ -1593,8 +2125,28 @@ ngx_http_llm_rstore_cleanup(void *data)
 {
     ngx_http_llm_rstore_req_t  *st = data;
 
-    if (st->op) {
-        st->op->req = NULL;
+    ngx_uint_t                 a, nwin;
+    ngx_http_llm_rstore_op_t  *op;
+
+    op = st->op;
+
+    if (op && op->reqs) {
+        op->reqs[st->slot] = NULL;
+
+        if (op->queued) {
+            /* not sent yet: a deadline passed long ago, nothing changes */
+
+            nwin = op->nkeys - 2;
+            a = 2 + op->nkeys + 3 + 2 * nwin + st->slot * (2 + nwin);
+
+            op->argv[a + 2] = "1";
+            op->argvlen[a + 2] = 1;
+        }
+
+        st->op = NULL;
+
+    } else if (op) {
+        op->req = NULL;
         st->op = NULL;
     }
 
@@ -1661,7 +2213,7 @@ ngx_http_llm_rstore_scripts_init(void)
 
     ngx_http_llm_rstore_inited = 1;
 
-    for (i = 0; i < 5; i++) {
+    for (i = 0; i < NGX_HTTP_LLM_SCRIPTS; i++) {
         ngx_http_llm_redis_sha1(ngx_http_llm_scripts[i].sha,
                                 (u_char *) ngx_http_llm_scripts[i].body,
                                 ngx_http_llm_scripts[i].len);
@@ -1679,4 +2231,12 @@ ngx_http_llm_rstore_scripts_init(void)
     ngx_http_llm_renew_ev.handler = ngx_http_llm_rstore_renew;
     ngx_http_llm_renew_ev.log = ngx_cycle->log;
     ngx_http_llm_renew_ev.cancelable = 1;
+
+    for (i = 0; i < NGX_HTTP_LLM_BATCH_BUCKETS; i++) {
+        ngx_queue_init(&ngx_http_llm_batches[i]);
+    }
+
+    ngx_http_llm_batch_ev.data = &ngx_http_llm_batch_ev;
+    ngx_http_llm_batch_ev.handler = ngx_http_llm_rstore_flush;
+    ngx_http_llm_batch_ev.log = ngx_cycle->log;
 }

@@ -441,3 +441,127 @@ sub {
            ? (0, "logged: $1") : 1;
 }
 --- mock_count: 1
+
+
+=== TEST 14: admissions of one account in one loop iteration are coalesced: fewer script calls than requests, every one counted once
+--- http_config eval
+$::Tiers . "llm_tier many requests=1000/m;\n"
+. "llm_redis 127.0.0.1:$::RP prefix=$::P-14: timeout=5s on_error=deny;\n"
+--- config
+location /v1/ {
+    llm_gateway on;
+    llm_default_tier many;
+    proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+}
+location = /plain {
+    return 200 "plain\n";
+}
+--- request
+GET /plain
+--- timeout: 30
+--- check eval
+sub {
+    ::redis_cli($::RP, 'CONFIG', 'RESETSTAT');
+
+    my $req = Test::LLM::Client::build_request("GET /v1/models",
+        more_headers => "Authorization: Bearer $::CAROL");
+
+    my @res = Test::LLM::Client::exchange_all(
+        port => $ENV{TEST_NGINX_SERVER_PORT}, concurrency => 64,
+        exchanges => [ map { { %$req, timeout => 20 } } 1 .. 300 ]);
+
+    my %n;
+    $n{ $_->{status} // 'error' }++ for @res;
+    my $got = join ' ', map { "$_=$n{$_}" } sort keys %n;
+    return (0, "got $got") unless $got eq '200=300';
+
+    my $stats = ::redis_cli($::RP, 'INFO', 'commandstats');
+    my ($calls) = $stats =~ /cmdstat_time:calls=(\d+)/;
+    $calls //= 0;
+
+    my @kv = split /\n/, ::redis_cli($::RP, 'HGETALL',
+                                     "$::P-14:{acct:carol}:w:requests:1m");
+    my $sum = 0;
+    $sum += $kv[$_ + 1] for grep { !($_ % 2) && $kv[$_] =~ /^\d+$/ } 0 .. $#kv;
+
+    Test::More::note("$calls script runs for 300 admissions");
+    return (0, "window holds $sum") unless $sum == 300;
+    return $calls > 0 && $calls < 300 ? 1
+           : (0, "$calls script runs for 300 admissions");
+}
+
+
+
+=== TEST 15: batch=1 sends one script call per admission
+--- http_config eval
+$::Tiers . "llm_tier many requests=1000/m;\n"
+. "llm_redis 127.0.0.1:$::RP prefix=$::P-15: timeout=5s batch=1;\n"
+--- config
+location /v1/ {
+    llm_gateway on;
+    llm_default_tier many;
+    proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+}
+location = /plain {
+    return 200 "plain\n";
+}
+--- request
+GET /plain
+--- timeout: 30
+--- check eval
+sub {
+    ::redis_cli($::RP, 'CONFIG', 'RESETSTAT');
+
+    my $req = Test::LLM::Client::build_request("GET /v1/models",
+        more_headers => "Authorization: Bearer $::CAROL");
+
+    my @res = Test::LLM::Client::exchange_all(
+        port => $ENV{TEST_NGINX_SERVER_PORT}, concurrency => 32,
+        exchanges => [ map { { %$req, timeout => 20 } } 1 .. 100 ]);
+
+    my $ok = grep { ($_->{status} // 0) == 200 } @res;
+    return (0, "$ok of 100 admitted") unless $ok == 100;
+
+    my $stats = ::redis_cli($::RP, 'INFO', 'commandstats');
+    my $calls = 0;
+    # each script run asks TIME once (EVALSHA also counts NOSCRIPT)
+    my ($calls) = $stats =~ /cmdstat_time:calls=(\d+)/;
+    return ($calls // 0) == 100 ? 1 : (0, "$calls script runs: $stats");
+}
+
+
+
+=== TEST 16: batch is 1..64
+--- http_config
+llm_zone llm:1m;
+llm_redis 127.0.0.1:6379 batch=65;
+--- config
+--- must_die
+--- error_log
+invalid value "batch=65"
+
+
+
+=== TEST 17: no Redis and on_error=deny: every admission of a batch gets 503 at once
+--- workers: 1
+--- http_config eval: ::conf(17, "127.0.0.1:" . free_port() . " on_error=deny")
+--- config eval: my $g = $::Gateway; $g =~ s/llm_default_tier five/llm_default_tier fleet/; $g
+--- request
+GET /plain
+--- timeout: 10
+--- check eval
+sub {
+    my $gw = Test::LLM::Client::build_request("GET /v1/models",
+        more_headers => "Authorization: Bearer $::CAROL");
+
+    my @res = Test::LLM::Client::exchange_all(
+        port => $ENV{TEST_NGINX_SERVER_PORT}, concurrency => 20,
+        exchanges => [ map { { %$gw, timeout => 5 } } 1 .. 40 ]);
+
+    my %n;
+    $n{ $_->{status} // 'error' }++ for @res;
+    my $got = join ' ', map { "$_=$n{$_}" } sort keys %n;
+    return $got eq '503=40' ? 1 : (0, "got $got");
+}
+--- error_log
+llm_redis

@@ -37,7 +37,7 @@ sub literals {
 
 my ($common) = $src =~ /#define NGX_HTTP_LLM_LUA_COMMON\s*\\\n(.*?[^\\])\n\n/s;
 my %lua;
-for my $name (qw(admit settle renew replay)) {
+for my $name (qw(admit settle renew replay batch)) {
     my ($body) = $src =~ /ngx_http_llm_lua_$name\[\] =\n(.*?);\n/s
         or die "no script $name";
     $lua{$name} = ($body =~ /NGX_HTTP_LLM_LUA_COMMON/ ? literals($common) : '')
@@ -262,5 +262,116 @@ redis('DEL', map { "$P:{acct:$_->[0]}:$_->[1]" }
       [run => 'w:requests:1s'], [zero => 'w:tokens:1s'],
       [rep => 'w:requests:1m'], [rep => 'w:requests:1h'],
       [rep => 'replay:w:1'], [rep => 'replay:w:2']);
+
+# the batch script: the admissions of one account and tier in one call,
+# each answered exactly as the admission script answers it alone
+
+# batch(acct, climit, lttl, cooldown, [[window, period, limit]...],
+#       [[lease, deadline, need per window]...])
+sub batch {
+    my ($acct, $climit, $lttl, $cool, $wins, $reqs) = @_;
+    my @keys = ("$P:{acct:$acct}:conc", "$P:{acct:$acct}:cool");
+    my @args = ($climit, $lttl, $cool);
+    for my $w (@$wins) {
+        push @keys, "$P:{acct:$acct}:w:$w->[0]";
+        push @args, $w->[1], $w->[2];
+    }
+    push @args, @$_ for @$reqs;
+    my @r = split /\n/, redis('EVAL', $lua{batch}, scalar @keys, @keys,
+                              @args);
+    my $per = 4 + 3 * @$wins;
+    my @out;
+    while (my @one = splice @r, 0, $per) {
+        push @out, { status => $one[0], now => $one[1], wait => $one[2],
+                     n => $one[3],
+                     win => [ map { [ @one[4 + 3 * $_ .. 6 + 3 * $_] ] }
+                              0 .. $one[3] - 1 ] };
+    }
+    return \@out;
+}
+
+# what must not differ: status, each window's sum, whether it is over
+sub shape {
+    my ($x) = @_;
+    return join ' ', $x->{status}, ($x->{wait} > 0 ? 'w' : '-'),
+        map { "$_->[0]" . ($_->[2] >= 0 ? '+' : '') } @{ $x->{win} };
+}
+
+# the same requests one by one (account s-NAME) and as one batch (b-NAME):
+# the same answers and the same state afterwards
+sub same {
+    my ($name, $climit, $cool, $wins, @reqs) = @_;
+    my @single;
+    for my $q (@reqs) {
+        my ($lease, $dl, @need) = @$q;
+        local $Deadline = $dl;
+        push @single, admit("s-$name", $climit, $lease, 60000, $cool,
+                            map { (@{ $wins->[$_] }, $need[$_]) }
+                            0 .. $#$wins);
+    }
+    my $b = batch("b-$name", $climit, 60000, $cool, $wins, \@reqs);
+    is(join(', ', map { shape($_) } @$b),
+       join(', ', map { shape($_) } @single),
+       "$name: a batch answers as single calls ("
+       . join(', ', map { shape($_) } @$b) . ')');
+    my @state = map {
+        my $a = $_;
+        join ' ', (map { total($a, $_->[0]) . '/'
+                         . (field($a, $_->[0], 't') // '') } @$wins),
+                  redis('ZCARD', "$P:{acct:$a}:conc"),
+                  redis('EXISTS', "$P:{acct:$a}:cool");
+    } ("b-$name", "s-$name");
+    is($state[0], $state[1], "$name: the same state afterwards ($state[0])");
+    return $b;
+}
+
+my $W = [[ 'requests:1m', 60000, 3 ]];
+my $b1 = same('three', 0, 0, $W, map { [ '', 0, 1 ] } 1 .. 5);
+is(join(' ', map { $_->{status} } @$b1), '0 0 0 1 1',
+   'requests=3/m, five in one batch: three admitted, in order');
+my $after = admit('b-three', 0, '', 60000, 0, 'requests:1m', 60000, 3, 1);
+is("$after->{status} $after->{win}[0][0]", '1 3',
+   'a single call after the batch sees its charges');
+ok((redis('PTTL', "$P:{acct:b-three}:w:requests:1m")) > 60000,
+   'the batch gives its windows their expiry');
+
+# a refusal in the middle, the later smaller one fits; on a window that
+# holds something already
+$W = [[ 'tokens:1m', 60000, 250 ]];
+admit("$_-mid", 0, '', 60000, 0, 'tokens:1m', 60000, 250, 50)
+    for qw(s b);
+my $b2 = same('mid', 0, 0, $W, [ '', 0, 100 ], [ '', 0, 200 ],
+              [ '', 0, 50 ], [ '', 0, 51 ]);
+is(join(' ', map { "$_->{status}:$_->{win}[0][0]" } @$b2),
+   '0:150 1:150 0:200 1:200', 'a refusal in the middle of a batch');
+ok($b2->[1]{win}[0][2] > 0 && $b2->[1]{win}[0][2] <= 66000,
+   "its time until it fits ($b2->[1]{win}[0][2] ms)");
+
+# a refusal's cooldown turns the later requests of the batch away
+my $b3 = same('cool', 0, 5000, [[ 'requests:1m', 60000, 2 ]],
+              map { [ '', 0, 1 ] } 1 .. 4);
+ok($b3->[2]{status} == 1 && $b3->[2]{wait} >= 5000
+   && $b3->[3]{status} == 3 && $b3->[3]{wait} == 5000,
+   'cooldown set by a refusal in the batch ('
+   . join(' ', map { "$_->{status}:$_->{wait}" } @$b3[2, 3]) . ')');
+
+# concurrency leases: taken in order, counted against the later ones
+my $b4 = same('conc', 2, 0, [[ 'requests:1m', 60000, 100 ]],
+              [ 'a:1', 0, 1 ], [ 'a:2', 0, 1 ], [ 'a:3', 0, 1 ]);
+is(join(' ', map { $_->{status} } @$b4), '0 0 2',
+   'concurrency=2: the third of a batch waits');
+is(join(' ', map { redis('ZSCORE', "$P:{acct:b-conc}:conc", $_) ? 1 : 0 }
+             qw(a:1 a:2 a:3)), '1 1 0', 'the leases of the admitted ones');
+
+# one past its deadline changes nothing, the others go on
+my $b5 = same('late', 1, 0, [[ 'requests:1m', 60000, 5 ]],
+              [ 'l:1', 1, 1 ], [ 'l:2', 0, 1 ], [ 'l:3', 1, 1 ]);
+is(join(' ', map { $_->{status} } @$b5), '4 0 4',
+   'too late in a batch: status 4, nothing charged or leased');
+
+# several windows, all or nothing per request
+same('multi', 0, 0,
+     [[ 'requests:1m', 60000, 10 ], [ 'tokens:1m', 60000, 100 ]],
+     [ '', 0, 1, 60 ], [ '', 0, 1, 60 ], [ '', 0, 1, 30 ]);
 
 done_testing();
