@@ -175,7 +175,8 @@ static void ngx_http_llm_rstore_scripts_init(void);
  * whole ring; once the clock has moved into a new slot, full() counts
  * the ring again (HGETALL, stale slots deleted), so a total that some
  * other writer left wrong is right again within a tenth of the period.
- * save() writes the current slot with the new total; an empty window
+ * save() writes the current slot with the new total, and the total
+ * alone only if it changed (a refusal writes nothing); an empty window
  * drops them, so they never keep a key alive without its expiry.  A
  * month is one field and is always read whole.
  */
@@ -255,7 +256,7 @@ static void ngx_http_llm_rstore_scripts_init(void);
 "    if v then\n"                                                             \
 "      redis.call('HSET', w.key, w.cur, v, 't', w.sum, 'c', w.cur,\n"         \
 "                 'o', w.o or 0)\n"                                           \
-"    else\n"                                                                  \
+"    elseif w.dirty then\n"                                                   \
 "      redis.call('HSET', w.key, 't', w.sum, 'c', w.cur, 'o', w.o or 0)\n"    \
 "    end\n"                                                                   \
 "  elseif w.dirty then\n"                                                     \

@@ -162,6 +162,21 @@ ok($h1->{status} == 0 && $h2->{status} == 1 && $h2->{wait} == 5000
    "a refusal starts the cooldown ($h2->{status} $h2->{wait}, "
    . "$h3->{status} $h3->{wait})");
 
+# a refusal writes nothing: a flood of 429s is not a flood of writes (at
+# most one write, should the ten calls cross into a new slot)
+sub hset_calls {
+    my $s = redis('INFO', 'commandstats');
+    return $s =~ /cmdstat_hset:calls=(\d+)/ ? $1 : 0;
+}
+admit('full', 0, '', 60000, 0, 'requests:10m', 600000, 1, 1);
+admit('full', 0, '', 60000, 0, 'requests:10m', 600000, 1, 1);
+my $hs0 = hset_calls();
+my @refused = map { admit('full', 0, '', 60000, 0, 'requests:10m', 600000,
+                          1, 1)->{status} } 1 .. 10;
+my $writes = hset_calls() - $hs0;
+ok("@refused" eq join(' ', (1) x 10) && $writes <= 1,
+   "ten refusals, $writes writes");
+
 # a deadline in the past: nothing is charged or leased (status 4); one
 # in the future changes nothing
 {
@@ -261,7 +276,8 @@ redis('DEL', map { "$P:{acct:$_->[0]}:$_->[1]" }
       [late => 'w:requests:1m'], [late => 'conc'],
       [run => 'w:requests:1s'], [zero => 'w:tokens:1s'],
       [rep => 'w:requests:1m'], [rep => 'w:requests:1h'],
-      [rep => 'replay:w:1'], [rep => 'replay:w:2']);
+      [rep => 'replay:w:1'], [rep => 'replay:w:2'],
+      [full => 'w:requests:10m']);
 
 # the batch script: the admissions of one account and tier in one call,
 # each answered exactly as the admission script answers it alone
