@@ -267,6 +267,51 @@ static void ngx_http_llm_rstore_scripts_init(void);
 
 
 /*
+ * Shared by the admission and batch scripts: free_in(w, drop, recount)
+ * is when "drop" units will have left window w (recount(w) fills
+ * w.counts first if needed); over(win, status, wait) refuses on the
+ * first window the needs do not fit, setting w.over, and returns the
+ * status and wait.
+ */
+
+#define NGX_HTTP_LLM_LUA_DECIDE                                               \
+"local function free_in(w, drop, recount)\n"                                  \
+"  if w.sum <= 0 then return 0 end\n"                                         \
+"  if w.period == 0 then return mstart(w.cur + 1) - now end\n"                \
+"  local width = w.period / 10\n"                                             \
+"  if drop == 1 and w.o then\n"                                               \
+"    local at = (w.o + 11) * width\n"                                         \
+"    return at > now and at - now or 0\n"                                     \
+"  end\n"                                                                     \
+"  if not w.counts then recount(w) end\n"                                     \
+"  local freed = 0\n"                                                         \
+"  for s = w.lo, w.cur do\n"                                                  \
+"    freed = freed + (w.counts[s] or 0)\n"                                    \
+"    if freed >= drop then\n"                                                 \
+"      local at = (s + 11) * width\n"                                         \
+"      if at > now then return at - now end\n"                                \
+"      return 0\n"                                                            \
+"    end\n"                                                                   \
+"  end\n"                                                                     \
+"  return w.period + width\n"                                                 \
+"end\n"                                                                       \
+"local function over(win, recount, status, wait)\n"                           \
+"  for i = 1, #win do\n"                                                      \
+"    local w = win[i]\n"                                                      \
+"    if w.need > 0 and w.sum + w.need > w.limit then\n"                       \
+"      if w.need > w.limit then\n"                                            \
+"        w.over = w.period > 0 and w.period or 86400000\n"                    \
+"      else\n"                                                                \
+"        w.over = free_in(w, w.sum + w.need - w.limit, recount)\n"            \
+"      end\n"                                                                 \
+"      status = 1\n"                                                          \
+"      if w.over > wait then wait = w.over end\n"                             \
+"    end\n"                                                                   \
+"  end\n"                                                                     \
+"  return status, wait\n"                                                     \
+"end\n"
+
+/*
  * KEYS: conc, cool, one key per window.  ARGV: concurrency limit (0:
  * none), lease, lease ttl, cooldown (ms; 0: the tier has none, and the
  * cool key is not looked at), deadline (Redis ms; 0: none), then per
@@ -284,6 +329,7 @@ static void ngx_http_llm_rstore_scripts_init(void);
 
 static char  ngx_http_llm_lua_admit[] =
 NGX_HTTP_LLM_LUA_COMMON
+NGX_HTTP_LLM_LUA_DECIDE
 "local climit = tonumber(ARGV[1])\n"
 "local nwin = #KEYS - 2\n"
 "local deadline = tonumber(ARGV[5])\n"
@@ -302,26 +348,6 @@ NGX_HTTP_LLM_LUA_COMMON
 "  load(w)\n"
 "  win[i] = w\n"
 "end\n"
-"local function free_in(w, drop)\n"
-"  if w.sum <= 0 then return 0 end\n"
-"  if w.period == 0 then return mstart(w.cur + 1) - now end\n"
-"  local width = w.period / 10\n"
-"  if drop == 1 and w.o then\n"
-"    local at = (w.o + 11) * width\n"
-"    return at > now and at - now or 0\n"
-"  end\n"
-"  if not w.counts then full(w) end\n"
-"  local freed = 0\n"
-"  for s = w.lo, w.cur do\n"
-"    freed = freed + (w.counts[s] or 0)\n"
-"    if freed >= drop then\n"
-"      local at = (s + 11) * width\n"
-"      if at > now then return at - now end\n"
-"      return 0\n"
-"    end\n"
-"  end\n"
-"  return w.period + width\n"
-"end\n"
 "local status, wait = 0, 0\n"
 "local cooldown = tonumber(ARGV[4])\n"
 "local cool = cooldown > 0 and redis.call('PTTL', KEYS[2]) or 0\n"
@@ -332,18 +358,7 @@ NGX_HTTP_LLM_LUA_COMMON
 "  if redis.call('ZCARD', KEYS[1]) >= climit then status, wait = 2, 1000 end\n"
 "end\n"
 "if status == 0 then\n"
-"  for i = 1, nwin do\n"
-"    local w = win[i]\n"
-"    if w.need > 0 and w.sum + w.need > w.limit then\n"
-"      if w.need > w.limit then\n"
-"        w.over = w.period > 0 and w.period or 86400000\n"
-"      else\n"
-"        w.over = free_in(w, w.sum + w.need - w.limit)\n"
-"      end\n"
-"      status = 1\n"
-"      if w.over > wait then wait = w.over end\n"
-"    end\n"
-"  end\n"
+"  status, wait = over(win, full, status, wait)\n"
 "  if status == 1 and cooldown > 0 then\n"
 "    redis.call('SET', KEYS[2], '1', 'PX', cooldown)\n"
 "    if cooldown > wait then wait = cooldown end\n"
@@ -372,7 +387,7 @@ NGX_HTTP_LLM_LUA_COMMON
 "for i = 1, nwin do\n"
 "  local w = win[i]\n"
 "  out[#out + 1] = w.sum\n"
-"  out[#out + 1] = floor(free_in(w, 1))\n"
+"  out[#out + 1] = floor(free_in(w, 1, full))\n"
 "  out[#out + 1] = w.over and floor(w.over) or -1\n"
 "end\n"
 "return out\n";
@@ -393,6 +408,7 @@ NGX_HTTP_LLM_LUA_COMMON
 
 static char  ngx_http_llm_lua_batch[] =
 NGX_HTTP_LLM_LUA_COMMON
+NGX_HTTP_LLM_LUA_DECIDE
 "local climit = tonumber(ARGV[1])\n"
 "local lttl = tonumber(ARGV[2])\n"
 "local cooldown = tonumber(ARGV[3])\n"
@@ -422,26 +438,6 @@ NGX_HTTP_LLM_LUA_COMMON
 "    held = redis.call('ZCARD', KEYS[1])\n"
 "  end\n"
 "end\n"
-"local function free_in(w, drop)\n"
-"  if w.sum <= 0 then return 0 end\n"
-"  if w.period == 0 then return mstart(w.cur + 1) - now end\n"
-"  local width = w.period / 10\n"
-"  if drop == 1 and w.o then\n"
-"    local at = (w.o + 11) * width\n"
-"    return at > now and at - now or 0\n"
-"  end\n"
-"  if not w.counts then counted(w) end\n"
-"  local freed = 0\n"
-"  for s = w.lo, w.cur do\n"
-"    freed = freed + (w.counts[s] or 0)\n"
-"    if freed >= drop then\n"
-"      local at = (s + 11) * width\n"
-"      if at > now then return at - now end\n"
-"      return 0\n"
-"    end\n"
-"  end\n"
-"  return w.period + width\n"
-"end\n"
 "local out, n = {}, 0\n"
 "for r = 0, nreq - 1 do\n"
 "  local a = base + r * (2 + nwin)\n"
@@ -466,18 +462,7 @@ NGX_HTTP_LLM_LUA_COMMON
 "      status, wait = 2, 1000\n"
 "    end\n"
 "    if status == 0 then\n"
-"      for i = 1, nwin do\n"
-"        local w = win[i]\n"
-"        if w.need > 0 and w.sum + w.need > w.limit then\n"
-"          if w.need > w.limit then\n"
-"            w.over = w.period > 0 and w.period or 86400000\n"
-"          else\n"
-"            w.over = free_in(w, w.sum + w.need - w.limit)\n"
-"          end\n"
-"          status = 1\n"
-"          if w.over > wait then wait = w.over end\n"
-"        end\n"
-"      end\n"
+"      status, wait = over(win, counted, status, wait)\n"
 "      if status == 1 and cooldown > 0 then\n"
 "        redis.call('SET', KEYS[2], '1', 'PX', cooldown)\n"
 "        cool = cooldown\n"
@@ -508,7 +493,7 @@ NGX_HTTP_LLM_LUA_COMMON
 "    n = n + 4\n"
 "    for i = 1, nwin do\n"
 "      local w = win[i]\n"
-"      out[n + 1], out[n + 2] = w.sum, floor(free_in(w, 1))\n"
+"      out[n + 1], out[n + 2] = w.sum, floor(free_in(w, 1, counted))\n"
 "      out[n + 3] = w.over and floor(w.over) or -1\n"
 "      n = n + 3\n"
 "    end\n"

@@ -36,11 +36,13 @@ sub literals {
 }
 
 my ($common) = $src =~ /#define NGX_HTTP_LLM_LUA_COMMON\s*\\\n(.*?[^\\])\n\n/s;
+my ($decide) = $src =~ /#define NGX_HTTP_LLM_LUA_DECIDE\s*\\\n(.*?[^\\])\n\n/s;
 my %lua;
 for my $name (qw(admit settle renew replay batch)) {
     my ($body) = $src =~ /ngx_http_llm_lua_$name\[\] =\n(.*?);\n/s
         or die "no script $name";
     $lua{$name} = ($body =~ /NGX_HTTP_LLM_LUA_COMMON/ ? literals($common) : '')
+                  . ($body =~ /NGX_HTTP_LLM_LUA_DECIDE/ ? literals($decide) : '')
                   . literals($body);
 }
 
