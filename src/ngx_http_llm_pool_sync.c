@@ -51,28 +51,25 @@
 
 
 typedef struct {
-    ngx_http_llm_redis_op_t        op;         /* first */
+    ngx_http_llm_redis_cmd_t       cmd;        /* first */
     ngx_http_llm_pool_srv_conf_t  *pscf;
-    ngx_uint_t                     script;
-    int                            argc;
-    const char                   **argv;
-    size_t                        *argvlen;
-    u_char                        *last;       /* of the strings */
-    unsigned                       retried:1;
 } ngx_http_llm_pool_sync_op_t;
+
+
+/* an op's command (ngx_http_llm_redis.c builds and sends it) */
+#define ngx_http_llm_pool_sync_arg(o, data, len)                              \
+    ngx_http_llm_redis_cmd_arg(&(o)->cmd, data, len)
+#define ngx_http_llm_pool_sync_num(o, n)                                      \
+    ngx_http_llm_redis_cmd_num(&(o)->cmd, (int64_t) (n))
+#define ngx_http_llm_pool_sync_send(o)                                        \
+    ngx_http_llm_redis_cmd_send(&(o)->cmd)
+#define ngx_http_llm_pool_sync_noscript(o, reply)                             \
+    ngx_http_llm_redis_cmd_noscript(&(o)->cmd, reply)
 
 
 static ngx_http_llm_pool_sync_op_t *ngx_http_llm_pool_sync_op(
     ngx_http_llm_pool_srv_conf_t *pscf, ngx_uint_t script, int argc,
     size_t strings);
-static void ngx_http_llm_pool_sync_arg(ngx_http_llm_pool_sync_op_t *op,
-    u_char *data, size_t len);
-static void ngx_http_llm_pool_sync_num(ngx_http_llm_pool_sync_op_t *op,
-    uint64_t n);
-static ngx_int_t ngx_http_llm_pool_sync_send(
-    ngx_http_llm_pool_sync_op_t *op);
-static ngx_int_t ngx_http_llm_pool_sync_noscript(
-    ngx_http_llm_pool_sync_op_t *op, ngx_http_llm_redis_reply_t *reply);
 static void ngx_http_llm_pool_sync_sent(ngx_http_llm_redis_op_t *rop,
     ngx_http_llm_redis_reply_t *reply);
 static void ngx_http_llm_pool_sync_timer(ngx_event_t *ev);
@@ -190,11 +187,7 @@ NGX_HTTP_LLM_POOL_LUA_NOW
 "return { now, table.concat(out, '\\n') }\n";
 
 
-static struct {
-    char                       *body;
-    size_t                      len;
-    u_char                      sha[40];
-} ngx_http_llm_pool_scripts[] = {
+static ngx_http_llm_redis_script_t  ngx_http_llm_pool_scripts[] = {
     { ngx_http_llm_pool_lua_event, sizeof(ngx_http_llm_pool_lua_event) - 1,
       "" },
     { ngx_http_llm_pool_lua_pull, sizeof(ngx_http_llm_pool_lua_pull) - 1,
@@ -377,10 +370,10 @@ ngx_http_llm_pool_sync_event(ngx_http_llm_pool_srv_conf_t *pscf,
     ngx_http_llm_pool_sync_num(op, value);
     ngx_http_llm_pool_sync_num(op, period);
 
-    op->op.handler = ngx_http_llm_pool_sync_sent;
+    op->cmd.op.handler = ngx_http_llm_pool_sync_sent;
 
     if (ngx_http_llm_pool_sync_send(op) != NGX_OK) {
-        ngx_http_llm_redis_fail(op->op.error);
+        ngx_http_llm_redis_fail(op->cmd.op.error);
         ngx_free(op);
     }
 }
@@ -395,97 +388,18 @@ static ngx_http_llm_pool_sync_op_t *
 ngx_http_llm_pool_sync_op(ngx_http_llm_pool_srv_conf_t *pscf,
     ngx_uint_t script, int argc, size_t strings)
 {
-    size_t                        size;
     ngx_http_llm_pool_sync_op_t  *op;
 
-    size = sizeof(ngx_http_llm_pool_sync_op_t)
-           + argc * (sizeof(char *) + sizeof(size_t)) + strings;
-
-    op = ngx_alloc(size, ngx_cycle->log);
+    op = ngx_http_llm_redis_cmd(sizeof(ngx_http_llm_pool_sync_op_t),
+                                &ngx_http_llm_pool_scripts[script], argc,
+                                strings, &pscf->rkey);
     if (op == NULL) {
         return NULL;
     }
 
-    ngx_memzero(op, sizeof(ngx_http_llm_pool_sync_op_t));
-
     op->pscf = pscf;
-    op->script = script;
-    op->op.affinity = (ngx_uint_t) ngx_crc32_short(pscf->rkey.data,
-                                                   pscf->rkey.len) + 1;
-    op->argv = (const char **) (op + 1);
-    op->argvlen = (size_t *) (op->argv + argc);
-    op->last = (u_char *) (op->argvlen + argc);
-
-    op->argv[0] = "EVALSHA";
-    op->argvlen[0] = 7;
-    op->argv[1] = (const char *) ngx_http_llm_pool_scripts[script].sha;
-    op->argvlen[1] = 40;
-    op->argc = 2;
 
     return op;
-}
-
-
-static void
-ngx_http_llm_pool_sync_arg(ngx_http_llm_pool_sync_op_t *op, u_char *data,
-    size_t len)
-{
-    op->argv[op->argc] = (const char *) op->last;
-    op->argvlen[op->argc] = len;
-    op->argc++;
-
-    op->last = ngx_cpymem(op->last, data, len);
-}
-
-
-static void
-ngx_http_llm_pool_sync_num(ngx_http_llm_pool_sync_op_t *op, uint64_t n)
-{
-    u_char  *p;
-
-    p = op->last;
-
-    op->argv[op->argc] = (const char *) p;
-    op->last = ngx_sprintf(p, "%uL", n);
-    op->argvlen[op->argc] = op->last - p;
-    op->argc++;
-}
-
-
-static ngx_int_t
-ngx_http_llm_pool_sync_send(ngx_http_llm_pool_sync_op_t *op)
-{
-    return ngx_http_llm_redis_send(&op->op, op->argc, op->argv, op->argvlen);
-}
-
-
-/* NOSCRIPT: once more with the script itself (which caches it) */
-
-static ngx_int_t
-ngx_http_llm_pool_sync_noscript(ngx_http_llm_pool_sync_op_t *op,
-    ngx_http_llm_redis_reply_t *reply)
-{
-    if (reply == NULL
-        || reply->type != NGX_HTTP_LLM_REDIS_ERROR
-        || reply->str.len < 8
-        || ngx_strncmp(reply->str.data, "NOSCRIPT", 8) != 0
-        || op->retried)
-    {
-        return NGX_DECLINED;
-    }
-
-    op->retried = 1;
-
-    op->argv[0] = "EVAL";
-    op->argvlen[0] = 4;
-    op->argv[1] = ngx_http_llm_pool_scripts[op->script].body;
-    op->argvlen[1] = ngx_http_llm_pool_scripts[op->script].len;
-
-    if (ngx_http_llm_pool_sync_send(op) != NGX_OK) {
-        return NGX_DECLINED;
-    }
-
-    return NGX_OK;
 }
 
 
@@ -565,10 +479,10 @@ ngx_http_llm_pool_sync_timer(ngx_event_t *ev)
         ngx_http_llm_pool_sync_num(op, left[i]);
     }
 
-    op->op.handler = ngx_http_llm_pool_sync_pulled;
+    op->cmd.op.handler = ngx_http_llm_pool_sync_pulled;
 
     if (ngx_http_llm_pool_sync_send(op) != NGX_OK) {
-        ngx_http_llm_redis_fail(op->op.error);
+        ngx_http_llm_redis_fail(op->cmd.op.error);
         ngx_free(op);
     }
 }

@@ -804,6 +804,117 @@ ngx_http_llm_redis_flush(ngx_http_llm_redis_op_t *op)
 }
 
 
+/*
+ * "size": the caller's op (its first member a ngx_http_llm_redis_cmd_t)
+ * and what it wants right after it; then room for "argc" arguments and
+ * "strings" bytes of them.  The command starts as EVALSHA and the
+ * script's SHA1; the affinity is a hash of "affinity".
+ */
+
+void *
+ngx_http_llm_redis_cmd(size_t size, ngx_http_llm_redis_script_t *script,
+    int argc, size_t strings, ngx_str_t *affinity)
+{
+    u_char                    *p;
+    ngx_http_llm_redis_cmd_t  *cmd;
+
+    size = ngx_align(size, sizeof(void *));
+
+    p = ngx_alloc(size + argc * (sizeof(char *) + sizeof(size_t)) + 40
+                  + strings, ngx_cycle->log);
+    if (p == NULL) {
+        return NULL;
+    }
+
+    ngx_memzero(p, size);
+
+    cmd = (ngx_http_llm_redis_cmd_t *) p;
+
+    cmd->script = script;
+    cmd->op.affinity = (ngx_uint_t) ngx_crc32_short(affinity->data,
+                                                    affinity->len) + 1;
+    cmd->argv = (const char **) (p + size);
+    cmd->argvlen = (size_t *) (cmd->argv + argc);
+    cmd->last = (u_char *) (cmd->argvlen + argc);
+
+    cmd->argv[0] = "EVALSHA";
+    cmd->argvlen[0] = 7;
+    cmd->argv[1] = (const char *) script->sha;
+    cmd->argvlen[1] = 40;
+    cmd->argc = 2;
+
+    return p;
+}
+
+
+void
+ngx_http_llm_redis_cmd_arg(ngx_http_llm_redis_cmd_t *cmd, u_char *data,
+    size_t len)
+{
+    cmd->argv[cmd->argc] = (const char *) cmd->last;
+    cmd->argvlen[cmd->argc] = len;
+    cmd->argc++;
+
+    cmd->last = ngx_cpymem(cmd->last, data, len);
+}
+
+
+void
+ngx_http_llm_redis_cmd_num(ngx_http_llm_redis_cmd_t *cmd, int64_t n)
+{
+    u_char  *p;
+
+    p = cmd->last;
+
+    cmd->argv[cmd->argc] = (const char *) p;
+    cmd->last = ngx_sprintf(p, "%L", n);
+    cmd->argvlen[cmd->argc] = cmd->last - p;
+    cmd->argc++;
+}
+
+
+ngx_int_t
+ngx_http_llm_redis_cmd_send(ngx_http_llm_redis_cmd_t *cmd)
+{
+    return ngx_http_llm_redis_send(&cmd->op, cmd->argc, cmd->argv,
+                                   cmd->argvlen);
+}
+
+
+/*
+ * NOSCRIPT (Redis restarted, SCRIPT FLUSH): once more with the script
+ * itself, which caches it.  NGX_OK: sent again, the handler runs later.
+ */
+
+ngx_int_t
+ngx_http_llm_redis_cmd_noscript(ngx_http_llm_redis_cmd_t *cmd,
+    ngx_http_llm_redis_reply_t *reply)
+{
+    if (reply == NULL
+        || reply->type != NGX_HTTP_LLM_REDIS_ERROR
+        || reply->str.len < 8
+        || ngx_strncmp(reply->str.data, "NOSCRIPT", 8) != 0
+        || cmd->retried
+        || cmd->script == NULL)
+    {
+        return NGX_DECLINED;
+    }
+
+    cmd->retried = 1;
+
+    cmd->argv[0] = "EVAL";
+    cmd->argvlen[0] = 4;
+    cmd->argv[1] = cmd->script->body;
+    cmd->argvlen[1] = cmd->script->len;
+
+    if (ngx_http_llm_redis_cmd_send(cmd) != NGX_OK) {
+        return NGX_DECLINED;
+    }
+
+    return NGX_OK;
+}
+
+
 static void
 ngx_http_llm_redis_callback(redisAsyncContext *ac, void *r, void *privdata)
 {

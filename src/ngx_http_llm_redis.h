@@ -89,6 +89,31 @@ struct ngx_http_llm_redis_op_s {
 };
 
 
+/* a Lua script: sent as EVALSHA, and once as EVAL after NOSCRIPT */
+typedef struct {
+    char                          *body;
+    size_t                         len;
+    u_char                         sha[40];
+} ngx_http_llm_redis_script_t;
+
+
+/*
+ * A command built in one ngx_alloc() that outlives its request: the
+ * first member of a caller's op, followed by what the caller asked room
+ * for, then argv, argvlen and the strings.
+ */
+
+typedef struct {
+    ngx_http_llm_redis_op_t        op;        /* first */
+    ngx_http_llm_redis_script_t   *script;
+    const char                   **argv;
+    size_t                        *argvlen;
+    int                            argc;
+    u_char                        *last;      /* of the strings */
+    unsigned                       retried:1;
+} ngx_http_llm_redis_cmd_t;
+
+
 char *ngx_http_llm_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 ngx_int_t ngx_http_llm_redis_init_process(ngx_cycle_t *cycle);
 void ngx_http_llm_redis_exit_process(ngx_cycle_t *cycle);
@@ -96,6 +121,14 @@ void ngx_http_llm_redis_exit_process(ngx_cycle_t *cycle);
 ngx_int_t ngx_http_llm_redis_send(ngx_http_llm_redis_op_t *op, int argc,
     const char **argv, const size_t *argvlen);
 void ngx_http_llm_redis_flush(ngx_http_llm_redis_op_t *op);
+void *ngx_http_llm_redis_cmd(size_t size, ngx_http_llm_redis_script_t *script,
+    int argc, size_t strings, ngx_str_t *affinity);
+void ngx_http_llm_redis_cmd_arg(ngx_http_llm_redis_cmd_t *cmd, u_char *data,
+    size_t len);
+void ngx_http_llm_redis_cmd_num(ngx_http_llm_redis_cmd_t *cmd, int64_t n);
+ngx_int_t ngx_http_llm_redis_cmd_send(ngx_http_llm_redis_cmd_t *cmd);
+ngx_int_t ngx_http_llm_redis_cmd_noscript(ngx_http_llm_redis_cmd_t *cmd,
+    ngx_http_llm_redis_reply_t *reply);
 ngx_uint_t ngx_http_llm_redis_up(void);
 void ngx_http_llm_redis_fail(const char *why);
 void ngx_http_llm_redis_sha1(u_char *hex, u_char *data, size_t len);

@@ -97,14 +97,9 @@ typedef struct {
 
 
 struct ngx_http_llm_rstore_op_s {
-    ngx_http_llm_redis_op_t     op;        /* first */
+    ngx_http_llm_redis_cmd_t    cmd;       /* first */
     ngx_http_llm_rstore_req_t  *req;       /* NULL: nobody waits */
-    ngx_uint_t                  script;
-    int                         argc;
     ngx_uint_t                  nkeys;
-    const char                **argv;
-    size_t                     *argvlen;
-    u_char                     *last;      /* of the strings */
     void                       *replay;    /* replay.c's batch */
 
     /* a batch of admissions (the batch script): its requests, in order */
@@ -114,7 +109,6 @@ struct ngx_http_llm_rstore_op_s {
     ngx_uint_t                  nreq;
     ngx_uint_t                  maxreq;
 
-    unsigned                    retried:1;
     unsigned                    queued:1;  /* not sent yet */
 };
 
@@ -130,18 +124,22 @@ static void ngx_http_llm_rstore_batched(ngx_http_llm_redis_op_t *rop,
     ngx_http_llm_redis_reply_t *reply);
 static void ngx_http_llm_rstore_answer(ngx_http_llm_rstore_req_t *st,
     ngx_http_llm_redis_reply_t *reply, const char *error);
+/* an op's command (ngx_http_llm_redis.c builds and sends it) */
+#define ngx_http_llm_rstore_arg(o, data, len)                                 \
+    ngx_http_llm_redis_cmd_arg(&(o)->cmd, data, len)
+#define ngx_http_llm_rstore_num(o, n)                                         \
+    ngx_http_llm_redis_cmd_num(&(o)->cmd, n)
+#define ngx_http_llm_rstore_send(o)                                           \
+    ngx_http_llm_redis_cmd_send(&(o)->cmd)
+#define ngx_http_llm_rstore_noscript(o, reply)                                \
+    ngx_http_llm_redis_cmd_noscript(&(o)->cmd, reply)
+
+
 static ngx_http_llm_rstore_op_t *ngx_http_llm_rstore_op(ngx_uint_t script,
     int argc, size_t strings, ngx_str_t *conc_key);
 static ngx_http_llm_rstore_op_t *ngx_http_llm_rstore_op_alloc(
     ngx_uint_t script, int argc, size_t strings, ngx_str_t *conc_key,
     ngx_uint_t nreq);
-static void ngx_http_llm_rstore_arg(ngx_http_llm_rstore_op_t *op,
-    u_char *data, size_t len);
-static void ngx_http_llm_rstore_num(ngx_http_llm_rstore_op_t *op,
-    int64_t n);
-static ngx_int_t ngx_http_llm_rstore_send(ngx_http_llm_rstore_op_t *op);
-static ngx_int_t ngx_http_llm_rstore_noscript(ngx_http_llm_rstore_op_t *op,
-    ngx_http_llm_redis_reply_t *reply);
 static void ngx_http_llm_rstore_admitted(ngx_http_llm_redis_op_t *rop,
     ngx_http_llm_redis_reply_t *reply);
 static ngx_int_t ngx_http_llm_rstore_parse(ngx_http_llm_rstore_req_t *st,
@@ -642,11 +640,7 @@ NGX_HTTP_LLM_LUA_COMMON
 "return out\n";
 
 
-static struct {
-    char                       *body;
-    size_t                      len;
-    u_char                      sha[40];
-} ngx_http_llm_scripts[] = {
+static ngx_http_llm_redis_script_t  ngx_http_llm_scripts[] = {
     { ngx_http_llm_lua_admit, sizeof(ngx_http_llm_lua_admit) - 1, "" },
     { ngx_http_llm_lua_settle, sizeof(ngx_http_llm_lua_settle) - 1, "" },
     { ngx_http_llm_lua_renew, sizeof(ngx_http_llm_lua_renew) - 1, "" },
@@ -762,7 +756,7 @@ ngx_http_llm_rstore_admit(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     /* the cooldown key: the conc key with "cool" for "conc" */
 
     ngx_http_llm_rstore_arg(op, st->conc_key.data, st->conc_key.len);
-    ngx_memcpy(op->last - 4, "cool", 4);
+    ngx_memcpy(op->cmd.last - 4, "cool", 4);
 
     for (i = 0; i < nwin; i++) {
         ngx_http_llm_rstore_arg(op, st->wkeys[i].data, st->wkeys[i].len);
@@ -780,11 +774,11 @@ ngx_http_llm_rstore_admit(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
         ngx_http_llm_rstore_num(op, d->need[wc[i].dim]);
     }
 
-    op->op.handler = ngx_http_llm_rstore_admitted;
+    op->cmd.op.handler = ngx_http_llm_rstore_admitted;
     op->req = st;
 
     if (ngx_http_llm_rstore_send(op) != NGX_OK) {
-        ngx_http_llm_redis_fail(op->op.error);
+        ngx_http_llm_redis_fail(op->cmd.op.error);
         ngx_free(op);
         goto fallback;
     }
@@ -917,11 +911,11 @@ ngx_http_llm_rstore_enqueue(ngx_http_llm_rstore_req_t *st,
     {
         op = ngx_queue_data(q, ngx_http_llm_rstore_op_t, queue);
 
-        if (op->op.affinity == affinity
+        if (op->cmd.op.affinity == affinity
             && op->tier == tier
             && op->nreq < op->maxreq
-            && op->argvlen[3] == st->conc_key.len
-            && ngx_memcmp(op->argv[3], st->conc_key.data, st->conc_key.len)
+            && op->cmd.argvlen[3] == st->conc_key.len
+            && ngx_memcmp(op->cmd.argv[3], st->conc_key.data, st->conc_key.len)
                == 0)
         {
             goto found;
@@ -952,12 +946,12 @@ ngx_http_llm_rstore_enqueue(ngx_http_llm_rstore_req_t *st,
     op->tier = tier;
     op->maxreq = max;
     op->queued = 1;
-    op->op.handler = ngx_http_llm_rstore_batched;
+    op->cmd.op.handler = ngx_http_llm_rstore_batched;
 
     ngx_http_llm_rstore_num(op, 2 + nwin);
     ngx_http_llm_rstore_arg(op, st->conc_key.data, st->conc_key.len);
     ngx_http_llm_rstore_arg(op, st->conc_key.data, st->conc_key.len);
-    ngx_memcpy(op->last - 4, "cool", 4);
+    ngx_memcpy(op->cmd.last - 4, "cool", 4);
 
     for (i = 0; i < nwin; i++) {
         ngx_http_llm_rstore_arg(op, st->wkeys[i].data, st->wkeys[i].len);
@@ -1026,8 +1020,8 @@ ngx_http_llm_rstore_flush(ngx_event_t *ev)
             }
 
             if (ngx_http_llm_rstore_send(op) != NGX_OK) {
-                ngx_http_llm_redis_fail(op->op.error);
-                op->op.handler(&op->op, NULL);
+                ngx_http_llm_redis_fail(op->cmd.op.error);
+                op->cmd.op.handler(&op->cmd.op, NULL);
             }
         }
     }
@@ -1050,8 +1044,8 @@ ngx_http_llm_rstore_single(ngx_http_llm_rstore_op_t *op)
     nwin = op->nkeys - 2;
     k = 3 + op->nkeys;          /* ARGV[1] */
 
-    ngx_memcpy(v, &op->argv[k], (5 + 3 * nwin) * sizeof(char *));
-    ngx_memcpy(l, &op->argvlen[k], (5 + 3 * nwin) * sizeof(size_t));
+    ngx_memcpy(v, &op->cmd.argv[k], (5 + 3 * nwin) * sizeof(char *));
+    ngx_memcpy(l, &op->cmd.argvlen[k], (5 + 3 * nwin) * sizeof(size_t));
 
     /*
      * from climit, ttl, cooldown, per window: period, limit; lease,
@@ -1059,8 +1053,8 @@ ngx_http_llm_rstore_single(ngx_http_llm_rstore_op_t *op)
      */
 
 #define ngx_http_llm_mv(to, from)                                             \
-    op->argv[k + (to)] = v[from];                                             \
-    op->argvlen[k + (to)] = l[from]
+    op->cmd.argv[k + (to)] = v[from];                                         \
+    op->cmd.argvlen[k + (to)] = l[from]
 
     ngx_http_llm_mv(0, 0);
     ngx_http_llm_mv(1, 3 + 2 * nwin);
@@ -1076,9 +1070,9 @@ ngx_http_llm_rstore_single(ngx_http_llm_rstore_op_t *op)
 
 #undef ngx_http_llm_mv
 
-    op->script = NGX_HTTP_LLM_SCRIPT_ADMIT;
-    op->argv[1] = (const char *) ngx_http_llm_scripts[op->script].sha;
-    op->op.handler = ngx_http_llm_rstore_admitted;
+    op->cmd.script = &ngx_http_llm_scripts[NGX_HTTP_LLM_SCRIPT_ADMIT];
+    op->cmd.argv[1] = (const char *) op->cmd.script->sha;
+    op->cmd.op.handler = ngx_http_llm_rstore_admitted;
 
     op->req = op->reqs[0];
     op->reqs = NULL;
@@ -1131,7 +1125,7 @@ ngx_http_llm_rstore_batched(ngx_http_llm_redis_op_t *rop,
 
         if (st) {
             st->op = NULL;
-            ngx_http_llm_rstore_answer(st, e ? &one : reply, op->op.error);
+            ngx_http_llm_rstore_answer(st, e ? &one : reply, op->cmd.op.error);
             continue;
         }
 
@@ -1148,11 +1142,11 @@ ngx_http_llm_rstore_batched(ngx_http_llm_redis_op_t *rop,
 
         a = 2 + op->nkeys + 3 + 2 * nwin + i * (2 + nwin);
 
-        if (op->argvlen[a + 1] > 0) {
-            key.data = (u_char *) op->argv[3];
-            key.len = op->argvlen[3];
-            lease.data = (u_char *) op->argv[a + 1];
-            lease.len = op->argvlen[a + 1];
+        if (op->cmd.argvlen[a + 1] > 0) {
+            key.data = (u_char *) op->cmd.argv[3];
+            key.len = op->cmd.argvlen[3];
+            lease.data = (u_char *) op->cmd.argv[a + 1];
+            lease.len = op->cmd.argvlen[a + 1];
 
             ngx_http_llm_rstore_release(&key, &lease);
         }
@@ -1265,11 +1259,11 @@ ngx_http_llm_rstore_usage(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
         ngx_http_llm_rstore_num(op, wc[i].period);
     }
 
-    op->op.handler = ngx_http_llm_rstore_usage_read;
+    op->cmd.op.handler = ngx_http_llm_rstore_usage_read;
     op->req = st;
 
     if (ngx_http_llm_rstore_send(op) != NGX_OK) {
-        ngx_http_llm_redis_fail(op->op.error);
+        ngx_http_llm_redis_fail(op->cmd.op.error);
         ngx_free(op);
         return NGX_DECLINED;
     }
@@ -1430,17 +1424,17 @@ ngx_http_llm_rstore_settle(ngx_http_llm_ctx_t *ctx, uint64_t *used)
         }
     }
 
-    op->op.handler = ngx_http_llm_rstore_done;
+    op->cmd.op.handler = ngx_http_llm_rstore_done;
 
     if (ngx_http_llm_rstore_send(op) != NGX_OK) {
         ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
                       "llm_redis: usage of \"%V\" not settled: %s",
-                      &ctx->account, op->op.error);
+                      &ctx->account, op->cmd.op.error);
         ngx_free(op);
         return NGX_ERROR;
     }
 
-    ngx_http_llm_redis_flush(&op->op);
+    ngx_http_llm_redis_flush(&op->cmd.op);
 
     return NGX_OK;
 }
@@ -1466,105 +1460,21 @@ static ngx_http_llm_rstore_op_t *
 ngx_http_llm_rstore_op_alloc(ngx_uint_t script, int argc, size_t strings,
     ngx_str_t *conc_key, ngx_uint_t nreq)
 {
-    size_t                     size;
     ngx_http_llm_rstore_op_t  *op;
 
-    size = sizeof(ngx_http_llm_rstore_op_t)
-           + nreq * sizeof(ngx_http_llm_rstore_req_t *)
-           + argc * (sizeof(char *) + sizeof(size_t)) + 40 + strings;
-
-    op = ngx_alloc(size, ngx_cycle->log);
+    op = ngx_http_llm_redis_cmd(sizeof(ngx_http_llm_rstore_op_t)
+                                + nreq * sizeof(ngx_http_llm_rstore_req_t *),
+                                &ngx_http_llm_scripts[script], argc, strings,
+                                conc_key);
     if (op == NULL) {
         return NULL;
     }
 
-    ngx_memzero(op, sizeof(ngx_http_llm_rstore_op_t));
-
-    op->script = script;
-    op->op.affinity = (ngx_uint_t) ngx_crc32_short(conc_key->data,
-                                                   conc_key->len) + 1;
-
     if (nreq) {
         op->reqs = (ngx_http_llm_rstore_req_t **) (op + 1);
-        op->argv = (const char **) (op->reqs + nreq);
-
-    } else {
-        op->argv = (const char **) (op + 1);
     }
-
-    op->argvlen = (size_t *) (op->argv + argc);
-    op->last = (u_char *) (op->argvlen + argc);
-
-    op->argv[0] = "EVALSHA";
-    op->argvlen[0] = 7;
-    op->argv[1] = (const char *) ngx_http_llm_scripts[script].sha;
-    op->argvlen[1] = 40;
-    op->argc = 2;
 
     return op;
-}
-
-
-static void
-ngx_http_llm_rstore_arg(ngx_http_llm_rstore_op_t *op, u_char *data,
-    size_t len)
-{
-    op->argv[op->argc] = (const char *) op->last;
-    op->argvlen[op->argc] = len;
-    op->argc++;
-
-    op->last = ngx_cpymem(op->last, data, len);
-}
-
-
-static void
-ngx_http_llm_rstore_num(ngx_http_llm_rstore_op_t *op, int64_t n)
-{
-    u_char  *p;
-
-    p = op->last;
-
-    op->argv[op->argc] = (const char *) p;
-    op->last = ngx_sprintf(p, "%L", n);
-    op->argvlen[op->argc] = op->last - p;
-    op->argc++;
-}
-
-
-static ngx_int_t
-ngx_http_llm_rstore_send(ngx_http_llm_rstore_op_t *op)
-{
-    return ngx_http_llm_redis_send(&op->op, op->argc, op->argv, op->argvlen);
-}
-
-
-/* NOSCRIPT: once more with the script itself (which caches it) */
-
-static ngx_int_t
-ngx_http_llm_rstore_noscript(ngx_http_llm_rstore_op_t *op,
-    ngx_http_llm_redis_reply_t *reply)
-{
-    if (reply == NULL
-        || reply->type != NGX_HTTP_LLM_REDIS_ERROR
-        || reply->str.len < 8
-        || ngx_strncmp(reply->str.data, "NOSCRIPT", 8) != 0
-        || op->retried)
-    {
-        return NGX_DECLINED;
-    }
-
-    op->retried = 1;
-
-    op->argv[0] = "EVAL";
-    op->argvlen[0] = 4;
-    op->argv[1] = ngx_http_llm_scripts[op->script].body;
-    op->argvlen[1] = ngx_http_llm_scripts[op->script].len;
-
-    if (ngx_http_llm_rstore_send(op) != NGX_OK) {
-        return NGX_DECLINED;
-    }
-
-    return NGX_OK;
 }
 
 
@@ -1593,11 +1503,11 @@ ngx_http_llm_rstore_admitted(ngx_http_llm_redis_op_t *rop,
         if (reply && reply->type == NGX_HTTP_LLM_REDIS_ARRAY
             && reply->nelts > 1 && reply->elts[0].integer == 0)
         {
-            if (op->argvlen[3 + op->nkeys + 1] > 0) {
-                key.data = (u_char *) op->argv[3];
-                key.len = op->argvlen[3];
-                lease.data = (u_char *) op->argv[3 + op->nkeys + 1];
-                lease.len = op->argvlen[3 + op->nkeys + 1];
+            if (op->cmd.argvlen[3 + op->nkeys + 1] > 0) {
+                key.data = (u_char *) op->cmd.argv[3];
+                key.len = op->cmd.argvlen[3];
+                lease.data = (u_char *) op->cmd.argv[3 + op->nkeys + 1];
+                lease.len = op->cmd.argvlen[3 + op->nkeys + 1];
 
                 ngx_http_llm_rstore_release(&key, &lease);
             }
@@ -1613,7 +1523,7 @@ ngx_http_llm_rstore_admitted(ngx_http_llm_redis_op_t *rop,
 
     st->op = NULL;
 
-    ngx_http_llm_rstore_answer(st, reply, op->op.error);
+    ngx_http_llm_rstore_answer(st, reply, op->cmd.op.error);
 
     ngx_free(op);
 }
@@ -1870,7 +1780,7 @@ ngx_http_llm_rstore_done(ngx_http_llm_redis_op_t *rop,
     if (reply == NULL || reply->type == NGX_HTTP_LLM_REDIS_ERROR) {
         ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
                       "llm_redis: %s not done: %*s",
-                      op->argv[0][0] == 'Z' ? "release" : "script",
+                      op->cmd.argv[0][0] == 'Z' ? "release" : "script",
                       reply ? ngx_min(reply->str.len, 200) : 0,
                       reply ? reply->str.data : (u_char *) "");
     }
@@ -1889,15 +1799,15 @@ ngx_http_llm_rstore_release(ngx_str_t *key, ngx_str_t *lease)
         return;
     }
 
-    op->argv[0] = "ZREM";
-    op->argvlen[0] = 4;
-    op->argc = 1;
-    op->retried = 1;
+    op->cmd.argv[0] = "ZREM";
+    op->cmd.argvlen[0] = 4;
+    op->cmd.argc = 1;
+    op->cmd.retried = 1;
 
     ngx_http_llm_rstore_arg(op, key->data, key->len);
     ngx_http_llm_rstore_arg(op, lease->data, lease->len);
 
-    op->op.handler = ngx_http_llm_rstore_done;
+    op->cmd.op.handler = ngx_http_llm_rstore_done;
 
     if (ngx_http_llm_rstore_send(op) != NGX_OK) {
         /* the lease expires on its own */
@@ -1933,21 +1843,21 @@ ngx_http_llm_rstore_refund(ngx_http_llm_rstore_op_t *adm, int64_t t0,
         pi = period + pstride * i;
         ni = need + nstride * i;
 
-        if (adm->argvlen[ni] == 1 && adm->argv[ni][0] == '0') {
+        if (adm->cmd.argvlen[ni] == 1 && adm->cmd.argv[ni][0] == '0') {
             continue;
         }
 
         n++;
-        strings += adm->argvlen[5 + i] + adm->argvlen[pi]
-                   + adm->argvlen[ni] + 4;
+        strings += adm->cmd.argvlen[5 + i] + adm->cmd.argvlen[pi]
+                   + adm->cmd.argvlen[ni] + 4;
     }
 
     if (n == 0) {
         return;
     }
 
-    conc.data = (u_char *) adm->argv[3];
-    conc.len = adm->argvlen[3];
+    conc.data = (u_char *) adm->cmd.argv[3];
+    conc.len = adm->cmd.argvlen[3];
 
     op = ngx_http_llm_rstore_op(NGX_HTTP_LLM_SCRIPT_SETTLE,
                                 3 + n + 1 + 2 * n, strings, &conc);
@@ -1960,9 +1870,9 @@ ngx_http_llm_rstore_refund(ngx_http_llm_rstore_op_t *adm, int64_t t0,
     for (i = 0; i < nwin; i++) {
         ni = need + nstride * i;
 
-        if (adm->argvlen[ni] != 1 || adm->argv[ni][0] != '0') {
-            ngx_http_llm_rstore_arg(op, (u_char *) adm->argv[5 + i],
-                                    adm->argvlen[5 + i]);
+        if (adm->cmd.argvlen[ni] != 1 || adm->cmd.argv[ni][0] != '0') {
+            ngx_http_llm_rstore_arg(op, (u_char *) adm->cmd.argv[5 + i],
+                                    adm->cmd.argvlen[5 + i]);
         }
     }
 
@@ -1972,23 +1882,24 @@ ngx_http_llm_rstore_refund(ngx_http_llm_rstore_op_t *adm, int64_t t0,
         pi = period + pstride * i;
         ni = need + nstride * i;
 
-        if (adm->argvlen[ni] == 1 && adm->argv[ni][0] == '0') {
+        if (adm->cmd.argvlen[ni] == 1 && adm->cmd.argv[ni][0] == '0') {
             continue;
         }
 
-        ngx_http_llm_rstore_arg(op, (u_char *) adm->argv[pi],
-                                adm->argvlen[pi]);
+        ngx_http_llm_rstore_arg(op, (u_char *) adm->cmd.argv[pi],
+                                adm->cmd.argvlen[pi]);
 
         /* minus the need */
 
-        p = op->last;
-        *op->last++ = '-';
-        op->last = ngx_cpymem(op->last, adm->argv[ni], adm->argvlen[ni]);
-        op->argv[op->argc] = (const char *) p;
-        op->argvlen[op->argc++] = op->last - p;
+        p = op->cmd.last;
+        *op->cmd.last++ = '-';
+        op->cmd.last = ngx_cpymem(op->cmd.last, adm->cmd.argv[ni],
+                                  adm->cmd.argvlen[ni]);
+        op->cmd.argv[op->cmd.argc] = (const char *) p;
+        op->cmd.argvlen[op->cmd.argc++] = op->cmd.last - p;
     }
 
-    op->op.handler = ngx_http_llm_rstore_done;
+    op->cmd.op.handler = ngx_http_llm_rstore_done;
 
     if (ngx_http_llm_rstore_send(op) != NGX_OK) {
         ngx_free(op);
@@ -2042,19 +1953,19 @@ ngx_http_llm_rstore_replay(ngx_str_t *account, ngx_http_llm_tier_t *tier,
 
     ngx_http_llm_rstore_num(op, 1 + nwin);
 
-    p = op->last;
-    op->last = ngx_sprintf(p, "%V{acct:%V}:replay:%s:%uL", &rc->prefix,
+    p = op->cmd.last;
+    op->cmd.last = ngx_sprintf(p, "%V{acct:%V}:replay:%s:%uL", &rc->prefix,
                            account, ngx_http_llm_lease_prefix, id);
-    op->argv[op->argc] = (const char *) p;
-    op->argvlen[op->argc++] = op->last - p;
+    op->cmd.argv[op->cmd.argc] = (const char *) p;
+    op->cmd.argvlen[op->cmd.argc++] = op->cmd.last - p;
 
     for (i = 0; i < nwin; i++) {
-        p = op->last;
-        op->last = ngx_sprintf(p, "%V{acct:%V}:w:%s:%V", &rc->prefix,
+        p = op->cmd.last;
+        op->cmd.last = ngx_sprintf(p, "%V{acct:%V}:w:%s:%V", &rc->prefix,
                                account, ngx_http_llm_dim_names[wc[i].dim],
                                &wc[i].text);
-        op->argv[op->argc] = (const char *) p;
-        op->argvlen[op->argc++] = op->last - p;
+        op->cmd.argv[op->cmd.argc] = (const char *) p;
+        op->cmd.argvlen[op->cmd.argc++] = op->cmd.last - p;
     }
 
     ngx_http_llm_rstore_num(op, NGX_HTTP_LLM_REPLAY_MARK);
@@ -2067,7 +1978,7 @@ ngx_http_llm_rstore_replay(ngx_str_t *account, ngx_http_llm_tier_t *tier,
         ngx_http_llm_rstore_num(op, amount[wc[i].dim]);
     }
 
-    op->op.handler = ngx_http_llm_rstore_replayed;
+    op->cmd.op.handler = ngx_http_llm_rstore_replayed;
     op->replay = batch;
 
     if (ngx_http_llm_rstore_send(op) != NGX_OK) {
@@ -2125,8 +2036,8 @@ ngx_http_llm_rstore_cleanup(void *data)
             nwin = op->nkeys - 2;
             a = 2 + op->nkeys + 3 + 2 * nwin + st->slot * (2 + nwin);
 
-            op->argv[a + 2] = "1";
-            op->argvlen[a + 2] = 1;
+            op->cmd.argv[a + 2] = "1";
+            op->cmd.argvlen[a + 2] = 1;
         }
 
         st->op = NULL;
@@ -2174,7 +2085,7 @@ ngx_http_llm_rstore_renew(ngx_event_t *ev)
         ngx_http_llm_rstore_arg(op, st->lease.data, st->lease.len);
         ngx_http_llm_rstore_num(op, NGX_HTTP_LLM_LEASE_TTL);
 
-        op->op.handler = ngx_http_llm_rstore_done;
+        op->cmd.op.handler = ngx_http_llm_rstore_done;
 
         if (ngx_http_llm_rstore_send(op) != NGX_OK) {
             ngx_free(op);
