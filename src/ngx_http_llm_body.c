@@ -175,7 +175,7 @@ ngx_http_llm_body_parse(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
         && ctx->api == NGX_HTTP_LLM_API_OPENAI)
     {
         rc = ngx_http_llm_json_include_usage(r->pool, body.data, body.len,
-                                             &with);
+                                             &info, &with);
         if (rc == NGX_ERROR) {
             return NGX_ERROR;
         }

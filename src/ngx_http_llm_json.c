@@ -107,6 +107,8 @@ ngx_http_llm_json_parse_request(ngx_pool_t *pool, ngx_uint_t api,
         return NGX_DECLINED;
     }
 
+    info->has_members = (t->tok[1].next > 2);
+
     if (api == NGX_HTTP_LLM_API_AUTO) {
 
         /* the first of the three shapes the body fits, from one tape */
@@ -121,6 +123,7 @@ ngx_http_llm_json_parse_request(ngx_pool_t *pool, ngx_uint_t api,
             ngx_memzero(info, sizeof(ngx_http_llm_request_info_t));
             info->max_tokens = -1;
             info->choices = 1;
+            info->has_members = (t->tok[1].next > 2);
         }
 
     } else {
@@ -186,6 +189,8 @@ ngx_http_llm_json_openai(ngx_http_llm_jtape_t *t,
     }
 
     v = jt_get(1, "stream_options");
+
+    info->has_stream_options = (v != 0);
 
     if (jt_is(v, OBJECT) && jt_is(jt_get(v, "include_usage"), TRUE)) {
         info->has_include_usage = 1;
@@ -836,7 +841,7 @@ ngx_http_llm_json_walk(ngx_http_llm_jtape_t *t, ngx_uint_t v,
 
 ngx_int_t
 ngx_http_llm_json_include_usage(ngx_pool_t *pool, u_char *body, size_t len,
-    ngx_str_t *out)
+    ngx_http_llm_request_info_t *info, ngx_str_t *out)
 {
     u_char                *p, *last;
     size_t                 size, flags;
@@ -847,26 +852,34 @@ ngx_http_llm_json_include_usage(ngx_pool_t *pool, u_char *body, size_t len,
 
     static u_char  member[] = "\"stream_options\":{\"include_usage\":true}";
 
-    t = &tape;
-    ngx_memzero(t, sizeof(ngx_http_llm_jtape_t));
+    if (info) {
+        /* what parse_request() read */
+        v = info->has_stream_options;
+        members = info->has_members;
+        ready = info->has_include_usage;
 
-    rc = ngx_http_llm_jtape_parse(t, pool, body, len, NGX_HTTP_LLM_JSON_DEPTH,
-                                  NULL);
-    if (rc != NGX_OK) {
+    } else {
+        t = &tape;
+        ngx_memzero(t, sizeof(ngx_http_llm_jtape_t));
+
+        rc = ngx_http_llm_jtape_parse(t, pool, body, len,
+                                      NGX_HTTP_LLM_JSON_DEPTH, NULL);
+        if (rc != NGX_OK) {
+            ngx_http_llm_jtape_free(t);
+            return rc;
+        }
+
+        if (!jt_is(1, OBJECT)) {
+            ngx_http_llm_jtape_free(t);
+            return NGX_DECLINED;
+        }
+
+        v = jt_get(1, "stream_options");
+        members = (t->tok[1].next > 2);
+        ready = jt_is(v, OBJECT) && jt_is(jt_get(v, "include_usage"), TRUE);
+
         ngx_http_llm_jtape_free(t);
-        return rc;
     }
-
-    if (!jt_is(1, OBJECT)) {
-        ngx_http_llm_jtape_free(t);
-        return NGX_DECLINED;
-    }
-
-    v = jt_get(1, "stream_options");
-    members = (t->tok[1].next > 2);
-    ready = jt_is(v, OBJECT) && jt_is(jt_get(v, "include_usage"), TRUE);
-
-    ngx_http_llm_jtape_free(t);
 
     if (v == 0) {
 

@@ -35,6 +35,8 @@ typedef struct {
 
     unsigned                    stream:1;
     unsigned                    has_include_usage:1;
+    unsigned                    has_stream_options:1;
+    unsigned                    has_members:1;  /* the object is not {} */
 } ngx_http_llm_request_info_t;
 
 
@@ -105,15 +107,16 @@ typedef struct {
  * gives the request's JSON with sorted keys and no spacing, in the pool
  * ($llm_cache_key; jansson, so only when asked for).
  * ngx_http_llm_json_include_usage(), for a body that parse_request()
- * accepted, returns NGX_OK and the new body in the pool, NGX_DECLINED
- * if the body is not a JSON object, or NGX_ERROR.
+ * accepted (with its "info", which spares a second read, or NULL),
+ * returns NGX_OK and the new body in the pool, NGX_DECLINED if the body
+ * is not a JSON object, or NGX_ERROR.
  */
 
 ngx_int_t ngx_http_llm_json_parse_request(ngx_pool_t *pool, ngx_uint_t api,
     u_char *body, size_t len, ngx_http_llm_request_info_t *info,
     ngx_str_t *canonical, ngx_str_t *error);
 ngx_int_t ngx_http_llm_json_include_usage(ngx_pool_t *pool, u_char *body,
-    size_t len, ngx_str_t *out);
+    size_t len, ngx_http_llm_request_info_t *info, ngx_str_t *out);
 
 void ngx_http_llm_usage_init(ngx_http_llm_usage_t *u, ngx_pool_t *pool,
     ngx_uint_t api, ngx_uint_t sse);

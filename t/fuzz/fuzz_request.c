@@ -292,7 +292,22 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             abort();
         }
 
-        rc = ngx_http_llm_json_include_usage(pool, body, len, &out);
+        rc = ngx_http_llm_json_include_usage(pool, body, len, NULL, &out);
+
+        /* from parse_request()'s info, the same body without a reread */
+
+        if (api == NGX_HTTP_LLM_API_OPENAI) {
+            ngx_str_t  out2;
+
+            if (ngx_http_llm_json_include_usage(pool, body, len, &info, &out2)
+                != rc
+                || (rc == NGX_OK
+                    && (out2.len != out.len
+                        || memcmp(out2.data, out.data, out.len) != 0)))
+            {
+                abort();
+            }
+        }
 
         if (rc == NGX_OK) {
             rc = ngx_http_llm_json_parse_request(pool, api, out.data, out.len,

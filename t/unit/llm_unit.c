@@ -837,7 +837,7 @@ test_include_usage(void)
                                 "\"stream\":true,\"messages\":[]}";
 
     rc = ngx_http_llm_json_include_usage(pool, (u_char *) body1,
-                                         strlen(body1), &out);
+                                         strlen(body1), NULL, &out);
     ok(rc == NGX_OK
        && str_is(&out, "{\"stream_options\":{\"include_usage\":true},"
                        "\"model\":\"m\",\"temperature\":0.7,"
@@ -845,7 +845,8 @@ test_include_usage(void)
        "include_usage: inserted, the rest untouched (%.*s)",
        (int) out.len, out.data);
 
-    rc = ngx_http_llm_json_include_usage(pool, (u_char *) " {  } ", 6, &out);
+    rc = ngx_http_llm_json_include_usage(pool, (u_char *) " {  } ", 6, NULL,
+                                         &out);
     ok(rc == NGX_OK
        && str_is(&out, " {\"stream_options\":{\"include_usage\":true}  } "),
        "include_usage: empty object");
@@ -853,7 +854,7 @@ test_include_usage(void)
     body1 = "{\"stream_options\":{\"foo\":1},\"temperature\":0.7,"
             "\"top_p\":0.1,\"x\":\"\xc3\xa9\",\"stream\":true}";
     rc = ngx_http_llm_json_include_usage(pool, (u_char *) body1,
-                                         strlen(body1), &out);
+                                         strlen(body1), NULL, &out);
     ok(rc == NGX_OK
        && str_is(&out, "{\"stream_options\":{\"foo\":1,"
                        "\"include_usage\":true},\"temperature\":0.7,"
@@ -864,7 +865,7 @@ test_include_usage(void)
     body1 = "{\"stream\":true, \"stream_options\": "
             "{\"include_usage\": false}}";
     rc = ngx_http_llm_json_include_usage(pool, (u_char *) body1,
-                                         strlen(body1), &out);
+                                         strlen(body1), NULL, &out);
     ok(rc == NGX_OK
        && str_is(&out, "{\"stream\":true,\"stream_options\":"
                        "{\"include_usage\":true}}"),
@@ -873,22 +874,24 @@ test_include_usage(void)
     body1 = "{\"stream\":true, \"stream_options\": "
             "{\"include_usage\": true}}";
     rc = ngx_http_llm_json_include_usage(pool, (u_char *) body1,
-                                         strlen(body1), &out);
+                                         strlen(body1), NULL, &out);
     ok(rc == NGX_OK && str_is(&out, body1), "include_usage: already set");
 
     body1 = "{\"stream_options\":null,\"p\":0.30000000000000004}";
     rc = ngx_http_llm_json_include_usage(pool, (u_char *) body1,
-                                         strlen(body1), &out);
+                                         strlen(body1), NULL, &out);
     ok(rc == NGX_OK
        && str_is(&out, "{\"stream_options\":{\"include_usage\":true},"
                        "\"p\":0.30000000000000004}"),
        "include_usage: null replaced, 17 digits kept where needed (%.*s)",
        (int) out.len, out.data);
 
-    rc = ngx_http_llm_json_include_usage(pool, (u_char *) "[1]", 3, &out);
+    rc = ngx_http_llm_json_include_usage(pool, (u_char *) "[1]", 3, NULL,
+                                         &out);
     ok(rc == NGX_DECLINED, "include_usage: not an object");
 
-    rc = ngx_http_llm_json_include_usage(pool, (u_char *) "{x", 2, &out);
+    rc = ngx_http_llm_json_include_usage(pool, (u_char *) "{x", 2, NULL,
+                                         &out);
     ok(rc == NGX_DECLINED, "include_usage: not JSON");
 }
 
