@@ -149,6 +149,7 @@ typedef struct {
     ngx_uint_t                  api;           /* resolved llm_api */
     ngx_uint_t                  step;          /* of the access handler */
     void                       *redis;         /* llm_redis: rstore state */
+    void                       *rusage;        /* llm_usage's Redis read */
     void                       *rkey;          /* a key read from Redis */
 
     unsigned                    has_key_id:1;

@@ -1188,6 +1188,7 @@ ngx_int_t
 ngx_http_llm_rstore_usage(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     ngx_http_llm_tier_t *tier, uint64_t *used, uint64_t *reset)
 {
+    void                        *admission;
     size_t                       strings;
     ngx_uint_t                   i, nwin;
     ngx_http_llm_rstore_op_t    *op;
@@ -1197,16 +1198,12 @@ ngx_http_llm_rstore_usage(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     nwin = tier->windows.nelts;
     wc = tier->windows.elts;
 
-    st = ctx->redis;
+    /*
+     * a slot of its own: after an internal redirect ctx->redis is the
+     * request's admission, which the settle still needs
+     */
 
-    if (st && st->usage == NULL) {
-        /*
-         * the state of this request's admission (llm_usage reached by an
-         * internal redirect): it has no usage to give, and must stay
-         * ctx->redis for the settle; the zone answers
-         */
-        return NGX_DECLINED;
-    }
+    st = ctx->rusage;
 
     if (st) {
         /* back from Redis */
@@ -1227,7 +1224,12 @@ ngx_http_llm_rstore_usage(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
         return NGX_DECLINED;
     }
 
+    admission = ctx->redis;
+
     st = ngx_http_llm_rstore_req(r, ctx, tier);
+
+    ctx->redis = admission;
+
     if (st == NULL) {
         return NGX_ERROR;
     }
@@ -1236,6 +1238,9 @@ ngx_http_llm_rstore_usage(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     if (st->usage == NULL) {
         return NGX_ERROR;
     }
+
+    st->rc = NGX_DECLINED;      /* until Redis answers: the zone */
+    ctx->rusage = st;
 
     strings = NGX_INT64_LEN + 64;
 

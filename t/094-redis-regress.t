@@ -1,6 +1,6 @@
 # Regressions found in reviews of the Redis code: llm_usage reached by an
-# internal redirect after a Redis admission (the admission's state has no
-# usage array: a worker crashed).
+# internal redirect after a Redis admission (it read the admission's state,
+# which has no usage array: a worker crashed).
 
 use strict;
 use warnings;
@@ -30,7 +30,7 @@ run_tests();
 
 __DATA__
 
-=== TEST 1: llm_usage after an internal redirect from a request admitted by Redis: no crash (the zone answers)
+=== TEST 1: llm_usage after an internal redirect from a request admitted by Redis: no crash (a Redis read of its own)
 --- http_config eval: ::conf(1)
 --- config
 location /v1/ {
