@@ -25,6 +25,7 @@
 
 #include "ngx_http_llm_jtape.h"
 #include "ngx_http_llm_tokens.h"
+#include "ngx_http_llm_simd.h"
 
 
 /* what a byte is inside a string */
@@ -54,17 +55,6 @@ static u_char  ngx_http_llm_jt_sclass[256] = {
     4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4
 };
 
-
-/*
- * Eight bytes at once: a byte is '"', '\\', below 0x20 or above 0x7f
- * if its bit in the HIGH mask survives (false alarms are possible, a
- * miss is not: the byte loop decides).
- */
-#define NGX_HTTP_LLM_JT_ONES        0x0101010101010101ULL
-#define NGX_HTTP_LLM_JT_HIGH        0x8080808080808080ULL
-#define NGX_HTTP_LLM_JT_QUOTES      0x2222222222222222ULL
-#define NGX_HTTP_LLM_JT_SLASHES     0x5c5c5c5c5c5c5c5cULL
-#define NGX_HTTP_LLM_JT_SPACES      0x2020202020202020ULL
 
 
 /* why a text is refused */
@@ -413,36 +403,12 @@ ngx_http_llm_jt_string(u_char *p, u_char *last, ngx_http_llm_jtok_t *tok,
     u_char    *start;
     size_t     n;
     uint32_t   code, low;
-    uint64_t   v;
 
     start = p;
 
     for ( ;; ) {
 
-        /* eight ordinary bytes at a time, then one at a time */
-
-        while (last - p >= 8) {
-            ngx_memcpy(&v, p, 8);
-
-            if (((((v ^ NGX_HTTP_LLM_JT_QUOTES) - NGX_HTTP_LLM_JT_ONES)
-                  & ~(v ^ NGX_HTTP_LLM_JT_QUOTES))
-                 | (((v ^ NGX_HTTP_LLM_JT_SLASHES) - NGX_HTTP_LLM_JT_ONES)
-                    & ~(v ^ NGX_HTTP_LLM_JT_SLASHES))
-                 | ((v - NGX_HTTP_LLM_JT_SPACES) & ~v)
-                 | v)
-                & NGX_HTTP_LLM_JT_HIGH)
-            {
-                break;
-            }
-
-            p += 8;
-        }
-
-        while (p < last
-               && ngx_http_llm_jt_sclass[*p] == NGX_HTTP_LLM_JT_PLAIN)
-        {
-            p++;
-        }
+        p = ngx_http_llm_simd_string(p, last);
 
         if (p == last) {
             err->what = "unterminated string";

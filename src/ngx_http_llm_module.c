@@ -17,6 +17,7 @@
 #include "ngx_http_llm_handlers.h"
 #include "ngx_http_llm_redis.h"
 #include "ngx_http_llm_tokens.h"
+#include "ngx_http_llm_simd.h"
 
 
 typedef struct {
@@ -556,8 +557,12 @@ ngx_http_llm_postconfiguration(ngx_conf_t *cf)
         return NGX_ERROR;
     }
 
-    /* the estimator's character table, once, before the workers fork */
+    /*
+     * the estimator's character table and the vector instructions the
+     * text scanners use, once, before the workers fork
+     */
     ngx_http_llm_estimate_prepare();
+    ngx_http_llm_simd_init();
 
     if (lmcf->gateways == 0) {
         return NGX_OK;

@@ -17,6 +17,7 @@
 
 #include "ngx_http_llm_json.h"
 #include "ngx_http_llm_jtape.h"
+#include "ngx_http_llm_simd.h"
 
 
 /* a token count above this in a response is not believed */
@@ -381,20 +382,12 @@ ngx_http_llm_usage_lex(ngx_http_llm_usage_t *u, u_char *p, u_char *last)
 
             s = p;
 
+            n = 0;
+            p = ngx_http_llm_simd_quote(p, last, &n);
+
             if (u->role == NGX_HTTP_LLM_STR_TEXT) {
-                n = 0;
-
-                while (p < last && *p != '"' && *p != '\\') {
-                    n += ((*p++ & 0xc0) != 0x80);
-                }
-
                 u->streamed_chars += n;
                 ngx_http_llm_usage_text(u, s, p - s);
-
-            } else {
-                while (p < last && *p != '"' && *p != '\\') {
-                    p++;
-                }
             }
 
             n = p - s;

@@ -20,8 +20,11 @@
  *
  * Digit groups and the rarer whitespace runs (two or more, or a line
  * break in them) are walked one by one with the byte loop's rules.  The
- * byte loop is the definition: t/unit (300,000 random strings, every
- * sample) and t/fuzz (every input) check that both count the same.
+ * masks come from AVX-512BW compares where the CPU has them, else SSE2,
+ * else a byte loop (ngx_http_llm_simd.c chooses).  The byte loop of
+ * ngx_http_llm_tokens.c is the definition: t/unit (300,000 random
+ * strings, every sample) and t/fuzz (every input) check that every
+ * level counts the same.
  */
 
 
@@ -29,11 +32,14 @@
 #include <ngx_core.h>
 
 #include "ngx_http_llm_tokens.h"
+#include "ngx_http_llm_simd.h"
 
-/* SSE2 classifies 16 bytes at a time; NGX_HTTP_LLM_NO_SIMD: byte loop */
-#if (__SSE2__ && !NGX_HTTP_LLM_NO_SIMD)
-#define NGX_HTTP_LLM_SSE2  1
+#if (NGX_HTTP_LLM_HAVE_SSE2)
 #include <emmintrin.h>
+#endif
+
+#if (NGX_HTTP_LLM_HAVE_AVX512)
+#include <immintrin.h>
 #endif
 
 
@@ -50,6 +56,14 @@ typedef struct {
 
 static void ngx_http_llm_classify(u_char *p, size_t n,
     ngx_http_llm_masks_t *m);
+#if (NGX_HTTP_LLM_HAVE_SSE2)
+static void ngx_http_llm_classify_sse2(u_char *p, size_t n,
+    ngx_http_llm_masks_t *m);
+#endif
+#if (NGX_HTTP_LLM_HAVE_AVX512)
+static ngx_int_t ngx_http_llm_ascii_avx512(ngx_http_llm_estimate_t *e,
+    u_char *p, size_t len);
+#endif
 static void ngx_http_llm_space_run(ngx_http_llm_estimate_t *e, u_char *start,
     u_char *p, u_char *last);
 
@@ -133,6 +147,14 @@ ngx_http_llm_estimate_ascii(ngx_http_llm_estimate_t *e, u_char *p,
     u_char    *q, *last;
     uint64_t   v, acc;
 
+#if (NGX_HTTP_LLM_HAVE_AVX512)
+
+    if (ngx_http_llm_simd >= NGX_HTTP_LLM_SIMD_AVX512) {
+        return ngx_http_llm_ascii_avx512(e, p, len);
+    }
+
+#endif
+
     last = p + len;
     acc = 0;
 
@@ -157,14 +179,113 @@ ngx_http_llm_estimate_ascii(ngx_http_llm_estimate_t *e, u_char *p,
 }
 
 
+/*
+ * What the block of 64 bytes at "q" adds (the masks of the block before
+ * it, its own and the block after it); "p" and "last" bound the text.
+ */
+
+static ngx_http_llm_always_inline void
+ngx_http_llm_ascii_block(ngx_http_llm_estimate_t *e, u_char *p, u_char *q,
+    u_char *last, ngx_http_llm_masks_t *prev, ngx_http_llm_masks_t *cur,
+    ngx_http_llm_masks_t *next)
+{
+    size_t      n;
+    uint64_t    lw, pu, ws, x, lead, single;
+    ngx_uint_t  i, k;
+
+    lw = cur->letter;
+    pu = cur->punct;
+    ws = cur->space | cur->newline;
+
+    /* letter runs */
+
+    e->words += ngx_http_llm_popcount(
+                    lw & ~ngx_http_llm_before(lw, prev->letter, 1));
+
+    x = lw;
+
+    for (k = 1; k <= 5; k++) {
+        x &= ngx_http_llm_before(lw, prev->letter, k);
+    }
+
+    e->long_letters += ngx_http_llm_popcount(x);
+
+    e->humps += ngx_http_llm_popcount(
+                    cur->upper
+                    & ngx_http_llm_before(lw & ~cur->upper,
+                                          prev->letter & ~prev->upper,
+                                          1));
+
+    /* punctuation runs */
+
+    x = pu & ~ngx_http_llm_before(pu, prev->punct, 1);
+    e->puncts += ngx_http_llm_popcount(x);
+
+    /* a lone mark before a word is the word's, unless ' ' led it */
+
+    lead = ngx_http_llm_before(cur->blank, prev->blank, 1);
+
+    e->puncts -= ngx_http_llm_popcount(
+                     x & ~ngx_http_llm_after(pu, next->punct)
+                     & ngx_http_llm_after(lw, next->letter) & ~lead);
+
+    x = pu;
+
+    for (k = 1; k <= 3; k++) {
+        x &= ngx_http_llm_before(pu, prev->punct, k);
+    }
+
+    e->long_puncts += ngx_http_llm_popcount(x);
+
+    /* a lone ' ' or tab: a token unless the next piece takes it */
+
+    single = cur->space
+             & ~ngx_http_llm_before(ws, prev->space | prev->newline, 1)
+             & ~ngx_http_llm_after(ws, next->space | next->newline);
+
+    e->spaces += ngx_http_llm_popcount(
+                     single
+                     & ~(ngx_http_llm_after(lw, next->letter)
+                         | (cur->blank
+                            & ngx_http_llm_after(pu, next->punct))));
+
+    /* other whitespace runs, one by one, from where they start */
+
+    x = ws & ~ngx_http_llm_before(ws, prev->space | prev->newline, 1)
+        & ~single;
+
+    while (x) {
+        i = ngx_http_llm_ctz(x);
+        x &= x - 1;
+
+        ngx_http_llm_space_run(e, p, q + i, last);
+    }
+
+    /* digit groups of three */
+
+    x = cur->digit & ~ngx_http_llm_before(cur->digit, prev->digit, 1);
+
+    while (x) {
+        i = ngx_http_llm_ctz(x);
+        x &= x - 1;
+
+        for (n = 0; q + i + n < last && ngx_http_llm_is_digit(q[i + n]);
+             n++)
+        {
+            /* void */
+        }
+
+        e->digits += (n + 2) / 3;
+    }
+}
+
+
 NGX_HTTP_LLM_POPCNT_CLONES
 static void
 ngx_http_llm_ascii_count(ngx_http_llm_estimate_t *e, u_char *p, u_char *last)
 {
     u_char                *q;
     size_t                 n, len;
-    uint64_t               lw, pu, ws, x, lead, single;
-    ngx_uint_t             i, k;
     ngx_http_llm_masks_t   b[3], *prev, *cur, *next, *t;
 
     len = last - p;
@@ -188,90 +309,7 @@ ngx_http_llm_ascii_count(ngx_http_llm_estimate_t *e, u_char *p, u_char *last)
             ngx_memzero(next, sizeof(ngx_http_llm_masks_t));
         }
 
-        lw = cur->letter;
-        pu = cur->punct;
-        ws = cur->space | cur->newline;
-
-        /* letter runs */
-
-        e->words += ngx_http_llm_popcount(
-                        lw & ~ngx_http_llm_before(lw, prev->letter, 1));
-
-        x = lw;
-
-        for (k = 1; k <= 5; k++) {
-            x &= ngx_http_llm_before(lw, prev->letter, k);
-        }
-
-        e->long_letters += ngx_http_llm_popcount(x);
-
-        e->humps += ngx_http_llm_popcount(
-                        cur->upper
-                        & ngx_http_llm_before(lw & ~cur->upper,
-                                              prev->letter & ~prev->upper,
-                                              1));
-
-        /* punctuation runs */
-
-        x = pu & ~ngx_http_llm_before(pu, prev->punct, 1);
-        e->puncts += ngx_http_llm_popcount(x);
-
-        /* a lone mark before a word is the word's, unless ' ' led it */
-
-        lead = ngx_http_llm_before(cur->blank, prev->blank, 1);
-
-        e->puncts -= ngx_http_llm_popcount(
-                         x & ~ngx_http_llm_after(pu, next->punct)
-                         & ngx_http_llm_after(lw, next->letter) & ~lead);
-
-        x = pu;
-
-        for (k = 1; k <= 3; k++) {
-            x &= ngx_http_llm_before(pu, prev->punct, k);
-        }
-
-        e->long_puncts += ngx_http_llm_popcount(x);
-
-        /* a lone ' ' or tab: a token unless the next piece takes it */
-
-        single = cur->space
-                 & ~ngx_http_llm_before(ws, prev->space | prev->newline, 1)
-                 & ~ngx_http_llm_after(ws, next->space | next->newline);
-
-        e->spaces += ngx_http_llm_popcount(
-                         single
-                         & ~(ngx_http_llm_after(lw, next->letter)
-                             | (cur->blank
-                                & ngx_http_llm_after(pu, next->punct))));
-
-        /* other whitespace runs, one by one, from where they start */
-
-        x = ws & ~ngx_http_llm_before(ws, prev->space | prev->newline, 1)
-            & ~single;
-
-        while (x) {
-            i = ngx_http_llm_ctz(x);
-            x &= x - 1;
-
-            ngx_http_llm_space_run(e, p, q + i, last);
-        }
-
-        /* digit groups of three */
-
-        x = cur->digit & ~ngx_http_llm_before(cur->digit, prev->digit, 1);
-
-        while (x) {
-            i = ngx_http_llm_ctz(x);
-            x &= x - 1;
-
-            for (n = 0; q + i + n < last && ngx_http_llm_is_digit(q[i + n]);
-                 n++)
-            {
-                /* void */
-            }
-
-            e->digits += (n + 2) / 3;
-        }
+        ngx_http_llm_ascii_block(e, p, q, last, prev, cur, next);
 
         t = prev;
         prev = cur;
@@ -279,6 +317,111 @@ ngx_http_llm_ascii_count(ngx_http_llm_estimate_t *e, u_char *p, u_char *last)
         next = t;
     }
 }
+
+
+#if (NGX_HTTP_LLM_HAVE_AVX512)
+
+/* the masks of "n" bytes (at most 64) in one load and a few compares */
+
+NGX_HTTP_LLM_AVX512
+static ngx_http_llm_always_inline void
+ngx_http_llm_classify512(u_char *p, size_t n, ngx_http_llm_masks_t *m)
+{
+    __m512i   v;
+    uint64_t  valid, lw, dg, sp, nl;
+
+    valid = (n >= 64) ? ~(uint64_t) 0 : ((uint64_t) 1 << n) - 1;
+
+    /* a masked load reads nothing past the text */
+
+    v = _mm512_maskz_loadu_epi8(valid, p);
+
+#define ngx_http_llm_in512(x, lo, hi)                                         \
+    _mm512_cmple_epu8_mask(_mm512_sub_epi8(x, _mm512_set1_epi8(lo)),          \
+                           _mm512_set1_epi8((hi) - (lo)))
+
+    lw = ngx_http_llm_in512(_mm512_or_si512(v, _mm512_set1_epi8(0x20)),
+                            'a', 'z');
+    dg = ngx_http_llm_in512(v, '0', '9');
+    m->blank = _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8(' ')) & valid;
+    sp = m->blank | _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8('\t'))
+         | ngx_http_llm_in512(v, '\v', '\f');
+    nl = _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8('\n'))
+         | _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8('\r'));
+
+    m->letter = lw & valid;
+    m->upper = ngx_http_llm_in512(v, 'A', 'Z') & valid;
+
+#undef ngx_http_llm_in512
+
+    m->digit = dg & valid;
+    m->space = sp & valid;
+    m->newline = nl & valid;
+    m->punct = ~(lw | dg | sp | nl) & valid;
+}
+
+
+/* ngx_http_llm_estimate_ascii() with 64-byte compares */
+
+NGX_HTTP_LLM_AVX512
+static ngx_int_t
+ngx_http_llm_ascii_avx512(ngx_http_llm_estimate_t *e, u_char *p, size_t len)
+{
+    u_char                *q, *last;
+    size_t                 n;
+    uint64_t               high;
+    ngx_http_llm_masks_t   b[3], *prev, *cur, *next, *t;
+
+    last = p + len;
+    high = 0;
+
+    for (q = p; last - q >= 64; q += 64) {
+        high |= _mm512_movepi8_mask(_mm512_loadu_si512(q));
+    }
+
+    if (q < last) {
+        high |= _mm512_movepi8_mask(
+                    _mm512_maskz_loadu_epi8(((uint64_t) 1 << (last - q)) - 1,
+                                            q));
+    }
+
+    if (high) {
+        return NGX_DECLINED;
+    }
+
+    e->chars += len;
+
+    ngx_memzero(&b, sizeof(b));
+
+    prev = &b[0];
+    cur = &b[1];
+    next = &b[2];
+
+    ngx_http_llm_classify512(p, ngx_min(len, 64), cur);
+
+    for (q = p; q < last; q += 64) {
+
+        n = (size_t) (last - q);
+
+        if (n > 64) {
+            ngx_http_llm_classify512(q + 64, ngx_min(n - 64, 64), next);
+
+        } else {
+            ngx_memzero(next, sizeof(ngx_http_llm_masks_t));
+        }
+
+        ngx_http_llm_ascii_block(e, p, q, last, prev, cur, next);
+
+        t = prev;
+        prev = cur;
+        cur = next;
+        next = t;
+    }
+
+    return NGX_OK;
+}
+
+#endif
 
 
 /*
@@ -343,8 +486,57 @@ ngx_http_llm_space_run(ngx_http_llm_estimate_t *e, u_char *start, u_char *p,
 static void
 ngx_http_llm_classify(u_char *p, size_t n, ngx_http_llm_masks_t *m)
 {
-#if (NGX_HTTP_LLM_SSE2)
+    u_char      c;
+    uint64_t    bit;
+    ngx_uint_t  i;
 
+#if (NGX_HTTP_LLM_HAVE_SSE2)
+
+    if (ngx_http_llm_simd >= NGX_HTTP_LLM_SIMD_SSE2) {
+        ngx_http_llm_classify_sse2(p, n, m);
+        return;
+    }
+
+#endif
+
+    ngx_memzero(m, sizeof(ngx_http_llm_masks_t));
+
+    for (i = 0; i < n; i++) {
+        c = p[i];
+        bit = (uint64_t) 1 << i;
+
+        if (ngx_http_llm_is_letter(c)) {
+            m->letter |= bit;
+
+            if (c <= 'Z') {
+                m->upper |= bit;
+            }
+
+        } else if (ngx_http_llm_is_digit(c)) {
+            m->digit |= bit;
+
+        } else if (c == ' ' || c == '\t' || c == '\v' || c == '\f') {
+            m->space |= bit;
+
+            if (c == ' ') {
+                m->blank |= bit;
+            }
+
+        } else if (c == '\n' || c == '\r') {
+            m->newline |= bit;
+
+        } else {
+            m->punct |= bit;
+        }
+    }
+}
+
+
+#if (NGX_HTTP_LLM_HAVE_SSE2)
+
+static void
+ngx_http_llm_classify_sse2(u_char *p, size_t n, ngx_http_llm_masks_t *m)
+{
     u_char      block[64];
     uint64_t    lw, up, dg, bl, sp, nl, valid;
     __m128i     v, t;
@@ -399,43 +591,6 @@ ngx_http_llm_classify(u_char *p, size_t n, ngx_http_llm_masks_t *m)
     m->space = sp & valid;
     m->newline = nl & valid;
     m->punct = ~(lw | dg | sp | nl) & valid;
-
-#else
-
-    u_char      c;
-    uint64_t    bit;
-    ngx_uint_t  i;
-
-    ngx_memzero(m, sizeof(ngx_http_llm_masks_t));
-
-    for (i = 0; i < n; i++) {
-        c = p[i];
-        bit = (uint64_t) 1 << i;
-
-        if (ngx_http_llm_is_letter(c)) {
-            m->letter |= bit;
-
-            if (c <= 'Z') {
-                m->upper |= bit;
-            }
-
-        } else if (ngx_http_llm_is_digit(c)) {
-            m->digit |= bit;
-
-        } else if (c == ' ' || c == '\t' || c == '\v' || c == '\f') {
-            m->space |= bit;
-
-            if (c == ' ') {
-                m->blank |= bit;
-            }
-
-        } else if (c == '\n' || c == '\r') {
-            m->newline |= bit;
-
-        } else {
-            m->punct |= bit;
-        }
-    }
+}
 
 #endif
-}

@@ -46,18 +46,12 @@ done
 
 for f in src/ngx_http_llm_json.c src/ngx_http_llm_jtape.c \
          src/ngx_http_llm_scan.c src/ngx_http_llm_tokens.c \
-         src/ngx_http_llm_tokens_ascii.c
+         src/ngx_http_llm_tokens_ascii.c src/ngx_http_llm_simd.c
 do
     o=$OUT/$(basename "$f" .c).o
     $CC -c $FLAGS -fsanitize=fuzzer-no-link -Werror $INCS -o "$o" "$ROOT/$f"
     objs="$objs $o"
 done
-
-# The estimator's portable block classifier: t/unit checks the SSE2 one
-# (the module's) against the byte loop, the fuzzer checks this one.
-$CC -c $FLAGS -fsanitize=fuzzer-no-link -Werror -DNGX_HTTP_LLM_NO_SIMD=1 \
-    $INCS -o "$OUT/ngx_http_llm_tokens_ascii.o" \
-    "$ROOT/src/ngx_http_llm_tokens_ascii.c"
 
 $CC -c $FLAGS -fsanitize=fuzzer-no-link -Werror $INCS \
     -o "$OUT/ref_request.o" "$ROOT/t/fuzz/ref_request.c"

@@ -4,12 +4,13 @@
  * include_usage rewrite, the UTF-8 check and the token estimator.
  *
  * Differential: the estimator's ASCII path must count exactly what its
- * byte loop counts.  The parser (a tape, src/ngx_http_llm_jtape.c) must
- * accept and refuse exactly what the jansson parser it replaced
- * (ref_request.c) does, and read the same model, limits, counts and
- * estimate from what both accept (the estimate may differ only when an
- * object repeats a key: jansson kept the last, the tape reads all), for
- * bodies without a raw NUL byte (which jansson skips).
+ * byte loop counts, at every vector level the CPU has.  The parser (a
+ * tape, src/ngx_http_llm_jtape.c; at one of those levels, chosen by the
+ * input's size) must accept and refuse exactly what the jansson parser
+ * it replaced (ref_request.c) does, and read the same model, limits,
+ * counts and estimate from what both accept (the estimate may differ
+ * only when an object repeats a key: jansson kept the last, the tape
+ * reads all), for bodies without a raw NUL byte (which jansson skips).
  *
  * Input: one selector byte (API: '0' OpenAI, '1' Anthropic, '2' Gemini,
  * any other byte modulo 3), then the request body.  Checks, besides what
@@ -27,6 +28,7 @@
 
 #include "ngx_http_llm_json.h"
 #include "ngx_http_llm_tokens.h"
+#include "ngx_http_llm_simd.h"
 
 
 ngx_int_t ref_parse_request(ngx_pool_t *pool, ngx_uint_t api, u_char *body,
@@ -168,9 +170,11 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     {
         size_t                   from;
+        ngx_uint_t               level;
         ngx_http_llm_estimate_t  fast, slow;
 
-        for (from = 0; from < len && from < 3; from++) {
+        for (from = 0, level = 0; from < len && from < 3; /* void */) {
+            ngx_http_llm_simd = level;
             ngx_http_llm_estimate_init(&fast);
             ngx_http_llm_estimate_init(&slow);
             ngx_http_llm_estimate_add_bytes(&slow, body + from, len - from);
@@ -192,7 +196,14 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
                 abort();
             }
+
+            if (level++ == ngx_http_llm_simd_best()) {
+                level = 0;
+                from++;
+            }
         }
+
+        ngx_http_llm_simd = size % (ngx_http_llm_simd_best() + 1);
     }
 
     ngx_http_llm_estimate_init(&e);

@@ -6,7 +6,8 @@
  * Gemini; '3'..'5' SSE streams of the same; any other byte modulo 6), a
  * seed byte, then the body.  The body is fed whole, then in pieces cut
  * where the seed says, then one byte at a time: the results must not
- * depend on how the body was cut.
+ * depend on how the body was cut, nor on the vector instructions used
+ * (whole: the best the CPU has; in pieces: none).
  */
 
 
@@ -14,6 +15,7 @@
 #include <ngx_core.h>
 
 #include "ngx_http_llm_json.h"
+#include "ngx_http_llm_simd.h"
 
 
 volatile ngx_cycle_t  *ngx_cycle;
@@ -152,8 +154,12 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     ngx_memzero(&cut, sizeof(result_t));
     ngx_memzero(&bytes, sizeof(result_t));
 
+    ngx_http_llm_simd = ngx_http_llm_simd_best();
     observe(api, sse, body, len, seed, 0, &whole);
+
+    ngx_http_llm_simd = NGX_HTTP_LLM_SIMD_NONE;
     observe(api, sse, body, len, seed, 2, &cut);
+    ngx_http_llm_simd = ngx_http_llm_simd_best();
 
     if (!same(&whole, &cut)) {
         abort();

@@ -54,7 +54,8 @@ done
 
 for f in src/ngx_http_llm_json.c src/ngx_http_llm_jtape.c \
          src/ngx_http_llm_scan.c src/ngx_http_llm_tokens.c \
-         src/ngx_http_llm_tokens_ascii.c t/unit/llm_unit.c
+         src/ngx_http_llm_tokens_ascii.c src/ngx_http_llm_simd.c \
+         t/unit/llm_unit.c
 do
     o=$OUT/$(basename "$f" .c).o
     $CC -c $OUR_FLAGS $INCS -o "$o" "$ROOT/$f"

@@ -17,6 +17,7 @@
 
 #include "ngx_http_llm_json.h"
 #include "ngx_http_llm_tokens.h"
+#include "ngx_http_llm_simd.h"
 
 #include <time.h>
 #include <jansson.h>        /* the bench compares with jansson alone */
@@ -45,6 +46,10 @@ static ngx_pool_t  *pool;
 static ngx_log_t    unit_log;
 
 
+/* every case runs at each vector level the CPU has (ngx_http_llm_simd.c) */
+static const char  *simd_names[] = { "portable", "SSE2", "AVX-512" };
+
+
 static void
 ok(int cond, const char *fmt, ...)
 {
@@ -62,7 +67,7 @@ ok(int cond, const char *fmt, ...)
     vprintf(fmt, args);
     va_end(args);
 
-    printf("\n");
+    printf(" [%s]\n", simd_names[ngx_http_llm_simd]);
     fflush(stdout);
 }
 
@@ -438,6 +443,25 @@ refused(ngx_uint_t api, const char *body, const char *what)
 }
 
 
+/* refused for the reason "why" names (a part of the error message) */
+
+static void
+refused_for(ngx_uint_t api, const char *body, const char *why)
+{
+    ngx_int_t                    rc;
+    ngx_str_t                    err;
+    ngx_http_llm_request_info_t  info;
+
+    rc = parse(api, body, &info, &err);
+
+    ok(rc == NGX_DECLINED && err.len > 0
+       && ngx_strlcasestrn(err.data, err.data + err.len, (u_char *) why,
+                           strlen(why) - 1) != NULL,
+       "refused for \"%s\": %.40s... (\"%.*s\")", why, body,
+       (int) err.len, err.data);
+}
+
+
 static void
 accepted(ngx_uint_t api, const char *body, int64_t max, const char *what)
 {
@@ -728,6 +752,25 @@ test_bad_requests(void)
     refused(API_OPENAI, "{\"messages\":[\"\xc3\x28\"]}", "invalid UTF-8");
     refused(API_OPENAI, "{\"messages\":[\"\xed\xa0\x80\"]}",
             "UTF-8 surrogate");
+
+    /*
+     * what a string holds, in its first 64 bytes, after them, and in
+     * the tail the vector scanners read with a masked load
+     */
+
+    refused_for(API_OPENAI, "{\"messages\":[{\"role\":\"user\","
+                "\"content\":\"ok \xc3\x28\"}]}", "UTF-8");
+    refused_for(API_OPENAI, "{\"messages\":[{\"role\":\"user\","
+                "\"content\":\"0123456789012345678901234567890123456789"
+                "0123456789012345678901234567890123456789 \xff\"}]}",
+                "UTF-8");
+    refused_for(API_OPENAI, "{\"messages\":[{\"role\":\"user\","
+                "\"content\":\"0123456789012345678901234567890123456789"
+                "0123456789012345678901234567890123456789\x01\"}]}",
+                "control");
+    refused_for(API_OPENAI, "{\"messages\":[{\"role\":\"user\","
+                "\"content\":\"0123456789012345678901234567890123456789"
+                "0123456789012345678901234\\q56789\"}]}", "escape");
     refused(API_OPENAI, "[{\"messages\":[]}]", "an array");
     refused(API_OPENAI, "\"messages\"", "a string");
     refused(API_OPENAI, "42", "a number");
@@ -830,11 +873,12 @@ test_bad_requests(void)
 static void
 test_include_usage(void)
 {
-    ngx_int_t   rc;
-    ngx_str_t   out;
+    ngx_int_t    rc;
+    ngx_str_t    out;
+    const char  *body1;
 
-    static const char  *body1 = "{\"model\":\"m\",\"temperature\":0.7,"
-                                "\"stream\":true,\"messages\":[]}";
+    body1 = "{\"model\":\"m\",\"temperature\":0.7,\"stream\":true,"
+            "\"messages\":[]}";
 
     rc = ngx_http_llm_json_include_usage(pool, (u_char *) body1,
                                          strlen(body1), NULL, &out);
@@ -1836,12 +1880,15 @@ int
 main(int argc, char **argv)
 {
     const char  *samples;
+    ngx_uint_t   best, level;
 
     ngx_pagesize = getpagesize();
 
     unit_log.log_level = NGX_LOG_EMERG;
 
     pool = new_pool();
+
+    ngx_http_llm_simd_init();
 
     if (argc > 1 && strcmp(argv[1], "bench") == 0) {
         bench();
@@ -1855,17 +1902,23 @@ main(int argc, char **argv)
 
     samples = (argc > 1) ? argv[1] : "t/unit/samples";
 
-    test_utf8();
-    test_estimate();
-    test_estimate_ascii(samples);
-    test_samples(samples);
-    test_openai();
-    test_anthropic();
-    test_gemini();
-    test_bad_requests();
-    test_include_usage();
-    test_usage();
-    test_generated(samples);
+    best = ngx_http_llm_simd_best();
+
+    for (level = NGX_HTTP_LLM_SIMD_NONE; level <= best; level++) {
+        ngx_http_llm_simd = level;
+
+        test_utf8();
+        test_estimate();
+        test_estimate_ascii(samples);
+        test_samples(samples);
+        test_openai();
+        test_anthropic();
+        test_gemini();
+        test_bad_requests();
+        test_include_usage();
+        test_usage();
+        test_generated(samples);
+    }
 
     printf("1..%lu\n", (unsigned long) tests);
 
