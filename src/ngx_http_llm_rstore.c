@@ -517,6 +517,33 @@ NGX_HTTP_LLM_LUA_DECIDE
 
 
 /*
+ * Shared by the settle and replay scripts: put(w, s0, delta) changes
+ * slot s0 of window w (loaded, s0 in the window) by "delta", never
+ * below zero, and keeps the running total "t" and the oldest slot "o"
+ * right (save() writes them); returns the slot's new count.
+ */
+
+#define NGX_HTTP_LLM_LUA_PUT                                                  \
+"local function put(w, s0, delta)\n"                                          \
+"  local old = s0 == w.cur and (w.here or 0)\n"                               \
+"              or tonumber(redis.call('HGET', w.key, s0)) or 0\n"             \
+"  local v = old + delta\n"                                                   \
+"  if v < 0 then v = 0 end\n"                                                 \
+"  w.sum = w.sum + v - old\n"                                                 \
+"  if s0 == w.cur then w.here = v end\n"                                      \
+"  if v > 0 then\n"                                                           \
+"    redis.call('HSET', w.key, s0, v)\n"                                      \
+"    if w.o == nil or s0 < w.o then w.o = s0 end\n"                           \
+"  else\n"                                                                    \
+"    redis.call('HDEL', w.key, s0)\n"                                         \
+"    if w.o == s0 then full(w) end\n"                                         \
+"  end\n"                                                                     \
+"  w.dirty = true\n"                                                          \
+"  return v\n"                                                                \
+"end\n"
+
+
+/*
  * KEYS: window keys.  ARGV: the reservation's time (Redis ms), then
  * per window: period, actual - reserved.  The difference goes to the
  * reservation's slot while that slot is in the window (never below
@@ -525,6 +552,7 @@ NGX_HTTP_LLM_LUA_DECIDE
 
 static char  ngx_http_llm_lua_settle[] =
 NGX_HTTP_LLM_LUA_COMMON
+NGX_HTTP_LLM_LUA_PUT
 "local t0 = tonumber(ARGV[1])\n"
 "for i = 1, #KEYS do\n"
 "  local w = { key = KEYS[i], period = tonumber(ARGV[2 * i]) }\n"
@@ -533,23 +561,9 @@ NGX_HTTP_LLM_LUA_COMMON
 "  local s0 = slot(w.period, t0)\n"
 "  local v\n"
 "  if s0 >= w.lo and s0 <= w.cur then\n"
-"    local old = s0 == w.cur and (w.here or 0)\n"
-"                or tonumber(redis.call('HGET', w.key, s0)) or 0\n"
-"    v = old + delta\n"
-"    if v < 0 then v = 0 end\n"
-"    w.sum = w.sum + v - old\n"
-"    if v > 0 then\n"
-"      redis.call('HSET', w.key, s0, v)\n"
-"      if w.o == nil or s0 < w.o then w.o = s0 end\n"
-"    else\n"
-"      redis.call('HDEL', w.key, s0)\n"
-"      if w.o == s0 then full(w) end\n"
-"    end\n"
+"    v = put(w, s0, delta)\n"
 "  elseif delta > 0 then\n"
-"    v = (w.here or 0) + delta\n"
-"    w.sum = w.sum + delta\n"
-"    redis.call('HSET', w.key, w.cur, v)\n"
-"    if w.o == nil then w.o = w.cur end\n"
+"    v = put(w, w.cur, delta)\n"
 "  end\n"
 "  w.dirty = true\n"
 "  save(w, nil)\n"
@@ -573,14 +587,17 @@ static char  ngx_http_llm_lua_renew[] =
 
 /*
  * KEYS: a marker, then window keys.  ARGV: marker ttl, the time (Redis
- * ms) of the batch, then per window: period, amount.  Adds what the
- * zone counted during an outage to the slot it was counted in, while
- * that slot is in the window (usage that has left it no longer
- * counts); once only: a batch whose marker exists changes nothing.
+ * ms) the batch was counted at, then per window: period, amount.  Adds
+ * what the zone counted during an outage to the slot it was counted
+ * in, while that slot is in the window (usage that has left it no
+ * longer counts); a negative amount (refunds: settlements below their
+ * reservations) is taken back there as the settle script does, never
+ * below zero.  Once only: a batch whose marker exists changes nothing.
  */
 
 static char  ngx_http_llm_lua_replay[] =
 NGX_HTTP_LLM_LUA_COMMON
+NGX_HTTP_LLM_LUA_PUT
 "if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then\n"
 "  return 0\n"
 "end\n"
@@ -590,15 +607,12 @@ NGX_HTTP_LLM_LUA_COMMON
 "  local n = tonumber(ARGV[2 * i])\n"
 "  load(w)\n"
 "  local s0 = slot(w.period, t0)\n"
-"  if n > 0 and s0 >= w.lo and s0 <= w.cur then\n"
-"    local v = (s0 == w.cur and (w.here or 0)\n"
-"               or tonumber(redis.call('HGET', w.key, s0)) or 0) + n\n"
-"    redis.call('HSET', w.key, s0, v)\n"
-"    w.sum = w.sum + n\n"
-"    if w.o == nil or s0 < w.o then w.o = s0 end\n"
-"    w.dirty = true\n"
+"  if n ~= 0 and s0 >= w.lo and s0 <= w.cur then\n"
+"    local v = put(w, s0, n)\n"
 "    save(w, nil)\n"
-"    redis.call('PEXPIRE', w.key, floor(ttl(w.period, w.cur)))\n"
+"    if v > 0 then\n"
+"      redis.call('PEXPIRE', w.key, floor(ttl(w.period, w.cur)))\n"
+"    end\n"
 "  else\n"
 "    save(w, nil)\n"
 "  end\n"
