@@ -113,6 +113,19 @@ struct ngx_http_llm_rstore_op_s {
 };
 
 
+/*
+ * A settle: what it changes, replayed (ngx_http_llm_replay.c) when Redis
+ * cannot have run it; the account's name follows.
+ */
+typedef struct {
+    ngx_http_llm_rstore_op_t    op;        /* first */
+    ngx_http_llm_tier_t        *tier;
+    uint64_t                    t0;        /* its reservation, Redis ms */
+    int64_t                     diff[5];   /* used - reserved */
+    ngx_str_t                   account;
+} ngx_http_llm_rstore_settle_t;
+
+
 static ngx_http_llm_rstore_req_t *ngx_http_llm_rstore_req(
     ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     ngx_http_llm_tier_t *tier);
@@ -148,6 +161,10 @@ static ngx_int_t ngx_http_llm_rstore_fallback(ngx_http_request_t *r,
     ngx_http_llm_rstore_req_t *st, ngx_http_llm_decision_t *d);
 static void ngx_http_llm_rstore_done(ngx_http_llm_redis_op_t *rop,
     ngx_http_llm_redis_reply_t *reply);
+static void ngx_http_llm_rstore_settled(ngx_http_llm_redis_op_t *rop,
+    ngx_http_llm_redis_reply_t *reply);
+static void ngx_http_llm_rstore_unsettled(ngx_http_llm_rstore_settle_t *op,
+    const char *why);
 static void ngx_http_llm_rstore_replayed(ngx_http_llm_redis_op_t *rop,
     ngx_http_llm_redis_reply_t *reply);
 static void ngx_http_llm_rstore_usage_read(ngx_http_llm_redis_op_t *rop,
@@ -1372,32 +1389,41 @@ ngx_http_llm_rstore_usage_read(ngx_http_llm_redis_op_t *rop,
  * From the log phase (nothing of the request is kept): replaces the
  * reservation by what was used, per dimension.  NGX_DECLINED: this
  * request was not counted in Redis (the zone counted it, or nobody).
+ * A settle that Redis cannot have run (not sent, never written, an
+ * error reply) is replayed (ngx_http_llm_replay.c); one that was sent
+ * and lost its answer is not: Redis may have run it.  Nothing of this
+ * writes to Redis on the way of a settle that goes well.
  */
 
 ngx_int_t
 ngx_http_llm_rstore_settle(ngx_http_llm_ctx_t *ctx, uint64_t *used)
 {
-    int64_t                      delta, diff[5];
-    size_t                       strings;
-    ngx_uint_t                   i, n, nwin;
-    ngx_http_llm_rstore_op_t    *op;
-    ngx_http_llm_rstore_req_t   *st;
-    ngx_http_llm_window_conf_t  *wc;
+    int64_t                        delta, diff[5];
+    size_t                         strings;
+    ngx_uint_t                     i, n, nwin;
+    ngx_http_llm_rstore_req_t     *st;
+    ngx_http_llm_window_conf_t    *wc;
+    ngx_http_llm_rstore_settle_t  *op;
 
     st = ctx->redis;
 
-    if (st && st->local) {
+    if (st == NULL) {
+        return NGX_DECLINED;
+    }
+
+    for (i = 0; i < 5; i++) {
+        diff[i] = (int64_t) used[i] - (int64_t) st->d.need[i];
+    }
+
+    if (st->local) {
 
         /* the zone counted it: so will Redis, when it is back */
 
-        for (i = 0; i < 5; i++) {
-            diff[i] = (int64_t) used[i] - (int64_t) st->d.need[i];
-        }
-
-        ngx_http_llm_replay_add(&ctx->account, st->tier, diff, 1);
+        (void) ngx_http_llm_replay_add(&ctx->account, st->tier, st->t0,
+                                       diff);
     }
 
-    if (st == NULL || !st->counted) {
+    if (!st->counted) {
         return NGX_DECLINED;
     }
 
@@ -1418,44 +1444,111 @@ ngx_http_llm_rstore_settle(ngx_http_llm_ctx_t *ctx, uint64_t *used)
         return NGX_OK;
     }
 
-    op = ngx_http_llm_rstore_op(NGX_HTTP_LLM_SCRIPT_SETTLE,
+    /* what it changes, for the replay if Redis never sees it */
+
+    op = ngx_http_llm_redis_cmd(sizeof(ngx_http_llm_rstore_settle_t)
+                                + ctx->account.len,
+                                &ngx_http_llm_scripts[
+                                    NGX_HTTP_LLM_SCRIPT_SETTLE],
                                 3 + n + 1 + 2 * n, strings, &st->conc_key);
     if (op == NULL) {
         return NGX_ERROR;
     }
 
-    ngx_http_llm_rstore_num(op, n);
+    op->tier = st->tier;
+    op->t0 = st->t0;
+    ngx_memcpy(op->diff, diff, sizeof(diff));
+    op->account.data = (u_char *) (op + 1);
+    op->account.len = ctx->account.len;
+    ngx_memcpy(op->account.data, ctx->account.data, ctx->account.len);
+
+    ngx_http_llm_rstore_num(&op->op, n);
 
     for (i = 0; i < nwin; i++) {
         if (used[wc[i].dim] != st->d.need[wc[i].dim]) {
-            ngx_http_llm_rstore_arg(op, st->wkeys[i].data, st->wkeys[i].len);
+            ngx_http_llm_rstore_arg(&op->op, st->wkeys[i].data,
+                                    st->wkeys[i].len);
         }
     }
 
-    ngx_http_llm_rstore_num(op, st->t0);
+    ngx_http_llm_rstore_num(&op->op, st->t0);
 
     for (i = 0; i < nwin; i++) {
         if (used[wc[i].dim] != st->d.need[wc[i].dim]) {
             delta = (int64_t) used[wc[i].dim]
                     - (int64_t) st->d.need[wc[i].dim];
-            ngx_http_llm_rstore_num(op, wc[i].period);
-            ngx_http_llm_rstore_num(op, delta);
+            ngx_http_llm_rstore_num(&op->op, wc[i].period);
+            ngx_http_llm_rstore_num(&op->op, delta);
         }
     }
 
-    op->cmd.op.handler = ngx_http_llm_rstore_done;
+    op->op.cmd.op.handler = ngx_http_llm_rstore_settled;
 
-    if (ngx_http_llm_rstore_send(op) != NGX_OK) {
-        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
-                      "llm_redis: usage of \"%V\" not settled: %s",
-                      &ctx->account, op->cmd.op.error);
+    if (ngx_http_llm_rstore_send(&op->op) != NGX_OK) {
+        ngx_http_llm_rstore_unsettled(op, op->op.cmd.op.error);
         ngx_free(op);
-        return NGX_ERROR;
+        return NGX_OK;
     }
 
-    ngx_http_llm_redis_flush(&op->cmd.op);
+    ngx_http_llm_redis_flush(&op->op.cmd.op);
 
     return NGX_OK;
+}
+
+
+/*
+ * The settle's answer.  Redis has not run it when it answered an error
+ * (NOSCRIPT with no second try, BUSY, LOADING, OOM, READONLY: refused
+ * before a write) or when it never left this worker: replayed.  A
+ * settle that was written and lost its answer is left as it is.
+ */
+
+static void
+ngx_http_llm_rstore_settled(ngx_http_llm_redis_op_t *rop,
+    ngx_http_llm_redis_reply_t *reply)
+{
+    ngx_http_llm_rstore_settle_t *op = (ngx_http_llm_rstore_settle_t *) rop;
+
+    if (ngx_http_llm_rstore_noscript(&op->op, reply) == NGX_OK) {
+        return;
+    }
+
+    if (reply && reply->type == NGX_HTTP_LLM_REDIS_ERROR) {
+        ngx_http_llm_rstore_unsettled(op, "error reply");
+
+    } else if (reply == NULL && rop->unsent) {
+        ngx_http_llm_rstore_unsettled(op, rop->error ? rop->error
+                                                     : "not sent");
+
+    } else if (reply == NULL) {
+        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                      "llm_redis: usage of \"%V\" may not be settled: "
+                      "%s after it was sent", &op->account,
+                      rop->error ? rop->error : "no answer");
+    }
+
+    ngx_free(op);
+}
+
+
+/* a settle Redis has not run: its difference goes to the replay */
+
+static void
+ngx_http_llm_rstore_unsettled(ngx_http_llm_rstore_settle_t *op,
+    const char *why)
+{
+    if (ngx_http_llm_replay_add(&op->account, op->tier, op->t0, op->diff)
+        == NGX_OK)
+    {
+        ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
+                      "llm_redis: usage of \"%V\" not settled (%s), "
+                      "replayed when Redis is back", &op->account, why);
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                  "llm_redis: usage of \"%V\" not settled: %s",
+                  &op->account, why);
 }
 
 
@@ -1767,10 +1860,17 @@ ngx_http_llm_rstore_fallback(ngx_http_request_t *r,
                                       st->tier, d);
 
         if (rc == NGX_OK) {
-            /* Redis is told when it is back */
-            st->local = 1;
-            ngx_http_llm_replay_add(&st->ctx->account, st->tier,
-                                    (int64_t *) d->need, 0);
+
+            /* Redis is told when it is back, at Redis's time of it */
+
+            st->t0 = (int64_t) d->wall + ngx_http_llm_rstore_skew;
+
+            if (ngx_http_llm_replay_add(&st->ctx->account, st->tier,
+                                        st->t0, (int64_t *) d->need)
+                == NGX_OK)
+            {
+                st->local = 1;
+            }
         }
 
         return rc;
@@ -1927,15 +2027,15 @@ ngx_http_llm_rstore_refund(ngx_http_llm_rstore_op_t *adm, int64_t t0,
 
 
 /*
- * One batch of what this worker's zone counted for "account" while
- * Redis failed (amount[] by dimension, at "wall"), named "id" so that
- * Redis adds it once.  NGX_OK: ngx_http_llm_replay_done(batch, ok)
- * follows.
+ * One batch of what this worker counted for "account" while Redis
+ * failed (amount[] by dimension, at "at", Redis ms), named "id" so
+ * that Redis adds it once.  NGX_OK: ngx_http_llm_replay_done(batch,
+ * ok) follows.
  */
 
 ngx_int_t
 ngx_http_llm_rstore_replay(ngx_str_t *account, ngx_http_llm_tier_t *tier,
-    uint64_t wall, int64_t *amount, uint64_t id, void *batch)
+    uint64_t at, int64_t *amount, uint64_t id, void *batch)
 {
     u_char                      *p;
     size_t                       strings;
@@ -1988,9 +2088,7 @@ ngx_http_llm_rstore_replay(ngx_str_t *account, ngx_http_llm_tier_t *tier,
     }
 
     ngx_http_llm_rstore_num(op, NGX_HTTP_LLM_REPLAY_MARK);
-    /* on Redis's clock, when an answer has told it */
-
-    ngx_http_llm_rstore_num(op, (int64_t) wall + ngx_http_llm_rstore_skew);
+    ngx_http_llm_rstore_num(op, at);
 
     for (i = 0; i < nwin; i++) {
         ngx_http_llm_rstore_num(op, wc[i].period);
