@@ -14,6 +14,8 @@ use lib 't/lib';
 use Test::LLM::Nginx;
 use Test::LLM::Keys;
 use Time::HiRes ();
+use POSIX ();
+use Socket ();
 
 our $CAROL = $Test::LLM::Keys::CAROL;
 our $P     = "t094-$$-" . time;
@@ -76,6 +78,32 @@ $Chat21 =~ s/"total_tokens":30/"total_tokens":21/;
 
 our $Body = '{"model":"m","max_tokens":1000,'
     . '"messages":[{"role":"user","content":"hi"}]}';
+
+# for "secs" seconds, a listener on "port" whose accept queue is full:
+# a connect to it neither succeeds nor fails (its SYNs are dropped)
+sub black_hole {
+    my ($port, $secs) = @_;
+    my $pid = fork // die "fork: $!";
+    return if $pid;
+    POSIX::close($_) for 3 .. 1023;    # the mock's sockets stay its own
+    my $to = Socket::sockaddr_in($port, Socket::inet_aton('127.0.0.1'));
+    my $l;
+    socket($l, Socket::PF_INET(), Socket::SOCK_STREAM(), 0)
+        && setsockopt($l, Socket::SOL_SOCKET(), Socket::SO_REUSEADDR(), 1)
+        && bind($l, $to) && listen($l, 0)
+        or POSIX::_exit(1);
+    my @fill;
+    for (1 .. 4) {
+        socket(my $c, Socket::PF_INET(), Socket::SOCK_STREAM(), 0)
+            or POSIX::_exit(1);
+        fcntl($c, POSIX::F_SETFL(), POSIX::O_NONBLOCK());
+        connect($c, $to);
+        push @fill, $c;
+        select undef, undef, undef, 0.02;
+    }
+    select undef, undef, undef, $secs;
+    POSIX::_exit(0);
+}
 
 sub chat {
     return http_request("POST /v1/chat/completions",
@@ -294,4 +322,42 @@ sub {
     my $sum = ::wait_sum(6, 'tokens:1m', 30, 5);
     return (0, "Redis holds $sum tokens, 30 were used") if $sum != 30;
     return $held > 30 ? 1 : (0, "the refusal was not one ($held)");
+}
+
+
+
+=== TEST 7: a settle queued on a connection that never came up (its connect hangs) is replayed: it never left the worker
+--- workers: 1
+--- http_config eval: ::conf(7, 'timeout=300ms')
+--- config
+location /v1/ {
+    llm_gateway on;
+    llm_default_tier tok;
+    proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+}
+--- mock eval
+sub {
+    # admitted in Redis, which then goes away (what it holds kept); in
+    # its place a listener that takes no connection: connects hang
+    redis_cli($::RP, 'SAVE');
+    redis_cli($::RP, 'SHUTDOWN', 'NOSAVE');
+    ::black_hole($::RP, 3);
+    return { delay => 0.5, status => 200,
+             headers => { 'Content-Type' => 'application/json' },
+             body => $::Chat };
+}
+--- request eval
+"POST /v1/chat/completions\n$::Body"
+--- more_headers eval
+"Authorization: Bearer $::CAROL\nContent-Type: application/json"
+--- timeout: 10
+--- error_log
+not settled (timed out), replayed when Redis is back
+--- check eval
+sub {
+    select undef, undef, undef, 3;        # the black hole is gone
+    ::redis_up();
+    unlink servroot() . "/../redis-$::RP/dump.rdb";
+    my $sum = ::wait_sum(7, 'tokens:1m', 30, 6);
+    return $sum == 30 ? 1 : (0, "Redis holds $sum tokens, 30 were used");
 }
