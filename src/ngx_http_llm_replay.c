@@ -28,12 +28,14 @@
  * Settles (ngx_http_llm_rstore_settle) of requests Redis admitted come
  * here only when Redis cannot have run them: not sent (no
  * connection), never written before their connection failed, or
- * answered with an error.  One that was written and then lost its
- * answer (a timeout, a connection lost) may have been applied, and is
- * not replayed: Redis keeps that request's reservation instead of its
- * usage (never less than it used, more by at most the reservation)
- * until the reservation's slot leaves its windows.  Those are the
- * settles written in the last llm_redis timeout before a failure.
+ * refused with an error reply (OOM, BUSY, LOADING, NOSCRIPT...; not
+ * "ERR", a script's own failure).  One that was written and then lost
+ * its answer (a timeout, a connection lost) may have been applied,
+ * and is not replayed: Redis keeps that request's reservation instead
+ * of its usage (never less than it used, more by at most the
+ * reservation) until the reservation's slot leaves its windows.  Those
+ * are the settles written in the last llm_redis timeout before a
+ * failure.
  *
  * Bounded: at most NGX_HTTP_LLM_REPLAY_MAX batches per worker; past
  * it, usage goes to the nearest slot of its account's batches (in the

@@ -1403,6 +1403,7 @@ ngx_http_llm_rstore_settle(ngx_http_llm_ctx_t *ctx, uint64_t *used)
     ngx_uint_t                     i, n, nwin;
     ngx_http_llm_rstore_req_t     *st;
     ngx_http_llm_window_conf_t    *wc;
+    ngx_http_llm_redis_script_t   *script;
     ngx_http_llm_rstore_settle_t  *op;
 
     st = ctx->redis;
@@ -1446,10 +1447,10 @@ ngx_http_llm_rstore_settle(ngx_http_llm_ctx_t *ctx, uint64_t *used)
 
     /* what it changes, for the replay if Redis never sees it */
 
+    script = &ngx_http_llm_scripts[NGX_HTTP_LLM_SCRIPT_SETTLE];
+
     op = ngx_http_llm_redis_cmd(sizeof(ngx_http_llm_rstore_settle_t)
-                                + ctx->account.len,
-                                &ngx_http_llm_scripts[
-                                    NGX_HTTP_LLM_SCRIPT_SETTLE],
+                                + ctx->account.len, script,
                                 3 + n + 1 + 2 * n, strings, &st->conc_key);
     if (op == NULL) {
         return NGX_ERROR;
@@ -1497,10 +1498,12 @@ ngx_http_llm_rstore_settle(ngx_http_llm_ctx_t *ctx, uint64_t *used)
 
 
 /*
- * The settle's answer.  Redis has not run it when it answered an error
- * (NOSCRIPT with no second try, BUSY, LOADING, OOM, READONLY: refused
- * before a write) or when it never left this worker: replayed.  A
- * settle that was written and lost its answer is left as it is.
+ * The settle's answer.  Redis has not run it when it refused it with an
+ * error reply (NOSCRIPT with no second try, OOM at its first write,
+ * BUSY, LOADING, READONLY, MOVED...; not "ERR", which a script that
+ * failed half-way answers) or when it never left this worker: it is
+ * replayed.  One that was written and lost its answer, or failed in
+ * the script, may have changed Redis, and is left as it is.
  */
 
 static void
@@ -1509,23 +1512,39 @@ ngx_http_llm_rstore_settled(ngx_http_llm_redis_op_t *rop,
 {
     ngx_http_llm_rstore_settle_t *op = (ngx_http_llm_rstore_settle_t *) rop;
 
+    const char  *why;
+
     if (ngx_http_llm_rstore_noscript(&op->op, reply) == NGX_OK) {
         return;
     }
 
-    if (reply && reply->type == NGX_HTTP_LLM_REDIS_ERROR) {
-        ngx_http_llm_rstore_unsettled(op, "error reply");
+    if (reply == NULL) {
+        why = rop->error ? rop->error : "no answer";
 
-    } else if (reply == NULL && rop->unsent) {
-        ngx_http_llm_rstore_unsettled(op, rop->error ? rop->error
-                                                     : "not sent");
+        if (rop->unsent) {
+            ngx_http_llm_rstore_unsettled(op, why);
+            goto done;
+        }
 
-    } else if (reply == NULL) {
-        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
-                      "llm_redis: usage of \"%V\" may not be settled: "
-                      "%s after it was sent", &op->account,
-                      rop->error ? rop->error : "no answer");
+    } else if (reply->type == NGX_HTTP_LLM_REDIS_ERROR) {
+        why = "script error";
+
+        if (reply->str.len < 3
+            || ngx_strncmp(reply->str.data, "ERR", 3) != 0)
+        {
+            ngx_http_llm_rstore_unsettled(op, "error reply");
+            goto done;
+        }
+
+    } else {
+        goto done;
     }
+
+    ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                  "llm_redis: usage of \"%V\" may not be settled: %s "
+                  "after it was sent", &op->account, why);
+
+done:
 
     ngx_free(op);
 }
