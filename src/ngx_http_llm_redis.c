@@ -47,6 +47,7 @@ typedef struct {
     ngx_http_llm_redis_op_t     auth;
     ngx_http_llm_redis_op_t     select;
     const char                 *why;        /* why it was closed */
+    uint64_t                    written;    /* commands up to this seq */
     unsigned                    in_write:1;
     unsigned                    in_read:1;  /* hiredis runs callbacks */
 } ngx_http_llm_redis_conn_t;
@@ -89,6 +90,9 @@ static void ngx_http_llm_redis_cleanup(void *data);
 
 
 static ngx_http_llm_redis_worker_t  ngx_http_llm_redis_worker;
+
+/* numbers the commands queued: what "written" of a connection covers */
+static uint64_t                     ngx_http_llm_redis_seq;
 
 static const char  *ngx_http_llm_on_error_names[] = {
     "local", "deny", "allow"
@@ -661,6 +665,9 @@ ngx_http_llm_redis_on_connect(const redisAsyncContext *ac, int status)
 
     if (conn->ac == ac) {
         conn->state = NGX_HTTP_LLM_CONN_READY;
+
+        /* what is queued may be written from now on */
+        conn->written = ngx_http_llm_redis_seq;
     }
 }
 
@@ -762,6 +769,7 @@ found:
 
     op->conn = conn;
     op->error = NULL;
+    op->seq = ++ngx_http_llm_redis_seq;
 
     op->timer.handler = ngx_http_llm_redis_op_timeout;
     op->timer.data = op;
@@ -935,6 +943,9 @@ ngx_http_llm_redis_callback(redisAsyncContext *ac, void *r, void *privdata)
 
     if (reply == NULL) {
 
+        /* a command queued after the last write began never left */
+        op->unsent = (conn && op->seq > conn->written);
+
         if (op->error == NULL) {
             op->error = (conn && conn->why) ? conn->why
                         : (ac->err ? ac->errstr : "connection closed");
@@ -1103,6 +1114,11 @@ ngx_http_llm_redis_write_handler(ngx_event_t *ev)
 
     if (conn->ac == NULL) {
         return;
+    }
+
+    if (conn->ac->c.flags & REDIS_CONNECTED) {
+        /* whatever is queued may leave now, part of it at least */
+        conn->written = ngx_http_llm_redis_seq;
     }
 
     conn->in_write = 1;

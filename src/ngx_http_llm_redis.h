@@ -83,9 +83,17 @@ struct ngx_http_llm_redis_op_s {
      */
     ngx_uint_t                     affinity;
 
+    /*
+     * With reply == NULL: set when the command never left this worker
+     * (no byte of it was written), so Redis has not run it; clear when
+     * it may have (written before a timeout or a connection loss).
+     */
+    unsigned                       unsent:1;
+
     /* private to ngx_http_llm_redis.c */
     ngx_event_t                    timer;
     void                          *conn;
+    uint64_t                       seq;
 };
 
 

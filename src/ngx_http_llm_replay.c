@@ -3,23 +3,45 @@
  * ngx_llm_gateway: usage counted locally during a Redis outage, replayed.
  *
  * Owns, in each worker, what its zone counted because Redis failed
- * (llm_redis on_error=local): one batch per account and tier, the sum
- * by dimension of the reservations admitted and of their settlements,
- * stamped with the time of the last one.  A worker timer (every second
- * while there are batches, cancelable) sends each batch to Redis with
- * the replay script of ngx_http_llm_rstore.c, off every request's path:
- * it adds the batch to the slot of its time in each window of the tier,
- * while that slot is still in the window (usage that has left a window
- * no longer counts there; months count to their month).  A batch is
- * named by the worker and a sequence number, and the script keeps a
- * marker of the names it has added for ten minutes, so a batch whose
- * answer was lost (a timeout) and is sent again is not added twice.
- * What is counted while a batch is on its way goes into the next one;
- * a batch that failed is sent again as it was, under its name.
+ * (llm_redis on_error=local), and what Redis was meant to count but
+ * never saw (a settle that could not be sent): batches by account,
+ * tier and slot, the slot of the tier's shortest window (a month
+ * number when it has only calendar months) that the usage belongs to,
+ * on Redis's clock.  A reservation belongs to the time it was admitted
+ * at, and so does the difference its settlement makes: a refund (used
+ * below reserved) is negative, and goes to the batch of its
+ * reservation's slot even when that batch has gone to Redis already.
+ * A worker timer (every second while there are batches, cancelable)
+ * sends each batch to Redis with the replay script of
+ * ngx_http_llm_rstore.c, off every request's path, at most
+ * NGX_HTTP_LLM_REPLAY_BURST per tick: it adds the batch to the slot of
+ * its time in each window of the tier (negative amounts are taken
+ * back there, never below zero), while that slot is still in the
+ * window (usage that has left a window no longer counts there; months
+ * count to their month).  A batch is named by the worker and a
+ * sequence number, and the script keeps a marker of the names it has
+ * added for ten minutes, so a batch whose answer was lost (a timeout)
+ * and is sent again is not added twice.  What is counted while a batch
+ * is on its way goes into the next one of its slot; a batch that
+ * failed is sent again as it was, under its name.
  *
- * Bounded: at most NGX_HTTP_LLM_REPLAY_MAX batches per worker; usage
- * of more accounts is not replayed (logged, once a minute).  A worker
- * that exits before Redis is back takes its batches with it.
+ * Settles (ngx_http_llm_rstore_settle) of requests Redis admitted come
+ * here only when Redis cannot have run them: not sent (no
+ * connection), never written before their connection failed, or
+ * refused with an error reply (OOM, BUSY, LOADING, NOSCRIPT...; not
+ * "ERR", a script's own failure).  One that was written and then lost
+ * its answer (a timeout, a connection lost) may have been applied,
+ * and is not replayed: Redis keeps that request's reservation instead
+ * of its usage (never less than it used, more by at most the
+ * reservation) until the reservation's slot leaves its windows.  Those
+ * are the settles written in the last llm_redis timeout before a
+ * failure.
+ *
+ * Bounded: at most NGX_HTTP_LLM_REPLAY_MAX batches per worker; past
+ * it, usage goes to the nearest slot of its account's batches (in the
+ * wrong slot, not lost), and that of an account with none is not
+ * replayed (logged, once a minute).  A worker that exits before Redis
+ * is back takes its batches with it.
  */
 
 
@@ -40,12 +62,12 @@ typedef struct {
     ngx_rbtree_node_t           node;      /* key: the account's crc32 */
     ngx_queue_t                 queue;
     ngx_http_llm_tier_t        *tier;
-    uint64_t                    wall;      /* the last count, ms */
+    uint64_t                    slot;      /* of the tier's shortest window */
+    uint64_t                    at;        /* Redis ms: its first count */
     int64_t                     amount[5]; /* by NGX_HTTP_LLM_DIM_* */
 
     /* the batch sent, until Redis has confirmed it: sent again as is */
     uint64_t                    id;
-    uint64_t                    sent_wall;
     int64_t                     sent[5];
     unsigned                    pending:1;
     ngx_str_t                   account;
@@ -53,11 +75,17 @@ typedef struct {
 } ngx_http_llm_replay_t;
 
 
+static uint64_t ngx_http_llm_replay_slot(ngx_http_llm_tier_t *tier,
+    uint64_t at);
 static ngx_http_llm_replay_t *ngx_http_llm_replay_find(ngx_str_t *account,
-    ngx_http_llm_tier_t *tier, uint32_t hash);
+    ngx_http_llm_tier_t *tier, uint64_t slot, uint32_t hash,
+    ngx_http_llm_replay_t **near);
+static ngx_int_t ngx_http_llm_replay_cmp(ngx_str_t *account,
+    ngx_http_llm_tier_t *tier, uint64_t slot, ngx_http_llm_replay_t *b);
 static void ngx_http_llm_replay_insert_value(ngx_rbtree_node_t *temp,
     ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel);
 static void ngx_http_llm_replay_tick(ngx_event_t *ev);
+static ngx_uint_t ngx_http_llm_replay_some(int64_t *amount);
 static void ngx_http_llm_replay_free(ngx_http_llm_replay_t *b);
 
 
@@ -72,20 +100,27 @@ static ngx_event_t        ngx_http_llm_replay_ev;
 
 
 /*
- * Counted in the zone for "account" under "tier": amount[] by
- * dimension, a reservation (settle 0) or the difference a settlement
- * made to one (settle 1, which keeps the batch's time).
+ * Counted in the zone for "account" under "tier", or meant for Redis
+ * and not sent: amount[] by dimension (negative: a refund), belonging
+ * to the time "at" (Redis ms): a reservation's admission, which is
+ * also the time of the difference its settlement makes.  NGX_DECLINED:
+ * not kept (the bound).
  */
 
-void
+ngx_int_t
 ngx_http_llm_replay_add(ngx_str_t *account, ngx_http_llm_tier_t *tier,
-    int64_t *amount, ngx_uint_t settle)
+    uint64_t at, int64_t *amount)
 {
     uint32_t                hash;
+    uint64_t                slot;
     ngx_uint_t              i;
-    ngx_http_llm_replay_t  *b;
+    ngx_http_llm_replay_t  *b, *near;
 
     static uint64_t         logged;
+
+    if (!ngx_http_llm_replay_some(amount)) {
+        return NGX_OK;
+    }
 
     if (!ngx_http_llm_replay_inited) {
         ngx_http_llm_replay_inited = 1;
@@ -102,35 +137,43 @@ ngx_http_llm_replay_add(ngx_str_t *account, ngx_http_llm_tier_t *tier,
     }
 
     hash = ngx_crc32_short(account->data, account->len);
+    slot = ngx_http_llm_replay_slot(tier, at);
 
-    b = ngx_http_llm_replay_find(account, tier, hash);
+    b = ngx_http_llm_replay_find(account, tier, slot, hash, &near);
 
-    if (b == NULL) {
+    if (b == NULL && ngx_http_llm_replay_count >= NGX_HTTP_LLM_REPLAY_MAX) {
 
-        if (ngx_http_llm_replay_count >= NGX_HTTP_LLM_REPLAY_MAX) {
+        /* in another slot of the account's rather than lost */
+
+        b = near;
+
+        if (b == NULL) {
             if (ngx_current_msec - logged >= 60000 || logged == 0) {
                 logged = ngx_current_msec;
                 ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
                               "llm_redis: usage of account \"%V\" counted "
-                              "locally will not reach Redis: %ui accounts "
+                              "locally will not reach Redis: %ui batches "
                               "wait already", account,
                               ngx_http_llm_replay_count);
             }
 
-            return;
+            return NGX_DECLINED;
         }
+    }
 
+    if (b == NULL) {
         b = ngx_alloc(sizeof(ngx_http_llm_replay_t) + account->len,
                       ngx_cycle->log);
         if (b == NULL) {
-            return;
+            return NGX_DECLINED;
         }
 
         ngx_memzero(b, sizeof(ngx_http_llm_replay_t));
 
         b->node.key = hash;
         b->tier = tier;
-        b->wall = ngx_http_llm_now();
+        b->slot = slot;
+        b->at = at;
         b->account.data = (u_char *) (b + 1);
         b->account.len = account->len;
         ngx_memcpy(b->account.data, account->data, account->len);
@@ -144,13 +187,44 @@ ngx_http_llm_replay_add(ngx_str_t *account, ngx_http_llm_tier_t *tier,
         b->amount[i] += amount[i];
     }
 
-    if (!settle) {
-        b->wall = ngx_http_llm_now();
-    }
-
     if (!ngx_http_llm_replay_ev.timer_set) {
         ngx_add_timer(&ngx_http_llm_replay_ev, NGX_HTTP_LLM_REPLAY_INTERVAL);
     }
+
+    return NGX_OK;
+}
+
+
+/*
+ * The slot of "at" in the tier's shortest sliding window (a tenth of
+ * its period, as Redis counts), else its month number: every window of
+ * the tier counts the whole batch in one of its own slots.
+ */
+
+static uint64_t
+ngx_http_llm_replay_slot(ngx_http_llm_tier_t *tier, uint64_t at)
+{
+    ngx_tm_t                     tm;
+    ngx_msec_t                   period;
+    ngx_uint_t                   i;
+    ngx_http_llm_window_conf_t  *wc;
+
+    wc = tier->windows.elts;
+    period = 0;
+
+    for (i = 0; i < tier->windows.nelts; i++) {
+        if (wc[i].period && (period == 0 || wc[i].period < period)) {
+            period = wc[i].period;
+        }
+    }
+
+    if (period >= 10) {
+        return at / (period / 10);
+    }
+
+    ngx_gmtime((time_t) (at / 1000), &tm);
+
+    return (uint64_t) ((tm.ngx_tm_year - 1970) * 12 + tm.ngx_tm_mon - 1);
 }
 
 
@@ -160,8 +234,6 @@ void
 ngx_http_llm_replay_done(void *batch, ngx_uint_t ok)
 {
     ngx_http_llm_replay_t *b = batch;
-
-    ngx_uint_t  i;
 
     b->sending = 0;
 
@@ -173,11 +245,9 @@ ngx_http_llm_replay_done(void *batch, ngx_uint_t ok)
     b->pending = 0;
     ngx_http_llm_replay_replayed++;
 
-    for (i = 0; i < 5; i++) {
-        if (b->amount[i] > 0) {
-            /* counted meanwhile: the next batch */
-            return;
-        }
+    if (ngx_http_llm_replay_some(b->amount)) {
+        /* counted meanwhile: the next batch */
+        return;
     }
 
     ngx_http_llm_replay_free(b);
@@ -196,7 +266,7 @@ ngx_http_llm_replay_done(void *batch, ngx_uint_t ok)
 static void
 ngx_http_llm_replay_tick(ngx_event_t *ev)
 {
-    ngx_uint_t              i, n, some;
+    ngx_uint_t              n;
     ngx_queue_t            *q, *next;
     ngx_http_llm_replay_t  *b;
 
@@ -215,16 +285,9 @@ ngx_http_llm_replay_tick(ngx_event_t *ev)
         }
 
         if (!b->pending) {
-            some = 0;
 
-            for (i = 0; i < 5; i++) {
-                if (b->amount[i] > 0) {
-                    some = 1;
-                }
-            }
-
-            if (!some) {
-                /* refunds alone: nothing to add */
+            if (!ngx_http_llm_replay_some(b->amount)) {
+                /* what was added has been taken back: nothing to send */
                 ngx_http_llm_replay_free(b);
                 continue;
             }
@@ -233,13 +296,12 @@ ngx_http_llm_replay_tick(ngx_event_t *ev)
 
             ngx_memcpy(b->sent, b->amount, sizeof(b->sent));
             ngx_memzero(b->amount, sizeof(b->amount));
-            b->sent_wall = b->wall;
             b->id = ++ngx_http_llm_replay_seq;
             b->pending = 1;
         }
 
-        if (ngx_http_llm_rstore_replay(&b->account, b->tier, b->sent_wall,
-                                       b->sent, b->id, b)
+        if (ngx_http_llm_rstore_replay(&b->account, b->tier, b->at, b->sent,
+                                       b->id, b)
             != NGX_OK)
         {
             /* no connection: the next tick tries again */
@@ -261,13 +323,38 @@ ngx_http_llm_replay_tick(ngx_event_t *ev)
 }
 
 
+static ngx_uint_t
+ngx_http_llm_replay_some(int64_t *amount)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < 5; i++) {
+        if (amount[i] != 0) {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+/*
+ * The batch of (account, tier, slot), or NULL and in "near" the batch
+ * of the same account and tier with the nearest slot, if any: both
+ * neighbours of a key that is not in a search tree are on its path.
+ */
+
 static ngx_http_llm_replay_t *
 ngx_http_llm_replay_find(ngx_str_t *account, ngx_http_llm_tier_t *tier,
-    uint32_t hash)
+    uint64_t slot, uint32_t hash, ngx_http_llm_replay_t **near)
 {
+    uint64_t                d, best;
     ngx_int_t               rc;
     ngx_rbtree_node_t      *node, *sentinel;
     ngx_http_llm_replay_t  *b;
+
+    *near = NULL;
+    best = 0;
 
     node = ngx_http_llm_replay_tree.root;
     sentinel = ngx_http_llm_replay_tree.sentinel;
@@ -281,15 +368,23 @@ ngx_http_llm_replay_find(ngx_str_t *account, ngx_http_llm_tier_t *tier,
 
         b = (ngx_http_llm_replay_t *) node;
 
-        rc = ngx_memn2cmp(account->data, b->account.data, account->len,
-                          b->account.len);
+        rc = ngx_http_llm_replay_cmp(account, tier, slot, b);
 
         if (rc == 0) {
-            if (tier == b->tier) {
-                return b;
-            }
+            return b;
+        }
 
-            rc = (tier < b->tier) ? -1 : 1;
+        if (b->tier == tier
+            && ngx_memn2cmp(account->data, b->account.data, account->len,
+                            b->account.len)
+               == 0)
+        {
+            d = (slot > b->slot) ? slot - b->slot : b->slot - slot;
+
+            if (*near == NULL || d < best) {
+                *near = b;
+                best = d;
+            }
         }
 
         node = (rc < 0) ? node->left : node->right;
@@ -299,13 +394,41 @@ ngx_http_llm_replay_find(ngx_str_t *account, ngx_http_llm_tier_t *tier,
 }
 
 
+/* the order of batches with one hash: account, tier, slot */
+
+static ngx_int_t
+ngx_http_llm_replay_cmp(ngx_str_t *account, ngx_http_llm_tier_t *tier,
+    uint64_t slot, ngx_http_llm_replay_t *b)
+{
+    ngx_int_t  rc;
+
+    rc = ngx_memn2cmp(account->data, b->account.data, account->len,
+                      b->account.len);
+
+    if (rc != 0) {
+        return rc;
+    }
+
+    if (tier != b->tier) {
+        return (tier < b->tier) ? -1 : 1;
+    }
+
+    if (slot != b->slot) {
+        return (slot < b->slot) ? -1 : 1;
+    }
+
+    return 0;
+}
+
+
 static void
 ngx_http_llm_replay_insert_value(ngx_rbtree_node_t *temp,
     ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel)
 {
-    ngx_int_t               rc;
     ngx_rbtree_node_t     **p;
-    ngx_http_llm_replay_t  *b, *bt;
+    ngx_http_llm_replay_t  *b;
+
+    b = (ngx_http_llm_replay_t *) node;
 
     for ( ;; ) {
 
@@ -313,17 +436,10 @@ ngx_http_llm_replay_insert_value(ngx_rbtree_node_t *temp,
             p = (node->key < temp->key) ? &temp->left : &temp->right;
 
         } else {
-            b = (ngx_http_llm_replay_t *) node;
-            bt = (ngx_http_llm_replay_t *) temp;
-
-            rc = ngx_memn2cmp(b->account.data, bt->account.data,
-                              b->account.len, bt->account.len);
-
-            if (rc == 0) {
-                rc = (b->tier < bt->tier) ? -1 : 1;
-            }
-
-            p = (rc < 0) ? &temp->left : &temp->right;
+            p = (ngx_http_llm_replay_cmp(&b->account, b->tier, b->slot,
+                                         (ngx_http_llm_replay_t *) temp)
+                 < 0)
+                ? &temp->left : &temp->right;
         }
 
         if (*p == sentinel) {

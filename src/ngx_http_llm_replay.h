@@ -11,8 +11,8 @@
 #include "ngx_http_llm_module.h"
 
 
-void ngx_http_llm_replay_add(ngx_str_t *account, ngx_http_llm_tier_t *tier,
-    int64_t *amount, ngx_uint_t settle);
+ngx_int_t ngx_http_llm_replay_add(ngx_str_t *account,
+    ngx_http_llm_tier_t *tier, uint64_t at, int64_t *amount);
 void ngx_http_llm_replay_done(void *batch, ngx_uint_t ok);
 
 

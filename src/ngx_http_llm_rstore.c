@@ -113,6 +113,19 @@ struct ngx_http_llm_rstore_op_s {
 };
 
 
+/*
+ * A settle: what it changes, replayed (ngx_http_llm_replay.c) when Redis
+ * cannot have run it; the account's name follows.
+ */
+typedef struct {
+    ngx_http_llm_rstore_op_t    op;        /* first */
+    ngx_http_llm_tier_t        *tier;
+    uint64_t                    t0;        /* its reservation, Redis ms */
+    int64_t                     diff[5];   /* used - reserved */
+    ngx_str_t                   account;
+} ngx_http_llm_rstore_settle_t;
+
+
 static ngx_http_llm_rstore_req_t *ngx_http_llm_rstore_req(
     ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     ngx_http_llm_tier_t *tier);
@@ -148,6 +161,10 @@ static ngx_int_t ngx_http_llm_rstore_fallback(ngx_http_request_t *r,
     ngx_http_llm_rstore_req_t *st, ngx_http_llm_decision_t *d);
 static void ngx_http_llm_rstore_done(ngx_http_llm_redis_op_t *rop,
     ngx_http_llm_redis_reply_t *reply);
+static void ngx_http_llm_rstore_settled(ngx_http_llm_redis_op_t *rop,
+    ngx_http_llm_redis_reply_t *reply);
+static void ngx_http_llm_rstore_unsettled(ngx_http_llm_rstore_settle_t *op,
+    const char *why);
 static void ngx_http_llm_rstore_replayed(ngx_http_llm_redis_op_t *rop,
     ngx_http_llm_redis_reply_t *reply);
 static void ngx_http_llm_rstore_usage_read(ngx_http_llm_redis_op_t *rop,
@@ -517,6 +534,33 @@ NGX_HTTP_LLM_LUA_DECIDE
 
 
 /*
+ * Shared by the settle and replay scripts: put(w, s0, delta) changes
+ * slot s0 of window w (loaded, s0 in the window) by "delta", never
+ * below zero, and keeps the running total "t" and the oldest slot "o"
+ * right (save() writes them); returns the slot's new count.
+ */
+
+#define NGX_HTTP_LLM_LUA_PUT                                                  \
+"local function put(w, s0, delta)\n"                                          \
+"  local old = s0 == w.cur and (w.here or 0)\n"                               \
+"              or tonumber(redis.call('HGET', w.key, s0)) or 0\n"             \
+"  local v = old + delta\n"                                                   \
+"  if v < 0 then v = 0 end\n"                                                 \
+"  w.sum = w.sum + v - old\n"                                                 \
+"  if s0 == w.cur then w.here = v end\n"                                      \
+"  if v > 0 then\n"                                                           \
+"    redis.call('HSET', w.key, s0, v)\n"                                      \
+"    if w.o == nil or s0 < w.o then w.o = s0 end\n"                           \
+"  else\n"                                                                    \
+"    redis.call('HDEL', w.key, s0)\n"                                         \
+"    if w.o == s0 then full(w) end\n"                                         \
+"  end\n"                                                                     \
+"  w.dirty = true\n"                                                          \
+"  return v\n"                                                                \
+"end\n"
+
+
+/*
  * KEYS: window keys.  ARGV: the reservation's time (Redis ms), then
  * per window: period, actual - reserved.  The difference goes to the
  * reservation's slot while that slot is in the window (never below
@@ -525,6 +569,7 @@ NGX_HTTP_LLM_LUA_DECIDE
 
 static char  ngx_http_llm_lua_settle[] =
 NGX_HTTP_LLM_LUA_COMMON
+NGX_HTTP_LLM_LUA_PUT
 "local t0 = tonumber(ARGV[1])\n"
 "for i = 1, #KEYS do\n"
 "  local w = { key = KEYS[i], period = tonumber(ARGV[2 * i]) }\n"
@@ -533,23 +578,9 @@ NGX_HTTP_LLM_LUA_COMMON
 "  local s0 = slot(w.period, t0)\n"
 "  local v\n"
 "  if s0 >= w.lo and s0 <= w.cur then\n"
-"    local old = s0 == w.cur and (w.here or 0)\n"
-"                or tonumber(redis.call('HGET', w.key, s0)) or 0\n"
-"    v = old + delta\n"
-"    if v < 0 then v = 0 end\n"
-"    w.sum = w.sum + v - old\n"
-"    if v > 0 then\n"
-"      redis.call('HSET', w.key, s0, v)\n"
-"      if w.o == nil or s0 < w.o then w.o = s0 end\n"
-"    else\n"
-"      redis.call('HDEL', w.key, s0)\n"
-"      if w.o == s0 then full(w) end\n"
-"    end\n"
+"    v = put(w, s0, delta)\n"
 "  elseif delta > 0 then\n"
-"    v = (w.here or 0) + delta\n"
-"    w.sum = w.sum + delta\n"
-"    redis.call('HSET', w.key, w.cur, v)\n"
-"    if w.o == nil then w.o = w.cur end\n"
+"    v = put(w, w.cur, delta)\n"
 "  end\n"
 "  w.dirty = true\n"
 "  save(w, nil)\n"
@@ -573,14 +604,17 @@ static char  ngx_http_llm_lua_renew[] =
 
 /*
  * KEYS: a marker, then window keys.  ARGV: marker ttl, the time (Redis
- * ms) of the batch, then per window: period, amount.  Adds what the
- * zone counted during an outage to the slot it was counted in, while
- * that slot is in the window (usage that has left it no longer
- * counts); once only: a batch whose marker exists changes nothing.
+ * ms) the batch was counted at, then per window: period, amount.  Adds
+ * what the zone counted during an outage to the slot it was counted
+ * in, while that slot is in the window (usage that has left it no
+ * longer counts); a negative amount (refunds: settlements below their
+ * reservations) is taken back there as the settle script does, never
+ * below zero.  Once only: a batch whose marker exists changes nothing.
  */
 
 static char  ngx_http_llm_lua_replay[] =
 NGX_HTTP_LLM_LUA_COMMON
+NGX_HTTP_LLM_LUA_PUT
 "if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then\n"
 "  return 0\n"
 "end\n"
@@ -590,15 +624,12 @@ NGX_HTTP_LLM_LUA_COMMON
 "  local n = tonumber(ARGV[2 * i])\n"
 "  load(w)\n"
 "  local s0 = slot(w.period, t0)\n"
-"  if n > 0 and s0 >= w.lo and s0 <= w.cur then\n"
-"    local v = (s0 == w.cur and (w.here or 0)\n"
-"               or tonumber(redis.call('HGET', w.key, s0)) or 0) + n\n"
-"    redis.call('HSET', w.key, s0, v)\n"
-"    w.sum = w.sum + n\n"
-"    if w.o == nil or s0 < w.o then w.o = s0 end\n"
-"    w.dirty = true\n"
+"  if n ~= 0 and s0 >= w.lo and s0 <= w.cur then\n"
+"    local v = put(w, s0, n)\n"
 "    save(w, nil)\n"
-"    redis.call('PEXPIRE', w.key, floor(ttl(w.period, w.cur)))\n"
+"    if v > 0 then\n"
+"      redis.call('PEXPIRE', w.key, floor(ttl(w.period, w.cur)))\n"
+"    end\n"
 "  else\n"
 "    save(w, nil)\n"
 "  end\n"
@@ -1358,32 +1389,42 @@ ngx_http_llm_rstore_usage_read(ngx_http_llm_redis_op_t *rop,
  * From the log phase (nothing of the request is kept): replaces the
  * reservation by what was used, per dimension.  NGX_DECLINED: this
  * request was not counted in Redis (the zone counted it, or nobody).
+ * A settle that Redis cannot have run (not sent, never written, an
+ * error reply) is replayed (ngx_http_llm_replay.c); one that was sent
+ * and lost its answer is not: Redis may have run it.  Nothing of this
+ * writes to Redis on the way of a settle that goes well.
  */
 
 ngx_int_t
 ngx_http_llm_rstore_settle(ngx_http_llm_ctx_t *ctx, uint64_t *used)
 {
-    int64_t                      delta, diff[5];
-    size_t                       strings;
-    ngx_uint_t                   i, n, nwin;
-    ngx_http_llm_rstore_op_t    *op;
-    ngx_http_llm_rstore_req_t   *st;
-    ngx_http_llm_window_conf_t  *wc;
+    int64_t                        delta, diff[5];
+    size_t                         strings;
+    ngx_uint_t                     i, n, nwin;
+    ngx_http_llm_rstore_req_t     *st;
+    ngx_http_llm_window_conf_t    *wc;
+    ngx_http_llm_redis_script_t   *script;
+    ngx_http_llm_rstore_settle_t  *op;
 
     st = ctx->redis;
 
-    if (st && st->local) {
+    if (st == NULL) {
+        return NGX_DECLINED;
+    }
+
+    for (i = 0; i < 5; i++) {
+        diff[i] = (int64_t) used[i] - (int64_t) st->d.need[i];
+    }
+
+    if (st->local) {
 
         /* the zone counted it: so will Redis, when it is back */
 
-        for (i = 0; i < 5; i++) {
-            diff[i] = (int64_t) used[i] - (int64_t) st->d.need[i];
-        }
-
-        ngx_http_llm_replay_add(&ctx->account, st->tier, diff, 1);
+        (void) ngx_http_llm_replay_add(&ctx->account, st->tier, st->t0,
+                                       diff);
     }
 
-    if (st == NULL || !st->counted) {
+    if (!st->counted) {
         return NGX_DECLINED;
     }
 
@@ -1404,44 +1445,129 @@ ngx_http_llm_rstore_settle(ngx_http_llm_ctx_t *ctx, uint64_t *used)
         return NGX_OK;
     }
 
-    op = ngx_http_llm_rstore_op(NGX_HTTP_LLM_SCRIPT_SETTLE,
+    /* what it changes, for the replay if Redis never sees it */
+
+    script = &ngx_http_llm_scripts[NGX_HTTP_LLM_SCRIPT_SETTLE];
+
+    op = ngx_http_llm_redis_cmd(sizeof(ngx_http_llm_rstore_settle_t)
+                                + ctx->account.len, script,
                                 3 + n + 1 + 2 * n, strings, &st->conc_key);
     if (op == NULL) {
         return NGX_ERROR;
     }
 
-    ngx_http_llm_rstore_num(op, n);
+    op->tier = st->tier;
+    op->t0 = st->t0;
+    ngx_memcpy(op->diff, diff, sizeof(diff));
+    op->account.data = (u_char *) (op + 1);
+    op->account.len = ctx->account.len;
+    ngx_memcpy(op->account.data, ctx->account.data, ctx->account.len);
+
+    ngx_http_llm_rstore_num(&op->op, n);
 
     for (i = 0; i < nwin; i++) {
         if (used[wc[i].dim] != st->d.need[wc[i].dim]) {
-            ngx_http_llm_rstore_arg(op, st->wkeys[i].data, st->wkeys[i].len);
+            ngx_http_llm_rstore_arg(&op->op, st->wkeys[i].data,
+                                    st->wkeys[i].len);
         }
     }
 
-    ngx_http_llm_rstore_num(op, st->t0);
+    ngx_http_llm_rstore_num(&op->op, st->t0);
 
     for (i = 0; i < nwin; i++) {
         if (used[wc[i].dim] != st->d.need[wc[i].dim]) {
             delta = (int64_t) used[wc[i].dim]
                     - (int64_t) st->d.need[wc[i].dim];
-            ngx_http_llm_rstore_num(op, wc[i].period);
-            ngx_http_llm_rstore_num(op, delta);
+            ngx_http_llm_rstore_num(&op->op, wc[i].period);
+            ngx_http_llm_rstore_num(&op->op, delta);
         }
     }
 
-    op->cmd.op.handler = ngx_http_llm_rstore_done;
+    op->op.cmd.op.handler = ngx_http_llm_rstore_settled;
 
-    if (ngx_http_llm_rstore_send(op) != NGX_OK) {
-        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
-                      "llm_redis: usage of \"%V\" not settled: %s",
-                      &ctx->account, op->cmd.op.error);
+    if (ngx_http_llm_rstore_send(&op->op) != NGX_OK) {
+        ngx_http_llm_rstore_unsettled(op, op->op.cmd.op.error);
         ngx_free(op);
-        return NGX_ERROR;
+        return NGX_OK;
     }
 
-    ngx_http_llm_redis_flush(&op->cmd.op);
+    ngx_http_llm_redis_flush(&op->op.cmd.op);
 
     return NGX_OK;
+}
+
+
+/*
+ * The settle's answer.  Redis has not run it when it refused it with an
+ * error reply (NOSCRIPT with no second try, OOM at its first write,
+ * BUSY, LOADING, READONLY, MOVED...; not "ERR", which a script that
+ * failed half-way answers) or when it never left this worker: it is
+ * replayed.  One that was written and lost its answer, or failed in
+ * the script, may have changed Redis, and is left as it is.
+ */
+
+static void
+ngx_http_llm_rstore_settled(ngx_http_llm_redis_op_t *rop,
+    ngx_http_llm_redis_reply_t *reply)
+{
+    ngx_http_llm_rstore_settle_t *op = (ngx_http_llm_rstore_settle_t *) rop;
+
+    const char  *why;
+
+    if (ngx_http_llm_rstore_noscript(&op->op, reply) == NGX_OK) {
+        return;
+    }
+
+    if (reply == NULL) {
+        why = rop->error ? rop->error : "no answer";
+
+        if (rop->unsent) {
+            ngx_http_llm_rstore_unsettled(op, why);
+            goto done;
+        }
+
+    } else if (reply->type == NGX_HTTP_LLM_REDIS_ERROR) {
+        why = "script error";
+
+        if (reply->str.len < 3
+            || ngx_strncmp(reply->str.data, "ERR", 3) != 0)
+        {
+            ngx_http_llm_rstore_unsettled(op, "error reply");
+            goto done;
+        }
+
+    } else {
+        goto done;
+    }
+
+    ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                  "llm_redis: usage of \"%V\" may not be settled: %s "
+                  "after it was sent", &op->account, why);
+
+done:
+
+    ngx_free(op);
+}
+
+
+/* a settle Redis has not run: its difference goes to the replay */
+
+static void
+ngx_http_llm_rstore_unsettled(ngx_http_llm_rstore_settle_t *op,
+    const char *why)
+{
+    if (ngx_http_llm_replay_add(&op->account, op->tier, op->t0, op->diff)
+        == NGX_OK)
+    {
+        ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
+                      "llm_redis: usage of \"%V\" not settled (%s), "
+                      "replayed when Redis is back", &op->account, why);
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                  "llm_redis: usage of \"%V\" not settled: %s",
+                  &op->account, why);
 }
 
 
@@ -1753,10 +1879,17 @@ ngx_http_llm_rstore_fallback(ngx_http_request_t *r,
                                       st->tier, d);
 
         if (rc == NGX_OK) {
-            /* Redis is told when it is back */
-            st->local = 1;
-            ngx_http_llm_replay_add(&st->ctx->account, st->tier,
-                                    (int64_t *) d->need, 0);
+
+            /* Redis is told when it is back, at Redis's time of it */
+
+            st->t0 = (int64_t) d->wall + ngx_http_llm_rstore_skew;
+
+            if (ngx_http_llm_replay_add(&st->ctx->account, st->tier,
+                                        st->t0, (int64_t *) d->need)
+                == NGX_OK)
+            {
+                st->local = 1;
+            }
         }
 
         return rc;
@@ -1913,15 +2046,15 @@ ngx_http_llm_rstore_refund(ngx_http_llm_rstore_op_t *adm, int64_t t0,
 
 
 /*
- * One batch of what this worker's zone counted for "account" while
- * Redis failed (amount[] by dimension, at "wall"), named "id" so that
- * Redis adds it once.  NGX_OK: ngx_http_llm_replay_done(batch, ok)
- * follows.
+ * One batch of what this worker counted for "account" while Redis
+ * failed (amount[] by dimension, at "at", Redis ms), named "id" so
+ * that Redis adds it once.  NGX_OK: ngx_http_llm_replay_done(batch,
+ * ok) follows.
  */
 
 ngx_int_t
 ngx_http_llm_rstore_replay(ngx_str_t *account, ngx_http_llm_tier_t *tier,
-    uint64_t wall, int64_t *amount, uint64_t id, void *batch)
+    uint64_t at, int64_t *amount, uint64_t id, void *batch)
 {
     u_char                      *p;
     size_t                       strings;
@@ -1974,9 +2107,7 @@ ngx_http_llm_rstore_replay(ngx_str_t *account, ngx_http_llm_tier_t *tier,
     }
 
     ngx_http_llm_rstore_num(op, NGX_HTTP_LLM_REPLAY_MARK);
-    /* on Redis's clock, when an answer has told it */
-
-    ngx_http_llm_rstore_num(op, (int64_t) wall + ngx_http_llm_rstore_skew);
+    ngx_http_llm_rstore_num(op, at);
 
     for (i = 0; i < nwin; i++) {
         ngx_http_llm_rstore_num(op, wc[i].period);

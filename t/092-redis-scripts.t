@@ -35,15 +35,19 @@ sub literals {
     return $out;
 }
 
-my ($common) = $src =~ /#define NGX_HTTP_LLM_LUA_COMMON\s*\\\n(.*?[^\\])\n\n/s;
-my ($decide) = $src =~ /#define NGX_HTTP_LLM_LUA_DECIDE\s*\\\n(.*?[^\\])\n\n/s;
+# the chunks scripts share (NGX_HTTP_LLM_LUA_COMMON, _DECIDE, _PUT), each
+# put in where a script names it
+my %chunk;
+while ($src =~ /#define NGX_HTTP_LLM_LUA_(\w+)\s*\\\n(.*?[^\\])\n\n/sg) {
+    $chunk{$1} = literals($2);
+}
 my %lua;
 for my $name (qw(admit settle renew replay batch)) {
     my ($body) = $src =~ /ngx_http_llm_lua_$name\[\] =\n(.*?);\n/s
         or die "no script $name";
-    $lua{$name} = ($body =~ /NGX_HTTP_LLM_LUA_COMMON/ ? literals($common) : '')
-                  . ($body =~ /NGX_HTTP_LLM_LUA_DECIDE/ ? literals($decide) : '')
-                  . literals($body);
+    $lua{$name} = join '', map { /^NGX_HTTP_LLM_LUA_(\w+)$/
+                                 ? ($chunk{$1} // die "no chunk $1")
+                                 : literals($_) } split /\n/, $body;
 }
 
 my $P = "t092-$$-" . time;
@@ -264,6 +268,35 @@ is(total('rep', 'requests:1m') . ' ' . field('rep', 'requests:1m', 't'),
 ok(redis('PTTL', "$P:{acct:rep}:replay:w:1") > 50000,
    'the batch marker expires');
 
+# replayed refunds (a settlement below its reservation, counted after its
+# reservation's batch had gone): taken back in their slot, never below
+# zero, the running totals kept as the slots
+my $rn = admit('neg', 0, '', 60000, 0, 'tokens:1m', 60000, 100000, 100);
+my $tn = $rn->{now} - 12000;
+replay('neg', 'n:1', $tn, 'tokens:1m', 60000, 1000, 'tokens:1h', 3600000,
+       1000);
+is(replay('neg', 'n:2', $tn, 'tokens:1m', 60000, -970, 'tokens:1h',
+          3600000, -970), 1, 'a refund alone is replayed');
+is(total('neg', 'tokens:1m') . ' ' . total('neg', 'tokens:1h'), '130 30',
+   'it is taken back in the slot of its reservation');
+my %ns = split /\n/, redis('HGETALL', "$P:{acct:neg}:w:tokens:1m");
+is(($ns{int($tn / 6000)} // 0) . ' ' . ($ns{int($rn->{now} / 6000)} // 0),
+   '30 100', 'there, not in the current slot');
+is(field('neg', 'tokens:1m', 't') . ' ' . field('neg', 'tokens:1h', 't'),
+   '130 30', 'the running totals follow');
+replay('neg', 'n:3', $tn, 'tokens:1m', 60000, -500, 'tokens:1h', 3600000,
+       -500);
+is(total('neg', 'tokens:1m') . ' ' . field('neg', 'tokens:1m', 't') . ' '
+   . field('neg', 'tokens:1m', 'o'), '100 100 ' . int($rn->{now} / 6000),
+   'never below zero; the oldest slot is the next one holding a count');
+is(redis('EXISTS', "$P:{acct:neg}:w:tokens:1h"), 0,
+   'a window taken back to nothing keeps no key');
+replay('neg', 'n:4', $rn->{now} - 120000, 'tokens:1m', 60000, -100);
+is(total('neg', 'tokens:1m'), 100,
+   'a refund whose slot has left the window changes nothing');
+my $rn2 = admit('neg', 0, '', 60000, 0, 'tokens:1m', 60000, 100000, 1);
+is("$rn2->{win}[0][0]", '101', 'admissions see the totals replayed');
+
 # every key of one account hashes to one Cluster slot
 my %slots = map { redis('CLUSTER', 'KEYSLOT', $_) => 1 }
             "$P:{acct:tok}:conc", "$P:{acct:tok}:cool",
@@ -279,6 +312,8 @@ redis('DEL', map { "$P:{acct:$_->[0]}:$_->[1]" }
       [run => 'w:requests:1s'], [zero => 'w:tokens:1s'],
       [rep => 'w:requests:1m'], [rep => 'w:requests:1h'],
       [rep => 'replay:w:1'], [rep => 'replay:w:2'],
+      [neg => 'w:tokens:1m'], [neg => 'w:tokens:1h'],
+      (map { [neg => "replay:n:$_"] } 1 .. 4),
       [full => 'w:requests:10m']);
 
 # the batch script: the admissions of one account and tier in one call,
