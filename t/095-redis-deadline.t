@@ -241,7 +241,7 @@ key_record(1, 'zed', account => 'zed');
 key_record(2, 'zed', account => 'zed');
 key_record(3, 'zed', account => 'acme');
 key_record(3, 'yola', account => 'acme');
-key_record(4, 'zed', account => 'zed');
+key_record($_, 'zed', account => 'zed') for 4 .. 6;
 
 run_tests();
 
@@ -381,6 +381,59 @@ sub {
 
     return (0, "got $a->[0]: $a->[4]{body}")
         unless $a->[0] eq '200' && $a->[4]{body} =~ /"account":"zed"/;
+    return (0, sprintf "the request took %.3fs", $a->[1]) if $a->[1] > 1.3;
+    return 1;
+}
+
+
+
+=== TEST 5: batch=1 and on_error=deny, timeout=1s, Redis frozen 400 ms at each HMGET, then 2 s at the admission: 503 store_unavailable within the timeout
+--- workers: 1
+--- http_config eval: ::conf(5, "timeout=1s on_error=deny batch=1")
+--- config eval: $::Gateway
+--- request
+GET /plain
+--- timeout: 15
+--- check eval
+sub {
+    my $warm = ::timed($::CAROL);
+
+    ::stall(400, 400, 2000);
+    my $a = ::timed('zed');
+    ::stall();
+    Time::HiRes::sleep(1.5);
+    my $sum = ::window_sum(5, 'zed');
+    Test::More::note(sprintf "TEST 5: %.3fs", $a->[1]);
+
+    my $got = sprintf "%s | %s %s | %d", $warm->[0], $a->[0], $a->[3], $sum;
+    return (0, "got $got") unless $got eq '200 | 503 store_error | 0';
+    return (0, "the body: $a->[4]{body}")
+        unless $a->[4]{body} =~ /"code":"store_unavailable"/;
+    return (0, sprintf "the request took %.3fs", $a->[1]) if $a->[1] > 1.3;
+    return 1;
+}
+
+
+
+=== TEST 6: timeout=1s, Redis's clock not known yet (the script gets no deadline): Redis frozen 450 ms at each HMGET, then 500 ms at the admission, which Redis grants after the request has gone to the zone (on_error=local): the grant goes back, and Redis holds the request once (replayed)
+--- workers: 1
+--- http_config eval: ::conf(6, "timeout=1s on_error=local")
+--- config eval: $::Gateway
+--- request
+GET /plain
+--- timeout: 15
+--- check eval
+sub {
+    ::stall(450, 450, 500);
+    my $a = ::timed('zed');
+    ::wait_sum(6, 'zed', 1);
+    ::stall();
+    Time::HiRes::sleep(2);
+    my $sum = ::window_sum(6, 'zed');
+    Test::More::note(sprintf "TEST 6: %.3fs", $a->[1]);
+
+    my $got = sprintf "%s %s | %d", $a->[0], $a->[3], $sum;
+    return (0, "got $got") unless $got eq '200 passed | 1';
     return (0, sprintf "the request took %.3fs", $a->[1]) if $a->[1] > 1.3;
     return 1;
 }
