@@ -81,6 +81,7 @@ sub stall_link {
                                    ReuseAddr => 1)
         or die "stall link on $port: $!\n";
 
+    my $parent = $$;
     my $pid = fork // die "fork: $!\n";
 
     if ($pid) {
@@ -96,6 +97,12 @@ sub stall_link {
 
     while (1) {
         my $now = Time::HiRes::time();
+
+        # the test has gone without stopping its link
+        if (getppid() != $parent) {
+            kill 'CONT', $rpid;
+            POSIX::_exit(0);
+        }
 
         if ($until && $now >= $until) {
             kill 'CONT', $rpid;
@@ -324,7 +331,7 @@ no decision for "zed" (no answer in time), on_error applies
 
 
 
-=== TEST 3: timeout=1s, one account, two keys from Redis, the second asked 100 ms after the first: both lookups are answered together, both admissions go in one batch frozen for 2 s, and each request leaves at its own deadline (zone, on_error=local), the first first; Redis then holds both once
+=== TEST 3: timeout=1s, one account, two keys from Redis, the second asked 200 ms after the first: both lookups are answered together, both admissions go in one batch frozen for 2 s, and each request leaves at its own deadline (zone, on_error=local), the first first; Redis then holds both once
 --- workers: 1
 --- http_config eval: ::conf(3, "timeout=1s on_error=local connections=1")
 --- config eval: $::Gateway
@@ -336,7 +343,7 @@ sub {
     my $warm = ::timed($::CAROL);
 
     ::stall(450, 300, 2000);
-    my $later = ::timed_later(0.1, 'yola');
+    my $later = ::timed_later(0.2, 'yola');
     my $a = ::timed('zed');
     my $b = $later->();
     ::stall();
@@ -356,7 +363,7 @@ sub {
     }
     return (0, sprintf "the second ended %.3fs after the first",
                        $b->[2] - $a->[2])
-        if $b->[2] - $a->[2] < 0.03;
+        if $b->[2] - $a->[2] < 0.05;
     return 1;
 }
 
