@@ -26,14 +26,14 @@
  * most llm_redis timeout for both, which is all it may wait for Redis
  * (ctx->redis_waited: its admission gets what is left).  A lookup the
  * request stops waiting for goes on alone, and what it finds is cached.
- * The outcome is cached in the zone,
- * for every worker, for key_cache (default 4 s) and for at most a
- * second when the key does not exist, counted from when the lookup was
- * sent: a key revoked, expired or suspended in Redis is refused by
- * every node at most key_cache later (SPEC 5: within 5 s).  While Redis
- * fails, a key that is not cached is refused: 401 with on_error=local
- * or allow (only static keys work then: an unknown key is never let
- * in), 503 store_unavailable with on_error=deny.
+ * The outcome is cached in the zone, for every worker, for key_cache
+ * (default 4 s) and for at most a second when the key does not exist,
+ * counted from when the lookup was sent: a key revoked, expired or
+ * suspended in Redis is refused by every node at most key_cache later
+ * (SPEC 5: within 5 s).  While Redis fails (or the request's time for
+ * it runs out), a key that is not cached is refused with 503
+ * store_unavailable whatever on_error says: it is neither let in nor
+ * called invalid; only static keys work then.
  */
 
 
