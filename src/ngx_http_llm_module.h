@@ -151,6 +151,7 @@ typedef struct {
     void                       *redis;         /* llm_redis: rstore state */
     void                       *rusage;        /* llm_usage's Redis read */
     void                       *rkey;          /* a key read from Redis */
+    ngx_msec_t                  redis_waited;  /* ms, of llm_redis timeout */
 
     unsigned                    has_key_id:1;
     unsigned                    conc_held:1;

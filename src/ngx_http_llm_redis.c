@@ -9,11 +9,16 @@
  * at most 16 KB per call).  Writes are batched: a command queued from
  * a request posts the write event, so the commands of one loop
  * iteration leave in one write.  Every command carries an nginx timer;
- * when one expires, the connection is closed (Redis answers in order,
- * so what waits behind it would time out too), every command on it
- * fails at once, and the connection comes back after a backoff of
- * 100 ms doubling to 1 s.  AUTH and SELECT are queued first on every
- * new connection.  Nothing here ever waits on the network.
+ * when a command has waited llm_redis timeout, the connection is closed
+ * (Redis answers in order, so what waits behind it would time out too),
+ * every command on it fails at once, and the connection comes back
+ * after a backoff of 100 ms doubling to 1 s.  A command sent for a
+ * request that has already waited for Redis (a key lookup, then the
+ * admission) carries the request's deadline too: the same timer fires
+ * then, the caller's "expire" lets the request go on without the
+ * answer, and the command stays on its connection until it is answered
+ * or times out.  AUTH and SELECT are queued first on every new
+ * connection.  Nothing here ever waits on the network.
  *
  * The worker keeps one health flag: a failure (no connection, timeout,
  * error reply) turns it down, the next good reply turns it up; each
@@ -58,6 +63,7 @@ typedef struct {
     ngx_http_llm_redis_conn_t  *conns;
     ngx_uint_t                  next;
     ngx_log_t                  *log;
+    ngx_http_llm_redis_op_t    *expiring;   /* in its "expire" */
     unsigned                    up:1;
     unsigned                    exiting:1;
 } ngx_http_llm_redis_worker_t;
@@ -78,6 +84,7 @@ static void ngx_http_llm_redis_handshake(ngx_http_llm_redis_op_t *op,
 static void ngx_http_llm_redis_callback(redisAsyncContext *ac, void *r,
     void *privdata);
 static void ngx_http_llm_redis_op_timeout(ngx_event_t *ev);
+static ngx_msec_t ngx_http_llm_redis_wait(ngx_http_llm_redis_op_t *op);
 static void ngx_http_llm_redis_health(ngx_uint_t ok, const char *why,
     size_t len);
 static void ngx_http_llm_redis_read_handler(ngx_event_t *ev);
@@ -774,8 +781,9 @@ found:
     op->timer.handler = ngx_http_llm_redis_op_timeout;
     op->timer.data = op;
     op->timer.log = w->log;
+    op->sent = ngx_current_msec;
 
-    ngx_add_timer(&op->timer, w->conf->timeout);
+    ngx_add_timer(&op->timer, ngx_http_llm_redis_wait(op));
 
     return NGX_OK;
 }
@@ -941,6 +949,11 @@ ngx_http_llm_redis_callback(redisAsyncContext *ac, void *r, void *privdata)
         ngx_del_timer(&op->timer);
     }
 
+    if (ngx_http_llm_redis_worker.expiring == op) {
+        /* ends inside its own "expire": the timer is not set again */
+        ngx_http_llm_redis_worker.expiring = NULL;
+    }
+
     if (reply == NULL) {
 
         /* a command queued after the last write began never left */
@@ -1015,11 +1028,81 @@ ngx_http_llm_redis_op_timeout(ngx_event_t *ev)
 {
     ngx_http_llm_redis_op_t  *op = ev->data;
 
+    ngx_http_llm_redis_worker_t  *w;
+
+    w = &ngx_http_llm_redis_worker;
+
+    if (op->expire && ngx_current_msec - op->sent < w->conf->timeout) {
+
+        /*
+         * a request's deadline, not Redis's timeout: the request goes
+         * on without the answer, the command waits on; whatever the
+         * request does meanwhile may end the command (and free "op")
+         */
+
+        op->deadline = 0;
+
+        w->expiring = op;
+        op->expire(op);
+
+        if (w->expiring != op) {
+            return;
+        }
+
+        w->expiring = NULL;
+
+        ngx_add_timer(&op->timer, ngx_http_llm_redis_wait(op));
+        return;
+    }
+
     op->error = "timed out";
 
     /* the handler runs from the context's freeing */
 
     ngx_http_llm_redis_close(op->conn, "timed out (an earlier command)");
+}
+
+
+/* how long the timer of a command that is on its way waits now */
+
+static ngx_msec_t
+ngx_http_llm_redis_wait(ngx_http_llm_redis_op_t *op)
+{
+    ngx_msec_t  timeout, left;
+
+    /* the command's own timeout (not reached yet when this is asked) */
+
+    timeout = op->sent + ngx_http_llm_redis_worker.conf->timeout
+              - ngx_current_msec;
+
+    if (op->deadline == 0 || op->expire == NULL) {
+        return timeout;
+    }
+
+    if ((ngx_msec_int_t) (op->deadline - ngx_current_msec) <= 0) {
+        /* passed already: at once, from the timer */
+        return 1;
+    }
+
+    left = op->deadline - ngx_current_msec;
+
+    return ngx_min(left, timeout);
+}
+
+
+/*
+ * What is left of a request's time for Redis (llm_redis timeout, for
+ * all it waits on), when it has waited "waited" ms; 0: nothing.
+ */
+
+ngx_msec_t
+ngx_http_llm_redis_left(ngx_msec_t waited)
+{
+    ngx_msec_t  timeout;
+
+    timeout = ngx_http_llm_redis_worker.conf->timeout;
+
+    return waited < timeout ? timeout - waited : 0;
 }
 
 

@@ -71,6 +71,14 @@ typedef struct ngx_http_llm_redis_op_s  ngx_http_llm_redis_op_t;
 typedef void (*ngx_http_llm_redis_handler_pt)(ngx_http_llm_redis_op_t *op,
     ngx_http_llm_redis_reply_t *reply);
 
+/*
+ * The caller's deadline has come before the command's own timeout: the
+ * command stays on its way (the handler still runs once, later), the
+ * caller stops waiting for it.  It must not free "op"; it may set
+ * op->deadline again (a batch: its next request's).
+ */
+typedef void (*ngx_http_llm_redis_expire_pt)(ngx_http_llm_redis_op_t *op);
+
 struct ngx_http_llm_redis_op_s {
     ngx_http_llm_redis_handler_pt  handler;
     void                          *data;
@@ -84,6 +92,14 @@ struct ngx_http_llm_redis_op_s {
     ngx_uint_t                     affinity;
 
     /*
+     * A request's deadline (ngx_current_msec; 0: none), when it comes
+     * before llm_redis timeout: "expire" runs then, and the connection
+     * stays up.  The timeout alone says that Redis has stalled.
+     */
+    ngx_msec_t                     deadline;
+    ngx_http_llm_redis_expire_pt   expire;
+
+    /*
      * With reply == NULL: set when the command never left this worker
      * (no byte of it was written), so Redis has not run it; clear when
      * it may have (written before a timeout or a connection loss).
@@ -92,6 +108,7 @@ struct ngx_http_llm_redis_op_s {
 
     /* private to ngx_http_llm_redis.c */
     ngx_event_t                    timer;
+    ngx_msec_t                     sent;
     void                          *conn;
     uint64_t                       seq;
 };
@@ -138,6 +155,7 @@ ngx_int_t ngx_http_llm_redis_cmd_send(ngx_http_llm_redis_cmd_t *cmd);
 ngx_int_t ngx_http_llm_redis_cmd_noscript(ngx_http_llm_redis_cmd_t *cmd,
     ngx_http_llm_redis_reply_t *reply);
 ngx_uint_t ngx_http_llm_redis_up(void);
+ngx_msec_t ngx_http_llm_redis_left(ngx_msec_t waited);
 void ngx_http_llm_redis_fail(const char *why);
 void ngx_http_llm_redis_sha1(u_char *hex, u_char *data, size_t len);
 ngx_http_llm_redis_conf_t *ngx_http_llm_redis_conf(void);

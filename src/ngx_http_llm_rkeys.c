@@ -23,14 +23,17 @@
  *
  * A lookup is two HMGETs, the key then its account (they live in
  * different hash slots), on nginx's event loop; the request waits at
- * most llm_redis timeout for each.  The outcome is cached in the zone,
- * for every worker, for key_cache (default 4 s) and for at most a
- * second when the key does not exist, counted from when the lookup was
- * sent: a key revoked, expired or suspended in Redis is refused by
- * every node at most key_cache later (SPEC 5: within 5 s).  While Redis
- * fails, a key that is not cached is refused: 401 with on_error=local
- * or allow (only static keys work then: an unknown key is never let
- * in), 503 store_unavailable with on_error=deny.
+ * most llm_redis timeout for both, which is all it may wait for Redis
+ * (ctx->redis_waited: its admission gets what is left).  A lookup the
+ * request stops waiting for goes on alone, and what it finds is cached.
+ * The outcome is cached in the zone, for every worker, for key_cache
+ * (default 4 s) and for at most a second when the key does not exist,
+ * counted from when the lookup was sent: a key revoked, expired or
+ * suspended in Redis is refused by every node at most key_cache later
+ * (SPEC 5: within 5 s).  While Redis fails (or the request's time for
+ * it runs out), a key that is not cached is refused with 503
+ * store_unavailable whatever on_error says: it is neither let in nor
+ * called invalid; only static keys work then.
  */
 
 
@@ -104,6 +107,7 @@ typedef struct ngx_http_llm_rkeys_op_s  ngx_http_llm_rkeys_op_t;
 /* per request, in its pool: ctx->rkey */
 typedef struct {
     ngx_http_request_t         *request;
+    ngx_http_llm_ctx_t         *ctx;
     ngx_http_llm_rkeys_op_t    *op;        /* the lookup on its way */
     ngx_http_llm_rkey_t         key;       /* its outcome */
     u_char                      digest[NGX_HTTP_LLM_DIGEST_LEN];
@@ -140,6 +144,9 @@ static ngx_uint_t ngx_http_llm_rkeys_parse_account(
 static ngx_uint_t ngx_http_llm_rkeys_truthy(ngx_http_llm_redis_reply_t *e);
 static void ngx_http_llm_rkeys_finish(ngx_http_llm_rkeys_op_t *op,
     ngx_uint_t state);
+static void ngx_http_llm_rkeys_expire(ngx_http_llm_redis_op_t *rop);
+static void ngx_http_llm_rkeys_wake(ngx_http_llm_rkeys_req_t *st,
+    ngx_msec_t sent);
 static void ngx_http_llm_rkeys_cleanup(void *data);
 static ngx_int_t ngx_http_llm_kcache_get(ngx_shm_zone_t *zone,
     u_char *digest, ngx_http_llm_rkey_t *k);
@@ -173,6 +180,7 @@ ngx_int_t
 ngx_http_llm_rkeys_find(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     ngx_str_t *key, u_char *digest, ngx_str_t *msg)
 {
+    ngx_msec_t                  left;
     ngx_pool_cleanup_t         *cln;
     ngx_http_llm_rkeys_op_t    *op;
     ngx_http_llm_redis_conf_t  *rc;
@@ -193,6 +201,7 @@ ngx_http_llm_rkeys_find(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     }
 
     st->request = r;
+    st->ctx = ctx;
     ngx_memcpy(st->digest, digest, NGX_HTTP_LLM_DIGEST_LEN);
 
     /*
@@ -237,13 +246,19 @@ ngx_http_llm_rkeys_find(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     ngx_memzero(op, sizeof(ngx_http_llm_rkeys_op_t));
 
     op->op.handler = ngx_http_llm_rkeys_reply;
+    op->op.expire = ngx_http_llm_rkeys_expire;
     op->req = st;
     op->zone = lmcf->shm_zone;
     op->sent = ngx_current_msec;
     ngx_memcpy(op->digest, digest, NGX_HTTP_LLM_DIGEST_LEN);
 
-    if (rc == NULL || ngx_http_llm_rkeys_send(op) != NGX_OK) {
-        if (rc) {
+    /* both steps share what is left of the request's time for Redis */
+
+    left = rc ? ngx_http_llm_redis_left(ctx->redis_waited) : 0;
+    op->op.deadline = ngx_current_msec + left;
+
+    if (left == 0 || ngx_http_llm_rkeys_send(op) != NGX_OK) {
+        if (left) {
             ngx_http_llm_redis_fail(op->op.error);
         }
 
@@ -454,9 +469,21 @@ ngx_http_llm_rkeys_reply(ngx_http_llm_redis_op_t *rop,
 
         if (state == NGX_HTTP_LLM_RKEY_VALID) {
 
-            /* the key exists: now its account */
+            /* the key exists: now its account, if time is left */
 
             op->step = 1;
+
+            if (op->op.deadline
+                && (ngx_msec_int_t) (op->op.deadline - ngx_current_msec)
+                   <= 0)
+            {
+                ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
+                              "llm_redis: key lookup failed (no time "
+                              "left for the account), on_error applies");
+
+                ngx_http_llm_rkeys_finish(op, NGX_HTTP_LLM_RKEY_FAILED);
+                return;
+            }
 
             if (ngx_http_llm_rkeys_send(op) == NGX_OK) {
                 return;
@@ -580,9 +607,7 @@ ngx_http_llm_rkeys_truthy(ngx_http_llm_redis_reply_t *e)
 static void
 ngx_http_llm_rkeys_finish(ngx_http_llm_rkeys_op_t *op, ngx_uint_t state)
 {
-    ngx_msec_t                  ttl;
-    ngx_connection_t           *c;
-    ngx_http_request_t         *r;
+    ngx_msec_t                  ttl, sent;
     ngx_http_llm_tier_t        *tier;
     ngx_http_llm_rkeys_req_t   *st;
     ngx_http_llm_redis_conf_t  *rc;
@@ -635,7 +660,54 @@ ngx_http_llm_rkeys_finish(ngx_http_llm_rkeys_op_t *op, ngx_uint_t state)
                op->key.account.len);
     ngx_memcpy(st->key.tier.data, op->key.tier.data, op->key.tier.len);
 
+    sent = op->sent;
+
     ngx_free(op);
+
+    ngx_http_llm_rkeys_wake(st, sent);
+}
+
+
+/*
+ * The request's time for Redis is up before the lookup's answer: it
+ * goes on as if the lookup had failed; the lookup goes on alone.
+ */
+
+static void
+ngx_http_llm_rkeys_expire(ngx_http_llm_redis_op_t *rop)
+{
+    ngx_http_llm_rkeys_op_t *op = (ngx_http_llm_rkeys_op_t *) rop;
+
+    ngx_http_llm_rkeys_req_t  *st;
+
+    st = op->req;
+
+    if (st == NULL) {
+        return;
+    }
+
+    op->req = NULL;
+    st->op = NULL;
+    st->key.state = NGX_HTTP_LLM_RKEY_FAILED;
+
+    ngx_log_error(NGX_LOG_INFO, st->request->connection->log, 0,
+                  "llm_redis: key lookup failed (no answer within "
+                  "llm_redis timeout), on_error applies");
+
+    ngx_http_llm_rkeys_wake(st, op->sent);
+}
+
+
+/* the request waited since "sent": it runs on */
+
+static void
+ngx_http_llm_rkeys_wake(ngx_http_llm_rkeys_req_t *st, ngx_msec_t sent)
+{
+    ngx_connection_t    *c;
+    ngx_http_request_t  *r;
+
+    st->pending = 0;
+    st->ctx->redis_waited += ngx_current_msec - sent;
 
     if (ngx_terminate) {
         return;

@@ -40,7 +40,12 @@
  *
  * While Redis fails, on_error decides: "local" asks the zone with the
  * same limits, "deny" answers 503, "allow" lets the request through
- * uncounted.  A request waits for Redis at most llm_redis timeout.
+ * uncounted.  A request waits for Redis at most llm_redis timeout in
+ * all (ctx->redis_waited: a key lookup before the admission takes its
+ * share), each request of a batch until its own deadline; an admission
+ * the request stopped waiting for goes on alone, and what Redis grants
+ * it then goes back (the script refuses to run after the deadline it
+ * is given, the request's own, on Redis's clock).
  */
 
 
@@ -83,6 +88,8 @@ typedef struct {
     ngx_int_t                   rc;
     uint64_t                    t0;        /* Redis ms of the reservation */
     ngx_queue_t                 queue;     /* leases to renew */
+    ngx_msec_t                  start;     /* waits for Redis since */
+    ngx_msec_t                  deadline;  /* stops waiting then */
     ngx_str_t                   conc_key;
     ngx_str_t                   lease;
     ngx_str_t                  *wkeys;     /* the windows' keys */
@@ -137,6 +144,9 @@ static void ngx_http_llm_rstore_batched(ngx_http_llm_redis_op_t *rop,
     ngx_http_llm_redis_reply_t *reply);
 static void ngx_http_llm_rstore_answer(ngx_http_llm_rstore_req_t *st,
     ngx_http_llm_redis_reply_t *reply, const char *error);
+static void ngx_http_llm_rstore_expire(ngx_http_llm_redis_op_t *rop);
+static void ngx_http_llm_rstore_usage_expire(ngx_http_llm_redis_op_t *rop);
+static void ngx_http_llm_rstore_usage_wake(ngx_http_llm_rstore_req_t *st);
 /* an op's command (ngx_http_llm_redis.c builds and sends it) */
 #define ngx_http_llm_rstore_arg(o, data, len)                                 \
     ngx_http_llm_redis_cmd_arg(&(o)->cmd, data, len)
@@ -716,6 +726,7 @@ ngx_http_llm_rstore_admit(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     u_char                      *p;
     size_t                       klen, strings;
     int64_t                      deadline;
+    ngx_msec_t                   left;
     ngx_uint_t                   i, nwin;
     ngx_http_llm_rstore_op_t    *op;
     ngx_http_llm_redis_conf_t   *rc;
@@ -735,10 +746,24 @@ ngx_http_llm_rstore_admit(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
         goto fallback;
     }
 
+    /* what is left of the request's time for Redis (a key lookup's) */
+
+    left = ngx_http_llm_redis_left(ctx->redis_waited);
+
+    if (left == 0) {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "llm_redis: no decision for \"%V\" (no time left), "
+                      "on_error applies", &ctx->account);
+        goto fallback;
+    }
+
+    st->start = ngx_current_msec;
+    st->deadline = ngx_current_msec + left;
+
     /* when this node stops waiting, on Redis's clock (0: unknown yet) */
 
     deadline = ngx_http_llm_rstore_skew_known
-               ? (int64_t) ngx_http_llm_now() + rc->timeout
+               ? (int64_t) ngx_http_llm_now() + left
                  + ngx_http_llm_rstore_skew
                : 0;
 
@@ -806,6 +831,8 @@ ngx_http_llm_rstore_admit(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     }
 
     op->cmd.op.handler = ngx_http_llm_rstore_admitted;
+    op->cmd.op.expire = ngx_http_llm_rstore_expire;
+    op->cmd.op.deadline = st->deadline;
     op->req = st;
 
     if (ngx_http_llm_rstore_send(op) != NGX_OK) {
@@ -978,6 +1005,8 @@ ngx_http_llm_rstore_enqueue(ngx_http_llm_rstore_req_t *st,
     op->maxreq = max;
     op->queued = 1;
     op->cmd.op.handler = ngx_http_llm_rstore_batched;
+    op->cmd.op.expire = ngx_http_llm_rstore_expire;
+    op->cmd.op.deadline = st->deadline;
 
     ngx_http_llm_rstore_num(op, 2 + nwin);
     ngx_http_llm_rstore_arg(op, st->conc_key.data, st->conc_key.len);
@@ -1004,6 +1033,12 @@ ngx_http_llm_rstore_enqueue(ngx_http_llm_rstore_req_t *st,
     }
 
 found:
+
+    /* the batch waits for its most pressed request */
+
+    if ((ngx_msec_int_t) (st->deadline - op->cmd.op.deadline) < 0) {
+        op->cmd.op.deadline = st->deadline;
+    }
 
     ngx_http_llm_rstore_arg(op, st->lease.data, st->lease.len);
     ngx_http_llm_rstore_num(op, deadline);
@@ -1221,6 +1256,7 @@ ngx_http_llm_rstore_usage(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
 {
     void                        *admission;
     size_t                       strings;
+    ngx_msec_t                   left;
     ngx_uint_t                   i, nwin;
     ngx_http_llm_rstore_op_t    *op;
     ngx_http_llm_rstore_req_t   *st;
@@ -1252,6 +1288,14 @@ ngx_http_llm_rstore_usage(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     }
 
     if (ngx_http_llm_redis_conf() == NULL) {
+        return NGX_DECLINED;
+    }
+
+    /* what is left of the request's time for Redis (a key lookup's) */
+
+    left = ngx_http_llm_redis_left(ctx->redis_waited);
+
+    if (left == 0) {
         return NGX_DECLINED;
     }
 
@@ -1296,7 +1340,11 @@ ngx_http_llm_rstore_usage(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     }
 
     op->cmd.op.handler = ngx_http_llm_rstore_usage_read;
+    op->cmd.op.expire = ngx_http_llm_rstore_usage_expire;
+    op->cmd.op.deadline = ngx_current_msec + left;
     op->req = st;
+
+    st->start = ngx_current_msec;
 
     if (ngx_http_llm_rstore_send(op) != NGX_OK) {
         ngx_http_llm_redis_fail(op->cmd.op.error);
@@ -1321,8 +1369,6 @@ ngx_http_llm_rstore_usage_read(ngx_http_llm_redis_op_t *rop,
 
     uint64_t                     wall;
     ngx_uint_t                   i, nwin;
-    ngx_connection_t            *c;
-    ngx_http_request_t          *r;
     ngx_http_llm_rstore_req_t   *st;
     ngx_http_llm_redis_reply_t  *e;
 
@@ -1366,6 +1412,42 @@ ngx_http_llm_rstore_usage_read(ngx_http_llm_redis_op_t *rop,
     {
         ngx_http_llm_redis_fail("unexpected reply to the usage script");
     }
+
+    ngx_http_llm_rstore_usage_wake(st);
+}
+
+
+/* no answer within the request's time for Redis: the zone's figures */
+
+static void
+ngx_http_llm_rstore_usage_expire(ngx_http_llm_redis_op_t *rop)
+{
+    ngx_http_llm_rstore_op_t *op = (ngx_http_llm_rstore_op_t *) rop;
+
+    ngx_http_llm_rstore_req_t  *st;
+
+    st = op->req;
+
+    if (st == NULL) {
+        return;
+    }
+
+    op->req = NULL;
+    st->op = NULL;
+    st->pending = 0;
+    st->rc = NGX_DECLINED;
+
+    ngx_http_llm_rstore_usage_wake(st);
+}
+
+
+static void
+ngx_http_llm_rstore_usage_wake(ngx_http_llm_rstore_req_t *st)
+{
+    ngx_connection_t    *c;
+    ngx_http_request_t  *r;
+
+    st->ctx->redis_waited += ngx_current_msec - st->start;
 
     if (ngx_terminate) {
         return;
@@ -1674,6 +1756,7 @@ ngx_http_llm_rstore_answer(ngx_http_llm_rstore_req_t *st,
     ngx_http_request_t  *r;
 
     st->pending = 0;
+    st->ctx->redis_waited += ngx_current_msec - st->start;
 
     r = st->request;
     r->read_event_handler = ngx_http_block_reading;
@@ -1714,6 +1797,68 @@ ngx_http_llm_rstore_answer(ngx_http_llm_rstore_req_t *st,
     ngx_http_core_run_phases(r);
 
     ngx_http_run_posted_requests(c);
+}
+
+
+/*
+ * An admission's requests whose time for Redis is up (of a batch: those
+ * past their own deadline; the batch then waits for the next one) take
+ * the on_error path; the admission goes on without them, and what Redis
+ * grants them later goes back, as for a client that has gone.
+ */
+
+static void
+ngx_http_llm_rstore_expire(ngx_http_llm_redis_op_t *rop)
+{
+    ngx_http_llm_rstore_op_t *op = (ngx_http_llm_rstore_op_t *) rop;
+
+    ngx_uint_t                  i, n;
+    ngx_msec_t                  next;
+    ngx_http_llm_rstore_req_t  *st, *late[NGX_HTTP_LLM_REDIS_BATCH_MAX];
+
+    if (op->reqs == NULL) {
+        st = op->req;
+
+        if (st) {
+            op->req = NULL;
+            st->op = NULL;
+
+            /* "op" may be gone after this */
+            ngx_http_llm_rstore_answer(st, NULL, "no answer in time");
+        }
+
+        return;
+    }
+
+    n = 0;
+    next = 0;
+
+    for (i = 0; i < op->nreq; i++) {
+        st = op->reqs[i];
+
+        if (st == NULL) {
+            continue;
+        }
+
+        if ((ngx_msec_int_t) (st->deadline - ngx_current_msec) <= 0) {
+            op->reqs[i] = NULL;
+            st->op = NULL;
+            late[n++] = st;
+            continue;
+        }
+
+        if (next == 0 || (ngx_msec_int_t) (st->deadline - next) < 0) {
+            next = st->deadline;
+        }
+    }
+
+    op->cmd.op.deadline = next;
+
+    /* "op" may be gone after the first of these */
+
+    for (i = 0; i < n; i++) {
+        ngx_http_llm_rstore_answer(late[i], NULL, "no answer in time");
+    }
 }
 
 
