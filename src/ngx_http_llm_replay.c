@@ -13,7 +13,7 @@
  * reservation's slot even when that batch has gone to Redis already.
  * A worker timer (every second while there are batches, cancelable)
  * sends each batch to Redis with the replay script of
- * ngx_http_llm_rstore.c, off every request's path, at most
+ * ngx_http_llm_rstore_settle.c, off every request's path, at most
  * NGX_HTTP_LLM_REPLAY_BURST per tick: it adds the batch to the slot of
  * its time in each window of the tier (negative amounts are taken
  * back there, never below zero), while that slot is still in the

@@ -1,4 +1,4 @@
-# The Lua scripts of src/ngx_http_llm_rstore.c, run by redis-server itself
+# The Lua scripts of src/ngx_http_llm_rstore_lua.c, run by redis-server itself
 # (taken from the C source): token windows reserved atomically, settled to
 # the actual usage in the reservation's slot (never below zero, or into
 # the current slot once that slot has left the window), calendar months,
@@ -19,7 +19,7 @@ if ((`redis-cli -p $port PING 2>/dev/null` // '') !~ /PONG/) {
 
 # the C string literals of a script: the common prelude, then its own
 my $src = do {
-    open(my $fh, '<', 'src/ngx_http_llm_rstore.c') or die $!;
+    open(my $fh, '<', 'src/ngx_http_llm_rstore_lua.c') or die $!;
     local $/;
     <$fh>;
 };

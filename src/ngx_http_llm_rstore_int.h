@@ -1,0 +1,121 @@
+
+/*
+ * ngx_llm_gateway: what the two halves of the Redis store share (not
+ * for other files): the per-request state, the operations on their way
+ * to Redis, and the worker's lease and clock state.
+ */
+
+
+#ifndef _NGX_HTTP_LLM_RSTORE_INT_H_INCLUDED_
+#define _NGX_HTTP_LLM_RSTORE_INT_H_INCLUDED_
+
+
+#include "ngx_http_llm_module.h"
+#include "ngx_http_llm_redis.h"
+#include "ngx_http_llm_rstore_lua.h"
+
+
+#define NGX_HTTP_LLM_LEASE_TTL      60000
+#define NGX_HTTP_LLM_LEASE_RENEW    20000
+
+/* a replayed batch is not added twice for this long (its marker) */
+#define NGX_HTTP_LLM_REPLAY_MARK    600000
+
+
+typedef struct ngx_http_llm_rstore_op_s  ngx_http_llm_rstore_op_t;
+
+
+/* per request, in its pool: ctx->redis */
+typedef struct {
+    ngx_http_request_t         *request;
+    ngx_http_llm_ctx_t         *ctx;
+    ngx_http_llm_tier_t        *tier;
+    ngx_http_llm_rstore_op_t   *op;        /* the admission on its way */
+    ngx_http_llm_decision_t     d;
+    ngx_int_t                   rc;
+    uint64_t                    t0;        /* Redis ms of the reservation */
+    ngx_queue_t                 queue;     /* leases to renew */
+    ngx_msec_t                  start;     /* waits for Redis since */
+    ngx_msec_t                  deadline;  /* stops waiting then */
+    ngx_str_t                   conc_key;
+    ngx_str_t                   lease;
+    ngx_str_t                  *wkeys;     /* the windows' keys */
+    uint64_t                   *usage;     /* llm_usage: used, reset */
+    ngx_uint_t                  slot;      /* in its batch */
+
+    unsigned                    pending:1;
+    unsigned                    counted:1; /* in Redis */
+    unsigned                    leased:1;  /* a Redis lease is held */
+    unsigned                    local:1;   /* the zone counted it */
+} ngx_http_llm_rstore_req_t;
+
+
+struct ngx_http_llm_rstore_op_s {
+    ngx_http_llm_redis_cmd_t    cmd;       /* first */
+    ngx_http_llm_rstore_req_t  *req;       /* NULL: nobody waits */
+    ngx_uint_t                  nkeys;
+    void                       *replay;    /* replay.c's batch */
+
+    /* a batch of admissions (the batch script): its requests, in order */
+    ngx_queue_t                 queue;     /* pending batches */
+    ngx_http_llm_tier_t        *tier;
+    ngx_http_llm_rstore_req_t **reqs;      /* NULL: not a batch */
+    ngx_uint_t                  nreq;
+    ngx_uint_t                  maxreq;
+
+    unsigned                    queued:1;  /* not sent yet */
+};
+
+
+/*
+ * A settle: what it changes, replayed (ngx_http_llm_replay.c) when Redis
+ * cannot have run it; the account's name follows.
+ */
+typedef struct {
+    ngx_http_llm_rstore_op_t    op;        /* first */
+    ngx_http_llm_tier_t        *tier;
+    uint64_t                    t0;        /* its reservation, Redis ms */
+    int64_t                     diff[5];   /* used - reserved */
+    ngx_str_t                   account;
+} ngx_http_llm_rstore_settle_t;
+
+
+/* an op's command (ngx_http_llm_redis.c builds and sends it) */
+#define ngx_http_llm_rstore_arg(o, data, len)                                 \
+    ngx_http_llm_redis_cmd_arg(&(o)->cmd, data, len)
+#define ngx_http_llm_rstore_num(o, n)                                         \
+    ngx_http_llm_redis_cmd_num(&(o)->cmd, n)
+#define ngx_http_llm_rstore_send(o)                                           \
+    ngx_http_llm_redis_cmd_send(&(o)->cmd)
+#define ngx_http_llm_rstore_noscript(o, reply)                                \
+    ngx_http_llm_redis_cmd_noscript(&(o)->cmd, reply)
+
+
+ngx_http_llm_rstore_req_t *ngx_http_llm_rstore_req(ngx_http_request_t *r,
+    ngx_http_llm_ctx_t *ctx, ngx_http_llm_tier_t *tier);
+ngx_http_llm_rstore_op_t *ngx_http_llm_rstore_op(ngx_uint_t script, int argc,
+    size_t strings, ngx_str_t *conc_key);
+ngx_http_llm_rstore_op_t *ngx_http_llm_rstore_op_alloc(ngx_uint_t script,
+    int argc, size_t strings, ngx_str_t *conc_key, ngx_uint_t nreq);
+void ngx_http_llm_rstore_scripts_init(void);
+void ngx_http_llm_rstore_done(ngx_http_llm_redis_op_t *rop,
+    ngx_http_llm_redis_reply_t *reply);
+void ngx_http_llm_rstore_release(ngx_str_t *key, ngx_str_t *lease);
+void ngx_http_llm_rstore_refund(ngx_http_llm_rstore_op_t *adm, int64_t t0,
+    ngx_uint_t period, ngx_uint_t pstride, ngx_uint_t need,
+    ngx_uint_t nstride);
+void ngx_http_llm_rstore_renew(ngx_event_t *ev);
+void ngx_http_llm_rstore_usage_wake(ngx_http_llm_rstore_req_t *st);
+
+
+extern char        *ngx_http_llm_dim_names[];
+extern u_char       ngx_http_llm_lease_prefix[32];
+extern ngx_queue_t  ngx_http_llm_leases;
+extern ngx_event_t  ngx_http_llm_renew_ev;
+
+/* Redis's clock minus this node's, as of the last admission's reply */
+extern int64_t      ngx_http_llm_rstore_skew;
+extern ngx_uint_t   ngx_http_llm_rstore_skew_known;
+
+
+#endif /* _NGX_HTTP_LLM_RSTORE_INT_H_INCLUDED_ */

@@ -1,0 +1,519 @@
+
+/*
+ * ngx_llm_gateway: the Lua scripts of the Redis store.
+ *
+ * Owns the text of every script ngx_http_llm_rstore.c sends (EVALSHA,
+ * EVAL on NOSCRIPT): the admission and its batch form, the settle, the
+ * lease renewal, the outage replay and llm_usage's read, and the chunks
+ * they share.  Each runs atomically in Redis and touches only keys of
+ * one account (one Cluster hash tag).  t/092-redis-scripts.t runs them
+ * in redis-server straight from this file.
+ */
+
+
+#include "ngx_http_llm_module.h"
+#include "ngx_http_llm_redis.h"
+#include "ngx_http_llm_rstore_lua.h"
+
+
+/*
+ * Shared by the scripts: the clock, slots and months.  "mo" counts
+ * months from January 1970; mstart() is a month's first millisecond
+ * (after Howard Hinnant's civil date algorithms).
+ *
+ * A sliding window's hash also keeps its running total: "t", the sum
+ * of the slots in the window as of slot "c", and "o", the oldest slot
+ * holding a count (0: none).  While the current slot is "c", load()
+ * reads those three and the current slot (one HMGET) instead of the
+ * whole ring; once the clock has moved into a new slot, full() counts
+ * the ring again (HGETALL, stale slots deleted), so a total that some
+ * other writer left wrong is right again within a tenth of the period.
+ * save() writes the current slot with the new total, and the total
+ * alone only if it changed (a refusal writes nothing); an empty window
+ * drops them, so they never keep a key alive without its expiry.  A
+ * month is one field and is always read whole.
+ */
+
+#define NGX_HTTP_LLM_LUA_COMMON                                               \
+"if redis.replicate_commands then redis.replicate_commands() end\n"           \
+"local t = redis.call('TIME')\n"                                              \
+"local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"     \
+"local floor = math.floor\n"                                                  \
+"local function mo(ms)\n"                                                     \
+"  local z = floor(ms / 86400000) + 719468\n"                                 \
+"  local era = floor(z / 146097)\n"                                           \
+"  local doe = z - era * 146097\n"                                            \
+"  local yoe = floor((doe - floor(doe / 1460) + floor(doe / 36524)\n"         \
+"                     - floor(doe / 146096)) / 365)\n"                        \
+"  local y = yoe + era * 400\n"                                               \
+"  local doy = doe - (365 * yoe + floor(yoe / 4) - floor(yoe / 100))\n"       \
+"  local mp = floor((5 * doy + 2) / 153)\n"                                   \
+"  local m = mp < 10 and mp + 3 or mp - 9\n"                                  \
+"  if m <= 2 then y = y + 1 end\n"                                            \
+"  return (y - 1970) * 12 + m - 1\n"                                          \
+"end\n"                                                                       \
+"local function mstart(n)\n"                                                  \
+"  local y = 1970 + floor(n / 12)\n"                                          \
+"  local m = n % 12 + 1\n"                                                    \
+"  if m <= 2 then y = y - 1 end\n"                                            \
+"  local era = floor(y / 400)\n"                                              \
+"  local yoe = y - era * 400\n"                                               \
+"  local mp = m > 2 and m - 3 or m + 9\n"                                     \
+"  local doe = yoe * 365 + floor(yoe / 4) - floor(yoe / 100)\n"               \
+"              + floor((153 * mp + 2) / 5)\n"                                 \
+"  return (era * 146097 + doe - 719468) * 86400000\n"                         \
+"end\n"                                                                       \
+"local function slot(period, ms)\n"                                           \
+"  if period == 0 then return mo(ms) end\n"                                   \
+"  return floor(ms / (period / 10))\n"                                        \
+"end\n"                                                                       \
+"local function ttl(period, cur)\n"                                           \
+"  if period == 0 then return mstart(cur + 1) - now + 86400000 end\n"         \
+"  return period + period / 10 + 1000\n"                                      \
+"end\n"                                                                       \
+"local function full(w)\n"                                                    \
+"  local flat = redis.call('HGETALL', w.key)\n"                               \
+"  local stale = {}\n"                                                        \
+"  w.counts, w.sum, w.o = {}, 0, nil\n"                                       \
+"  for j = 1, #flat, 2 do\n"                                                  \
+"    local s = tonumber(flat[j])\n"                                           \
+"    if s == nil then\n"                                                      \
+"    elseif s < w.lo then\n"                                                  \
+"      stale[#stale + 1] = flat[j]\n"                                         \
+"    else\n"                                                                  \
+"      local v = tonumber(flat[j + 1]) or 0\n"                                \
+"      w.counts[s] = (w.counts[s] or 0) + v\n"                                \
+"      w.sum = w.sum + v\n"                                                   \
+"      if v > 0 and (w.o == nil or s < w.o) then w.o = s end\n"               \
+"    end\n"                                                                   \
+"  end\n"                                                                     \
+"  if #stale > 0 then redis.call('HDEL', w.key, unpack(stale)) end\n"         \
+"  w.here = w.counts[w.cur]\n"                                                \
+"  w.dirty = w.period > 0\n"                                                  \
+"end\n"                                                                       \
+"local function load(w)\n"                                                    \
+"  w.cur = slot(w.period, now)\n"                                             \
+"  w.lo = w.period == 0 and w.cur or w.cur - 10\n"                            \
+"  if w.period == 0 then return full(w) end\n"                                \
+"  local v = redis.call('HMGET', w.key, 't', 'c', 'o', w.cur)\n"              \
+"  if tonumber(v[2]) ~= w.cur then return full(w) end\n"                      \
+"  w.sum = tonumber(v[1]) or 0\n"                                             \
+"  w.o = tonumber(v[3])\n"                                                    \
+"  if w.o == 0 then w.o = nil end\n"                                          \
+"  w.here = tonumber(v[4])\n"                                                 \
+"end\n"                                                                       \
+"local function save(w, v)\n"                                                 \
+"  if w.period == 0 then\n"                                                   \
+"    if v then redis.call('HSET', w.key, w.cur, v) end\n"                     \
+"  elseif w.sum > 0 then\n"                                                   \
+"    if v then\n"                                                             \
+"      redis.call('HSET', w.key, w.cur, v, 't', w.sum, 'c', w.cur,\n"         \
+"                 'o', w.o or 0)\n"                                           \
+"    elseif w.dirty then\n"                                                   \
+"      redis.call('HSET', w.key, 't', w.sum, 'c', w.cur, 'o', w.o or 0)\n"    \
+"    end\n"                                                                   \
+"  elseif w.dirty then\n"                                                     \
+"    redis.call('HDEL', w.key, 't', 'c', 'o')\n"                              \
+"  end\n"                                                                     \
+"  w.dirty = false\n"                                                         \
+"end\n"
+
+
+/*
+ * Shared by the admission and batch scripts: free_in(w, drop, recount)
+ * is when "drop" units will have left window w (recount(w) fills
+ * w.counts first if needed); over(win, status, wait) refuses on the
+ * first window the needs do not fit, setting w.over, and returns the
+ * status and wait.
+ */
+
+#define NGX_HTTP_LLM_LUA_DECIDE                                               \
+"local function free_in(w, drop, recount)\n"                                  \
+"  if w.sum <= 0 then return 0 end\n"                                         \
+"  if w.period == 0 then return mstart(w.cur + 1) - now end\n"                \
+"  local width = w.period / 10\n"                                             \
+"  if drop == 1 and w.o then\n"                                               \
+"    local at = (w.o + 11) * width\n"                                         \
+"    return at > now and at - now or 0\n"                                     \
+"  end\n"                                                                     \
+"  if not w.counts then recount(w) end\n"                                     \
+"  local freed = 0\n"                                                         \
+"  for s = w.lo, w.cur do\n"                                                  \
+"    freed = freed + (w.counts[s] or 0)\n"                                    \
+"    if freed >= drop then\n"                                                 \
+"      local at = (s + 11) * width\n"                                         \
+"      if at > now then return at - now end\n"                                \
+"      return 0\n"                                                            \
+"    end\n"                                                                   \
+"  end\n"                                                                     \
+"  return w.period + width\n"                                                 \
+"end\n"                                                                       \
+"local function over(win, recount, status, wait)\n"                           \
+"  for i = 1, #win do\n"                                                      \
+"    local w = win[i]\n"                                                      \
+"    if w.need > 0 and w.sum + w.need > w.limit then\n"                       \
+"      if w.need > w.limit then\n"                                            \
+"        w.over = w.period > 0 and w.period or 86400000\n"                    \
+"      else\n"                                                                \
+"        w.over = free_in(w, w.sum + w.need - w.limit, recount)\n"            \
+"      end\n"                                                                 \
+"      status = 1\n"                                                          \
+"      if w.over > wait then wait = w.over end\n"                             \
+"    end\n"                                                                   \
+"  end\n"                                                                     \
+"  return status, wait\n"                                                     \
+"end\n"
+
+/*
+ * KEYS: conc, cool, one key per window.  ARGV: concurrency limit (0:
+ * none), lease, lease ttl, cooldown (ms; 0: the tier has none, and the
+ * cool key is not looked at), deadline (Redis ms; 0: none), then per
+ * window: period (ms, 0: calendar month), limit, need.
+ *
+ * Returns {status, now, wait, nwin, then per window: sum, reset, over}.
+ * status 0 admitted (charged, leased), 1 a window refused, 2 the
+ * concurrency limit, 3 cooling down, 4 too late: the node has stopped
+ * waiting (a stalled Redis runs what queued up meanwhile; the node
+ * decided those requests itself, so they must not count twice), and
+ * nothing changed; wait: ms until it makes sense to
+ * retry; sum: what the window holds (after the charge), reset: ms until
+ * one unit leaves it, over: ms until the need would fit (-1: it fits).
+ */
+
+static char  ngx_http_llm_lua_admit[] =
+NGX_HTTP_LLM_LUA_COMMON
+NGX_HTTP_LLM_LUA_DECIDE
+"local climit = tonumber(ARGV[1])\n"
+"local nwin = #KEYS - 2\n"
+"local deadline = tonumber(ARGV[5])\n"
+"if deadline > 0 and now > deadline then\n"
+"  local out = { 4, now, 0, nwin }\n"
+"  for i = 1, nwin do\n"
+"    out[#out + 1] = 0; out[#out + 1] = 0; out[#out + 1] = -1\n"
+"  end\n"
+"  return out\n"
+"end\n"
+"local win = {}\n"
+"for i = 1, nwin do\n"
+"  local w = { key = KEYS[i + 2], period = tonumber(ARGV[3 * i + 3]),\n"
+"              limit = tonumber(ARGV[3 * i + 4]),\n"
+"              need = tonumber(ARGV[3 * i + 5]) }\n"
+"  load(w)\n"
+"  win[i] = w\n"
+"end\n"
+"local status, wait = 0, 0\n"
+"local cooldown = tonumber(ARGV[4])\n"
+"local cool = cooldown > 0 and redis.call('PTTL', KEYS[2]) or 0\n"
+"if cool > 0 then\n"
+"  status, wait = 3, cool\n"
+"elseif climit > 0 then\n"
+"  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)\n"
+"  if redis.call('ZCARD', KEYS[1]) >= climit then status, wait = 2, 1000 end\n"
+"end\n"
+"if status == 0 then\n"
+"  status, wait = over(win, full, status, wait)\n"
+"  if status == 1 and cooldown > 0 then\n"
+"    redis.call('SET', KEYS[2], '1', 'PX', cooldown)\n"
+"    if cooldown > wait then wait = cooldown end\n"
+"  end\n"
+"end\n"
+"for i = 1, nwin do\n"
+"  local w = win[i]\n"
+"  if status == 0 and w.need > 0 then\n"
+"    local v = (w.here or 0) + w.need\n"
+"    w.sum = w.sum + w.need\n"
+"    if w.o == nil or w.o > w.cur then w.o = w.cur end\n"
+"    save(w, v)\n"
+"    if v == w.need then\n"
+"      redis.call('PEXPIRE', w.key, floor(ttl(w.period, w.cur)))\n"
+"    end\n"
+"  else\n"
+"    save(w, nil)\n"
+"  end\n"
+"end\n"
+"if status == 0 and climit > 0 then\n"
+"  local lttl = tonumber(ARGV[3])\n"
+"  redis.call('ZADD', KEYS[1], now + lttl, ARGV[2])\n"
+"  redis.call('PEXPIRE', KEYS[1], lttl)\n"
+"end\n"
+"local out = { status, now, floor(wait), nwin }\n"
+"for i = 1, nwin do\n"
+"  local w = win[i]\n"
+"  out[#out + 1] = w.sum\n"
+"  out[#out + 1] = floor(free_in(w, 1, full))\n"
+"  out[#out + 1] = w.over and floor(w.over) or -1\n"
+"end\n"
+"return out\n";
+
+/*
+ * The admissions of one account and tier queued in one event-loop
+ * iteration of a worker, in one call: decided in order, each exactly as
+ * the admission script would decide it alone at the same instant (a
+ * refusal's cooldown turns the later ones away, a lease taken counts
+ * against the later ones, one past its deadline changes nothing).  Each
+ * window is read once and written once.
+ *
+ * KEYS: as the admission's.  ARGV: concurrency limit, lease ttl,
+ * cooldown, per window: period, limit; then per request: lease,
+ * deadline, per window: need.  Returns the admission script's answer
+ * of each request, one after the other (4 + 3 * nwin numbers each).
+ */
+
+static char  ngx_http_llm_lua_batch[] =
+NGX_HTTP_LLM_LUA_COMMON
+NGX_HTTP_LLM_LUA_DECIDE
+"local climit = tonumber(ARGV[1])\n"
+"local lttl = tonumber(ARGV[2])\n"
+"local cooldown = tonumber(ARGV[3])\n"
+"local nwin = #KEYS - 2\n"
+"local base = 3 + 2 * nwin\n"
+"local nreq = (#ARGV - base) / (2 + nwin)\n"
+"local win, cool, held, leases = {}, nil, 0, {}\n"
+"local function counted(w)\n"
+"  full(w)\n"
+"  if w.added > 0 then\n"
+"    w.counts[w.cur] = (w.counts[w.cur] or 0) + w.added\n"
+"    w.sum = w.sum + w.added\n"
+"    w.here = (w.here or 0) + w.added\n"
+"    if w.o == nil or w.o > w.cur then w.o = w.cur end\n"
+"  end\n"
+"end\n"
+"local function prepare()\n"
+"  for i = 1, nwin do\n"
+"    local w = { key = KEYS[i + 2], period = tonumber(ARGV[2 * i + 2]),\n"
+"                limit = tonumber(ARGV[2 * i + 3]), added = 0 }\n"
+"    load(w)\n"
+"    win[i] = w\n"
+"  end\n"
+"  cool = cooldown > 0 and redis.call('PTTL', KEYS[2]) or 0\n"
+"  if cool <= 0 and climit > 0 then\n"
+"    redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)\n"
+"    held = redis.call('ZCARD', KEYS[1])\n"
+"  end\n"
+"end\n"
+"local out, n = {}, 0\n"
+"for r = 0, nreq - 1 do\n"
+"  local a = base + r * (2 + nwin)\n"
+"  local deadline = tonumber(ARGV[a + 2])\n"
+"  if deadline > 0 and now > deadline then\n"
+"    out[n + 1], out[n + 2], out[n + 3], out[n + 4] = 4, now, 0, nwin\n"
+"    n = n + 4\n"
+"    for i = 1, nwin do\n"
+"      out[n + 1], out[n + 2], out[n + 3] = 0, 0, -1\n"
+"      n = n + 3\n"
+"    end\n"
+"  else\n"
+"    if cool == nil then prepare() end\n"
+"    local status, wait = 0, 0\n"
+"    for i = 1, nwin do\n"
+"      win[i].need = tonumber(ARGV[a + 2 + i])\n"
+"      win[i].over = nil\n"
+"    end\n"
+"    if cool > 0 then\n"
+"      status, wait = 3, cool\n"
+"    elseif climit > 0 and held >= climit then\n"
+"      status, wait = 2, 1000\n"
+"    end\n"
+"    if status == 0 then\n"
+"      status, wait = over(win, counted, status, wait)\n"
+"      if status == 1 and cooldown > 0 then\n"
+"        redis.call('SET', KEYS[2], '1', 'PX', cooldown)\n"
+"        cool = cooldown\n"
+"        if cooldown > wait then wait = cooldown end\n"
+"      end\n"
+"    end\n"
+"    if status == 0 then\n"
+"      for i = 1, nwin do\n"
+"        local w = win[i]\n"
+"        if w.need > 0 then\n"
+"          w.here = (w.here or 0) + w.need\n"
+"          w.sum = w.sum + w.need\n"
+"          w.added = w.added + w.need\n"
+"          if w.counts then\n"
+"            w.counts[w.cur] = (w.counts[w.cur] or 0) + w.need\n"
+"          end\n"
+"          if w.o == nil or w.o > w.cur then w.o = w.cur end\n"
+"        end\n"
+"      end\n"
+"      if climit > 0 then\n"
+"        held = held + 1\n"
+"        leases[#leases + 1] = now + lttl\n"
+"        leases[#leases + 1] = ARGV[a + 1]\n"
+"      end\n"
+"    end\n"
+"    out[n + 1], out[n + 2], out[n + 3], out[n + 4] =\n"
+"      status, now, floor(wait), nwin\n"
+"    n = n + 4\n"
+"    for i = 1, nwin do\n"
+"      local w = win[i]\n"
+"      out[n + 1], out[n + 2] = w.sum, floor(free_in(w, 1, counted))\n"
+"      out[n + 3] = w.over and floor(w.over) or -1\n"
+"      n = n + 3\n"
+"    end\n"
+"  end\n"
+"end\n"
+"for i = 1, #win do\n"
+"  local w = win[i]\n"
+"  if w.added > 0 then\n"
+"    save(w, w.here)\n"
+"    if w.here == w.added then\n"
+"      redis.call('PEXPIRE', w.key, floor(ttl(w.period, w.cur)))\n"
+"    end\n"
+"  else\n"
+"    save(w, nil)\n"
+"  end\n"
+"end\n"
+"if #leases > 0 then\n"
+"  redis.call('ZADD', KEYS[1], unpack(leases))\n"
+"  redis.call('PEXPIRE', KEYS[1], lttl)\n"
+"end\n"
+"return out\n";
+
+
+
+/*
+ * Shared by the settle and replay scripts: put(w, s0, delta) changes
+ * slot s0 of window w (loaded, s0 in the window) by "delta", never
+ * below zero, and keeps the running total "t" and the oldest slot "o"
+ * right (save() writes them); returns the slot's new count.
+ */
+
+#define NGX_HTTP_LLM_LUA_PUT                                                  \
+"local function put(w, s0, delta)\n"                                          \
+"  local old = s0 == w.cur and (w.here or 0)\n"                               \
+"              or tonumber(redis.call('HGET', w.key, s0)) or 0\n"             \
+"  local v = old + delta\n"                                                   \
+"  if v < 0 then v = 0 end\n"                                                 \
+"  w.sum = w.sum + v - old\n"                                                 \
+"  if s0 == w.cur then w.here = v end\n"                                      \
+"  if v > 0 then\n"                                                           \
+"    redis.call('HSET', w.key, s0, v)\n"                                      \
+"    if w.o == nil or s0 < w.o then w.o = s0 end\n"                           \
+"  else\n"                                                                    \
+"    redis.call('HDEL', w.key, s0)\n"                                         \
+"    if w.o == s0 then full(w) end\n"                                         \
+"  end\n"                                                                     \
+"  w.dirty = true\n"                                                          \
+"  return v\n"                                                                \
+"end\n"
+
+
+/*
+ * KEYS: window keys.  ARGV: the reservation's time (Redis ms), then
+ * per window: period, actual - reserved.  The difference goes to the
+ * reservation's slot while that slot is in the window (never below
+ * zero), else, when positive, to the current slot.
+ */
+
+static char  ngx_http_llm_lua_settle[] =
+NGX_HTTP_LLM_LUA_COMMON
+NGX_HTTP_LLM_LUA_PUT
+"local t0 = tonumber(ARGV[1])\n"
+"for i = 1, #KEYS do\n"
+"  local w = { key = KEYS[i], period = tonumber(ARGV[2 * i]) }\n"
+"  local delta = tonumber(ARGV[2 * i + 1])\n"
+"  load(w)\n"
+"  local s0 = slot(w.period, t0)\n"
+"  local v\n"
+"  if s0 >= w.lo and s0 <= w.cur then\n"
+"    v = put(w, s0, delta)\n"
+"  elseif delta > 0 then\n"
+"    v = put(w, w.cur, delta)\n"
+"  end\n"
+"  w.dirty = true\n"
+"  save(w, nil)\n"
+"  if v and v > 0 then\n"
+"    redis.call('PEXPIRE', w.key, floor(ttl(w.period, w.cur)))\n"
+"  end\n"
+"end\n"
+"return 1\n";
+
+
+/* KEYS: conc.  ARGV: lease, ttl.  Extends a lease that still exists. */
+
+static char  ngx_http_llm_lua_renew[] =
+"local t = redis.call('TIME')\n"
+"local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+"local n = redis.call('ZADD', KEYS[1], 'XX', 'CH', now + tonumber(ARGV[2]),"
+" ARGV[1])\n"
+"if n > 0 then redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2])) end\n"
+"return n\n";
+
+
+/*
+ * KEYS: a marker, then window keys.  ARGV: marker ttl, the time (Redis
+ * ms) the batch was counted at, then per window: period, amount.  Adds
+ * what the zone counted during an outage to the slot it was counted
+ * in, while that slot is in the window (usage that has left it no
+ * longer counts); a negative amount (refunds: settlements below their
+ * reservations) is taken back there as the settle script does, never
+ * below zero.  Once only: a batch whose marker exists changes nothing.
+ */
+
+static char  ngx_http_llm_lua_replay[] =
+NGX_HTTP_LLM_LUA_COMMON
+NGX_HTTP_LLM_LUA_PUT
+"if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then\n"
+"  return 0\n"
+"end\n"
+"local t0 = tonumber(ARGV[2])\n"
+"for i = 2, #KEYS do\n"
+"  local w = { key = KEYS[i], period = tonumber(ARGV[2 * i - 1]) }\n"
+"  local n = tonumber(ARGV[2 * i])\n"
+"  load(w)\n"
+"  local s0 = slot(w.period, t0)\n"
+"  if n ~= 0 and s0 >= w.lo and s0 <= w.cur then\n"
+"    local v = put(w, s0, n)\n"
+"    save(w, nil)\n"
+"    if v > 0 then\n"
+"      redis.call('PEXPIRE', w.key, floor(ttl(w.period, w.cur)))\n"
+"    end\n"
+"  else\n"
+"    save(w, nil)\n"
+"  end\n"
+"end\n"
+"return 1\n";
+
+
+/*
+ * KEYS: window keys.  ARGV: per window, its period.  Reads, changes
+ * nothing.  Returns {now, then per window: sum, reset}, reset as in
+ * the admission script.
+ */
+
+static char  ngx_http_llm_lua_usage[] =
+NGX_HTTP_LLM_LUA_COMMON
+"local out = { now }\n"
+"for i = 1, #KEYS do\n"
+"  local period = tonumber(ARGV[i])\n"
+"  local cur = slot(period, now)\n"
+"  local lo = period == 0 and cur or cur - 10\n"
+"  local flat = redis.call('HGETALL', KEYS[i])\n"
+"  local sum, o, reset = 0, nil, 0\n"
+"  for j = 1, #flat, 2 do\n"
+"    local s = tonumber(flat[j])\n"
+"    local v = tonumber(flat[j + 1]) or 0\n"
+"    if s and s >= lo and v > 0 then\n"
+"      sum = sum + v\n"
+"      if o == nil or s < o then o = s end\n"
+"    end\n"
+"  end\n"
+"  if sum > 0 and period == 0 then\n"
+"    reset = mstart(cur + 1) - now\n"
+"  elseif sum > 0 then\n"
+"    reset = math.max((o + 11) * (period / 10) - now, 0)\n"
+"  end\n"
+"  out[#out + 1] = sum\n"
+"  out[#out + 1] = floor(reset)\n"
+"end\n"
+"return out\n";
+
+
+ngx_http_llm_redis_script_t  ngx_http_llm_rstore_scripts[] = {
+    { ngx_http_llm_lua_admit, sizeof(ngx_http_llm_lua_admit) - 1, "" },
+    { ngx_http_llm_lua_settle, sizeof(ngx_http_llm_lua_settle) - 1, "" },
+    { ngx_http_llm_lua_renew, sizeof(ngx_http_llm_lua_renew) - 1, "" },
+    { ngx_http_llm_lua_replay, sizeof(ngx_http_llm_lua_replay) - 1, "" },
+    { ngx_http_llm_lua_usage, sizeof(ngx_http_llm_lua_usage) - 1, "" },
+    { ngx_http_llm_lua_batch, sizeof(ngx_http_llm_lua_batch) - 1, "" },
+};
