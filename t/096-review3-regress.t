@@ -1,0 +1,85 @@
+# Review 3 (outage replay rewrite, commits 8432b74..9b65b31): reproducers
+# that FAIL ON PURPOSE until the code is mended; the owners fix, then these
+# pass.  SPEC 9: "nothing it accounts is lost", and nothing is counted
+# twice.
+
+use strict;
+use warnings;
+
+use lib 't/lib';
+use Test::LLM::Nginx;
+use Test::LLM::Keys;
+
+our $CAROL = $Test::LLM::Keys::CAROL;
+our $P     = "t096-$$-" . time;
+
+# a Redis of this file's own
+our $RP = free_port();
+
+redis_start($RP);
+
+sub conf {
+    my ($block, $extra) = @_;
+    return $Test::LLM::Keys::TIERS
+        . "llm_tier two tokens=100000/m tokens=1000000/d;\n"
+        . "llm_redis 127.0.0.1:$RP prefix=$P-$block: " . ($extra // '')
+        . ";\n";
+}
+
+sub window_sum {
+    my ($block, $what) = @_;
+    my %kv = split /\n/, redis_cli($RP, 'HGETALL',
+                                    "$P-$block:{acct:carol}:w:$what") // '';
+    my $sum = 0;
+    $sum += $kv{$_} for grep { /^\d+$/ } keys %kv;
+    return $sum;
+}
+
+our $Chat = '{"id":"c","object":"chat.completion","model":"m",'
+    . '"choices":[{"index":0,"message":{"role":"assistant","content":"hi"},'
+    . '"finish_reason":"stop"}],'
+    . '"usage":{"prompt_tokens":10,"completion_tokens":20,"total_tokens":30}}';
+
+our $Body = '{"model":"m","max_tokens":1000,'
+    . '"messages":[{"role":"user","content":"hi"}]}';
+
+run_tests();
+
+__DATA__
+
+=== TEST 1: a settle that failed half-way with a non-"ERR" error reply (Redis 7 passes WRONGTYPE through from redis.call) is replayed: its first window is settled twice (FAILS ON PURPOSE)
+--- workers: 1
+--- http_config eval: ::conf(1, 'timeout=200ms')
+--- config
+location /v1/ {
+    llm_gateway on;
+    llm_default_tier two;
+    proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+}
+--- mock eval
+sub {
+    # admitted in Redis (both windows hold the reservation); then the
+    # day window's key is something else than a hash: the settle script
+    # writes the minute window, then fails on the day window with
+    # "WRONGTYPE ...", which rstore.c takes for "refused before a write"
+    my $k = "$::P-1:{acct:carol}:w:tokens:1d";
+    redis_cli($::RP, 'DEL', $k);
+    redis_cli($::RP, 'SET', $k, 'not a hash');
+    return { delay => 0.2, status => 200,
+             headers => { 'Content-Type' => 'application/json' },
+             body => $::Chat };
+}
+--- request eval
+"POST /v1/chat/completions\n$::Body"
+--- more_headers eval
+"Authorization: Bearer $::CAROL\nContent-Type: application/json"
+--- timeout: 10
+--- check eval
+sub {
+    select undef, undef, undef, 3.5;      # replay ticks
+    my $sum = ::window_sum(1, 'tokens:1m');
+    return $sum == 30 ? 1
+        : (0, "the minute window holds $sum tokens, 30 were used (the "
+              . "settle's refund was taken back twice: once by the settle, "
+              . "once by its replay)");
+}
