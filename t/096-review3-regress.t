@@ -9,6 +9,8 @@ use warnings;
 use lib 't/lib';
 use Test::LLM::Nginx;
 use Test::LLM::Keys;
+use IO::Socket::INET;
+use Time::HiRes ();
 
 our $CAROL = $Test::LLM::Keys::CAROL;
 our $P     = "t096-$$-" . time;
@@ -42,6 +44,26 @@ our $Chat = '{"id":"c","object":"chat.completion","model":"m",'
 
 our $Body = '{"model":"m","max_tokens":1000,'
     . '"messages":[{"role":"user","content":"hi"}]}';
+
+# "n" pipelined anonymous requests on one connection, each from its own
+# address (X-Forwarded-For, realip); the number answered 200
+sub burst {
+    my (@addrs) = @_;
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+                                  PeerPort => $ENV{TEST_NGINX_SERVER_PORT},
+                                  Timeout => 10) or die "connect: $!";
+    my $out = join '', map { "GET /v1/models HTTP/1.1\r\nHost: t\r\n"
+                             . "X-Forwarded-For: $_\r\n\r\n" } @addrs;
+    print $s $out;
+    my ($in, $n) = ('', 0);
+    while ($n < @addrs) {
+        my $r = sysread($s, $in, 65536, length $in);
+        last unless $r;
+        $n = () = $in =~ /HTTP\/1\.1 200/g;
+    }
+    close $s;
+    return $n;
+}
 
 run_tests();
 
@@ -82,4 +104,48 @@ sub {
         : (0, "the minute window holds $sum tokens, 30 were used (the "
               . "settle's refund was taken back twice: once by the settle, "
               . "once by its replay)");
+}
+
+
+
+=== TEST 2: on_error=local with a 1 s window: 410 clients active for about a second of outage fill the 4,096 batches (one per client and 100 ms slot), and a 411th client's usage is not replayed at all, in no window (the bound was 4,096 accounts before the rewrite) (FAILS ON PURPOSE)
+--- workers: 1
+--- http_config eval
+::conf(2, 'timeout=200ms')
+. "llm_tier fast requests=1000/s requests=100000/d;\n"
+--- config
+location /v1/ {
+    llm_gateway on;
+    llm_anonymous_tier fast;
+    set_real_ip_from 127.0.0.1;
+    real_ip_header X-Forwarded-For;
+    proxy_pass http://127.0.0.1:$TEST_NGINX_SERVER_PORT/plain/;
+}
+location /plain/ {
+    return 200 "plain\n";
+}
+--- request
+GET /plain/
+--- timeout: 60
+--- check eval
+sub {
+    my ($v) = @_;
+    redis_stop($::RP);
+    my @addrs = map { sprintf "10.1.%d.%d", $_ >> 8, $_ & 255 } 1 .. 410;
+    # 11 rounds, each in a 100 ms slot of its own
+    for my $round (1 .. 11) {
+        my $t = Time::HiRes::time();
+        Time::HiRes::sleep(0.1 - ($t * 10 - int($t * 10)) / 10 + 0.005);
+        my $n = ::burst(@addrs);
+        return (0, "round $round: $n of 410 answered") if $n != 410;
+    }
+    # one more client, once
+    ::burst('10.9.9.9');
+    select undef, undef, undef, 0.3;
+    ::redis_start($::RP);
+    my $log = do { local $/; open(my $fh, '<', "$v->{servroot}/logs/error.log")
+                   or die $!; <$fh> };
+    return $log =~ /(usage of account "[^"]*" counted locally will not reach Redis[^\n]*)/
+        ? (0, "411 clients in a 1.2 s outage: $1")
+        : 1;
 }
