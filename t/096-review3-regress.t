@@ -149,3 +149,52 @@ sub {
         ? (0, "411 clients in a 1.2 s outage: $1")
         : 1;
 }
+
+
+
+=== TEST 3: on_error=local: a reload just after Redis is back (say, the one that points llm_redis at the mended server) loses what was not replayed yet: 64 batches go per second, the exiting worker's replay timer is cancelable, the new worker has none of them (SPEC 9; README only says "while Redis is still away") (FAILS ON PURPOSE)
+--- workers: 1
+--- http_config eval
+::conf(3, 'timeout=200ms')
+. "llm_tier anon1 requests=1000/m requests=100000/d;\n"
+--- config
+location /v1/ {
+    llm_gateway on;
+    llm_anonymous_tier anon1;
+    set_real_ip_from 127.0.0.1;
+    real_ip_header X-Forwarded-For;
+    proxy_pass http://127.0.0.1:$TEST_NGINX_SERVER_PORT/plain/;
+}
+location /plain/ {
+    return 200 "plain\n";
+}
+--- request
+GET /plain/
+--- timeout: 60
+--- check eval
+sub {
+    redis_stop($::RP);
+    # 640 clients during the outage: 640 batches, 10 ticks to replay
+    my @addrs = map { sprintf "10.2.%d.%d", $_ >> 8, $_ & 255 } 1 .. 640;
+    my $n = ::burst(@addrs);
+    return (0, "$n of 640 answered") if $n != 640;
+    ::redis_start($::RP);
+    # Redis is back once a new client is admitted there
+    my $up;
+    for (1 .. 50) {
+        ::burst('10.3.0.1');
+        $up = redis_cli($::RP, 'EXISTS',
+                        "$::P-3:{acct:anon:10.3.0.1}:w:requests:1d");
+        last if ($up // '') =~ /^1/;
+        select undef, undef, undef, 0.1;
+    }
+    return (0, 'Redis not back') if ($up // '') !~ /^1/;
+    reload_nginx(10) or return (0, 'reload failed');
+    select undef, undef, undef, 12;       # every tick there is to come
+    my @k = grep { /requests:1d$/ } split /\n/,
+        redis_cli($::RP, '--scan', '--pattern',
+                  "$::P-3:{acct:anon:10.2.*}:w:requests:1d") // '';
+    return @k == 640 ? 1
+        : (0, scalar(@k) . " of the 640 clients counted during the outage "
+              . "are in Redis; the rest went with the old worker");
+}
