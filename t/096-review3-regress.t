@@ -11,6 +11,7 @@ use Test::LLM::Nginx;
 use Test::LLM::Keys;
 use IO::Socket::INET;
 use Time::HiRes ();
+use POSIX ();
 
 our $CAROL = $Test::LLM::Keys::CAROL;
 our $P     = "t096-$$-" . time;
@@ -18,7 +19,9 @@ our $P     = "t096-$$-" . time;
 # a Redis of this file's own
 our $RP = free_port();
 
-redis_start($RP);
+sub redis_up { redis_start($RP, '--enable-debug-command', 'local') }
+
+redis_up();
 
 sub conf {
     my ($block, $extra) = @_;
@@ -45,7 +48,15 @@ our $Chat = '{"id":"c","object":"chat.completion","model":"m",'
 our $Body = '{"model":"m","max_tokens":1000,'
     . '"messages":[{"role":"user","content":"hi"}]}';
 
-# "n" pipelined anonymous requests on one connection, each from its own
+# carol's chat completion (30 tokens used), from a check
+sub chat_req {
+    return http_request("POST /v1/chat/completions",
+        more_headers => "Authorization: Bearer $CAROL\r\n"
+                        . "Content-Type: application/json",
+        body => $Body, timeout => 10);
+}
+
+# pipelined anonymous requests on one connection, each from its own
 # address (X-Forwarded-For, realip); the number answered 200
 sub burst {
     my (@addrs) = @_;
@@ -142,7 +153,7 @@ sub {
     # one more client, once
     ::burst('10.9.9.9');
     select undef, undef, undef, 0.3;
-    ::redis_start($::RP);
+    ::redis_up();
     my $log = do { local $/; open(my $fh, '<', "$v->{servroot}/logs/error.log")
                    or die $!; <$fh> };
     return $log =~ /(usage of account "[^"]*" counted locally will not reach Redis[^\n]*)/
@@ -178,7 +189,7 @@ sub {
     my @addrs = map { sprintf "10.2.%d.%d", $_ >> 8, $_ & 255 } 1 .. 640;
     my $n = ::burst(@addrs);
     return (0, "$n of 640 answered") if $n != 640;
-    ::redis_start($::RP);
+    ::redis_up();
     # Redis is back once a new client is admitted there
     my $up;
     for (1 .. 50) {
@@ -197,4 +208,50 @@ sub {
     return @k == 640 ? 1
         : (0, scalar(@k) . " of the 640 clients counted during the outage "
               . "are in Redis; the rest went with the old worker");
+}
+
+
+
+=== TEST 4: Redis stalls past the timeout: the command that times out closes the connection, and an admission queued behind it, whose deadline has not passed, falls back to the zone (counted, replayed) while Redis runs it when it wakes (counted again, its reservation never settled) (FAILS ON PURPOSE)
+--- workers: 1
+--- http_config eval: ::conf(4, 'timeout=300ms')
+--- config
+location /v1/ {
+    llm_gateway on;
+    llm_default_tier two;
+    proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+}
+--- mock eval
+sub { return { delay => 0.1, status => 200,
+               headers => { 'Content-Type' => 'application/json' },
+               body => $::Chat } }
+--- request eval
+"POST /v1/chat/completions\n$::Body"
+--- more_headers eval
+"Authorization: Bearer $::CAROL\nContent-Type: application/json"
+--- timeout: 20
+--- check eval
+sub {
+    # the request above: Redis admitted and settled it (30 tokens), and
+    # this worker knows Redis's clock (admissions carry deadlines)
+    system("redis-cli -p $::RP DEBUG SLEEP 0.45 >/dev/null 2>&1 &");
+    select undef, undef, undef, 0.03;
+    # A at T (times out at T+300 ms: the connection is closed), B at
+    # T+250 ms (deadline T+550 ms, on the same connection: one account);
+    # Redis wakes at about T+420 ms and runs B, answering nobody
+    my $pid = fork // die "fork: $!";
+    if ($pid == 0) {
+        ::chat_req();
+        POSIX::_exit(0);
+    }
+    select undef, undef, undef, 0.25;
+    my $b = ::chat_req();
+    waitpid $pid, 0;
+    return (0, "B: status $b->{status}") if ($b->{status} // 0) != 200;
+    select undef, undef, undef, 3.5;      # Redis awake, replay ticks
+    my $sum = ::window_sum(4, 'tokens:1m');
+    return $sum == 90 ? 1
+        : (0, "the minute window holds $sum tokens; 3 requests used 30 "
+              . "each (B counted in Redis with its reservation and again "
+              . "by the replay)");
 }
