@@ -1,5 +1,5 @@
 # Review 3 (outage replay rewrite): checks of the Lua scripts of
-# src/ngx_http_llm_rstore.c run by redis-server itself, the way
+# src/ngx_http_llm_rstore_lua.c run by redis-server itself, the way
 # t/092-redis-scripts.t runs them.  They FAIL ON PURPOSE until the code is
 # mended (SPEC 9: nothing it accounts is lost).
 #
@@ -20,7 +20,7 @@ if ((`redis-cli -p $port PING 2>/dev/null` // '') !~ /PONG/) {
 }
 
 my $src = do {
-    open(my $fh, '<', 'src/ngx_http_llm_rstore.c') or die $!;
+    open(my $fh, '<', 'src/ngx_http_llm_rstore_lua.c') or die $!;
     local $/;
     <$fh>;
 };
