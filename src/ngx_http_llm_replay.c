@@ -28,8 +28,11 @@
  * Settles (ngx_http_llm_rstore_settle) of requests Redis admitted come
  * here only when Redis cannot have run them: not sent (no
  * connection), never written before their connection failed, or
- * refused with an error reply (OOM, BUSY, LOADING, NOSCRIPT...; not
- * "ERR", a script's own failure).  One that was written and then lost
+ * refused with an error Redis gives before it runs a script (OOM,
+ * BUSY, LOADING, NOSCRIPT...; not "ERR" or a command's own error, which
+ * a script may answer half-way through).  What a settle gives back
+ * goes to its reservation's slot, what it adds to the slot of the time
+ * it was known.  One that was written and then lost
  * its answer (a timeout, a connection lost) may have been applied,
  * and is not replayed: Redis keeps that request's reservation instead
  * of its usage (never less than it used, more by at most the

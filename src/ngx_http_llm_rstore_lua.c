@@ -447,7 +447,9 @@ static char  ngx_http_llm_lua_renew[] =
  * in, while that slot is in the window (usage that has left it no
  * longer counts); a negative amount (refunds: settlements below their
  * reservations) is taken back there as the settle script does, never
- * below zero.  Once only: a batch whose marker exists changes nothing.
+ * below zero.  A time ahead of Redis's clock (a node's guess of it)
+ * is the current slot.  Once only: a batch whose marker exists changes
+ * nothing.
  */
 
 static char  ngx_http_llm_lua_replay[] =
@@ -462,7 +464,8 @@ NGX_HTTP_LLM_LUA_PUT
 "  local n = tonumber(ARGV[2 * i])\n"
 "  load(w)\n"
 "  local s0 = slot(w.period, t0)\n"
-"  if n ~= 0 and s0 >= w.lo and s0 <= w.cur then\n"
+"  if s0 > w.cur then s0 = w.cur end\n"
+"  if n ~= 0 and s0 >= w.lo then\n"
 "    local v = put(w, s0, n)\n"
 "    save(w, nil)\n"
 "    if v > 0 then\n"

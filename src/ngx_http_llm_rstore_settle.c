@@ -32,6 +32,9 @@ static void ngx_http_llm_rstore_unsettled(ngx_http_llm_rstore_settle_t *op,
     const char *why);
 static void ngx_http_llm_rstore_replayed(ngx_http_llm_redis_op_t *rop,
     ngx_http_llm_redis_reply_t *reply);
+static ngx_int_t ngx_http_llm_rstore_replay_diff(ngx_str_t *account,
+    ngx_http_llm_tier_t *tier, uint64_t t0, int64_t *diff);
+static ngx_uint_t ngx_http_llm_rstore_refused(ngx_str_t *error);
 
 
 /*
@@ -293,8 +296,8 @@ ngx_http_llm_rstore_settle(ngx_http_llm_ctx_t *ctx, uint64_t *used)
 
         /* the zone counted it: so will Redis, when it is back */
 
-        (void) ngx_http_llm_replay_add(&ctx->account, st->tier, st->t0,
-                                       diff);
+        (void) ngx_http_llm_rstore_replay_diff(&ctx->account, st->tier,
+                                               st->t0, diff);
     }
 
     if (!st->counted) {
@@ -372,11 +375,11 @@ ngx_http_llm_rstore_settle(ngx_http_llm_ctx_t *ctx, uint64_t *used)
 
 /*
  * The settle's answer.  Redis has not run it when it refused it with an
- * error reply (NOSCRIPT with no second try, OOM at its first write,
- * BUSY, LOADING, READONLY, MOVED...; not "ERR", which a script that
- * failed half-way answers) or when it never left this worker: it is
- * replayed.  One that was written and lost its answer, or failed in
- * the script, may have changed Redis, and is left as it is.
+ * error reply it gives before any script runs (NOSCRIPT with no second
+ * try, OOM, BUSY, LOADING, READONLY...: ngx_http_llm_rstore_refused())
+ * or when it never left this worker: it is replayed.  One that was
+ * written and lost its answer, or failed in the script, may have
+ * changed Redis, and is left as it is.
  */
 
 static void
@@ -402,9 +405,7 @@ ngx_http_llm_rstore_settled(ngx_http_llm_redis_op_t *rop,
     } else if (reply->type == NGX_HTTP_LLM_REDIS_ERROR) {
         why = "script error";
 
-        if (reply->str.len < 3
-            || ngx_strncmp(reply->str.data, "ERR", 3) != 0)
-        {
+        if (ngx_http_llm_rstore_refused(&reply->str)) {
             ngx_http_llm_rstore_unsettled(op, "error reply");
             goto done;
         }
@@ -429,7 +430,8 @@ static void
 ngx_http_llm_rstore_unsettled(ngx_http_llm_rstore_settle_t *op,
     const char *why)
 {
-    if (ngx_http_llm_replay_add(&op->account, op->tier, op->t0, op->diff)
+    if (ngx_http_llm_rstore_replay_diff(&op->account, op->tier, op->t0,
+                                        op->diff)
         == NGX_OK)
     {
         ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
@@ -441,6 +443,85 @@ ngx_http_llm_rstore_unsettled(ngx_http_llm_rstore_settle_t *op,
     ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
                   "llm_redis: usage of \"%V\" not settled: %s",
                   &op->account, why);
+}
+
+
+/*
+ * A settle's difference, to the replay: what it gives back goes to its
+ * reservation's slot, what it adds (more used than reserved) to the
+ * slot of now, Redis's time: the settle script counts an excess in the
+ * current slot once the reservation's has left a window, and a replay
+ * drops what has left it.
+ */
+
+static ngx_int_t
+ngx_http_llm_rstore_replay_diff(ngx_str_t *account, ngx_http_llm_tier_t *tier,
+    uint64_t t0, int64_t *diff)
+{
+    int64_t     less[5], more[5];
+    ngx_int_t   rc;
+    ngx_uint_t  i, nless, nmore;
+
+    nless = 0;
+    nmore = 0;
+
+    for (i = 0; i < 5; i++) {
+        less[i] = diff[i] < 0 ? diff[i] : 0;
+        more[i] = diff[i] > 0 ? diff[i] : 0;
+        nless += (less[i] != 0);
+        nmore += (more[i] != 0);
+    }
+
+    rc = NGX_OK;
+
+    if (nless && ngx_http_llm_replay_add(account, tier, t0, less) != NGX_OK) {
+        rc = NGX_DECLINED;
+    }
+
+    if (nmore
+        && ngx_http_llm_replay_add(account, tier,
+                                   (int64_t) ngx_http_llm_now()
+                                   + ngx_http_llm_rstore_skew, more)
+           != NGX_OK)
+    {
+        rc = NGX_DECLINED;
+    }
+
+    return rc;
+}
+
+
+/*
+ * An error Redis answers before it runs a script (so nothing of it was
+ * written).  Any other, "ERR" or a command's own error that Redis 7
+ * passes on from redis.call() (WRONGTYPE, NOPERM...), may come half-way
+ * through, after writes.
+ */
+
+static ngx_uint_t
+ngx_http_llm_rstore_refused(ngx_str_t *error)
+{
+    size_t       n;
+    ngx_uint_t   i;
+
+    static char  *before[] = {
+        "OOM", "BUSY", "LOADING", "READONLY", "MISCONF", "NOREPLICAS",
+        "MASTERDOWN", "NOAUTH", "NOSCRIPT", NULL
+    };
+
+    for (n = 0; n < error->len && error->data[n] != ' '; n++) {
+        /* void */
+    }
+
+    for (i = 0; before[i]; i++) {
+        if (n == ngx_strlen(before[i])
+            && ngx_strncmp(error->data, before[i], n) == 0)
+        {
+            return 1;
+        }
+    }
+
+    return 0;
 }
 
 
