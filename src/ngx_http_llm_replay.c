@@ -5,13 +5,13 @@
  * Owns, in each worker, what its zone counted because Redis failed
  * (llm_redis on_error=local), and what Redis was meant to count but
  * never saw (a settle that could not be sent): batches by account,
- * tier and slot, the slot of the tier's shortest window (a month
- * number when it has only calendar months) that the usage belongs to,
- * on Redis's clock.  A reservation belongs to the time it was admitted
+ * tier and slot, the slot of the tier's shortest window of a minute or
+ * more (see ngx_http_llm_replay_slot()) that the usage belongs to, on
+ * Redis's clock.  A reservation belongs to the time it was admitted
  * at, and so does the difference its settlement makes: a refund (used
  * below reserved) is negative, and goes to the batch of its
  * reservation's slot even when that batch has gone to Redis already.
- * A worker timer (every second while there are batches, cancelable)
+ * A worker timer (every second while there are batches)
  * sends each batch to Redis with the replay script of
  * ngx_http_llm_rstore_settle.c, off every request's path, at most
  * NGX_HTTP_LLM_REPLAY_BURST per tick: it adds the batch to the slot of
@@ -43,8 +43,10 @@
  * Bounded: at most NGX_HTTP_LLM_REPLAY_MAX batches per worker; past
  * it, usage goes to the nearest slot of its account's batches (in the
  * wrong slot, not lost), and that of an account with none is not
- * replayed (logged, once a minute).  A worker that exits before Redis
- * is back takes its batches with it.
+ * replayed (logged, once a minute).  A worker that exits (a reload)
+ * while Redis answers sends what it has and waits for it, at most
+ * NGX_HTTP_LLM_REPLAY_DRAIN; one that exits before Redis is back takes
+ * its batches with it.
  */
 
 
@@ -54,11 +56,18 @@
 #include "ngx_http_llm_replay.h"
 
 
-#define NGX_HTTP_LLM_REPLAY_MAX       4096
+/* about 200 bytes each, and an account's name */
+#define NGX_HTTP_LLM_REPLAY_MAX       65536
 #define NGX_HTTP_LLM_REPLAY_INTERVAL  1000
 
 /* batches sent per tick: Redis coming back is not flooded */
-#define NGX_HTTP_LLM_REPLAY_BURST     64
+#define NGX_HTTP_LLM_REPLAY_BURST     512
+
+/* an exiting worker (reload) sends what it has for at most this long */
+#define NGX_HTTP_LLM_REPLAY_DRAIN     10000
+
+/* batches by the slots of windows of a minute or more (6 s) */
+#define NGX_HTTP_LLM_REPLAY_FINEST    60000
 
 
 typedef struct {
@@ -90,6 +99,7 @@ static void ngx_http_llm_replay_insert_value(ngx_rbtree_node_t *temp,
 static void ngx_http_llm_replay_tick(ngx_event_t *ev);
 static ngx_uint_t ngx_http_llm_replay_some(int64_t *amount);
 static void ngx_http_llm_replay_free(ngx_http_llm_replay_t *b);
+static void ngx_http_llm_replay_hold(void);
 
 
 static ngx_uint_t         ngx_http_llm_replay_inited;
@@ -100,6 +110,7 @@ static ngx_uint_t         ngx_http_llm_replay_count;
 static ngx_uint_t         ngx_http_llm_replay_replayed;
 static uint64_t           ngx_http_llm_replay_seq;
 static ngx_event_t        ngx_http_llm_replay_ev;
+static ngx_msec_t         ngx_http_llm_replay_exiting;  /* since then */
 
 
 /*
@@ -194,31 +205,51 @@ ngx_http_llm_replay_add(ngx_str_t *account, ngx_http_llm_tier_t *tier,
         ngx_add_timer(&ngx_http_llm_replay_ev, NGX_HTTP_LLM_REPLAY_INTERVAL);
     }
 
+    ngx_http_llm_replay_hold();
+
     return NGX_OK;
 }
 
 
 /*
- * The slot of "at" in the tier's shortest sliding window (a tenth of
- * its period, as Redis counts), else its month number: every window of
- * the tier counts the whole batch in one of its own slots.
+ * The slot of "at" in the tier's shortest sliding window of a minute or
+ * more (a tenth of its period, as Redis counts), else in its shortest
+ * (a tier of seconds alone), else its month number: the windows of a
+ * minute or more count the whole batch in one of their own slots.  A
+ * window of seconds gets it at the time of the batch's first count;
+ * by the time Redis is back, little of an outage is still in one.
  */
 
 static uint64_t
 ngx_http_llm_replay_slot(ngx_http_llm_tier_t *tier, uint64_t at)
 {
     ngx_tm_t                     tm;
-    ngx_msec_t                   period;
+    ngx_msec_t                   period, shortest;
     ngx_uint_t                   i;
     ngx_http_llm_window_conf_t  *wc;
 
     wc = tier->windows.elts;
     period = 0;
+    shortest = 0;
 
     for (i = 0; i < tier->windows.nelts; i++) {
-        if (wc[i].period && (period == 0 || wc[i].period < period)) {
+        if (wc[i].period == 0) {
+            continue;
+        }
+
+        if (shortest == 0 || wc[i].period < shortest) {
+            shortest = wc[i].period;
+        }
+
+        if (wc[i].period >= NGX_HTTP_LLM_REPLAY_FINEST
+            && (period == 0 || wc[i].period < period))
+        {
             period = wc[i].period;
         }
+    }
+
+    if (period == 0) {
+        period = shortest;
     }
 
     if (period >= 10) {
@@ -262,22 +293,55 @@ ngx_http_llm_replay_done(void *batch, ngx_uint_t ok)
                       ngx_http_llm_replay_replayed);
 
         ngx_http_llm_replay_replayed = 0;
+        ngx_http_llm_replay_hold();
     }
+}
+
+
+/*
+ * While there are batches, the timer holds a worker that exits (a
+ * reload) until its next tick, which sends all of them if Redis
+ * answers and holds the worker until they are in, for at most
+ * NGX_HTTP_LLM_REPLAY_DRAIN; if Redis fails, the worker goes, and the
+ * batches with it.
+ */
+
+static void
+ngx_http_llm_replay_hold(void)
+{
+    ngx_http_llm_replay_ev.cancelable =
+        !(ngx_http_llm_replay_count
+          && (ngx_http_llm_replay_exiting == 0
+              || (ngx_http_llm_redis_up()
+                  && ngx_current_msec - ngx_http_llm_replay_exiting
+                     < NGX_HTTP_LLM_REPLAY_DRAIN)));
 }
 
 
 static void
 ngx_http_llm_replay_tick(ngx_event_t *ev)
 {
-    ngx_uint_t              n;
+    ngx_uint_t              n, burst;
     ngx_queue_t            *q, *next;
     ngx_http_llm_replay_t  *b;
 
     n = 0;
+    burst = NGX_HTTP_LLM_REPLAY_BURST;
+
+    if (ngx_exiting) {
+
+        /* a reload: all that is left, while the worker may still */
+
+        if (ngx_http_llm_replay_exiting == 0) {
+            ngx_http_llm_replay_exiting = ngx_current_msec;
+        }
+
+        burst = NGX_HTTP_LLM_REPLAY_MAX;
+    }
 
     for (q = ngx_queue_head(&ngx_http_llm_replay_queue);
          q != ngx_queue_sentinel(&ngx_http_llm_replay_queue)
-         && n < NGX_HTTP_LLM_REPLAY_BURST;
+         && n < burst;
          q = next)
     {
         next = ngx_queue_next(q);
@@ -320,8 +384,11 @@ ngx_http_llm_replay_tick(ngx_event_t *ev)
         ngx_queue_insert_tail(&ngx_http_llm_replay_queue, &b->queue);
     }
 
+    ngx_http_llm_replay_hold();
+
     if (ngx_http_llm_replay_count && !ev->timer_set) {
-        ngx_add_timer(ev, NGX_HTTP_LLM_REPLAY_INTERVAL);
+        ngx_add_timer(ev, ngx_exiting ? NGX_HTTP_LLM_REPLAY_INTERVAL / 10
+                                      : NGX_HTTP_LLM_REPLAY_INTERVAL);
     }
 }
 
