@@ -18,6 +18,7 @@
 #include <ngx_core.h>
 
 #include "ngx_http_llm_tokens.h"
+#include "ngx_http_llm_bpe.h"
 
 
 /* character classes */
@@ -221,12 +222,18 @@ ngx_http_llm_estimate_init(ngx_http_llm_estimate_t *e)
 /*
  * One string, counted on its own: a piece never spans two calls.  Text
  * that is all ASCII goes 64 bytes at a time (ngx_http_llm_tokens_ascii.c),
- * the rest byte by byte.
+ * the rest byte by byte; with a vocabulary (e->bpe), it is counted
+ * exactly instead.
  */
 
 void
 ngx_http_llm_estimate_add(ngx_http_llm_estimate_t *e, u_char *p, size_t len)
 {
+    if (e->bpe) {
+        ngx_http_llm_bpe_add(e->bpe, e, p, len);
+        return;
+    }
+
     if (len >= NGX_HTTP_LLM_ASCII_MIN
         && ngx_http_llm_estimate_ascii(e, p, len) == NGX_OK)
     {
