@@ -9,8 +9,9 @@
  * (in memory up to client_body_buffer_size, else from its temporary
  * file), and what is learned from it: the model, the stream flag, the
  * prompt estimate (exact with llm_tokenizer) and the answer's maximum
- * that the token windows reserve, the body with stream_options.include_usage added, and the
- * $llm_cache_key of the canonical request.
+ * that the token windows reserve, the body with
+ * stream_options.include_usage added, and the $llm_cache_key of the
+ * canonical request.
  */
 
 

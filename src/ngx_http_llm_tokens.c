@@ -10,7 +10,9 @@
  * is counted by the class of its characters, and the counts are
  * weighed once, when the estimate is asked for.  The weights were
  * measured against cl100k_base: see docs/tokens.md.  No allocation, no
- * state outside the caller's ngx_http_llm_estimate_t.
+ * state outside the caller's ngx_http_llm_estimate_t.  An estimate that
+ * carries a vocabulary (e->bpe, "llm_tokenizer") hands its text to the
+ * exact counter, ngx_http_llm_bpe.c, instead.
  */
 
 
