@@ -2,16 +2,18 @@
 /*
  * ngx_llm_gateway: exact token counts from a BPE vocabulary.
  *
- * Owns "llm_tokenizer PATH": reading and checking a vocabulary in
- * tiktoken's rank format (lines "BASE64TOKEN RANK") once, when the
- * configuration is read, into a hash table from the cycle's pool that
- * the workers share after fork; and counting the tokens of a text as
- * tiktoken does: the text is cut by cl100k_base's pre-tokenizer
+ * Owns "llm_tokenizer PATH [pattern=cl100k|o200k]": reading and
+ * checking a vocabulary in tiktoken's rank format (lines "BASE64TOKEN
+ * RANK") once, when the configuration is read, into a hash table from
+ * the cycle's pool that the workers share after fork; and counting the
+ * tokens of a text as tiktoken does: the text is cut by cl100k_base's
+ * pre-tokenizer
  *
  *   (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}
  *   | ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+
  *
- * written out by hand (the classes from ngx_http_llm_bpe_ucd.h, made by
+ * (or o200k_base's, see ngx_http_llm_bpe_add_o200k()) written out by
+ * hand (the classes from ngx_http_llm_bpe_ucd.h, made by
  * tools/bpe-unicode.py), and each piece that is not itself a token is
  * merged byte pair by byte pair, the pair of lowest rank first (the
  * leftmost of equal ones), with a heap: O(n log n) for a piece of n
@@ -28,12 +30,21 @@
 #include "ngx_http_llm_bpe.h"
 
 
-/* classes of characters */
+/* classes of characters (o200k splits \p{L} and needs \p{M}) */
 #define NGX_HTTP_LLM_BPE_O        0      /* other */
-#define NGX_HTTP_LLM_BPE_L        1      /* \p{L} */
+#define NGX_HTTP_LLM_BPE_L        1      /* \p{L}: what cl100k sees */
 #define NGX_HTTP_LLM_BPE_N        2      /* \p{N} */
 #define NGX_HTTP_LLM_BPE_S        3      /* \s but CR and LF */
 #define NGX_HTTP_LLM_BPE_NL       4      /* CR, LF */
+#define NGX_HTTP_LLM_BPE_LU       1      /* Lu, Lt */
+#define NGX_HTTP_LLM_BPE_LL       5      /* Ll */
+#define NGX_HTTP_LLM_BPE_LO       6      /* Lm, Lo */
+#define NGX_HTTP_LLM_BPE_M        7      /* \p{M} */
+
+/* o200k's [\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}] and [\p{Ll}\p{Lm}\p{Lo}\p{M}] */
+#define ngx_http_llm_bpe_upper(k)                                             \
+    ((k) == NGX_HTTP_LLM_BPE_LU || (k) >= NGX_HTTP_LLM_BPE_LO)
+#define ngx_http_llm_bpe_lower(k)  ((k) >= NGX_HTTP_LLM_BPE_LL)
 
 #define NGX_HTTP_LLM_BPE_NONE     0xffffffff    /* no rank */
 
@@ -62,6 +73,7 @@ struct ngx_http_llm_bpe_s {
     ngx_uint_t                  mask;
     ngx_uint_t                  ntokens;
     size_t                      max_len;  /* of a token */
+    ngx_uint_t                  pattern;  /* NGX_HTTP_LLM_BPE_CL100K, ... */
 
     uint32_t                   *pairs;  /* ranks of two-byte tokens */
 
@@ -90,6 +102,12 @@ static ngx_inline ngx_uint_t ngx_http_llm_bpe_class(u_char *p, u_char *last,
     size_t *n);
 static ngx_uint_t ngx_http_llm_bpe_class_search(uint32_t c);
 static ngx_uint_t ngx_http_llm_bpe_contraction(u_char *p, u_char *last);
+static void ngx_http_llm_bpe_add_o200k(ngx_http_llm_bpe_t *bpe,
+    ngx_http_llm_estimate_t *e, u_char *p, size_t len);
+static u_char *ngx_http_llm_bpe_o200k_word(u_char *p, u_char *last,
+    ngx_uint_t lower);
+static ngx_inline ngx_uint_t ngx_http_llm_bpe_uclass(u_char *p,
+    u_char *last, size_t *n);
 static ngx_uint_t ngx_http_llm_bpe_piece(ngx_http_llm_bpe_t *bpe, u_char *p,
     size_t len);
 static ngx_uint_t ngx_http_llm_bpe_merge(ngx_http_llm_bpe_t *bpe, u_char *p,
@@ -98,7 +116,7 @@ static void ngx_http_llm_bpe_push(uint64_t *heap, ngx_uint_t *n, uint64_t v);
 static uint64_t ngx_http_llm_bpe_pop(uint64_t *heap, ngx_uint_t *n);
 
 
-/* classes of ASCII: \t \v \f ' ' space, \r \n, digits, letters */
+/* classes of ASCII: \t \v \f ' ' space, \r \n, digits, upper, lower */
 static u_char  ngx_http_llm_bpe_ascii[128] = {
     0, 0, 0, 0, 0, 0, 0, 0, 0, 3, 4, 3, 3, 4, 0, 0,
     0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
@@ -106,9 +124,13 @@ static u_char  ngx_http_llm_bpe_ascii[128] = {
     2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 0, 0, 0, 0, 0, 0,
     0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
     1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0,
-    0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
-    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0
+    0, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5,
+    5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 0, 0, 0, 0, 0
 };
+
+
+/* what cl100k sees of a class: a letter, a mark is "other" */
+static u_char  ngx_http_llm_bpe_cl100k[8] = { 0, 1, 2, 3, 4, 1, 1, 0 };
 
 
 /* the classes of the first 64K code points, filled when a file loads */
@@ -123,7 +145,8 @@ static ngx_uint_t  ngx_http_llm_bpe_bmp_ready;
  */
 
 ngx_http_llm_bpe_t *
-ngx_http_llm_bpe_load(ngx_pool_t *pool, u_char *path, ngx_str_t *error)
+ngx_http_llm_bpe_load(ngx_pool_t *pool, u_char *path, ngx_uint_t pattern,
+    ngx_str_t *error)
 {
     u_char              *data;
     size_t               size, n;
@@ -194,6 +217,7 @@ ngx_http_llm_bpe_load(ngx_pool_t *pool, u_char *path, ngx_str_t *error)
     }
 
     bpe->mask = slots - 1;
+    bpe->pattern = pattern;
     bpe->slots = ngx_pcalloc(pool, slots * sizeof(ngx_http_llm_bpe_slot_t));
 
     /* a token is no longer than its base64 */
@@ -532,12 +556,20 @@ ngx_http_llm_bpe_rank(ngx_http_llm_bpe_t *bpe, u_char *p, size_t len)
 
 
 /*
- * The class of the character at p and its length in *n; a byte that is
- * not well-formed UTF-8 is a character of its own, of class "other".
+ * The class of the character at p as cl100k sees it (uclass(): as
+ * o200k does) and its length in *n; a byte that is not well-formed
+ * UTF-8 is a character of its own, of class "other".
  */
 
 static ngx_inline ngx_uint_t
 ngx_http_llm_bpe_class(u_char *p, u_char *last, size_t *n)
+{
+    return ngx_http_llm_bpe_cl100k[ngx_http_llm_bpe_uclass(p, last, n)];
+}
+
+
+static ngx_inline ngx_uint_t
+ngx_http_llm_bpe_uclass(u_char *p, u_char *last, size_t *n)
 {
     uint32_t    c, min;
     ngx_uint_t  i, len;
@@ -674,6 +706,11 @@ ngx_http_llm_bpe_add(ngx_http_llm_bpe_t *bpe, ngx_http_llm_estimate_t *e,
     size_t       n, m;
     ngx_uint_t   cls, next, chars, tokens, k, runs;
 
+    if (bpe->pattern == NGX_HTTP_LLM_BPE_O200K) {
+        ngx_http_llm_bpe_add_o200k(bpe, e, p, len);
+        return;
+    }
+
     last = p + len;
     chars = 0;
     tokens = 0;
@@ -804,6 +841,225 @@ ngx_http_llm_bpe_add(ngx_http_llm_bpe_t *bpe, ngx_http_llm_estimate_t *e,
 
     e->tokens += tokens;
     e->chars += chars;
+}
+
+
+/*
+ * o200k_base's pre-tokenizer, where a word is an optional mark (not a
+ * letter, number or line break), then a run of upper or other letters
+ * and marks with a run of lower or other letters and marks after it,
+ * and an optional contraction; numbers and whitespace as in cl100k, and
+ * punctuation takes "/" after it as well as line breaks:
+ *
+ *   [^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*
+ *       [\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?
+ *   |[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+
+ *       [\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?
+ *   |\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+
+ *
+ * Code points are counted per piece.
+ */
+
+static void
+ngx_http_llm_bpe_add_o200k(ngx_http_llm_bpe_t *bpe,
+    ngx_http_llm_estimate_t *e, u_char *p, size_t len)
+{
+    u_char      *last, *q, *start, *w, *nl;
+    size_t       n, m;
+    ngx_uint_t   cls, next, tokens, k, runs;
+
+    last = p + len;
+    tokens = 0;
+
+    while (p < last) {
+        start = p;
+        cls = ngx_http_llm_bpe_uclass(p, last, &n);
+        q = p + n;
+
+        /* words, with or without a mark before them */
+
+        if (cls != NGX_HTTP_LLM_BPE_N && cls != NGX_HTTP_LLM_BPE_NL) {
+
+            if (cls == NGX_HTTP_LLM_BPE_LU || cls == NGX_HTTP_LLM_BPE_LL
+                || cls == NGX_HTTP_LLM_BPE_LO)
+            {
+                w = ngx_http_llm_bpe_o200k_word(p, last, 1);
+
+                if (w == NULL) {
+                    w = ngx_http_llm_bpe_o200k_word(p, last, 0);
+                }
+
+            } else {
+                w = ngx_http_llm_bpe_o200k_word(q, last, 1);
+
+                if (w == NULL && cls == NGX_HTTP_LLM_BPE_M) {
+                    w = ngx_http_llm_bpe_o200k_word(p, last, 1);
+                }
+
+                if (w == NULL) {
+                    w = ngx_http_llm_bpe_o200k_word(q, last, 0);
+                }
+            }
+
+            if (w) {
+                q = w;
+
+                if (q < last && *q == '\''
+                    && (k = ngx_http_llm_bpe_contraction(q + 1, last)))
+                {
+                    q += 1 + k;
+                }
+
+                goto piece;
+            }
+        }
+
+        /* \p{N}{1,3} */
+
+        if (cls == NGX_HTTP_LLM_BPE_N) {
+            for (k = 1; k < 3 && q < last; k++) {
+                if (ngx_http_llm_bpe_uclass(q, last, &m) != NGX_HTTP_LLM_BPE_N)
+                {
+                    break;
+                }
+
+                q += m;
+            }
+
+            goto piece;
+        }
+
+        /* " ?[^\s\p{L}\p{N}]+[\r\n/]*" */
+
+        next = (q < last) ? ngx_http_llm_bpe_uclass(q, last, &m)
+                          : NGX_HTTP_LLM_BPE_NL;
+
+        if (cls == NGX_HTTP_LLM_BPE_O || cls == NGX_HTTP_LLM_BPE_M
+            || (*p == ' '
+                && (next == NGX_HTTP_LLM_BPE_O || next == NGX_HTTP_LLM_BPE_M)))
+        {
+            while (q < last) {
+                k = ngx_http_llm_bpe_uclass(q, last, &m);
+
+                if (k != NGX_HTTP_LLM_BPE_O && k != NGX_HTTP_LLM_BPE_M) {
+                    break;
+                }
+
+                q += m;
+            }
+
+            while (q < last && (*q == '\r' || *q == '\n' || *q == '/')) {
+                q++;
+            }
+
+            goto piece;
+        }
+
+        /* whitespace, as in cl100k */
+
+        nl = (cls == NGX_HTTP_LLM_BPE_NL) ? q : NULL;
+        runs = 1;
+
+        while (q < last) {
+            k = ngx_http_llm_bpe_uclass(q, last, &m);
+
+            if (k != NGX_HTTP_LLM_BPE_S && k != NGX_HTTP_LLM_BPE_NL) {
+                break;
+            }
+
+            q += m;
+            runs++;
+
+            if (k == NGX_HTTP_LLM_BPE_NL) {
+                nl = q;
+            }
+        }
+
+        if (nl) {
+            q = nl;
+
+        } else if (q < last && runs > 1) {
+            do {
+                q--;
+            } while ((*q & 0xc0) == 0x80);
+        }
+
+    piece:
+
+        tokens += ngx_http_llm_bpe_piece(bpe, start, q - start);
+
+        for (p = start; p < q; p += n) {
+            (void) ngx_http_llm_bpe_uclass(p, q, &n);
+            e->chars++;
+        }
+    }
+
+    e->tokens += tokens;
+}
+
+
+/*
+ * An o200k word from p, without the mark before it: "lower" the first
+ * alternative ([upper]*[lower]+), else the second ([upper]+[lower]*),
+ * where upper is Lu Lt Lm Lo M and lower Ll Lm Lo M.  Returns its end,
+ * or NULL if that alternative does not match at p.
+ */
+
+static u_char *
+ngx_http_llm_bpe_o200k_word(u_char *p, u_char *last, ngx_uint_t lower)
+{
+    u_char      *q, *both;
+    size_t       n;
+    ngx_uint_t   k;
+
+    q = p;
+    both = NULL;
+
+    /* [upper]*: greedy; "both" is after the last letter in both sets */
+
+    while (q < last) {
+        k = ngx_http_llm_bpe_uclass(q, last, &n);
+
+        if (!ngx_http_llm_bpe_upper(k)) {
+            break;
+        }
+
+        q += n;
+
+        if (k != NGX_HTTP_LLM_BPE_LU) {
+            both = q;
+        }
+    }
+
+    if (q < last
+        && ngx_http_llm_bpe_uclass(q, last, &n) == NGX_HTTP_LLM_BPE_LL)
+    {
+        /* then [lower]+, or [lower]* */
+
+        while (q < last) {
+            k = ngx_http_llm_bpe_uclass(q, last, &n);
+
+            if (!ngx_http_llm_bpe_lower(k)) {
+                break;
+            }
+
+            q += n;
+        }
+
+        return q;
+    }
+
+    if (lower) {
+
+        /*
+         * [upper]* gives back letters until [lower]+ can start: at the
+         * last letter of both sets, which is all [lower]+ takes
+         */
+
+        return both;
+    }
+
+    return (q > p) ? q : NULL;
 }
 
 

@@ -24,8 +24,13 @@
 #define NGX_HTTP_LLM_BPE_PIECE_MAX  4096
 
 
+/* the pre-tokenizer: cl100k_base's (the default) or o200k_base's */
+#define NGX_HTTP_LLM_BPE_CL100K     0
+#define NGX_HTTP_LLM_BPE_O200K      1
+
+
 ngx_http_llm_bpe_t *ngx_http_llm_bpe_load(ngx_pool_t *pool, u_char *path,
-    ngx_str_t *error);
+    ngx_uint_t pattern, ngx_str_t *error);
 void ngx_http_llm_bpe_add(ngx_http_llm_bpe_t *bpe, ngx_http_llm_estimate_t *e,
     u_char *p, size_t len);
 ngx_uint_t ngx_http_llm_bpe_count(ngx_http_llm_bpe_t *bpe, u_char *p,

@@ -108,7 +108,7 @@ static ngx_command_t  ngx_http_llm_commands[] = {
       NULL },
 
     { ngx_string("llm_tokenizer"),
-      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE12,
       ngx_http_llm_tokenizer,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
@@ -409,8 +409,9 @@ ngx_http_llm_init_main_conf(ngx_conf_t *cf, void *conf)
 
 
 /*
- * llm_tokenizer PATH: a vocabulary in tiktoken's format, read here, in
- * the master, and shared by the workers (ngx_http_llm_bpe.c).
+ * llm_tokenizer PATH [pattern=cl100k|o200k]: a vocabulary in tiktoken's
+ * format, read here, in the master, and shared by the workers
+ * (ngx_http_llm_bpe.c).
  */
 
 static char *
@@ -418,7 +419,8 @@ ngx_http_llm_tokenizer(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_llm_main_conf_t *lmcf = conf;
 
-    ngx_str_t  *value, name, error;
+    ngx_str_t   *value, name, error;
+    ngx_uint_t   pattern;
 
     if (lmcf->bpe) {
         return "is duplicate";
@@ -426,12 +428,28 @@ ngx_http_llm_tokenizer(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     value = cf->args->elts;
     name = value[1];
+    pattern = NGX_HTTP_LLM_BPE_CL100K;
+
+    if (cf->args->nelts == 3) {
+        if (ngx_strcmp(value[2].data, "pattern=cl100k") == 0) {
+            pattern = NGX_HTTP_LLM_BPE_CL100K;
+
+        } else if (ngx_strcmp(value[2].data, "pattern=o200k") == 0) {
+            pattern = NGX_HTTP_LLM_BPE_O200K;
+
+        } else {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid parameter \"%V\"", &value[2]);
+            return NGX_CONF_ERROR;
+        }
+    }
 
     if (ngx_conf_full_name(cf->cycle, &name, 1) != NGX_OK) {
         return NGX_CONF_ERROR;
     }
 
-    lmcf->bpe = ngx_http_llm_bpe_load(cf->pool, name.data, &error);
+    lmcf->bpe = ngx_http_llm_bpe_load(cf->pool, name.data, pattern,
+                                      &error);
 
     if (lmcf->bpe == NULL) {
         if (error.len) {

@@ -3,13 +3,13 @@
 # pieces, characters), then its counts against two independent
 # references on the samples, tricky strings and random strings:
 #
-#  1. a BPE written here in Perl (the cl100k pattern as a Perl regex, the
-#     plain tiktoken merge loop) with a synthetic vocabulary made here,
-#     ranks shuffled: always runs;
-#  2. js-tiktoken's cl100k_base (build/npm, installed by ./ngx_module
-#     test with npm), its vocabulary written to build/bpe/ by
-#     tools/tiktoken-vocab.js: skipped, saying why, without node or
-#     js-tiktoken.
+#  1. a BPE written here in Perl (the cl100k and o200k patterns as Perl
+#     regexes, the plain tiktoken merge loop) with a synthetic vocabulary
+#     made here, ranks shuffled: always runs;
+#  2. js-tiktoken's cl100k_base and o200k_base (build/npm, installed by
+#     ./ngx_module test with npm), their vocabularies written to build/bpe/
+#     by tools/tiktoken-vocab.js: skipped, saying why, without node or
+#     js-tiktoken (failed in CI).
 
 use strict;
 use warnings;
@@ -98,6 +98,10 @@ my @tricky = (
     "x\x{3000}y", "a\x{a0}b", "\x{2028}", "a\x{2029}b", '<|endoftext|>',
     'https://example.com/a?b=c', 'foo_bar-baz', 'CamelCaseWord',
     "def f(x):\n    return x  # done\n", '{"a": [1, 2, 3]}',
+    'camelCaseWord', 'HTTPServer', 'iPhone', 'ALLCAPS words', "McDonald's",
+    "HE'S", "He'll", "\x{1C5}ungla", "x\x{2B0}y", "A\x{301}BC", "\x{301}",
+    "\x{301}ABC d", 'path/to/file', 'a/b//c', "x!/\n/y", 'שלום עולם',
+    'カタカナー', 'Ünïcödé', "A'b", "'LL'S",
 );
 
 push @texts, map { [ "tricky $_", $tricky[$_] ] } 0 .. $#tricky;
@@ -107,6 +111,7 @@ my @alphabet = (
     "e\x{301}", 'Я', 'α',
     '中', '語', 'か', '한', 'म', 'ب', ' ', ' ', ' ', "\n", "\r", "\t",
     "\x{a0}", "\x{3000}", "\x{2028}", '0', '1', '9', '٣', '²', '.', ',',
+    'A', 'Q', "\x{1C5}", "\x{2B0}", "\x{301}", '/', 'ש', 'ー', 'É',
     "'", "'", '-', '=', '_', '!', '(', "\x{1F600}", "\x{200D}", "\x{1F3FD}",
 );
 
@@ -219,66 +224,88 @@ sub merge {
     return scalar @parts;
 }
 
-my $cl100k = qr/'s|'S|'t|'T|'re|'rE|'Re|'RE|'ve|'vE|'Ve|'VE|'m|'M|'ll|'lL
-               |'Ll|'LL|'d|'D|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}
+my $contractions = qr/'s|'S|'t|'T|'re|'rE|'Re|'RE|'ve|'vE|'Ve|'VE|'m|'M
+                     |'ll|'lL|'Ll|'LL|'d|'D/x;
+
+my $cl100k = qr/$contractions|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}
                |\x20?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+/x;
 
-my @perl;
+my $o200k = qr/[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*
+                   [\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?:$contractions)?
+              |[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+
+                   [\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?:$contractions)?
+              |\p{N}{1,3}|\x20?[^\s\p{L}\p{N}]+[\r\n\/]*|\s*[\r\n]+
+              |\s+(?!\S)|\s+/x;
 
-for my $t (@texts) {
-    my ($n, $text) = (0, $t->[1]);
+sub perl_counts {
+    my ($pattern) = @_;
+    my @counts;
 
-    while ($text =~ /$cl100k/g) {
-        my $piece = $&;
-        utf8::encode($piece);
-        $n += merge($piece);
+    for my $t (@texts) {
+        my ($n, $text) = (0, $t->[1]);
+
+        while ($text =~ /$pattern/g) {
+            my $piece = $&;
+            utf8::encode($piece);
+            $n += merge($piece);
+        }
+
+        push @counts, "$n " . length($t->[1]);
     }
 
-    push @perl, "$n " . length($t->[1]);
+    return \@counts;
 }
 
-compare('the Perl BPE (synthetic vocabulary)', [ ours($vocab) ], \@perl);
+compare('the Perl BPE (synthetic vocabulary, cl100k pattern)',
+        [ ours($vocab) ], perl_counts($cl100k));
+compare('the Perl BPE (synthetic vocabulary, o200k pattern)',
+        [ ours("$vocab:o200k") ], perl_counts($o200k));
 
-# 2. js-tiktoken's cl100k_base
+# 2. js-tiktoken's cl100k_base and o200k_base
 
-SKIP: {
+for my $name ('cl100k_base', 'o200k_base') {
     my $modules = "$root/build/npm/node_modules";
+    my $pattern = $name eq 'o200k_base' ? ':o200k' : '';
 
-    # CI installs both (./ngx_module test): there, their absence fails
+    SKIP: {
+        # CI installs both (./ngx_module test): there, their absence fails
 
-    if ($ENV{CI} && !-f "$modules/js-tiktoken/package.json") {
-        fail("CI: js-tiktoken in $modules (./ngx_module test installs it)");
-        skip 'js-tiktoken is missing', 3;
+        if ($ENV{CI} && !-f "$modules/js-tiktoken/package.json") {
+            fail("CI: js-tiktoken in $modules (./ngx_module test"
+                 . ' installs it)');
+            skip 'js-tiktoken is missing', 3;
+        }
+
+        skip 'no node (./ngx_module test installs nodejs and npm in CI)', 3
+            unless system('node --version >/dev/null 2>&1') == 0;
+        skip "no js-tiktoken in $modules (./ngx_module test installs it"
+             . ' with npm)', 3
+            unless -f "$modules/js-tiktoken/package.json";
+
+        local $ENV{NODE_PATH} = $modules;
+
+        my $file = "$root/build/bpe/$name.tiktoken";
+
+        unless (-s $file) {
+            make_path("$root/build/bpe");
+            system("node '$root/tools/tiktoken-vocab.js' $name"
+                   . " > '$file.tmp' && mv '$file.tmp' '$file'") == 0
+                or unlink("$file.tmp");
+        }
+
+        skip "tools/tiktoken-vocab.js could not write $file", 3
+            unless -s $file;
+
+        # js-tiktoken's \s is JavaScript's: U+0085 is not a space there,
+        # and U+FEFF is; tiktoken (Rust) and we take Unicode's White_Space
+
+        my $count = "node '$root/t/unit/tiktoken-count.js' $name";
+        my @js = `$count < '$tmp/texts'`;
+        is($?, 0, "t/unit/tiktoken-count.js counts with js-tiktoken $name");
+        chomp @js;
+
+        compare("js-tiktoken $name", [ ours("$file$pattern") ], \@js);
     }
-
-    skip 'no node (./ngx_module test installs nodejs and npm in CI)', 3
-        unless system('node --version >/dev/null 2>&1') == 0;
-    skip "no js-tiktoken in $modules (./ngx_module test installs it"
-         . ' with npm)', 3
-        unless -f "$modules/js-tiktoken/package.json";
-
-    local $ENV{NODE_PATH} = $modules;
-
-    my $cl = "$root/build/bpe/cl100k_base.tiktoken";
-
-    unless (-s $cl) {
-        make_path("$root/build/bpe");
-        system("node '$root/tools/tiktoken-vocab.js' cl100k_base"
-               . " > '$cl.tmp' && mv '$cl.tmp' '$cl'") == 0
-            or unlink("$cl.tmp");
-    }
-
-    skip "tools/tiktoken-vocab.js could not write $cl", 3 unless -s $cl;
-
-    # js-tiktoken's \s is JavaScript's: U+0085 is not a space there, and
-    # U+FEFF is; tiktoken (Rust) and we take Unicode's White_Space
-
-    my $count = "node '$root/t/unit/tiktoken-count.js' cl100k_base";
-    my @js = `$count < '$tmp/texts'`;
-    is($?, 0, 't/unit/tiktoken-count.js counts with js-tiktoken');
-    chomp @js;
-
-    compare('js-tiktoken cl100k_base', [ ours($cl) ], \@js);
 }
 
 done_testing();

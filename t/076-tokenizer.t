@@ -1,14 +1,16 @@
-# "llm_tokenizer PATH" in nginx: a vocabulary that cannot be read or is
+# "llm_tokenizer PATH [pattern=cl100k|o200k]" in nginx: a vocabulary that cannot be read or is
 # not one fails nginx -t, naming the file and the line; with one,
 # llm_token_info says "method":"bpe" and gives the exact count, and a
 # token window reserves the exact prompt count.
 #
 # The vocabulary is small and made here, so the counts can be worked out
 # by hand: every byte (rank = its value), then "aa", "aaaa", "aaaaaaaa",
-# "Hello", " world" and "!!".  "Hello world!! xyz" is cut into "Hello",
-# " world", "!!" and " xyz", which no pair of merges covers: 1 + 1 + 1 +
-# 4 = 7 tokens (the estimator says 5).  Forty "a" are 5 tokens
-# "aaaaaaaa" (the estimator says 8).
+# "Hello", " world", "!!", "camelCase", "camel" and "Case".  "Hello
+# world!! xyz" is cut into "Hello", " world", "!!" and " xyz", which no
+# pair of merges covers: 1 + 1 + 1 + 4 = 7 tokens (the estimator says
+# 5).  Forty "a" are 5 tokens "aaaaaaaa" (the estimator says 8).
+# "camelCase" is one piece and one token with cl100k's pre-tokenizer,
+# two ("camel", "Case") with o200k's.
 
 use strict;
 use warnings;
@@ -28,7 +30,8 @@ sub vocab {
                 grep { !defined $o{without} || $_ != $o{without} } 0 .. 255;
     my $r = 256;
     push @lines, map { encode_base64($_, '') . ' ' . $r++ }
-                     ('aa', 'aaaa', 'aaaaaaaa', 'Hello', ' world', '!!');
+                     ('aa', 'aaaa', 'aaaaaaaa', 'Hello', ' world', '!!',
+                      'camelCase', 'camel', 'Case');
     splice(@lines, $o{bad_at} - 1, 0, $o{bad}) if $o{bad};
     return join("\n", @lines) . "\n";
 }
@@ -148,6 +151,7 @@ location = /tokens {
 --- request eval
 ["GET /tokens?text=Hello+world%21%21+xyz",
  "GET /tokens?text=" . ('a' x 40),
+ "GET /tokens?text=camelCase",
  ::post("/tokens", ::chat("Hello world!! xyz")),
  ::post("/tokens", '{"model":"m","messages":[{"role":"user","content":'
                    . '[{"type":"text","text":"Hello world!! xyz"},'
@@ -156,6 +160,7 @@ location = /tokens {
 --- response_body eval
 ["{\"tokens\":7,\"characters\":17,\"method\":\"bpe\"}\n",
  "{\"tokens\":5,\"characters\":40,\"method\":\"bpe\"}\n",
+ "{\"tokens\":1,\"characters\":9,\"method\":\"bpe\"}\n",
  "{\"tokens\":14,\"characters\":17,\"method\":\"bpe\"}\n",
  "{\"tokens\":1614,\"characters\":17,\"method\":\"bpe\"}\n",
  "{\"tokens\":7,\"characters\":17,\"method\":\"bpe\"}\n"]
@@ -183,3 +188,30 @@ sub { mock_openai(usage => 0) }
 x-ratelimit-remaining-tokens: 936
 --- access_log_like
 ^14\|1$
+
+
+
+=== TEST 10: pattern=o200k cuts as o200k_base does; pattern=cl100k is the default
+--- user_files eval: $::Vocab
+--- http_config
+llm_tokenizer vocab.tiktoken pattern=o200k;
+--- config
+location = /tokens {
+    llm_token_info;
+}
+--- request eval
+["GET /tokens?text=camelCase", "GET /tokens?text=Hello+world%21%21+xyz"]
+--- response_body eval
+["{\"tokens\":2,\"characters\":9,\"method\":\"bpe\"}\n",
+ "{\"tokens\":7,\"characters\":17,\"method\":\"bpe\"}\n"]
+
+
+
+=== TEST 11: an unknown parameter
+--- user_files eval: $::Vocab
+--- http_config
+llm_tokenizer vocab.tiktoken pattern=gpt2;
+--- config
+--- must_die
+--- error_log eval
+qr/invalid parameter "pattern=gpt2" in \S+nginx\.conf:\d+/

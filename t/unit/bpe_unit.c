@@ -9,6 +9,8 @@
  *                                 "TOKENS CHARS" per text
  *   bpe_unit bench VOCAB FILE...  time the counter, ns per KB
  *
+ * VOCAB:o200k counts with o200k_base's pre-tokenizer.
+ *
  * Built by t/unit/build.sh; run by t/075-bpe.t, which also checks the
  * counts against independent references (a Perl BPE, js-tiktoken).
  */
@@ -155,7 +157,8 @@ load(const char *dir, const char *name, const char *data, ngx_str_t *error)
     snprintf(path, sizeof(path), "%s/%s", dir, name);
     write_file(path, data);
 
-    return ngx_http_llm_bpe_load(pool, (u_char *) path, error);
+    return ngx_http_llm_bpe_load(pool, (u_char *) path,
+                                 NGX_HTTP_LLM_BPE_CL100K, error);
 }
 
 
@@ -223,7 +226,7 @@ test_load_errors(const char *dir)
 
     error.len = 0;
     bpe = ngx_http_llm_bpe_load(pool, (u_char *) "/nonexistent/vocab",
-                                &error);
+                                NGX_HTTP_LLM_BPE_CL100K, &error);
 
     ok(bpe == NULL && error.len > 14
        && ngx_strncmp(error.data, "open() failed (", 15) == 0,
@@ -384,7 +387,7 @@ test_chars(const char *dir, const char *samples)
 
 
 static int
-count_stdin(const char *vocab)
+count_stdin(const char *vocab, ngx_uint_t pattern)
 {
     u_char                   *text, *p, *last, *end;
     size_t                    len;
@@ -392,7 +395,7 @@ count_stdin(const char *vocab)
     ngx_http_llm_bpe_t       *bpe;
     ngx_http_llm_estimate_t   e;
 
-    bpe = ngx_http_llm_bpe_load(pool, (u_char *) vocab, &error);
+    bpe = ngx_http_llm_bpe_load(pool, (u_char *) vocab, pattern, &error);
     if (bpe == NULL) {
         fprintf(stderr, "%s: %.*s\n", vocab, (int) error.len, error.data);
         return 1;
@@ -421,7 +424,7 @@ count_stdin(const char *vocab)
 
 
 static int
-bench(const char *vocab, int n, char **files)
+bench(const char *vocab, ngx_uint_t pattern, int n, char **files)
 {
     int                  i, k, rounds;
     FILE                *f;
@@ -433,7 +436,7 @@ bench(const char *vocab, int n, char **files)
     ngx_http_llm_bpe_t  *bpe;
 
     t0 = now_ns();
-    bpe = ngx_http_llm_bpe_load(pool, (u_char *) vocab, &error);
+    bpe = ngx_http_llm_bpe_load(pool, (u_char *) vocab, pattern, &error);
     if (bpe == NULL) {
         fprintf(stderr, "%s: %.*s\n", vocab, (int) error.len, error.data);
         return 1;
@@ -489,7 +492,9 @@ bench(const char *vocab, int n, char **files)
 int
 main(int argc, char **argv)
 {
+    char        *colon;
     const char  *dir, *samples;
+    ngx_uint_t   pattern;
 
     ngx_pagesize = getpagesize();
     unit_log.log_level = NGX_LOG_EMERG;
@@ -499,12 +504,24 @@ main(int argc, char **argv)
         return 2;
     }
 
-    if (argc > 2 && strcmp(argv[1], "count") == 0) {
-        return count_stdin(argv[2]);
-    }
+    /* "VOCAB" or "VOCAB:o200k" */
 
-    if (argc > 2 && strcmp(argv[1], "bench") == 0) {
-        return bench(argv[2], argc - 3, argv + 3);
+    if (argc > 2
+        && (strcmp(argv[1], "count") == 0 || strcmp(argv[1], "bench") == 0))
+    {
+        pattern = NGX_HTTP_LLM_BPE_CL100K;
+        colon = strrchr(argv[2], ':');
+
+        if (colon && strcmp(colon, ":o200k") == 0) {
+            *colon = '\0';
+            pattern = NGX_HTTP_LLM_BPE_O200K;
+        }
+
+        if (argv[1][0] == 'c') {
+            return count_stdin(argv[2], pattern);
+        }
+
+        return bench(argv[2], pattern, argc - 3, argv + 3);
     }
 
     dir = (argc > 1) ? argv[1] : "build/unit";
