@@ -499,6 +499,15 @@ ngx_http_llm_bpe_tokens(ngx_http_llm_bpe_t *bpe)
 }
 
 
+/* the pre-tokenizer of a loaded vocabulary, for the tests */
+
+void
+ngx_http_llm_bpe_pattern(ngx_http_llm_bpe_t *bpe, ngx_uint_t pattern)
+{
+    bpe->pattern = pattern;
+}
+
+
 /* eight bytes at a time: a multiply and a fold each */
 
 static ngx_inline uint32_t

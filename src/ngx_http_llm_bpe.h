@@ -36,6 +36,7 @@ void ngx_http_llm_bpe_add(ngx_http_llm_bpe_t *bpe, ngx_http_llm_estimate_t *e,
 ngx_uint_t ngx_http_llm_bpe_count(ngx_http_llm_bpe_t *bpe, u_char *p,
     size_t len);
 ngx_uint_t ngx_http_llm_bpe_tokens(ngx_http_llm_bpe_t *bpe);
+void ngx_http_llm_bpe_pattern(ngx_http_llm_bpe_t *bpe, ngx_uint_t pattern);
 
 
 #endif /* _NGX_HTTP_LLM_BPE_H_INCLUDED_ */

@@ -386,6 +386,106 @@ test_chars(const char *dir, const char *samples)
 }
 
 
+/*
+ * Random bytes (UTF-8 of every class, bytes that are not UTF-8, pieces
+ * longer than a chunk) with both pre-tokenizers: with a vocabulary of
+ * bytes alone every byte is a token, with merges no more; characters as
+ * the estimator counts them.
+ */
+
+static void
+test_random(const char *dir)
+{
+    char                     *v;
+    u_char                   *s;
+    size_t                    len, i, k;
+    ngx_str_t                 error;
+    ngx_uint_t                pattern, round, bad;
+    ngx_http_llm_bpe_t       *bytes, *merges;
+    ngx_http_llm_estimate_t   a, b, c;
+
+    static const char  *parts[] = {
+        "a", "Z", "q", " ", "  ", "\n", "\r\n", "\t", "1", "23", ".", "!",
+        "'", "'s", "'LL", "/", "\xc3\xa9", "\xcc\x81", "\xe4\xb8\x80",
+        "\xe3\x83\xbc", "\xf0\x9f\x98\x80", "\xe2\x80\xa8",
+        "\xc2\x85", "\xc2\xa0", "\xe3\x80\x80", "\xff", "\x80", "\xe4\xb8",
+        "\xed\xa0\x80", "\xc7\x85", "\xca\xb0", "\x00"
+    };
+
+    v = byte_vocab("");
+    bytes = load(dir, "rbytes.tiktoken", v, &error);
+    free(v);
+
+    v = byte_vocab("YWI= 300\nYWE= 301\nIHo= 302\nMTI= 303\nJ3M= 304\n"
+                   "w6k= 305\n5LiA 306\n5LiA5LiA 307\nICA= 308\n");
+    merges = load(dir, "rmerges.tiktoken", v, &error);
+    free(v);
+
+    if (bytes == NULL || merges == NULL) {
+        ok(0, "random: load");
+        return;
+    }
+
+    s = malloc(3 * NGX_HTTP_LLM_BPE_PIECE_MAX + 64);
+    srandom(2026);
+    bad = 0;
+
+    for (round = 0; round < 20000; round++) {
+        len = 0;
+        k = (round % 100 == 0) ? 3 * NGX_HTTP_LLM_BPE_PIECE_MAX : 40;
+
+        while (len < k) {
+            i = random() % (sizeof(parts) / sizeof(parts[0]));
+
+            if (round % 100 == 0) {
+                i = (round / 100) % (sizeof(parts) / sizeof(parts[0]));
+            }
+
+            ngx_memcpy(s + len, parts[i], strlen(parts[i]) + (i == 31));
+            len += strlen(parts[i]) + (i == 31);
+        }
+
+        ngx_http_llm_estimate_init(&a);
+        ngx_http_llm_estimate_add(&a, s, len);
+
+        for (pattern = 0; pattern < 2; pattern++) {
+            ngx_http_llm_bpe_pattern(bytes, pattern);
+            ngx_http_llm_bpe_pattern(merges, pattern);
+
+            ngx_http_llm_estimate_init(&b);
+            b.bpe = bytes;
+            ngx_http_llm_estimate_add(&b, s, len);
+
+            ngx_http_llm_estimate_init(&c);
+            c.bpe = merges;
+            ngx_http_llm_estimate_add(&c, s, len);
+
+            if (b.tokens != len || b.chars != a.chars || c.chars != a.chars
+                || c.tokens > len || (len && c.tokens == 0))
+            {
+                if (bad++ < 5) {
+                    printf("# round %lu pattern %lu: %lu bytes, tokens %lu"
+                           " %lu, chars %lu %lu %lu\n",
+                           (unsigned long) round, (unsigned long) pattern,
+                           (unsigned long) len, (unsigned long) b.tokens,
+                           (unsigned long) c.tokens, (unsigned long) a.chars,
+                           (unsigned long) b.chars, (unsigned long) c.chars);
+                }
+            }
+        }
+    }
+
+    ngx_http_llm_bpe_pattern(bytes, NGX_HTTP_LLM_BPE_CL100K);
+    ngx_http_llm_bpe_pattern(merges, NGX_HTTP_LLM_BPE_CL100K);
+
+    free(s);
+
+    ok(bad == 0, "random: 20,000 texts, both patterns: every byte covered,"
+       " no more tokens than bytes, characters as the estimator's (%lu bad)",
+       (unsigned long) bad);
+}
+
+
 static int
 count_stdin(const char *vocab, ngx_uint_t pattern)
 {
@@ -530,6 +630,7 @@ main(int argc, char **argv)
     test_load_errors(dir);
     test_merges(dir);
     test_chars(dir, samples);
+    test_random(dir);
 
     printf("1..%lu\n", (unsigned long) tests);
 
