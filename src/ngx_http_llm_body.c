@@ -8,9 +8,10 @@
  * nginx's request body API and resuming the phases when it is complete
  * (in memory up to client_body_buffer_size, else from its temporary
  * file), and what is learned from it: the model, the stream flag, the
- * prompt estimate and the answer's maximum that the token windows
- * reserve, the body with stream_options.include_usage added, and the
- * $llm_cache_key of the canonical request.
+ * prompt estimate (exact with llm_tokenizer) and the answer's maximum
+ * that the token windows reserve, the body with
+ * stream_options.include_usage added, and the $llm_cache_key of the
+ * canonical request.
  */
 
 
@@ -130,10 +131,11 @@ ngx_http_llm_body_parse(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
 
     lmcf = ngx_http_get_module_main_conf(r, ngx_http_llm_gateway_module);
 
-    rc = ngx_http_llm_json_parse_request(r->pool, ctx->api, body.data,
-                                         body.len, &info,
-                                         lmcf->cache_key ? &canonical : NULL,
-                                         error);
+    rc = ngx_http_llm_json_parse_request_bpe(r->pool, ctx->api, body.data,
+                                             body.len, &info,
+                                             lmcf->cache_key ? &canonical
+                                                             : NULL,
+                                             error, lmcf->bpe);
     if (rc != NGX_OK) {
         return rc;
     }

@@ -4,7 +4,8 @@
  * "llm_usage".
  *
  * llm_token_info counts the tokens of ?text= or of a POSTed body (the
- * prompt of a request in a known API format, else the body as text).
+ * prompt of a request in a known API format, else the body as text),
+ * exactly with llm_tokenizer.
  * llm_usage authenticates the caller's key and shows its account's
  * windows as they stand, counting nothing: with llm_redis as Redis
  * holds them (one read-only script call), else, or while Redis fails,
@@ -127,7 +128,7 @@ ngx_http_llm_token_info_body(ngx_http_request_t *r)
 }
 
 
-/* {"tokens":N,"characters":N,"method":"estimate"} */
+/* {"tokens":N,"characters":N,"method":"estimate"|"bpe"} */
 
 static ngx_int_t
 ngx_http_llm_token_info_count(ngx_http_request_t *r, u_char *text,
@@ -138,13 +139,18 @@ ngx_http_llm_token_info_count(ngx_http_request_t *r, u_char *text,
     ngx_buf_t                    *b;
     ngx_uint_t                    tokens, chars;
     ngx_http_llm_estimate_t       e;
+    ngx_http_llm_main_conf_t     *lmcf;
     ngx_http_llm_request_info_t   info;
+
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_llm_gateway_module);
 
     rc = NGX_DECLINED;
 
     if (as_request) {
-        rc = ngx_http_llm_json_parse_request(r->pool, NGX_HTTP_LLM_API_AUTO,
-                                             text, len, &info, NULL, &error);
+        rc = ngx_http_llm_json_parse_request_bpe(r->pool,
+                                                 NGX_HTTP_LLM_API_AUTO,
+                                                 text, len, &info, NULL,
+                                                 &error, lmcf->bpe);
     }
 
     if (rc == NGX_ERROR) {
@@ -159,6 +165,7 @@ ngx_http_llm_token_info_count(ngx_http_request_t *r, u_char *text,
 
     } else {
         ngx_http_llm_estimate_init(&e);
+        e.bpe = lmcf->bpe;
         ngx_http_llm_estimate_add(&e, text, len);
 
         tokens = ngx_http_llm_estimate_tokens(&e);
@@ -171,7 +178,8 @@ ngx_http_llm_token_info_count(ngx_http_request_t *r, u_char *text,
     }
 
     b->last = ngx_sprintf(b->last, "{\"tokens\":%ui,\"characters\":%ui,"
-                          "\"method\":\"estimate\"}\n", tokens, chars);
+                          "\"method\":\"%s\"}\n", tokens, chars,
+                          lmcf->bpe ? "bpe" : "estimate");
 
     return ngx_http_llm_send_json(r, b);
 }

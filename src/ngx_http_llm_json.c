@@ -77,6 +77,16 @@ ngx_http_llm_json_parse_request(ngx_pool_t *pool, ngx_uint_t api,
     u_char *body, size_t len, ngx_http_llm_request_info_t *info,
     ngx_str_t *canonical, ngx_str_t *error)
 {
+    return ngx_http_llm_json_parse_request_bpe(pool, api, body, len, info,
+                                               canonical, error, NULL);
+}
+
+
+ngx_int_t
+ngx_http_llm_json_parse_request_bpe(ngx_pool_t *pool, ngx_uint_t api,
+    u_char *body, size_t len, ngx_http_llm_request_info_t *info,
+    ngx_str_t *canonical, ngx_str_t *error, ngx_http_llm_bpe_t *bpe)
+{
     ngx_int_t              rc;
     ngx_http_llm_jtape_t   tape, *t;
 
@@ -85,6 +95,7 @@ ngx_http_llm_json_parse_request(ngx_pool_t *pool, ngx_uint_t api,
     info->max_tokens = -1;
     info->choices = 1;
     ngx_http_llm_estimate_init(&info->estimate);
+    info->estimate.bpe = bpe;
 
     if (len == 0) {
         ngx_str_set(error, "request body is empty");
@@ -123,6 +134,7 @@ ngx_http_llm_json_parse_request(ngx_pool_t *pool, ngx_uint_t api,
             ngx_memzero(info, sizeof(ngx_http_llm_request_info_t));
             info->max_tokens = -1;
             info->choices = 1;
+            info->estimate.bpe = bpe;
             info->has_members = (t->tok[1].next > 2);
         }
 

@@ -109,12 +109,18 @@ typedef struct {
  * ngx_http_llm_json_include_usage(), for a body that parse_request()
  * accepted (with its "info", which spares a second read, or NULL),
  * returns NGX_OK and the new body in the pool, NGX_DECLINED if the body
- * is not a JSON object, or NGX_ERROR.
+ * is not a JSON object, or NGX_ERROR.  parse_request_bpe() is
+ * parse_request() that counts the prompt's text exactly with "bpe" (an
+ * "llm_tokenizer" vocabulary) when it is not NULL.
  */
 
 ngx_int_t ngx_http_llm_json_parse_request(ngx_pool_t *pool, ngx_uint_t api,
     u_char *body, size_t len, ngx_http_llm_request_info_t *info,
     ngx_str_t *canonical, ngx_str_t *error);
+ngx_int_t ngx_http_llm_json_parse_request_bpe(ngx_pool_t *pool,
+    ngx_uint_t api, u_char *body, size_t len,
+    ngx_http_llm_request_info_t *info, ngx_str_t *canonical,
+    ngx_str_t *error, ngx_http_llm_bpe_t *bpe);
 ngx_int_t ngx_http_llm_json_include_usage(ngx_pool_t *pool, u_char *body,
     size_t len, ngx_http_llm_request_info_t *info, ngx_str_t *out);
 

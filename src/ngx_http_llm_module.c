@@ -17,6 +17,7 @@
 #include "ngx_http_llm_handlers.h"
 #include "ngx_http_llm_redis.h"
 #include "ngx_http_llm_tokens.h"
+#include "ngx_http_llm_bpe.h"
 #include "ngx_http_llm_simd.h"
 
 
@@ -51,6 +52,8 @@ static ngx_int_t ngx_http_llm_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 static void ngx_http_llm_variables_used(ngx_conf_t *cf,
     ngx_http_llm_main_conf_t *lmcf);
+static char *ngx_http_llm_tokenizer(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 static ngx_int_t ngx_http_llm_phase_first(ngx_http_core_main_conf_t *cmcf,
     ngx_uint_t phase, ngx_http_handler_pt handler);
 
@@ -100,6 +103,13 @@ static ngx_command_t  ngx_http_llm_commands[] = {
     { ngx_string("llm_redis"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
       ngx_http_llm_redis,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("llm_tokenizer"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE12,
+      ngx_http_llm_tokenizer,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
       NULL },
@@ -365,6 +375,7 @@ ngx_http_llm_create_main_conf(ngx_conf_t *cf)
      *     lmcf->gateways = 0;
      *     lmcf->pools = 0;
      *     lmcf->redis = NULL;
+     *     lmcf->bpe = NULL;
      */
 
     if (ngx_array_init(&lmcf->tiers, cf->pool, 4,
@@ -392,6 +403,66 @@ ngx_http_llm_init_main_conf(ngx_conf_t *cf, void *conf)
     if (ngx_http_llm_keys_init(cf, lmcf) != NGX_OK) {
         return NGX_CONF_ERROR;
     }
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * llm_tokenizer PATH [pattern=cl100k|o200k]: a vocabulary in tiktoken's
+ * format, read here, in the master, and shared by the workers
+ * (ngx_http_llm_bpe.c).
+ */
+
+static char *
+ngx_http_llm_tokenizer(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_llm_main_conf_t *lmcf = conf;
+
+    ngx_str_t   *value, name, error;
+    ngx_uint_t   pattern;
+
+    if (lmcf->bpe) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+    name = value[1];
+    pattern = NGX_HTTP_LLM_BPE_CL100K;
+
+    if (cf->args->nelts == 3) {
+        if (ngx_strcmp(value[2].data, "pattern=cl100k") == 0) {
+            pattern = NGX_HTTP_LLM_BPE_CL100K;
+
+        } else if (ngx_strcmp(value[2].data, "pattern=o200k") == 0) {
+            pattern = NGX_HTTP_LLM_BPE_O200K;
+
+        } else {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid parameter \"%V\"", &value[2]);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    if (ngx_conf_full_name(cf->cycle, &name, 1) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    lmcf->bpe = ngx_http_llm_bpe_load(cf->pool, name.data, pattern,
+                                      &error);
+
+    if (lmcf->bpe == NULL) {
+        if (error.len) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "vocabulary \"%V\": %V", &name, &error);
+        }
+
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_log_error(NGX_LOG_INFO, cf->log, 0,
+                  "llm_tokenizer: %ui tokens from \"%V\"",
+                  ngx_http_llm_bpe_tokens(lmcf->bpe), &name);
 
     return NGX_CONF_OK;
 }

@@ -106,6 +106,8 @@ typedef struct {
     ngx_flag_t                  want_usage; /* token figures are used */
     ngx_flag_t                  cache_key; /* $llm_cache_key is used */
     void                       *redis;     /* ngx_http_llm_redis_conf_t */
+    void                       *bpe;       /* ngx_http_llm_bpe_t:
+                                              llm_tokenizer */
 } ngx_http_llm_main_conf_t;
 
 

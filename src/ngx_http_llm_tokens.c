@@ -10,7 +10,9 @@
  * is counted by the class of its characters, and the counts are
  * weighed once, when the estimate is asked for.  The weights were
  * measured against cl100k_base: see docs/tokens.md.  No allocation, no
- * state outside the caller's ngx_http_llm_estimate_t.
+ * state outside the caller's ngx_http_llm_estimate_t.  An estimate that
+ * carries a vocabulary (e->bpe, "llm_tokenizer") hands its text to the
+ * exact counter, ngx_http_llm_bpe.c, instead.
  */
 
 
@@ -18,6 +20,7 @@
 #include <ngx_core.h>
 
 #include "ngx_http_llm_tokens.h"
+#include "ngx_http_llm_bpe.h"
 
 
 /* character classes */
@@ -221,12 +224,18 @@ ngx_http_llm_estimate_init(ngx_http_llm_estimate_t *e)
 /*
  * One string, counted on its own: a piece never spans two calls.  Text
  * that is all ASCII goes 64 bytes at a time (ngx_http_llm_tokens_ascii.c),
- * the rest byte by byte.
+ * the rest byte by byte; with a vocabulary (e->bpe), it is counted
+ * exactly instead.
  */
 
 void
 ngx_http_llm_estimate_add(ngx_http_llm_estimate_t *e, u_char *p, size_t len)
 {
+    if (e->bpe) {
+        ngx_http_llm_bpe_add(e->bpe, e, p, len);
+        return;
+    }
+
     if (len >= NGX_HTTP_LLM_ASCII_MIN
         && ngx_http_llm_estimate_ascii(e, p, len) == NGX_OK)
     {

@@ -25,6 +25,10 @@
 #define NGX_HTTP_LLM_TOKENS_PER_IMAGE    1600
 
 
+/* a vocabulary for exact counts (ngx_http_llm_bpe.c) */
+typedef struct ngx_http_llm_bpe_s  ngx_http_llm_bpe_t;
+
+
 /*
  * Counters of what the text is made of, in the units of a BPE
  * tokenizer's pre-tokenizer (words, digit groups, punctuation runs,
@@ -54,6 +58,8 @@ typedef struct {
     ngx_uint_t                  spaces;     /* whitespace tokens */
     ngx_uint_t                  invalid;    /* bytes that are not UTF-8 */
     ngx_uint_t                  tokens;     /* known exactly: token ids */
+    ngx_http_llm_bpe_t         *bpe;        /* if set, text is counted
+                                               exactly into "tokens" */
 } ngx_http_llm_estimate_t;
 
 

@@ -46,7 +46,8 @@ done
 
 for f in src/ngx_http_llm_json.c src/ngx_http_llm_jtape.c \
          src/ngx_http_llm_scan.c src/ngx_http_llm_tokens.c \
-         src/ngx_http_llm_tokens_ascii.c src/ngx_http_llm_simd.c
+         src/ngx_http_llm_tokens_ascii.c src/ngx_http_llm_simd.c \
+         src/ngx_http_llm_bpe.c
 do
     o=$OUT/$(basename "$f" .c).o
     $CC -c $FLAGS -fsanitize=fuzzer-no-link -Werror $INCS -o "$o" "$ROOT/$f"

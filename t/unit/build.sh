@@ -1,7 +1,8 @@
 #!/bin/sh
 #
 # Builds t/unit/llm_unit: src/ngx_http_llm_json.c and _tokens.c linked with
-# the few nginx core objects they need (pools, strings, allocation).
+# the few nginx core objects they need (pools, strings, allocation), and
+# t/unit/bpe_unit: src/ngx_http_llm_bpe.c and the estimator likewise.
 #
 #   t/unit/build.sh [NGINX_SRC [NGINX_OBJS [OUT_DIR]]]
 #
@@ -52,16 +53,25 @@ for f in core/ngx_palloc.c core/ngx_string.c os/unix/ngx_alloc.c; do
     objs="$objs $o"
 done
 
+# llm_unit: the parser, the observer and the estimator; bpe_unit: the
+# exact counter and the estimator
+unit=
+bpe=
 for f in src/ngx_http_llm_json.c src/ngx_http_llm_jtape.c \
          src/ngx_http_llm_scan.c src/ngx_http_llm_tokens.c \
          src/ngx_http_llm_tokens_ascii.c src/ngx_http_llm_simd.c \
-         t/unit/llm_unit.c
+         src/ngx_http_llm_bpe.c t/unit/llm_unit.c t/unit/bpe_unit.c
 do
     o=$OUT/$(basename "$f" .c).o
     $CC -c $OUR_FLAGS $INCS -o "$o" "$ROOT/$f"
-    objs="$objs $o"
+    case $f in
+        *json.c|*jtape.c|*scan.c|*llm_unit.c) unit="$unit $o" ;;
+        *bpe_unit.c) bpe="$bpe $o" ;;
+        *) unit="$unit $o"; bpe="$bpe $o" ;;
+    esac
 done
 
-$CC $CFLAGS -o "$OUT/llm_unit" $objs -ljansson
+$CC $CFLAGS -o "$OUT/llm_unit" $objs $unit -ljansson
+$CC $CFLAGS -o "$OUT/bpe_unit" $objs $bpe
 
 echo "$OUT/llm_unit"
