@@ -53,6 +53,7 @@ typedef struct {
     ngx_http_llm_redis_op_t     select;
     const char                 *why;        /* why it was closed */
     uint64_t                    written;    /* commands up to this seq */
+    ngx_queue_t                 pending;    /* commands on it, in order */
     unsigned                    in_write:1;
     unsigned                    in_read:1;  /* hiredis runs callbacks */
 } ngx_http_llm_redis_conn_t;
@@ -74,6 +75,8 @@ static ngx_int_t ngx_http_llm_redis_address(ngx_conf_t *cf,
 static ngx_int_t ngx_http_llm_redis_password(ngx_conf_t *cf,
     ngx_http_llm_redis_conf_t *rc, ngx_str_t *file);
 static void ngx_http_llm_redis_connect(ngx_http_llm_redis_conn_t *conn);
+static ngx_http_llm_redis_conn_t *ngx_http_llm_redis_pick(
+    ngx_http_llm_redis_op_t *op);
 static void ngx_http_llm_redis_retry(ngx_event_t *ev);
 static void ngx_http_llm_redis_close(ngx_http_llm_redis_conn_t *conn,
     const char *why);
@@ -461,6 +464,10 @@ ngx_http_llm_redis_init_process(ngx_cycle_t *cycle)
     }
 
     for (i = 0; i < rc->connections; i++) {
+        ngx_queue_init(&w->conns[i].pending);
+    }
+
+    for (i = 0; i < rc->connections; i++) {
         conn = &w->conns[i];
 
         conn->retry.handler = ngx_http_llm_redis_retry;
@@ -706,51 +713,13 @@ ngx_int_t
 ngx_http_llm_redis_send(ngx_http_llm_redis_op_t *op, int argc,
     const char **argv, const size_t *argvlen)
 {
-    ngx_uint_t                    i, n, k;
-    ngx_http_llm_redis_conn_t    *conn, *connecting;
+    ngx_http_llm_redis_conn_t    *conn;
     ngx_http_llm_redis_worker_t  *w;
 
     w = &ngx_http_llm_redis_worker;
 
     if (op->conn == NULL) {
-
-        /*
-         * the affinity's connection if it is up, else round robin
-         * over the ready connections
-         */
-
-        n = w->conf->connections;
-        conn = NULL;
-        connecting = NULL;
-
-        if (op->affinity) {
-            k = op->affinity % n;
-
-            if (w->conns[k].state == NGX_HTTP_LLM_CONN_READY) {
-                conn = &w->conns[k];
-                goto found;
-            }
-        }
-
-        for (i = 0; i < n; i++) {
-            k = (w->next + i) % n;
-
-            if (w->conns[k].state == NGX_HTTP_LLM_CONN_READY) {
-                conn = &w->conns[k];
-                w->next = k + 1;
-                break;
-            }
-
-            if (w->conns[k].state == NGX_HTTP_LLM_CONN_CONNECTING
-                && connecting == NULL)
-            {
-                connecting = &w->conns[k];
-            }
-        }
-
-        if (conn == NULL) {
-            conn = connecting;
-        }
+        conn = ngx_http_llm_redis_pick(op);
 
         if (conn == NULL) {
             op->error = "not connected";
@@ -758,11 +727,9 @@ ngx_http_llm_redis_send(ngx_http_llm_redis_op_t *op, int argc,
         }
 
     } else {
-        /* the handshake: this very connection */
+        /* the handshake's, or ngx_http_llm_redis_closes()'s choice */
         conn = op->conn;
     }
-
-found:
 
     if (conn->ac == NULL
         || redisAsyncCommandArgv(conn->ac, ngx_http_llm_redis_callback, op,
@@ -778,6 +745,8 @@ found:
     op->error = NULL;
     op->seq = ++ngx_http_llm_redis_seq;
 
+    ngx_queue_insert_tail(&conn->pending, &op->queue);
+
     op->timer.handler = ngx_http_llm_redis_op_timeout;
     op->timer.data = op;
     op->timer.log = w->log;
@@ -786,6 +755,87 @@ found:
     ngx_add_timer(&op->timer, ngx_http_llm_redis_wait(op));
 
     return NGX_OK;
+}
+
+
+/*
+ * The connection a command goes on: its affinity's if that is up, else
+ * round robin over the ready ones, else one coming up; NULL: none.
+ */
+
+static ngx_http_llm_redis_conn_t *
+ngx_http_llm_redis_pick(ngx_http_llm_redis_op_t *op)
+{
+    ngx_uint_t                    i, n, k;
+    ngx_http_llm_redis_conn_t    *connecting;
+    ngx_http_llm_redis_worker_t  *w;
+
+    w = &ngx_http_llm_redis_worker;
+
+    n = w->conf->connections;
+    connecting = NULL;
+
+    if (op->affinity) {
+        k = op->affinity % n;
+
+        if (w->conns[k].state == NGX_HTTP_LLM_CONN_READY) {
+            return &w->conns[k];
+        }
+    }
+
+    for (i = 0; i < n; i++) {
+        k = (w->next + i) % n;
+
+        if (w->conns[k].state == NGX_HTTP_LLM_CONN_READY) {
+            w->next = k + 1;
+            return &w->conns[k];
+        }
+
+        if (w->conns[k].state == NGX_HTTP_LLM_CONN_CONNECTING
+            && connecting == NULL)
+        {
+            connecting = &w->conns[k];
+        }
+    }
+
+    return connecting;
+}
+
+
+/*
+ * Chooses the connection "op" will be sent on (the next
+ * ngx_http_llm_redis_send() of it uses it), and says when this worker
+ * will stop listening on it if the oldest command on it goes
+ * unanswered (its timeout closes the connection, and what follows it
+ * is lost with it): ngx_current_msec then; 0: nothing waits on it.
+ */
+
+ngx_msec_t
+ngx_http_llm_redis_closes(ngx_http_llm_redis_op_t *op)
+{
+    ngx_http_llm_redis_op_t    *oldest;
+    ngx_http_llm_redis_conn_t  *conn;
+
+    if (ngx_http_llm_redis_worker.conf == NULL) {
+        return 0;
+    }
+
+    conn = ngx_http_llm_redis_pick(op);
+
+    if (conn == NULL) {
+        return 0;
+    }
+
+    op->conn = conn;
+
+    if (ngx_queue_empty(&conn->pending)) {
+        return 0;
+    }
+
+    oldest = ngx_queue_data(ngx_queue_head(&conn->pending),
+                            ngx_http_llm_redis_op_t, queue);
+
+    return oldest->sent + ngx_http_llm_redis_worker.conf->timeout;
 }
 
 
@@ -944,6 +994,10 @@ ngx_http_llm_redis_callback(redisAsyncContext *ac, void *r, void *privdata)
 
     conn = op->conn;
     op->conn = NULL;
+
+    if (conn) {
+        ngx_queue_remove(&op->queue);
+    }
 
     if (op->timer.timer_set) {
         ngx_del_timer(&op->timer);

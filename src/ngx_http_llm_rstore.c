@@ -66,6 +66,9 @@ static ngx_int_t ngx_http_llm_rstore_enqueue(ngx_http_llm_rstore_req_t *st,
     ngx_http_llm_decision_t *d, int64_t deadline);
 static void ngx_http_llm_rstore_flush(ngx_event_t *ev);
 static void ngx_http_llm_rstore_single(ngx_http_llm_rstore_op_t *op);
+static void ngx_http_llm_rstore_cap(ngx_http_llm_rstore_op_t *op);
+static void ngx_http_llm_rstore_cap_arg(ngx_http_llm_rstore_op_t *op,
+    ngx_uint_t k, int64_t cap);
 static void ngx_http_llm_rstore_batched(ngx_http_llm_redis_op_t *rop,
     ngx_http_llm_redis_reply_t *reply);
 static void ngx_http_llm_rstore_answer(ngx_http_llm_rstore_req_t *st,
@@ -222,6 +225,8 @@ ngx_http_llm_rstore_admit(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     op->cmd.op.expire = ngx_http_llm_rstore_expire;
     op->cmd.op.deadline = st->deadline;
     op->req = st;
+
+    ngx_http_llm_rstore_cap(op);
 
     if (ngx_http_llm_rstore_send(op) != NGX_OK) {
         ngx_http_llm_redis_fail(op->cmd.op.error);
@@ -473,11 +478,79 @@ ngx_http_llm_rstore_flush(ngx_event_t *ev)
                 ngx_http_llm_rstore_single(op);
             }
 
+            ngx_http_llm_rstore_cap(op);
+
             if (ngx_http_llm_rstore_send(op) != NGX_OK) {
                 ngx_http_llm_redis_fail(op->cmd.op.error);
                 op->cmd.op.handler(&op->cmd.op, NULL);
             }
         }
+    }
+}
+
+
+/*
+ * An admission must not run in Redis after this worker has stopped
+ * listening for its answer: when a command before it on its connection
+ * times out, the connection closes, and an admission Redis ran later
+ * would count in Redis while the zone counted it too.  Each deadline
+ * the script gets (Redis's clock) is cut to that moment.
+ */
+
+static void
+ngx_http_llm_rstore_cap(ngx_http_llm_rstore_op_t *op)
+{
+    int64_t     cap;
+    ngx_uint_t  i, nwin;
+    ngx_msec_t  closes;
+
+    closes = ngx_http_llm_redis_closes(&op->cmd.op);
+
+    if (closes == 0 || !ngx_http_llm_rstore_skew_known) {
+        return;
+    }
+
+    cap = (int64_t) ngx_http_llm_now()
+          + (ngx_msec_int_t) (closes - ngx_current_msec)
+          + ngx_http_llm_rstore_skew;
+
+    if (op->reqs == NULL) {
+        /* ARGV[5] of the admission script */
+        ngx_http_llm_rstore_cap_arg(op, 3 + op->nkeys + 4, cap);
+        return;
+    }
+
+    nwin = op->nkeys - 2;
+
+    for (i = 0; i < op->nreq; i++) {
+        /* each request's deadline in the batch script's ARGV */
+        ngx_http_llm_rstore_cap_arg(op, 2 + op->nkeys + 3 + 2 * nwin
+                                        + i * (2 + nwin) + 2, cap);
+    }
+}
+
+
+/* a deadline argument later than "cap" becomes "cap" (as long, in place) */
+
+static void
+ngx_http_llm_rstore_cap_arg(ngx_http_llm_rstore_op_t *op, ngx_uint_t k,
+    int64_t cap)
+{
+    u_char     buf[NGX_INT64_LEN], *last;
+    ngx_int_t  v;
+
+    v = ngx_atoi((u_char *) op->cmd.argv[k], op->cmd.argvlen[k]);
+
+    /* 0: none (Redis's clock unknown); 1: its request has gone */
+
+    if (v <= 1 || v <= cap || cap <= 1) {
+        return;
+    }
+
+    last = ngx_sprintf(buf, "%L", cap);
+
+    if ((size_t) (last - buf) == op->cmd.argvlen[k]) {
+        ngx_memcpy((u_char *) op->cmd.argv[k], buf, last - buf);
     }
 }
 

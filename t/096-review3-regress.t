@@ -211,7 +211,7 @@ sub {
 
 
 
-=== TEST 4: Redis stalls past the timeout: the command that times out closes the connection, and an admission queued behind it, whose deadline has not passed, falls back to the zone (counted, replayed) while Redis runs it when it wakes (counted again, its reservation never settled) (FAILS ON PURPOSE)
+=== TEST 4: Redis stalls past the timeout: the command that times out closes the connection, and an admission queued behind it, whose own deadline has not passed, falls back to the zone (counted, replayed); Redis, waking, does not count it again (its script deadline is cut to when the connection closes; review3: counted twice, 1098 tokens for 90)
 --- workers: 1
 --- http_config eval: ::conf(4, 'timeout=300ms')
 --- config
