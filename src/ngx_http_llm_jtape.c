@@ -872,7 +872,13 @@ ngx_http_llm_jtape_str(ngx_http_llm_jtape_t *t, ngx_uint_t i, ngx_str_t *s)
             continue;
         }
 
-        /* checked by the parse: 4 hex digits, surrogates in pairs */
+        /*
+         * checked by the parse: 4 hex digits, surrogates in pairs (the
+         * values set first are for compilers that cannot tell)
+         */
+
+        code = 0;
+        low = 0xdc00;
 
         (void) ngx_http_llm_jt_hex4(p, last, &code);
         p += 4;

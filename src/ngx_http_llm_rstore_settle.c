@@ -430,6 +430,16 @@ static void
 ngx_http_llm_rstore_unsettled(ngx_http_llm_rstore_settle_t *op,
     const char *why)
 {
+    if (ngx_http_llm_redis_exiting()) {
+
+        /* the worker's last moments: its replay goes with it */
+
+        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                      "llm_redis: usage of \"%V\" not settled (%s) as "
+                      "the worker exits", &op->account, why);
+        return;
+    }
+
     if (ngx_http_llm_rstore_replay_diff(&op->account, op->tier, op->t0,
                                         op->diff)
         == NGX_OK)

@@ -60,7 +60,14 @@ ngx_http_llm_simd_best(void)
 
     __builtin_cpu_init();
 
-    if (__builtin_cpu_supports("avx512bw")) {
+    /* what the AVX-512 functions are compiled for (NGX_HTTP_LLM_AVX512) */
+
+    if (__builtin_cpu_supports("avx512f")
+        && __builtin_cpu_supports("avx512bw")
+        && __builtin_cpu_supports("popcnt")
+        && __builtin_cpu_supports("bmi")
+        && __builtin_cpu_supports("bmi2"))
+    {
         return NGX_HTTP_LLM_SIMD_AVX512;
     }
 

@@ -361,3 +361,44 @@ sub {
     my $sum = ::wait_sum(7, 'tokens:1m', 30, 6);
     return $sum == 30 ? 1 : (0, "Redis holds $sum tokens, 30 were used");
 }
+
+
+
+=== TEST 8: a settle that cannot be sent and adds to its reservation (more used than reserved, a 7 s answer): what it gives back is replayed in the reservation's slot, what it adds in the slot of the time it was known, as the settle script would count an excess (review3)
+--- workers: 1
+--- http_config eval: ::conf(8, 'timeout=200ms')
+--- config
+location /v1/ {
+    llm_gateway on;
+    llm_default_tier tok;
+    proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+}
+--- mock eval
+sub {
+    redis_cli($::RP, 'SAVE');
+    redis_cli($::RP, 'SHUTDOWN', 'NOSAVE');
+    return { delay => 7, status => 200,
+             headers => { 'Content-Type' => 'application/json' },
+             body => $::Chat };
+}
+--- request eval
+"POST /v1/chat/completions\n"
+. '{"model":"m","max_tokens":1,"messages":[{"role":"user","content":"hi"}]}'
+--- more_headers eval
+"Authorization: Bearer $::CAROL\nContent-Type: application/json"
+--- timeout: 20
+--- error_log
+replayed when Redis is back
+--- check eval
+sub {
+    ::redis_up();
+    unlink servroot() . "/../redis-$::RP/dump.rdb";
+    my $sum = ::wait_sum(8, 'tokens:1m', 30, 6);
+    return (0, "Redis holds $sum tokens, 30 were used") if $sum != 30;
+    # 6 s slots: the reservation's, then one at least 7 s later
+    my %s = ::slots(8, 'tokens:1m');
+    my @k = sort { $a <=> $b } keys %s;
+    return (0, "one slot holds it all: " . join ' ', %s) if @k != 2;
+    return $s{$k[1]} > $s{$k[0]} && $s{$k[1]} > 15 ? 1
+        : (0, "the excess is not in the later slot: " . join ' ', %s);
+}
