@@ -53,13 +53,6 @@
 
 
 typedef struct {
-    uint32_t                    first;
-    uint32_t                    last;
-    ngx_uint_t                  cls;
-} ngx_http_llm_bpe_range_t;
-
-
-typedef struct {
     uint32_t                    off;    /* in bpe->bytes */
     uint32_t                    rank;
     uint16_t                    len;    /* 0: an empty slot */
@@ -640,32 +633,14 @@ ngx_http_llm_bpe_uclass(u_char *p, u_char *last, size_t *n)
 static ngx_uint_t
 ngx_http_llm_bpe_class_search(uint32_t c)
 {
-    ngx_uint_t                 lo, hi, mid;
-    ngx_http_llm_bpe_range_t  *r;
-
     if (c < 0x80) {
         return ngx_http_llm_bpe_ascii[c];
     }
 
-    lo = 0;
-    hi = sizeof(ngx_http_llm_bpe_ucd) / sizeof(ngx_http_llm_bpe_range_t);
-
-    while (lo < hi) {
-        mid = (lo + hi) / 2;
-        r = &ngx_http_llm_bpe_ucd[mid];
-
-        if (c < r->first) {
-            hi = mid;
-
-        } else if (c > r->last) {
-            lo = mid + 1;
-
-        } else {
-            return r->cls;
-        }
-    }
-
-    return NGX_HTTP_LLM_BPE_O;
+    return ngx_http_llm_range_find(ngx_http_llm_bpe_ucd,
+                                   sizeof(ngx_http_llm_bpe_ucd)
+                                   / sizeof(ngx_http_llm_range_t),
+                                   c, NGX_HTTP_LLM_BPE_O);
 }
 
 

@@ -11,7 +11,7 @@
 #define NGX_HTTP_LLM_BPE_UCD_VERSION  "14.0.0"
 
 
-static ngx_http_llm_bpe_range_t  ngx_http_llm_bpe_ucd[] = {
+static ngx_http_llm_range_t  ngx_http_llm_bpe_ucd[] = {
     { 0x00085, 0x00085, NGX_HTTP_LLM_BPE_S },
     { 0x000a0, 0x000a0, NGX_HTTP_LLM_BPE_S },
     { 0x000aa, 0x000aa, NGX_HTTP_LLM_BPE_LO },

@@ -91,13 +91,6 @@
 #define NGX_HTTP_LLM_W_INVALID     1000
 
 
-typedef struct {
-    uint32_t                    first;
-    uint32_t                    last;
-    ngx_uint_t                  cls;
-} ngx_http_llm_range_t;
-
-
 static ngx_inline uint32_t ngx_http_llm_utf8_next(u_char **p, u_char *last);
 static ngx_inline ngx_uint_t ngx_http_llm_class(uint32_t c);
 static ngx_uint_t ngx_http_llm_class_search(uint32_t c);
@@ -733,15 +726,28 @@ ngx_http_llm_estimate_prepare(void)
 static ngx_uint_t
 ngx_http_llm_class_search(uint32_t c)
 {
+    return ngx_http_llm_range_find(ngx_http_llm_ranges,
+                                   sizeof(ngx_http_llm_ranges)
+                                   / sizeof(ngx_http_llm_range_t),
+                                   c, NGX_HTTP_LLM_C_COMPLEX);
+}
+
+
+/* the class of "c" in "ranges" (binary search); "none": not there */
+
+ngx_uint_t
+ngx_http_llm_range_find(ngx_http_llm_range_t *ranges, ngx_uint_t n,
+    uint32_t c, ngx_uint_t none)
+{
     ngx_uint_t             lo, hi, mid;
     ngx_http_llm_range_t  *r;
 
     lo = 0;
-    hi = sizeof(ngx_http_llm_ranges) / sizeof(ngx_http_llm_range_t);
+    hi = n;
 
     while (lo < hi) {
         mid = (lo + hi) / 2;
-        r = &ngx_http_llm_ranges[mid];
+        r = &ranges[mid];
 
         if (c < r->first) {
             hi = mid;
@@ -754,5 +760,5 @@ ngx_http_llm_class_search(uint32_t c)
         }
     }
 
-    return NGX_HTTP_LLM_C_COMPLEX;
+    return none;
 }

@@ -78,6 +78,16 @@ void ngx_http_llm_estimate_add_tokens(ngx_http_llm_estimate_t *e,
 ngx_uint_t ngx_http_llm_estimate_tokens(ngx_http_llm_estimate_t *e);
 ngx_uint_t ngx_http_llm_estimate_chars(ngx_http_llm_estimate_t *e);
 
+/* a class of the code points first..last, in tables sorted by "first" */
+typedef struct {
+    uint32_t                    first;
+    uint32_t                    last;
+    ngx_uint_t                  cls;
+} ngx_http_llm_range_t;
+
+ngx_uint_t ngx_http_llm_range_find(ngx_http_llm_range_t *ranges,
+    ngx_uint_t n, uint32_t c, ngx_uint_t none);
+
 ngx_int_t ngx_http_llm_utf8_valid(u_char *p, size_t len);
 size_t ngx_http_llm_utf8_char(u_char *p, u_char *last);
 

@@ -523,10 +523,10 @@ sub {
     return (0, "$ok of 100 admitted") unless $ok == 100;
 
     my $stats = ::redis_cli($::RP, 'INFO', 'commandstats');
-    my $calls = 0;
     # each script run asks TIME once (EVALSHA also counts NOSCRIPT)
     my ($calls) = $stats =~ /cmdstat_time:calls=(\d+)/;
-    return ($calls // 0) == 100 ? 1 : (0, "$calls script runs: $stats");
+    $calls //= 0;
+    return $calls == 100 ? 1 : (0, "$calls script runs: $stats");
 }
 
 
