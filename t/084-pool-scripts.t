@@ -10,49 +10,22 @@ use warnings;
 
 use Test::More;
 
+use lib 't/lib';
+use Test::LLM::Lua;
+
 my $port = $ENV{TEST_NGINX_REDIS_PORT} || 6399;
 
 if ((`redis-cli -p $port PING 2>/dev/null` // '') !~ /PONG/) {
     plan skip_all => "no Redis on port $port";
 }
 
-my $src = do {
-    open(my $fh, '<', 'src/ngx_http_llm_pool_sync.c') or die $!;
-    local $/;
-    <$fh>;
-};
-
-# C string literals, escapes undone
-sub literals {
-    my ($text) = @_;
-    my $out = '';
-    while ($text =~ /"((?:[^"\\]|\\.)*)"/g) {
-        (my $s = $1) =~ s/\\(.)/$1 eq 'n' ? "\n" : $1/ge;
-        $out .= $s;
-    }
-    return $out;
-}
-
-my ($common) = $src =~ /#define NGX_HTTP_LLM_POOL_LUA_NOW\s*\\\n(.*?[^\\])\n\n/s
-    or die "no prelude";
-my %lua;
-for my $name (qw(event pull)) {
-    my ($body) = $src =~ /ngx_http_llm_pool_lua_$name\[\] =\n(.*?);\n/s
-        or die "no script $name";
-    $lua{$name} = literals($common) . literals($body);
-}
+my %lua = lua_scripts('src/ngx_http_llm_pool_sync.c', 'pool_',
+                       qw(event pull));
 
 my $P = "t093-$$-" . time;
 my $K = "$P:{pool:openai}";
 
-sub redis {
-    open(my $fh, '-|', 'redis-cli', '-p', $port, @_) or die $!;
-    local $/;
-    my $out = <$fh>;
-    close $fh;
-    $out =~ s/\s+\z//;
-    return $out;
-}
+sub redis { redis_out($port, @_) }
 
 sub event { redis('EVAL', $lua{event}, 1, $K, @_) }
 

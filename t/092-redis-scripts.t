@@ -9,6 +9,9 @@ use strict;
 use warnings;
 
 use Test::More;
+
+use lib 't/lib';
+use Test::LLM::Lua;
 use Time::HiRes qw(sleep);
 
 my $port = $ENV{TEST_NGINX_REDIS_PORT} || 6399;
@@ -17,49 +20,12 @@ if ((`redis-cli -p $port PING 2>/dev/null` // '') !~ /PONG/) {
     plan skip_all => "no Redis on port $port";
 }
 
-# the C string literals of a script: the common prelude, then its own
-my $src = do {
-    open(my $fh, '<', 'src/ngx_http_llm_rstore_lua.c') or die $!;
-    local $/;
-    <$fh>;
-};
-
-sub literals {
-    my ($text) = @_;
-    my $out = '';
-    while ($text =~ /"((?:[^"\\]|\\.)*)"/g) {
-        (my $s = $1) =~ s/\\n/\n/g;
-        $s =~ s/\\(["\\])/$1/g;
-        $out .= $s;
-    }
-    return $out;
-}
-
-# the chunks scripts share (NGX_HTTP_LLM_LUA_COMMON, _DECIDE, _PUT), each
-# put in where a script names it
-my %chunk;
-while ($src =~ /#define NGX_HTTP_LLM_LUA_(\w+)\s*\\\n(.*?[^\\])\n\n/sg) {
-    $chunk{$1} = literals($2);
-}
-my %lua;
-for my $name (qw(admit settle renew replay batch)) {
-    my ($body) = $src =~ /ngx_http_llm_lua_$name\[\] =\n(.*?);\n/s
-        or die "no script $name";
-    $lua{$name} = join '', map { /^NGX_HTTP_LLM_LUA_(\w+)$/
-                                 ? ($chunk{$1} // die "no chunk $1")
-                                 : literals($_) } split /\n/, $body;
-}
+my %lua = lua_scripts('src/ngx_http_llm_rstore_lua.c', '',
+                       qw(admit settle renew replay batch));
 
 my $P = "t092-$$-" . time;
 
-sub redis {
-    open(my $fh, '-|', 'redis-cli', '-p', $port, @_) or die $!;
-    local $/;
-    my $out = <$fh>;
-    close $fh;
-    $out =~ s/\s+\z//;
-    return $out;
-}
+sub redis { redis_out($port, @_) }
 
 # admit(KEYS, climit, lease, ttl, cooldown, [period, limit, need]...);
 # $Deadline is the deadline argument (0: none)
