@@ -68,7 +68,7 @@ static void ngx_http_llm_rstore_flush(ngx_event_t *ev);
 static void ngx_http_llm_rstore_single(ngx_http_llm_rstore_op_t *op);
 static void ngx_http_llm_rstore_cap(ngx_http_llm_rstore_op_t *op);
 static void ngx_http_llm_rstore_cap_arg(ngx_http_llm_rstore_op_t *op,
-    ngx_uint_t k, int64_t cap);
+    ngx_uint_t k, int64_t cap, ngx_str_t *to);
 static void ngx_http_llm_rstore_batched(ngx_http_llm_redis_op_t *rop,
     ngx_http_llm_redis_reply_t *reply);
 static void ngx_http_llm_rstore_answer(ngx_http_llm_rstore_req_t *st,
@@ -500,7 +500,9 @@ ngx_http_llm_rstore_flush(ngx_event_t *ev)
 static void
 ngx_http_llm_rstore_cap(ngx_http_llm_rstore_op_t *op)
 {
+    u_char      buf[NGX_INT64_LEN];
     int64_t     cap;
+    ngx_str_t   to;
     ngx_uint_t  i, nwin;
     ngx_msec_t  closes;
 
@@ -514,9 +516,16 @@ ngx_http_llm_rstore_cap(ngx_http_llm_rstore_op_t *op)
           + (ngx_msec_int_t) (closes - ngx_current_msec)
           + ngx_http_llm_rstore_skew;
 
+    if (cap <= 1) {
+        return;
+    }
+
+    to.data = buf;
+    to.len = ngx_sprintf(buf, "%L", cap) - buf;
+
     if (op->reqs == NULL) {
         /* ARGV[5] of the admission script */
-        ngx_http_llm_rstore_cap_arg(op, 3 + op->nkeys + 4, cap);
+        ngx_http_llm_rstore_cap_arg(op, 3 + op->nkeys + 4, cap, &to);
         return;
     }
 
@@ -525,32 +534,31 @@ ngx_http_llm_rstore_cap(ngx_http_llm_rstore_op_t *op)
     for (i = 0; i < op->nreq; i++) {
         /* each request's deadline in the batch script's ARGV */
         ngx_http_llm_rstore_cap_arg(op, 2 + op->nkeys + 3 + 2 * nwin
-                                        + i * (2 + nwin) + 2, cap);
+                                        + i * (2 + nwin) + 2, cap, &to);
     }
 }
 
 
-/* a deadline argument later than "cap" becomes "cap" (as long, in place) */
+/*
+ * A deadline argument later than "cap" becomes "cap" (its text "to"),
+ * in place: deadlines on Redis's clock are as long as each other.
+ */
 
 static void
 ngx_http_llm_rstore_cap_arg(ngx_http_llm_rstore_op_t *op, ngx_uint_t k,
-    int64_t cap)
+    int64_t cap, ngx_str_t *to)
 {
-    u_char     buf[NGX_INT64_LEN], *last;
     ngx_int_t  v;
 
-    v = ngx_atoi((u_char *) op->cmd.argv[k], op->cmd.argvlen[k]);
-
-    /* 0: none (Redis's clock unknown); 1: its request has gone */
-
-    if (v <= 1 || v <= cap || cap <= 1) {
+    if (op->cmd.argvlen[k] != to->len) {
+        /* "0": none (Redis's clock unknown); "1": its request has gone */
         return;
     }
 
-    last = ngx_sprintf(buf, "%L", cap);
+    v = ngx_atoi((u_char *) op->cmd.argv[k], op->cmd.argvlen[k]);
 
-    if ((size_t) (last - buf) == op->cmd.argvlen[k]) {
-        ngx_memcpy((u_char *) op->cmd.argv[k], buf, last - buf);
+    if (v > cap) {
+        ngx_memcpy((u_char *) op->cmd.argv[k], to->data, to->len);
     }
 }
 
