@@ -57,9 +57,9 @@ done
 $CC -c $FLAGS -fsanitize=fuzzer-no-link -Werror $INCS \
     -o "$OUT/ref_request.o" "$ROOT/t/fuzz/ref_request.c"
 
-for t in fuzz_request fuzz_usage; do
+for t in fuzz_request fuzz_usage fuzz_bpe; do
     extra=
-    [ $t = fuzz_usage ] || extra=$OUT/ref_request.o
+    [ $t != fuzz_request ] || extra=$OUT/ref_request.o
     $CC $FLAGS -fsanitize=fuzzer -Werror $INCS -o "$OUT/$t" \
         "$ROOT/t/fuzz/$t.c" $objs $extra -ljansson
     echo "$OUT/$t"
