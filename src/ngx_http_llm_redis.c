@@ -982,6 +982,10 @@ ngx_http_llm_redis_cmd_noscript(ngx_http_llm_redis_cmd_t *cmd,
     cmd->argv[1] = cmd->script->body;
     cmd->argvlen[1] = cmd->script->len;
 
+    if (cmd->again) {
+        cmd->again(cmd);
+    }
+
     if (ngx_http_llm_redis_cmd_send(cmd) != NGX_OK) {
         return NGX_DECLINED;
     }

@@ -129,15 +129,21 @@ typedef struct {
  * for, then argv, argvlen and the strings.
  */
 
-typedef struct {
+typedef struct ngx_http_llm_redis_cmd_s  ngx_http_llm_redis_cmd_t;
+
+struct ngx_http_llm_redis_cmd_s {
     ngx_http_llm_redis_op_t        op;        /* first */
     ngx_http_llm_redis_script_t   *script;
+
+    /* called before the command is sent again as EVAL (NOSCRIPT) */
+    void                         (*again)(ngx_http_llm_redis_cmd_t *cmd);
+
     const char                   **argv;
     size_t                        *argvlen;
     int                            argc;
     u_char                        *last;      /* of the strings */
     unsigned                       retried:1;
-} ngx_http_llm_redis_cmd_t;
+};
 
 
 char *ngx_http_llm_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);

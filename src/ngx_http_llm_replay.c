@@ -14,8 +14,8 @@
  * A worker timer (every second while there are batches)
  * sends each batch to Redis with the replay script of
  * ngx_http_llm_rstore_settle.c, off every request's path, at most
- * NGX_HTTP_LLM_REPLAY_BURST per tick: it adds the batch to the slot of
- * its time in each window of the tier (negative amounts are taken
+ * NGX_HTTP_LLM_REPLAY_BURST on their way at once: it adds the batch to
+ * the slot of its time in each window of the tier (negative amounts are taken
  * back there, never below zero), while that slot is still in the
  * window (usage that has left a window no longer counts there; months
  * count to their month).  A batch is named by the worker and a
@@ -44,9 +44,9 @@
  * it, usage goes to the nearest slot of its account's batches (in the
  * wrong slot, not lost), and that of an account with none is not
  * replayed (logged, once a minute).  A worker that exits (a reload)
- * while Redis answers sends what it has and waits for it, at most
- * NGX_HTTP_LLM_REPLAY_DRAIN; one that exits before Redis is back takes
- * its batches with it.
+ * while Redis answers sends what it has (a tick every 50 ms) and waits
+ * for it, at most NGX_HTTP_LLM_REPLAY_DRAIN; one that exits before
+ * Redis is back takes its batches with it.
  */
 
 
@@ -60,8 +60,8 @@
 #define NGX_HTTP_LLM_REPLAY_MAX       65536
 #define NGX_HTTP_LLM_REPLAY_INTERVAL  1000
 
-/* batches sent per tick: Redis coming back is not flooded */
-#define NGX_HTTP_LLM_REPLAY_BURST     512
+/* batches on their way at once (a tick a second; 50 ms when exiting) */
+#define NGX_HTTP_LLM_REPLAY_BURST     256
 
 /* an exiting worker (reload) sends what it has for at most this long */
 #define NGX_HTTP_LLM_REPLAY_DRAIN     10000
@@ -321,33 +321,33 @@ ngx_http_llm_replay_hold(void)
 static void
 ngx_http_llm_replay_tick(ngx_event_t *ev)
 {
-    ngx_uint_t              n, burst;
+    ngx_uint_t              n;
     ngx_queue_t            *q, *next;
     ngx_http_llm_replay_t  *b;
 
+    /*
+     * at most NGX_HTTP_LLM_REPLAY_BURST on their way at once: more,
+     * and the last would wait in Redis past llm_redis timeout, which
+     * closes the connection with all of them
+     */
+
     n = 0;
-    burst = NGX_HTTP_LLM_REPLAY_BURST;
 
-    if (ngx_exiting) {
-
-        /* a reload: all that is left, while the worker may still */
-
-        if (ngx_http_llm_replay_exiting == 0) {
-            ngx_http_llm_replay_exiting = ngx_current_msec;
-        }
-
-        burst = NGX_HTTP_LLM_REPLAY_MAX;
+    if (ngx_exiting && ngx_http_llm_replay_exiting == 0) {
+        /* a reload: what is left goes faster, while the worker may */
+        ngx_http_llm_replay_exiting = ngx_current_msec;
     }
 
     for (q = ngx_queue_head(&ngx_http_llm_replay_queue);
          q != ngx_queue_sentinel(&ngx_http_llm_replay_queue)
-         && n < burst;
+         && n < NGX_HTTP_LLM_REPLAY_BURST;
          q = next)
     {
         next = ngx_queue_next(q);
         b = ngx_queue_data(q, ngx_http_llm_replay_t, queue);
 
         if (b->sending) {
+            n++;
             continue;
         }
 
@@ -387,7 +387,7 @@ ngx_http_llm_replay_tick(ngx_event_t *ev)
     ngx_http_llm_replay_hold();
 
     if (ngx_http_llm_replay_count && !ev->timer_set) {
-        ngx_add_timer(ev, ngx_exiting ? NGX_HTTP_LLM_REPLAY_INTERVAL / 10
+        ngx_add_timer(ev, ngx_exiting ? NGX_HTTP_LLM_REPLAY_INTERVAL / 20
                                       : NGX_HTTP_LLM_REPLAY_INTERVAL);
     }
 }

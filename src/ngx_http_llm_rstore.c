@@ -67,6 +67,7 @@ static ngx_int_t ngx_http_llm_rstore_enqueue(ngx_http_llm_rstore_req_t *st,
 static void ngx_http_llm_rstore_flush(ngx_event_t *ev);
 static void ngx_http_llm_rstore_single(ngx_http_llm_rstore_op_t *op);
 static void ngx_http_llm_rstore_cap(ngx_http_llm_rstore_op_t *op);
+static void ngx_http_llm_rstore_again(ngx_http_llm_redis_cmd_t *cmd);
 static void ngx_http_llm_rstore_cap_arg(ngx_http_llm_rstore_op_t *op,
     ngx_uint_t k, int64_t cap, ngx_str_t *to);
 static void ngx_http_llm_rstore_batched(ngx_http_llm_redis_op_t *rop,
@@ -223,6 +224,7 @@ ngx_http_llm_rstore_admit(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
 
     op->cmd.op.handler = ngx_http_llm_rstore_admitted;
     op->cmd.op.expire = ngx_http_llm_rstore_expire;
+    op->cmd.again = ngx_http_llm_rstore_again;
     op->cmd.op.deadline = st->deadline;
     op->req = st;
 
@@ -398,6 +400,7 @@ ngx_http_llm_rstore_enqueue(ngx_http_llm_rstore_req_t *st,
     op->maxreq = max;
     op->queued = 1;
     op->cmd.op.handler = ngx_http_llm_rstore_batched;
+    op->cmd.again = ngx_http_llm_rstore_again;
     op->cmd.op.expire = ngx_http_llm_rstore_expire;
     op->cmd.op.deadline = st->deadline;
 
@@ -536,6 +539,15 @@ ngx_http_llm_rstore_cap(ngx_http_llm_rstore_op_t *op)
         ngx_http_llm_rstore_cap_arg(op, 2 + op->nkeys + 3 + 2 * nwin
                                         + i * (2 + nwin) + 2, cap, &to);
     }
+}
+
+
+/* sent again as EVAL (NOSCRIPT): maybe on another connection */
+
+static void
+ngx_http_llm_rstore_again(ngx_http_llm_redis_cmd_t *cmd)
+{
+    ngx_http_llm_rstore_cap((ngx_http_llm_rstore_op_t *) cmd);
 }
 
 

@@ -4,7 +4,7 @@
 # New inputs go to build/fuzz/corpus-*, never into t/fuzz/corpus; crashes
 # are written to build/fuzz/ as crash-* / leak-* / timeout-*.
 #
-#   t/fuzz/run.sh [SECONDS] [TARGET...]     (targets: request usage)
+#   t/fuzz/run.sh [SECONDS] [TARGET...]     (targets: request usage bpe)
 
 set -eu
 
@@ -12,9 +12,10 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd -P)
 OUT=$ROOT/build/fuzz
 SECONDS_EACH=${1:-60}
 [ $# -gt 0 ] && shift
-TARGETS=${*:-request usage}
+TARGETS=${*:-request usage bpe}
 
 [ -x "$OUT/fuzz_request" ] && [ -x "$OUT/fuzz_usage" ] \
+    && [ -x "$OUT/fuzz_bpe" ] \
     || sh "$ROOT/t/fuzz/build.sh"
 
 status=0
