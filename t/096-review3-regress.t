@@ -8,7 +8,6 @@ use warnings;
 use lib 't/lib';
 use Test::LLM::Nginx;
 use Test::LLM::Keys;
-use IO::Socket::INET;
 use Time::HiRes ();
 use POSIX ();
 
@@ -55,24 +54,10 @@ sub chat_req {
         body => $Body, timeout => 10);
 }
 
-# pipelined anonymous requests on one connection, each from its own
-# address (X-Forwarded-For, realip); the number answered 200
+# pipelined anonymous requests, each from its own address; how many 200
 sub burst {
-    my (@addrs) = @_;
-    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
-                                  PeerPort => $ENV{TEST_NGINX_SERVER_PORT},
-                                  Timeout => 10) or die "connect: $!";
-    my $out = join '', map { "GET /v1/models HTTP/1.1\r\nHost: t\r\n"
-                             . "X-Forwarded-For: $_\r\n\r\n" } @addrs;
-    print $s $out;
-    my ($in, $n) = ('', 0);
-    while ($n < @addrs) {
-        my $r = sysread($s, $in, 65536, length $in);
-        last unless $r;
-        $n = () = $in =~ /HTTP\/1\.1 200/g;
-    }
-    close $s;
-    return $n;
+    Test::LLM::Client::burst($ENV{TEST_NGINX_SERVER_PORT}, '/v1/models',
+                             [@_], 10);
 }
 
 run_tests();

@@ -35,7 +35,7 @@ use Socket qw(AF_INET IPPROTO_TCP SOCK_STREAM SOL_SOCKET SO_ERROR
 use Time::HiRes qw(time);
 
 our @EXPORT_OK = qw(build_request exchange exchange_all parse_response
-                    header);
+                    header burst);
 
 
 # build_request("METHOD URI [PROTO]\nbody...", %opt) -> { method, bytes }
@@ -490,6 +490,32 @@ sub _dechunk {
     }
 
     return ($body, 0);
+}
+
+
+# burst($port, $uri, \@addrs, $timeout) -> how many answered 200: one
+# pipelined GET per address on one connection, each with its address in
+# X-Forwarded-For (for a server that trusts it with realip)
+sub burst {
+    my ($port, $uri, $addrs, $timeout) = @_;
+
+    require IO::Socket::INET;
+
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port,
+                                  Timeout => $timeout // 10)
+        or die "connect: $!";
+    print $s join '', map { "GET $uri HTTP/1.1\r\nHost: t\r\n"
+                            . "X-Forwarded-For: $_\r\n\r\n" } @$addrs;
+
+    my ($in, $n) = ('', 0);
+    while ($n < @$addrs) {
+        my $r = sysread($s, $in, 65536, length $in);
+        last unless $r;
+        $n = () = $in =~ /HTTP\/1\.1 200/g;
+    }
+
+    close $s;
+    return $n;
 }
 
 
