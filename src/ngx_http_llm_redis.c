@@ -17,8 +17,10 @@
  * admission) carries the request's deadline too: the same timer fires
  * then, the caller's "expire" lets the request go on without the
  * answer, and the command stays on its connection until it is answered
- * or times out.  AUTH and SELECT are queued first on every new
- * connection.  Nothing here ever waits on the network.
+ * or times out.  AUTH, SELECT and TIME are queued first on every new
+ * connection; TIME's answer sets the skew of Redis's clock to ours (a
+ * script deadline is on Redis's clock).  Nothing here ever waits on
+ * the network.
  *
  * The worker keeps one health flag: a failure (no connection, timeout,
  * error reply) turns it down, the next good reply turns it up; each
@@ -51,6 +53,7 @@ typedef struct {
     ngx_event_t                 retry;
     ngx_http_llm_redis_op_t     auth;
     ngx_http_llm_redis_op_t     select;
+    ngx_http_llm_redis_op_t     clock;
     const char                 *why;        /* why it was closed */
     uint64_t                    written;    /* commands up to this seq */
     ngx_queue_t                 pending;    /* commands on it, in order */
@@ -84,6 +87,8 @@ static void ngx_http_llm_redis_on_connect(const redisAsyncContext *ac,
     int status);
 static void ngx_http_llm_redis_handshake(ngx_http_llm_redis_op_t *op,
     ngx_http_llm_redis_reply_t *reply);
+static void ngx_http_llm_redis_clock(ngx_http_llm_redis_op_t *op,
+    ngx_http_llm_redis_reply_t *reply);
 static void ngx_http_llm_redis_callback(redisAsyncContext *ac, void *r,
     void *privdata);
 static void ngx_http_llm_redis_op_timeout(ngx_event_t *ev);
@@ -103,6 +108,12 @@ static ngx_http_llm_redis_worker_t  ngx_http_llm_redis_worker;
 
 /* numbers the commands queued: what "written" of a connection covers */
 static uint64_t                     ngx_http_llm_redis_seq;
+
+/*
+ * Redis's clock less this worker's (ms): 0, clocks in step, until the
+ * first TIME or script reply says otherwise.
+ */
+int64_t                             ngx_http_llm_redis_skew;
 
 static const char  *ngx_http_llm_on_error_names[] = {
     "local", "deny", "allow"
@@ -620,6 +631,18 @@ ngx_http_llm_redis_connect(ngx_http_llm_redis_conn_t *conn)
         }
     }
 
+    argv[0] = "TIME";
+    argvlen[0] = 4;
+
+    conn->clock.handler = ngx_http_llm_redis_clock;
+    conn->clock.data = conn;
+    conn->clock.conn = conn;
+
+    if (ngx_http_llm_redis_send(&conn->clock, 1, argv, argvlen) != NGX_OK) {
+        ngx_http_llm_redis_close(conn, "TIME not sent");
+        return;
+    }
+
     return;
 
 retry:
@@ -709,6 +732,41 @@ ngx_http_llm_redis_handshake(ngx_http_llm_redis_op_t *op,
 
     ngx_http_llm_redis_close(conn, op == &conn->auth ? "AUTH failed"
                                                      : "SELECT failed");
+}
+
+
+/* TIME: {seconds, microseconds} */
+
+static void
+ngx_http_llm_redis_clock(ngx_http_llm_redis_op_t *op,
+    ngx_http_llm_redis_reply_t *reply)
+{
+    ngx_int_t                    sec, usec;
+    ngx_http_llm_redis_reply_t  *e;
+
+    if (reply == NULL || reply->type != NGX_HTTP_LLM_REDIS_ARRAY
+        || reply->nelts != 2)
+    {
+        return;
+    }
+
+    e = reply->elts;
+
+    if (e[0].type != NGX_HTTP_LLM_REDIS_STRING
+        || e[1].type != NGX_HTTP_LLM_REDIS_STRING)
+    {
+        return;
+    }
+
+    sec = ngx_atoi(e[0].str.data, e[0].str.len);
+    usec = ngx_atoi(e[1].str.data, e[1].str.len);
+
+    if (sec == NGX_ERROR || usec == NGX_ERROR) {
+        return;
+    }
+
+    ngx_http_llm_redis_skew = (int64_t) sec * 1000 + usec / 1000
+                              - (int64_t) ngx_http_llm_now();
 }
 
 

@@ -45,7 +45,8 @@
  * share), each request of a batch until its own deadline; an admission
  * the request stopped waiting for goes on alone, and what Redis grants
  * it then goes back (the script refuses to run after the deadline it
- * is given, the request's own, on Redis's clock).
+ * is given, the request's own, on Redis's clock: our clock plus the
+ * skew the connection's TIME and each admission reply measure).
  */
 
 
@@ -92,8 +93,6 @@ char  *ngx_http_llm_dim_names[] = {
 u_char              ngx_http_llm_lease_prefix[32];
 ngx_queue_t         ngx_http_llm_leases;
 ngx_event_t         ngx_http_llm_renew_ev;
-int64_t             ngx_http_llm_rstore_skew;
-ngx_uint_t          ngx_http_llm_rstore_skew_known;
 
 static ngx_uint_t   ngx_http_llm_rstore_inited;
 static uint64_t     ngx_http_llm_lease_seq;
@@ -152,12 +151,9 @@ ngx_http_llm_rstore_admit(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     st->start = ngx_current_msec;
     st->deadline = ngx_current_msec + left;
 
-    /* when this node stops waiting, on Redis's clock (0: unknown yet) */
+    /* when this node stops waiting, on Redis's clock */
 
-    deadline = ngx_http_llm_rstore_skew_known
-               ? (int64_t) ngx_http_llm_now() + left
-                 + ngx_http_llm_rstore_skew
-               : 0;
+    deadline = (int64_t) ngx_http_llm_now() + left + ngx_http_llm_redis_skew;
 
     nwin = tier->windows.nelts;
     wc = tier->windows.elts;
@@ -511,13 +507,13 @@ ngx_http_llm_rstore_cap(ngx_http_llm_rstore_op_t *op)
 
     closes = ngx_http_llm_redis_closes(&op->cmd.op);
 
-    if (closes == 0 || !ngx_http_llm_rstore_skew_known) {
+    if (closes == 0) {
         return;
     }
 
     cap = (int64_t) ngx_http_llm_now()
           + (ngx_msec_int_t) (closes - ngx_current_msec)
-          + ngx_http_llm_rstore_skew;
+          + ngx_http_llm_redis_skew;
 
     if (cap <= 1) {
         return;
@@ -563,7 +559,7 @@ ngx_http_llm_rstore_cap_arg(ngx_http_llm_rstore_op_t *op, ngx_uint_t k,
     ngx_int_t  v;
 
     if (op->cmd.argvlen[k] != to->len) {
-        /* "0": none (Redis's clock unknown); "1": its request has gone */
+        /* "1": its request has gone */
         return;
     }
 
@@ -968,8 +964,7 @@ ngx_http_llm_rstore_parse(ngx_http_llm_rstore_req_t *st,
 
     wall = ngx_http_llm_now();
 
-    ngx_http_llm_rstore_skew = e[1].integer - (int64_t) wall;
-    ngx_http_llm_rstore_skew_known = 1;
+    ngx_http_llm_redis_skew = e[1].integer - (int64_t) wall;
 
     if (status == 4) {
         /* it ran after its deadline (our clock's guess was off) */
@@ -1098,7 +1093,7 @@ ngx_http_llm_rstore_fallback(ngx_http_request_t *r,
 
             /* Redis is told when it is back, at Redis's time of it */
 
-            st->t0 = (int64_t) d->wall + ngx_http_llm_rstore_skew;
+            st->t0 = (int64_t) d->wall + ngx_http_llm_redis_skew;
 
             if (ngx_http_llm_replay_add(&st->ctx->account, st->tier,
                                         st->t0, (int64_t *) d->need)

@@ -113,9 +113,5 @@ extern u_char       ngx_http_llm_lease_prefix[32];
 extern ngx_queue_t  ngx_http_llm_leases;
 extern ngx_event_t  ngx_http_llm_renew_ev;
 
-/* Redis's clock minus this node's, as of the last admission's reply */
-extern int64_t      ngx_http_llm_rstore_skew;
-extern ngx_uint_t   ngx_http_llm_rstore_skew_known;
-
 
 #endif /* _NGX_HTTP_LLM_RSTORE_INT_H_INCLUDED_ */

@@ -491,7 +491,7 @@ ngx_http_llm_rstore_replay_diff(ngx_str_t *account, ngx_http_llm_tier_t *tier,
     if (nmore
         && ngx_http_llm_replay_add(account, tier,
                                    (int64_t) ngx_http_llm_now()
-                                   + ngx_http_llm_rstore_skew, more)
+                                   + ngx_http_llm_redis_skew, more)
            != NGX_OK)
     {
         rc = NGX_DECLINED;

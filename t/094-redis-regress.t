@@ -326,9 +326,9 @@ sub {
 
 
 
-=== TEST 7: a settle queued on a connection that never came up (its connect hangs) is replayed: it never left the worker
+=== TEST 7: a settle queued on a connection that never came up (its connect hangs) is replayed: it never left the worker (the connection's TIME, queued first, times out after 1 s and closes it)
 --- workers: 1
---- http_config eval: ::conf(7, 'timeout=300ms')
+--- http_config eval: ::conf(7, 'timeout=1s')
 --- config
 location /v1/ {
     llm_gateway on;
@@ -352,7 +352,7 @@ sub {
 "Authorization: Bearer $::CAROL\nContent-Type: application/json"
 --- timeout: 10
 --- error_log
-not settled (timed out), replayed when Redis is back
+not settled (timed out (an earlier command)), replayed when Redis is back
 --- check eval
 sub {
     select undef, undef, undef, 3;        # the black hole is gone

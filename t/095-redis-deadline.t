@@ -422,7 +422,7 @@ sub {
 
 
 
-=== TEST 6: timeout=1s, Redis's clock not known yet (the script gets no deadline): Redis frozen 450 ms at each HMGET, then 500 ms at the admission, which Redis grants after the request has gone to the zone (on_error=local): the grant goes back, and Redis holds the request once (replayed)
+=== TEST 6: timeout=1s, the first admission of a worker (its deadline on Redis's clock comes from the connection's TIME): Redis frozen 450 ms at each HMGET, then 500 ms at the admission, which Redis runs after the request has gone to the zone (on_error=local): it changes nothing (past its deadline), and Redis holds the request once (replayed)
 --- workers: 1
 --- http_config eval: ::conf(6, "timeout=1s on_error=local")
 --- config eval: $::Gateway
