@@ -286,7 +286,12 @@ ngx_http_llm_usage_finish(ngx_http_llm_usage_t *u)
     /* a usage object cut short is not read */
 
     ngx_http_llm_usage_reset(u);
-    ngx_http_llm_usage_flush(u);
+
+    /* the generated text's estimate stands in for a usage not found */
+
+    if (!u->found) {
+        ngx_http_llm_usage_flush(u);
+    }
 
     u->finished = 1;
 }
@@ -708,6 +713,7 @@ ngx_http_llm_usage_key(ngx_http_llm_usage_t *u)
 
     for (k = ngx_http_llm_json_keys; k->name.len; k++) {
         if (k->name.len == u->key_len
+            && k->name.data[0] == u->key[0]
             && ngx_memcmp(k->name.data, u->key, u->key_len) == 0)
         {
             return k->kind;

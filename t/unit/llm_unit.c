@@ -1213,6 +1213,14 @@ static const char  nousage_sse[] =
     "{\"reasoning_content\":\"hmm\"}}]}\n\n"
     "data: [DONE]\n\n";
 
+static const char  mock_json[] =
+    "{\"id\":\"chatcmpl-mock\",\"object\":\"chat.completion\","
+    "\"created\":1700000000,\"model\":\"gpt-4o-mini\",\"choices\":"
+    "[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":"
+    "\"Hello from the mock backend.\"},\"finish_reason\":\"stop\"}],"
+    "\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":7,"
+    "\"total_tokens\":16}}";
+
 static const char  openai_json[] =
     "{\"id\":\"x\",\"object\":\"chat.completion\",\"model\":\"gpt-4o\","
     "\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\","
@@ -1834,6 +1842,27 @@ bench(void)
            (unsigned long) (t / iters / (len / 1024)));
 
     free(sse);
+
+    /* a whole JSON answer, as the bench's mock sends it */
+
+    len = strlen(mock_json);
+    iters = getenv("LLM_UNIT_ITERS") ? atoi(getenv("LLM_UNIT_ITERS"))
+                                     : 200000;
+    t = now_ns();
+
+    for (i = 0; i < iters; i++) {
+        p = new_pool();
+        ngx_http_llm_usage_init(&u, p, API_OPENAI, 0);
+        (void) ngx_http_llm_usage_feed(&u, (u_char *) mock_json, len);
+        ngx_http_llm_usage_finish(&u);
+        ngx_destroy_pool(p);
+    }
+
+    t = now_ns() - t;
+
+    printf("usage_feed: a %lu-byte JSON answer: %lu ns (found %lu)\n",
+           (unsigned long) len, (unsigned long) (t / iters),
+           (unsigned long) u.found);
 }
 
 
