@@ -449,7 +449,12 @@ found:
 }
 
 
-/* the end of the loop iteration: every pending batch goes to Redis */
+/*
+ * The end of the loop iteration: every pending batch goes to Redis, the
+ * settles first, so that an account's usage settled in this iteration
+ * counts in its admissions of the same iteration (both go on the
+ * account's connection, in this order).
+ */
 
 static void
 ngx_http_llm_rstore_flush(ngx_event_t *ev)
@@ -457,6 +462,8 @@ ngx_http_llm_rstore_flush(ngx_event_t *ev)
     ngx_uint_t                 i;
     ngx_queue_t               *q;
     ngx_http_llm_rstore_op_t  *op;
+
+    ngx_http_llm_rstore_settles_flush();
 
     for (i = 0; i < NGX_HTTP_LLM_BATCH_BUCKETS; i++) {
 
@@ -1198,4 +1205,17 @@ ngx_http_llm_rstore_scripts_init(void)
     ngx_http_llm_batch_ev.data = &ngx_http_llm_batch_ev;
     ngx_http_llm_batch_ev.handler = ngx_http_llm_rstore_flush;
     ngx_http_llm_batch_ev.log = ngx_cycle->log;
+
+    ngx_http_llm_rstore_settles_init();
+}
+
+
+/* the pending batches go at the end of this loop iteration */
+
+void
+ngx_http_llm_rstore_post(void)
+{
+    if (!ngx_http_llm_batch_ev.posted) {
+        ngx_post_event(&ngx_http_llm_batch_ev, &ngx_posted_events);
+    }
 }

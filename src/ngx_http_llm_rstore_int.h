@@ -67,16 +67,24 @@ struct ngx_http_llm_rstore_op_s {
 };
 
 
+/* what one request's settle changes */
+typedef struct {
+    uint64_t                    t0;        /* its reservation, Redis ms */
+    int64_t                     diff[5];   /* used - reserved */
+} ngx_http_llm_rstore_rec_t;
+
+
 /*
- * A settle: what it changes, replayed (ngx_http_llm_replay.c) when Redis
- * cannot have run it; the account's name follows.
+ * The settles of one account and tier (one, or a batch): what they
+ * change, replayed (ngx_http_llm_replay.c) when Redis cannot have run
+ * them; the records and the account's name follow.
  */
 typedef struct {
     ngx_http_llm_rstore_op_t    op;        /* first */
     ngx_http_llm_tier_t        *tier;
-    uint64_t                    t0;        /* its reservation, Redis ms */
-    int64_t                     diff[5];   /* used - reserved */
     ngx_str_t                   account;
+    ngx_uint_t                  nrec;
+    ngx_http_llm_rstore_rec_t  *rec;
 } ngx_http_llm_rstore_settle_t;
 
 
@@ -106,6 +114,9 @@ void ngx_http_llm_rstore_refund(ngx_http_llm_rstore_op_t *adm, int64_t t0,
     ngx_uint_t nstride);
 void ngx_http_llm_rstore_renew(ngx_event_t *ev);
 void ngx_http_llm_rstore_usage_wake(ngx_http_llm_rstore_req_t *st);
+void ngx_http_llm_rstore_post(void);
+void ngx_http_llm_rstore_settles_init(void);
+void ngx_http_llm_rstore_settles_flush(void);
 
 
 extern char        *ngx_http_llm_dim_names[];

@@ -429,6 +429,54 @@ NGX_HTTP_LLM_LUA_PUT
 "return 1\n";
 
 
+/*
+ * The settles of one account and tier queued in one event-loop
+ * iteration of a worker, in one call: each changes Redis exactly as
+ * the settle script would, one after the other (each window is read
+ * once and written once).  KEYS: window keys.  ARGV: per window, its
+ * period; then per settle: the reservation's time (Redis ms), per
+ * window: actual - reserved (0: unchanged).
+ */
+
+static char  ngx_http_llm_lua_settles[] =
+NGX_HTTP_LLM_LUA_COMMON
+NGX_HTTP_LLM_LUA_PUT
+"local nwin = #KEYS\n"
+"local win = {}\n"
+"for i = 1, nwin do\n"
+"  win[i] = { key = KEYS[i], period = tonumber(ARGV[i]) }\n"
+"end\n"
+"for a = nwin, #ARGV - 1, nwin + 1 do\n"
+"  local t0 = tonumber(ARGV[a + 1])\n"
+"  for i = 1, nwin do\n"
+"    local delta = tonumber(ARGV[a + 1 + i])\n"
+"    local w = win[i]\n"
+"    if delta ~= 0 then\n"
+"      if not w.lo then load(w) end\n"
+"      local s0 = slot(w.period, t0)\n"
+"      local v\n"
+"      if s0 >= w.lo and s0 <= w.cur then\n"
+"        v = put(w, s0, delta)\n"
+"      elseif delta > 0 then\n"
+"        v = put(w, w.cur, delta)\n"
+"      end\n"
+"      w.dirty = true\n"
+"      if v and v > 0 then w.grew = true end\n"
+"    end\n"
+"  end\n"
+"end\n"
+"for i = 1, nwin do\n"
+"  local w = win[i]\n"
+"  if w.lo then\n"
+"    save(w, nil)\n"
+"    if w.grew then\n"
+"      redis.call('PEXPIRE', w.key, floor(ttl(w.period, w.cur)))\n"
+"    end\n"
+"  end\n"
+"end\n"
+"return 1\n";
+
+
 /* KEYS: conc.  ARGV: lease, ttl.  Extends a lease that still exists. */
 
 static char  ngx_http_llm_lua_renew[] =
@@ -519,4 +567,5 @@ ngx_http_llm_redis_script_t  ngx_http_llm_rstore_scripts[] = {
     { ngx_http_llm_lua_replay, sizeof(ngx_http_llm_lua_replay) - 1, "" },
     { ngx_http_llm_lua_usage, sizeof(ngx_http_llm_lua_usage) - 1, "" },
     { ngx_http_llm_lua_batch, sizeof(ngx_http_llm_lua_batch) - 1, "" },
+    { ngx_http_llm_lua_settles, sizeof(ngx_http_llm_lua_settles) - 1, "" },
 };

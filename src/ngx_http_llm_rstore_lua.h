@@ -18,7 +18,8 @@
 #define NGX_HTTP_LLM_SCRIPT_REPLAY  3
 #define NGX_HTTP_LLM_SCRIPT_USAGE   4
 #define NGX_HTTP_LLM_SCRIPT_BATCH   5
-#define NGX_HTTP_LLM_SCRIPTS        6
+#define NGX_HTTP_LLM_SCRIPT_SETTLES 6
+#define NGX_HTTP_LLM_SCRIPTS        7
 
 
 extern ngx_http_llm_redis_script_t  ngx_http_llm_rstore_scripts[];

@@ -4,8 +4,10 @@
  *
  * Owns what follows an admission made in Redis (ngx_http_llm_rstore.c):
  * the settle that replaces a reservation by the actual usage (in the
- * reservation's slot; a settle Redis cannot have run is handed to the
- * outage replay, ngx_http_llm_replay.c), the concurrency lease given
+ * reservation's slot; the settles of one account and tier made in one
+ * event-loop iteration go as one call of the settles script; a settle
+ * Redis cannot have run is handed to the outage replay,
+ * ngx_http_llm_replay.c), the concurrency lease given
  * back (ZREM) and renewed every 20 s while its request runs, the refund
  * of what Redis granted a request that had gone, the replay batches'
  * script calls, and llm_usage's read of an account's windows.  All of
@@ -23,6 +25,9 @@
 #include "ngx_http_llm_replay.h"
 
 
+typedef struct ngx_http_llm_rstore_pending_s  ngx_http_llm_rstore_pending_t;
+
+
 static void ngx_http_llm_rstore_usage_read(ngx_http_llm_redis_op_t *rop,
     ngx_http_llm_redis_reply_t *reply);
 static void ngx_http_llm_rstore_usage_expire(ngx_http_llm_redis_op_t *rop);
@@ -35,6 +40,26 @@ static void ngx_http_llm_rstore_replayed(ngx_http_llm_redis_op_t *rop,
 static ngx_int_t ngx_http_llm_rstore_replay_diff(ngx_str_t *account,
     ngx_http_llm_tier_t *tier, uint64_t t0, int64_t *diff);
 static ngx_uint_t ngx_http_llm_rstore_refused(ngx_str_t *error);
+static ngx_int_t ngx_http_llm_rstore_settle_send(
+    ngx_http_llm_rstore_pending_t *pd);
+
+
+/* settles of one account and tier waiting for the end of the iteration */
+struct ngx_http_llm_rstore_pending_s {
+    ngx_queue_t                 queue;
+    ngx_http_llm_tier_t        *tier;
+    ngx_str_t                   conc_key;
+    ngx_str_t                   account;
+    ngx_str_t                  *wkeys;
+    ngx_uint_t                  nrec;
+    ngx_uint_t                  max;
+    ngx_http_llm_rstore_rec_t  *rec;
+};
+
+
+#define NGX_HTTP_LLM_SETTLE_BUCKETS  64
+
+static ngx_queue_t  ngx_http_llm_settles[NGX_HTTP_LLM_SETTLE_BUCKETS];
 
 
 /*
@@ -263,24 +288,27 @@ ngx_http_llm_rstore_usage_wake(ngx_http_llm_rstore_req_t *st)
 
 /*
  * From the log phase (nothing of the request is kept): replaces the
- * reservation by what was used, per dimension.  NGX_DECLINED: this
- * request was not counted in Redis (the zone counted it, or nobody).
- * A settle that Redis cannot have run (not sent, never written, an
- * error reply) is replayed (ngx_http_llm_replay.c); one that was sent
- * and lost its answer is not: Redis may have run it.  Nothing of this
- * writes to Redis on the way of a settle that goes well.
+ * reservation by what was used, per dimension, at the end of this loop
+ * iteration, with the other settles of the account and tier made in
+ * it.  NGX_DECLINED: this request was not counted in Redis (the zone
+ * counted it, or nobody).  A settle that Redis cannot have run (not
+ * sent, never written, an error reply) is replayed
+ * (ngx_http_llm_replay.c); one that was sent and lost its answer is
+ * not: Redis may have run it.  Nothing of this writes to Redis on the
+ * way of a settle that goes well.
  */
 
 ngx_int_t
 ngx_http_llm_rstore_settle(ngx_http_llm_ctx_t *ctx, uint64_t *used)
 {
-    int64_t                        delta, diff[5];
-    size_t                         strings;
-    ngx_uint_t                     i, n, nwin;
-    ngx_http_llm_rstore_req_t     *st;
-    ngx_http_llm_window_conf_t    *wc;
-    ngx_http_llm_redis_script_t   *script;
-    ngx_http_llm_rstore_settle_t  *op;
+    u_char                         *p;
+    size_t                          size;
+    int64_t                         diff[5];
+    ngx_uint_t                      i, n, nwin, b, max;
+    ngx_queue_t                    *q;
+    ngx_http_llm_rstore_req_t      *st;
+    ngx_http_llm_window_conf_t     *wc;
+    ngx_http_llm_rstore_pending_t  *pd;
 
     st = ctx->redis;
 
@@ -308,12 +336,10 @@ ngx_http_llm_rstore_settle(ngx_http_llm_ctx_t *ctx, uint64_t *used)
     wc = st->tier->windows.elts;
 
     n = 0;
-    strings = NGX_INT64_LEN + 64;
 
     for (i = 0; i < nwin; i++) {
-        if (used[wc[i].dim] != st->d.need[wc[i].dim]) {
+        if (diff[wc[i].dim] != 0) {
             n++;
-            strings += st->wkeys[i].len + 2 * (NGX_INT64_LEN + 1) + 3;
         }
     }
 
@@ -321,41 +347,213 @@ ngx_http_llm_rstore_settle(ngx_http_llm_ctx_t *ctx, uint64_t *used)
         return NGX_OK;
     }
 
-    /* what it changes, for the replay if Redis never sees it */
+    b = ngx_crc32_short(st->conc_key.data, st->conc_key.len)
+        % NGX_HTTP_LLM_SETTLE_BUCKETS;
 
-    script = &ngx_http_llm_rstore_scripts[NGX_HTTP_LLM_SCRIPT_SETTLE];
+    for (q = ngx_queue_head(&ngx_http_llm_settles[b]);
+         q != ngx_queue_sentinel(&ngx_http_llm_settles[b]);
+         q = ngx_queue_next(q))
+    {
+        pd = ngx_queue_data(q, ngx_http_llm_rstore_pending_t, queue);
+
+        if (pd->tier == st->tier && pd->nrec < pd->max
+            && pd->conc_key.len == st->conc_key.len
+            && ngx_memcmp(pd->conc_key.data, st->conc_key.data,
+                          st->conc_key.len)
+               == 0)
+        {
+            goto found;
+        }
+    }
+
+    max = ngx_http_llm_redis_conf()->batch;
+
+    size = sizeof(ngx_http_llm_rstore_pending_t)
+           + max * sizeof(ngx_http_llm_rstore_rec_t)
+           + nwin * sizeof(ngx_str_t)
+           + st->conc_key.len + ctx->account.len;
+
+    for (i = 0; i < nwin; i++) {
+        size += st->wkeys[i].len;
+    }
+
+    pd = ngx_alloc(size, ngx_cycle->log);
+    if (pd == NULL) {
+        return NGX_ERROR;
+    }
+
+    pd->tier = st->tier;
+    pd->nrec = 0;
+    pd->max = max;
+    pd->rec = (ngx_http_llm_rstore_rec_t *) (pd + 1);
+    pd->wkeys = (ngx_str_t *) (pd->rec + max);
+
+    p = (u_char *) (pd->wkeys + nwin);
+
+    for (i = 0; i < nwin; i++) {
+        pd->wkeys[i].data = p;
+        pd->wkeys[i].len = st->wkeys[i].len;
+        p = ngx_cpymem(p, st->wkeys[i].data, st->wkeys[i].len);
+    }
+
+    pd->conc_key.data = p;
+    pd->conc_key.len = st->conc_key.len;
+    p = ngx_cpymem(p, st->conc_key.data, st->conc_key.len);
+
+    pd->account.data = p;
+    pd->account.len = ctx->account.len;
+    ngx_memcpy(p, ctx->account.data, ctx->account.len);
+
+    ngx_queue_insert_tail(&ngx_http_llm_settles[b], &pd->queue);
+
+    ngx_http_llm_rstore_post();
+
+found:
+
+    pd->rec[pd->nrec].t0 = st->t0;
+    ngx_memcpy(pd->rec[pd->nrec].diff, diff, sizeof(diff));
+    pd->nrec++;
+
+    return NGX_OK;
+}
+
+
+void
+ngx_http_llm_rstore_settles_init(void)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < NGX_HTTP_LLM_SETTLE_BUCKETS; i++) {
+        ngx_queue_init(&ngx_http_llm_settles[i]);
+    }
+}
+
+
+/* the end of the loop iteration: the pending settles go, in order */
+
+void
+ngx_http_llm_rstore_settles_flush(void)
+{
+    ngx_uint_t                      i;
+    ngx_queue_t                    *q;
+    ngx_http_llm_rstore_pending_t  *pd;
+
+    for (i = 0; i < NGX_HTTP_LLM_SETTLE_BUCKETS; i++) {
+
+        while (!ngx_queue_empty(&ngx_http_llm_settles[i])) {
+            q = ngx_queue_head(&ngx_http_llm_settles[i]);
+            pd = ngx_queue_data(q, ngx_http_llm_rstore_pending_t, queue);
+
+            ngx_queue_remove(q);
+
+            if (ngx_http_llm_rstore_settle_send(pd) != NGX_OK) {
+                ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                              "llm_redis: usage of \"%V\" not settled: "
+                              "no memory", &pd->account);
+            }
+
+            ngx_free(pd);
+        }
+    }
+}
+
+
+/*
+ * One settle goes as the settle script (KEYS: the windows it changes;
+ * ARGV: its reservation's time, per window: period, actual - reserved),
+ * more as the settles script (KEYS: the windows any of them changes;
+ * ARGV: per window: period; per settle: time, per window: difference).
+ */
+
+static ngx_int_t
+ngx_http_llm_rstore_settle_send(ngx_http_llm_rstore_pending_t *pd)
+{
+    size_t                          strings;
+    int64_t                         d;
+    ngx_uint_t                      i, j, n, nwin;
+    ngx_uint_t                      changed[NGX_HTTP_LLM_WINDOWS_MAX];
+    ngx_http_llm_window_conf_t     *wc;
+    ngx_http_llm_redis_script_t    *script;
+    ngx_http_llm_rstore_settle_t   *op;
+
+    nwin = pd->tier->windows.nelts;
+    wc = pd->tier->windows.elts;
+
+    n = 0;
+    strings = NGX_INT64_LEN + 64;
+
+    for (i = 0; i < nwin; i++) {
+        changed[i] = 0;
+
+        for (j = 0; j < pd->nrec; j++) {
+            if (pd->rec[j].diff[wc[i].dim] != 0) {
+                changed[i] = 1;
+                break;
+            }
+        }
+
+        if (changed[i]) {
+            n++;
+            strings += pd->wkeys[i].len + (NGX_INT64_LEN + 1)
+                       + pd->nrec * (NGX_INT64_LEN + 1);
+        }
+    }
+
+    strings += pd->nrec * (NGX_INT64_LEN + 1);
+
+    script = &ngx_http_llm_rstore_scripts[pd->nrec == 1
+                                          ? NGX_HTTP_LLM_SCRIPT_SETTLE
+                                          : NGX_HTTP_LLM_SCRIPT_SETTLES];
 
     op = ngx_http_llm_redis_cmd(sizeof(ngx_http_llm_rstore_settle_t)
-                                + ctx->account.len, script,
-                                3 + n + 1 + 2 * n, strings, &st->conc_key);
+                                + pd->nrec * sizeof(ngx_http_llm_rstore_rec_t)
+                                + pd->account.len,
+                                script, 3 + 2 * n + pd->nrec * (1 + n),
+                                strings, &pd->conc_key);
     if (op == NULL) {
         return NGX_ERROR;
     }
 
-    op->tier = st->tier;
-    op->t0 = st->t0;
-    ngx_memcpy(op->diff, diff, sizeof(diff));
-    op->account.data = (u_char *) (op + 1);
-    op->account.len = ctx->account.len;
-    ngx_memcpy(op->account.data, ctx->account.data, ctx->account.len);
+    op->tier = pd->tier;
+    op->nrec = pd->nrec;
+    op->rec = (ngx_http_llm_rstore_rec_t *) (op + 1);
+    ngx_memcpy(op->rec, pd->rec,
+               pd->nrec * sizeof(ngx_http_llm_rstore_rec_t));
+    op->account.data = (u_char *) (op->rec + pd->nrec);
+    op->account.len = pd->account.len;
+    ngx_memcpy(op->account.data, pd->account.data, pd->account.len);
 
     ngx_http_llm_rstore_num(&op->op, n);
 
     for (i = 0; i < nwin; i++) {
-        if (used[wc[i].dim] != st->d.need[wc[i].dim]) {
-            ngx_http_llm_rstore_arg(&op->op, st->wkeys[i].data,
-                                    st->wkeys[i].len);
+        if (changed[i]) {
+            ngx_http_llm_rstore_arg(&op->op, pd->wkeys[i].data,
+                                    pd->wkeys[i].len);
         }
     }
 
-    ngx_http_llm_rstore_num(&op->op, st->t0);
+    if (pd->nrec == 1) {
+        ngx_http_llm_rstore_num(&op->op, pd->rec[0].t0);
+    }
 
     for (i = 0; i < nwin; i++) {
-        if (used[wc[i].dim] != st->d.need[wc[i].dim]) {
-            delta = (int64_t) used[wc[i].dim]
-                    - (int64_t) st->d.need[wc[i].dim];
+        if (changed[i]) {
             ngx_http_llm_rstore_num(&op->op, wc[i].period);
-            ngx_http_llm_rstore_num(&op->op, delta);
+
+            if (pd->nrec == 1) {
+                ngx_http_llm_rstore_num(&op->op, pd->rec[0].diff[wc[i].dim]);
+            }
+        }
+    }
+
+    for (j = 0; pd->nrec > 1 && j < pd->nrec; j++) {
+        ngx_http_llm_rstore_num(&op->op, pd->rec[j].t0);
+
+        for (i = 0; i < nwin; i++) {
+            if (changed[i]) {
+                d = pd->rec[j].diff[wc[i].dim];
+                ngx_http_llm_rstore_num(&op->op, d);
+            }
         }
     }
 
@@ -430,6 +628,8 @@ static void
 ngx_http_llm_rstore_unsettled(ngx_http_llm_rstore_settle_t *op,
     const char *why)
 {
+    ngx_uint_t  i;
+
     if (ngx_http_llm_redis_exiting()) {
 
         /* the worker's last moments: its replay goes with it */
@@ -440,19 +640,21 @@ ngx_http_llm_rstore_unsettled(ngx_http_llm_rstore_settle_t *op,
         return;
     }
 
-    if (ngx_http_llm_rstore_replay_diff(&op->account, op->tier, op->t0,
-                                        op->diff)
-        == NGX_OK)
-    {
-        ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
-                      "llm_redis: usage of \"%V\" not settled (%s), "
-                      "replayed when Redis is back", &op->account, why);
-        return;
+    for (i = 0; i < op->nrec; i++) {
+        if (ngx_http_llm_rstore_replay_diff(&op->account, op->tier,
+                                            op->rec[i].t0, op->rec[i].diff)
+            != NGX_OK)
+        {
+            ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                          "llm_redis: usage of \"%V\" not settled: %s",
+                          &op->account, why);
+            return;
+        }
     }
 
-    ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
-                  "llm_redis: usage of \"%V\" not settled: %s",
-                  &op->account, why);
+    ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
+                  "llm_redis: usage of \"%V\" not settled (%s), "
+                  "replayed when Redis is back", &op->account, why);
 }
 
 
