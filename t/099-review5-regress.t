@@ -1,0 +1,129 @@
+# Review 5: the token path (issue 3) -- reading the request body, the
+# response observer, the log-phase settle.  Each block is a reproducer
+# of what the review found; it says what a user sees and what SPEC says.
+
+use strict;
+use warnings;
+
+use lib 't/lib';
+use Test::LLM::Nginx;
+use Test::LLM::Keys;
+
+our $KEYS = $Test::LLM::Keys::KEY_FILE;
+our $CAROL = $Test::LLM::Keys::CAROL;
+
+our $Http = <<"_EOC_";
+    llm_zone llm:1m;
+    llm_key_file $KEYS;
+    llm_tier small requests=3/m;
+    llm_tier quota requests=2/d requests=100/m;
+    llm_tier tok tokens=100000/m input_tokens=90000/m output_tokens=50000/m;
+    llm_price gpt-4o input=2.50 output=10.00;
+    log_format llm '\$llm_account|\$llm_model|\$llm_stream|\$llm_prompt_tokens|'
+                   '\$llm_completion_tokens|\$llm_total_tokens|'
+                   '\$llm_tokens_estimated|\$llm_cost|\$status';
+_EOC_
+
+our $Gateway = <<'_EOC_';
+access_log logs/access.log llm;
+llm_default_tier tok;
+location /v1/ {
+    llm_gateway on;
+    proxy_buffering off;
+    proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+}
+location = /usage {
+    llm_usage;
+}
+_EOC_
+
+our $Auth = "Authorization: Bearer $CAROL";
+
+sub chat {
+    my (%o) = @_;
+    my $max = exists $o{max} ? $o{max} : 50;
+    return '{"model":"' . ($o{model} // 'gpt-4o') . '",'
+        . (defined $max ? "\"max_tokens\":$max," : '')
+        . ($o{stream} ? '"stream":true,' : '')
+        . '"messages":[{"role":"user","content":"' . ($o{text} // 'Hi')
+        . '"}]}';
+}
+
+sub post { my ($uri, $body) = @_; "POST $uri\n$body" }
+
+# what /usage says was used in the "tokens" and "output_tokens" windows
+sub used {
+    my $r = http_request("GET /usage", more_headers => $::Auth);
+    my ($tok) = $r->{body} =~ /"tokens","period":"1m","limit":\d+,"used":(\d+)/;
+    my ($out) = $r->{body} =~ /"output_tokens","period":"1m","limit":\d+,"used":(\d+)/;
+    return ($tok, $out, $r->{body});
+}
+
+run_tests();
+
+__DATA__
+
+=== TEST 1: an Anthropic stream the client cuts off is charged what was streamed (SPEC 7: "A client that disconnects mid-stream is charged what was streamed"); message_start's usage says output_tokens 1 and made the observer stop estimating: 13 words went out, 1 output token was charged
+--- http_config eval: $::Http
+--- config eval: $::Gateway
+--- mock eval
+sub { mock_anthropic_stream(delay => 0.1, text => join(' ', ('word') x 40)) }
+--- request eval: ::post("/v1/messages", ::chat(model => "claude-x", stream => 1))
+--- more_headers eval: $::Auth
+--- timeout: 1.5
+--- abort
+--- ignore_response
+--- wait: 0.5
+--- check eval
+sub {
+    my ($tok, $out, $body) = ::used();
+    return (0, "usage: $body") unless defined $out;
+    # about 13 of 40 words went out in 1.5 s (one per 0.1 s)
+    return ($out >= 5 && $out <= 30, "output tokens charged: $out");
+}
+
+
+
+=== TEST 2: a gzip-encoded answer is charged nothing: a client that sends "Accept-Encoding: gzip" to a backend that compresses gets its answers free of every token window (the log line says "its usage is estimated", SPEC 7: the reservation is replaced by reported usage, else estimated); expected: at least the prompt and $llm_tokens_estimated 1
+--- http_config eval: $::Http
+--- config eval: $::Gateway
+--- mock eval
+sub {
+    require IO::Compress::Gzip;
+    my $json = '{"id":"x","model":"gpt-4o","choices":[{"index":0,"message":{"role":"assistant","content":"Hello there"}}],"usage":{"prompt_tokens":10,"completion_tokens":20,"total_tokens":30}}';
+    my $gz;
+    IO::Compress::Gzip::gzip(\$json => \$gz);
+    return { headers => { 'Content-Type' => 'application/json',
+                          'Content-Encoding' => 'gzip' },
+             body => $gz };
+}
+--- request eval: ::post("/v1/chat/completions", ::chat())
+--- more_headers eval: "$::Auth\nAccept-Encoding: gzip"
+--- response_headers
+Content-Encoding: gzip
+--- check eval
+sub {
+    my ($tok, $out, $body) = ::used();
+    return (0, "usage: $body") unless defined $tok;
+    return ($tok > 0, "tokens charged for a whole answer: $tok");
+}
+--- access_log_like
+^carol\|gpt-4o\|0\|[1-9]\d*\|\d+\|[1-9]\d*\|1\|
+
+
+
+=== TEST 3: a model name with CR LF (JSON escapes "\r\n") is taken as is into $llm_model: "proxy_set_header X-Model $llm_model" (a variable SPEC 4 offers "for logs and routing") then writes a header of the client's choosing into the upstream request; SPEC 9: injection gets the 400 invalid_request_error, as a NUL in the model already does
+--- http_config eval: $::Http
+--- config
+llm_default_tier tok;
+location /v1/ {
+    llm_gateway on;
+    proxy_set_header X-Model $llm_model;
+    proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+}
+--- request eval: ::post("/v1/chat/completions", '{"model":"gpt-4o\r\nX-Injected: yes","max_tokens":5,"messages":[{"role":"user","content":"Hi"}]}')
+--- more_headers eval: $::Auth
+--- error_code: 400
+--- response_body_like: "code":"invalid_request_error"
+--- mock_log_unlike
+^X-Injected:
