@@ -127,3 +127,34 @@ location /v1/ {
 --- response_body_like: "code":"invalid_request_error"
 --- mock_log_unlike
 ^X-Injected:
+
+
+
+=== TEST 4: with conf.examples/caching.conf's location (proxy_cache_key $llm_cache_key; GET is always cached), every GET -- and every multipart POST, whose body the gateway does not read -- has an empty $llm_cache_key, so they all share one cache entry: a client asking for its file gets another request's answer from the cache (another account's file, with the per-account key's $llm_account prefix only a same-account mix-up); SPEC 4: $llm_cache_key is the hash of the canonical request
+--- http_config eval
+$::Http . <<'_EOC_';
+    proxy_cache_path cache levels=1 keys_zone=llmcache:1m;
+_EOC_
+--- config
+llm_default_tier tok;
+location /v1/ {
+    llm_gateway on;
+    proxy_cache llmcache;
+    proxy_cache_methods POST;
+    proxy_cache_key $llm_cache_key;
+    proxy_cache_valid 200 10m;
+    proxy_ignore_headers Cache-Control Expires Set-Cookie;
+    add_header X-Cache $upstream_cache_status always;
+    proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+}
+--- mock eval
+sub { my ($req) = @_; return { headers => { 'Content-Type' => 'application/json' }, body => "{\"path\":\"$req->{path}\"}" } }
+--- request eval
+["GET /v1/files/file-AAA/content", "GET /v1/files/file-BBB/content",
+ "POST /v1/audio/transcriptions\n--x\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n\r\nAAA\r\n--x--\r\n",
+ "POST /v1/audio/translations\n--x\r\nContent-Disposition: form-data; name=\"file\"; filename=\"b.wav\"\r\n\r\nBBB\r\n--x--\r\n"]
+--- more_headers eval: "$::Auth\nContent-Type: multipart/form-data; boundary=x"
+--- response_body eval
+['{"path":"/v1/files/file-AAA/content"}', '{"path":"/v1/files/file-BBB/content"}',
+ '{"path":"/v1/audio/transcriptions"}', '{"path":"/v1/audio/translations"}']
+--- mock_count: 4
