@@ -158,3 +158,56 @@ sub { my ($req) = @_; return { headers => { 'Content-Type' => 'application/json'
 ['{"path":"/v1/files/file-AAA/content"}', '{"path":"/v1/files/file-BBB/content"}',
  '{"path":"/v1/audio/transcriptions"}', '{"path":"/v1/audio/translations"}']
 --- mock_count: 4
+
+
+
+=== TEST 5: a GET generates nothing, yet its answer is read for usage: downloading a batch's output file (JSONL whose lines carry each call's "usage") is charged the last line's usage, and listing a thread's messages is charged their text as output tokens; SPEC 7: the backend's reported usage of the call replaces the reservation -- a GET reserves and uses no tokens
+--- http_config eval: $::Http
+--- config eval: $::Gateway
+--- mock eval
+sub {
+    my ($req) = @_;
+    return { headers => { 'Content-Type' => 'application/json' },
+             body => '{"object":"list","data":[{"id":"msg_1","role":"assistant","content":[{"type":"text","text":{"value":"' . join(' ', ('word') x 300) . '"}}]},{"id":"msg_2","content":"' . join(' ', ('word') x 300) . '"}]}' }
+        if $req->{path} =~ /messages/;
+    my $line = '{"id":"batch_req_1","custom_id":"r1","response":{"status_code":200,"body":{"model":"gpt-4o","choices":[],"usage":{"prompt_tokens":4000,"completion_tokens":3000,"total_tokens":7000}}}}';
+    return { headers => { 'Content-Type' => 'application/octet-stream' },
+             body => "$line\n$line\n" };
+}
+--- request eval
+["GET /v1/files/file-abc/content", "GET /v1/threads/thread_1/messages"]
+--- more_headers eval: $::Auth
+--- check eval
+sub {
+    my ($tok, $out, $body) = ::used();
+    return (0, "usage: $body") unless defined $tok;
+    return ($tok == 0, "tokens charged for two GETs: $tok");
+}
+
+
+
+=== TEST 6: an OpenAI Responses API stream (text in "delta" strings of response.output_text.delta events) that the client cuts off is charged no output token: the observer counts "content", "text", ... but not "delta"; SPEC 7: "A client that disconnects mid-stream is charged what was streamed"
+--- http_config eval: $::Http
+--- config eval: $::Gateway
+--- mock eval
+sub {
+    my @ev = ("event: response.created\ndata: {\"type\":\"response.created\",\"response\":{\"id\":\"resp_1\",\"model\":\"gpt-4o\",\"status\":\"in_progress\",\"output\":[],\"usage\":null}}\n\n");
+    for my $i (1 .. 40) {
+        push @ev, { delay => 0.1 },
+            "event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"item_id\":\"msg_1\",\"output_index\":0,\"content_index\":0,\"delta\":\"word \"}\n\n";
+    }
+    return { headers => { 'Content-Type' => 'text/event-stream' }, chunks => \@ev };
+}
+--- request eval: ::post("/v1/responses", '{"model":"gpt-4o","stream":true,"max_output_tokens":500,"input":"Say word forty times"}')
+--- more_headers eval: $::Auth
+--- timeout: 1.5
+--- abort
+--- ignore_response
+--- wait: 0.5
+--- check eval
+sub {
+    my ($tok, $out, $body) = ::used();
+    return (0, "usage: $body") unless defined $out;
+    # about 13 of 40 words went out in 1.5 s (one per 0.1 s)
+    return ($out >= 5 && $out <= 30, "output tokens charged: $out");
+}
