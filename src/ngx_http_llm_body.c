@@ -292,7 +292,13 @@ ngx_http_llm_body_gemini(ngx_http_request_t *r, ngx_http_llm_tally_t *t)
         return;
     }
 
-    for (p = colon; p > r->uri.data && p[-1] != '/'; p--) { /* void */ }
+    /* the URI is decoded: %0D%0A is no part of a model's name */
+
+    for (p = colon; p > r->uri.data && p[-1] != '/'; p--) {
+        if (p[-1] < 0x20 || p[-1] == 0x7f) {
+            return;
+        }
+    }
 
     if (colon - p > 0 && colon - p <= NGX_HTTP_LLM_MODEL_MAX) {
         t->model.data = p;
@@ -332,6 +338,35 @@ ngx_http_llm_body_replace(ngx_http_request_t *r, ngx_str_t *body)
     r->headers_in.content_length_n = body->len;
 
     return NGX_OK;
+}
+
+
+/*
+ * $llm_cache_key of a request whose body was not read: without a body
+ * (GET), of the method and the URI alone; with a body the gateway does
+ * not read (a multipart upload), a key no other request has, so that
+ * proxy_cache never answers one with another's answer.
+ */
+
+ngx_int_t
+ngx_http_llm_body_unread_cache_key(ngx_http_request_t *r,
+    ngx_http_llm_tally_t *t)
+{
+    ngx_str_t  unique;
+    u_char     buf[NGX_INT64_LEN * 5 + 8];
+
+    ngx_str_null(&unique);
+
+    if (r->headers_in.content_length_n > 0 || r->headers_in.chunked) {
+        unique.data = buf;
+        unique.len = ngx_sprintf(buf, "%P %uA %ui %T.%M", ngx_pid,
+                                 r->connection->number,
+                                 r->connection->requests, r->start_sec,
+                                 r->start_msec)
+                     - buf;
+    }
+
+    return ngx_http_llm_body_cache_key(r, t, &unique);
 }
 
 

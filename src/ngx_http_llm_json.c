@@ -476,6 +476,7 @@ static ngx_int_t
 ngx_http_llm_json_model(ngx_http_llm_jtape_t *t,
     ngx_http_llm_request_info_t *info, ngx_str_t *error)
 {
+    size_t      i;
     ngx_str_t   s;
     ngx_uint_t  v;
 
@@ -492,9 +493,15 @@ ngx_http_llm_json_model(ngx_http_llm_jtape_t *t,
 
     (void) ngx_http_llm_jtape_str(t, v, &s);
 
-    if (s.len > NGX_HTTP_LLM_MODEL_MAX
-        || (t->tok[v].flags & NGX_HTTP_LLM_JT_NUL))
-    {
+    /* a control character (CR LF) would go into a header with $llm_model */
+
+    for (i = 0; i < s.len; i++) {
+        if (s.data[i] < 0x20 || s.data[i] == 0x7f) {
+            break;
+        }
+    }
+
+    if (s.len > NGX_HTTP_LLM_MODEL_MAX || i < s.len) {
         ngx_str_set(error, "\"model\" is not a valid model name");
         return NGX_DECLINED;
     }
