@@ -211,3 +211,28 @@ sub {
     # about 13 of 40 words went out in 1.5 s (one per 0.1 s)
     return ($out >= 5 && $out <= 30, "output tokens charged: $out");
 }
+
+
+
+=== TEST 7: "llm_stream_usage on" adds stream_options.include_usage to an OpenAI Responses API stream too (POST /v1/responses), whose stream_options knows only include_obfuscation and whose response.completed event carries the usage anyway: OpenAI refuses an unknown parameter with a 400, so every streamed Responses call through such a location fails; only chat completions and completions take include_usage
+--- http_config eval: $::Http
+--- config
+llm_default_tier tok;
+location /v1/ {
+    llm_gateway on;
+    llm_stream_usage on;
+    proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+}
+--- mock eval
+sub { return { headers => { 'Content-Type' => 'text/event-stream' }, body => "event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"usage\":{\"input_tokens\":5,\"output_tokens\":7}}}\n\n" } }
+--- request eval
+[::post("/v1/responses", '{"model":"gpt-4o","stream":true,"input":"Hi"}'),
+ ::post("/v1/chat/completions", ::chat(stream => 1))]
+--- more_headers eval: $::Auth
+--- check eval
+sub {
+    my @r = mock_requests();
+    return (0, "responses: $r[0]{body}") if $r[0]{body} =~ /include_usage/;
+    return (0, "chat: $r[1]{body}") unless $r[1]{body} =~ /include_usage/;
+    return 1;
+}
