@@ -121,6 +121,7 @@ ngx_http_llm_body_parse(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     ngx_http_llm_request_info_t   info;
 
     static ngx_str_t  embeddings = ngx_string("/embeddings");
+    static ngx_str_t  responses = ngx_string("/responses");
 
     t = ctx->tally;
 
@@ -173,8 +174,17 @@ ngx_http_llm_body_parse(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
                    "output:%ui in %uz bytes",
                    &t->model, t->stream, t->prompt, t->output, body.len);
 
+    /*
+     * the Responses API tells its usage in response.completed, and its
+     * stream_options takes no include_usage
+     */
+
     if (llcf->stream_usage && info.stream && !info.has_include_usage
-        && ctx->api == NGX_HTTP_LLM_API_OPENAI)
+        && ctx->api == NGX_HTTP_LLM_API_OPENAI
+        && !(r->uri.len >= responses.len
+             && ngx_strncmp(r->uri.data + r->uri.len - responses.len,
+                            responses.data, responses.len)
+                == 0))
     {
         rc = ngx_http_llm_json_include_usage(r->pool, body.data, body.len,
                                              &info, &with);
