@@ -236,3 +236,40 @@ sub {
     return (0, "chat: $r[1]{body}") unless $r[1]{body} =~ /include_usage/;
     return 1;
 }
+
+
+
+=== TEST 8: POST endpoints of the three APIs whose bodies are not a generation are refused with a 400 before the backend sees them, at a token-counted "location /v1/" (every example's): Anthropic's token counting (/v1/messages/count_tokens: messages without max_tokens, "max_tokens: Field required") and Message Batches ({"requests":[...]}), OpenAI's Batch API ({"input_file_id":...}) and Gemini's embedContent ({"content":...}, "request has no contents array"); SPEC 4 gives the 400 to a body that is not the API's shape, and these are the APIs' own shapes: they should reach the backend, and count_tokens reserves no output
+--- http_config eval: $::Http
+--- config
+access_log logs/access.log llm;
+llm_default_tier tok;
+location /v1/ {
+    llm_gateway on;
+    proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+}
+location /v1beta/ {
+    llm_gateway on;
+    proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+}
+location = /usage {
+    llm_usage;
+}
+--- mock eval
+sub {
+    my ($req) = @_;
+    return { headers => { 'Content-Type' => 'application/json' },
+             body => $req->{path} =~ /count_tokens/ ? '{"input_tokens":12}'
+                     : $req->{path} =~ /embedContent/ ? '{"embedding":{"values":[0.1,0.2]}}'
+                     : '{"id":"batch_1","object":"batch","status":"validating"}' };
+}
+--- request eval
+[::post("/v1/messages/count_tokens", '{"model":"claude-x","messages":[{"role":"user","content":"Hi"}]}'),
+ ::post("/v1/messages/batches", '{"requests":[{"custom_id":"r1","params":{"model":"claude-x","max_tokens":100,"messages":[{"role":"user","content":"Hi"}]}}]}'),
+ ::post("/v1/batches", '{"input_file_id":"file-abc","endpoint":"/v1/chat/completions","completion_window":"24h"}'),
+ ::post("/v1beta/models/text-embedding-004:embedContent", '{"content":{"parts":[{"text":"Hi"}]}}'),
+ "GET /usage"]
+--- more_headers eval: $::Auth
+--- response_body_like eval
+['"input_tokens":12', '"id":"batch_1"', '"id":"batch_1"', '"embedding"', '"dimension":"output_tokens","period":"1m","limit":50000,"used":0,']
+--- mock_count: 4
