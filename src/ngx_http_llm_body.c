@@ -22,6 +22,8 @@
 
 
 static void ngx_http_llm_body_handler(ngx_http_request_t *r);
+static ngx_uint_t ngx_http_llm_body_uri_ends(ngx_http_request_t *r,
+    ngx_str_t *names);
 static void ngx_http_llm_body_gemini(ngx_http_request_t *r,
     ngx_http_llm_tally_t *t);
 static ngx_int_t ngx_http_llm_body_replace(ngx_http_request_t *r,
@@ -105,8 +107,10 @@ ngx_http_llm_body_handler(ngx_http_request_t *r)
 
 
 /*
- * Reads what the body says.  NGX_OK; NGX_DECLINED with "error" set: a
- * 400 invalid_request_error; NGX_ERROR.
+ * Reads what the body says.  NGX_OK (also for a body, at another
+ * endpoint than a generation's, that has no prompt: it is not read
+ * further); NGX_DECLINED with "error" set: a 400 invalid_request_error;
+ * NGX_ERROR.
  */
 
 ngx_int_t
@@ -120,8 +124,21 @@ ngx_http_llm_body_parse(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     ngx_http_llm_main_conf_t     *lmcf;
     ngx_http_llm_request_info_t   info;
 
-    static ngx_str_t  embeddings = ngx_string("/embeddings");
-    static ngx_str_t  responses = ngx_string("/responses");
+    static ngx_str_t  generates[] = {
+        ngx_string("/chat/completions"), ngx_string("/completions"),
+        ngx_string("/messages"), ngx_string("/responses"),
+        ngx_string("/embeddings"), ngx_string(":generateContent"),
+        ngx_string(":streamGenerateContent"), ngx_null_string
+    };
+
+    static ngx_str_t  no_output[] = {
+        ngx_string("/embeddings"), ngx_string("/count_tokens"),
+        ngx_string(":countTokens"), ngx_null_string
+    };
+
+    static ngx_str_t  responses[] = {
+        ngx_string("/responses"), ngx_null_string
+    };
 
     t = ctx->tally;
 
@@ -137,6 +154,18 @@ ngx_http_llm_body_parse(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
                                              lmcf->cache_key ? &canonical
                                                              : NULL,
                                              error, lmcf->bpe);
+
+    if (rc == NGX_DECLINED && (info.no_prompt || info.no_max)
+        && !ngx_http_llm_body_uri_ends(r, generates))
+    {
+        /*
+         * a body of the API's that prompts nothing (batches, token
+         * counting, embedContent): the request alone is reserved
+         */
+
+        return NGX_OK;
+    }
+
     if (rc != NGX_OK) {
         return rc;
     }
@@ -153,13 +182,9 @@ ngx_http_llm_body_parse(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
                 + info.messages * NGX_HTTP_LLM_TOKENS_PER_MESSAGE
                 + (info.messages ? NGX_HTTP_LLM_TOKENS_PER_REQUEST : 0);
 
-    /* an embedding answers with numbers, not tokens */
+    /* an embedding answers with numbers, a token count with a count */
 
-    if (r->uri.len >= embeddings.len
-        && ngx_strncmp(r->uri.data + r->uri.len - embeddings.len,
-                       embeddings.data, embeddings.len)
-           == 0)
-    {
+    if (ngx_http_llm_body_uri_ends(r, no_output)) {
         out = 0;
 
     } else {
@@ -181,10 +206,7 @@ ngx_http_llm_body_parse(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
 
     if (llcf->stream_usage && info.stream && !info.has_include_usage
         && ctx->api == NGX_HTTP_LLM_API_OPENAI
-        && !(r->uri.len >= responses.len
-             && ngx_strncmp(r->uri.data + r->uri.len - responses.len,
-                            responses.data, responses.len)
-                == 0))
+        && !ngx_http_llm_body_uri_ends(r, responses))
     {
         rc = ngx_http_llm_json_include_usage(r->pool, body.data, body.len,
                                              &info, &with);
@@ -202,6 +224,23 @@ ngx_http_llm_body_parse(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     }
 
     return NGX_OK;
+}
+
+
+static ngx_uint_t
+ngx_http_llm_body_uri_ends(ngx_http_request_t *r, ngx_str_t *names)
+{
+    for ( /* void */ ; names->len; names++) {
+        if (r->uri.len >= names->len
+            && ngx_strncmp(r->uri.data + r->uri.len - names->len,
+                           names->data, names->len)
+               == 0)
+        {
+            return 1;
+        }
+    }
+
+    return 0;
 }
 
 

@@ -223,6 +223,7 @@ ngx_http_llm_json_openai(ngx_http_llm_jtape_t *t,
         ngx_http_llm_json_input(t, v, info, 0);
 
     } else {
+        info->no_prompt = 1;
         ngx_str_set(error,
                     "request has no \"messages\", \"prompt\" or \"input\"");
         return NGX_DECLINED;
@@ -281,6 +282,7 @@ ngx_http_llm_json_anthropic(ngx_http_llm_jtape_t *t,
         m = jt_get(1, "prompt");
 
         if (!jt_is(m, STRING)) {
+            info->no_prompt = (m == 0);
             ngx_str_set(error, "request has no \"messages\"");
             return NGX_DECLINED;
         }
@@ -296,6 +298,7 @@ ngx_http_llm_json_anthropic(ngx_http_llm_jtape_t *t,
 
     if (info->max_tokens == -1) {
         /* the Messages API requires it; say so before the backend does */
+        info->no_max = 1;
         ngx_str_set(error, "max_tokens: Field required");
         return NGX_DECLINED;
     }
@@ -426,6 +429,7 @@ ngx_http_llm_json_gemini(ngx_http_llm_jtape_t *t,
     }
 
     if (!jt_is(v, ARRAY)) {
+        info->no_prompt = (v == 0);
         ngx_str_set(error, "request has no \"contents\" array");
         return NGX_DECLINED;
     }
