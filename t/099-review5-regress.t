@@ -59,6 +59,78 @@ sub used {
     return ($tok, $out, $r->{body});
 }
 
+# conf.examples/NAME rendered and started as t/074-examples.t does (its
+# "# run: NAME" lines only); returns (port, stop sub, dir)
+sub start_example {
+    my ($name, %run) = @_;
+
+    require IO::Socket::INET;
+    require Time::HiRes;
+
+    my $c   = harness_config();
+    my $dir = servroot() . "/example";
+    mkdir $dir;
+    mkdir "$dir/$_" for qw(logs conf tmp);
+
+    my $sock = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0,
+                                     Listen => 1) or die "port: $!";
+    my $port = $sock->sockport;
+    close $sock;
+
+    my ($line) = grep { / carol$/ } do {
+        open my $k, '<', $KEYS or die $!; <$k> };
+    open my $kf, '>', "$dir/keys.txt" or die $!;
+    print $kf $line;
+    close $kf;
+
+    my %lines = (
+        pid         => "pid $dir/nginx.pid;",
+        error_log   => "error_log $dir/logs/error.log info;",
+        load_module => "load_module $c->{module};",
+        access_log  => "access_log $dir/logs/access.log llm;",
+        key_file    => "llm_key_file $dir/keys.txt;",
+        listen      => "listen 127.0.0.1:$port;",
+        backend     => "server 127.0.0.1:$ENV{TEST_NGINX_MOCK_PORT};",
+        %run,
+    );
+
+    open my $in, '<', "conf.examples/$name" or die "$name: $!";
+    my $conf = '';
+    while (my $l = <$in>) {
+        if ($l =~ /^(\s*).*#\s*run:\s*(\S+)\s*$/) {
+            my ($indent, $k) = ($1, $2);
+            $l = exists $lines{$k} ? "$indent$lines{$k}\n" : $l;
+        }
+        $conf .= $l;
+    }
+    $conf = ($> == 0 ? "user root root;\n" : '') . $conf;
+
+    open my $out, '>', "$dir/conf/nginx.conf" or die $!;
+    print $out $conf;
+    close $out;
+
+    my $t = `$c->{nginx} -p $dir/ -c conf/nginx.conf -t 2>&1`;
+    die "nginx -t on conf.examples/$name:\n$t" if $?;
+
+    system($c->{nginx}, '-p', "$dir/", '-c', 'conf/nginx.conf') == 0
+        or die "cannot start conf.examples/$name";
+
+    for (1 .. 50) {
+        last if IO::Socket::INET->new(PeerAddr => "127.0.0.1:$port");
+        Time::HiRes::sleep(0.1);
+    }
+
+    my $stop = sub {
+        open my $p, '<', "$dir/nginx.pid" or return;
+        my $pid = <$p>;
+        chomp $pid;
+        kill 'QUIT', $pid;
+        for (1 .. 50) { last unless kill 0, $pid; Time::HiRes::sleep(0.1) }
+    };
+
+    return ($port, $stop, $dir);
+}
+
 run_tests();
 
 __DATA__
@@ -273,3 +345,34 @@ sub {
 --- response_body_like eval
 ['"input_tokens":12', '"id":"batch_1"', '"id":"batch_1"', '"embedding"', '"dimension":"output_tokens","period":"1m","limit":50000,"used":0,']
 --- mock_count: 4
+
+
+
+=== TEST 9: conf.examples/caching.conf caches GETs for an hour: proxy_cache always adds GET and HEAD to proxy_cache_methods ("LLM calls are POSTs", says its comment), so polling a batch's status (GET /v1/batches/ID) answers "in_progress" from the cache for an hour after the backend says "completed"
+--- config
+location = /x { return 204; }
+--- request
+GET /x
+--- error_code: 204
+--- mock eval
+sub {
+    my ($req) = @_;
+    return { headers => { 'Content-Type' => 'application/json' },
+             body => '{"id":"batch_1","status":"' . ($req->{n} == 1 ? 'in_progress' : 'completed') . '"}' };
+}
+--- check eval
+sub {
+    my ($port, $stop, $dir) = ::start_example('caching.conf',
+        cache => "proxy_cache_path " . servroot() . "/example/cache keys_zone=llm_cache:1m");
+
+    my @r = map {
+        http_request("GET /v1/batches/batch_1", port => $port,
+                     more_headers => "Authorization: Bearer $::CAROL")
+    } 1 .. 2;
+
+    $stop->();
+
+    return (0, "second poll: $r[1]{status} $r[1]{body}")
+        unless $r[1]{body} =~ /completed/;
+    return 1;
+}
