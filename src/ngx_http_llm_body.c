@@ -108,9 +108,9 @@ ngx_http_llm_body_handler(ngx_http_request_t *r)
 
 /*
  * Reads what the body says.  NGX_OK (also for a body, at another
- * endpoint than a generation's, that has no prompt: it is not read
- * further); NGX_DECLINED with "error" set: a 400 invalid_request_error;
- * NGX_ERROR.
+ * endpoint than a generation's, that has no prompt: only the answer's
+ * maximum is reserved); NGX_DECLINED with "error" set: a 400
+ * invalid_request_error; NGX_ERROR.
  */
 
 ngx_int_t
@@ -160,8 +160,14 @@ ngx_http_llm_body_parse(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     {
         /*
          * a body of the API's that prompts nothing (batches, token
-         * counting, embedContent): the request alone is reserved
+         * counting, embedContent, an assistant's run): what it starts
+         * may still generate, and reserves the default answer
          */
+
+        t->parsed = 1;
+        t->stream = info.stream;
+        t->output = ngx_http_llm_body_uri_ends(r, no_output)
+                    ? 0 : llcf->max_tokens_default;
 
         return NGX_OK;
     }

@@ -376,3 +376,24 @@ sub {
         unless $r[1]{body} =~ /completed/;
     return 1;
 }
+
+
+
+=== TEST 10: (guards TEST 8's fix) a body that prompts nothing is let through but reserves the default answer: an assistant's run, which generates, is refused once the output window cannot hold llm_max_tokens_default, not admitted at no cost (SPEC 9: token windows never over-admit by more than the reservations in flight)
+--- http_config eval
+$::Http . "    llm_tier out output_tokens=1500/m;\n"
+--- config
+llm_default_tier out;
+location /v1/ {
+    llm_gateway on;
+    proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+}
+--- mock eval
+sub { return { headers => { 'Content-Type' => 'application/json' },
+               body => '{"id":"run_1","object":"thread.run","status":"completed","usage":{"prompt_tokens":10,"completion_tokens":1000,"total_tokens":1010}}' } }
+--- request eval
+[::post("/v1/threads/thread_1/runs", '{"assistant_id":"asst_1"}'),
+ ::post("/v1/threads/thread_1/runs", '{"assistant_id":"asst_1"}')]
+--- more_headers eval: $::Auth
+--- error_code eval: [200, 429]
+--- mock_count: 1
