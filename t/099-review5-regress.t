@@ -397,3 +397,22 @@ sub { return { headers => { 'Content-Type' => 'application/json' },
 --- more_headers eval: $::Auth
 --- error_code eval: [200, 429]
 --- mock_count: 1
+
+
+
+=== TEST 11: Gemini's countTokens (free, answers {"totalTokens":N}) is charged its prompt's estimate in the token windows, and reserves maxOutputTokens or llm_max_tokens_default: a client that counts before it sends pays twice; a token count generates nothing and costs nothing (Anthropic's count_tokens costs nothing since TEST 8's fix)
+--- http_config eval: $::Http
+--- config eval: $::Gateway . "location /v1beta/ { llm_gateway on; proxy_pass http://127.0.0.1:\$TEST_NGINX_MOCK_PORT; }\n"
+--- mock eval
+sub { return { headers => { 'Content-Type' => 'application/json' }, body => '{"totalTokens":250}' } }
+--- request eval
+::post("/v1beta/models/gemini-2.0-flash:countTokens", '{"contents":[{"role":"user","parts":[{"text":"' . join(' ', ('word') x 200) . '"}]}]}')
+--- more_headers eval: $::Auth
+--- response_headers_like
+x-ratelimit-remaining-tokens: ^100000$
+--- check eval
+sub {
+    my ($tok, $out, $body) = ::used();
+    return (0, "usage: $body") unless defined $tok;
+    return ($tok == 0, "tokens charged for a token count: $tok");
+}
