@@ -131,9 +131,13 @@ ngx_http_llm_body_parse(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
         ngx_string(":streamGenerateContent"), ngx_null_string
     };
 
-    static ngx_str_t  no_output[] = {
-        ngx_string("/embeddings"), ngx_string("/count_tokens"),
-        ngx_string(":countTokens"), ngx_null_string
+    static ngx_str_t  embeddings[] = {
+        ngx_string("/embeddings"), ngx_null_string
+    };
+
+    static ngx_str_t  counts[] = {
+        ngx_string("/count_tokens"), ngx_string(":countTokens"),
+        ngx_null_string
     };
 
     static ngx_str_t  responses[] = {
@@ -166,7 +170,7 @@ ngx_http_llm_body_parse(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
 
         t->parsed = 1;
         t->stream = info.stream;
-        t->output = ngx_http_llm_body_uri_ends(r, no_output)
+        t->output = ngx_http_llm_body_uri_ends(r, counts)
                     ? 0 : llcf->max_tokens_default;
 
         return NGX_OK;
@@ -188,9 +192,13 @@ ngx_http_llm_body_parse(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
                 + info.messages * NGX_HTTP_LLM_TOKENS_PER_MESSAGE
                 + (info.messages ? NGX_HTTP_LLM_TOKENS_PER_REQUEST : 0);
 
-    /* an embedding answers with numbers, a token count with a count */
+    /* an embedding answers with numbers; a token count costs nothing */
 
-    if (ngx_http_llm_body_uri_ends(r, no_output)) {
+    if (ngx_http_llm_body_uri_ends(r, counts)) {
+        t->prompt = 0;
+        out = 0;
+
+    } else if (ngx_http_llm_body_uri_ends(r, embeddings)) {
         out = 0;
 
     } else {
