@@ -416,3 +416,26 @@ sub {
     return (0, "usage: $body") unless defined $tok;
     return ($tok == 0, "tokens charged for a token count: $tok");
 }
+
+
+
+=== TEST 12: with "satisfy any", an access module that grants access (allow) ends the access phase before the gateway's handler, which runs last: a client from an allowed address is neither authenticated nor counted, and its own API key goes upstream (SPEC 4: every credential form is removed from what goes upstream; SPEC 1: keys are authenticated in the access phase)
+--- http_config eval: $::Http
+--- config
+llm_default_tier small;
+location /v1/ {
+    satisfy any;
+    allow 127.0.0.1;
+    deny all;
+    auth_basic "x";
+    auth_basic_user_file /nonexistent;
+    llm_gateway on;
+    proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+}
+--- request eval
+["GET /v1/models", "GET /v1/models", "GET /v1/models", "GET /v1/models", "GET /v1/models"]
+--- more_headers
+Authorization: Bearer sk-llm-not-a-key-of-anyone-aaaaaaaaaaaaaaaaaaaaaaaaaa
+--- error_code: 401
+--- mock_log_unlike
+sk-llm-not-a-key
