@@ -439,3 +439,44 @@ Authorization: Bearer sk-llm-not-a-key-of-anyone-aaaaaaaaaaaaaaaaaaaaaaaaaa
 --- error_code: 401
 --- mock_log_unlike
 sk-llm-not-a-key
+
+
+
+=== TEST 13: (guards TEST 12's fix) with "satisfy any" the gateway decides first and the others after it: a valid key from an allowed address is counted (tier small: 3 a minute)
+--- http_config eval: $::Http
+--- config
+location /v1/ {
+    satisfy any;
+    allow 127.0.0.1;
+    deny all;
+    auth_basic "x";
+    auth_basic_user_file /nonexistent;
+    llm_gateway on;
+    proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+}
+--- request eval
+["GET /v1/models", "GET /v1/models", "GET /v1/models", "GET /v1/models"]
+--- more_headers eval: "Authorization: Bearer $Test::LLM::Keys::ALICE"
+--- error_code eval: [200, 200, 200, 429]
+--- mock_count: 3
+
+
+
+=== TEST 14: (guards TEST 12's fix) with "satisfy any", a valid key from a denied address without basic credentials gets nginx's 401
+--- http_config eval: $::Http
+--- config
+location /v2/ {
+    satisfy any;
+    deny all;
+    auth_basic "x";
+    auth_basic_user_file /dev/null;
+    llm_gateway on;
+    proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+}
+--- request
+GET /v2/models
+--- more_headers eval: $::Auth
+--- error_code: 401
+--- response_headers_like
+WWW-Authenticate: Basic
+--- mock_count: 0
