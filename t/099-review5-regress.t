@@ -480,3 +480,29 @@ GET /v2/models
 --- response_headers_like
 WWW-Authenticate: Basic
 --- mock_count: 0
+
+
+
+=== TEST 15: "llm_api auto" takes any URI with "/messages" for Anthropic's, so OpenAI's Assistants API (POST /v1/threads/ID/messages, {"role","content"}) is read as an Anthropic Messages request and refused with a 400 "request has no \"messages\"" in Anthropic's shape; SPEC 3: auto picks the format by URI, and this URI is OpenAI's
+--- http_config eval: $::Http
+--- config eval: $::Gateway
+--- mock eval
+sub { return { headers => { 'Content-Type' => 'application/json' }, body => '{"id":"msg_1","object":"thread.message","role":"user"}' } }
+--- request eval
+[::post("/v1/threads/thread_1/messages", '{"role":"user","content":"Hi"}'),
+ "GET /v1/threads/thread_1/messages"]
+--- more_headers eval: "Authorization: Bearer sk-llm-wrong"
+--- error_code: 401
+--- response_body_like: ^\{"error":\{"message":"Incorrect API key provided\.","type":"invalid_request_error","param":null,"code":"invalid_api_key"\}\}$
+
+
+
+=== TEST 16: the same with a valid key: the Assistants message reaches the backend
+--- http_config eval: $::Http
+--- config eval: $::Gateway
+--- mock eval
+sub { return { headers => { 'Content-Type' => 'application/json' }, body => '{"id":"msg_1","object":"thread.message","role":"user"}' } }
+--- request eval: ::post("/v1/threads/thread_1/messages", '{"role":"user","content":"Hi"}')
+--- more_headers eval: $::Auth
+--- response_body_like: "thread\.message"
+--- mock_count: 1
