@@ -124,12 +124,23 @@ ngx_http_llm_body_parse(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     ngx_http_llm_main_conf_t     *lmcf;
     ngx_http_llm_request_info_t   info;
 
-    static ngx_str_t  generates[] = {
-        ngx_string("/chat/completions"), ngx_string("/completions"),
-        ngx_string("/messages"), ngx_string("/responses"),
-        ngx_string("/embeddings"), ngx_string(":generateContent"),
-        ngx_string(":streamGenerateContent"), ngx_null_string
+    /* where each API generates, by NGX_HTTP_LLM_API_* */
+
+    static ngx_str_t  openai[] = {
+        ngx_string("/completions"), ngx_string("/responses"),
+        ngx_string("/embeddings"), ngx_null_string
     };
+
+    static ngx_str_t  anthropic[] = {
+        ngx_string("/messages"), ngx_string("/complete"), ngx_null_string
+    };
+
+    static ngx_str_t  gemini[] = {
+        ngx_string(":generateContent"), ngx_string(":streamGenerateContent"),
+        ngx_null_string
+    };
+
+    static ngx_str_t  *generates[] = { openai, openai, anthropic, gemini };
 
     static ngx_str_t  embeddings[] = {
         ngx_string("/embeddings"), ngx_null_string
@@ -160,7 +171,7 @@ ngx_http_llm_body_parse(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
                                              error, lmcf->bpe);
 
     if (rc == NGX_DECLINED && (info.no_prompt || info.no_max)
-        && !ngx_http_llm_body_uri_ends(r, generates))
+        && !ngx_http_llm_body_uri_ends(r, generates[ctx->api]))
     {
         /*
          * a body of the API's that prompts nothing (batches, token
