@@ -24,6 +24,7 @@
 #include "ngx_http_llm_rkeys.h"
 
 
+static ngx_int_t ngx_http_llm_access(ngx_http_request_t *r);
 static ngx_pool_cleanup_t *ngx_http_llm_ctx_cleanup(ngx_http_request_t *r);
 static ngx_int_t ngx_http_llm_refuse(ngx_http_request_t *r,
     ngx_http_llm_ctx_t *ctx, ngx_http_llm_err_e err, ngx_str_t *message);
@@ -40,8 +41,46 @@ typedef struct {
 } ngx_http_llm_cleanup_t;
 
 
+/*
+ * The gateway runs last in the access phase, so that a request that
+ * allow/deny, auth_basic or auth_request refuse is not counted; with
+ * "satisfy any", where a module that grants access ends the phase, it
+ * runs first (ngx_http_llm_access_any_handler) and the others decide
+ * after it.
+ */
+
 ngx_int_t
 ngx_http_llm_access_handler(ngx_http_request_t *r)
+{
+    ngx_http_core_loc_conf_t  *clcf;
+
+    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+
+    if (clcf->satisfy == NGX_HTTP_SATISFY_ANY) {
+        return NGX_DECLINED;
+    }
+
+    return ngx_http_llm_access(r);
+}
+
+
+ngx_int_t
+ngx_http_llm_access_any_handler(ngx_http_request_t *r)
+{
+    ngx_http_core_loc_conf_t  *clcf;
+
+    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+
+    if (clcf->satisfy != NGX_HTTP_SATISFY_ANY) {
+        return NGX_DECLINED;
+    }
+
+    return ngx_http_llm_access(r);
+}
+
+
+static ngx_int_t
+ngx_http_llm_access(ngx_http_request_t *r)
 {
     ngx_int_t                 rc;
     ngx_str_t                 msg;

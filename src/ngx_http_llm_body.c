@@ -22,6 +22,8 @@
 
 
 static void ngx_http_llm_body_handler(ngx_http_request_t *r);
+static ngx_uint_t ngx_http_llm_body_uri_ends(ngx_http_request_t *r,
+    ngx_str_t *names);
 static void ngx_http_llm_body_gemini(ngx_http_request_t *r,
     ngx_http_llm_tally_t *t);
 static ngx_int_t ngx_http_llm_body_replace(ngx_http_request_t *r,
@@ -105,8 +107,10 @@ ngx_http_llm_body_handler(ngx_http_request_t *r)
 
 
 /*
- * Reads what the body says.  NGX_OK; NGX_DECLINED with "error" set: a
- * 400 invalid_request_error; NGX_ERROR.
+ * Reads what the body says.  NGX_OK (also for a body, at another
+ * endpoint than a generation's, that has no prompt: only the answer's
+ * maximum is reserved); NGX_DECLINED with "error" set: a 400
+ * invalid_request_error; NGX_ERROR.
  */
 
 ngx_int_t
@@ -120,7 +124,36 @@ ngx_http_llm_body_parse(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     ngx_http_llm_main_conf_t     *lmcf;
     ngx_http_llm_request_info_t   info;
 
-    static ngx_str_t  embeddings = ngx_string("/embeddings");
+    /* where each API generates, by NGX_HTTP_LLM_API_* */
+
+    static ngx_str_t  openai[] = {
+        ngx_string("/completions"), ngx_string("/responses"),
+        ngx_string("/embeddings"), ngx_null_string
+    };
+
+    static ngx_str_t  anthropic[] = {
+        ngx_string("/messages"), ngx_string("/complete"), ngx_null_string
+    };
+
+    static ngx_str_t  gemini[] = {
+        ngx_string(":generateContent"), ngx_string(":streamGenerateContent"),
+        ngx_null_string
+    };
+
+    static ngx_str_t  *generates[] = { openai, openai, anthropic, gemini };
+
+    static ngx_str_t  embeddings[] = {
+        ngx_string("/embeddings"), ngx_null_string
+    };
+
+    static ngx_str_t  counts[] = {
+        ngx_string("/count_tokens"), ngx_string(":countTokens"),
+        ngx_null_string
+    };
+
+    static ngx_str_t  responses[] = {
+        ngx_string("/responses"), ngx_null_string
+    };
 
     t = ctx->tally;
 
@@ -136,6 +169,24 @@ ngx_http_llm_body_parse(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
                                              lmcf->cache_key ? &canonical
                                                              : NULL,
                                              error, lmcf->bpe);
+
+    if (rc == NGX_DECLINED && (info.no_prompt || info.no_max)
+        && !ngx_http_llm_body_uri_ends(r, generates[ctx->api]))
+    {
+        /*
+         * a body of the API's that prompts nothing (batches, token
+         * counting, embedContent, an assistant's run): what it starts
+         * may still generate, and reserves the default answer
+         */
+
+        t->parsed = 1;
+        t->stream = info.stream;
+        t->output = ngx_http_llm_body_uri_ends(r, counts)
+                    ? 0 : llcf->max_tokens_default;
+
+        return NGX_OK;
+    }
+
     if (rc != NGX_OK) {
         return rc;
     }
@@ -152,13 +203,13 @@ ngx_http_llm_body_parse(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
                 + info.messages * NGX_HTTP_LLM_TOKENS_PER_MESSAGE
                 + (info.messages ? NGX_HTTP_LLM_TOKENS_PER_REQUEST : 0);
 
-    /* an embedding answers with numbers, not tokens */
+    /* an embedding answers with numbers; a token count costs nothing */
 
-    if (r->uri.len >= embeddings.len
-        && ngx_strncmp(r->uri.data + r->uri.len - embeddings.len,
-                       embeddings.data, embeddings.len)
-           == 0)
-    {
+    if (ngx_http_llm_body_uri_ends(r, counts)) {
+        t->prompt = 0;
+        out = 0;
+
+    } else if (ngx_http_llm_body_uri_ends(r, embeddings)) {
         out = 0;
 
     } else {
@@ -173,8 +224,14 @@ ngx_http_llm_body_parse(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
                    "output:%ui in %uz bytes",
                    &t->model, t->stream, t->prompt, t->output, body.len);
 
+    /*
+     * the Responses API tells its usage in response.completed, and its
+     * stream_options takes no include_usage
+     */
+
     if (llcf->stream_usage && info.stream && !info.has_include_usage
-        && ctx->api == NGX_HTTP_LLM_API_OPENAI)
+        && ctx->api == NGX_HTTP_LLM_API_OPENAI
+        && !ngx_http_llm_body_uri_ends(r, responses))
     {
         rc = ngx_http_llm_json_include_usage(r->pool, body.data, body.len,
                                              &info, &with);
@@ -192,6 +249,23 @@ ngx_http_llm_body_parse(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     }
 
     return NGX_OK;
+}
+
+
+static ngx_uint_t
+ngx_http_llm_body_uri_ends(ngx_http_request_t *r, ngx_str_t *names)
+{
+    for ( /* void */ ; names->len; names++) {
+        if (r->uri.len >= names->len
+            && ngx_strncmp(r->uri.data + r->uri.len - names->len,
+                           names->data, names->len)
+               == 0)
+        {
+            return 1;
+        }
+    }
+
+    return 0;
 }
 
 
@@ -292,7 +366,13 @@ ngx_http_llm_body_gemini(ngx_http_request_t *r, ngx_http_llm_tally_t *t)
         return;
     }
 
-    for (p = colon; p > r->uri.data && p[-1] != '/'; p--) { /* void */ }
+    /* the URI is decoded: %0D%0A is no part of a model's name */
+
+    for (p = colon; p > r->uri.data && p[-1] != '/'; p--) {
+        if (p[-1] < 0x20 || p[-1] == 0x7f) {
+            return;
+        }
+    }
 
     if (colon - p > 0 && colon - p <= NGX_HTTP_LLM_MODEL_MAX) {
         t->model.data = p;
@@ -332,6 +412,35 @@ ngx_http_llm_body_replace(ngx_http_request_t *r, ngx_str_t *body)
     r->headers_in.content_length_n = body->len;
 
     return NGX_OK;
+}
+
+
+/*
+ * $llm_cache_key of a request whose body was not read: without a body
+ * (GET), of the method and the URI alone; with a body the gateway does
+ * not read (a multipart upload), a key no other request has, so that
+ * proxy_cache never answers one with another's answer.
+ */
+
+ngx_int_t
+ngx_http_llm_body_unread_cache_key(ngx_http_request_t *r,
+    ngx_http_llm_tally_t *t)
+{
+    ngx_str_t  unique;
+    u_char     buf[NGX_INT64_LEN * 5 + 8];
+
+    ngx_str_null(&unique);
+
+    if (r->headers_in.content_length_n > 0 || r->headers_in.chunked) {
+        unique.data = buf;
+        unique.len = ngx_sprintf(buf, "%P %uA %ui %T.%M", ngx_pid,
+                                 r->connection->number,
+                                 r->connection->requests, r->start_sec,
+                                 r->start_msec)
+                     - buf;
+    }
+
+    return ngx_http_llm_body_cache_key(r, t, &unique);
 }
 
 

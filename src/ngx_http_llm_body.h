@@ -19,6 +19,8 @@ ngx_int_t ngx_http_llm_body_bytes(ngx_http_request_t *r, ngx_str_t *body);
 ngx_int_t ngx_http_llm_body_parse(ngx_http_request_t *r,
     ngx_http_llm_ctx_t *ctx, ngx_http_llm_loc_conf_t *llcf,
     ngx_str_t *error);
+ngx_int_t ngx_http_llm_body_unread_cache_key(ngx_http_request_t *r,
+    ngx_http_llm_tally_t *t);
 
 
 #endif /* _NGX_HTTP_LLM_BODY_H_INCLUDED_ */

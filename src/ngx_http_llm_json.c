@@ -223,6 +223,7 @@ ngx_http_llm_json_openai(ngx_http_llm_jtape_t *t,
         ngx_http_llm_json_input(t, v, info, 0);
 
     } else {
+        info->no_prompt = 1;
         ngx_str_set(error,
                     "request has no \"messages\", \"prompt\" or \"input\"");
         return NGX_DECLINED;
@@ -281,6 +282,7 @@ ngx_http_llm_json_anthropic(ngx_http_llm_jtape_t *t,
         m = jt_get(1, "prompt");
 
         if (!jt_is(m, STRING)) {
+            info->no_prompt = (m == 0);
             ngx_str_set(error, "request has no \"messages\"");
             return NGX_DECLINED;
         }
@@ -296,6 +298,7 @@ ngx_http_llm_json_anthropic(ngx_http_llm_jtape_t *t,
 
     if (info->max_tokens == -1) {
         /* the Messages API requires it; say so before the backend does */
+        info->no_max = 1;
         ngx_str_set(error, "max_tokens: Field required");
         return NGX_DECLINED;
     }
@@ -426,6 +429,7 @@ ngx_http_llm_json_gemini(ngx_http_llm_jtape_t *t,
     }
 
     if (!jt_is(v, ARRAY)) {
+        info->no_prompt = (v == 0);
         ngx_str_set(error, "request has no \"contents\" array");
         return NGX_DECLINED;
     }
@@ -476,6 +480,7 @@ static ngx_int_t
 ngx_http_llm_json_model(ngx_http_llm_jtape_t *t,
     ngx_http_llm_request_info_t *info, ngx_str_t *error)
 {
+    size_t      i;
     ngx_str_t   s;
     ngx_uint_t  v;
 
@@ -492,9 +497,15 @@ ngx_http_llm_json_model(ngx_http_llm_jtape_t *t,
 
     (void) ngx_http_llm_jtape_str(t, v, &s);
 
-    if (s.len > NGX_HTTP_LLM_MODEL_MAX
-        || (t->tok[v].flags & NGX_HTTP_LLM_JT_NUL))
-    {
+    /* a control character (CR LF) would go into a header with $llm_model */
+
+    for (i = 0; i < s.len; i++) {
+        if (s.data[i] < 0x20 || s.data[i] == 0x7f) {
+            break;
+        }
+    }
+
+    if (s.len > NGX_HTTP_LLM_MODEL_MAX || i < s.len) {
         ngx_str_set(error, "\"model\" is not a valid model name");
         return NGX_DECLINED;
     }

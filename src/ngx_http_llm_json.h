@@ -37,6 +37,10 @@ typedef struct {
     unsigned                    has_include_usage:1;
     unsigned                    has_stream_options:1;
     unsigned                    has_members:1;  /* the object is not {} */
+    unsigned                    no_prompt:1;  /* refused: it has no prompt
+                                                 member at all */
+    unsigned                    no_max:1;   /* refused: Anthropic messages
+                                               without max_tokens */
 } ngx_http_llm_request_info_t;
 
 

@@ -607,6 +607,7 @@ ngx_http_llm_resolve_tier(ngx_conf_t *cf, ngx_http_llm_tier_ref_t *ref,
 static ngx_int_t
 ngx_http_llm_postconfiguration(ngx_conf_t *cf)
 {
+    ngx_http_handler_pt        *h;
     ngx_http_core_main_conf_t  *cmcf;
     ngx_http_llm_main_conf_t   *lmcf;
 
@@ -660,6 +661,15 @@ ngx_http_llm_postconfiguration(ngx_conf_t *cf)
     {
         return NGX_ERROR;
     }
+
+    /* "satisfy any": the last slot, which runs first */
+
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_ACCESS_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_llm_access_any_handler;
 
     return ngx_http_llm_reply_init(cf);
 }

@@ -78,7 +78,8 @@ ngx_http_llm_reply_init(ngx_conf_t *cf)
 
 
 /*
- * "llm_api auto": Anthropic serves ".../messages", Gemini
+ * "llm_api auto": Anthropic serves ".../messages" (OpenAI's Assistants
+ * ".../threads/ID/messages" are OpenAI's), Gemini
  * ".../models/NAME:generateContent" and its kin; the rest is OpenAI's.
  */
 
@@ -100,7 +101,11 @@ ngx_http_llm_api(ngx_http_request_t *r, ngx_uint_t api)
         return NGX_HTTP_LLM_API_GEMINI;
     }
 
-    if (ngx_strlcasestrn(p, last, (u_char *) "/messages", 9 - 1) != NULL) {
+    /* OpenAI's Assistants have messages too: /v1/threads/ID/messages */
+
+    if (ngx_strlcasestrn(p, last, (u_char *) "/messages", 9 - 1) != NULL
+        && ngx_strlcasestrn(p, last, (u_char *) "/threads/", 9 - 1) == NULL)
+    {
         return NGX_HTTP_LLM_API_ANTHROPIC;
     }
 

@@ -78,6 +78,7 @@ static ngx_http_llm_json_key_t  ngx_http_llm_json_keys[] = {
     { ngx_string("reasoning"), NGX_HTTP_LLM_KEY_TEXT },
     { ngx_string("reasoning_content"), NGX_HTTP_LLM_KEY_TEXT },
     { ngx_string("refusal"), NGX_HTTP_LLM_KEY_TEXT },
+    { ngx_string("delta"), NGX_HTTP_LLM_KEY_TEXT },  /* responses events */
     { ngx_string("usage"), NGX_HTTP_LLM_KEY_USAGE },
     { ngx_string("usageMetadata"), NGX_HTTP_LLM_KEY_USAGE },
     { ngx_string("model"), NGX_HTTP_LLM_KEY_MODEL },

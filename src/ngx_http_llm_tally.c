@@ -18,6 +18,7 @@
 #include "ngx_http_llm_tally.h"
 #include "ngx_http_llm_store.h"
 #include "ngx_http_llm_rstore.h"
+#include "ngx_http_llm_body.h"
 
 
 static ngx_int_t ngx_http_llm_price_usd(ngx_str_t *value, size_t skip,
@@ -327,6 +328,12 @@ ngx_http_llm_tally_start(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
         return;
     }
 
+    /* what a GET or a DELETE gets back was not generated for it */
+
+    if (!(r->method & (NGX_HTTP_POST|NGX_HTTP_PUT|NGX_HTTP_PATCH))) {
+        return;
+    }
+
     if (r->headers_out.content_encoding
         && r->headers_out.content_encoding->value.len
         && ngx_strcasecmp(r->headers_out.content_encoding->value.data,
@@ -338,6 +345,9 @@ ngx_http_llm_tally_start(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
                       "usage is estimated; send it "
                       "\"proxy_set_header Accept-Encoding \\\"\\\";\"",
                       &r->headers_out.content_encoding->value);
+
+        /* unread, it costs what was reserved for it */
+        t->encoded = 1;
         return;
     }
 
@@ -394,24 +404,28 @@ ngx_http_llm_tally_body(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     /* the whole answer went by: settle now, not when the client leaves */
 
     if (last) {
+        t->complete = 1;
         ngx_http_llm_tally_settle(r, ctx);
     }
 }
 
 
 /*
- * What the request used.  The backend's own usage when it told it; an
- * answer without usage (a stream the client cut, a backend that does
- * not report) is charged the prompt estimate and an estimate of the
- * text that went out ($llm_tokens_estimated); an error answer costs no
- * tokens; a client gone before any answer is charged its prompt, which
- * the backend did read.
+ * What the request used.  The backend's own usage when it told it (in
+ * an answer cut short, at least the text that went out); an answer
+ * without usage (a stream the client cut, a backend that does not
+ * report) is charged the prompt estimate and an estimate of the text
+ * that went out ($llm_tokens_estimated); an encoded answer, which is not
+ * read, what was reserved for it; an error answer, or what a GET gets,
+ * costs no tokens; a client gone before any answer is charged its
+ * prompt, which the backend did read.
  */
 
 void
 ngx_http_llm_tally_finish(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
 {
     uint64_t                   in, out;
+    ngx_uint_t                 n;
     ngx_http_llm_tally_t      *t;
     ngx_http_llm_price_t      *price;
     ngx_http_llm_main_conf_t  *lmcf;
@@ -438,6 +452,21 @@ ngx_http_llm_tally_finish(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
         t->found = 1;
         in = t->usage.prompt_tokens;
         out = t->usage.completion_tokens;
+
+        if (!t->complete) {
+            /*
+             * cut short: a usage told before the end (Anthropic's
+             * message_start) may not count all that went out
+             */
+
+            n = ngx_http_llm_estimate_tokens(&t->usage.generated);
+            out = ngx_max(out, n);
+        }
+
+    } else if (t->encoded) {
+        t->estimated = 1;
+        in = t->prompt;
+        out = t->output;
 
     } else if (t->observing) {
         t->estimated = 1;
@@ -602,9 +631,10 @@ ngx_http_llm_tally_variable(ngx_http_request_t *r,
         goto found;
 
     case NGX_HTTP_LLM_VAR_CACHE_KEY:
-        if (!t->has_cache_key) {
-            v->not_found = 1;
-            return NGX_OK;
+        if (!t->has_cache_key
+            && ngx_http_llm_body_unread_cache_key(r->main, t) != NGX_OK)
+        {
+            return NGX_ERROR;
         }
 
         v->data = t->cache_key;

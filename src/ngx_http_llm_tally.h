@@ -37,6 +37,8 @@ struct ngx_http_llm_tally_s {
     unsigned                    reserving:1;  /* reserved[] is counted */
     unsigned                    answered:1; /* a response header went */
     unsigned                    observing:1;
+    unsigned                    encoded:1;  /* an answer not read */
+    unsigned                    complete:1; /* its last byte went */
     unsigned                    cached:1;   /* served by proxy_cache */
     unsigned                    finished:1;
     unsigned                    found:1;    /* the backend told its usage */

@@ -528,7 +528,7 @@ static ngx_int_t
 ref_json_model(ngx_pool_t *pool, json_t *root,
     ngx_http_llm_request_info_t *info, ngx_str_t *error)
 {
-    size_t       len;
+    size_t       len, i;
     json_t      *v;
     const char  *s;
 
@@ -546,7 +546,15 @@ ref_json_model(ngx_pool_t *pool, json_t *root,
     s = json_string_value(v);
     len = json_string_length(v);
 
-    if (len > NGX_HTTP_LLM_MODEL_MAX || ngx_strlen(s) != len) {
+    for (i = 0; i < len; i++) {
+        if ((u_char) s[i] < 0x20 || s[i] == 0x7f) {
+            break;
+        }
+    }
+
+    /* a NUL or CR LF (a header through $llm_model) is no model's name */
+
+    if (len > NGX_HTTP_LLM_MODEL_MAX || i < len) {
         ngx_str_set(error, "\"model\" is not a valid model name");
         return NGX_DECLINED;
     }
