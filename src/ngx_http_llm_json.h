@@ -98,6 +98,8 @@ typedef struct {
     unsigned                    cr:1;       /* SSE: last byte was CR */
     unsigned                    event:1;    /* SSE: event has data */
     unsigned                    finished:1;
+    unsigned                    whole:1;    /* its last byte came: a usage
+                                               told holds for it all */
 } ngx_http_llm_usage_t;
 
 

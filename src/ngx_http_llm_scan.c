@@ -288,9 +288,12 @@ ngx_http_llm_usage_finish(ngx_http_llm_usage_t *u)
 
     ngx_http_llm_usage_reset(u);
 
-    /* the generated text's estimate stands in for a usage not found */
+    /*
+     * the generated text's estimate stands in for a usage not found, or
+     * told before the answer was cut short
+     */
 
-    if (!u->found) {
+    if (!u->found || !u->whole) {
         ngx_http_llm_usage_flush(u);
     }
 

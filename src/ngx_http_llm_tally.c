@@ -405,6 +405,7 @@ ngx_http_llm_tally_body(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
 
     if (last) {
         t->complete = 1;
+        t->usage.whole = 1;
         ngx_http_llm_tally_settle(r, ctx);
     }
 }

@@ -1854,6 +1854,7 @@ bench(void)
         p = new_pool();
         ngx_http_llm_usage_init(&u, p, API_OPENAI, 0);
         (void) ngx_http_llm_usage_feed(&u, (u_char *) mock_json, len);
+        u.whole = 1;
         ngx_http_llm_usage_finish(&u);
         ngx_destroy_pool(p);
     }
