@@ -5,9 +5,10 @@
  * Owns "llm_key_file" (lines "DIGEST ACCOUNT [tier=NAME]
  * [expires=ISO8601]", read at configuration time, so a reload applies
  * changes), the lookup of a presented key by its digest, and the
- * extraction of the client's credential from the four forms clients
- * use -- "Authorization: Bearer", "x-api-key", "api-key" and "?key=" --
- * each of which is taken out of what goes upstream.
+ * extraction of the client's credential from the five forms clients
+ * use -- "Authorization: Bearer", "x-api-key", "api-key",
+ * "x-goog-api-key" and "?key=" -- each of which is taken out of what
+ * goes upstream.
  */
 
 
@@ -529,7 +530,7 @@ ngx_int_t
 ngx_http_llm_credential(ngx_http_request_t *r, ngx_str_t *key)
 {
     u_char           *p, *last;
-    ngx_str_t         found[3], arg;
+    ngx_str_t         found[4], arg;
     ngx_uint_t        i, which;
     ngx_list_part_t  *part;
     ngx_table_elt_t  *h;
@@ -602,6 +603,18 @@ ngx_http_llm_credential(ngx_http_request_t *r, ngx_str_t *key)
             which = 2;
             break;
 
+        case sizeof("x-goog-api-key") - 1:
+            if (ngx_strncmp(h[i].lowcase_key, "x-goog-api-key", 14) != 0) {
+                continue;
+            }
+
+            /* Gemini's SDKs */
+
+            p = h[i].value.data;
+            last = p + h[i].value.len;
+            which = 3;
+            break;
+
         default:
             continue;
         }
@@ -628,7 +641,7 @@ ngx_http_llm_credential(ngx_http_request_t *r, ngx_str_t *key)
         return NGX_ERROR;
     }
 
-    for (i = 0; i < 3; i++) {
+    for (i = 0; i < 4; i++) {
         if (found[i].data) {
             *key = found[i];
             return NGX_OK;

@@ -6,7 +6,8 @@
  * nginx builds the upstream request head once (the proxy module's
  * create_request, before init_peer) and re-sends the same buffers on a
  * retry.  init_peer therefore turns that head into a template without
- * any credential (the client's Authorization, x-api-key and api-key, and
+ * any credential (the client's Authorization, x-api-key, api-key and
+ * x-goog-api-key, and
  * the pool's own header or argument, are dropped), and each get() writes
  * template + the chosen key's credential into the head buffer, so every
  * attempt carries its own key.  The proxy module's debug log of the head
@@ -484,6 +485,7 @@ ngx_http_llm_pool_credential(ngx_str_t *name,
         ngx_string("Authorization"),
         ngx_string("x-api-key"),
         ngx_string("api-key"),
+        ngx_string("x-goog-api-key"),
         ngx_null_string
     };
 

@@ -92,6 +92,21 @@ X-Seen-Auth: [][][][]
 
 
 
+=== TEST 3b: x-goog-api-key (Gemini's SDKs), taken out of what goes upstream
+--- http_config eval: $::Tiers
+--- config eval: $::Gateway
+--- request
+POST /v1/models/gemini-2.0-flash:generateContent
+{"contents":[{"role":"user","parts":[{"text":"hi"}]}]}
+--- more_headers eval: "x-goog-api-key: $::ALICE"
+--- error_code: 200
+--- response_headers
+X-Account: alice
+--- mock_log_unlike eval
+[qr/\Q$::ALICE\E/, qr/^x-goog-api-key:/mi]
+
+
+
 === TEST 4: ?key= is taken out of the upstream URI and masked in $request_uri
 --- http_config eval: $::Tiers
 --- config
@@ -246,13 +261,13 @@ x-api-key: sk-llm-"},"injected":{"a":"\u0000
 --- request eval
 "GET /v1/models?key=$::DAVE"
 --- more_headers eval
-"Authorization: Bearer $::ALICE\nx-api-key: $::DAVE\napi-key: $::DAVE\nX-Api-Key: $::DAVE\n"
+"Authorization: Bearer $::ALICE\nx-api-key: $::DAVE\napi-key: $::DAVE\nX-Api-Key: $::DAVE\nx-goog-api-key: $::DAVE\n"
 --- error_code: 200
 --- response_headers
 X-Account: alice
 X-Seen-Auth: [][][][]
 --- mock_log_unlike eval
-[qr/\Q$::ALICE\E/, qr/\Q$::DAVE\E/, qr/^(authorization|x-api-key|api-key):/mi, qr/key=/]
+[qr/\Q$::ALICE\E/, qr/\Q$::DAVE\E/, qr/^(authorization|x-api-key|api-key|x-goog-api-key):/mi, qr/key=/]
 
 
 
