@@ -79,14 +79,30 @@ ngx_http_llm_reply_init(ngx_conf_t *cf)
 
 /*
  * "llm_api auto": Anthropic serves ".../messages" (OpenAI's Assistants
- * ".../threads/ID/messages" are OpenAI's), Gemini
- * ".../models/NAME:generateContent" and its kin; the rest is OpenAI's.
+ * ".../threads/ID/messages" are OpenAI's), Gemini "/v1beta/..." and
+ * ".../models/NAME:generateContent" and its kin (a name after the last
+ * colon: OpenAI's fine-tuned models, "ft:gpt-4o-mini:org::id", have
+ * colons too); the rest is OpenAI's.
  */
 
 ngx_uint_t
 ngx_http_llm_api(ngx_http_request_t *r, ngx_uint_t api)
 {
-    u_char  *p, *last;
+    u_char      *p, *last, *colon;
+    ngx_str_t   *m;
+
+    static ngx_str_t  methods[] = {
+        ngx_string("generateContent"),
+        ngx_string("streamGenerateContent"),
+        ngx_string("countTokens"),
+        ngx_string("embedContent"),
+        ngx_string("batchEmbedContents"),
+        ngx_string("batchGenerateContent"),
+        ngx_string("asyncBatchEmbedContent"),
+        ngx_string("predict"),
+        ngx_string("predictLongRunning"),
+        ngx_null_string
+    };
 
     if (api != NGX_HTTP_LLM_API_AUTO) {
         return api;
@@ -95,10 +111,24 @@ ngx_http_llm_api(ngx_http_request_t *r, ngx_uint_t api)
     p = r->uri.data;
     last = p + r->uri.len;
 
-    if (ngx_strlchr(p, last, ':') != NULL
-        || ngx_strlcasestrn(p, last, (u_char *) "/v1beta/", 8 - 1) != NULL)
-    {
+    if (ngx_strlcasestrn(p, last, (u_char *) "/v1beta/", 8 - 1) != NULL) {
         return NGX_HTTP_LLM_API_GEMINI;
+    }
+
+    for (colon = last; colon > p && colon[-1] != ':' && colon[-1] != '/';
+         colon--)
+    {
+        /* void */
+    }
+
+    if (colon > p && colon[-1] == ':') {
+        for (m = methods; m->len; m++) {
+            if ((size_t) (last - colon) == m->len
+                && ngx_strncmp(colon, m->data, m->len) == 0)
+            {
+                return NGX_HTTP_LLM_API_GEMINI;
+            }
+        }
     }
 
     /* OpenAI's Assistants have messages too: /v1/threads/ID/messages */

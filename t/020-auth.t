@@ -336,6 +336,29 @@ POST /v1beta/models/gemini-1.5-flash:generateContent
 
 
 
+=== TEST 19b: an OpenAI fine-tuned model's URI has colons, and is OpenAI's (llm_api auto): errors in OpenAI's shape
+--- http_config eval: $::Tiers
+--- config eval: $::Gateway
+--- request
+GET /v1/models/ft:gpt-4o-mini-2024-07-18:acme::AbC123
+--- error_code: 401
+--- response_body_like
+^\{"error":\{"message":"Missing API key.*","type":"invalid_request_error","param":null,"code":"invalid_api_key"\}\}$
+
+
+
+=== TEST 19c: Vertex AI's URI, a method after the model's colon, is Gemini's
+--- http_config eval: $::Tiers
+--- config eval: $::Gateway
+--- request
+POST /v1/projects/p/locations/us-central1/publishers/google/models/gemini-2.0-flash:streamGenerateContent
+{"contents":[{"parts":[{"text":"hi"}]}]}
+--- error_code: 401
+--- response_body_like
+^\{"error":\{"code":401,"message":"Missing API key.*","status":"UNAUTHENTICATED"\}\}$
+
+
+
 === TEST 20: errors in Anthropic's shape with llm_api anthropic
 --- http_config eval: $::Tiers
 --- config
