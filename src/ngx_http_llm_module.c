@@ -16,6 +16,7 @@
 #include "ngx_http_llm_tally.h"
 #include "ngx_http_llm_handlers.h"
 #include "ngx_http_llm_redis.h"
+#include "ngx_http_llm_rstore.h"
 #include "ngx_http_llm_tokens.h"
 #include "ngx_http_llm_bpe.h"
 #include "ngx_http_llm_simd.h"
@@ -659,6 +660,12 @@ ngx_http_llm_postconfiguration(ngx_conf_t *cf)
                                     ngx_http_llm_tally_log_handler)
            != NGX_OK)
     {
+        return NGX_ERROR;
+    }
+
+    /* the Redis store's scripts, in Redis before any is run */
+
+    if (lmcf->redis && ngx_http_llm_rstore_preload() != NGX_OK) {
         return NGX_ERROR;
     }
 

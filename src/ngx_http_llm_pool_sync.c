@@ -249,6 +249,14 @@ ngx_http_llm_pool_sync_conf(ngx_conf_t *cf,
 
     pscf->shared = 1;
 
+    for (i = 0; i < 2; i++) {
+        if (ngx_http_llm_redis_preload(&ngx_http_llm_pool_scripts[i])
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
     if (!inited) {
         inited = 1;
 

@@ -17,10 +17,12 @@
  * admission) carries the request's deadline too: the same timer fires
  * then, the caller's "expire" lets the request go on without the
  * answer, and the command stays on its connection until it is answered
- * or times out.  AUTH, SELECT and TIME are queued first on every new
- * connection; TIME's answer sets the skew of Redis's clock to ours (a
- * script deadline is on Redis's clock).  Nothing here ever waits on
- * the network.
+ * or times out.  AUTH, SELECT, TIME and SCRIPT LOADs are queued first
+ * on every new connection: TIME's answer sets the skew of Redis's clock
+ * to ours (a script deadline is on Redis's clock), and the scripts the
+ * store and the pools run are in Redis before any EVALSHA (a NOSCRIPT
+ * answer, sent again as EVAL, would let a later command of the same
+ * account overtake it).  Nothing here ever waits on the network.
  *
  * The worker keeps one health flag: a failure (no connection, timeout,
  * error reply) turns it down, the next good reply turns it up; each
@@ -39,6 +41,9 @@
 #define NGX_HTTP_LLM_REDIS_BACKOFF_MIN  100
 #define NGX_HTTP_LLM_REDIS_BACKOFF_MAX  1000
 
+/* scripts loaded on every new connection */
+#define NGX_HTTP_LLM_REDIS_PRELOAD_MAX  16
+
 #define NGX_HTTP_LLM_CONN_DOWN          0
 #define NGX_HTTP_LLM_CONN_CONNECTING    1
 #define NGX_HTTP_LLM_CONN_READY         2
@@ -54,6 +59,7 @@ typedef struct {
     ngx_http_llm_redis_op_t     auth;
     ngx_http_llm_redis_op_t     select;
     ngx_http_llm_redis_op_t     clock;
+    ngx_http_llm_redis_op_t     load[NGX_HTTP_LLM_REDIS_PRELOAD_MAX];
     const char                 *why;        /* why it was closed */
     uint64_t                    written;    /* commands up to this seq */
     ngx_queue_t                 pending;    /* commands on it, in order */
@@ -89,6 +95,8 @@ static void ngx_http_llm_redis_handshake(ngx_http_llm_redis_op_t *op,
     ngx_http_llm_redis_reply_t *reply);
 static void ngx_http_llm_redis_clock(ngx_http_llm_redis_op_t *op,
     ngx_http_llm_redis_reply_t *reply);
+static void ngx_http_llm_redis_loaded(ngx_http_llm_redis_op_t *op,
+    ngx_http_llm_redis_reply_t *reply);
 static void ngx_http_llm_redis_callback(redisAsyncContext *ac, void *r,
     void *privdata);
 static void ngx_http_llm_redis_op_timeout(ngx_event_t *ev);
@@ -114,6 +122,11 @@ static uint64_t                     ngx_http_llm_redis_seq;
  * first TIME or script reply says otherwise.
  */
 int64_t                             ngx_http_llm_redis_skew;
+
+/* ngx_http_llm_redis_preload(): what every new connection loads */
+static ngx_http_llm_redis_script_t *ngx_http_llm_redis_preloads[
+                                        NGX_HTTP_LLM_REDIS_PRELOAD_MAX];
+static ngx_uint_t                   ngx_http_llm_redis_npreloads;
 
 static const char  *ngx_http_llm_on_error_names[] = {
     "local", "deny", "allow"
@@ -531,8 +544,9 @@ ngx_http_llm_redis_connect(ngx_http_llm_redis_conn_t *conn)
 {
     int                           argc;
     char                          db[NGX_INT_T_LEN + 1];
-    const char                   *argv[2];
-    size_t                        argvlen[2];
+    const char                   *argv[3];
+    size_t                        argvlen[3];
+    ngx_uint_t                    i;
     ngx_event_t                  *rev, *wev;
     ngx_connection_t             *c;
     redisAsyncContext            *ac;
@@ -643,6 +657,27 @@ ngx_http_llm_redis_connect(ngx_http_llm_redis_conn_t *conn)
         return;
     }
 
+    argv[0] = "SCRIPT";
+    argvlen[0] = 6;
+    argv[1] = "LOAD";
+    argvlen[1] = 4;
+
+    for (i = 0; i < ngx_http_llm_redis_npreloads; i++) {
+        argv[2] = ngx_http_llm_redis_preloads[i]->body;
+        argvlen[2] = ngx_http_llm_redis_preloads[i]->len;
+
+        conn->load[i].handler = ngx_http_llm_redis_loaded;
+        conn->load[i].data = conn;
+        conn->load[i].conn = conn;
+
+        if (ngx_http_llm_redis_send(&conn->load[i], 3, argv, argvlen)
+            != NGX_OK)
+        {
+            ngx_http_llm_redis_close(conn, "SCRIPT LOAD not sent");
+            return;
+        }
+    }
+
     return;
 
 retry:
@@ -732,6 +767,42 @@ ngx_http_llm_redis_handshake(ngx_http_llm_redis_op_t *op,
 
     ngx_http_llm_redis_close(conn, op == &conn->auth ? "AUTH failed"
                                                      : "SELECT failed");
+}
+
+
+/*
+ * A script every new connection loads ahead of its first EVALSHA
+ * (configuration time; once each).
+ */
+
+ngx_int_t
+ngx_http_llm_redis_preload(ngx_http_llm_redis_script_t *script)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < ngx_http_llm_redis_npreloads; i++) {
+        if (ngx_http_llm_redis_preloads[i] == script) {
+            return NGX_OK;
+        }
+    }
+
+    if (ngx_http_llm_redis_npreloads == NGX_HTTP_LLM_REDIS_PRELOAD_MAX) {
+        return NGX_ERROR;
+    }
+
+    ngx_http_llm_redis_preloads[ngx_http_llm_redis_npreloads++] = script;
+
+    return NGX_OK;
+}
+
+
+/* an error was logged by the health switch: EVALSHA falls back to EVAL */
+
+static void
+ngx_http_llm_redis_loaded(ngx_http_llm_redis_op_t *op,
+    ngx_http_llm_redis_reply_t *reply)
+{
+    return;
 }
 
 

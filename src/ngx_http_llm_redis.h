@@ -171,6 +171,7 @@ ngx_uint_t ngx_http_llm_redis_exiting(void);
 ngx_msec_t ngx_http_llm_redis_left(ngx_msec_t waited);
 void ngx_http_llm_redis_fail(const char *why);
 void ngx_http_llm_redis_sha1(u_char *hex, u_char *data, size_t len);
+ngx_int_t ngx_http_llm_redis_preload(ngx_http_llm_redis_script_t *script);
 ngx_http_llm_redis_conf_t *ngx_http_llm_redis_conf(void);
 
 

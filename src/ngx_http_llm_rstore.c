@@ -1168,6 +1168,23 @@ ngx_http_llm_rstore_cleanup(void *data)
 }
 
 
+ngx_int_t
+ngx_http_llm_rstore_preload(void)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < NGX_HTTP_LLM_SCRIPTS; i++) {
+        if (ngx_http_llm_redis_preload(&ngx_http_llm_rstore_scripts[i])
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
 void
 ngx_http_llm_rstore_scripts_init(void)
 {

@@ -16,6 +16,7 @@
 #define NGX_HTTP_LLM_UNCOUNTED    NGX_DONE
 
 
+ngx_int_t ngx_http_llm_rstore_preload(void);
 ngx_int_t ngx_http_llm_rstore_admit(ngx_http_request_t *r,
     ngx_http_llm_ctx_t *ctx, ngx_http_llm_tier_t *tier,
     ngx_http_llm_decision_t *d);

@@ -485,7 +485,20 @@ ngx_http_llm_tally_finish(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
         lmcf = ngx_http_get_module_main_conf(r, ngx_http_llm_gateway_module);
         price = ngx_http_llm_price_find(lmcf, &t->usage.model);
 
-        if (price == NULL) {
+        /*
+         * a dated version of the model asked for ("gpt-4o" answered as
+         * "gpt-4o-2024-08-06") keeps the request's exact price over a
+         * wildcard no longer than the request's model ("gpt-4*")
+         */
+
+        if (price == NULL
+            || (price->wildcard && t->price && !t->price->wildcard
+                && price->model.len <= t->model.len
+                && t->usage.model.len > t->model.len
+                && ngx_strncmp(t->usage.model.data, t->model.data,
+                               t->model.len)
+                   == 0))
+        {
             price = t->price;
         }
     }

@@ -584,3 +584,31 @@ location /v1/ {
 --- response_headers eval
 # 1000 - 58 reserved; then 1000 - 30 used - 58 reserved
 ["x-ratelimit-remaining-tokens: 942", "x-ratelimit-remaining-tokens: 912"]
+
+
+
+=== TEST 24: the answer names a dated version of the model asked for (gpt-4o answered as gpt-4o-2024-08-06): the request's exact price, not the shorter wildcard gpt-4*; a model the request did not name (gpt-4.1) gets the wildcard's
+--- http_config eval: $::Http
+--- config eval: $::Gateway
+--- mock eval
+sub {
+    my ($req) = @_;
+    my $model = $req->{body} =~ /gpt-4\.1/ ? 'gpt-4.1-2025-04-14'
+                                             : 'gpt-4o-2024-08-06';
+    return { status => 200,
+             headers => { 'Content-Type' => 'application/json' },
+             body => '{"id":"c","object":"chat.completion","model":"'
+                     . $model . '","choices":[{"index":0,"message":'
+                     . '{"role":"assistant","content":"hi"},'
+                     . '"finish_reason":"stop"}],"usage":{"prompt_tokens":'
+                     . '10,"completion_tokens":20,"total_tokens":30}}' };
+}
+--- request eval
+[::post("/v1/chat/completions", ::chat()),
+ ::post("/v1/chat/completions", ::chat(model => 'gpt-4.1'))]
+--- more_headers eval: $::Auth
+--- error_code eval
+[200, 200]
+--- access_log_like eval
+["^carol\\|gpt-4o-2024-08-06\\|0\\|10\\|20\\|30\\|0\\|0\\.000225\\|200\$",
+ "^carol\\|gpt-4\\.1-2025-04-14\\|0\\|10\\|20\\|30\\|0\\|0\\.000030\\|200\$"]

@@ -225,3 +225,47 @@ sub {
     }
     return $sums eq $::Want ? 1 : (0, "windows hold $sums, want $::Want");
 }
+
+
+
+=== TEST 4: every new connection loads the scripts before its first EVALSHA: with Redis's script cache flushed, new workers' admissions and settles never meet NOSCRIPT (sent again as EVAL, a settle would come after the account's next admission, which then would not see it)
+--- workers: 1
+--- http_config eval: ::conf(4)
+--- config
+location /v1/ {
+    llm_gateway on;
+    llm_default_tier tok;
+    proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+}
+location = /plain {
+    return 200 "plain\n";
+}
+--- request
+GET /plain
+--- timeout: 20
+--- check eval
+sub {
+    redis_cli($::RP, 'SCRIPT', 'FLUSH');
+    redis_cli($::RP, 'CONFIG', 'RESETSTAT');
+    reload_nginx(10) or return (0, 'reload failed');
+    my $req = Test::LLM::Client::build_request(
+        "POST /v1/chat/completions\n$::Body",
+        more_headers => "Authorization: Bearer $::CAROL\n"
+                        . "Content-Type: application/json");
+    my @res = Test::LLM::Client::exchange_all(
+        port => $ENV{TEST_NGINX_SERVER_PORT},
+        exchanges => [ map { { %$req, timeout => 10 } } 1 .. 3 ]);
+    my $st = join ' ', map { $_->{status} // 'none' } @res;
+    return (0, "statuses $st") unless $st eq '200 200 200';
+    select undef, undef, undef, 0.5;
+    my $s = redis_cli($::RP, 'INFO', 'commandstats') // '';
+    my ($sha) = $s =~ /cmdstat_evalsha:calls=(\d+)/;
+    my ($eval) = $s =~ /cmdstat_eval:calls=(\d+)/;
+    my ($load) = $s =~ /cmdstat_script\|load:calls=(\d+)/;
+    Test::More::note("TEST 4: EVALSHA " . ($sha // 0) . ", EVAL "
+                     . ($eval // 0) . ", SCRIPT LOAD " . ($load // 0));
+    return (0, "EVAL after NOSCRIPT: " . ($eval // 0) . " times") if $eval;
+    return (0, "no EVALSHA") unless $sha && $sha >= 6;
+    return (0, "no SCRIPT LOAD") unless $load;
+    return 1;
+}
