@@ -978,37 +978,6 @@ ngx_http_llm_redis_closes(ngx_http_llm_redis_op_t *op)
 
 
 /*
- * Writes the commands queued on op's connection now rather than at the
- * end of this loop iteration: a settle leaves before the answer's last
- * bytes reach the client, so the client's next request finds it done.
- * "op" may be gone on return (a failed write runs its handler).
- */
-
-void
-ngx_http_llm_redis_flush(ngx_http_llm_redis_op_t *op)
-{
-    ngx_http_llm_redis_conn_t  *conn;
-
-    conn = op->conn;
-
-    /*
-     * not from inside hiredis's callbacks on this very connection: a
-     * failed write there would free the context under hiredis's feet;
-     * the write stays posted to the end of this loop iteration
-     */
-
-    if (conn == NULL || conn->ac == NULL || conn->c == NULL
-        || conn->in_read || conn->in_write || !conn->c->write->posted)
-    {
-        return;
-    }
-
-    ngx_delete_posted_event(conn->c->write);
-    ngx_http_llm_redis_write_handler(conn->c->write);
-}
-
-
-/*
  * "size": the caller's op (its first member a ngx_http_llm_redis_cmd_t)
  * and what it wants right after it; then room for "argc" arguments and
  * "strings" bytes of them.  The command starts as EVALSHA and the

@@ -156,7 +156,6 @@ void ngx_http_llm_redis_exit_process(ngx_cycle_t *cycle);
 
 ngx_int_t ngx_http_llm_redis_send(ngx_http_llm_redis_op_t *op, int argc,
     const char **argv, const size_t *argvlen);
-void ngx_http_llm_redis_flush(ngx_http_llm_redis_op_t *op);
 ngx_msec_t ngx_http_llm_redis_closes(ngx_http_llm_redis_op_t *op);
 void *ngx_http_llm_redis_cmd(size_t size, ngx_http_llm_redis_script_t *script,
     int argc, size_t strings, ngx_str_t *affinity);

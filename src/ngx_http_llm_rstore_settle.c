@@ -565,7 +565,7 @@ ngx_http_llm_rstore_settle_send(ngx_http_llm_rstore_pending_t *pd)
         return NGX_OK;
     }
 
-    ngx_http_llm_redis_flush(&op->op.cmd.op);
+    /* one write with the iteration's admissions, which follow it */
 
     return NGX_OK;
 }
