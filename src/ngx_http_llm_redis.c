@@ -103,6 +103,7 @@ static void ngx_http_llm_redis_op_timeout(ngx_event_t *ev);
 static ngx_msec_t ngx_http_llm_redis_wait(ngx_http_llm_redis_op_t *op);
 static void ngx_http_llm_redis_health(ngx_uint_t ok, const char *why,
     size_t len);
+static ngx_uint_t ngx_http_llm_redis_cluster(const char *why, size_t len);
 static void ngx_http_llm_redis_read_handler(ngx_event_t *ev);
 static void ngx_http_llm_redis_write_handler(ngx_event_t *ev);
 static void ngx_http_llm_redis_add_read(void *data);
@@ -1308,11 +1309,43 @@ ngx_http_llm_redis_health(ngx_uint_t ok, const char *why, size_t len)
     if (w->up && !w->exiting) {
         w->up = 0;
         ngx_log_error(NGX_LOG_ERR, w->log, 0,
-                      "llm_redis \"%V\" failed: %*s; requests follow "
+                      "llm_redis \"%V\" failed: %*s%s; requests follow "
                       "on_error=%s until it is back", &w->conf->name,
                       ngx_min(len, 200), why,
+                      ngx_http_llm_redis_cluster(why, len)
+                      ? " (a Redis Cluster node: llm_redis talks to one "
+                        "Redis, which must hold every account; use a "
+                        "standalone Redis or a cluster proxy)"
+                      : "",
                       ngx_http_llm_on_error_names[w->conf->on_error]);
     }
+}
+
+
+/* a Redis Cluster's redirection or refusal */
+
+static ngx_uint_t
+ngx_http_llm_redis_cluster(const char *why, size_t len)
+{
+    ngx_uint_t  i;
+
+    static ngx_str_t  errors[] = {
+        ngx_string("MOVED "),
+        ngx_string("ASK "),
+        ngx_string("CLUSTERDOWN "),
+        ngx_string("CROSSSLOT "),
+        ngx_null_string
+    };
+
+    for (i = 0; why && errors[i].len; i++) {
+        if (len >= errors[i].len
+            && ngx_strncmp(why, errors[i].data, errors[i].len) == 0)
+        {
+            return 1;
+        }
+    }
+
+    return 0;
 }
 
 
