@@ -35,10 +35,15 @@
  */
 
 #define NGX_HTTP_LLM_LUA_COMMON                                               \
+"local call, tonumber, floor = redis.call, tonumber, math.floor\n"            \
+"local fmt, KEYS, ARGV, unpack = string.format, KEYS, ARGV, unpack\n"         \
 "if redis.replicate_commands then redis.replicate_commands() end\n"           \
-"local t = redis.call('TIME')\n"                                              \
-"local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"     \
-"local floor = math.floor\n"                                                  \
+"local t = call('TIME')\n"                                                    \
+"local now = t[1] * 1000 + floor(t[2] / 1000)\n"                              \
+"local function str(x)\n"                                                     \
+"  if x % 1 == 0 and x > 0 and x < 1e15 then return fmt('%d', x) end\n"       \
+"  return x\n"                                                                \
+"end\n"                                                                       \
 "local function mo(ms)\n"                                                     \
 "  local z = floor(ms / 86400000) + 719468\n"                                 \
 "  local era = floor(z / 146097)\n"                                           \
@@ -72,48 +77,59 @@
 "  return period + period / 10 + 1000\n"                                      \
 "end\n"                                                                       \
 "local function full(w)\n"                                                    \
-"  local flat = redis.call('HGETALL', w.key)\n"                               \
-"  local stale = {}\n"                                                        \
-"  w.counts, w.sum, w.o = {}, 0, nil\n"                                       \
+"  local key, lo = w.key, w.lo\n"                                             \
+"  local flat = call('HGETALL', key)\n"                                       \
+"  local counts, sum, o, stale, ns = {}, 0, false, false, 0\n"                \
 "  for j = 1, #flat, 2 do\n"                                                  \
 "    local s = tonumber(flat[j])\n"                                           \
 "    if s == nil then\n"                                                      \
-"    elseif s < w.lo then\n"                                                  \
-"      stale[#stale + 1] = flat[j]\n"                                         \
+"    elseif s < lo then\n"                                                    \
+"      if ns == 0 then stale = {} end\n"                                      \
+"      ns = ns + 1\n"                                                         \
+"      stale[ns] = flat[j]\n"                                                 \
 "    else\n"                                                                  \
 "      local v = tonumber(flat[j + 1]) or 0\n"                                \
-"      w.counts[s] = (w.counts[s] or 0) + v\n"                                \
-"      w.sum = w.sum + v\n"                                                   \
-"      if v > 0 and (w.o == nil or s < w.o) then w.o = s end\n"               \
+"      counts[s] = (counts[s] or 0) + v\n"                                    \
+"      sum = sum + v\n"                                                       \
+"      if v > 0 and (not o or s < o) then o = s end\n"                        \
 "    end\n"                                                                   \
 "  end\n"                                                                     \
-"  if #stale > 0 then redis.call('HDEL', w.key, unpack(stale)) end\n"         \
-"  w.here = w.counts[w.cur]\n"                                                \
-"  w.dirty = w.period > 0\n"                                                  \
+"  if ns > 0 then call('HDEL', key, unpack(stale)) end\n"                     \
+"  w.counts, w.sum, w.o = counts, sum, o\n"                                   \
+"  w.here, w.dirty = counts[w.cur] or false, w.period > 0\n"                  \
 "end\n"                                                                       \
-"local function load(w)\n"                                                    \
-"  w.cur = slot(w.period, now)\n"                                             \
-"  w.lo = w.period == 0 and w.cur or w.cur - 10\n"                            \
-"  if w.period == 0 then return full(w) end\n"                                \
-"  local v = redis.call('HMGET', w.key, 't', 'c', 'o', w.cur)\n"              \
-"  if tonumber(v[2]) ~= w.cur then return full(w) end\n"                      \
-"  w.sum = tonumber(v[1]) or 0\n"                                             \
-"  w.o = tonumber(v[3])\n"                                                    \
-"  if w.o == 0 then w.o = nil end\n"                                          \
-"  w.here = tonumber(v[4])\n"                                                 \
+"local function load(key, period, limit, need)\n"                             \
+"  local cur = slot(period, now)\n"                                           \
+"  local cs = str(cur)\n"                                                     \
+"  local w = { key = key, period = period, limit = limit, need = need,\n"     \
+"              cur = cur, cs = cs, lo = period == 0 and cur or cur - 10,\n"   \
+"              sum = 0, o = false, here = false, counts = false,\n"           \
+"              dirty = false, over = false, added = 0 }\n"                    \
+"  if period == 0 then full(w) return w end\n"                                \
+"  local v = call('HMGET', key, 't', 'c', 'o', cs)\n"                         \
+"  if v[2] ~= cs and tonumber(v[2]) ~= cur then full(w) return w end\n"       \
+"  local o = tonumber(v[3])\n"                                                \
+"  w.sum, w.o = tonumber(v[1]) or 0, o ~= 0 and o or false\n"                 \
+"  w.here = tonumber(v[4]) or false\n"                                        \
+"  return w\n"                                                                \
+"end\n"                                                                       \
+"local function ostr(w)\n"                                                    \
+"  local o = w.o\n"                                                           \
+"  if o == w.cur then return w.cs end\n"                                      \
+"  return str(o or 0)\n"                                                      \
 "end\n"                                                                       \
 "local function save(w, v)\n"                                                 \
 "  if w.period == 0 then\n"                                                   \
-"    if v then redis.call('HSET', w.key, w.cur, v) end\n"                     \
+"    if v then call('HSET', w.key, w.cs, str(v)) end\n"                       \
 "  elseif w.sum > 0 then\n"                                                   \
 "    if v then\n"                                                             \
-"      redis.call('HSET', w.key, w.cur, v, 't', w.sum, 'c', w.cur,\n"         \
-"                 'o', w.o or 0)\n"                                           \
+"      call('HSET', w.key, w.cs, str(v), 't', str(w.sum), 'c', w.cs,\n"       \
+"           'o', ostr(w))\n"                                                  \
 "    elseif w.dirty then\n"                                                   \
-"      redis.call('HSET', w.key, 't', w.sum, 'c', w.cur, 'o', w.o or 0)\n"    \
+"      call('HSET', w.key, 't', str(w.sum), 'c', w.cs, 'o', ostr(w))\n"       \
 "    end\n"                                                                   \
 "  elseif w.dirty then\n"                                                     \
-"    redis.call('HDEL', w.key, 't', 'c', 'o')\n"                              \
+"    call('HDEL', w.key, 't', 'c', 'o')\n"                                    \
 "  end\n"                                                                     \
 "  w.dirty = false\n"                                                         \
 "end\n"
@@ -137,9 +153,9 @@
 "    return at > now and at - now or 0\n"                                     \
 "  end\n"                                                                     \
 "  if not w.counts then recount(w) end\n"                                     \
-"  local freed = 0\n"                                                         \
+"  local counts, freed = w.counts, 0\n"                                       \
 "  for s = w.lo, w.cur do\n"                                                  \
-"    freed = freed + (w.counts[s] or 0)\n"                                    \
+"    freed = freed + (counts[s] or 0)\n"                                      \
 "    if freed >= drop then\n"                                                 \
 "      local at = (s + 11) * width\n"                                         \
 "      if at > now then return at - now end\n"                                \
@@ -151,11 +167,12 @@
 "local function over(win, recount, status, wait)\n"                           \
 "  for i = 1, #win do\n"                                                      \
 "    local w = win[i]\n"                                                      \
-"    if w.need > 0 and w.sum + w.need > w.limit then\n"                       \
-"      if w.need > w.limit then\n"                                            \
+"    local need = w.need\n"                                                   \
+"    if need > 0 and w.sum + need > w.limit then\n"                           \
+"      if need > w.limit then\n"                                              \
 "        w.over = w.period > 0 and w.period or 86400000\n"                    \
 "      else\n"                                                                \
-"        w.over = free_in(w, w.sum + w.need - w.limit, recount)\n"            \
+"        w.over = free_in(w, w.sum + need - w.limit, recount)\n"              \
 "      end\n"                                                                 \
 "      status = 1\n"                                                          \
 "      if w.over > wait then wait = w.over end\n"                             \
@@ -183,65 +200,64 @@
 static char  ngx_http_llm_lua_admit[] =
 NGX_HTTP_LLM_LUA_COMMON
 NGX_HTTP_LLM_LUA_DECIDE
-"local climit = tonumber(ARGV[1])\n"
+"local climit = ARGV[1] + 0\n"
 "local nwin = #KEYS - 2\n"
-"local deadline = tonumber(ARGV[5])\n"
+"local deadline = ARGV[5] + 0\n"
 "if deadline > 0 and now > deadline then\n"
-"  local out = { 4, now, 0, nwin }\n"
+"  local out, n = { 4, now, 0, nwin }, 4\n"
 "  for i = 1, nwin do\n"
-"    out[#out + 1] = 0; out[#out + 1] = 0; out[#out + 1] = -1\n"
+"    out[n + 1], out[n + 2], out[n + 3] = 0, 0, -1\n"
+"    n = n + 3\n"
 "  end\n"
 "  return out\n"
 "end\n"
 "local win = {}\n"
 "for i = 1, nwin do\n"
-"  local w = { key = KEYS[i + 2], period = tonumber(ARGV[3 * i + 3]),\n"
-"              limit = tonumber(ARGV[3 * i + 4]),\n"
-"              need = tonumber(ARGV[3 * i + 5]) }\n"
-"  load(w)\n"
-"  win[i] = w\n"
+"  win[i] = load(KEYS[i + 2], ARGV[3 * i + 3] + 0,\n"
+"                ARGV[3 * i + 4] + 0, ARGV[3 * i + 5] + 0)\n"
 "end\n"
 "local status, wait = 0, 0\n"
-"local cooldown = tonumber(ARGV[4])\n"
-"local cool = cooldown > 0 and redis.call('PTTL', KEYS[2]) or 0\n"
+"local cooldown = ARGV[4] + 0\n"
+"local cool = cooldown > 0 and call('PTTL', KEYS[2]) or 0\n"
 "if cool > 0 then\n"
 "  status, wait = 3, cool\n"
 "elseif climit > 0 then\n"
-"  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)\n"
-"  if redis.call('ZCARD', KEYS[1]) >= climit then status, wait = 2, 1000 end\n"
+"  call('ZREMRANGEBYSCORE', KEYS[1], '-inf', str(now))\n"
+"  if call('ZCARD', KEYS[1]) >= climit then status, wait = 2, 1000 end\n"
 "end\n"
 "if status == 0 then\n"
 "  status, wait = over(win, full, status, wait)\n"
 "  if status == 1 and cooldown > 0 then\n"
-"    redis.call('SET', KEYS[2], '1', 'PX', cooldown)\n"
+"    call('SET', KEYS[2], '1', 'PX', str(cooldown))\n"
 "    if cooldown > wait then wait = cooldown end\n"
 "  end\n"
 "end\n"
 "for i = 1, nwin do\n"
 "  local w = win[i]\n"
-"  if status == 0 and w.need > 0 then\n"
-"    local v = (w.here or 0) + w.need\n"
-"    w.sum = w.sum + w.need\n"
-"    if w.o == nil or w.o > w.cur then w.o = w.cur end\n"
+"  local need = w.need\n"
+"  if status == 0 and need > 0 then\n"
+"    local v = (w.here or 0) + need\n"
+"    w.sum = w.sum + need\n"
+"    if not w.o or w.o > w.cur then w.o = w.cur end\n"
 "    save(w, v)\n"
-"    if v == w.need then\n"
-"      redis.call('PEXPIRE', w.key, floor(ttl(w.period, w.cur)))\n"
+"    if v == need then\n"
+"      call('PEXPIRE', w.key, str(floor(ttl(w.period, w.cur))))\n"
 "    end\n"
 "  else\n"
 "    save(w, nil)\n"
 "  end\n"
 "end\n"
 "if status == 0 and climit > 0 then\n"
-"  local lttl = tonumber(ARGV[3])\n"
-"  redis.call('ZADD', KEYS[1], now + lttl, ARGV[2])\n"
-"  redis.call('PEXPIRE', KEYS[1], lttl)\n"
+"  local lttl = ARGV[3] + 0\n"
+"  call('ZADD', KEYS[1], str(now + lttl), ARGV[2])\n"
+"  call('PEXPIRE', KEYS[1], str(lttl))\n"
 "end\n"
-"local out = { status, now, floor(wait), nwin }\n"
+"local out, n = { status, now, floor(wait), nwin }, 4\n"
 "for i = 1, nwin do\n"
 "  local w = win[i]\n"
-"  out[#out + 1] = w.sum\n"
-"  out[#out + 1] = floor(free_in(w, 1, full))\n"
-"  out[#out + 1] = w.over and floor(w.over) or -1\n"
+"  out[n + 1], out[n + 2] = w.sum, floor(free_in(w, 1, full))\n"
+"  out[n + 3] = w.over and floor(w.over) or -1\n"
+"  n = n + 3\n"
 "end\n"
 "return out\n";
 
@@ -262,39 +278,28 @@ NGX_HTTP_LLM_LUA_DECIDE
 static char  ngx_http_llm_lua_batch[] =
 NGX_HTTP_LLM_LUA_COMMON
 NGX_HTTP_LLM_LUA_DECIDE
-"local climit = tonumber(ARGV[1])\n"
-"local lttl = tonumber(ARGV[2])\n"
-"local cooldown = tonumber(ARGV[3])\n"
+"local climit = ARGV[1] + 0\n"
+"local lttl = ARGV[2] + 0\n"
+"local cooldown = ARGV[3] + 0\n"
 "local nwin = #KEYS - 2\n"
 "local base = 3 + 2 * nwin\n"
 "local nreq = (#ARGV - base) / (2 + nwin)\n"
-"local win, cool, held, leases = {}, nil, 0, {}\n"
+"local win, cool, held, leases, nl = {}, nil, 0, {}, 0\n"
+"local lscore = climit > 0 and str(now + lttl)\n"
 "local function counted(w)\n"
 "  full(w)\n"
-"  if w.added > 0 then\n"
-"    w.counts[w.cur] = (w.counts[w.cur] or 0) + w.added\n"
-"    w.sum = w.sum + w.added\n"
-"    w.here = (w.here or 0) + w.added\n"
-"    if w.o == nil or w.o > w.cur then w.o = w.cur end\n"
-"  end\n"
-"end\n"
-"local function prepare()\n"
-"  for i = 1, nwin do\n"
-"    local w = { key = KEYS[i + 2], period = tonumber(ARGV[2 * i + 2]),\n"
-"                limit = tonumber(ARGV[2 * i + 3]), added = 0 }\n"
-"    load(w)\n"
-"    win[i] = w\n"
-"  end\n"
-"  cool = cooldown > 0 and redis.call('PTTL', KEYS[2]) or 0\n"
-"  if cool <= 0 and climit > 0 then\n"
-"    redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)\n"
-"    held = redis.call('ZCARD', KEYS[1])\n"
+"  local added, cur = w.added, w.cur\n"
+"  if added > 0 then\n"
+"    w.counts[cur] = (w.counts[cur] or 0) + added\n"
+"    w.sum = w.sum + added\n"
+"    w.here = (w.here or 0) + added\n"
+"    if not w.o or w.o > cur then w.o = cur end\n"
 "  end\n"
 "end\n"
 "local out, n = {}, 0\n"
 "for r = 0, nreq - 1 do\n"
 "  local a = base + r * (2 + nwin)\n"
-"  local deadline = tonumber(ARGV[a + 2])\n"
+"  local deadline = ARGV[a + 2] + 0\n"
 "  if deadline > 0 and now > deadline then\n"
 "    out[n + 1], out[n + 2], out[n + 3], out[n + 4] = 4, now, 0, nwin\n"
 "    n = n + 4\n"
@@ -303,11 +308,21 @@ NGX_HTTP_LLM_LUA_DECIDE
 "      n = n + 3\n"
 "    end\n"
 "  else\n"
-"    if cool == nil then prepare() end\n"
+"    if cool == nil then\n"
+"      for i = 1, nwin do\n"
+"        win[i] = load(KEYS[i + 2], ARGV[2 * i + 2] + 0,\n"
+"                      ARGV[2 * i + 3] + 0, 0)\n"
+"      end\n"
+"      cool = cooldown > 0 and call('PTTL', KEYS[2]) or 0\n"
+"      if cool <= 0 and climit > 0 then\n"
+"        call('ZREMRANGEBYSCORE', KEYS[1], '-inf', str(now))\n"
+"        held = call('ZCARD', KEYS[1])\n"
+"      end\n"
+"    end\n"
 "    local status, wait = 0, 0\n"
 "    for i = 1, nwin do\n"
-"      win[i].need = tonumber(ARGV[a + 2 + i])\n"
-"      win[i].over = nil\n"
+"      local w = win[i]\n"
+"      w.need, w.over = ARGV[a + 2 + i] + 0, false\n"
 "    end\n"
 "    if cool > 0 then\n"
 "      status, wait = 3, cool\n"
@@ -317,7 +332,7 @@ NGX_HTTP_LLM_LUA_DECIDE
 "    if status == 0 then\n"
 "      status, wait = over(win, counted, status, wait)\n"
 "      if status == 1 and cooldown > 0 then\n"
-"        redis.call('SET', KEYS[2], '1', 'PX', cooldown)\n"
+"        call('SET', KEYS[2], '1', 'PX', str(cooldown))\n"
 "        cool = cooldown\n"
 "        if cooldown > wait then wait = cooldown end\n"
 "      end\n"
@@ -325,20 +340,21 @@ NGX_HTTP_LLM_LUA_DECIDE
 "    if status == 0 then\n"
 "      for i = 1, nwin do\n"
 "        local w = win[i]\n"
-"        if w.need > 0 then\n"
-"          w.here = (w.here or 0) + w.need\n"
-"          w.sum = w.sum + w.need\n"
-"          w.added = w.added + w.need\n"
+"        local need = w.need\n"
+"        if need > 0 then\n"
+"          w.here = (w.here or 0) + need\n"
+"          w.sum = w.sum + need\n"
+"          w.added = w.added + need\n"
 "          if w.counts then\n"
-"            w.counts[w.cur] = (w.counts[w.cur] or 0) + w.need\n"
+"            w.counts[w.cur] = (w.counts[w.cur] or 0) + need\n"
 "          end\n"
-"          if w.o == nil or w.o > w.cur then w.o = w.cur end\n"
+"          if not w.o or w.o > w.cur then w.o = w.cur end\n"
 "        end\n"
 "      end\n"
 "      if climit > 0 then\n"
 "        held = held + 1\n"
-"        leases[#leases + 1] = now + lttl\n"
-"        leases[#leases + 1] = ARGV[a + 1]\n"
+"        leases[nl + 1], leases[nl + 2] = lscore, ARGV[a + 1]\n"
+"        nl = nl + 2\n"
 "      end\n"
 "    end\n"
 "    out[n + 1], out[n + 2], out[n + 3], out[n + 4] =\n"
@@ -357,15 +373,15 @@ NGX_HTTP_LLM_LUA_DECIDE
 "  if w.added > 0 then\n"
 "    save(w, w.here)\n"
 "    if w.here == w.added then\n"
-"      redis.call('PEXPIRE', w.key, floor(ttl(w.period, w.cur)))\n"
+"      call('PEXPIRE', w.key, str(floor(ttl(w.period, w.cur))))\n"
 "    end\n"
 "  else\n"
 "    save(w, nil)\n"
 "  end\n"
 "end\n"
-"if #leases > 0 then\n"
-"  redis.call('ZADD', KEYS[1], unpack(leases))\n"
-"  redis.call('PEXPIRE', KEYS[1], lttl)\n"
+"if nl > 0 then\n"
+"  call('ZADD', KEYS[1], unpack(leases))\n"
+"  call('PEXPIRE', KEYS[1], str(lttl))\n"
 "end\n"
 "return out\n";
 
@@ -380,20 +396,29 @@ NGX_HTTP_LLM_LUA_DECIDE
 
 #define NGX_HTTP_LLM_LUA_PUT                                                  \
 "local function put(w, s0, delta)\n"                                          \
-"  local old = s0 == w.cur and (w.here or 0)\n"                               \
-"              or tonumber(redis.call('HGET', w.key, s0)) or 0\n"             \
+"  local key, cur = w.key, w.cur\n"                                           \
+"  local ss = s0 == cur and w.cs or str(s0)\n"                                \
+"  local old = s0 == cur and (w.here or 0)\n"                                 \
+"              or tonumber(call('HGET', key, ss)) or 0\n"                     \
 "  local v = old + delta\n"                                                   \
 "  if v < 0 then v = 0 end\n"                                                 \
-"  w.sum = w.sum + v - old\n"                                                 \
-"  if s0 == w.cur then w.here = v end\n"                                      \
+"  local sum = w.sum + v - old\n"                                             \
+"  w.sum, w.dirty = sum, true\n"                                              \
+"  if s0 == cur then w.here = v end\n"                                        \
 "  if v > 0 then\n"                                                           \
-"    redis.call('HSET', w.key, s0, v)\n"                                      \
-"    if w.o == nil or s0 < w.o then w.o = s0 end\n"                           \
+"    if not w.o or s0 < w.o then w.o = s0 end\n"                              \
+"    if w.period ~= 0 and sum > 0 then\n"                                     \
+"      call('HSET', key, ss, str(v), 't', str(sum), 'c', w.cs,\n"             \
+"           'o', w.o == s0 and ss or ostr(w))\n"                              \
+"      w.dirty = false\n"                                                     \
+"    else\n"                                                                  \
+"      call('HSET', key, ss, str(v))\n"                                       \
+"    end\n"                                                                   \
 "  else\n"                                                                    \
-"    redis.call('HDEL', w.key, s0)\n"                                         \
+"    call('HDEL', key, ss)\n"                                                 \
 "    if w.o == s0 then full(w) end\n"                                         \
+"    w.dirty = true\n"                                                        \
 "  end\n"                                                                     \
-"  w.dirty = true\n"                                                          \
 "  return v\n"                                                                \
 "end\n"
 
@@ -408,22 +433,22 @@ NGX_HTTP_LLM_LUA_DECIDE
 static char  ngx_http_llm_lua_settle[] =
 NGX_HTTP_LLM_LUA_COMMON
 NGX_HTTP_LLM_LUA_PUT
-"local t0 = tonumber(ARGV[1])\n"
+"local t0 = ARGV[1] + 0\n"
 "for i = 1, #KEYS do\n"
-"  local w = { key = KEYS[i], period = tonumber(ARGV[2 * i]) }\n"
-"  local delta = tonumber(ARGV[2 * i + 1])\n"
-"  load(w)\n"
-"  local s0 = slot(w.period, t0)\n"
+"  local period, delta = ARGV[2 * i] + 0, ARGV[2 * i + 1] + 0\n"
+"  local w = load(KEYS[i], period, 0, 0)\n"
+"  local s0 = slot(period, t0)\n"
 "  local v\n"
 "  if s0 >= w.lo and s0 <= w.cur then\n"
 "    v = put(w, s0, delta)\n"
 "  elseif delta > 0 then\n"
 "    v = put(w, w.cur, delta)\n"
+"  else\n"
+"    w.dirty = true\n"
 "  end\n"
-"  w.dirty = true\n"
 "  save(w, nil)\n"
 "  if v and v > 0 then\n"
-"    redis.call('PEXPIRE', w.key, floor(ttl(w.period, w.cur)))\n"
+"    call('PEXPIRE', w.key, str(floor(ttl(period, w.cur))))\n"
 "  end\n"
 "end\n"
 "return 1\n";
@@ -455,21 +480,20 @@ static char  ngx_http_llm_lua_renew[] =
 static char  ngx_http_llm_lua_replay[] =
 NGX_HTTP_LLM_LUA_COMMON
 NGX_HTTP_LLM_LUA_PUT
-"if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then\n"
+"if not call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then\n"
 "  return 0\n"
 "end\n"
-"local t0 = tonumber(ARGV[2])\n"
+"local t0 = ARGV[2] + 0\n"
 "for i = 2, #KEYS do\n"
-"  local w = { key = KEYS[i], period = tonumber(ARGV[2 * i - 1]) }\n"
-"  local n = tonumber(ARGV[2 * i])\n"
-"  load(w)\n"
-"  local s0 = slot(w.period, t0)\n"
+"  local period, n = ARGV[2 * i - 1] + 0, ARGV[2 * i] + 0\n"
+"  local w = load(KEYS[i], period, 0, 0)\n"
+"  local s0 = slot(period, t0)\n"
 "  if s0 > w.cur then s0 = w.cur end\n"
 "  if n ~= 0 and s0 >= w.lo then\n"
 "    local v = put(w, s0, n)\n"
 "    save(w, nil)\n"
 "    if v > 0 then\n"
-"      redis.call('PEXPIRE', w.key, floor(ttl(w.period, w.cur)))\n"
+"      call('PEXPIRE', w.key, str(floor(ttl(period, w.cur))))\n"
 "    end\n"
 "  else\n"
 "    save(w, nil)\n"
