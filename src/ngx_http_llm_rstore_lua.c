@@ -44,42 +44,38 @@
 "  if x % 1 == 0 and x > 0 and x < 1e15 then return fmt('%d', x) end\n"       \
 "  return x\n"                                                                \
 "end\n"                                                                       \
-"local function mo(ms)\n"                                                     \
-"  local z = floor(ms / 86400000) + 719468\n"                                 \
-"  local era = floor(z / 146097)\n"                                           \
-"  local doe = z - era * 146097\n"                                            \
-"  local yoe = floor((doe - floor(doe / 1460) + floor(doe / 36524)\n"         \
-"                     - floor(doe / 146096)) / 365)\n"                        \
-"  local y = yoe + era * 400\n"                                               \
-"  local doy = doe - (365 * yoe + floor(yoe / 4) - floor(yoe / 100))\n"       \
-"  local mp = floor((5 * doy + 2) / 153)\n"                                   \
-"  local m = mp < 10 and mp + 3 or mp - 9\n"                                  \
-"  if m <= 2 then y = y + 1 end\n"                                            \
-"  return (y - 1970) * 12 + m - 1\n"                                          \
-"end\n"                                                                       \
-"local function mstart(n)\n"                                                  \
-"  local y = 1970 + floor(n / 12)\n"                                          \
-"  local m = n % 12 + 1\n"                                                    \
-"  if m <= 2 then y = y - 1 end\n"                                            \
-"  local era = floor(y / 400)\n"                                              \
-"  local yoe = y - era * 400\n"                                               \
-"  local mp = m > 2 and m - 3 or m + 9\n"                                     \
-"  local doe = yoe * 365 + floor(yoe / 4) - floor(yoe / 100)\n"               \
-"              + floor((153 * mp + 2) / 5)\n"                                 \
-"  return (era * 146097 + doe - 719468) * 86400000\n"                         \
-"end\n"                                                                       \
-"local function slot(period, ms)\n"                                           \
-"  if period == 0 then return mo(ms) end\n"                                   \
-"  return floor(ms / (period / 10))\n"                                        \
-"end\n"                                                                       \
-"local function ttl(period, cur)\n"                                           \
-"  if period == 0 then return mstart(cur + 1) - now + 86400000 end\n"         \
-"  return period + period / 10 + 1000\n"                                      \
+"local mo, mstart\n"                                                          \
+"local function months()\n"                                                   \
+"  mo = function(ms)\n"                                                       \
+"    local z = floor(ms / 86400000) + 719468\n"                               \
+"    local era = floor(z / 146097)\n"                                         \
+"    local doe = z - era * 146097\n"                                          \
+"    local yoe = floor((doe - floor(doe / 1460) + floor(doe / 36524)\n"       \
+"                       - floor(doe / 146096)) / 365)\n"                      \
+"    local y = yoe + era * 400\n"                                             \
+"    local doy = doe - (365 * yoe + floor(yoe / 4) - floor(yoe / 100))\n"     \
+"    local mp = floor((5 * doy + 2) / 153)\n"                                 \
+"    local m = mp < 10 and mp + 3 or mp - 9\n"                                \
+"    if m <= 2 then y = y + 1 end\n"                                          \
+"    return (y - 1970) * 12 + m - 1\n"                                        \
+"  end\n"                                                                     \
+"  mstart = function(n)\n"                                                    \
+"    local y = 1970 + floor(n / 12)\n"                                        \
+"    local m = n % 12 + 1\n"                                                  \
+"    if m <= 2 then y = y - 1 end\n"                                          \
+"    local era = floor(y / 400)\n"                                            \
+"    local yoe = y - era * 400\n"                                             \
+"    local mp = m > 2 and m - 3 or m + 9\n"                                   \
+"    local doe = yoe * 365 + floor(yoe / 4) - floor(yoe / 100)\n"             \
+"                + floor((153 * mp + 2) / 5)\n"                               \
+"    return (era * 146097 + doe - 719468) * 86400000\n"                       \
+"  end\n"                                                                     \
+"  return mo\n"                                                               \
 "end\n"                                                                       \
 "local function full(w)\n"                                                    \
 "  local key, lo = w.key, w.lo\n"                                             \
 "  local flat = call('HGETALL', key)\n"                                       \
-"  local counts, sum, o, stale, ns = {}, 0, false, false, 0\n"                \
+"  local counts, sum, o, stale, ns = {}, 0, nil, nil, 0\n"                    \
 "  for j = 1, #flat, 2 do\n"                                                  \
 "    local s = tonumber(flat[j])\n"                                           \
 "    if s == nil then\n"                                                      \
@@ -96,42 +92,54 @@
 "  end\n"                                                                     \
 "  if ns > 0 then call('HDEL', key, unpack(stale)) end\n"                     \
 "  w.counts, w.sum, w.o = counts, sum, o\n"                                   \
-"  w.here, w.dirty = counts[w.cur] or false, w.period > 0\n"                  \
+"  w.here, w.dirty, w.c, w.o0 = counts[w.cur], w.period > 0, false, nil\n"    \
 "end\n"                                                                       \
 "local function load(key, period, limit, need)\n"                             \
-"  local cur = slot(period, now)\n"                                           \
+"  local cur = period == 0 and (mo or months())(now)\n"                       \
+"              or floor(now / (period / 10))\n"                               \
 "  local cs = str(cur)\n"                                                     \
+"  if period ~= 0 then\n"                                                     \
+"    local v = call('HMGET', key, 't', 'c', 'o', cs)\n"                       \
+"    local c = v[2] == cs\n"                                                  \
+"    if c or tonumber(v[2]) == cur then\n"                                    \
+"      local o = v[3] == cs and cur or tonumber(v[3])\n"                      \
+"      return { key = key, period = period, limit = limit, need = need,\n"    \
+"               cur = cur, cs = cs, lo = cur - 10, c = c, o0 = o,\n"          \
+"               o = o ~= 0 and o or nil, sum = tonumber(v[1]) or 0,\n"        \
+"               here = tonumber(v[4]), dirty = false, added = 0 }\n"          \
+"    end\n"                                                                   \
+"  end\n"                                                                     \
 "  local w = { key = key, period = period, limit = limit, need = need,\n"     \
 "              cur = cur, cs = cs, lo = period == 0 and cur or cur - 10,\n"   \
-"              sum = 0, o = false, here = false, counts = false,\n"           \
-"              dirty = false, over = false, added = 0 }\n"                    \
-"  if period == 0 then full(w) return w end\n"                                \
-"  local v = call('HMGET', key, 't', 'c', 'o', cs)\n"                         \
-"  if v[2] ~= cs and tonumber(v[2]) ~= cur then full(w) return w end\n"       \
-"  local o = tonumber(v[3])\n"                                                \
-"  w.sum, w.o = tonumber(v[1]) or 0, o ~= 0 and o or false\n"                 \
-"  w.here = tonumber(v[4]) or false\n"                                        \
+"              sum = 0, dirty = false, added = 0 }\n"                         \
+"  full(w)\n"                                                                 \
 "  return w\n"                                                                \
 "end\n"                                                                       \
-"local function ostr(w)\n"                                                    \
-"  local o = w.o\n"                                                           \
-"  if o == w.cur then return w.cs end\n"                                      \
-"  return str(o or 0)\n"                                                      \
-"end\n"                                                                       \
-"local function save(w, v)\n"                                                 \
+"local function save(w, v, fresh, ss)\n"                                      \
+"  local key, cur, sum, o = w.key, w.cur, w.sum, w.o\n"                       \
 "  if w.period == 0 then\n"                                                   \
-"    if v then call('HSET', w.key, w.cs, str(v)) end\n"                       \
-"  elseif w.sum > 0 then\n"                                                   \
-"    if v then\n"                                                             \
-"      call('HSET', w.key, w.cs, str(v), 't', str(w.sum), 'c', w.cs,\n"       \
-"           'o', ostr(w))\n"                                                  \
-"    elseif w.dirty then\n"                                                   \
-"      call('HSET', w.key, 't', str(w.sum), 'c', w.cs, 'o', ostr(w))\n"       \
+"    if v then call('HSET', key, ss or w.cs, str(v)) end\n"                   \
+"  elseif sum > 0 then\n"                                                     \
+"    if v and w.c and (o or 0) == w.o0 then\n"                                \
+"      call('HSET', key, ss or w.cs, str(v), 't', str(sum))\n"                \
+"    elseif v or w.dirty then\n"                                              \
+"      local os = o == cur and w.cs or str(o or 0)\n"                         \
+"      if v then\n"                                                           \
+"        call('HSET', key, ss or w.cs, str(v), 't', str(sum), 'c', w.cs,\n"   \
+"             'o', os)\n"                                                     \
+"      else\n"                                                                \
+"        call('HSET', key, 't', str(sum), 'c', w.cs, 'o', os)\n"              \
+"      end\n"                                                                 \
 "    end\n"                                                                   \
 "  elseif w.dirty then\n"                                                     \
-"    call('HDEL', w.key, 't', 'c', 'o')\n"                                    \
+"    call('HDEL', key, 't', 'c', 'o')\n"                                      \
 "  end\n"                                                                     \
 "  w.dirty = false\n"                                                         \
+"  if fresh then\n"                                                           \
+"    local ttl = w.period + w.period / 10 + 1000\n"                           \
+"    if w.period == 0 then ttl = mstart(cur + 1) - now + 86400000 end\n"      \
+"    call('PEXPIRE', key, str(floor(ttl)))\n"                                 \
+"  end\n"                                                                     \
 "end\n"
 
 
@@ -239,10 +247,7 @@ NGX_HTTP_LLM_LUA_DECIDE
 "    local v = (w.here or 0) + need\n"
 "    w.sum = w.sum + need\n"
 "    if not w.o or w.o > w.cur then w.o = w.cur end\n"
-"    save(w, v)\n"
-"    if v == need then\n"
-"      call('PEXPIRE', w.key, str(floor(ttl(w.period, w.cur))))\n"
-"    end\n"
+"    save(w, v, v == need)\n"
 "  else\n"
 "    save(w, nil)\n"
 "  end\n"
@@ -252,7 +257,7 @@ NGX_HTTP_LLM_LUA_DECIDE
 "  call('ZADD', KEYS[1], str(now + lttl), ARGV[2])\n"
 "  call('PEXPIRE', KEYS[1], str(lttl))\n"
 "end\n"
-"local out, n = { status, now, floor(wait), nwin }, 4\n"
+"local out, n = { status, now, floor(wait), nwin, nil, nil, nil }, 4\n"
 "for i = 1, nwin do\n"
 "  local w = win[i]\n"
 "  out[n + 1], out[n + 2] = w.sum, floor(free_in(w, 1, full))\n"
@@ -371,10 +376,7 @@ NGX_HTTP_LLM_LUA_DECIDE
 "for i = 1, #win do\n"
 "  local w = win[i]\n"
 "  if w.added > 0 then\n"
-"    save(w, w.here)\n"
-"    if w.here == w.added then\n"
-"      call('PEXPIRE', w.key, str(floor(ttl(w.period, w.cur))))\n"
-"    end\n"
+"    save(w, w.here, w.here == w.added)\n"
 "  else\n"
 "    save(w, nil)\n"
 "  end\n"
@@ -407,13 +409,8 @@ NGX_HTTP_LLM_LUA_DECIDE
 "  if s0 == cur then w.here = v end\n"                                        \
 "  if v > 0 then\n"                                                           \
 "    if not w.o or s0 < w.o then w.o = s0 end\n"                              \
-"    if w.period ~= 0 and sum > 0 then\n"                                     \
-"      call('HSET', key, ss, str(v), 't', str(sum), 'c', w.cs,\n"             \
-"           'o', w.o == s0 and ss or ostr(w))\n"                              \
-"      w.dirty = false\n"                                                     \
-"    else\n"                                                                  \
-"      call('HSET', key, ss, str(v))\n"                                       \
-"    end\n"                                                                   \
+"    if w.period ~= 0 and sum > 0 then return v, ss end\n"                    \
+"    call('HSET', key, ss, str(v))\n"                                         \
 "  else\n"                                                                    \
 "    call('HDEL', key, ss)\n"                                                 \
 "    if w.o == s0 then full(w) end\n"                                         \
@@ -437,19 +434,16 @@ NGX_HTTP_LLM_LUA_PUT
 "for i = 1, #KEYS do\n"
 "  local period, delta = ARGV[2 * i] + 0, ARGV[2 * i + 1] + 0\n"
 "  local w = load(KEYS[i], period, 0, 0)\n"
-"  local s0 = slot(period, t0)\n"
-"  local v\n"
+"  local s0 = period == 0 and mo(t0) or floor(t0 / (period / 10))\n"
+"  local v, ss\n"
 "  if s0 >= w.lo and s0 <= w.cur then\n"
-"    v = put(w, s0, delta)\n"
+"    v, ss = put(w, s0, delta)\n"
 "  elseif delta > 0 then\n"
-"    v = put(w, w.cur, delta)\n"
+"    v, ss = put(w, w.cur, delta)\n"
 "  else\n"
 "    w.dirty = true\n"
 "  end\n"
-"  save(w, nil)\n"
-"  if v and v > 0 then\n"
-"    call('PEXPIRE', w.key, str(floor(ttl(period, w.cur))))\n"
-"  end\n"
+"  save(w, ss and v, v and v > 0, ss)\n"
 "end\n"
 "return 1\n";
 
@@ -487,14 +481,11 @@ NGX_HTTP_LLM_LUA_PUT
 "for i = 2, #KEYS do\n"
 "  local period, n = ARGV[2 * i - 1] + 0, ARGV[2 * i] + 0\n"
 "  local w = load(KEYS[i], period, 0, 0)\n"
-"  local s0 = slot(period, t0)\n"
+"  local s0 = period == 0 and mo(t0) or floor(t0 / (period / 10))\n"
 "  if s0 > w.cur then s0 = w.cur end\n"
 "  if n ~= 0 and s0 >= w.lo then\n"
-"    local v = put(w, s0, n)\n"
-"    save(w, nil)\n"
-"    if v > 0 then\n"
-"      call('PEXPIRE', w.key, str(floor(ttl(period, w.cur))))\n"
-"    end\n"
+"    local v, ss = put(w, s0, n)\n"
+"    save(w, ss and v, v > 0, ss)\n"
 "  else\n"
 "    save(w, nil)\n"
 "  end\n"
