@@ -97,7 +97,7 @@
 "local function load(key, period, limit, need)\n"                             \
 "  local cur = period == 0 and (mo or months())(now)\n"                       \
 "              or floor(now / (period / 10))\n"                               \
-"  local cs = str(cur)\n"                                                     \
+"  local cs = fmt('%d', cur)\n"                                               \
 "  if period ~= 0 then\n"                                                     \
 "    local v = call('HMGET', key, 't', 'c', 'o', cs)\n"                       \
 "    local c = v[2] == cs\n"                                                  \
@@ -301,7 +301,12 @@ NGX_HTTP_LLM_LUA_DECIDE
 "    if not w.o or w.o > cur then w.o = cur end\n"
 "  end\n"
 "end\n"
-"local out, n = {}, 0\n"
+"local out, n = nreq < 3 and {} or {\n"
+"  nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil,\n"
+"  nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil,\n"
+"  nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil,\n"
+"  nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil,\n"
+"  nil, nil, nil, nil, nil, nil, nil, nil }, 0\n"
 "for r = 0, nreq - 1 do\n"
 "  local a = base + r * (2 + nwin)\n"
 "  local deadline = ARGV[a + 2] + 0\n"
@@ -399,7 +404,7 @@ NGX_HTTP_LLM_LUA_DECIDE
 #define NGX_HTTP_LLM_LUA_PUT                                                  \
 "local function put(w, s0, delta)\n"                                          \
 "  local key, cur = w.key, w.cur\n"                                           \
-"  local ss = s0 == cur and w.cs or str(s0)\n"                                \
+"  local ss = s0 == cur and w.cs or fmt('%d', s0)\n"                          \
 "  local old = s0 == cur and (w.here or 0)\n"                                 \
 "              or tonumber(call('HGET', key, ss)) or 0\n"                     \
 "  local v = old + delta\n"                                                   \
