@@ -44,7 +44,9 @@
  * conversion ("%.17g") costs about three times string.format's "%d" (the
  * same digits for an integer below 1e15; anything else is left to Redis).
  * ARGV and TIME are numbers by construction and are converted by
- * arithmetic ("+ 0": one strtod; tonumber() parses twice).
+ * arithmetic ("+ 0": one strtod; tonumber() parses twice).  Answers are
+ * not floored here: Redis turns a Lua number into an integer reply by
+ * truncation, the same for the non-negative waits and resets.
  */
 
 #define NGX_HTTP_LLM_LUA_COMMON                                               \
@@ -270,11 +272,11 @@ NGX_HTTP_LLM_LUA_DECIDE
 "  call('ZADD', KEYS[1], str(now + lttl), ARGV[2])\n"
 "  call('PEXPIRE', KEYS[1], str(lttl))\n"
 "end\n"
-"local out, n = { status, now, floor(wait), nwin, nil, nil, nil }, 4\n"
+"local out, n = { status, now, wait, nwin, nil, nil, nil }, 4\n"
 "for i = 1, nwin do\n"
 "  local w = win[i]\n"
-"  out[n + 1], out[n + 2] = w.sum, floor(free_in(w, 1, full))\n"
-"  out[n + 3] = w.over and floor(w.over) or -1\n"
+"  out[n + 1], out[n + 2], out[n + 3] =\n"
+"    w.sum, free_in(w, 1, full), w.over or -1\n"
 "  n = n + 3\n"
 "end\n"
 "return out\n";
@@ -381,12 +383,12 @@ NGX_HTTP_LLM_LUA_DECIDE
 "      end\n"
 "    end\n"
 "    out[n + 1], out[n + 2], out[n + 3], out[n + 4] =\n"
-"      status, now, floor(wait), nwin\n"
+"      status, now, wait, nwin\n"
 "    n = n + 4\n"
 "    for i = 1, nwin do\n"
 "      local w = win[i]\n"
-"      out[n + 1], out[n + 2] = w.sum, floor(free_in(w, 1, counted))\n"
-"      out[n + 3] = w.over and floor(w.over) or -1\n"
+"      out[n + 1], out[n + 2], out[n + 3] =\n"
+"        w.sum, free_in(w, 1, counted), w.over or -1\n"
 "      n = n + 3\n"
 "    end\n"
 "  end\n"

@@ -69,7 +69,7 @@ now = 1798761540000 - rnd.randint(0, 3600000 * 24 * 3)   # around 2027-01-01
 def settime():
     r.cmd('HSET', 'faketime', 's', now // 1000, 'us', (now % 1000) * 1000 + rnd.randint(0, 999))
 
-PERIODS = [60000, 1000, 0, 86400000, 3600000]
+PERIODS = [60000, 1000, 0, 86400000, 3600000, 1001, 7777]
 accts = []
 for a in range(6):
     nw = rnd.randint(1, 3)
