@@ -26,8 +26,9 @@
  * holding a count (0: none).  While the current slot is "c", load()
  * reads those three and the current slot (one HMGET) instead of the
  * whole ring; once the clock has moved into a new slot, full() counts
- * the ring again (HGETALL, stale slots deleted), so a total that some
- * other writer left wrong is right again within a tenth of the period.
+ * the ring again (HGETALL, stale slots deleted; plus what a batch has
+ * admitted and not written yet, w.added), so a total that some other
+ * writer left wrong is right again within a tenth of the period.
  * save() writes the current slot with the new total, and the total
  * alone only if it changed (a refusal writes nothing); "c" and "o" are
  * not written again when they already hold the value; an empty window
@@ -106,8 +107,13 @@
 "    end\n"                                                                   \
 "  end\n"                                                                     \
 "  if ns > 0 then call('HDEL', key, unpack(stale)) end\n"                     \
+"  local cur, added = w.cur, w.added\n"                                       \
+"  if added > 0 then\n"                                                       \
+"    counts[cur], sum = (counts[cur] or 0) + added, sum + added\n"            \
+"    if not o or o > cur then o = cur end\n"                                  \
+"  end\n"                                                                     \
 "  w.counts, w.sum, w.o = counts, sum, o\n"                                   \
-"  w.here, w.dirty, w.c, w.o0 = counts[w.cur], w.period > 0, false, nil\n"    \
+"  w.here, w.dirty, w.c, w.o0 = counts[cur], w.period > 0, false, nil\n"      \
 "end\n"                                                                       \
 "local function load(key, period, limit, need)\n"                             \
 "  local cur = period == 0 and (mo or months())(now)\n"                       \
@@ -159,15 +165,15 @@
 
 
 /*
- * Shared by the admission and batch scripts: free_in(w, drop, recount)
- * is when "drop" units will have left window w (recount(w) fills
- * w.counts first if needed); over(win, status, wait) refuses on the
+ * Shared by the admission and batch scripts: free_in(w, drop) is when
+ * "drop" units will have left window w (full(w) fills w.counts first
+ * if needed); over(win, status, wait) refuses on the
  * first window the needs do not fit, setting w.over, and returns the
  * status and wait.
  */
 
 #define NGX_HTTP_LLM_LUA_DECIDE                                               \
-"local function free_in(w, drop, recount)\n"                                  \
+"local function free_in(w, drop)\n"                                           \
 "  if w.sum <= 0 then return 0 end\n"                                         \
 "  if w.period == 0 then return mstart(w.cur + 1) - now end\n"                \
 "  local width = w.period / 10\n"                                             \
@@ -175,7 +181,7 @@
 "    local at = (w.o + 11) * width\n"                                         \
 "    return at > now and at - now or 0\n"                                     \
 "  end\n"                                                                     \
-"  if not w.counts then recount(w) end\n"                                     \
+"  if not w.counts then full(w) end\n"                                        \
 "  local counts, freed = w.counts, 0\n"                                       \
 "  for s = w.lo, w.cur do\n"                                                  \
 "    freed = freed + (counts[s] or 0)\n"                                      \
@@ -187,7 +193,7 @@
 "  end\n"                                                                     \
 "  return w.period + width\n"                                                 \
 "end\n"                                                                       \
-"local function over(win, recount, status, wait)\n"                           \
+"local function over(win, status, wait)\n"                                    \
 "  for i = 1, #win do\n"                                                      \
 "    local w = win[i]\n"                                                      \
 "    local need = w.need\n"                                                   \
@@ -195,7 +201,7 @@
 "      if need > w.limit then\n"                                              \
 "        w.over = w.period > 0 and w.period or 86400000\n"                    \
 "      else\n"                                                                \
-"        w.over = free_in(w, w.sum + need - w.limit, recount)\n"              \
+"        w.over = free_in(w, w.sum + need - w.limit)\n"                       \
 "      end\n"                                                                 \
 "      status = 1\n"                                                          \
 "      if w.over > wait then wait = w.over end\n"                             \
@@ -249,7 +255,7 @@ NGX_HTTP_LLM_LUA_DECIDE
 "  if call('ZCARD', KEYS[1]) >= climit then status, wait = 2, 1000 end\n"
 "end\n"
 "if status == 0 then\n"
-"  status, wait = over(win, full, status, wait)\n"
+"  status, wait = over(win, status, wait)\n"
 "  if status == 1 and cooldown > 0 then\n"
 "    call('SET', KEYS[2], '1', 'PX', str(cooldown))\n"
 "    if cooldown > wait then wait = cooldown end\n"
@@ -276,7 +282,7 @@ NGX_HTTP_LLM_LUA_DECIDE
 "for i = 1, nwin do\n"
 "  local w = win[i]\n"
 "  out[n + 1], out[n + 2], out[n + 3] =\n"
-"    w.sum, free_in(w, 1, full), w.over or -1\n"
+"    w.sum, free_in(w, 1), w.over or -1\n"
 "  n = n + 3\n"
 "end\n"
 "return out\n";
@@ -306,16 +312,6 @@ NGX_HTTP_LLM_LUA_DECIDE
 "local nreq = (#ARGV - base) / (2 + nwin)\n"
 "local win, cool, held, leases, nl = {}, nil, 0, {}, 0\n"
 "local lscore = climit > 0 and str(now + lttl)\n"
-"local function counted(w)\n"
-"  full(w)\n"
-"  local added, cur = w.added, w.cur\n"
-"  if added > 0 then\n"
-"    w.counts[cur] = (w.counts[cur] or 0) + added\n"
-"    w.sum = w.sum + added\n"
-"    w.here = (w.here or 0) + added\n"
-"    if not w.o or w.o > cur then w.o = cur end\n"
-"  end\n"
-"end\n"
 "local out, n = nreq < 3 and {} or {\n"
 "  nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil,\n"
 "  nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil,\n"
@@ -355,7 +351,7 @@ NGX_HTTP_LLM_LUA_DECIDE
 "      status, wait = 2, 1000\n"
 "    end\n"
 "    if status == 0 then\n"
-"      status, wait = over(win, counted, status, wait)\n"
+"      status, wait = over(win, status, wait)\n"
 "      if status == 1 and cooldown > 0 then\n"
 "        call('SET', KEYS[2], '1', 'PX', str(cooldown))\n"
 "        cool = cooldown\n"
@@ -388,7 +384,7 @@ NGX_HTTP_LLM_LUA_DECIDE
 "    for i = 1, nwin do\n"
 "      local w = win[i]\n"
 "      out[n + 1], out[n + 2], out[n + 3] =\n"
-"        w.sum, free_in(w, 1, counted), w.over or -1\n"
+"        w.sum, free_in(w, 1), w.over or -1\n"
 "      n = n + 3\n"
 "    end\n"
 "  end\n"
