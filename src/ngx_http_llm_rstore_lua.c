@@ -29,12 +29,13 @@
  * the ring again (HGETALL, stale slots deleted; plus what a batch has
  * admitted and not written yet, w.added), so a total that some other
  * writer left wrong is right again within a tenth of the period.
- * save() writes the current slot with the new total, and the total
- * alone only if it changed (a refusal writes nothing); "c" and "o" are
- * not written again when they already hold the value; an empty window
- * drops them, so they never keep a key alive without its expiry; a new
- * slot (fresh) gets the key's expiry.  A month is one field and is
- * always read whole.
+ * save(w, v, fresh, ss) writes count v to slot ss (default: the
+ * current one) with the new total, and the total alone only if it
+ * changed (a refusal writes nothing); "c" and "o" are not written again
+ * when they already hold the value (w.c: "c" is this slot's name, w.o0:
+ * the number "o" holds); an empty window drops them, so they never keep
+ * a key alive without its expiry; "fresh" (a new slot) sets the key's
+ * expiry.  A month is one field and is always read whole.
  *
  * Every EVALSHA runs this text again, so it is written for Redis's CPU
  * (one Redis serves the fleet; tools/lua-bench measures it): globals read
