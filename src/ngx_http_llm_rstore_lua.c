@@ -42,9 +42,12 @@
  * once into locals; no closure that a call does not need (months() makes
  * the calendar helpers the first time a month window is seen); a window
  * table built by one constructor (no rehash as fields are added); and
- * numbers handed to redis.call as strings made by str(), as Redis's own
- * conversion ("%.17g") costs about three times string.format's "%d" (the
- * same digits for an integer below 1e15; anything else is left to Redis).
+ * numbers handed to redis.call as strings made by str() where Redis's
+ * own conversion is slow: before 7.4 (REDIS_VERSION_NUM is nil before
+ * 7.0) it is "%.17g", about three times string.format's "%d" (7.2 has
+ * fpconv_dtoa, which writes some round integers as 1e8, redis#13113);
+ * the same digits for an integer below 1e15, and anything else is left
+ * to Redis.  7.4 writes an integer as such, and str() passes it on.
  * ARGV and TIME are numbers by construction and are converted by
  * arithmetic ("+ 0": one strtod; tonumber() parses twice).  Answers are
  * not floored here: Redis turns a Lua number into an integer reply by
@@ -57,8 +60,11 @@
 "if redis.replicate_commands then redis.replicate_commands() end\n"           \
 "local t = call('TIME')\n"                                                    \
 "local now = t[1] * 1000 + floor(t[2] / 1000)\n"                              \
+"local slow = (redis.REDIS_VERSION_NUM or 0) < 0x070400\n"                    \
 "local function str(x)\n"                                                     \
-"  if x % 1 == 0 and x > 0 and x < 1e15 then return fmt('%d', x) end\n"       \
+"  if slow and x % 1 == 0 and x > 0 and x < 1e15 then\n"                      \
+"    return fmt('%d', x)\n"                                                   \
+"  end\n"                                                                     \
 "  return x\n"                                                                \
 "end\n"                                                                       \
 "local mo, mstart\n"                                                          \
