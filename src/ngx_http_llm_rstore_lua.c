@@ -26,109 +26,161 @@
  * holding a count (0: none).  While the current slot is "c", load()
  * reads those three and the current slot (one HMGET) instead of the
  * whole ring; once the clock has moved into a new slot, full() counts
- * the ring again (HGETALL, stale slots deleted), so a total that some
- * other writer left wrong is right again within a tenth of the period.
- * save() writes the current slot with the new total, and the total
- * alone only if it changed (a refusal writes nothing); an empty window
- * drops them, so they never keep a key alive without its expiry.  A
- * month is one field and is always read whole.
+ * the ring again (HGETALL, stale slots deleted; plus what a batch has
+ * admitted and not written yet, w.added), so a total that some other
+ * writer left wrong is right again within a tenth of the period.
+ * save(w, v, fresh, ss) writes count v to slot ss (default: the
+ * current one) with the new total, and the total alone only if it
+ * changed (a refusal writes nothing); "c" and "o" are not written again
+ * when they already hold the value (w.c: "c" is this slot's name, w.o0:
+ * the number "o" holds); an empty window drops them, so they never keep
+ * a key alive without its expiry; "fresh" (a new slot) sets the key's
+ * expiry.  A month is one field and is always read whole.
+ *
+ * Every EVALSHA runs this text again, so it is written for Redis's CPU
+ * (one Redis serves the fleet; tools/lua-bench measures it): globals read
+ * once into locals; no closure that a call does not need (months() makes
+ * the calendar helpers the first time a month window is seen); a window
+ * table built by one constructor (no rehash as fields are added); and
+ * numbers handed to redis.call as strings made by str() where Redis's
+ * own conversion is slow: before 7.4 (REDIS_VERSION_NUM is nil before
+ * 7.0) it is "%.17g", about three times string.format's "%d" (7.2 has
+ * fpconv_dtoa, which writes some round integers as 1e8, redis#13113);
+ * the same digits for an integer below 1e15, and anything else is left
+ * to Redis.  7.4 writes an integer as such, and str() passes it on.
+ * ARGV and TIME are numbers by construction and are converted by
+ * arithmetic ("+ 0": one strtod; tonumber() parses twice).  Answers are
+ * not floored here: Redis turns a Lua number into an integer reply by
+ * truncation, the same for the non-negative waits and resets.
  */
 
 #define NGX_HTTP_LLM_LUA_COMMON                                               \
+"local call, tonumber, floor = redis.call, tonumber, math.floor\n"            \
+"local fmt, KEYS, ARGV, unpack = string.format, KEYS, ARGV, unpack\n"         \
 "if redis.replicate_commands then redis.replicate_commands() end\n"           \
-"local t = redis.call('TIME')\n"                                              \
-"local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"     \
-"local floor = math.floor\n"                                                  \
-"local function mo(ms)\n"                                                     \
-"  local z = floor(ms / 86400000) + 719468\n"                                 \
-"  local era = floor(z / 146097)\n"                                           \
-"  local doe = z - era * 146097\n"                                            \
-"  local yoe = floor((doe - floor(doe / 1460) + floor(doe / 36524)\n"         \
-"                     - floor(doe / 146096)) / 365)\n"                        \
-"  local y = yoe + era * 400\n"                                               \
-"  local doy = doe - (365 * yoe + floor(yoe / 4) - floor(yoe / 100))\n"       \
-"  local mp = floor((5 * doy + 2) / 153)\n"                                   \
-"  local m = mp < 10 and mp + 3 or mp - 9\n"                                  \
-"  if m <= 2 then y = y + 1 end\n"                                            \
-"  return (y - 1970) * 12 + m - 1\n"                                          \
+"local t = call('TIME')\n"                                                    \
+"local now = t[1] * 1000 + floor(t[2] / 1000)\n"                              \
+"local slow = (redis.REDIS_VERSION_NUM or 0) < 0x070400\n"                    \
+"local function str(x)\n"                                                     \
+"  if slow and x % 1 == 0 and x > 0 and x < 1e15 then\n"                      \
+"    return fmt('%d', x)\n"                                                   \
+"  end\n"                                                                     \
+"  return x\n"                                                                \
 "end\n"                                                                       \
-"local function mstart(n)\n"                                                  \
-"  local y = 1970 + floor(n / 12)\n"                                          \
-"  local m = n % 12 + 1\n"                                                    \
-"  if m <= 2 then y = y - 1 end\n"                                            \
-"  local era = floor(y / 400)\n"                                              \
-"  local yoe = y - era * 400\n"                                               \
-"  local mp = m > 2 and m - 3 or m + 9\n"                                     \
-"  local doe = yoe * 365 + floor(yoe / 4) - floor(yoe / 100)\n"               \
-"              + floor((153 * mp + 2) / 5)\n"                                 \
-"  return (era * 146097 + doe - 719468) * 86400000\n"                         \
-"end\n"                                                                       \
-"local function slot(period, ms)\n"                                           \
-"  if period == 0 then return mo(ms) end\n"                                   \
-"  return floor(ms / (period / 10))\n"                                        \
-"end\n"                                                                       \
-"local function ttl(period, cur)\n"                                           \
-"  if period == 0 then return mstart(cur + 1) - now + 86400000 end\n"         \
-"  return period + period / 10 + 1000\n"                                      \
+"local mo, mstart\n"                                                          \
+"local function months()\n"                                                   \
+"  mo = function(ms)\n"                                                       \
+"    local z = floor(ms / 86400000) + 719468\n"                               \
+"    local era = floor(z / 146097)\n"                                         \
+"    local doe = z - era * 146097\n"                                          \
+"    local yoe = floor((doe - floor(doe / 1460) + floor(doe / 36524)\n"       \
+"                       - floor(doe / 146096)) / 365)\n"                      \
+"    local y = yoe + era * 400\n"                                             \
+"    local doy = doe - (365 * yoe + floor(yoe / 4) - floor(yoe / 100))\n"     \
+"    local mp = floor((5 * doy + 2) / 153)\n"                                 \
+"    local m = mp < 10 and mp + 3 or mp - 9\n"                                \
+"    if m <= 2 then y = y + 1 end\n"                                          \
+"    return (y - 1970) * 12 + m - 1\n"                                        \
+"  end\n"                                                                     \
+"  mstart = function(n)\n"                                                    \
+"    local y = 1970 + floor(n / 12)\n"                                        \
+"    local m = n % 12 + 1\n"                                                  \
+"    if m <= 2 then y = y - 1 end\n"                                          \
+"    local era = floor(y / 400)\n"                                            \
+"    local yoe = y - era * 400\n"                                             \
+"    local mp = m > 2 and m - 3 or m + 9\n"                                   \
+"    local doe = yoe * 365 + floor(yoe / 4) - floor(yoe / 100)\n"             \
+"                + floor((153 * mp + 2) / 5)\n"                               \
+"    return (era * 146097 + doe - 719468) * 86400000\n"                       \
+"  end\n"                                                                     \
+"  return mo\n"                                                               \
 "end\n"                                                                       \
 "local function full(w)\n"                                                    \
-"  local flat = redis.call('HGETALL', w.key)\n"                               \
-"  local stale = {}\n"                                                        \
-"  w.counts, w.sum, w.o = {}, 0, nil\n"                                       \
+"  local key, lo = w.key, w.lo\n"                                             \
+"  local flat = call('HGETALL', key)\n"                                       \
+"  local counts, sum, o, stale, ns = {}, 0, nil, nil, 0\n"                    \
 "  for j = 1, #flat, 2 do\n"                                                  \
 "    local s = tonumber(flat[j])\n"                                           \
 "    if s == nil then\n"                                                      \
-"    elseif s < w.lo then\n"                                                  \
-"      stale[#stale + 1] = flat[j]\n"                                         \
+"    elseif s < lo then\n"                                                    \
+"      if ns == 0 then stale = {} end\n"                                      \
+"      ns = ns + 1\n"                                                         \
+"      stale[ns] = flat[j]\n"                                                 \
 "    else\n"                                                                  \
 "      local v = tonumber(flat[j + 1]) or 0\n"                                \
-"      w.counts[s] = (w.counts[s] or 0) + v\n"                                \
-"      w.sum = w.sum + v\n"                                                   \
-"      if v > 0 and (w.o == nil or s < w.o) then w.o = s end\n"               \
+"      counts[s] = (counts[s] or 0) + v\n"                                    \
+"      sum = sum + v\n"                                                       \
+"      if v > 0 and (not o or s < o) then o = s end\n"                        \
 "    end\n"                                                                   \
 "  end\n"                                                                     \
-"  if #stale > 0 then redis.call('HDEL', w.key, unpack(stale)) end\n"         \
-"  w.here = w.counts[w.cur]\n"                                                \
-"  w.dirty = w.period > 0\n"                                                  \
+"  if ns > 0 then call('HDEL', key, unpack(stale)) end\n"                     \
+"  local cur, added = w.cur, w.added\n"                                       \
+"  if added > 0 then\n"                                                       \
+"    counts[cur], sum = (counts[cur] or 0) + added, sum + added\n"            \
+"    if not o or o > cur then o = cur end\n"                                  \
+"  end\n"                                                                     \
+"  w.counts, w.sum, w.o = counts, sum, o\n"                                   \
+"  w.here, w.dirty, w.c, w.o0 = counts[cur], w.period > 0, false, nil\n"      \
 "end\n"                                                                       \
-"local function load(w)\n"                                                    \
-"  w.cur = slot(w.period, now)\n"                                             \
-"  w.lo = w.period == 0 and w.cur or w.cur - 10\n"                            \
-"  if w.period == 0 then return full(w) end\n"                                \
-"  local v = redis.call('HMGET', w.key, 't', 'c', 'o', w.cur)\n"              \
-"  if tonumber(v[2]) ~= w.cur then return full(w) end\n"                      \
-"  w.sum = tonumber(v[1]) or 0\n"                                             \
-"  w.o = tonumber(v[3])\n"                                                    \
-"  if w.o == 0 then w.o = nil end\n"                                          \
-"  w.here = tonumber(v[4])\n"                                                 \
+"local function load(key, period, limit, need)\n"                             \
+"  local cur = period == 0 and (mo or months())(now)\n"                       \
+"              or floor(now / (period / 10))\n"                               \
+"  local cs = fmt('%d', cur)\n"                                               \
+"  if period ~= 0 then\n"                                                     \
+"    local v = call('HMGET', key, 't', 'c', 'o', cs)\n"                       \
+"    local c = v[2] == cs\n"                                                  \
+"    if c or tonumber(v[2]) == cur then\n"                                    \
+"      local o = v[3] == cs and cur or tonumber(v[3])\n"                      \
+"      return { key = key, period = period, limit = limit, need = need,\n"    \
+"               cur = cur, cs = cs, lo = cur - 10, c = c, o0 = o,\n"          \
+"               o = o ~= 0 and o or nil, sum = tonumber(v[1]) or 0,\n"        \
+"               here = tonumber(v[4]), dirty = false, added = 0 }\n"          \
+"    end\n"                                                                   \
+"  end\n"                                                                     \
+"  local w = { key = key, period = period, limit = limit, need = need,\n"     \
+"              cur = cur, cs = cs, lo = period == 0 and cur or cur - 10,\n"   \
+"              sum = 0, dirty = false, added = 0 }\n"                         \
+"  full(w)\n"                                                                 \
+"  return w\n"                                                                \
 "end\n"                                                                       \
-"local function save(w, v)\n"                                                 \
+"local function save(w, v, fresh, ss)\n"                                      \
+"  local key, cur, sum, o = w.key, w.cur, w.sum, w.o\n"                       \
 "  if w.period == 0 then\n"                                                   \
-"    if v then redis.call('HSET', w.key, w.cur, v) end\n"                     \
-"  elseif w.sum > 0 then\n"                                                   \
-"    if v then\n"                                                             \
-"      redis.call('HSET', w.key, w.cur, v, 't', w.sum, 'c', w.cur,\n"         \
-"                 'o', w.o or 0)\n"                                           \
-"    elseif w.dirty then\n"                                                   \
-"      redis.call('HSET', w.key, 't', w.sum, 'c', w.cur, 'o', w.o or 0)\n"    \
+"    if v then call('HSET', key, ss or w.cs, str(v)) end\n"                   \
+"  elseif sum > 0 then\n"                                                     \
+"    if v and w.c and (o or 0) == w.o0 then\n"                                \
+"      call('HSET', key, ss or w.cs, str(v), 't', str(sum))\n"                \
+"    elseif v or w.dirty then\n"                                              \
+"      local os = o == cur and w.cs or str(o or 0)\n"                         \
+"      if v then\n"                                                           \
+"        call('HSET', key, ss or w.cs, str(v), 't', str(sum), 'c', w.cs,\n"   \
+"             'o', os)\n"                                                     \
+"      else\n"                                                                \
+"        call('HSET', key, 't', str(sum), 'c', w.cs, 'o', os)\n"              \
+"      end\n"                                                                 \
 "    end\n"                                                                   \
 "  elseif w.dirty then\n"                                                     \
-"    redis.call('HDEL', w.key, 't', 'c', 'o')\n"                              \
+"    call('HDEL', key, 't', 'c', 'o')\n"                                      \
 "  end\n"                                                                     \
 "  w.dirty = false\n"                                                         \
+"  if fresh then\n"                                                           \
+"    local ttl = w.period + w.period / 10 + 1000\n"                           \
+"    if w.period == 0 then ttl = mstart(cur + 1) - now + 86400000 end\n"      \
+"    call('PEXPIRE', key, str(floor(ttl)))\n"                                 \
+"  end\n"                                                                     \
 "end\n"
 
 
 /*
- * Shared by the admission and batch scripts: free_in(w, drop, recount)
- * is when "drop" units will have left window w (recount(w) fills
- * w.counts first if needed); over(win, status, wait) refuses on the
+ * Shared by the admission and batch scripts: free_in(w, drop) is when
+ * "drop" units will have left window w (full(w) fills w.counts first
+ * if needed); over(win, status, wait) refuses on the
  * first window the needs do not fit, setting w.over, and returns the
  * status and wait.
  */
 
 #define NGX_HTTP_LLM_LUA_DECIDE                                               \
-"local function free_in(w, drop, recount)\n"                                  \
+"local function free_in(w, drop)\n"                                           \
 "  if w.sum <= 0 then return 0 end\n"                                         \
 "  if w.period == 0 then return mstart(w.cur + 1) - now end\n"                \
 "  local width = w.period / 10\n"                                             \
@@ -136,10 +188,10 @@
 "    local at = (w.o + 11) * width\n"                                         \
 "    return at > now and at - now or 0\n"                                     \
 "  end\n"                                                                     \
-"  if not w.counts then recount(w) end\n"                                     \
-"  local freed = 0\n"                                                         \
+"  if not w.counts then full(w) end\n"                                        \
+"  local counts, freed = w.counts, 0\n"                                       \
 "  for s = w.lo, w.cur do\n"                                                  \
-"    freed = freed + (w.counts[s] or 0)\n"                                    \
+"    freed = freed + (counts[s] or 0)\n"                                      \
 "    if freed >= drop then\n"                                                 \
 "      local at = (s + 11) * width\n"                                         \
 "      if at > now then return at - now end\n"                                \
@@ -148,14 +200,15 @@
 "  end\n"                                                                     \
 "  return w.period + width\n"                                                 \
 "end\n"                                                                       \
-"local function over(win, recount, status, wait)\n"                           \
+"local function over(win, status, wait)\n"                                    \
 "  for i = 1, #win do\n"                                                      \
 "    local w = win[i]\n"                                                      \
-"    if w.need > 0 and w.sum + w.need > w.limit then\n"                       \
-"      if w.need > w.limit then\n"                                            \
+"    local need = w.need\n"                                                   \
+"    if need > 0 and w.sum + need > w.limit then\n"                           \
+"      if need > w.limit then\n"                                              \
 "        w.over = w.period > 0 and w.period or 86400000\n"                    \
 "      else\n"                                                                \
-"        w.over = free_in(w, w.sum + w.need - w.limit, recount)\n"            \
+"        w.over = free_in(w, w.sum + need - w.limit)\n"                       \
 "      end\n"                                                                 \
 "      status = 1\n"                                                          \
 "      if w.over > wait then wait = w.over end\n"                             \
@@ -183,65 +236,61 @@
 static char  ngx_http_llm_lua_admit[] =
 NGX_HTTP_LLM_LUA_COMMON
 NGX_HTTP_LLM_LUA_DECIDE
-"local climit = tonumber(ARGV[1])\n"
+"local climit = ARGV[1] + 0\n"
 "local nwin = #KEYS - 2\n"
-"local deadline = tonumber(ARGV[5])\n"
+"local deadline = ARGV[5] + 0\n"
 "if deadline > 0 and now > deadline then\n"
-"  local out = { 4, now, 0, nwin }\n"
+"  local out, n = { 4, now, 0, nwin }, 4\n"
 "  for i = 1, nwin do\n"
-"    out[#out + 1] = 0; out[#out + 1] = 0; out[#out + 1] = -1\n"
+"    out[n + 1], out[n + 2], out[n + 3] = 0, 0, -1\n"
+"    n = n + 3\n"
 "  end\n"
 "  return out\n"
 "end\n"
 "local win = {}\n"
 "for i = 1, nwin do\n"
-"  local w = { key = KEYS[i + 2], period = tonumber(ARGV[3 * i + 3]),\n"
-"              limit = tonumber(ARGV[3 * i + 4]),\n"
-"              need = tonumber(ARGV[3 * i + 5]) }\n"
-"  load(w)\n"
-"  win[i] = w\n"
+"  win[i] = load(KEYS[i + 2], ARGV[3 * i + 3] + 0,\n"
+"                ARGV[3 * i + 4] + 0, ARGV[3 * i + 5] + 0)\n"
 "end\n"
 "local status, wait = 0, 0\n"
-"local cooldown = tonumber(ARGV[4])\n"
-"local cool = cooldown > 0 and redis.call('PTTL', KEYS[2]) or 0\n"
+"local cooldown = ARGV[4] + 0\n"
+"local cool = cooldown > 0 and call('PTTL', KEYS[2]) or 0\n"
 "if cool > 0 then\n"
 "  status, wait = 3, cool\n"
 "elseif climit > 0 then\n"
-"  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)\n"
-"  if redis.call('ZCARD', KEYS[1]) >= climit then status, wait = 2, 1000 end\n"
+"  call('ZREMRANGEBYSCORE', KEYS[1], '-inf', str(now))\n"
+"  if call('ZCARD', KEYS[1]) >= climit then status, wait = 2, 1000 end\n"
 "end\n"
 "if status == 0 then\n"
-"  status, wait = over(win, full, status, wait)\n"
+"  status, wait = over(win, status, wait)\n"
 "  if status == 1 and cooldown > 0 then\n"
-"    redis.call('SET', KEYS[2], '1', 'PX', cooldown)\n"
+"    call('SET', KEYS[2], '1', 'PX', str(cooldown))\n"
 "    if cooldown > wait then wait = cooldown end\n"
 "  end\n"
 "end\n"
 "for i = 1, nwin do\n"
 "  local w = win[i]\n"
-"  if status == 0 and w.need > 0 then\n"
-"    local v = (w.here or 0) + w.need\n"
-"    w.sum = w.sum + w.need\n"
-"    if w.o == nil or w.o > w.cur then w.o = w.cur end\n"
-"    save(w, v)\n"
-"    if v == w.need then\n"
-"      redis.call('PEXPIRE', w.key, floor(ttl(w.period, w.cur)))\n"
-"    end\n"
+"  local need = w.need\n"
+"  if status == 0 and need > 0 then\n"
+"    local v = (w.here or 0) + need\n"
+"    w.sum = w.sum + need\n"
+"    if not w.o or w.o > w.cur then w.o = w.cur end\n"
+"    save(w, v, v == need)\n"
 "  else\n"
 "    save(w, nil)\n"
 "  end\n"
 "end\n"
 "if status == 0 and climit > 0 then\n"
-"  local lttl = tonumber(ARGV[3])\n"
-"  redis.call('ZADD', KEYS[1], now + lttl, ARGV[2])\n"
-"  redis.call('PEXPIRE', KEYS[1], lttl)\n"
+"  local lttl = ARGV[3] + 0\n"
+"  call('ZADD', KEYS[1], str(now + lttl), ARGV[2])\n"
+"  call('PEXPIRE', KEYS[1], str(lttl))\n"
 "end\n"
-"local out = { status, now, floor(wait), nwin }\n"
+"local out, n = { status, now, wait, nwin, nil, nil, nil }, 4\n"
 "for i = 1, nwin do\n"
 "  local w = win[i]\n"
-"  out[#out + 1] = w.sum\n"
-"  out[#out + 1] = floor(free_in(w, 1, full))\n"
-"  out[#out + 1] = w.over and floor(w.over) or -1\n"
+"  out[n + 1], out[n + 2], out[n + 3] =\n"
+"    w.sum, free_in(w, 1), w.over or -1\n"
+"  n = n + 3\n"
 "end\n"
 "return out\n";
 
@@ -262,39 +311,23 @@ NGX_HTTP_LLM_LUA_DECIDE
 static char  ngx_http_llm_lua_batch[] =
 NGX_HTTP_LLM_LUA_COMMON
 NGX_HTTP_LLM_LUA_DECIDE
-"local climit = tonumber(ARGV[1])\n"
-"local lttl = tonumber(ARGV[2])\n"
-"local cooldown = tonumber(ARGV[3])\n"
+"local climit = ARGV[1] + 0\n"
+"local lttl = ARGV[2] + 0\n"
+"local cooldown = ARGV[3] + 0\n"
 "local nwin = #KEYS - 2\n"
 "local base = 3 + 2 * nwin\n"
 "local nreq = (#ARGV - base) / (2 + nwin)\n"
-"local win, cool, held, leases = {}, nil, 0, {}\n"
-"local function counted(w)\n"
-"  full(w)\n"
-"  if w.added > 0 then\n"
-"    w.counts[w.cur] = (w.counts[w.cur] or 0) + w.added\n"
-"    w.sum = w.sum + w.added\n"
-"    w.here = (w.here or 0) + w.added\n"
-"    if w.o == nil or w.o > w.cur then w.o = w.cur end\n"
-"  end\n"
-"end\n"
-"local function prepare()\n"
-"  for i = 1, nwin do\n"
-"    local w = { key = KEYS[i + 2], period = tonumber(ARGV[2 * i + 2]),\n"
-"                limit = tonumber(ARGV[2 * i + 3]), added = 0 }\n"
-"    load(w)\n"
-"    win[i] = w\n"
-"  end\n"
-"  cool = cooldown > 0 and redis.call('PTTL', KEYS[2]) or 0\n"
-"  if cool <= 0 and climit > 0 then\n"
-"    redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)\n"
-"    held = redis.call('ZCARD', KEYS[1])\n"
-"  end\n"
-"end\n"
-"local out, n = {}, 0\n"
+"local win, cool, held, leases, nl = {}, nil, 0, {}, 0\n"
+"local lscore = climit > 0 and str(now + lttl)\n"
+"local out, n = nreq < 3 and {} or {\n"
+"  nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil,\n"
+"  nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil,\n"
+"  nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil,\n"
+"  nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil,\n"
+"  nil, nil, nil, nil, nil, nil, nil, nil }, 0\n"
 "for r = 0, nreq - 1 do\n"
 "  local a = base + r * (2 + nwin)\n"
-"  local deadline = tonumber(ARGV[a + 2])\n"
+"  local deadline = ARGV[a + 2] + 0\n"
 "  if deadline > 0 and now > deadline then\n"
 "    out[n + 1], out[n + 2], out[n + 3], out[n + 4] = 4, now, 0, nwin\n"
 "    n = n + 4\n"
@@ -303,11 +336,21 @@ NGX_HTTP_LLM_LUA_DECIDE
 "      n = n + 3\n"
 "    end\n"
 "  else\n"
-"    if cool == nil then prepare() end\n"
+"    if cool == nil then\n"
+"      for i = 1, nwin do\n"
+"        win[i] = load(KEYS[i + 2], ARGV[2 * i + 2] + 0,\n"
+"                      ARGV[2 * i + 3] + 0, 0)\n"
+"      end\n"
+"      cool = cooldown > 0 and call('PTTL', KEYS[2]) or 0\n"
+"      if cool <= 0 and climit > 0 then\n"
+"        call('ZREMRANGEBYSCORE', KEYS[1], '-inf', str(now))\n"
+"        held = call('ZCARD', KEYS[1])\n"
+"      end\n"
+"    end\n"
 "    local status, wait = 0, 0\n"
 "    for i = 1, nwin do\n"
-"      win[i].need = tonumber(ARGV[a + 2 + i])\n"
-"      win[i].over = nil\n"
+"      local w = win[i]\n"
+"      w.need, w.over = ARGV[a + 2 + i] + 0, false\n"
 "    end\n"
 "    if cool > 0 then\n"
 "      status, wait = 3, cool\n"
@@ -315,9 +358,9 @@ NGX_HTTP_LLM_LUA_DECIDE
 "      status, wait = 2, 1000\n"
 "    end\n"
 "    if status == 0 then\n"
-"      status, wait = over(win, counted, status, wait)\n"
+"      status, wait = over(win, status, wait)\n"
 "      if status == 1 and cooldown > 0 then\n"
-"        redis.call('SET', KEYS[2], '1', 'PX', cooldown)\n"
+"        call('SET', KEYS[2], '1', 'PX', str(cooldown))\n"
 "        cool = cooldown\n"
 "        if cooldown > wait then wait = cooldown end\n"
 "      end\n"
@@ -325,29 +368,30 @@ NGX_HTTP_LLM_LUA_DECIDE
 "    if status == 0 then\n"
 "      for i = 1, nwin do\n"
 "        local w = win[i]\n"
-"        if w.need > 0 then\n"
-"          w.here = (w.here or 0) + w.need\n"
-"          w.sum = w.sum + w.need\n"
-"          w.added = w.added + w.need\n"
+"        local need = w.need\n"
+"        if need > 0 then\n"
+"          w.here = (w.here or 0) + need\n"
+"          w.sum = w.sum + need\n"
+"          w.added = w.added + need\n"
 "          if w.counts then\n"
-"            w.counts[w.cur] = (w.counts[w.cur] or 0) + w.need\n"
+"            w.counts[w.cur] = (w.counts[w.cur] or 0) + need\n"
 "          end\n"
-"          if w.o == nil or w.o > w.cur then w.o = w.cur end\n"
+"          if not w.o or w.o > w.cur then w.o = w.cur end\n"
 "        end\n"
 "      end\n"
 "      if climit > 0 then\n"
 "        held = held + 1\n"
-"        leases[#leases + 1] = now + lttl\n"
-"        leases[#leases + 1] = ARGV[a + 1]\n"
+"        leases[nl + 1], leases[nl + 2] = lscore, ARGV[a + 1]\n"
+"        nl = nl + 2\n"
 "      end\n"
 "    end\n"
 "    out[n + 1], out[n + 2], out[n + 3], out[n + 4] =\n"
-"      status, now, floor(wait), nwin\n"
+"      status, now, wait, nwin\n"
 "    n = n + 4\n"
 "    for i = 1, nwin do\n"
 "      local w = win[i]\n"
-"      out[n + 1], out[n + 2] = w.sum, floor(free_in(w, 1, counted))\n"
-"      out[n + 3] = w.over and floor(w.over) or -1\n"
+"      out[n + 1], out[n + 2], out[n + 3] =\n"
+"        w.sum, free_in(w, 1), w.over or -1\n"
 "      n = n + 3\n"
 "    end\n"
 "  end\n"
@@ -355,17 +399,14 @@ NGX_HTTP_LLM_LUA_DECIDE
 "for i = 1, #win do\n"
 "  local w = win[i]\n"
 "  if w.added > 0 then\n"
-"    save(w, w.here)\n"
-"    if w.here == w.added then\n"
-"      redis.call('PEXPIRE', w.key, floor(ttl(w.period, w.cur)))\n"
-"    end\n"
+"    save(w, w.here, w.here == w.added)\n"
 "  else\n"
 "    save(w, nil)\n"
 "  end\n"
 "end\n"
-"if #leases > 0 then\n"
-"  redis.call('ZADD', KEYS[1], unpack(leases))\n"
-"  redis.call('PEXPIRE', KEYS[1], lttl)\n"
+"if nl > 0 then\n"
+"  call('ZADD', KEYS[1], unpack(leases))\n"
+"  call('PEXPIRE', KEYS[1], str(lttl))\n"
 "end\n"
 "return out\n";
 
@@ -375,25 +416,31 @@ NGX_HTTP_LLM_LUA_DECIDE
  * Shared by the settle and replay scripts: put(w, s0, delta) changes
  * slot s0 of window w (loaded, s0 in the window) by "delta", never
  * below zero, and keeps the running total "t" and the oldest slot "o"
- * right (save() writes them); returns the slot's new count.
+ * right (save() writes them); returns the slot's new count, and the
+ * slot's name when it has left writing the slot to save() (one HSET
+ * with the total).
  */
 
 #define NGX_HTTP_LLM_LUA_PUT                                                  \
 "local function put(w, s0, delta)\n"                                          \
-"  local old = s0 == w.cur and (w.here or 0)\n"                               \
-"              or tonumber(redis.call('HGET', w.key, s0)) or 0\n"             \
+"  local key, cur = w.key, w.cur\n"                                           \
+"  local ss = s0 == cur and w.cs or fmt('%d', s0)\n"                          \
+"  local old = s0 == cur and (w.here or 0)\n"                                 \
+"              or tonumber(call('HGET', key, ss)) or 0\n"                     \
 "  local v = old + delta\n"                                                   \
 "  if v < 0 then v = 0 end\n"                                                 \
-"  w.sum = w.sum + v - old\n"                                                 \
-"  if s0 == w.cur then w.here = v end\n"                                      \
+"  local sum = w.sum + v - old\n"                                             \
+"  w.sum, w.dirty = sum, true\n"                                              \
+"  if s0 == cur then w.here = v end\n"                                        \
 "  if v > 0 then\n"                                                           \
-"    redis.call('HSET', w.key, s0, v)\n"                                      \
-"    if w.o == nil or s0 < w.o then w.o = s0 end\n"                           \
+"    if not w.o or s0 < w.o then w.o = s0 end\n"                              \
+"    if w.period ~= 0 and sum > 0 then return v, ss end\n"                    \
+"    call('HSET', key, ss, str(v))\n"                                         \
 "  else\n"                                                                    \
-"    redis.call('HDEL', w.key, s0)\n"                                         \
+"    call('HDEL', key, ss)\n"                                                 \
 "    if w.o == s0 then full(w) end\n"                                         \
+"    w.dirty = true\n"                                                        \
 "  end\n"                                                                     \
-"  w.dirty = true\n"                                                          \
 "  return v\n"                                                                \
 "end\n"
 
@@ -408,23 +455,20 @@ NGX_HTTP_LLM_LUA_DECIDE
 static char  ngx_http_llm_lua_settle[] =
 NGX_HTTP_LLM_LUA_COMMON
 NGX_HTTP_LLM_LUA_PUT
-"local t0 = tonumber(ARGV[1])\n"
+"local t0 = ARGV[1] + 0\n"
 "for i = 1, #KEYS do\n"
-"  local w = { key = KEYS[i], period = tonumber(ARGV[2 * i]) }\n"
-"  local delta = tonumber(ARGV[2 * i + 1])\n"
-"  load(w)\n"
-"  local s0 = slot(w.period, t0)\n"
-"  local v\n"
+"  local period, delta = ARGV[2 * i] + 0, ARGV[2 * i + 1] + 0\n"
+"  local w = load(KEYS[i], period, 0, 0)\n"
+"  local s0 = period == 0 and mo(t0) or floor(t0 / (period / 10))\n"
+"  local v, ss\n"
 "  if s0 >= w.lo and s0 <= w.cur then\n"
-"    v = put(w, s0, delta)\n"
+"    v, ss = put(w, s0, delta)\n"
 "  elseif delta > 0 then\n"
-"    v = put(w, w.cur, delta)\n"
+"    v, ss = put(w, w.cur, delta)\n"
+"  else\n"
+"    w.dirty = true\n"
 "  end\n"
-"  w.dirty = true\n"
-"  save(w, nil)\n"
-"  if v and v > 0 then\n"
-"    redis.call('PEXPIRE', w.key, floor(ttl(w.period, w.cur)))\n"
-"  end\n"
+"  save(w, ss and v, v and v > 0, ss)\n"
 "end\n"
 "return 1\n";
 
@@ -503,22 +547,18 @@ static char  ngx_http_llm_lua_renew[] =
 static char  ngx_http_llm_lua_replay[] =
 NGX_HTTP_LLM_LUA_COMMON
 NGX_HTTP_LLM_LUA_PUT
-"if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then\n"
+"if not call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then\n"
 "  return 0\n"
 "end\n"
-"local t0 = tonumber(ARGV[2])\n"
+"local t0 = ARGV[2] + 0\n"
 "for i = 2, #KEYS do\n"
-"  local w = { key = KEYS[i], period = tonumber(ARGV[2 * i - 1]) }\n"
-"  local n = tonumber(ARGV[2 * i])\n"
-"  load(w)\n"
-"  local s0 = slot(w.period, t0)\n"
+"  local period, n = ARGV[2 * i - 1] + 0, ARGV[2 * i] + 0\n"
+"  local w = load(KEYS[i], period, 0, 0)\n"
+"  local s0 = period == 0 and mo(t0) or floor(t0 / (period / 10))\n"
 "  if s0 > w.cur then s0 = w.cur end\n"
 "  if n ~= 0 and s0 >= w.lo then\n"
-"    local v = put(w, s0, n)\n"
-"    save(w, nil)\n"
-"    if v > 0 then\n"
-"      redis.call('PEXPIRE', w.key, floor(ttl(w.period, w.cur)))\n"
-"    end\n"
+"    local v, ss = put(w, s0, n)\n"
+"    save(w, ss and v, v > 0, ss)\n"
 "  else\n"
 "    save(w, nil)\n"
 "  end\n"
@@ -537,7 +577,8 @@ NGX_HTTP_LLM_LUA_COMMON
 "local out = { now }\n"
 "for i = 1, #KEYS do\n"
 "  local period = tonumber(ARGV[i])\n"
-"  local cur = slot(period, now)\n"
+"  local cur = period == 0 and (mo or months())(now)\n"
+"              or floor(now / (period / 10))\n"
 "  local lo = period == 0 and cur or cur - 10\n"
 "  local flat = redis.call('HGETALL', KEYS[i])\n"
 "  local sum, o, reset = 0, nil, 0\n"
