@@ -477,46 +477,45 @@ NGX_HTTP_LLM_LUA_PUT
  * The settles of one account and tier queued in one event-loop
  * iteration of a worker, in one call: each changes Redis exactly as
  * the settle script would, one after the other (each window is read
- * once and written once).  KEYS: window keys.  ARGV: per window, its
- * period; then per settle: the reservation's time (Redis ms), per
- * window: actual - reserved (0: unchanged).
+ * once).  KEYS: window keys.  ARGV: per window, its period; then per
+ * settle: the reservation's time (Redis ms), per window: actual -
+ * reserved (0: unchanged).  put() leaves a slot's count for save() to
+ * write with the totals; here a later settle may put into another slot
+ * first, so each count is written at once.
  */
 
 static char  ngx_http_llm_lua_settles[] =
 NGX_HTTP_LLM_LUA_COMMON
 NGX_HTTP_LLM_LUA_PUT
 "local nwin = #KEYS\n"
-"local win = {}\n"
-"for i = 1, nwin do\n"
-"  win[i] = { key = KEYS[i], period = tonumber(ARGV[i]) }\n"
-"end\n"
+"local win, grew = {}, {}\n"
 "for a = nwin, #ARGV - 1, nwin + 1 do\n"
-"  local t0 = tonumber(ARGV[a + 1])\n"
+"  local t0 = ARGV[a + 1] + 0\n"
 "  for i = 1, nwin do\n"
-"    local delta = tonumber(ARGV[a + 1 + i])\n"
-"    local w = win[i]\n"
+"    local delta = ARGV[a + 1 + i] + 0\n"
 "    if delta ~= 0 then\n"
-"      if not w.lo then load(w) end\n"
-"      local s0 = slot(w.period, t0)\n"
-"      local v\n"
-"      if s0 >= w.lo and s0 <= w.cur then\n"
-"        v = put(w, s0, delta)\n"
-"      elseif delta > 0 then\n"
-"        v = put(w, w.cur, delta)\n"
+"      local period = ARGV[i] + 0\n"
+"      local w = win[i]\n"
+"      if not w then\n"
+"        w = load(KEYS[i], period, 0, 0)\n"
+"        win[i] = w\n"
 "      end\n"
-"      w.dirty = true\n"
-"      if v and v > 0 then w.grew = true end\n"
+"      local s0 = period == 0 and mo(t0) or floor(t0 / (period / 10))\n"
+"      local v, ss\n"
+"      if s0 >= w.lo and s0 <= w.cur then\n"
+"        v, ss = put(w, s0, delta)\n"
+"      elseif delta > 0 then\n"
+"        v, ss = put(w, w.cur, delta)\n"
+"      else\n"
+"        w.dirty = true\n"
+"      end\n"
+"      if ss then call('HSET', w.key, ss, str(v)) end\n"
+"      if v and v > 0 then grew[i] = true end\n"
 "    end\n"
 "  end\n"
 "end\n"
 "for i = 1, nwin do\n"
-"  local w = win[i]\n"
-"  if w.lo then\n"
-"    save(w, nil)\n"
-"    if w.grew then\n"
-"      redis.call('PEXPIRE', w.key, floor(ttl(w.period, w.cur)))\n"
-"    end\n"
-"  end\n"
+"  if win[i] then save(win[i], nil, grew[i]) end\n"
 "end\n"
 "return 1\n";
 
