@@ -8,6 +8,7 @@
 #   batch    6 admissions of one account, 1 window
 #   admit    1 window, no concurrency limit, no cooldown
 #   settle   +5 to the current slot; settleN: -1
+#   settles5 five settles of one window in one call (+5, -1, ...)
 #   replay   a new marker each call
 #   admit3   3 windows (minute, hour, calendar month), a concurrency limit
 #
@@ -36,6 +37,7 @@ run() {
 }
 
 B=$(load batch); A=$(load admit); S=$(load settle); R=$(load replay)
+SS=$(load settles)
 redis-cli -p "$P" flushall >/dev/null
 RQ="l1 0 1 l2 0 1 l3 0 1 l4 0 1 l5 0 1 l6 0 1"
 run batch evalsha $B 3 "{a}c" "{a}k" "{a}w" 0 60000 0 60000 1000000000 $RQ
@@ -44,6 +46,8 @@ run admit evalsha $A 3 "{a}c" "{a}k" "{a}w" 0 l1 60000 0 0 \
 NOW=$(redis-cli -p "$P" time | head -1)000
 run settle evalsha $S 1 "{a}w" $NOW 60000 5
 run settleN evalsha $S 1 "{a}w" $NOW 60000 -1
+run settles5 evalsha $SS 1 "{a}w" 60000 $NOW 5 $NOW -1 $NOW 5 $NOW -1 \
+    $NOW 5
 run replay -r 100000000 evalsha $R 2 "{a}m:__rand_int__" "{a}w" 60000 \
     $NOW 60000 2
 redis-cli -p "$P" flushall >/dev/null
