@@ -446,6 +446,22 @@ NGX_HTTP_LLM_LUA_DECIDE
 
 
 /*
+ * Shared by the settle scripts: settle(w, t0, delta) puts "delta" into
+ * the slot of the reservation's time t0 while that slot is in window w,
+ * else, when positive, into the current slot; returns put()'s answer.
+ */
+
+#define NGX_HTTP_LLM_LUA_SETTLE                                               \
+"local function settle(w, t0, delta)\n"                                       \
+"  local period = w.period\n"                                                 \
+"  local s0 = period == 0 and mo(t0) or floor(t0 / (period / 10))\n"          \
+"  if s0 >= w.lo and s0 <= w.cur then return put(w, s0, delta) end\n"         \
+"  if delta > 0 then return put(w, w.cur, delta) end\n"                       \
+"  w.dirty = true\n"                                                          \
+"end\n"
+
+
+/*
  * KEYS: window keys.  ARGV: the reservation's time (Redis ms), then
  * per window: period, actual - reserved.  The difference goes to the
  * reservation's slot while that slot is in the window (never below
@@ -455,19 +471,11 @@ NGX_HTTP_LLM_LUA_DECIDE
 static char  ngx_http_llm_lua_settle[] =
 NGX_HTTP_LLM_LUA_COMMON
 NGX_HTTP_LLM_LUA_PUT
+NGX_HTTP_LLM_LUA_SETTLE
 "local t0 = ARGV[1] + 0\n"
 "for i = 1, #KEYS do\n"
-"  local period, delta = ARGV[2 * i] + 0, ARGV[2 * i + 1] + 0\n"
-"  local w = load(KEYS[i], period, 0, 0)\n"
-"  local s0 = period == 0 and mo(t0) or floor(t0 / (period / 10))\n"
-"  local v, ss\n"
-"  if s0 >= w.lo and s0 <= w.cur then\n"
-"    v, ss = put(w, s0, delta)\n"
-"  elseif delta > 0 then\n"
-"    v, ss = put(w, w.cur, delta)\n"
-"  else\n"
-"    w.dirty = true\n"
-"  end\n"
+"  local w = load(KEYS[i], ARGV[2 * i] + 0, 0, 0)\n"
+"  local v, ss = settle(w, t0, ARGV[2 * i + 1] + 0)\n"
 "  save(w, ss and v, v and v > 0, ss)\n"
 "end\n"
 "return 1\n";
@@ -487,6 +495,7 @@ NGX_HTTP_LLM_LUA_PUT
 static char  ngx_http_llm_lua_settles[] =
 NGX_HTTP_LLM_LUA_COMMON
 NGX_HTTP_LLM_LUA_PUT
+NGX_HTTP_LLM_LUA_SETTLE
 "local nwin = #KEYS\n"
 "local win, grew = {}, {}\n"
 "for a = nwin, #ARGV - 1, nwin + 1 do\n"
@@ -494,21 +503,12 @@ NGX_HTTP_LLM_LUA_PUT
 "  for i = 1, nwin do\n"
 "    local delta = ARGV[a + 1 + i] + 0\n"
 "    if delta ~= 0 then\n"
-"      local period = ARGV[i] + 0\n"
 "      local w = win[i]\n"
 "      if not w then\n"
-"        w = load(KEYS[i], period, 0, 0)\n"
+"        w = load(KEYS[i], ARGV[i] + 0, 0, 0)\n"
 "        win[i] = w\n"
 "      end\n"
-"      local s0 = period == 0 and mo(t0) or floor(t0 / (period / 10))\n"
-"      local v, ss\n"
-"      if s0 >= w.lo and s0 <= w.cur then\n"
-"        v, ss = put(w, s0, delta)\n"
-"      elseif delta > 0 then\n"
-"        v, ss = put(w, w.cur, delta)\n"
-"      else\n"
-"        w.dirty = true\n"
-"      end\n"
+"      local v, ss = settle(w, t0, delta)\n"
 "      if ss then call('HSET', w.key, ss, str(v)) end\n"
 "      if v and v > 0 then grew[i] = true end\n"
 "    end\n"

@@ -95,6 +95,17 @@ our $Chat = '{"id":"c","object":"chat.completion","model":"m",'
     . '"finish_reason":"stop"}],'
     . '"usage":{"prompt_tokens":10,"completion_tokens":20,"total_tokens":30}}';
 
+our $Gateway = <<'_EOC_';
+location /v1/ {
+    llm_gateway on;
+    llm_default_tier tok;
+    proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+}
+location = /plain {
+    return 200 "plain\n";
+}
+_EOC_
+
 our $Body = '{"model":"m","max_tokens":1000,'
     . '"messages":[{"role":"user","content":"hi"}]}';
 
@@ -117,15 +128,7 @@ __DATA__
 === TEST 1: 40 token requests on one worker answered together: every window holds exactly their usage, and their settles took fewer script calls than requests (batched)
 --- workers: 1
 --- http_config eval: ::conf(1)
---- config
-location /v1/ {
-    llm_gateway on;
-    llm_default_tier tok;
-    proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
-}
-location = /plain {
-    return 200 "plain\n";
-}
+--- config eval: $::Gateway
 --- mock eval: $::Mock
 --- request
 GET /plain
@@ -147,15 +150,7 @@ sub {
 === TEST 2: batch=1: each settle goes alone, and the windows hold the same
 --- workers: 1
 --- http_config eval: ::conf(2, 'batch=1')
---- config
-location /v1/ {
-    llm_gateway on;
-    llm_default_tier tok;
-    proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
-}
-location = /plain {
-    return 200 "plain\n";
-}
+--- config eval: $::Gateway
 --- mock eval: $::Mock
 --- request
 GET /plain
@@ -175,15 +170,7 @@ sub {
 === TEST 3: Redis goes away while 40 requests wait for their answers (what it holds kept): their settles, batched, cannot be sent and are replayed, each to its reservation's slot, when Redis is back; the windows then hold exactly the usage
 --- workers: 1
 --- http_config eval: ::conf(3, 'timeout=200ms on_error=local')
---- config
-location /v1/ {
-    llm_gateway on;
-    llm_default_tier tok;
-    proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
-}
-location = /plain {
-    return 200 "plain\n";
-}
+--- config eval: $::Gateway
 --- mock eval
 sub {
     # the first request takes Redis away (what it holds saved)
@@ -231,15 +218,7 @@ sub {
 === TEST 4: every new connection loads the scripts before its first EVALSHA: with Redis's script cache flushed, new workers' admissions and settles never meet NOSCRIPT (sent again as EVAL, a settle would come after the account's next admission, which then would not see it)
 --- workers: 1
 --- http_config eval: ::conf(4)
---- config
-location /v1/ {
-    llm_gateway on;
-    llm_default_tier tok;
-    proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
-}
-location = /plain {
-    return 200 "plain\n";
-}
+--- config eval: $::Gateway
 --- request
 GET /plain
 --- timeout: 20
