@@ -438,7 +438,11 @@ NGX_HTTP_LLM_LUA_DECIDE
 "    call('HSET', key, ss, str(v))\n"                                         \
 "  else\n"                                                                    \
 "    call('HDEL', key, ss)\n"                                                 \
-"    if w.o == s0 then full(w) end\n"                                         \
+"    if s0 == cur then w.hot = nil end\n"                                     \
+"    if w.o == s0 then\n"                                                     \
+"      if w.hot then call('HSET', key, w.cs, str(w.here)) w.hot = nil end\n"  \
+"      full(w)\n"                                                             \
+"    end\n"                                                                   \
 "    w.dirty = true\n"                                                        \
 "  end\n"                                                                     \
 "  return v\n"                                                                \
@@ -448,16 +452,26 @@ NGX_HTTP_LLM_LUA_DECIDE
 /*
  * Shared by the settle scripts: settle(w, t0, delta) puts "delta" into
  * the slot of the reservation's time t0 while that slot is in window w,
- * else, when positive, into the current slot; returns put()'s answer.
+ * else, when positive, into the current slot; returns put()'s answer
+ * and whether the key's expiry is to be set: only when the current
+ * slot held nothing before (as for an admission: the first write into
+ * the current slot sets it, and it outlives every older slot).
  */
 
 #define NGX_HTTP_LLM_LUA_SETTLE                                               \
 "local function settle(w, t0, delta)\n"                                       \
-"  local period = w.period\n"                                                 \
+"  local period, cur = w.period, w.cur\n"                                     \
 "  local s0 = period == 0 and mo(t0) or floor(t0 / (period / 10))\n"          \
-"  if s0 >= w.lo and s0 <= w.cur then return put(w, s0, delta) end\n"         \
-"  if delta > 0 then return put(w, w.cur, delta) end\n"                       \
-"  w.dirty = true\n"                                                          \
+"  if s0 < w.lo or s0 > cur then\n"                                           \
+"    if delta <= 0 then\n"                                                    \
+"      w.dirty = true\n"                                                      \
+"      return\n"                                                              \
+"    end\n"                                                                   \
+"    s0 = cur\n"                                                              \
+"  end\n"                                                                     \
+"  local had = (w.here or 0) > 0\n"                                           \
+"  local v, ss = put(w, s0, delta)\n"                                         \
+"  return v, ss, v > 0 and not had\n"                                         \
 "end\n"
 
 
@@ -475,8 +489,8 @@ NGX_HTTP_LLM_LUA_SETTLE
 "local t0 = ARGV[1] + 0\n"
 "for i = 1, #KEYS do\n"
 "  local w = load(KEYS[i], ARGV[2 * i] + 0, 0, 0)\n"
-"  local v, ss = settle(w, t0, ARGV[2 * i + 1] + 0)\n"
-"  save(w, ss and v, v and v > 0, ss)\n"
+"  local v, ss, fresh = settle(w, t0, ARGV[2 * i + 1] + 0)\n"
+"  save(w, ss and v, fresh, ss)\n"
 "end\n"
 "return 1\n";
 
@@ -488,8 +502,9 @@ NGX_HTTP_LLM_LUA_SETTLE
  * once).  KEYS: window keys.  ARGV: per window, its period; then per
  * settle: the reservation's time (Redis ms), per window: actual -
  * reserved (0: unchanged).  put() leaves a slot's count for save() to
- * write with the totals; here a later settle may put into another slot
- * first, so each count is written at once.
+ * write with the totals: the current slot's waits for the end (w.hot;
+ * put() writes it before a recount reads the ring), another slot's is
+ * written at once (a later settle may put into yet another slot).
  */
 
 static char  ngx_http_llm_lua_settles[] =
@@ -508,14 +523,19 @@ NGX_HTTP_LLM_LUA_SETTLE
 "        w = load(KEYS[i], ARGV[i] + 0, 0, 0)\n"
 "        win[i] = w\n"
 "      end\n"
-"      local v, ss = settle(w, t0, delta)\n"
-"      if ss then call('HSET', w.key, ss, str(v)) end\n"
-"      if v and v > 0 then grew[i] = true end\n"
+"      local v, ss, fresh = settle(w, t0, delta)\n"
+"      if ss == w.cs then\n"
+"        w.hot = true\n"
+"      elseif ss then\n"
+"        call('HSET', w.key, ss, str(v))\n"
+"      end\n"
+"      if fresh then grew[i] = true end\n"
 "    end\n"
 "  end\n"
 "end\n"
 "for i = 1, nwin do\n"
-"  if win[i] then save(win[i], nil, grew[i]) end\n"
+"  local w = win[i]\n"
+"  if w then save(w, w.hot and w.here, grew[i], w.hot and w.cs) end\n"
 "end\n"
 "return 1\n";
 

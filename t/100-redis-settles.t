@@ -123,6 +123,13 @@ same('empty', [[100, 80, 5]],
 # nothing reserved before: an excess alone makes the key, with expiry
 same('fresh', [], [$now, 7, 0, 0], [$now, 5, 3, 1]);
 
+# an older slot holding the oldest count is emptied after the current
+# slot was changed in the same call: the ring is counted again, with the
+# current slot's new count in it
+same('recount', [[100, 80, 5]],
+     [$now - 1800000, 30, 20, 0], [$now, 10, 5, 1],
+     [$now - 1800000, -30, -20, 0], [$now, -5, 0, 0]);
+
 # one settle in the settles script is the settle script
 same('one', [[100, 80, 5]], [$now, -25, 15, -2]);
 
