@@ -1,0 +1,154 @@
+# Review 6: settles coalesced per account and tier (d6fce40) and the
+# TIME handshake (4296ab5).  Each block is a reproducer of what the
+# review found; it says what a user sees and what SPEC says.
+
+use strict;
+use warnings;
+
+use lib 't/lib';
+use Test::LLM::Nginx;
+use Test::LLM::Keys;
+use IO::Socket::INET;
+use Time::HiRes ();
+
+our $CAROL = $Test::LLM::Keys::CAROL;
+our $P     = "t102-$$-" . time;
+our $RP    = $ENV{TEST_NGINX_REDIS_PORT} || 6379;
+
+sub conf {
+    my ($block, $extra) = @_;
+    return $Test::LLM::Keys::TIERS
+        . "llm_tier tok requests=1000/m tokens=200/m;\n"
+        . "llm_redis 127.0.0.1:$RP prefix=$P-$block: timeout=5s "
+        . ($extra // '') . ";\n";
+}
+
+our $Gateway = <<'_EOC_';
+llm_default_tier tok;
+location /v1/ {
+    llm_gateway on;
+    proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+}
+location = /usage {
+    llm_usage;
+}
+location = /plain {
+    return 200 "plain\n";
+}
+_EOC_
+
+our $Body = '{"model":"m","max_tokens":100,'
+    . '"messages":[{"role":"user","content":"hi"}]}';
+
+our $Chat = '{"id":"c","object":"chat.completion","model":"m",'
+    . '"choices":[{"index":0,"message":{"role":"assistant","content":"hi"},'
+    . '"finish_reason":"stop"}],'
+    . '"usage":{"prompt_tokens":10,"completion_tokens":20,"total_tokens":30}}';
+
+# the second chat request (the one the test holds) is answered 1 s late
+our $Mock = sub {
+    my ($req) = @_;
+    return { delay => ($req->{n} == 2 ? 1 : 0), status => 200,
+             headers => { 'Content-Type' => 'application/json' },
+             body => $::Chat };
+};
+
+sub raw {
+    my ($method, $uri, $conn, $body) = @_;
+    return "$method $uri HTTP/1.1\r\nHost: localhost\r\n"
+        . "Authorization: Bearer $::CAROL\r\nConnection: $conn\r\n"
+        . (defined $body
+           ? "Content-Type: application/json\r\n"
+             . "Content-Length: " . length($body) . "\r\n\r\n$body"
+           : "\r\n");
+}
+
+sub connect_nginx {
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+                                  PeerPort => $ENV{TEST_NGINX_SERVER_PORT},
+                                  Proto => 'tcp', Timeout => 5);
+    die "connect: $!\n" unless $s;
+    return $s;
+}
+
+sub read_all {
+    my ($s) = @_;
+    my $buf = '';
+    local $SIG{ALRM} = sub { die "read timed out\n" };
+    alarm 10;
+    1 while sysread($s, $buf, 65536, length $buf);
+    alarm 0;
+    return $buf;
+}
+
+# One event-loop iteration of the only worker sees the end of a chat
+# answer (its settle is queued) and then a second request of the same
+# account on an idle keep-alive connection ($second: its method, uri,
+# body).  The worker is stopped while both arrive, so that one
+# epoll_wait() returns both.  Returns the second request's response.
+sub same_iteration {
+    my ($second_method, $second_uri, $second_body) = @_;
+
+    # a first chat request, settled: the key is known, 30 tokens used
+    my $r = http_request("POST /v1/chat/completions",
+                         body => $::Body,
+                         more_headers => "Authorization: Bearer $::CAROL\n"
+                                         . "Content-Type: application/json");
+    die "first chat: $r->{status}\n" unless $r->{status} == 200;
+
+    # an idle keep-alive connection
+    my $k = connect_nginx();
+    print $k raw('GET', '/plain', 'keep-alive');
+    my $got = '';
+    while ($got !~ /\r\n\r\nplain\n/) {
+        sysread($k, $got, 4096, length $got) or die "keep-alive: $!\n";
+    }
+
+    # the chat request whose answer comes 1 s late (mock request 2)
+    my $s = connect_nginx();
+    print $s raw('POST', '/v1/chat/completions', 'close', $::Body);
+
+    my $t0;
+    for (1 .. 100) {
+        my @m = mock_requests();
+        if (@m >= 2) { $t0 = Time::HiRes::time(); last }
+        Time::HiRes::sleep(0.05);
+    }
+    die "the mock never saw the second chat\n" unless $t0;
+
+    my @w = worker_pids();
+    kill 'STOP', @w;
+    Time::HiRes::sleep($t0 + 1.4 - Time::HiRes::time());
+    print $k raw($second_method, $second_uri, 'close', $second_body);
+    Time::HiRes::sleep(0.2);
+    kill 'CONT', @w;
+
+    my $a = read_all($s);
+    my $b = read_all($k);
+    die "the held chat: " . substr($a, 0, 40) . "\n"
+        unless $a =~ m{^HTTP/1.1 200};
+    return $b;
+}
+
+run_tests();
+
+__DATA__
+
+=== TEST 1: llm_redis batch=1: a settle queued in an event-loop iteration goes to Redis after an admission of the same account made later in that iteration, which Redis thus decides against the earlier request's reservation (100 tokens) instead of its usage (30): the second request is refused (429) although 60 of 200 tokens are used.  Before d6fce40 the settle left at once, before the answer's last bytes; SPEC 9: token windows never over-admit by more than the reservations in flight -- nor should they under-admit by a reservation already settled
+--- workers: 1
+--- http_config eval: ::conf(1, 'batch=1')
+--- config eval: $::Gateway
+--- mock eval: $::Mock
+--- request
+GET /plain
+--- timeout: 30
+--- check eval
+sub {
+    my $b = ::same_iteration('POST', '/v1/chat/completions', $::Body);
+    my ($status) = $b =~ m{^HTTP/1.1 (\d+)};
+    return (0, "the second chat got $status, want 200: "
+               . substr($b, 0, 300))
+        unless ($status // 0) == 200;
+    return 1;
+}
+
