@@ -224,6 +224,13 @@ ngx_http_llm_rstore_admit(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     op->cmd.op.deadline = st->deadline;
     op->req = st;
 
+    /*
+     * the settles queued in this loop iteration go first: Redis decides
+     * this admission with the account's usage they settle
+     */
+
+    ngx_http_llm_rstore_settles_flush();
+
     ngx_http_llm_rstore_cap(op);
 
     if (ngx_http_llm_rstore_send(op) != NGX_OK) {

@@ -165,6 +165,10 @@ ngx_http_llm_rstore_usage(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
 
     st->start = ngx_current_msec;
 
+    /* it reads what the settles queued in this loop iteration change */
+
+    ngx_http_llm_rstore_settles_flush();
+
     if (ngx_http_llm_rstore_send(op) != NGX_OK) {
         ngx_http_llm_redis_fail(op->cmd.op.error);
         ngx_free(op);
