@@ -130,6 +130,20 @@ sub same_iteration {
     return $b;
 }
 
+# a Redis of this file's own, which TEST 2 stops and starts
+our $RP2 = free_port();
+redis_start($RP2);
+
+our $FakeLib = '/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1';
+
+sub conf2 {
+    my ($block) = @_;
+    return $Test::LLM::Keys::TIERS
+        . "llm_tier tok requests=1000/m tokens=200/m;\n"
+        . "llm_redis 127.0.0.1:$RP2 prefix=$P-$block: timeout=200ms"
+        . " on_error=local;\n";
+}
+
 run_tests();
 
 __DATA__
@@ -152,3 +166,52 @@ sub {
     return 1;
 }
 
+
+
+
+=== TEST 2: a node whose workers start while Redis is down (a start or a reload during an outage) has never read Redis's clock: with Redis's clock 10 minutes ahead of the node's (faked with libfaketime on the node), what on_error=local counted during the outage is replayed at the node's time taken for Redis's, 10 minutes before Redis's now, outside the 1-minute window: the window holds 0 of the 3 requests when Redis is back.  SPEC 9: usage counted locally during a Redis outage is added to Redis when it returns
+--- skip_eval: 1: !-e $::FakeLib || ($ENV{LLM_MODULE} // '') =~ /asan/
+--- workers: 1
+--- http_config eval: ::conf2(2)
+--- config eval: $::Gateway
+--- mock eval: $::Mock
+--- request
+GET /plain
+--- timeout: 30
+--- check eval
+sub {
+    redis_stop($::RP2);
+
+    my $port = free_port();
+    {
+        local $ENV{LD_PRELOAD} = $::FakeLib;
+        local $ENV{FAKETIME} = '-10m';
+        local $ENV{FAKETIME_DONT_FAKE_MONOTONIC} = 1;
+        start_extra_nginx($port);
+    }
+
+    for (1 .. 3) {
+        my $r = Test::LLM::Client::exchange(
+            port => $port,
+            %{ Test::LLM::Client::build_request(
+                   "GET /v1/models",
+                   more_headers => "Authorization: Bearer $::CAROL") });
+        return (0, "request $_ on the node: " . ($r->{status} // 'none'))
+            unless ($r->{status} // 0) == 200;
+    }
+
+    redis_start($::RP2);
+
+    my $sum;
+    for (1 .. 50) {
+        Time::HiRes::sleep(0.2);
+        my %kv = split /\n/, redis_cli($::RP2, 'HGETALL',
+                                       "$::P-2:{acct:carol}:w:requests:1m")
+                             // '';
+        $sum = 0;
+        $sum += $kv{$_} for grep { /^\d+$/ } keys %kv;
+        last if $sum == 3;
+    }
+    return $sum == 3 ? 1
+        : (0, "the 1-minute requests window holds $sum, want 3");
+}
