@@ -115,6 +115,9 @@ static uint64_t                     ngx_http_llm_redis_seq;
  */
 int64_t                             ngx_http_llm_redis_skew;
 
+/* a TIME or script reply has set the skew: until then it is a guess */
+ngx_uint_t                          ngx_http_llm_redis_skew_known;
+
 static const char  *ngx_http_llm_on_error_names[] = {
     "local", "deny", "allow"
 };
@@ -767,6 +770,7 @@ ngx_http_llm_redis_clock(ngx_http_llm_redis_op_t *op,
 
     ngx_http_llm_redis_skew = (int64_t) sec * 1000 + usec / 1000
                               - (int64_t) ngx_http_llm_now();
+    ngx_http_llm_redis_skew_known = 1;
 }
 
 

@@ -979,6 +979,7 @@ ngx_http_llm_rstore_parse(ngx_http_llm_rstore_req_t *st,
     wall = ngx_http_llm_now();
 
     ngx_http_llm_redis_skew = e[1].integer - (int64_t) wall;
+    ngx_http_llm_redis_skew_known = 1;
 
     if (status == 4) {
         /* it ran after its deadline (our clock's guess was off) */
@@ -1108,6 +1109,7 @@ ngx_http_llm_rstore_fallback(ngx_http_request_t *r,
             /* Redis is told when it is back, at Redis's time of it */
 
             st->t0 = (int64_t) d->wall + ngx_http_llm_redis_skew;
+            st->guessed = !ngx_http_llm_redis_skew_known;
 
             if (ngx_http_llm_replay_add(&st->ctx->account, st->tier,
                                         st->t0, (int64_t *) d->need)

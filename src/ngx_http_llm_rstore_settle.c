@@ -328,6 +328,12 @@ ngx_http_llm_rstore_settle(ngx_http_llm_ctx_t *ctx, uint64_t *used)
 
         /* the zone counted it: so will Redis, when it is back */
 
+        if (st->guessed && ngx_http_llm_redis_skew_known) {
+            /* Redis's clock has been read since: t0 on it */
+            st->t0 += ngx_http_llm_redis_skew;
+            st->guessed = 0;
+        }
+
         (void) ngx_http_llm_rstore_replay_diff(&ctx->account, st->tier,
                                                st->t0, diff);
     }
