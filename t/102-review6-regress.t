@@ -10,6 +10,7 @@ use Test::LLM::Nginx;
 use Test::LLM::Keys;
 use IO::Socket::INET;
 use Time::HiRes ();
+use POSIX ();
 
 our $CAROL = $Test::LLM::Keys::CAROL;
 our $P     = "t102-$$-" . time;
@@ -144,6 +145,103 @@ sub conf2 {
         . " on_error=local;\n";
 }
 
+# TEST 3: a Redis of its own behind a link that can hold one answer
+our $RP3 = free_port();
+our $LP3 = free_port();
+our $HOLD = "$Test::LLM::Nginx::ROOT/t/servroot/redis-$RP3/hold";
+redis_start($RP3);
+hold(0);
+our $LINK = hold_link($LP3, $RP3);
+END { kill 'TERM', $LINK if $LINK }
+
+sub conf3 {
+    my ($block) = @_;
+    return $Test::LLM::Keys::TIERS
+        . "llm_tier tok requests=1000/m tokens=200/m;\n"
+        . "llm_redis 127.0.0.1:$LP3 prefix=$P-$block: timeout=300ms"
+        . " connections=1 on_error=deny;\n";
+}
+
+# hold(ms): the answer that next follows a script call waits ms
+sub hold {
+    open(my $fh, '>', "$HOLD.tmp") or die "$HOLD: $!";
+    print $fh "$_[0]\n";
+    close $fh;
+    rename "$HOLD.tmp", $HOLD or die "$HOLD: $!";
+}
+
+sub held {
+    open(my $fh, '<', $HOLD) or return 0;
+    my $ms = (<$fh> // 0) + 0;
+    close $fh;
+    hold(0) if $ms;
+    return $ms;
+}
+
+sub hold_link {
+    my ($port, $rport) = @_;
+    my $ls = IO::Socket::INET->new(LocalAddr => '127.0.0.1',
+                                   LocalPort => $port, Listen => 16,
+                                   ReuseAddr => 1)
+        or die "link on $port: $!\n";
+    my $pid = fork // die "fork: $!\n";
+    if ($pid) {
+        close $ls;
+        return $pid;
+    }
+    require IO::Select;
+    my $sel = IO::Select->new($ls);
+    my (%peer, %script);
+    my $parent = getppid();
+    while (1) {
+        POSIX::_exit(0) if getppid() != $parent;
+        for my $s ($sel->can_read(1)) {
+            if ($s == $ls) {
+                my $c = $ls->accept or next;
+                my $r = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+                                              PeerPort => $rport);
+                if (!$r) { close $c; next }
+                $peer{$c} = $r;
+                $peer{$r} = $c;
+                $script{$r} = 0;
+                $sel->add($c, $r);
+                next;
+            }
+            my $buf;
+            my $n = sysread($s, $buf, 65536);
+            my $to = $peer{$s};
+            if (!$n) {
+                $sel->remove($s, $to);
+                delete @peer{$s, $to};
+                close $s;
+                close $to;
+                next;
+            }
+            if (exists $script{$to}) {
+                # to Redis: a script call?
+                $script{$to} = 1 if $buf =~ /EVAL/;
+            } elsif ($script{$s}) {
+                # Redis's answer to it
+                $script{$s} = 0;
+                my $ms = held();
+                Time::HiRes::sleep($ms / 1000) if $ms;
+            }
+            syswrite($to, $buf);
+        }
+    }
+}
+
+sub get_models {
+    my ($port) = @_;
+    my $t = Time::HiRes::time();
+    my $r = Test::LLM::Client::exchange(
+        port => $port // $ENV{TEST_NGINX_SERVER_PORT},
+        %{ Test::LLM::Client::build_request(
+               "GET /v1/models",
+               more_headers => "Authorization: Bearer $::CAROL") });
+    return ($r->{status} // 0, Time::HiRes::time() - $t);
+}
+
 run_tests();
 
 __DATA__
@@ -215,3 +313,48 @@ sub {
     return $sum == 3 ? 1
         : (0, "the 1-minute requests window holds $sum, want 3");
 }
+
+
+
+=== TEST 3: llm_redis timeout=300ms on_error=deny: one admission answer that reaches the worker 200 ms after Redis ran the script (a busy worker, a slow network) leaves the skew 200 ms short, for every later request: the next admission, which Redis runs 150 ms after it was sent (Redis busy), is past the deadline it carries, 100 ms on Redis's clock, and the request is denied (503) after 150 of its 300 ms.  Each answer's clock is Redis's clock when the script ran, earlier than when the worker reads it: the largest of the guesses is the nearest.  SPEC 3: timeout bounds every Redis operation; on_error applies while Redis is unreachable or slow -- this Redis answered within it
+--- workers: 1
+--- http_config eval: ::conf3(3)
+--- config eval: $::Gateway
+--- mock eval: $::Mock
+--- request
+GET /plain
+--- timeout: 30
+--- check eval
+sub {
+    my ($s1) = ::get_models();
+    return (0, "first request: $s1") unless $s1 == 200;
+
+    ::hold(200);
+    my ($s2, $t2) = ::get_models();
+    return (0, "second request: $s2") unless $s2 == 200;
+
+    open(my $fh, '<', "$Test::LLM::Nginx::ROOT/t/servroot/redis-$::RP3/redis.pid")
+        or die $!;
+    my ($rpid) = <$fh> =~ /(\d+)/;
+    close $fh;
+
+    my $pid = fork // die "fork: $!";
+    if ($pid == 0) {
+        Time::HiRes::sleep(0.02);
+        kill 'STOP', $rpid;
+        Time::HiRes::sleep(0.15);
+        kill 'CONT', $rpid;
+        POSIX::_exit(0);
+    }
+    Time::HiRes::sleep(0.03);
+    my ($s3, $t3) = ::get_models();
+    waitpid $pid, 0;
+    kill 'CONT', $rpid;
+
+    return (0, sprintf("the third request got %d after %.3fs (Redis "
+                       . "frozen 150 ms), want 200", $s3, $t3))
+        unless $s3 == 200;
+    return 1;
+}
+--- no_error_log
+past its deadline
