@@ -768,8 +768,33 @@ ngx_http_llm_redis_clock(ngx_http_llm_redis_op_t *op,
         return;
     }
 
-    ngx_http_llm_redis_skew = (int64_t) sec * 1000 + usec / 1000
-                              - (int64_t) ngx_http_llm_now();
+    ngx_http_llm_redis_clock_seen((int64_t) sec * 1000 + usec / 1000);
+}
+
+
+/*
+ * Redis's clock was "ms" when it wrote a reply this worker reads now:
+ * each such guess of the skew is short by the time the reply took to
+ * be read (less than timeout: a command waits no longer), so the
+ * largest is the nearest; one short by more than timeout is a clock
+ * that was set back.
+ */
+
+void
+ngx_http_llm_redis_clock_seen(int64_t ms)
+{
+    int64_t  skew;
+
+    skew = ms - (int64_t) ngx_http_llm_now();
+
+    if (!ngx_http_llm_redis_skew_known
+        || skew > ngx_http_llm_redis_skew
+        || skew < ngx_http_llm_redis_skew
+                  - (int64_t) ngx_http_llm_redis_worker.conf->timeout)
+    {
+        ngx_http_llm_redis_skew = skew;
+    }
+
     ngx_http_llm_redis_skew_known = 1;
 }
 

@@ -151,6 +151,8 @@ char *ngx_http_llm_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 extern int64_t     ngx_http_llm_redis_skew;
 extern ngx_uint_t  ngx_http_llm_redis_skew_known;
 
+void ngx_http_llm_redis_clock_seen(int64_t ms);
+
 
 ngx_int_t ngx_http_llm_redis_init_process(ngx_cycle_t *cycle);
 void ngx_http_llm_redis_exit_process(ngx_cycle_t *cycle);

@@ -978,8 +978,7 @@ ngx_http_llm_rstore_parse(ngx_http_llm_rstore_req_t *st,
 
     wall = ngx_http_llm_now();
 
-    ngx_http_llm_redis_skew = e[1].integer - (int64_t) wall;
-    ngx_http_llm_redis_skew_known = 1;
+    ngx_http_llm_redis_clock_seen(e[1].integer);
 
     if (status == 4) {
         /* it ran after its deadline (our clock's guess was off) */
