@@ -162,7 +162,7 @@ sub conf3 {
         . " connections=1 on_error=deny;\n";
 }
 
-# hold(ms): the answer that next follows a script call waits ms
+# hold(ms): the answer that next follows a script call (or TIME) waits ms
 sub hold {
     open(my $fh, '>', "$HOLD.tmp") or die "$HOLD: $!";
     print $fh "$_[0]\n";
@@ -219,7 +219,7 @@ sub hold_link {
             }
             if (exists $script{$to}) {
                 # to Redis: a script call?
-                $script{$to} = 1 if $buf =~ /EVAL/;
+                $script{$to} = 1 if $buf =~ /EVAL|TIME/;
             } elsif ($script{$s}) {
                 # Redis's answer to it
                 $script{$s} = 0;
@@ -229,6 +229,14 @@ sub hold_link {
             syswrite($to, $buf);
         }
     }
+}
+
+sub conf4 {
+    my ($block) = @_;
+    return $Test::LLM::Keys::TIERS
+        . "llm_tier tok requests=1000/m tokens=200/m;\n"
+        . "llm_redis 127.0.0.1:$LP3 prefix=$P-$block: timeout=3s"
+        . " connections=1 on_error=deny;\n";
 }
 
 sub get_models {
@@ -358,3 +366,31 @@ sub {
 }
 --- no_error_log
 past its deadline
+
+
+
+=== TEST 4: a worker that starts (a start, a reload) with Redis's clock 10 minutes ahead of its own (faked with libfaketime on the node), while its connection's TIME has not answered yet (held 1 s here; a Redis far away, a busy one): the admission queued behind TIME carries a deadline of the node's clock guessed as Redis's, 10 minutes in Redis's past: Redis refuses to run it and the request is denied (503, on_error=deny) though Redis answers within timeout (3 s).  Before 4296ab5 an admission carried no deadline until the skew was known.  SPEC 3: on_error applies while Redis is unreachable or slow
+--- skip_eval: 1: !-e $::FakeLib || ($ENV{LLM_MODULE} // '') =~ /asan/
+--- workers: 1
+--- http_config eval: ::conf4(4)
+--- config eval: $::Gateway
+--- mock eval: $::Mock
+--- request
+GET /plain
+--- timeout: 30
+--- check eval
+sub {
+    my $port = free_port();
+    ::hold(1000);
+    {
+        local $ENV{LD_PRELOAD} = $::FakeLib;
+        local $ENV{FAKETIME} = '-10m';
+        local $ENV{FAKETIME_DONT_FAKE_MONOTONIC} = 1;
+        start_extra_nginx($port);
+    }
+    my ($s, $t) = ::get_models($port);
+    return (0, sprintf("the node's first request got %d after %.3fs, "
+                       . "want 200", $s, $t))
+        unless $s == 200;
+    return 1;
+}
