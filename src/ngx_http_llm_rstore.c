@@ -46,7 +46,8 @@
  * the request stopped waiting for goes on alone, and what Redis grants
  * it then goes back (the script refuses to run after the deadline it
  * is given, the request's own, on Redis's clock: our clock plus the
- * skew the connection's TIME and each admission reply measure).
+ * skew the connection's TIME and each admission reply measure, none
+ * until one of them has).
  */
 
 
@@ -151,9 +152,15 @@ ngx_http_llm_rstore_admit(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     st->start = ngx_current_msec;
     st->deadline = ngx_current_msec + left;
 
-    /* when this node stops waiting, on Redis's clock */
+    /*
+     * when this node stops waiting, on Redis's clock; none (0) while
+     * Redis's clock is not known (its connection's TIME has not
+     * answered yet): a guess could be far in Redis's past
+     */
 
-    deadline = (int64_t) ngx_http_llm_now() + left + ngx_http_llm_redis_skew;
+    deadline = ngx_http_llm_redis_skew_known
+               ? (int64_t) ngx_http_llm_now() + left + ngx_http_llm_redis_skew
+               : 0;
 
     nwin = tier->windows.nelts;
     wc = tier->windows.elts;
@@ -521,7 +528,7 @@ ngx_http_llm_rstore_cap(ngx_http_llm_rstore_op_t *op)
 
     closes = ngx_http_llm_redis_closes(&op->cmd.op);
 
-    if (closes == 0) {
+    if (closes == 0 || !ngx_http_llm_redis_skew_known) {
         return;
     }
 
