@@ -936,10 +936,10 @@ ngx_http_llm_redis_closes(ngx_http_llm_redis_op_t *op)
 
 
 /*
- * Writes the commands queued on op's connection now rather than at the
- * end of this loop iteration: a settle leaves before the answer's last
- * bytes reach the client, so the client's next request finds it done.
- * "op" may be gone on return (a failed write runs its handler).
+ * Writes the commands queued on op's connection now rather than when
+ * its write event runs, later in the posted events: the settles of
+ * this loop iteration leave before anything posted after them.  "op"
+ * may be gone on return (a failed write runs its handler).
  */
 
 void
