@@ -777,15 +777,19 @@ ngx_http_llm_redis_clock(ngx_http_llm_redis_op_t *op,
  * each such guess of the skew is short by the time the reply took to
  * be read (less than timeout: a command waits no longer), so the
  * largest is the nearest; one short by more than timeout is a clock
- * that was set back.
+ * that was set back.  Our clock read now, not the cached time, which
+ * may lag (timer_resolution) and make a guess too large.
  */
 
 void
 ngx_http_llm_redis_clock_seen(int64_t ms)
 {
-    int64_t  skew;
+    int64_t         skew;
+    struct timeval  tv;
 
-    skew = ms - (int64_t) ngx_http_llm_now();
+    ngx_gettimeofday(&tv);
+
+    skew = ms - ((int64_t) tv.tv_sec * 1000 + tv.tv_usec / 1000);
 
     if (!ngx_http_llm_redis_skew_known
         || skew > ngx_http_llm_redis_skew
