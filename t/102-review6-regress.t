@@ -178,10 +178,15 @@ sub held {
     return $ms;
 }
 
+# hold_link($port, $rport, $gate): a link to Redis that holds the
+# answers hold() says; with $gate, it accepts no connection before the
+# file $gate exists (its listen queue is kept full: a connect waits
+# for its SYN to be sent again, about 1 s)
 sub hold_link {
-    my ($port, $rport) = @_;
+    my ($port, $rport, $gate) = @_;
     my $ls = IO::Socket::INET->new(LocalAddr => '127.0.0.1',
-                                   LocalPort => $port, Listen => 16,
+                                   LocalPort => $port,
+                                   Listen => $gate ? 1 : 16,
                                    ReuseAddr => 1)
         or die "link on $port: $!\n";
     my $pid = fork // die "fork: $!\n";
@@ -190,12 +195,16 @@ sub hold_link {
         return $pid;
     }
     require IO::Select;
-    my $sel = IO::Select->new($ls);
+    my $sel = IO::Select->new($gate ? () : $ls);
     my (%peer, %script);
     my $parent = getppid();
     while (1) {
         POSIX::_exit(0) if getppid() != $parent;
-        for my $s ($sel->can_read(1)) {
+        if ($gate && -e $gate) {
+            $sel->add($ls);
+            undef $gate;
+        }
+        for my $s ($sel->can_read($gate ? 0.01 : 1)) {
             if ($s == $ls) {
                 my $c = $ls->accept or next;
                 my $r = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
@@ -236,6 +245,27 @@ sub conf4 {
     return $Test::LLM::Keys::TIERS
         . "llm_tier tok requests=1000/m tokens=200/m;\n"
         . "llm_redis 127.0.0.1:$LP3 prefix=$P-$block: timeout=3s"
+        . " connections=1 on_error=deny;\n";
+}
+
+# TEST 5: the same Redis behind a link whose listen queue is full
+our $LP5 = free_port();
+our $GATE = "$Test::LLM::Nginx::ROOT/t/servroot/redis-$RP3/gate";
+unlink $GATE;
+our $LINK5 = hold_link($LP5, $RP3, $GATE);
+END { kill 'TERM', $LINK5 if $LINK5 }
+our @FILL;
+for (1 .. 4) {
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $LP5,
+                                  Blocking => 0);
+    push @FILL, $s if $s;
+}
+
+sub conf5 {
+    my ($block) = @_;
+    return $Test::LLM::Keys::TIERS
+        . "llm_tier tok requests=1000/m tokens=200/m;\n"
+        . "llm_redis 127.0.0.1:$LP5 prefix=$P-$block: timeout=1500ms"
         . " connections=1 on_error=deny;\n";
 }
 
@@ -394,3 +424,27 @@ sub {
         unless $s == 200;
     return 1;
 }
+
+
+
+=== TEST 5: llm_redis timeout=1500ms: a connect that takes 1 s (its first SYN lost: a far or busy Redis) and a TIME that Redis answers 0.7 s after it was written: the connection is closed as timed out (TIME's timer counts from before the connect), and the request queued behind TIME is denied (503, on_error=deny) though each step took less than timeout.  Before 4296ab5 nothing was queued at connect without AUTH or SELECT: with a round trip between timeout/2 and timeout (connect and TIME take two), every connection now closes before it is up
+--- workers: 1
+--- http_config eval: ::conf5(5)
+--- config eval: $::Gateway
+--- mock eval: $::Mock
+--- request
+GET /plain
+--- timeout: 30
+--- check eval
+sub {
+    ::hold(700);
+    open(my $fh, '>', $::GATE) or die "$::GATE: $!";
+    close $fh;
+    Time::HiRes::sleep(0.3);
+    my ($s, $t) = ::get_models();
+    return (0, sprintf("the request got %d after %.3fs, want 200", $s, $t))
+        unless $s == 200;
+    return 1;
+}
+--- no_error_log
+timed out
