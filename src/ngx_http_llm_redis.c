@@ -706,17 +706,40 @@ ngx_http_llm_redis_on_connect(const redisAsyncContext *ac, int status)
 {
     ngx_http_llm_redis_conn_t  *conn = ac->data;
 
+    ngx_uint_t                  i;
+    ngx_http_llm_redis_op_t    *hs[3];
+
     if (status != REDIS_OK) {
         /* hiredis frees the context next: the cleanup hook follows */
         ngx_http_llm_redis_health(0, ac->errstr, ngx_strlen(ac->errstr));
         return;
     }
 
-    if (conn->ac == ac) {
-        conn->state = NGX_HTTP_LLM_CONN_READY;
+    if (conn->ac != ac) {
+        return;
+    }
 
-        /* what is queued may be written from now on */
-        conn->written = ngx_http_llm_redis_seq;
+    conn->state = NGX_HTTP_LLM_CONN_READY;
+
+    /* what is queued may be written from now on */
+    conn->written = ngx_http_llm_redis_seq;
+
+    /*
+     * AUTH, SELECT and TIME, queued before the connect, bounded it;
+     * each now gets its timeout from here ("sent" is left as it was:
+     * ngx_http_llm_redis_closes() stays on the early side)
+     */
+
+    hs[0] = &conn->auth;
+    hs[1] = &conn->select;
+    hs[2] = &conn->clock;
+
+    for (i = 0; i < 3; i++) {
+        if (hs[i]->conn == conn && hs[i]->timer.timer_set) {
+            ngx_del_timer(&hs[i]->timer);
+            ngx_add_timer(&hs[i]->timer,
+                          ngx_http_llm_redis_worker.conf->timeout);
+        }
     }
 }
 
