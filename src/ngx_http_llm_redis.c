@@ -39,6 +39,9 @@
 #define NGX_HTTP_LLM_REDIS_BACKOFF_MIN  100
 #define NGX_HTTP_LLM_REDIS_BACKOFF_MAX  1000
 
+/* the skew is the largest guess of this period and the last */
+#define NGX_HTTP_LLM_REDIS_SKEW_PERIOD  10000
+
 #define NGX_HTTP_LLM_CONN_DOWN          0
 #define NGX_HTTP_LLM_CONN_CONNECTING    1
 #define NGX_HTTP_LLM_CONN_READY         2
@@ -799,9 +802,11 @@ ngx_http_llm_redis_clock(ngx_http_llm_redis_op_t *op,
  * Redis's clock was "ms" when it wrote a reply this worker reads now:
  * each such guess of the skew is short by the time the reply took to
  * be read (less than timeout: a command waits no longer), so the
- * largest is the nearest; one short by more than timeout is a clock
- * that was set back.  Our clock read now, not the cached time, which
- * may lag (timer_resolution) and make a guess too large.
+ * largest is the nearest: the largest of the last period of 10 s and
+ * of this one (a clock that drifts back is followed within 20 s); one
+ * short by more than timeout is a clock that was set back.  Our clock
+ * read now, not the cached time, which may lag (timer_resolution) and
+ * make a guess too large.
  */
 
 void
@@ -810,19 +815,36 @@ ngx_http_llm_redis_clock_seen(int64_t ms)
     int64_t         skew;
     struct timeval  tv;
 
+    static int64_t     next;       /* the largest guess of this period */
+    static ngx_msec_t  since;      /* this period's start */
+
     ngx_gettimeofday(&tv);
 
     skew = ms - ((int64_t) tv.tv_sec * 1000 + tv.tv_usec / 1000);
 
-    if (!ngx_http_llm_redis_skew_known
-        || skew > ngx_http_llm_redis_skew
+    if (!ngx_http_llm_redis_skew_known) {
+        ngx_http_llm_redis_skew = skew;
+        ngx_http_llm_redis_skew_known = 1;
+        next = skew;
+        since = ngx_current_msec;
+        return;
+    }
+
+    if (ngx_current_msec - since >= NGX_HTTP_LLM_REDIS_SKEW_PERIOD) {
+        ngx_http_llm_redis_skew = next;
+        next = skew;
+        since = ngx_current_msec;
+
+    } else if (skew > next) {
+        next = skew;
+    }
+
+    if (skew > ngx_http_llm_redis_skew
         || skew < ngx_http_llm_redis_skew
                   - (int64_t) ngx_http_llm_redis_worker.conf->timeout)
     {
         ngx_http_llm_redis_skew = skew;
     }
-
-    ngx_http_llm_redis_skew_known = 1;
 }
 
 
