@@ -1,6 +1,13 @@
 # Review 6: settles coalesced per account and tier (d6fce40) and the
 # TIME handshake (4296ab5).  Each block is a reproducer of what the
 # review found; it says what a user sees and what SPEC says.
+#
+# TEST 1 stops the worker (SIGSTOP) so that one epoll_wait() returns
+# two events; TEST 2 and 4 run a node under libfaketime, 10 minutes
+# behind Redis (skipped without it, and under ASan); TEST 3 and 5 talk
+# to Redis through a link of this file's own (hold_link) that holds
+# an answer, or keeps its listen queue full so that a connect waits
+# for its SYN to be sent again.
 
 use strict;
 use warnings;
