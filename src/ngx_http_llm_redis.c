@@ -44,6 +44,9 @@
 /* scripts loaded on every new connection */
 #define NGX_HTTP_LLM_REDIS_PRELOAD_MAX  16
 
+/* the skew is the largest guess of this period and the last */
+#define NGX_HTTP_LLM_REDIS_SKEW_PERIOD  10000
+
 #define NGX_HTTP_LLM_CONN_DOWN          0
 #define NGX_HTTP_LLM_CONN_CONNECTING    1
 #define NGX_HTTP_LLM_CONN_READY         2
@@ -123,6 +126,9 @@ static uint64_t                     ngx_http_llm_redis_seq;
  * first TIME or script reply says otherwise.
  */
 int64_t                             ngx_http_llm_redis_skew;
+
+/* a TIME or script reply has set the skew: until then it is a guess */
+ngx_uint_t                          ngx_http_llm_redis_skew_known;
 
 /* ngx_http_llm_redis_preload(): what every new connection loads */
 static ngx_http_llm_redis_script_t *ngx_http_llm_redis_preloads[
@@ -739,17 +745,45 @@ ngx_http_llm_redis_on_connect(const redisAsyncContext *ac, int status)
 {
     ngx_http_llm_redis_conn_t  *conn = ac->data;
 
+    ngx_uint_t                  i;
+    ngx_http_llm_redis_op_t    *hs[3 + NGX_HTTP_LLM_REDIS_PRELOAD_MAX];
+
     if (status != REDIS_OK) {
         /* hiredis frees the context next: the cleanup hook follows */
         ngx_http_llm_redis_health(0, ac->errstr, ngx_strlen(ac->errstr));
         return;
     }
 
-    if (conn->ac == ac) {
-        conn->state = NGX_HTTP_LLM_CONN_READY;
+    if (conn->ac != ac) {
+        return;
+    }
 
-        /* what is queued may be written from now on */
-        conn->written = ngx_http_llm_redis_seq;
+    conn->state = NGX_HTTP_LLM_CONN_READY;
+
+    /* what is queued may be written from now on */
+    conn->written = ngx_http_llm_redis_seq;
+
+    /*
+     * AUTH, SELECT, TIME and the SCRIPT LOADs, queued before the
+     * connect, bounded it; each now gets its timeout from here ("sent"
+     * is left as it was: ngx_http_llm_redis_closes() stays on the early
+     * side)
+     */
+
+    hs[0] = &conn->auth;
+    hs[1] = &conn->select;
+    hs[2] = &conn->clock;
+
+    for (i = 0; i < ngx_http_llm_redis_npreloads; i++) {
+        hs[3 + i] = &conn->load[i];
+    }
+
+    for (i = 0; i < 3 + ngx_http_llm_redis_npreloads; i++) {
+        if (hs[i]->conn == conn && hs[i]->timer.timer_set) {
+            ngx_del_timer(&hs[i]->timer);
+            ngx_add_timer(&hs[i]->timer,
+                          ngx_http_llm_redis_worker.conf->timeout);
+        }
     }
 }
 
@@ -837,8 +871,57 @@ ngx_http_llm_redis_clock(ngx_http_llm_redis_op_t *op,
         return;
     }
 
-    ngx_http_llm_redis_skew = (int64_t) sec * 1000 + usec / 1000
-                              - (int64_t) ngx_http_llm_now();
+    ngx_http_llm_redis_clock_seen((int64_t) sec * 1000 + usec / 1000);
+}
+
+
+/*
+ * Redis's clock was "ms" when it wrote a reply this worker reads now:
+ * each such guess of the skew is short by the time the reply took to
+ * be read (less than timeout: a command waits no longer), so the
+ * largest is the nearest: the largest of the last period of 10 s and
+ * of this one (a clock that drifts back is followed within 20 s); one
+ * short by more than timeout is a clock that was set back.  Our clock
+ * read now, not the cached time, which may lag (timer_resolution) and
+ * make a guess too large.
+ */
+
+void
+ngx_http_llm_redis_clock_seen(int64_t ms)
+{
+    int64_t         skew;
+    struct timeval  tv;
+
+    static int64_t     next;       /* the largest guess of this period */
+    static ngx_msec_t  since;      /* this period's start */
+
+    ngx_gettimeofday(&tv);
+
+    skew = ms - ((int64_t) tv.tv_sec * 1000 + tv.tv_usec / 1000);
+
+    if (!ngx_http_llm_redis_skew_known) {
+        ngx_http_llm_redis_skew = skew;
+        ngx_http_llm_redis_skew_known = 1;
+        next = skew;
+        since = ngx_current_msec;
+        return;
+    }
+
+    if (ngx_current_msec - since >= NGX_HTTP_LLM_REDIS_SKEW_PERIOD) {
+        ngx_http_llm_redis_skew = next;
+        next = skew;
+        since = ngx_current_msec;
+
+    } else if (skew > next) {
+        next = skew;
+    }
+
+    if (skew > ngx_http_llm_redis_skew
+        || skew < ngx_http_llm_redis_skew
+                  - (int64_t) ngx_http_llm_redis_worker.conf->timeout)
+    {
+        ngx_http_llm_redis_skew = skew;
+    }
 }
 
 

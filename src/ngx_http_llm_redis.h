@@ -148,7 +148,10 @@ struct ngx_http_llm_redis_cmd_s {
 
 char *ngx_http_llm_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 /* Redis's clock less this worker's, in ms (a guess of 0 until known) */
-extern int64_t  ngx_http_llm_redis_skew;
+extern int64_t     ngx_http_llm_redis_skew;
+extern ngx_uint_t  ngx_http_llm_redis_skew_known;
+
+void ngx_http_llm_redis_clock_seen(int64_t ms);
 
 
 ngx_int_t ngx_http_llm_redis_init_process(ngx_cycle_t *cycle);

@@ -84,6 +84,7 @@ typedef struct {
     unsigned                    pending:1;
     ngx_str_t                   account;
     unsigned                    sending:1;
+    unsigned                    guessed:1; /* "at" on our clock */
 } ngx_http_llm_replay_t;
 
 
@@ -188,6 +189,7 @@ ngx_http_llm_replay_add(ngx_str_t *account, ngx_http_llm_tier_t *tier,
         b->tier = tier;
         b->slot = slot;
         b->at = at;
+        b->guessed = !ngx_http_llm_redis_skew_known;
         b->account.data = (u_char *) (b + 1);
         b->account.len = account->len;
         ngx_memcpy(b->account.data, account->data, account->len);
@@ -349,6 +351,22 @@ ngx_http_llm_replay_tick(ngx_event_t *ev)
         if (b->sending) {
             n++;
             continue;
+        }
+
+        if (b->guessed) {
+
+            /*
+             * counted before this worker read Redis's clock (it started
+             * during the outage): its time goes on Redis's clock once
+             * the connection's TIME has told the skew
+             */
+
+            if (!ngx_http_llm_redis_skew_known) {
+                continue;
+            }
+
+            b->at += ngx_http_llm_redis_skew;
+            b->guessed = 0;
         }
 
         if (!b->pending) {

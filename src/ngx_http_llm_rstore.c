@@ -46,7 +46,8 @@
  * the request stopped waiting for goes on alone, and what Redis grants
  * it then goes back (the script refuses to run after the deadline it
  * is given, the request's own, on Redis's clock: our clock plus the
- * skew the connection's TIME and each admission reply measure).
+ * skew the connection's TIME and each admission reply measure, none
+ * until one of them has).
  */
 
 
@@ -151,9 +152,15 @@ ngx_http_llm_rstore_admit(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     st->start = ngx_current_msec;
     st->deadline = ngx_current_msec + left;
 
-    /* when this node stops waiting, on Redis's clock */
+    /*
+     * when this node stops waiting, on Redis's clock; none (0) while
+     * Redis's clock is not known (its connection's TIME has not
+     * answered yet): a guess could be far in Redis's past
+     */
 
-    deadline = (int64_t) ngx_http_llm_now() + left + ngx_http_llm_redis_skew;
+    deadline = ngx_http_llm_redis_skew_known
+               ? (int64_t) ngx_http_llm_now() + left + ngx_http_llm_redis_skew
+               : 0;
 
     nwin = tier->windows.nelts;
     wc = tier->windows.elts;
@@ -223,6 +230,13 @@ ngx_http_llm_rstore_admit(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     op->cmd.again = ngx_http_llm_rstore_again;
     op->cmd.op.deadline = st->deadline;
     op->req = st;
+
+    /*
+     * the settles queued in this loop iteration go first: Redis decides
+     * this admission with the account's usage they settle
+     */
+
+    ngx_http_llm_rstore_settles_flush();
 
     ngx_http_llm_rstore_cap(op);
 
@@ -514,7 +528,7 @@ ngx_http_llm_rstore_cap(ngx_http_llm_rstore_op_t *op)
 
     closes = ngx_http_llm_redis_closes(&op->cmd.op);
 
-    if (closes == 0) {
+    if (closes == 0 || !ngx_http_llm_redis_skew_known) {
         return;
     }
 
@@ -971,7 +985,7 @@ ngx_http_llm_rstore_parse(ngx_http_llm_rstore_req_t *st,
 
     wall = ngx_http_llm_now();
 
-    ngx_http_llm_redis_skew = e[1].integer - (int64_t) wall;
+    ngx_http_llm_redis_clock_seen(e[1].integer);
 
     if (status == 4) {
         /* it ran after its deadline (our clock's guess was off) */
@@ -1101,6 +1115,7 @@ ngx_http_llm_rstore_fallback(ngx_http_request_t *r,
             /* Redis is told when it is back, at Redis's time of it */
 
             st->t0 = (int64_t) d->wall + ngx_http_llm_redis_skew;
+            st->guessed = !ngx_http_llm_redis_skew_known;
 
             if (ngx_http_llm_replay_add(&st->ctx->account, st->tier,
                                         st->t0, (int64_t *) d->need)

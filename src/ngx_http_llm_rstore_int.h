@@ -47,6 +47,7 @@ typedef struct {
     unsigned                    counted:1; /* in Redis */
     unsigned                    leased:1;  /* a Redis lease is held */
     unsigned                    local:1;   /* the zone counted it */
+    unsigned                    guessed:1; /* t0 on our clock */
 } ngx_http_llm_rstore_req_t;
 
 

@@ -165,6 +165,10 @@ ngx_http_llm_rstore_usage(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
 
     st->start = ngx_current_msec;
 
+    /* it reads what the settles queued in this loop iteration change */
+
+    ngx_http_llm_rstore_settles_flush();
+
     if (ngx_http_llm_rstore_send(op) != NGX_OK) {
         ngx_http_llm_redis_fail(op->cmd.op.error);
         ngx_free(op);
@@ -323,6 +327,12 @@ ngx_http_llm_rstore_settle(ngx_http_llm_ctx_t *ctx, uint64_t *used)
     if (st->local) {
 
         /* the zone counted it: so will Redis, when it is back */
+
+        if (st->guessed && ngx_http_llm_redis_skew_known) {
+            /* Redis's clock has been read since: t0 on it */
+            st->t0 += ngx_http_llm_redis_skew;
+            st->guessed = 0;
+        }
 
         (void) ngx_http_llm_rstore_replay_diff(&ctx->account, st->tier,
                                                st->t0, diff);

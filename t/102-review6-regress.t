@@ -1,0 +1,457 @@
+# Review 6: settles coalesced per account and tier (d6fce40) and the
+# TIME handshake (4296ab5).  Each block is a reproducer of what the
+# review found; it says what a user sees and what SPEC says.
+#
+# TEST 1 stops the worker (SIGSTOP) so that one epoll_wait() returns
+# two events; TEST 2 and 4 run a node under libfaketime, 10 minutes
+# behind Redis (skipped without it, and under ASan); TEST 3 and 5 talk
+# to Redis through a link of this file's own (hold_link) that holds
+# an answer, or keeps its listen queue full so that a connect waits
+# for its SYN to be sent again.
+
+use strict;
+use warnings;
+
+use lib 't/lib';
+use Test::LLM::Nginx;
+use Test::LLM::Keys;
+use IO::Socket::INET;
+use Time::HiRes ();
+use POSIX ();
+
+our $CAROL = $Test::LLM::Keys::CAROL;
+our $P     = "t102-$$-" . time;
+our $RP    = $ENV{TEST_NGINX_REDIS_PORT} || 6379;
+
+sub conf {
+    my ($block, $extra) = @_;
+    return $Test::LLM::Keys::TIERS
+        . "llm_tier tok requests=1000/m tokens=200/m;\n"
+        . "llm_redis 127.0.0.1:$RP prefix=$P-$block: timeout=5s "
+        . ($extra // '') . ";\n";
+}
+
+our $Gateway = <<'_EOC_';
+llm_default_tier tok;
+location /v1/ {
+    llm_gateway on;
+    proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+}
+location = /usage {
+    llm_usage;
+}
+location = /plain {
+    return 200 "plain\n";
+}
+_EOC_
+
+our $Body = '{"model":"m","max_tokens":100,'
+    . '"messages":[{"role":"user","content":"hi"}]}';
+
+our $Chat = '{"id":"c","object":"chat.completion","model":"m",'
+    . '"choices":[{"index":0,"message":{"role":"assistant","content":"hi"},'
+    . '"finish_reason":"stop"}],'
+    . '"usage":{"prompt_tokens":10,"completion_tokens":20,"total_tokens":30}}';
+
+# the second chat request (the one the test holds) is answered 1 s late
+our $Mock = sub {
+    my ($req) = @_;
+    return { delay => ($req->{n} == 2 ? 1 : 0), status => 200,
+             headers => { 'Content-Type' => 'application/json' },
+             body => $::Chat };
+};
+
+sub raw {
+    my ($method, $uri, $conn, $body) = @_;
+    return "$method $uri HTTP/1.1\r\nHost: localhost\r\n"
+        . "Authorization: Bearer $::CAROL\r\nConnection: $conn\r\n"
+        . (defined $body
+           ? "Content-Type: application/json\r\n"
+             . "Content-Length: " . length($body) . "\r\n\r\n$body"
+           : "\r\n");
+}
+
+sub connect_nginx {
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+                                  PeerPort => $ENV{TEST_NGINX_SERVER_PORT},
+                                  Proto => 'tcp', Timeout => 5);
+    die "connect: $!\n" unless $s;
+    return $s;
+}
+
+sub read_all {
+    my ($s) = @_;
+    my $buf = '';
+    local $SIG{ALRM} = sub { die "read timed out\n" };
+    alarm 10;
+    1 while sysread($s, $buf, 65536, length $buf);
+    alarm 0;
+    return $buf;
+}
+
+# One event-loop iteration of the only worker sees the end of a chat
+# answer (its settle is queued) and then a second request of the same
+# account on an idle keep-alive connection ($second: its method, uri,
+# body).  The worker is stopped while both arrive, so that one
+# epoll_wait() returns both.  Returns the second request's response.
+sub same_iteration {
+    my ($second_method, $second_uri, $second_body) = @_;
+
+    # a first chat request, settled: the key is known, 30 tokens used
+    my $r = http_request("POST /v1/chat/completions",
+                         body => $::Body,
+                         more_headers => "Authorization: Bearer $::CAROL\n"
+                                         . "Content-Type: application/json");
+    die "first chat: $r->{status}\n" unless $r->{status} == 200;
+
+    # an idle keep-alive connection
+    my $k = connect_nginx();
+    print $k raw('GET', '/plain', 'keep-alive');
+    my $got = '';
+    while ($got !~ /\r\n\r\nplain\n/) {
+        sysread($k, $got, 4096, length $got) or die "keep-alive: $!\n";
+    }
+
+    # the chat request whose answer comes 1 s late (mock request 2)
+    my $s = connect_nginx();
+    print $s raw('POST', '/v1/chat/completions', 'close', $::Body);
+
+    my $t0;
+    for (1 .. 100) {
+        my @m = mock_requests();
+        if (@m >= 2) { $t0 = Time::HiRes::time(); last }
+        Time::HiRes::sleep(0.05);
+    }
+    die "the mock never saw the second chat\n" unless $t0;
+
+    my @w = worker_pids();
+    kill 'STOP', @w;
+    Time::HiRes::sleep($t0 + 1.4 - Time::HiRes::time());
+    print $k raw($second_method, $second_uri, 'close', $second_body);
+    Time::HiRes::sleep(0.2);
+    kill 'CONT', @w;
+
+    my $a = read_all($s);
+    my $b = read_all($k);
+    die "the held chat: " . substr($a, 0, 40) . "\n"
+        unless $a =~ m{^HTTP/1.1 200};
+    return $b;
+}
+
+# a Redis of this file's own, which TEST 2 stops and starts
+our $RP2 = free_port();
+redis_start($RP2);
+
+our $FakeLib = '/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1';
+
+sub conf2 {
+    my ($block) = @_;
+    return $Test::LLM::Keys::TIERS
+        . "llm_tier tok requests=1000/m tokens=200/m;\n"
+        . "llm_redis 127.0.0.1:$RP2 prefix=$P-$block: timeout=200ms"
+        . " on_error=local;\n";
+}
+
+# TEST 3: a Redis of its own behind a link that can hold one answer
+our $RP3 = free_port();
+our $LP3 = free_port();
+our $HOLD = "$Test::LLM::Nginx::ROOT/t/servroot/redis-$RP3/hold";
+redis_start($RP3);
+hold(0);
+our $LINK = hold_link($LP3, $RP3);
+END { kill 'TERM', $LINK if $LINK }
+
+sub conf3 {
+    my ($block) = @_;
+    return $Test::LLM::Keys::TIERS
+        . "llm_tier tok requests=1000/m tokens=200/m;\n"
+        . "llm_redis 127.0.0.1:$LP3 prefix=$P-$block: timeout=300ms"
+        . " connections=1 on_error=deny;\n";
+}
+
+# hold(ms): the answer that next follows a script call (or TIME) waits ms
+sub hold {
+    open(my $fh, '>', "$HOLD.tmp") or die "$HOLD: $!";
+    print $fh "$_[0]\n";
+    close $fh;
+    rename "$HOLD.tmp", $HOLD or die "$HOLD: $!";
+}
+
+sub held {
+    open(my $fh, '<', $HOLD) or return 0;
+    my $ms = (<$fh> // 0) + 0;
+    close $fh;
+    hold(0) if $ms;
+    return $ms;
+}
+
+# hold_link($port, $rport, $gate): a link to Redis that holds the
+# answers hold() says; with $gate, it accepts no connection before the
+# file $gate exists (its listen queue is kept full: a connect waits
+# for its SYN to be sent again, about 1 s)
+sub hold_link {
+    my ($port, $rport, $gate) = @_;
+    my $ls = IO::Socket::INET->new(LocalAddr => '127.0.0.1',
+                                   LocalPort => $port,
+                                   Listen => $gate ? 1 : 16,
+                                   ReuseAddr => 1)
+        or die "link on $port: $!\n";
+    my $pid = fork // die "fork: $!\n";
+    if ($pid) {
+        close $ls;
+        return $pid;
+    }
+    require IO::Select;
+    my $sel = IO::Select->new($gate ? () : $ls);
+    my (%peer, %script);
+    my $parent = getppid();
+    while (1) {
+        POSIX::_exit(0) if getppid() != $parent;
+        if ($gate && -e $gate) {
+            $sel->add($ls);
+            undef $gate;
+        }
+        for my $s ($sel->can_read($gate ? 0.01 : 1)) {
+            if ($s == $ls) {
+                my $c = $ls->accept or next;
+                my $r = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+                                              PeerPort => $rport);
+                if (!$r) { close $c; next }
+                $peer{$c} = $r;
+                $peer{$r} = $c;
+                $script{$r} = 0;
+                $sel->add($c, $r);
+                next;
+            }
+            my $buf;
+            my $n = sysread($s, $buf, 65536);
+            my $to = $peer{$s};
+            if (!$n) {
+                $sel->remove($s, $to);
+                delete @peer{$s, $to};
+                close $s;
+                close $to;
+                next;
+            }
+            if (exists $script{$to}) {
+                # to Redis: a script call?
+                $script{$to} = 1 if $buf =~ /EVAL|TIME/;
+            } elsif ($script{$s}) {
+                # Redis's answer to it
+                $script{$s} = 0;
+                my $ms = held();
+                Time::HiRes::sleep($ms / 1000) if $ms;
+            }
+            syswrite($to, $buf);
+        }
+    }
+}
+
+sub conf4 {
+    my ($block) = @_;
+    return $Test::LLM::Keys::TIERS
+        . "llm_tier tok requests=1000/m tokens=200/m;\n"
+        . "llm_redis 127.0.0.1:$LP3 prefix=$P-$block: timeout=3s"
+        . " connections=1 on_error=deny;\n";
+}
+
+# TEST 5: the same Redis behind a link whose listen queue is full
+our $LP5 = free_port();
+our $GATE = "$Test::LLM::Nginx::ROOT/t/servroot/redis-$RP3/gate";
+unlink $GATE;
+our $LINK5 = hold_link($LP5, $RP3, $GATE);
+END { kill 'TERM', $LINK5 if $LINK5 }
+our @FILL;
+for (1 .. 4) {
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $LP5,
+                                  Blocking => 0);
+    push @FILL, $s if $s;
+}
+
+sub conf5 {
+    my ($block) = @_;
+    return $Test::LLM::Keys::TIERS
+        . "llm_tier tok requests=1000/m tokens=200/m;\n"
+        . "llm_redis 127.0.0.1:$LP5 prefix=$P-$block: timeout=1500ms"
+        . " connections=1 on_error=deny;\n";
+}
+
+sub get_models {
+    my ($port) = @_;
+    my $t = Time::HiRes::time();
+    my $r = Test::LLM::Client::exchange(
+        port => $port // $ENV{TEST_NGINX_SERVER_PORT},
+        %{ Test::LLM::Client::build_request(
+               "GET /v1/models",
+               more_headers => "Authorization: Bearer $::CAROL") });
+    return ($r->{status} // 0, Time::HiRes::time() - $t);
+}
+
+run_tests();
+
+__DATA__
+
+=== TEST 1: llm_redis batch=1: a settle queued in an event-loop iteration goes to Redis after an admission of the same account made later in that iteration, which Redis thus decides against the earlier request's reservation (100 tokens) instead of its usage (30): the second request is refused (429) although 60 of 200 tokens are used.  Before d6fce40 the settle left at once, before the answer's last bytes; SPEC 9: token windows never over-admit by more than the reservations in flight -- nor should they under-admit by a reservation already settled
+--- workers: 1
+--- http_config eval: ::conf(1, 'batch=1')
+--- config eval: $::Gateway
+--- mock eval: $::Mock
+--- request
+GET /plain
+--- timeout: 30
+--- check eval
+sub {
+    my $b = ::same_iteration('POST', '/v1/chat/completions', $::Body);
+    my ($status) = $b =~ m{^HTTP/1.1 (\d+)};
+    return (0, "the second chat got $status, want 200: "
+               . substr($b, 0, 300))
+        unless ($status // 0) == 200;
+    return 1;
+}
+
+
+
+
+=== TEST 2: a node whose workers start while Redis is down (a start or a reload during an outage) has never read Redis's clock: with Redis's clock 10 minutes ahead of the node's (faked with libfaketime on the node), what on_error=local counted during the outage is replayed at the node's time taken for Redis's, 10 minutes before Redis's now, outside the 1-minute window: the window holds 0 of the 3 requests when Redis is back.  SPEC 9: usage counted locally during a Redis outage is added to Redis when it returns
+--- skip_eval: 1: !-e $::FakeLib || ($ENV{LLM_MODULE} // '') =~ /asan/
+--- workers: 1
+--- http_config eval: ::conf2(2)
+--- config eval: $::Gateway
+--- mock eval: $::Mock
+--- request
+GET /plain
+--- timeout: 30
+--- check eval
+sub {
+    redis_stop($::RP2);
+
+    my $port = free_port();
+    {
+        local $ENV{LD_PRELOAD} = $::FakeLib;
+        local $ENV{FAKETIME} = '-10m';
+        local $ENV{FAKETIME_DONT_FAKE_MONOTONIC} = 1;
+        start_extra_nginx($port);
+    }
+
+    for (1 .. 3) {
+        my $r = Test::LLM::Client::exchange(
+            port => $port,
+            %{ Test::LLM::Client::build_request(
+                   "GET /v1/models",
+                   more_headers => "Authorization: Bearer $::CAROL") });
+        return (0, "request $_ on the node: " . ($r->{status} // 'none'))
+            unless ($r->{status} // 0) == 200;
+    }
+
+    redis_start($::RP2);
+
+    my $sum;
+    for (1 .. 50) {
+        Time::HiRes::sleep(0.2);
+        my %kv = split /\n/, redis_cli($::RP2, 'HGETALL',
+                                       "$::P-2:{acct:carol}:w:requests:1m")
+                             // '';
+        $sum = 0;
+        $sum += $kv{$_} for grep { /^\d+$/ } keys %kv;
+        last if $sum == 3;
+    }
+    return $sum == 3 ? 1
+        : (0, "the 1-minute requests window holds $sum, want 3");
+}
+
+
+
+=== TEST 3: llm_redis timeout=300ms on_error=deny: one admission answer that reaches the worker 200 ms after Redis ran the script (a busy worker, a slow network) leaves the skew 200 ms short, for every later request: the next admission, which Redis runs 150 ms after it was sent (Redis busy), is past the deadline it carries, 100 ms on Redis's clock, and the request is denied (503) after 150 of its 300 ms.  Each answer's clock is Redis's clock when the script ran, earlier than when the worker reads it: the largest of the guesses is the nearest.  SPEC 3: timeout bounds every Redis operation; on_error applies while Redis is unreachable or slow -- this Redis answered within it
+--- workers: 1
+--- http_config eval: ::conf3(3)
+--- config eval: $::Gateway
+--- mock eval: $::Mock
+--- request
+GET /plain
+--- timeout: 30
+--- check eval
+sub {
+    my ($s1) = ::get_models();
+    return (0, "first request: $s1") unless $s1 == 200;
+
+    ::hold(200);
+    my ($s2, $t2) = ::get_models();
+    return (0, "second request: $s2") unless $s2 == 200;
+
+    open(my $fh, '<', "$Test::LLM::Nginx::ROOT/t/servroot/redis-$::RP3/redis.pid")
+        or die $!;
+    my ($rpid) = <$fh> =~ /(\d+)/;
+    close $fh;
+
+    my $pid = fork // die "fork: $!";
+    if ($pid == 0) {
+        Time::HiRes::sleep(0.02);
+        kill 'STOP', $rpid;
+        Time::HiRes::sleep(0.15);
+        kill 'CONT', $rpid;
+        POSIX::_exit(0);
+    }
+    Time::HiRes::sleep(0.03);
+    my ($s3, $t3) = ::get_models();
+    waitpid $pid, 0;
+    kill 'CONT', $rpid;
+
+    return (0, sprintf("the third request got %d after %.3fs (Redis "
+                       . "frozen 150 ms), want 200", $s3, $t3))
+        unless $s3 == 200;
+    return 1;
+}
+--- no_error_log
+past its deadline
+
+
+
+=== TEST 4: a worker that starts (a start, a reload) with Redis's clock 10 minutes ahead of its own (faked with libfaketime on the node), while its connection's TIME has not answered yet (held 1 s here; a Redis far away, a busy one): the admission queued behind TIME carries a deadline of the node's clock guessed as Redis's, 10 minutes in Redis's past: Redis refuses to run it and the request is denied (503, on_error=deny) though Redis answers within timeout (3 s).  Before 4296ab5 an admission carried no deadline until the skew was known.  SPEC 3: on_error applies while Redis is unreachable or slow
+--- skip_eval: 1: !-e $::FakeLib || ($ENV{LLM_MODULE} // '') =~ /asan/
+--- workers: 1
+--- http_config eval: ::conf4(4)
+--- config eval: $::Gateway
+--- mock eval: $::Mock
+--- request
+GET /plain
+--- timeout: 30
+--- check eval
+sub {
+    my $port = free_port();
+    ::hold(1000);
+    {
+        local $ENV{LD_PRELOAD} = $::FakeLib;
+        local $ENV{FAKETIME} = '-10m';
+        local $ENV{FAKETIME_DONT_FAKE_MONOTONIC} = 1;
+        start_extra_nginx($port);
+    }
+    my ($s, $t) = ::get_models($port);
+    return (0, sprintf("the node's first request got %d after %.3fs, "
+                       . "want 200", $s, $t))
+        unless $s == 200;
+    return 1;
+}
+
+
+
+=== TEST 5: llm_redis timeout=1500ms: a connect that takes 1 s (its first SYN lost: a far or busy Redis) and a TIME that Redis answers 0.7 s after it was written: the connection is closed as timed out (TIME's timer counts from before the connect), and the request queued behind TIME is denied (503, on_error=deny) though each step took less than timeout.  Before 4296ab5 nothing was queued at connect without AUTH or SELECT: with a round trip between timeout/2 and timeout (connect and TIME take two), every connection now closes before it is up
+--- workers: 1
+--- http_config eval: ::conf5(5)
+--- config eval: $::Gateway
+--- mock eval: $::Mock
+--- request
+GET /plain
+--- timeout: 30
+--- check eval
+sub {
+    ::hold(700);
+    open(my $fh, '>', $::GATE) or die "$::GATE: $!";
+    close $fh;
+    Time::HiRes::sleep(0.3);
+    my ($s, $t) = ::get_models();
+    return (0, sprintf("the request got %d after %.3fs, want 200", $s, $t))
+        unless $s == 200;
+    return 1;
+}
+--- no_error_log
+timed out
