@@ -1,0 +1,69 @@
+# Review 7: the shared-memory mode and the key pool.  Each block is a
+# reproducer of what the review found (each failed before its fix); it
+# says what a user sees and what SPEC says.
+
+use strict;
+use warnings;
+
+use lib 't/lib';
+use Test::LLM::Nginx;
+use Test::LLM::Keys;
+use IO::Socket::INET ();
+use Time::HiRes ();
+
+our $Tiers = $Test::LLM::Keys::TIERS;
+our $CAROL = $Test::LLM::Keys::CAROL;
+
+our @Addrs = map { sprintf "10.%d.%d.%d", $_ >> 16 & 255, $_ >> 8 & 255,
+                   $_ & 255 } 1 .. 400;
+
+run_tests();
+
+__DATA__
+
+=== TEST 1: a full zone whose least recently used entries hold slots still evicts an idle entry: ten long streams, then 400 new clients are served (review7: 503 store_unavailable, "every entry is busy", while hundreds were idle)
+--- http_config
+llm_zone llm:32k;
+llm_tier anon requests=100/m concurrency=2;
+--- config
+location /v1/ {
+    llm_gateway on;
+    llm_anonymous_tier anon;
+    set_real_ip_from 127.0.0.1;
+    real_ip_header X-Forwarded-For;
+    proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+}
+--- mock eval
+sub { my $r = shift;
+      return $r->{uri} =~ /slow/ ? { delay => 6, body => "{}" }
+                                 : { body => "{}" } }
+--- request
+GET /v1/models
+--- check eval
+sub {
+    my @slow;
+
+    # ten clients whose requests run long: their entries hold a slot,
+    # and nothing touches them again, so they sink to the LRU's tail
+    for my $i (1 .. 10) {
+        my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+                                      PeerPort => $ENV{TEST_NGINX_SERVER_PORT})
+            or die "connect: $!";
+        print $s "GET /v1/slow HTTP/1.1\r\nHost: t\r\n"
+                 . "X-Forwarded-For: 192.0.2.$i\r\n\r\n";
+        push @slow, $s;
+    }
+
+    Time::HiRes::sleep(0.5);
+
+    my $n = Test::LLM::Client::burst($ENV{TEST_NGINX_SERVER_PORT},
+                                     '/v1/models', \@::Addrs, 20);
+    close $_ for @slow;
+
+    return $n == @::Addrs ? 1 : (0, "$n of " . @::Addrs . " served");
+}
+--- error_log eval
+[qr/llm_zone "llm" is full, evicting the least recently used entries/]
+--- no_error_log
+every entry is busy
+--- timeout: 30
