@@ -776,7 +776,8 @@ ngx_http_llm_node_free(ngx_http_llm_zone_ctx_t *ctx, ngx_http_llm_node_t *ln)
  * force == 0 drops up to two idle entries whose windows are empty;
  * force == 1 also evicts the least recently used idle entry, logging
  * that the zone is full at most once a minute per worker.  Entries
- * holding concurrency slots are never dropped.  Returns how many
+ * holding concurrency slots are never dropped (they go to the head of
+ * the queue, so that they do not stop the scan).  Returns how many
  * entries were dropped.
  */
 
@@ -803,6 +804,11 @@ ngx_http_llm_expire(ngx_http_llm_zone_ctx_t *ctx, ngx_uint_t force,
         ln = ngx_queue_data(q, ngx_http_llm_node_t, queue);
 
         if (ln->conc) {
+
+            /* in use, so not the least recent: out of the scan's way */
+
+            ngx_queue_remove(q);
+            ngx_queue_insert_head(&ctx->sh->queue, q);
             continue;
         }
 
