@@ -17,6 +17,10 @@ our $CAROL = $Test::LLM::Keys::CAROL;
 our @Addrs = map { sprintf "10.%d.%d.%d", $_ >> 16 & 255, $_ >> 8 & 255,
                    $_ & 255 } 1 .. 400;
 
+# 70 clients fit a 32 KB zone at 256 bytes each (70 IPv4 ones do)
+our @V6 = map { sprintf "2001:db8:1234:5678:9abc:def0:%x:%x", $_ >> 8,
+                $_ & 255 } 1 .. 70;
+
 run_tests();
 
 __DATA__
@@ -67,3 +71,26 @@ sub {
 --- no_error_log
 every entry is busy
 --- timeout: 30
+
+
+
+=== TEST 2: SPEC 10 "zone cost <= 256 bytes per tracked client": an IPv6 client of a three-window anonymous tier costs 512 (its "anon:ADDR" name makes the node 279 bytes, the next slab chunk is 512), so a zone holds half as many IPv6 clients as IPv4 ones: 70 fill 32 KB and evict (README: "256 bytes for a tier of up to three windows"; also any account name over 21 characters)
+--- http_config
+llm_zone llm:32k;
+llm_tier anon requests=5/m requests=50/h requests=100/d;
+--- config
+location /v1/ {
+    llm_gateway on;
+    llm_anonymous_tier anon;
+    set_real_ip_from 127.0.0.1;
+    real_ip_header X-Forwarded-For;
+    proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+}
+--- request eval
+[ map { "GET /v1/models" } @::V6 ]
+--- more_headers eval
+[ map { "X-Forwarded-For: $_" } @::V6 ]
+--- error_code eval
+[ map { 200 } @::V6 ]
+--- no_error_log
+is full
