@@ -94,3 +94,45 @@ location /v1/ {
 [ map { 200 } @::V6 ]
 --- no_error_log
 is full
+
+
+
+=== TEST 3: a provider's absurd "Retry-After: 18446744073709552" (seconds) cools its key for ages, not for 384 ms: seconds times 1000 overflowed ngx_msec_t in ngx_http_llm_pool_outcome() and the key came back at once (SPEC 3: "a 429 from the backend cools the key down for its Retry-After")
+--- http_config
+upstream openai {
+    server 127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    llm_pool;
+    llm_pool_key a secret=sk-aaa111;
+    llm_pool_key b secret=sk-bbb222;
+}
+--- config
+location /v1/ {
+    proxy_next_upstream error timeout http_429;
+    proxy_pass http://openai;
+}
+--- mock eval
+sub {
+    my ($req) = @_;
+    my $a = $req->{headers}{authorization} // '';
+    if ($a eq 'Bearer sk-aaa111') {
+        return { status => 429,
+                 headers => { 'Retry-After' => '18446744073709552' },
+                 body => '{"error":{"message":"slow down"}}' };
+    }
+    return LLMMock::default_handler($req);
+}
+--- request eval
+[("GET /v1/models") x 4]
+--- request_delay eval
+[0, 1, 0, 0]
+--- response_headers eval
+[{ 'X-LLM-Provider-Key' => 'b' }, { 'X-LLM-Provider-Key' => 'b' },
+ { 'X-LLM-Provider-Key' => 'b' }, { 'X-LLM-Provider-Key' => 'b' }]
+--- no_error_log
+cools down for 384ms
+--- check eval
+sub {
+    my @a = grep { ($_->{headers}{authorization} // '') eq 'Bearer sk-aaa111' }
+            mock_requests();
+    return (@a <= 1, scalar(@a) . " attempts with key a, expected 1");
+}
