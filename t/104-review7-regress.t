@@ -136,3 +136,25 @@ sub {
             mock_requests();
     return (@a <= 1, scalar(@a) . " attempts with key a, expected 1");
 }
+
+
+
+=== TEST 4: contradictory llm_tier parameters fail nginx -t, naming the parameter, file and line (SPEC 3: "contradictory settings fail nginx -t"; review7: "cooldown=1s cooldown=1h" started, the last one silently won)
+--- http_config
+llm_zone llm:1m;
+llm_tier free requests=1/m cooldown=1s cooldown=1h;
+--- config
+--- must_die
+--- error_log eval
+qr/duplicate parameter "cooldown=1h" in \S+nginx\.conf:\d+/
+
+
+
+=== TEST 5: the same window twice in a tier (requests=10/m requests=20/m) fails nginx -t: which limit holds? (review7: accepted, both counted, the stricter won, /usage showed two "requests 1m" windows)
+--- http_config
+llm_zone llm:1m;
+llm_tier free requests=10/m requests=1000/h requests=20/m;
+--- config
+--- must_die
+--- error_log eval
+qr/duplicate window "requests=20\/m" in \S+nginx\.conf:\d+/
