@@ -158,3 +158,20 @@ llm_tier free requests=10/m requests=1000/h requests=20/m;
 --- must_die
 --- error_log eval
 qr/duplicate window "requests=20\/m" in \S+nginx\.conf:\d+/
+
+
+
+=== TEST 6: a key file line that gives a key two tiers or two expiry times fails nginx -t, naming the file, line and parameter (review7: "tier=free tier=pro" started with the last one, so a typo'd line silently gave the key the wrong tier; "expires=2020-01-01 expires=2999-01-01" revived an expired key)
+--- http_config
+llm_zone llm:1m;
+llm_tier free requests=1/m;
+llm_tier pro requests=100/m;
+llm_key_file $TEST_NGINX_SERVROOT/keys.txt;
+--- user_files
+>>> keys.txt
+2a42e4c415729042128b13e9316e40f4333d8f3bfa64cfbe89f187cc928cc7ce alice tier=free
+3a42e4c415729042128b13e9316e40f4333d8f3bfa64cfbe89f187cc928cc7ce bob tier=free tier=pro
+--- config
+--- must_die
+--- error_log eval
+qr/keys\.txt" line 2: duplicate parameter "tier=pro"/
