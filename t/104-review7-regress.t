@@ -175,3 +175,18 @@ llm_key_file $TEST_NGINX_SERVROOT/keys.txt;
 --- must_die
 --- error_log eval
 qr/keys\.txt" line 2: duplicate parameter "tier=pro"/
+
+
+
+=== TEST 7: /usage of a tier whose name holds control characters (nginx -t takes any bytes in a quoted name) answers JSON-escaped, within its buffer (review7: ngx_http_llm_usage() sized the name at twice its length, ngx_escape_json writes six bytes for each: a heap overflow, an ASan report or a corrupt pool)
+--- http_config eval
+$::Tiers . "llm_tier \"" . ("\x01" x 200) . "\" requests=5/m;\n"
+--- config eval
+"location = /usage { llm_usage; llm_default_tier \"" . ("\x01" x 200)
+. "\"; }"
+--- request
+GET /usage
+--- more_headers eval: "Authorization: Bearer $::CAROL"
+--- error_code: 200
+--- response_body_like eval
+'^\{"account":"carol","key_id":"[0-9a-f]{12}","tier":"(\\\\u0001){200}","windows":\[\{"dimension":"requests","period":"1m","limit":5,"used":0,"remaining":5,"reset":\d+\}\]\}$'
