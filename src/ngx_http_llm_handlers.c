@@ -302,8 +302,12 @@ ngx_http_llm_usage_handler(ngx_http_request_t *r)
 
     len = sizeof("{\"account\":\"\",\"key_id\":\"\",\"tier\":\"\","
                  "\"windows\":[]}\n")
-          + 2 * ctx->account.len + NGX_HTTP_LLM_KEY_ID_LEN
-          + (tier ? 2 * tier->name.len : 4)
+          + ctx->account.len
+          + ngx_escape_json(NULL, ctx->account.data, ctx->account.len)
+          + NGX_HTTP_LLM_KEY_ID_LEN
+          + (tier ? tier->name.len
+                    + ngx_escape_json(NULL, tier->name.data, tier->name.len)
+                  : 4)
           + n * (sizeof("{\"dimension\":\"output_tokens\",\"period\":\"1mo\","
                         "\"limit\":,\"used\":,\"remaining\":,\"reset\":},")
                  + 4 * (NGX_INT64_LEN + 8));

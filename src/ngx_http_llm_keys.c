@@ -206,6 +206,10 @@ ngx_http_llm_key_line(ngx_conf_t *cf, ngx_http_llm_main_conf_t *lmcf,
 
         if (words[i].len > 5 && ngx_strncmp(words[i].data, "tier=", 5) == 0)
         {
+            if (key->tier_name.len) {
+                goto duplicate;
+            }
+
             key->tier_name.data = words[i].data + 5;
             key->tier_name.len = words[i].len - 5;
             continue;
@@ -214,6 +218,10 @@ ngx_http_llm_key_line(ngx_conf_t *cf, ngx_http_llm_main_conf_t *lmcf,
         if (words[i].len > 8
             && ngx_strncmp(words[i].data, "expires=", 8) == 0)
         {
+            if (key->expires) {
+                goto duplicate;
+            }
+
             key->expires = ngx_http_llm_parse_iso8601(words[i].data + 8,
                                                       words[i].len - 8);
             if (key->expires == NGX_ERROR) {
@@ -238,6 +246,13 @@ ngx_http_llm_key_line(ngx_conf_t *cf, ngx_http_llm_main_conf_t *lmcf,
     key->line = line;
 
     return NGX_OK;
+
+duplicate:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "key file \"%V\" line %ui: duplicate parameter "
+                       "\"%V\"", file, line, &words[i]);
+    return NGX_ERROR;
 }
 
 

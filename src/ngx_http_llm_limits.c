@@ -52,7 +52,7 @@ ngx_http_llm_tier(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     ngx_int_t                    n;
     ngx_str_t                   *value, s;
-    ngx_uint_t                   i, d;
+    ngx_uint_t                   i, d, seen;
     ngx_http_llm_tier_t         *tier;
     ngx_http_llm_window_conf_t  *wc;
 
@@ -80,6 +80,8 @@ ngx_http_llm_tier(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
+    seen = 0;
+
     for (i = 2; i < cf->args->nelts; i++) {
 
         for (d = 0; d < sizeof(ngx_http_llm_dims) / sizeof(ngx_str_t); d++) {
@@ -104,6 +106,12 @@ ngx_http_llm_tier(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         }
 
         if (ngx_strncmp(value[i].data, "concurrency=", 12) == 0) {
+            if (seen & 1) {
+                goto duplicate;
+            }
+
+            seen |= 1;
+
             n = ngx_atoi(value[i].data + 12, value[i].len - 12);
             if (n <= 0 || n > 1000000) {
                 goto invalid;
@@ -114,6 +122,12 @@ ngx_http_llm_tier(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         }
 
         if (ngx_strncmp(value[i].data, "priority=", 9) == 0) {
+            if (seen & 2) {
+                goto duplicate;
+            }
+
+            seen |= 2;
+
             n = ngx_atoi(value[i].data + 9, value[i].len - 9);
             if (n < 0 || n > 9 || value[i].len != 10) {
                 goto invalid;
@@ -124,6 +138,12 @@ ngx_http_llm_tier(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         }
 
         if (ngx_strncmp(value[i].data, "cooldown=", 9) == 0) {
+            if (seen & 4) {
+                goto duplicate;
+            }
+
+            seen |= 4;
+
             s.data = value[i].data + 9;
             s.len = value[i].len - 9;
 
@@ -174,6 +194,12 @@ invalid:
     ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                        "invalid value \"%V\"", &value[i]);
     return NGX_CONF_ERROR;
+
+duplicate:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "duplicate parameter \"%V\"", &value[i]);
+    return NGX_CONF_ERROR;
 }
 
 
@@ -187,7 +213,7 @@ ngx_http_llm_tier_window(ngx_conf_t *cf, ngx_http_llm_tier_t *tier,
     int64_t                      max;
     ngx_int_t                    n, frac, scale;
     ngx_str_t                    period;
-    ngx_http_llm_window_conf_t  *wc;
+    ngx_http_llm_window_conf_t  *wc, *w;
 
     p = value->data + skip;
     last = value->data + value->len;
@@ -299,6 +325,16 @@ ngx_http_llm_tier_window(ngx_conf_t *cf, ngx_http_llm_tier_t *tier,
 
     } else {
         goto invalid;
+    }
+
+    /* a dimension and period once: "requests=10/m requests=20/m"? */
+
+    for (w = tier->windows.elts; w != wc; w++) {
+        if (w->dim == dim && w->period == wc->period) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "duplicate window \"%V\"", value);
+            return NGX_ERROR;
+        }
     }
 
     wc->text.len = period.len + 1;

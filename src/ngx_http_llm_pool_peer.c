@@ -36,6 +36,12 @@
 
 #define NGX_HTTP_LLM_POOL_DIMS  4
 
+
+/* the longest wait a provider's Retry-After is taken for, in seconds */
+
+#define NGX_HTTP_LLM_POOL_RETRY_MAX  ((off_t) 30 * 86400)
+
+
 typedef struct {
     uint64_t                    left[NGX_HTTP_LLM_POOL_DIMS];
     uint64_t                    limit[NGX_HTTP_LLM_POOL_DIMS];
@@ -565,22 +571,26 @@ ngx_http_llm_pool_outcome(ngx_http_llm_pool_peer_data_t *pd,
 
         if (ngx_strncmp(n, "retry-after", 11) == 0) {
 
+            /* a wait beyond 30 days is taken as 30 days */
+
             if (h[i].key.len == 14 && ngx_strncmp(n + 11, "-ms", 3) == 0) {
                 v = ngx_atoof(h[i].value.data, h[i].value.len);
                 if (v > 0) {
-                    o->retry = v;
+                    o->retry = ngx_min(v, NGX_HTTP_LLM_POOL_RETRY_MAX * 1000);
                 }
 
             } else if (h[i].key.len == 11 && o->retry == 0) {
                 v = ngx_atoof(h[i].value.data, h[i].value.len);
                 if (v > 0) {
-                    o->retry = v * 1000;
+                    o->retry = ngx_min(v, NGX_HTTP_LLM_POOL_RETRY_MAX) * 1000;
 
                 } else if (v == NGX_ERROR) {
                     t = ngx_parse_http_time(h[i].value.data,
                                             h[i].value.len);
                     if (t != NGX_ERROR && t > ngx_time()) {
-                        o->retry = (t - ngx_time()) * 1000;
+                        o->retry = ngx_min(t - ngx_time(),
+                                           NGX_HTTP_LLM_POOL_RETRY_MAX)
+                                   * 1000;
                     }
                 }
             }

@@ -18,6 +18,12 @@
 
 #include "ngx_http_llm_module.h"
 #include "ngx_http_llm_store.h"
+#include "ngx_http_llm_crypto.h"
+
+
+/* the longest name an entry keeps as it is; see ngx_http_llm_zone_name() */
+
+#define NGX_HTTP_LLM_ZONE_NAME_LEN  17
 
 
 typedef struct ngx_http_llm_lease_s  ngx_http_llm_lease_t;
@@ -62,6 +68,8 @@ typedef struct {
 
 
 static ngx_int_t ngx_http_llm_init_zone(ngx_shm_zone_t *shm_zone, void *data);
+static uint32_t ngx_http_llm_zone_name(ngx_str_t *account, ngx_str_t *name,
+    u_char *buf);
 static void ngx_http_llm_rbtree_insert_value(ngx_rbtree_node_t *temp,
     ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel);
 static ngx_http_llm_node_t *ngx_http_llm_node_lookup(
@@ -270,6 +278,36 @@ ngx_http_llm_rbtree_insert_value(ngx_rbtree_node_t *temp,
 
 
 /*
+ * The name an account's entry is found by: the account's own when it is
+ * short; else a byte no name holds and 16 bytes of the name's BLAKE2b
+ * digest, so that an entry of three windows fits a 256-byte slab chunk
+ * (SPEC 10) whatever the name: accounts of up to 64 characters, IPv6
+ * clients ("anon:ADDR").  Returns the name's hash.
+ */
+
+static uint32_t
+ngx_http_llm_zone_name(ngx_str_t *account, ngx_str_t *name, u_char *buf)
+{
+    u_char  digest[NGX_HTTP_LLM_DIGEST_LEN];
+
+    if (account->len <= NGX_HTTP_LLM_ZONE_NAME_LEN) {
+        *name = *account;
+
+    } else {
+        ngx_http_llm_digest(digest, account->data, account->len);
+
+        buf[0] = '\0';
+        ngx_memcpy(buf + 1, digest, NGX_HTTP_LLM_ZONE_NAME_LEN - 1);
+
+        name->data = buf;
+        name->len = NGX_HTTP_LLM_ZONE_NAME_LEN;
+    }
+
+    return ngx_crc32_short(name->data, name->len);
+}
+
+
+/*
  * The zone's slab pool, and the pointer in the zone that the key cache
  * of ngx_http_llm_rkeys.c hangs from (used under the slab's mutex).
  */
@@ -297,14 +335,17 @@ ngx_int_t
 ngx_http_llm_store_admit(ngx_shm_zone_t *shm_zone, ngx_str_t *account,
     ngx_http_llm_tier_t *tier, ngx_http_llm_decision_t *d)
 {
+    u_char                    buf[NGX_HTTP_LLM_ZONE_NAME_LEN];
     uint32_t                  hash;
     uint64_t                  need, retry_at;
     ngx_int_t                 rc;
+    ngx_str_t                 name;
     ngx_http_llm_node_t      *ln;
     ngx_http_llm_zone_ctx_t  *ctx;
 
     ctx = shm_zone->data;
-    hash = ngx_crc32_short(account->data, account->len);
+    hash = ngx_http_llm_zone_name(account, &name, buf);
+    account = &name;
 
     d->base = ctx->sh->base;
 
@@ -409,12 +450,15 @@ done:
 void
 ngx_http_llm_store_release(ngx_shm_zone_t *shm_zone, ngx_str_t *account)
 {
+    u_char                    buf[NGX_HTTP_LLM_ZONE_NAME_LEN];
     uint32_t                  hash;
+    ngx_str_t                 name;
     ngx_http_llm_node_t      *ln;
     ngx_http_llm_zone_ctx_t  *ctx;
 
     ctx = shm_zone->data;
-    hash = ngx_crc32_short(account->data, account->len);
+    hash = ngx_http_llm_zone_name(account, &name, buf);
+    account = &name;
 
     ngx_shmtx_lock(&ctx->shpool->mutex);
 
@@ -434,12 +478,15 @@ void
 ngx_http_llm_store_settle(ngx_shm_zone_t *shm_zone, ngx_str_t *account,
     ngx_http_llm_tier_t *tier, ngx_http_llm_settle_t *s)
 {
+    u_char                    buf[NGX_HTTP_LLM_ZONE_NAME_LEN];
     uint32_t                  hash;
+    ngx_str_t                 name;
     ngx_http_llm_node_t      *ln;
     ngx_http_llm_zone_ctx_t  *ctx;
 
     ctx = shm_zone->data;
-    hash = ngx_crc32_short(account->data, account->len);
+    hash = ngx_http_llm_zone_name(account, &name, buf);
+    account = &name;
 
     s->at.base = ctx->sh->base;
     s->now.base = ctx->sh->base;
@@ -472,14 +519,17 @@ ngx_http_llm_store_usage(ngx_shm_zone_t *shm_zone, ngx_str_t *account,
     uint64_t *reset)
 {
     u_char                      *tags;
+    u_char                       buf[NGX_HTTP_LLM_ZONE_NAME_LEN];
     uint32_t                     hash;
+    ngx_str_t                    name;
     ngx_uint_t                   i, j;
     ngx_http_llm_node_t         *ln;
     ngx_http_llm_zone_ctx_t     *ctx;
     ngx_http_llm_window_conf_t  *wc;
 
     ctx = shm_zone->data;
-    hash = ngx_crc32_short(account->data, account->len);
+    hash = ngx_http_llm_zone_name(account, &name, buf);
+    account = &name;
 
     d->base = ctx->sh->base;
 
@@ -776,7 +826,8 @@ ngx_http_llm_node_free(ngx_http_llm_zone_ctx_t *ctx, ngx_http_llm_node_t *ln)
  * force == 0 drops up to two idle entries whose windows are empty;
  * force == 1 also evicts the least recently used idle entry, logging
  * that the zone is full at most once a minute per worker.  Entries
- * holding concurrency slots are never dropped.  Returns how many
+ * holding concurrency slots are never dropped (they go to the head of
+ * the queue, so that they do not stop the scan).  Returns how many
  * entries were dropped.
  */
 
@@ -803,6 +854,11 @@ ngx_http_llm_expire(ngx_http_llm_zone_ctx_t *ctx, ngx_uint_t force,
         ln = ngx_queue_data(q, ngx_http_llm_node_t, queue);
 
         if (ln->conc) {
+
+            /* in use, so not the least recent: out of the scan's way */
+
+            ngx_queue_remove(q);
+            ngx_queue_insert_head(&ctx->sh->queue, q);
             continue;
         }
 
