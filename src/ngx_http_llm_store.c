@@ -21,8 +21,12 @@
 #include "ngx_http_llm_crypto.h"
 
 
-/* the longest name an entry keeps as it is; see ngx_http_llm_zone_name() */
+/*
+ * The longest name an entry keeps as it is, and the length of the name
+ * a longer one is kept by; see ngx_http_llm_zone_name()
+ */
 
+#define NGX_HTTP_LLM_ZONE_RAW_MAX   21
 #define NGX_HTTP_LLM_ZONE_NAME_LEN  17
 
 
@@ -279,10 +283,11 @@ ngx_http_llm_rbtree_insert_value(ngx_rbtree_node_t *temp,
 
 /*
  * The name an account's entry is found by: the account's own when it is
- * short; else a byte no name holds and 16 bytes of the name's BLAKE2b
- * digest, so that an entry of three windows fits a 256-byte slab chunk
- * (SPEC 10) whatever the name: accounts of up to 64 characters, IPv6
- * clients ("anon:ADDR").  Returns the name's hash.
+ * short (21 bytes: an entry of three windows then fits a 256-byte slab
+ * chunk, SPEC 10, and most names cost no digest per request); else a
+ * byte no name holds and 16 bytes of the name's BLAKE2b digest, so that
+ * such an entry fits too whatever the name: accounts of up to 64
+ * characters, IPv6 clients ("anon:ADDR").  Returns the name's hash.
  */
 
 static uint32_t
@@ -290,7 +295,7 @@ ngx_http_llm_zone_name(ngx_str_t *account, ngx_str_t *name, u_char *buf)
 {
     u_char  digest[NGX_HTTP_LLM_DIGEST_LEN];
 
-    if (account->len <= NGX_HTTP_LLM_ZONE_NAME_LEN) {
+    if (account->len <= NGX_HTTP_LLM_ZONE_RAW_MAX) {
         *name = *account;
 
     } else {
