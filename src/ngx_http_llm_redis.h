@@ -147,6 +147,9 @@ struct ngx_http_llm_redis_cmd_s {
 
 
 char *ngx_http_llm_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+/* "local", "deny", "allow": by NGX_HTTP_LLM_ON_ERROR_* */
+extern const char  *ngx_http_llm_on_error_names[];
+
 /* Redis's clock less this worker's, in ms (a guess of 0 until known) */
 extern int64_t     ngx_http_llm_redis_skew;
 extern ngx_uint_t  ngx_http_llm_redis_skew_known;
