@@ -83,8 +83,6 @@ typedef struct {
     uint32_t                    code;       /* \uXXXX so far */
     uint32_t                    high;       /* a first half, waiting */
     size_t                      text_len;
-    u_char                      text[512];  /* generated text, unescaped,
-                                               before it is estimated */
     ngx_uint_t                  line;       /* SSE: where in the line */
     ngx_uint_t                  field;      /* SSE: "data" matched */
 
@@ -100,6 +98,10 @@ typedef struct {
     unsigned                    finished:1;
     unsigned                    whole:1;    /* its last byte came: a usage
                                                told holds for it all */
+
+    /* last: ngx_http_llm_usage_init() does not clear it */
+    u_char                      text[512];  /* generated text, unescaped,
+                                               before it is estimated */
 } ngx_http_llm_usage_t;
 
 

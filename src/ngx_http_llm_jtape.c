@@ -552,10 +552,10 @@ static u_char *
 ngx_http_llm_jt_number(ngx_http_llm_jtape_t *t, u_char *p, u_char *last,
     ngx_http_llm_jtok_t *tok, ngx_http_llm_jt_err_t *err)
 {
-    u_char      *start;
+    u_char      *start, *digits;
     uint64_t     n, max;
     ngx_int_t    over;
-    ngx_uint_t   neg, real, d;
+    ngx_uint_t   neg, real, d, magnitude, e, e_neg;
 
     start = p;
     neg = 0;
@@ -574,6 +574,8 @@ ngx_http_llm_jt_number(ngx_http_llm_jtape_t *t, u_char *p, u_char *last,
         goto invalid;
     }
 
+    digits = p;
+
     if (*p == '0') {
         p++;
 
@@ -589,6 +591,10 @@ ngx_http_llm_jt_number(ngx_http_llm_jtape_t *t, u_char *p, u_char *last,
             }
         }
     }
+
+    /* the value is below 10 to the power "magnitude" */
+
+    magnitude = p - digits;
 
     if (p < last && *p == '.') {
         real = 1;
@@ -607,7 +613,10 @@ ngx_http_llm_jt_number(ngx_http_llm_jtape_t *t, u_char *p, u_char *last,
         real = 1;
         p++;
 
+        e_neg = 0;
+
         if (p < last && (*p == '+' || *p == '-')) {
+            e_neg = (*p == '-');
             p++;
         }
 
@@ -615,16 +624,25 @@ ngx_http_llm_jt_number(ngx_http_llm_jtape_t *t, u_char *p, u_char *last,
             goto invalid;
         }
 
-        while (p < last && *p >= '0' && *p <= '9') {
-            p++;
+        for (e = 0; p < last && *p >= '0' && *p <= '9'; p++) {
+            e = ngx_min(e * 10 + (*p - '0'), 100000);
+        }
+
+        if (!e_neg) {
+            magnitude += e;
         }
     }
 
     tok->len = (uint32_t) (p - start);
 
+    /*
+     * a real below 1e300 cannot overflow (DBL_MAX is 1.8e308): strtod()
+     * is asked only about the others
+     */
+
     if (real) {
         tok->type = NGX_HTTP_LLM_JT_REAL;
-        over = ngx_http_llm_jt_real_over(t, tok);
+        over = (magnitude < 300) ? 0 : ngx_http_llm_jt_real_over(t, tok);
 
         if (over == NGX_ERROR) {
             err->kind = NGX_HTTP_LLM_JT_E_NOMEM;

@@ -104,7 +104,7 @@ void
 ngx_http_llm_usage_init(ngx_http_llm_usage_t *u, ngx_pool_t *pool,
     ngx_uint_t api, ngx_uint_t sse)
 {
-    ngx_memzero(u, sizeof(ngx_http_llm_usage_t));
+    ngx_memzero(u, offsetof(ngx_http_llm_usage_t, text));
     ngx_http_llm_estimate_init(&u->generated);
 
     u->pool = pool;
@@ -304,8 +304,12 @@ ngx_http_llm_usage_finish(ngx_http_llm_usage_t *u)
 static ngx_int_t
 ngx_http_llm_usage_lex(ngx_http_llm_usage_t *u, u_char *p, u_char *last)
 {
-    u_char      *s, c;
+    u_char      *s, *cap, c;
     ngx_uint_t   n;
+
+    /* the bytes of a usage object are kept a stretch at a time, from cap */
+
+    cap = u->capturing ? p : NULL;
 
     while (p < last) {
 
@@ -313,12 +317,6 @@ ngx_http_llm_usage_lex(ngx_http_llm_usage_t *u, u_char *p, u_char *last)
 
             if (u->escape) {
                 c = *p++;
-
-                if (u->capturing
-                    && ngx_http_llm_usage_keep(u, &c, 1) != NGX_OK)
-                {
-                    return NGX_ERROR;
-                }
 
                 if (u->role != NGX_HTTP_LLM_STR_TEXT) {
                     if (u->hex) {
@@ -421,12 +419,6 @@ ngx_http_llm_usage_lex(ngx_http_llm_usage_t *u, u_char *p, u_char *last)
                         u->role = NGX_HTTP_LLM_STR_OTHER;
                     }
                 }
-
-                if (u->capturing
-                    && ngx_http_llm_usage_keep(u, s, n) != NGX_OK)
-                {
-                    return NGX_ERROR;
-                }
             }
 
             if (p == last) {
@@ -434,10 +426,6 @@ ngx_http_llm_usage_lex(ngx_http_llm_usage_t *u, u_char *p, u_char *last)
             }
 
             c = *p++;
-
-            if (u->capturing && ngx_http_llm_usage_keep(u, &c, 1) != NGX_OK) {
-                return NGX_ERROR;
-            }
 
             if (c == '\\') {
                 u->escape = 1;
@@ -471,10 +459,6 @@ ngx_http_llm_usage_lex(ngx_http_llm_usage_t *u, u_char *p, u_char *last)
         }
 
         c = *p++;
-
-        if (u->capturing && ngx_http_llm_usage_keep(u, &c, 1) != NGX_OK) {
-            return NGX_ERROR;
-        }
 
         switch (c) {
 
@@ -530,10 +514,7 @@ ngx_http_llm_usage_lex(ngx_http_llm_usage_t *u, u_char *p, u_char *last)
                 u->capturing = 1;
                 u->captured = 0;
                 u->depth = 1;
-
-                if (ngx_http_llm_usage_keep(u, &c, 1) != NGX_OK) {
-                    return NGX_ERROR;
-                }
+                cap = p - 1;
             }
 
             break;
@@ -548,8 +529,13 @@ ngx_http_llm_usage_lex(ngx_http_llm_usage_t *u, u_char *p, u_char *last)
         case '}':
         case ']':
             if (u->capturing && --u->depth == 0) {
+                if (ngx_http_llm_usage_keep(u, cap, p - cap) != NGX_OK) {
+                    return NGX_ERROR;
+                }
+
                 ngx_http_llm_usage_read(u);
                 u->capturing = 0;
+                cap = NULL;
             }
 
             break;
@@ -560,6 +546,10 @@ ngx_http_llm_usage_lex(ngx_http_llm_usage_t *u, u_char *p, u_char *last)
 
         u->value = 0;
         u->maybe_key = 0;
+    }
+
+    if (u->capturing) {
+        return ngx_http_llm_usage_keep(u, cap, last - cap);
     }
 
     return NGX_OK;
