@@ -54,6 +54,10 @@ typedef struct {
  * ngx_http_llm_usage_finish(), which is also to be called when the
  * response is cut short.  ngx_http_llm_usage_feed() returns NGX_ERROR
  * only if the pool fails, and then observes nothing more.
+ * ngx_http_llm_usage_feed_whole() is for a first buffer that holds the
+ * whole body: a JSON body is then read as one tape, which is cheaper
+ * than the lexer and finds the same usage and model; "generated" is
+ * not counted when it found a usage (it stands in for none).
  */
 
 typedef struct {
@@ -96,6 +100,7 @@ typedef struct {
     unsigned                    cr:1;       /* SSE: last byte was CR */
     unsigned                    event:1;    /* SSE: event has data */
     unsigned                    finished:1;
+    unsigned                    fed:1;      /* bytes went to the lexer */
     unsigned                    whole:1;    /* its last byte came: a usage
                                                told holds for it all */
 
@@ -135,6 +140,8 @@ ngx_int_t ngx_http_llm_json_include_usage(ngx_pool_t *pool, u_char *body,
 void ngx_http_llm_usage_init(ngx_http_llm_usage_t *u, ngx_pool_t *pool,
     ngx_uint_t api, ngx_uint_t sse);
 ngx_int_t ngx_http_llm_usage_feed(ngx_http_llm_usage_t *u, u_char *p,
+    size_t len);
+ngx_int_t ngx_http_llm_usage_feed_whole(ngx_http_llm_usage_t *u, u_char *p,
     size_t len);
 void ngx_http_llm_usage_finish(ngx_http_llm_usage_t *u);
 

@@ -62,10 +62,14 @@ static void ngx_http_llm_usage_text(ngx_http_llm_usage_t *u, u_char *p,
     size_t len);
 static void ngx_http_llm_usage_lone(ngx_http_llm_usage_t *u);
 static void ngx_http_llm_usage_flush(ngx_http_llm_usage_t *u);
-static ngx_uint_t ngx_http_llm_usage_key(ngx_http_llm_usage_t *u);
+static ngx_uint_t ngx_http_llm_usage_key(u_char *key, size_t len);
+static ngx_int_t ngx_http_llm_usage_walk(ngx_http_llm_usage_t *u,
+    ngx_uint_t v, ngx_uint_t in_usage);
 static void ngx_http_llm_usage_read(ngx_http_llm_usage_t *u);
+static void ngx_http_llm_usage_object(ngx_http_llm_usage_t *u,
+    ngx_http_llm_jtape_t *t, ngx_uint_t obj);
 static ngx_int_t ngx_http_llm_usage_count(ngx_http_llm_jtape_t *t,
-    char *name, ngx_uint_t *n);
+    ngx_uint_t obj, char *name, size_t len, ngx_uint_t *n);
 
 
 /* keys whose values a response observer looks at */
@@ -124,6 +128,8 @@ ngx_http_llm_usage_feed(ngx_http_llm_usage_t *u, u_char *p, size_t len)
         return NGX_OK;
     }
 
+    u->fed = 1;
+
     if (u->sse) {
         rc = ngx_http_llm_usage_sse(u, p, p + len);
 
@@ -136,6 +142,131 @@ ngx_http_llm_usage_feed(ngx_http_llm_usage_t *u, u_char *p, size_t len)
     }
 
     return rc;
+}
+
+
+/*
+ * A whole JSON body: its tape, and a walk that reads what the lexer
+ * would: the first string value of a "model" key, every object value of
+ * a "usage" key (not one inside another), anywhere.  Any body the tape
+ * refuses, or without a usage, goes to the lexer.  A body no larger than
+ * a usage object's cap cannot have a usage object the lexer would drop.
+ */
+
+ngx_int_t
+ngx_http_llm_usage_feed_whole(ngx_http_llm_usage_t *u, u_char *p,
+    size_t len)
+{
+    ngx_int_t  rc;
+
+    if (u->finished || u->fed || u->sse || len > NGX_HTTP_LLM_USAGE_CAP) {
+        return ngx_http_llm_usage_feed(u, p, len);
+    }
+
+    rc = ngx_http_llm_jtape_parse(&u->tape, u->pool, p, len,
+                                  NGX_HTTP_LLM_JSON_DEPTH, NULL);
+
+    if (rc == NGX_OK) {
+        rc = ngx_http_llm_usage_walk(u, 1, 0);
+
+        if (rc == NGX_OK && u->found) {
+            u->finished = 1;
+            return NGX_OK;
+        }
+    }
+
+    if (rc == NGX_ERROR) {
+        u->finished = 1;
+        return NGX_ERROR;
+    }
+
+    /* no usage: the lexer reads it all again, the text too */
+
+    u->found = 0;
+    u->prompt_tokens = 0;
+    u->completion_tokens = 0;
+    ngx_str_null(&u->model);
+
+    return ngx_http_llm_usage_feed(u, p, len);
+}
+
+
+static ngx_int_t
+ngx_http_llm_usage_walk(ngx_http_llm_usage_t *u, ngx_uint_t v,
+    ngx_uint_t in_usage)
+{
+    ngx_str_t              s;
+    ngx_uint_t             i, kind;
+    ngx_http_llm_jtok_t   *k;
+    ngx_http_llm_jtape_t  *t;
+
+    t = &u->tape;
+
+    if (t->tok[v].type == NGX_HTTP_LLM_JT_ARRAY) {
+        for (i = ngx_http_llm_jt_first(t, v); i;
+             i = ngx_http_llm_jt_next(t, v, i))
+        {
+            if (t->tok[i].type <= NGX_HTTP_LLM_JT_ARRAY
+                && ngx_http_llm_usage_walk(u, i, in_usage) != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+        }
+
+        return NGX_OK;
+    }
+
+    if (t->tok[v].type != NGX_HTTP_LLM_JT_OBJECT) {
+        return NGX_OK;
+    }
+
+    for (i = v + 1; i < t->tok[v].next; i = t->tok[i + 1].next) {
+        k = &t->tok[i];
+
+        /* the lexer sees no key in one with an escape */
+
+        kind = (k->flags & NGX_HTTP_LLM_JT_ESCAPED)
+               ? NGX_HTTP_LLM_KEY_OTHER
+               : ngx_http_llm_usage_key(t->base + k->start, k->len);
+
+        k = &t->tok[i + 1];
+
+        if (kind == NGX_HTTP_LLM_KEY_USAGE && !in_usage
+            && k->type == NGX_HTTP_LLM_JT_OBJECT)
+        {
+            ngx_http_llm_usage_object(u, t, i + 1);
+
+            if (ngx_http_llm_usage_walk(u, i + 1, 1) != NGX_OK) {
+                return NGX_ERROR;
+            }
+
+            continue;
+        }
+
+        if (kind == NGX_HTTP_LLM_KEY_MODEL && u->model.data == NULL
+            && k->type == NGX_HTTP_LLM_JT_STRING
+            && !(k->flags & NGX_HTTP_LLM_JT_ESCAPED)
+            && k->len && k->len <= NGX_HTTP_LLM_MODEL_MAX)
+        {
+            s.len = k->len;
+            s.data = ngx_pnalloc(u->pool, s.len);
+            if (s.data == NULL) {
+                return NGX_ERROR;
+            }
+
+            ngx_memcpy(s.data, t->base + k->start, s.len);
+            u->model = s;
+            continue;
+        }
+
+        if (k->type <= NGX_HTTP_LLM_JT_ARRAY
+            && ngx_http_llm_usage_walk(u, i + 1, in_usage) != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
 }
 
 
@@ -498,7 +629,9 @@ ngx_http_llm_usage_lex(ngx_http_llm_usage_t *u, u_char *p, u_char *last)
 
         case ':':
             if (u->maybe_key) {
-                u->kind = ngx_http_llm_usage_key(u);
+                u->kind = (u->key_len <= sizeof(u->key))
+                          ? ngx_http_llm_usage_key(u->key, u->key_len)
+                          : NGX_HTTP_LLM_KEY_OTHER;
                 u->maybe_key = 0;
                 u->value = 1;
                 continue;
@@ -701,14 +834,14 @@ ngx_http_llm_usage_flush(ngx_http_llm_usage_t *u)
 
 
 static ngx_uint_t
-ngx_http_llm_usage_key(ngx_http_llm_usage_t *u)
+ngx_http_llm_usage_key(u_char *key, size_t len)
 {
     ngx_http_llm_json_key_t  *k;
 
     for (k = ngx_http_llm_json_keys; k->name.len; k++) {
-        if (k->name.len == u->key_len
-            && k->name.data[0] == u->key[0]
-            && ngx_memcmp(k->name.data, u->key, u->key_len) == 0)
+        if (k->name.len == len
+            && k->name.data[0] == key[0]
+            && ngx_memcmp(k->name.data, key, len) == 0)
         {
             return k->kind;
         }
@@ -785,18 +918,11 @@ ngx_http_llm_usage_reset(ngx_http_llm_usage_t *u)
 }
 
 
-/*
- * One usage object, whatever the API: OpenAI prompt_tokens and
- * completion_tokens; Anthropic input_tokens (with the cache's tokens)
- * and output_tokens, also OpenAI responses' names; Gemini
- * promptTokenCount and candidatesTokenCount with thoughtsTokenCount.
- * What one object names replaces what an earlier one said.
- */
+/* the usage object the lexer kept */
 
 static void
 ngx_http_llm_usage_read(ngx_http_llm_usage_t *u)
 {
-    ngx_uint_t             a, b, c, n;
     ngx_http_llm_jtape_t  *t;
 
     if (u->captured > NGX_HTTP_LLM_USAGE_CAP) {
@@ -813,35 +939,56 @@ ngx_http_llm_usage_read(ngx_http_llm_usage_t *u)
         return;
     }
 
-    if (ngx_http_llm_usage_count(t, "prompt_tokens", &n)) {
+    ngx_http_llm_usage_object(u, t, 1);
+}
+
+
+/*
+ * One usage object, whatever the API: OpenAI prompt_tokens and
+ * completion_tokens; Anthropic input_tokens (with the cache's tokens)
+ * and output_tokens, also OpenAI responses' names; Gemini
+ * promptTokenCount and candidatesTokenCount with thoughtsTokenCount.
+ * What one object names replaces what an earlier one said.
+ */
+
+#define ngx_http_llm_usage_has(name, n)                                       \
+    ngx_http_llm_usage_count(t, obj, name, sizeof(name) - 1, n)
+
+static void
+ngx_http_llm_usage_object(ngx_http_llm_usage_t *u, ngx_http_llm_jtape_t *t,
+    ngx_uint_t obj)
+{
+    ngx_uint_t  a, b, c, n;
+
+    if (ngx_http_llm_usage_has("prompt_tokens", &n)) {
         u->prompt_tokens = n;
         u->found = 1;
     }
 
-    if (ngx_http_llm_usage_count(t, "completion_tokens", &n)) {
+    if (ngx_http_llm_usage_has("completion_tokens", &n)) {
         u->completion_tokens = n;
         u->found = 1;
     }
 
-    if (ngx_http_llm_usage_count(t, "input_tokens", &n)) {
+    if (ngx_http_llm_usage_has("input_tokens", &n)) {
         a = b = 0;
 
-        (void) ngx_http_llm_usage_count(t, "cache_creation_input_tokens", &a);
-        (void) ngx_http_llm_usage_count(t, "cache_read_input_tokens", &b);
+        (void) ngx_http_llm_usage_has("cache_creation_input_tokens", &a);
+        (void) ngx_http_llm_usage_has("cache_read_input_tokens", &b);
 
         u->prompt_tokens = n + a + b;
         u->found = 1;
     }
 
-    if (ngx_http_llm_usage_count(t, "output_tokens", &n)) {
+    if (ngx_http_llm_usage_has("output_tokens", &n)) {
         u->completion_tokens = n;
         u->found = 1;
     }
 
-    if (ngx_http_llm_usage_count(t, "promptTokenCount", &n)) {
+    if (ngx_http_llm_usage_has("promptTokenCount", &n)) {
         a = 0;
 
-        (void) ngx_http_llm_usage_count(t, "toolUsePromptTokenCount", &a);
+        (void) ngx_http_llm_usage_has("toolUsePromptTokenCount", &a);
 
         u->prompt_tokens = n + a;
         u->found = 1;
@@ -850,24 +997,27 @@ ngx_http_llm_usage_read(ngx_http_llm_usage_t *u)
     b = 0;
     c = 0;
 
-    if (ngx_http_llm_usage_count(t, "candidatesTokenCount", &b)
-        | ngx_http_llm_usage_count(t, "thoughtsTokenCount", &c))
+    if (ngx_http_llm_usage_has("candidatesTokenCount", &b)
+        | ngx_http_llm_usage_has("thoughtsTokenCount", &c))
     {
         u->completion_tokens = b + c;
         u->found = 1;
     }
 }
 
+#undef ngx_http_llm_usage_has
 
-/* a member of the usage object (the tape's document), if a count */
+
+/* a member of a usage object, if a count */
 
 static ngx_int_t
-ngx_http_llm_usage_count(ngx_http_llm_jtape_t *t, char *name, ngx_uint_t *n)
+ngx_http_llm_usage_count(ngx_http_llm_jtape_t *t, ngx_uint_t obj,
+    char *name, size_t len, ngx_uint_t *n)
 {
     int64_t     i;
     ngx_uint_t  v;
 
-    v = ngx_http_llm_jtape_get(t, 1, name, ngx_strlen(name));
+    v = ngx_http_llm_jtape_get(t, obj, name, len);
 
     if (!ngx_http_llm_jt_is(t, v, NGX_HTTP_LLM_JT_INTEGER)) {
         return 0;

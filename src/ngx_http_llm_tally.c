@@ -391,7 +391,14 @@ ngx_http_llm_tally_body(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
         }
 
         if (ngx_buf_in_memory(b) && b->last > b->pos) {
-            if (ngx_http_llm_usage_feed(&t->usage, b->pos, b->last - b->pos)
+
+            /* a body in one buffer is read whole (all but streams are) */
+
+            if ((r->headers_out.content_length_n == b->last - b->pos
+                 ? ngx_http_llm_usage_feed_whole(&t->usage, b->pos,
+                                                 b->last - b->pos)
+                 : ngx_http_llm_usage_feed(&t->usage, b->pos,
+                                           b->last - b->pos))
                 != NGX_OK)
             {
                 ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,

@@ -4,10 +4,11 @@
  *
  * Input: a selector byte ('0'..'2' JSON bodies of OpenAI, Anthropic,
  * Gemini; '3'..'5' SSE streams of the same; any other byte modulo 6), a
- * seed byte, then the body.  The body is fed whole, then in pieces cut
- * where the seed says, then one byte at a time: the results must not
- * depend on how the body was cut, nor on the vector instructions used
- * (whole: the best the CPU has; in pieces: none).
+ * seed byte, then the body.  The body is fed whole (as a body in one
+ * buffer is: read as one tape when it is JSON), then in pieces cut where
+ * the seed says, then one byte at a time (the lexer): the results must
+ * not depend on how the body was cut, nor on the vector instructions
+ * used (whole: the best the CPU has; in pieces: none).
  */
 
 
@@ -78,7 +79,10 @@ observe(ngx_uint_t api, ngx_uint_t sse, u_char *p, size_t len,
 
         ngx_memcpy(piece, p + off, n);
 
-        if (ngx_http_llm_usage_feed(&u, piece, n) != NGX_OK) {
+        if ((mode == 0 ? ngx_http_llm_usage_feed_whole(&u, piece, n)
+                       : ngx_http_llm_usage_feed(&u, piece, n))
+            != NGX_OK)
+        {
             abort();
         }
 
@@ -108,12 +112,18 @@ observe(ngx_uint_t api, ngx_uint_t sse, u_char *p, size_t len,
 }
 
 
+/*
+ * "a" is the whole body read at once: a usage found that way leaves the
+ * text uncounted (ngx_http_llm_usage_feed_whole())
+ */
+
 static int
 same(result_t *a, result_t *b)
 {
     return a->found == b->found && a->prompt == b->prompt
-           && a->completion == b->completion && a->chars == b->chars
-           && a->generated == b->generated
+           && a->completion == b->completion
+           && (a->found || (a->chars == b->chars
+                            && a->generated == b->generated))
            && a->model_len == b->model_len
            && ngx_memcmp(a->model, b->model, a->model_len) == 0;
 }
