@@ -49,12 +49,12 @@ static ngx_int_t ngx_http_llm_json_gemini_content(ngx_http_llm_jtape_t *t,
 static ngx_int_t ngx_http_llm_json_model(ngx_http_llm_jtape_t *t,
     ngx_http_llm_request_info_t *info, ngx_str_t *error);
 static ngx_int_t ngx_http_llm_json_max_tokens(ngx_http_llm_jtape_t *t,
-    ngx_uint_t obj, char **names, ngx_http_llm_request_info_t *info,
-    ngx_str_t *error);
-static ngx_int_t ngx_http_llm_json_stream(ngx_http_llm_jtape_t *t,
+    ngx_uint_t *v, ngx_str_t *names, ngx_uint_t n,
     ngx_http_llm_request_info_t *info, ngx_str_t *error);
+static ngx_int_t ngx_http_llm_json_stream(ngx_http_llm_jtape_t *t,
+    ngx_uint_t v, ngx_http_llm_request_info_t *info, ngx_str_t *error);
 static void ngx_http_llm_json_choices(ngx_http_llm_jtape_t *t,
-    ngx_uint_t obj, char *name, ngx_http_llm_request_info_t *info);
+    ngx_uint_t v, ngx_http_llm_request_info_t *info);
 static ngx_int_t ngx_http_llm_json_content(ngx_http_llm_jtape_t *t,
     ngx_uint_t v, ngx_http_llm_request_info_t *info, ngx_str_t *error);
 static void ngx_http_llm_json_part(ngx_http_llm_jtape_t *t, ngx_uint_t part,
@@ -186,21 +186,40 @@ ngx_http_llm_json_openai(ngx_http_llm_jtape_t *t,
     ngx_http_llm_request_info_t *info, ngx_str_t *error)
 {
     ngx_int_t   rc;
-    ngx_uint_t  v;
+    ngx_uint_t  v, m[14];
 
-    static char  *max[] = { "max_tokens", "max_completion_tokens",
-                            "max_output_tokens", NULL };
+    /* the members read, in one pass; max tokens first (json_max_tokens) */
 
-    rc = ngx_http_llm_json_max_tokens(t, 1, max, info, error);
+    static ngx_str_t  names[] = {
+        ngx_string("max_tokens"),            /* 0 */
+        ngx_string("max_completion_tokens"),
+        ngx_string("max_output_tokens"),     /* 2 */
+        ngx_string("stream"),
+        ngx_string("stream_options"),        /* 4 */
+        ngx_string("n"),
+        ngx_string("messages"),              /* 6 */
+        ngx_string("prompt"),
+        ngx_string("suffix"),                /* 8 */
+        ngx_string("input"),
+        ngx_string("instructions"),          /* 10 */
+        ngx_string("tools"),
+        ngx_string("functions"),             /* 12 */
+        ngx_string("response_format"),
+        ngx_null_string
+    };
+
+    ngx_http_llm_jtape_pick(t, 1, names, m);
+
+    rc = ngx_http_llm_json_max_tokens(t, m, names, 3, info, error);
     if (rc != NGX_OK) {
         return rc;
     }
 
-    if (ngx_http_llm_json_stream(t, info, error) != NGX_OK) {
+    if (ngx_http_llm_json_stream(t, m[3], info, error) != NGX_OK) {
         return NGX_DECLINED;
     }
 
-    v = jt_get(1, "stream_options");
+    v = m[4];
 
     info->has_stream_options = (v != 0);
 
@@ -208,18 +227,18 @@ ngx_http_llm_json_openai(ngx_http_llm_jtape_t *t,
         info->has_include_usage = 1;
     }
 
-    ngx_http_llm_json_choices(t, 1, "n", info);
+    ngx_http_llm_json_choices(t, m[5], info);
 
-    if ((v = jt_get(1, "messages")) != 0) {
+    if ((v = m[6]) != 0) {
         if (ngx_http_llm_json_messages(t, v, info, error) != NGX_OK) {
             return NGX_DECLINED;
         }
 
-    } else if ((v = jt_get(1, "prompt")) != 0) {
+    } else if ((v = m[7]) != 0) {
         ngx_http_llm_json_input(t, v, info, 0);
-        ngx_http_llm_json_text(t, jt_get(1, "suffix"), info);
+        ngx_http_llm_json_text(t, m[8], info);
 
-    } else if ((v = jt_get(1, "input")) != 0) {
+    } else if ((v = m[9]) != 0) {
         ngx_http_llm_json_input(t, v, info, 0);
 
     } else {
@@ -229,16 +248,16 @@ ngx_http_llm_json_openai(ngx_http_llm_jtape_t *t,
         return NGX_DECLINED;
     }
 
-    v = jt_get(1, "instructions");
+    v = m[10];
 
     if (jt_is(v, STRING)) {
         info->messages++;
         ngx_http_llm_json_text(t, v, info);
     }
 
-    ngx_http_llm_json_walk(t, jt_get(1, "tools"), info);
-    ngx_http_llm_json_walk(t, jt_get(1, "functions"), info);
-    ngx_http_llm_json_walk(t, jt_get(1, "response_format"), info);
+    ngx_http_llm_json_walk(t, m[11], info);
+    ngx_http_llm_json_walk(t, m[12], info);
+    ngx_http_llm_json_walk(t, m[13], info);
 
     return NGX_OK;
 }
@@ -251,20 +270,31 @@ ngx_http_llm_json_anthropic(ngx_http_llm_jtape_t *t,
     ngx_http_llm_request_info_t *info, ngx_str_t *error)
 {
     ngx_int_t   rc;
-    ngx_uint_t  v, m;
+    ngx_uint_t  v, m, a[7];
 
-    static char  *max[] = { "max_tokens", "max_tokens_to_sample", NULL };
+    static ngx_str_t  names[] = {
+        ngx_string("max_tokens"),            /* 0 */
+        ngx_string("max_tokens_to_sample"),
+        ngx_string("stream"),                /* 2 */
+        ngx_string("system"),
+        ngx_string("messages"),              /* 4 */
+        ngx_string("prompt"),
+        ngx_string("tools"),                 /* 6 */
+        ngx_null_string
+    };
 
-    rc = ngx_http_llm_json_max_tokens(t, 1, max, info, error);
+    ngx_http_llm_jtape_pick(t, 1, names, a);
+
+    rc = ngx_http_llm_json_max_tokens(t, a, names, 2, info, error);
     if (rc != NGX_OK) {
         return rc;
     }
 
-    if (ngx_http_llm_json_stream(t, info, error) != NGX_OK) {
+    if (ngx_http_llm_json_stream(t, a[2], info, error) != NGX_OK) {
         return NGX_DECLINED;
     }
 
-    v = jt_get(1, "system");
+    v = a[3];
 
     if (v && !jt_is(v, NULL)) {
         if (!jt_is(v, STRING) && !jt_is(v, ARRAY)) {
@@ -276,10 +306,10 @@ ngx_http_llm_json_anthropic(ngx_http_llm_jtape_t *t,
         (void) ngx_http_llm_json_content(t, v, info, error);
     }
 
-    v = jt_get(1, "messages");
+    v = a[4];
 
     if (v == 0) {
-        m = jt_get(1, "prompt");
+        m = a[5];
 
         if (!jt_is(m, STRING)) {
             info->no_prompt = (m == 0);
@@ -303,7 +333,7 @@ ngx_http_llm_json_anthropic(ngx_http_llm_jtape_t *t,
         return NGX_DECLINED;
     }
 
-    ngx_http_llm_json_walk(t, jt_get(1, "tools"), info);
+    ngx_http_llm_json_walk(t, a[6], info);
 
     return NGX_OK;
 }
@@ -319,7 +349,15 @@ static ngx_int_t
 ngx_http_llm_json_messages(ngx_http_llm_jtape_t *t, ngx_uint_t v,
     ngx_http_llm_request_info_t *info, ngx_str_t *error)
 {
-    ngx_uint_t  m, call, calls, f;
+    ngx_uint_t  m, call, calls, f, k[4];
+
+    static ngx_str_t  names[] = {
+        ngx_string("content"),
+        ngx_string("name"),
+        ngx_string("function_call"),
+        ngx_string("tool_calls"),
+        ngx_null_string
+    };
 
     if (!jt_is(v, ARRAY)) {
         ngx_str_set(error, "\"messages\" must be an array");
@@ -335,22 +373,22 @@ ngx_http_llm_json_messages(ngx_http_llm_jtape_t *t, ngx_uint_t v,
 
         info->messages++;
 
-        if (ngx_http_llm_json_content(t, jt_get(m, "content"), info, error)
-            != NGX_OK)
-        {
+        ngx_http_llm_jtape_pick(t, m, names, k);
+
+        if (ngx_http_llm_json_content(t, k[0], info, error) != NGX_OK) {
             return NGX_DECLINED;
         }
 
-        ngx_http_llm_json_text(t, jt_get(m, "name"), info);
+        ngx_http_llm_json_text(t, k[1], info);
 
-        call = jt_get(m, "function_call");
+        call = k[2];
 
         if (jt_is(call, OBJECT)) {
             ngx_http_llm_json_text(t, jt_get(call, "name"), info);
             ngx_http_llm_json_text(t, jt_get(call, "arguments"), info);
         }
 
-        calls = jt_get(m, "tool_calls");
+        calls = k[3];
 
         for (call = jt_first(calls); call; call = jt_next(calls, call)) {
             f = jt_get(call, "function");
@@ -377,9 +415,15 @@ ngx_http_llm_json_gemini(ngx_http_llm_jtape_t *t,
     ngx_http_llm_request_info_t *info, ngx_str_t *error)
 {
     ngx_int_t   rc;
-    ngx_uint_t  v, c, part, parts;
+    ngx_uint_t  v, c, part, parts, g[4];
 
-    static char  *max[] = { "maxOutputTokens", "max_output_tokens", NULL };
+    static ngx_str_t  names[] = {
+        ngx_string("maxOutputTokens"),
+        ngx_string("max_output_tokens"),
+        ngx_string("candidateCount"),
+        ngx_string("candidate_count"),
+        ngx_null_string
+    };
 
     v = jt_get(1, "generationConfig");
 
@@ -393,13 +437,15 @@ ngx_http_llm_json_gemini(ngx_http_llm_jtape_t *t,
             return NGX_DECLINED;
         }
 
-        rc = ngx_http_llm_json_max_tokens(t, v, max, info, error);
+        ngx_http_llm_jtape_pick(t, v, names, g);
+
+        rc = ngx_http_llm_json_max_tokens(t, g, names, 2, info, error);
         if (rc != NGX_OK) {
             return rc;
         }
 
-        ngx_http_llm_json_choices(t, v, "candidateCount", info);
-        ngx_http_llm_json_choices(t, v, "candidate_count", info);
+        ngx_http_llm_json_choices(t, g[2], info);
+        ngx_http_llm_json_choices(t, g[3], info);
     }
 
     v = jt_get(1, "systemInstruction");
@@ -527,24 +573,26 @@ ngx_http_llm_json_model(ngx_http_llm_jtape_t *t,
 
 
 /*
- * Each of "names" present must be an integer from 1 to 2^31 - 1; a
+ * Each of the first "count" of "names" present ("values": where, from
+ * ngx_http_llm_jtape_pick()) must be an integer from 1 to 2^31 - 1; a
  * number written with a fraction or an exponent counts if its value is
  * such an integer (100.0, 1e3).  null is the same as absent.  The
  * largest wins.
  */
 
 static ngx_int_t
-ngx_http_llm_json_max_tokens(ngx_http_llm_jtape_t *t, ngx_uint_t obj,
-    char **names, ngx_http_llm_request_info_t *info, ngx_str_t *error)
+ngx_http_llm_json_max_tokens(ngx_http_llm_jtape_t *t, ngx_uint_t *values,
+    ngx_str_t *names, ngx_uint_t count, ngx_http_llm_request_info_t *info,
+    ngx_str_t *error)
 {
     u_char      *p;
     double       d;
     int64_t      n;
-    ngx_uint_t   v;
+    ngx_uint_t   i, v;
 
-    for ( /* void */ ; *names; names++) {
+    for (i = 0; i < count; i++) {
 
-        v = ngx_http_llm_jtape_get(t, obj, *names, ngx_strlen(*names));
+        v = values[i];
 
         if (v == 0 || jt_is(v, NULL)) {
             continue;
@@ -583,7 +631,7 @@ ngx_http_llm_json_max_tokens(ngx_http_llm_jtape_t *t, ngx_uint_t obj,
 
 invalid:
 
-    p = ngx_pnalloc(t->pool, ngx_strlen(*names)
+    p = ngx_pnalloc(t->pool, names[i].len
                              + sizeof("\"\" must be an integer from 1 to ")
                              + NGX_INT32_LEN);
     if (p == NULL) {
@@ -591,8 +639,8 @@ invalid:
     }
 
     error->data = p;
-    error->len = ngx_sprintf(p, "\"%s\" must be an integer from 1 to %D",
-                             *names, (int32_t) NGX_HTTP_LLM_MAX_TOKENS_MAX)
+    error->len = ngx_sprintf(p, "\"%V\" must be an integer from 1 to %D",
+                             &names[i], (int32_t) NGX_HTTP_LLM_MAX_TOKENS_MAX)
                  - p;
 
     return NGX_DECLINED;
@@ -600,13 +648,9 @@ invalid:
 
 
 static ngx_int_t
-ngx_http_llm_json_stream(ngx_http_llm_jtape_t *t,
+ngx_http_llm_json_stream(ngx_http_llm_jtape_t *t, ngx_uint_t v,
     ngx_http_llm_request_info_t *info, ngx_str_t *error)
 {
-    ngx_uint_t  v;
-
-    v = jt_get(1, "stream");
-
     if (v == 0 || jt_is(v, NULL)) {
         return NGX_OK;
     }
@@ -625,13 +669,10 @@ ngx_http_llm_json_stream(ngx_http_llm_jtape_t *t,
 /* how many completions a request asks for; the backend judges the rest */
 
 static void
-ngx_http_llm_json_choices(ngx_http_llm_jtape_t *t, ngx_uint_t obj,
-    char *name, ngx_http_llm_request_info_t *info)
+ngx_http_llm_json_choices(ngx_http_llm_jtape_t *t, ngx_uint_t v,
+    ngx_http_llm_request_info_t *info)
 {
-    int64_t     n;
-    ngx_uint_t  v;
-
-    v = ngx_http_llm_jtape_get(t, obj, name, ngx_strlen(name));
+    int64_t  n;
 
     if (!jt_is(v, INTEGER)) {
         return;

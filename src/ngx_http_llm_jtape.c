@@ -842,6 +842,63 @@ ngx_http_llm_jtape_get(ngx_http_llm_jtape_t *t, ngx_uint_t obj, char *name,
 
 
 /*
+ * The values of several names in the object "obj", in one pass over its
+ * members: "found[i]" is what ngx_http_llm_jtape_get() would give for
+ * "names[i]" (the last if repeated, 0 if none).  "names" ends with a
+ * null string.
+ */
+
+void
+ngx_http_llm_jtape_pick(ngx_http_llm_jtape_t *t, ngx_uint_t obj,
+    ngx_str_t *names, ngx_uint_t *found)
+{
+    size_t                j;
+    ngx_str_t             key, *name;
+    ngx_uint_t            i, end;
+    ngx_http_llm_jtok_t  *k;
+
+    for (name = names; name->len; name++) {
+        found[name - names] = 0;
+    }
+
+    if (obj == 0 || t->tok[obj].type != NGX_HTTP_LLM_JT_OBJECT) {
+        return;
+    }
+
+    end = t->tok[obj].next;
+
+    for (i = obj + 1; i < end; i = t->tok[i + 1].next) {
+        k = &t->tok[i];
+
+        key.data = t->base + k->start;
+        key.len = k->len;
+
+        if ((k->flags & NGX_HTTP_LLM_JT_ESCAPED)
+            && ngx_http_llm_jtape_str(t, i, &key) != NGX_OK)
+        {
+            continue;
+        }
+
+        for (name = names; name->len; name++) {
+
+            if (name->len != key.len || name->data[0] != key.data[0]) {
+                continue;
+            }
+
+            for (j = 1; j < key.len && key.data[j] == name->data[j]; j++) {
+                /* void */
+            }
+
+            if (j == key.len) {
+                found[name - names] = i + 1;
+                break;
+            }
+        }
+    }
+}
+
+
+/*
  * A string's text: the bytes themselves, or unescaped into the tape's
  * scratch space, which the next call may reuse.  NGX_ERROR: not a
  * string.

@@ -76,6 +76,8 @@ ngx_int_t ngx_http_llm_jtape_parse(ngx_http_llm_jtape_t *t, ngx_pool_t *pool,
     u_char *p, size_t len, ngx_uint_t max_depth, ngx_str_t *error);
 ngx_uint_t ngx_http_llm_jtape_get(ngx_http_llm_jtape_t *t, ngx_uint_t obj,
     char *name, size_t len);
+void ngx_http_llm_jtape_pick(ngx_http_llm_jtape_t *t, ngx_uint_t obj,
+    ngx_str_t *names, ngx_uint_t *found);
 ngx_int_t ngx_http_llm_jtape_str(ngx_http_llm_jtape_t *t, ngx_uint_t i,
     ngx_str_t *s);
 void ngx_http_llm_jtape_free(ngx_http_llm_jtape_t *t);

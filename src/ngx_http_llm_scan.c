@@ -69,7 +69,7 @@ static void ngx_http_llm_usage_read(ngx_http_llm_usage_t *u);
 static void ngx_http_llm_usage_object(ngx_http_llm_usage_t *u,
     ngx_http_llm_jtape_t *t, ngx_uint_t obj);
 static ngx_int_t ngx_http_llm_usage_count(ngx_http_llm_jtape_t *t,
-    ngx_uint_t obj, char *name, size_t len, ngx_uint_t *n);
+    ngx_uint_t v, ngx_uint_t *n);
 
 
 /* keys whose values a response observer looks at */
@@ -838,6 +838,20 @@ ngx_http_llm_usage_key(u_char *key, size_t len)
 {
     ngx_http_llm_json_key_t  *k;
 
+    static uint32_t  lens;
+
+    /* most keys are none of these, and their length says so */
+
+    if (lens == 0) {
+        for (k = ngx_http_llm_json_keys; k->name.len; k++) {
+            lens |= (uint32_t) 1 << k->name.len;
+        }
+    }
+
+    if (len >= 32 || !(lens & ((uint32_t) 1 << len))) {
+        return NGX_HTTP_LLM_KEY_OTHER;
+    }
+
     for (k = ngx_http_llm_json_keys; k->name.len; k++) {
         if (k->name.len == len
             && k->name.data[0] == key[0]
@@ -951,44 +965,57 @@ ngx_http_llm_usage_read(ngx_http_llm_usage_t *u)
  * What one object names replaces what an earlier one said.
  */
 
-#define ngx_http_llm_usage_has(name, n)                                       \
-    ngx_http_llm_usage_count(t, obj, name, sizeof(name) - 1, n)
-
 static void
 ngx_http_llm_usage_object(ngx_http_llm_usage_t *u, ngx_http_llm_jtape_t *t,
     ngx_uint_t obj)
 {
-    ngx_uint_t  a, b, c, n;
+    ngx_uint_t  a, b, c, n, v[10];
 
-    if (ngx_http_llm_usage_has("prompt_tokens", &n)) {
+    static ngx_str_t  names[] = {
+        ngx_string("prompt_tokens"),                 /* 0 */
+        ngx_string("completion_tokens"),
+        ngx_string("input_tokens"),                  /* 2 */
+        ngx_string("cache_creation_input_tokens"),
+        ngx_string("cache_read_input_tokens"),
+        ngx_string("output_tokens"),                 /* 5 */
+        ngx_string("promptTokenCount"),
+        ngx_string("toolUsePromptTokenCount"),       /* 7 */
+        ngx_string("candidatesTokenCount"),
+        ngx_string("thoughtsTokenCount"),            /* 9 */
+        ngx_null_string
+    };
+
+    ngx_http_llm_jtape_pick(t, obj, names, v);
+
+    if (ngx_http_llm_usage_count(t, v[0], &n)) {
         u->prompt_tokens = n;
         u->found = 1;
     }
 
-    if (ngx_http_llm_usage_has("completion_tokens", &n)) {
+    if (ngx_http_llm_usage_count(t, v[1], &n)) {
         u->completion_tokens = n;
         u->found = 1;
     }
 
-    if (ngx_http_llm_usage_has("input_tokens", &n)) {
+    if (ngx_http_llm_usage_count(t, v[2], &n)) {
         a = b = 0;
 
-        (void) ngx_http_llm_usage_has("cache_creation_input_tokens", &a);
-        (void) ngx_http_llm_usage_has("cache_read_input_tokens", &b);
+        (void) ngx_http_llm_usage_count(t, v[3], &a);
+        (void) ngx_http_llm_usage_count(t, v[4], &b);
 
         u->prompt_tokens = n + a + b;
         u->found = 1;
     }
 
-    if (ngx_http_llm_usage_has("output_tokens", &n)) {
+    if (ngx_http_llm_usage_count(t, v[5], &n)) {
         u->completion_tokens = n;
         u->found = 1;
     }
 
-    if (ngx_http_llm_usage_has("promptTokenCount", &n)) {
+    if (ngx_http_llm_usage_count(t, v[6], &n)) {
         a = 0;
 
-        (void) ngx_http_llm_usage_has("toolUsePromptTokenCount", &a);
+        (void) ngx_http_llm_usage_count(t, v[7], &a);
 
         u->prompt_tokens = n + a;
         u->found = 1;
@@ -997,27 +1024,22 @@ ngx_http_llm_usage_object(ngx_http_llm_usage_t *u, ngx_http_llm_jtape_t *t,
     b = 0;
     c = 0;
 
-    if (ngx_http_llm_usage_has("candidatesTokenCount", &b)
-        | ngx_http_llm_usage_has("thoughtsTokenCount", &c))
+    if (ngx_http_llm_usage_count(t, v[8], &b)
+        | ngx_http_llm_usage_count(t, v[9], &c))
     {
         u->completion_tokens = b + c;
         u->found = 1;
     }
 }
 
-#undef ngx_http_llm_usage_has
-
 
 /* a member of a usage object, if a count */
 
 static ngx_int_t
-ngx_http_llm_usage_count(ngx_http_llm_jtape_t *t, ngx_uint_t obj,
-    char *name, size_t len, ngx_uint_t *n)
+ngx_http_llm_usage_count(ngx_http_llm_jtape_t *t, ngx_uint_t v,
+    ngx_uint_t *n)
 {
-    int64_t     i;
-    ngx_uint_t  v;
-
-    v = ngx_http_llm_jtape_get(t, obj, name, len);
+    int64_t  i;
 
     if (!ngx_http_llm_jt_is(t, v, NGX_HTTP_LLM_JT_INTEGER)) {
         return 0;
