@@ -269,7 +269,19 @@ ngx_http_llm_body_uri_ends(ngx_http_request_t *r, ngx_str_t *names)
 }
 
 
-/* the body in one piece: its only buffer, or a copy from its pieces */
+/*
+ * The body in one piece: its only buffer, or its pieces joined.  They
+ * are joined in the worker's own buffer, kept from one request to the
+ * next, and good until the next call: the body is read at once, and a
+ * request's pool would otherwise grow by a copy of it.  A body larger
+ * than NGX_HTTP_LLM_BODY_JOIN_MAX is joined in the pool.
+ */
+
+#define NGX_HTTP_LLM_BODY_JOIN_MAX  65536
+
+static u_char  *ngx_http_llm_body_join;
+static size_t   ngx_http_llm_body_join_size;
+
 
 ngx_int_t
 ngx_http_llm_body_bytes(ngx_http_request_t *r, ngx_str_t *body)
@@ -301,9 +313,30 @@ ngx_http_llm_body_bytes(ngx_http_request_t *r, ngx_str_t *body)
         len += ngx_buf_size(cl->buf);
     }
 
-    p = ngx_pnalloc(r->pool, (size_t) len + 1);
-    if (p == NULL) {
-        return NGX_ERROR;
+    if (len >= NGX_HTTP_LLM_BODY_JOIN_MAX) {
+        p = ngx_pnalloc(r->pool, (size_t) len + 1);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+    } else {
+        if (ngx_http_llm_body_join_size < (size_t) len + 1) {
+            size = ngx_max(ngx_align((size_t) len + 1, 4096), 16384);
+
+            p = ngx_alloc(size, r->connection->log);
+            if (p == NULL) {
+                return NGX_ERROR;
+            }
+
+            if (ngx_http_llm_body_join) {
+                ngx_free(ngx_http_llm_body_join);
+            }
+
+            ngx_http_llm_body_join = p;
+            ngx_http_llm_body_join_size = size;
+        }
+
+        p = ngx_http_llm_body_join;
     }
 
     body->data = p;

@@ -90,6 +90,13 @@ ngx_http_llm_json_parse_request_bpe(ngx_pool_t *pool, ngx_uint_t api,
     ngx_int_t              rc;
     ngx_http_llm_jtape_t   tape, *t;
 
+    /*
+     * the tape is read at once and forgotten: its first tokens are the
+     * worker's, and a request's pool pays only for a larger body's
+     */
+
+    static ngx_http_llm_jtok_t  tok[512];
+
     ngx_memzero(info, sizeof(ngx_http_llm_request_info_t));
 
     info->max_tokens = -1;
@@ -104,6 +111,9 @@ ngx_http_llm_json_parse_request_bpe(ngx_pool_t *pool, ngx_uint_t api,
 
     t = &tape;
     ngx_memzero(t, sizeof(ngx_http_llm_jtape_t));
+
+    t->tok = tok;
+    t->nalloc = sizeof(tok) / sizeof(ngx_http_llm_jtok_t);
 
     rc = ngx_http_llm_jtape_parse(t, pool, body, len, NGX_HTTP_LLM_JSON_DEPTH,
                                   error);

@@ -49,6 +49,12 @@ typedef struct {
 } ngx_http_llm_jtok_t;
 
 
+/*
+ * A tape to be parsed is zeroed; its user may give it an array of its own
+ * ("tok", "nalloc") to start with, which a larger text outgrows into the
+ * pool.
+ */
+
 typedef struct {
     ngx_http_llm_jtok_t        *tok;
     ngx_uint_t                  ntok;

@@ -108,11 +108,20 @@ void
 ngx_http_llm_usage_init(ngx_http_llm_usage_t *u, ngx_pool_t *pool,
     ngx_uint_t api, ngx_uint_t sse)
 {
+    /*
+     * a usage object, or a body whole, is read at once and forgotten:
+     * the tape's first tokens are the worker's
+     */
+
+    static ngx_http_llm_jtok_t  tok[128];
+
     ngx_memzero(u, offsetof(ngx_http_llm_usage_t, text));
     ngx_http_llm_estimate_init(&u->generated);
 
     u->pool = pool;
     u->api = api;
+    u->tape.tok = tok;
+    u->tape.nalloc = sizeof(tok) / sizeof(ngx_http_llm_jtok_t);
     u->sse = sse ? 1 : 0;
 }
 

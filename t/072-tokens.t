@@ -612,3 +612,26 @@ sub {
 --- access_log_like eval
 ["^carol\\|gpt-4o-2024-08-06\\|0\\|10\\|20\\|30\\|0\\|0\\.000225\\|200\$",
  "^carol\\|gpt-4\\.1-2025-04-14\\|0\\|10\\|20\\|30\\|0\\|0\\.000030\\|200\$"]
+
+
+
+=== TEST 25: bodies in pieces are joined in the worker's buffer, which one request leaves to the next: each is counted as itself, a larger one after a smaller, a smaller after a larger, and one over 64 KB (joined in the pool)
+--- http_config eval: $::Http
+--- config
+location = /tokens {
+    llm_token_info;
+}
+--- request eval
+[::post("/tokens", ::chat(text => join(' ', ('pear') x 400))),
+ ::post("/tokens", ::chat(text => join(' ', ('lorem') x 3000))),
+ ::post("/tokens", ::chat(text => join(' ', ('pear') x 400))),
+ ::post("/tokens", ::chat(text => join(' ', ('lorem') x 14000))),
+ ::post("/tokens", ::chat(text => join(' ', ('pear') x 400))),
+ ::post("/tokens", ::chat(text => join(' ', ('lorem') x 3000)))]
+--- response_body eval
+["{\"tokens\":407,\"characters\":1999,\"method\":\"estimate\"}\n",
+ "{\"tokens\":3007,\"characters\":17999,\"method\":\"estimate\"}\n",
+ "{\"tokens\":407,\"characters\":1999,\"method\":\"estimate\"}\n",
+ "{\"tokens\":14007,\"characters\":83999,\"method\":\"estimate\"}\n",
+ "{\"tokens\":407,\"characters\":1999,\"method\":\"estimate\"}\n",
+ "{\"tokens\":3007,\"characters\":17999,\"method\":\"estimate\"}\n"]
