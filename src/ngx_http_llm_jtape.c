@@ -853,12 +853,18 @@ ngx_http_llm_jtape_pick(ngx_http_llm_jtape_t *t, ngx_uint_t obj,
     ngx_str_t *names, ngx_uint_t *found)
 {
     size_t                j;
+    uint64_t              lens;
     ngx_str_t             key, *name;
     ngx_uint_t            i, end;
     ngx_http_llm_jtok_t  *k;
 
+    /* the lengths of the names (those under 63): most keys have none */
+
+    lens = (uint64_t) 1 << 63;
+
     for (name = names; name->len; name++) {
         found[name - names] = 0;
+        lens |= (uint64_t) 1 << ngx_min(name->len, 63);
     }
 
     if (obj == 0 || t->tok[obj].type != NGX_HTTP_LLM_JT_OBJECT) {
@@ -873,9 +879,12 @@ ngx_http_llm_jtape_pick(ngx_http_llm_jtape_t *t, ngx_uint_t obj,
         key.data = t->base + k->start;
         key.len = k->len;
 
-        if ((k->flags & NGX_HTTP_LLM_JT_ESCAPED)
-            && ngx_http_llm_jtape_str(t, i, &key) != NGX_OK)
-        {
+        if (k->flags & NGX_HTTP_LLM_JT_ESCAPED) {
+            if (ngx_http_llm_jtape_str(t, i, &key) != NGX_OK) {
+                continue;
+            }
+
+        } else if (!(lens & ((uint64_t) 1 << ngx_min(key.len, 63)))) {
             continue;
         }
 
