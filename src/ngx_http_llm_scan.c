@@ -204,6 +204,7 @@ static ngx_int_t
 ngx_http_llm_usage_walk(ngx_http_llm_usage_t *u, ngx_uint_t v,
     ngx_uint_t in_usage)
 {
+    u_char                 c;
     ngx_str_t              s;
     ngx_uint_t             i, kind;
     ngx_http_llm_jtok_t   *k;
@@ -232,11 +233,17 @@ ngx_http_llm_usage_walk(ngx_http_llm_usage_t *u, ngx_uint_t v,
     for (i = v + 1; i < t->tok[v].next; i = t->tok[i + 1].next) {
         k = &t->tok[i];
 
-        /* the lexer sees no key in one with an escape */
+        /*
+         * only "usage", "usageMetadata", "model" and "modelVersion" matter
+         * here; the lexer sees no key in one with an escape
+         */
 
-        kind = (k->flags & NGX_HTTP_LLM_JT_ESCAPED)
-               ? NGX_HTTP_LLM_KEY_OTHER
-               : ngx_http_llm_usage_key(t->base + k->start, k->len);
+        c = t->base[k->start];
+
+        kind = ((c == 'u' || c == 'm') && k->len >= 5 && k->len <= 13
+                && !(k->flags & NGX_HTTP_LLM_JT_ESCAPED))
+               ? ngx_http_llm_usage_key(t->base + k->start, k->len)
+               : NGX_HTTP_LLM_KEY_OTHER;
 
         k = &t->tok[i + 1];
 
