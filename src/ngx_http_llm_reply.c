@@ -279,8 +279,8 @@ ngx_http_llm_header_filter(ngx_http_request_t *r)
     ctx = ngx_http_llm_find_ctx(r);
     llcf = ngx_http_get_module_loc_conf(r, ngx_http_llm_gateway_module);
 
-    if (r->headers_out.status == NGX_HTTP_REQUEST_ENTITY_TOO_LARGE
-        && (llcf->enable || ctx) && r->upstream == NULL
+    if (r->err_status == NGX_HTTP_REQUEST_ENTITY_TOO_LARGE
+        && (llcf->enable || ctx)
         && (ctx == NULL || !ctx->own_error))
     {
         if (ngx_http_llm_too_large(r, ctx, llcf) != NGX_OK) {
@@ -411,9 +411,10 @@ ngx_http_llm_header_filter(ngx_http_request_t *r)
 
 /*
  * nginx answers a body over client_max_body_size with its own HTML page
- * (before the access phase, or while the body is read); a gateway
- * location answers in its API's JSON instead, unless error_page takes
- * it.  The body filter then sends ours in place of the page.
+ * (before the access phase, or while the gateway or the upstream module
+ * reads a chunked body); a gateway location answers in its API's JSON
+ * instead, unless error_page takes it.  The body filter then sends ours
+ * in place of the page.  A backend's own 413 (no r->err_status) passes.
  */
 
 static ngx_int_t

@@ -1,0 +1,44 @@
+# Review 8: the response path and the handlers (reply, handlers, access,
+# body, tally, module).  Each block is a reproducer of what the review
+# found (each failed before its fix); it says what a user sees and what
+# SPEC says.
+
+use strict;
+use warnings;
+
+use lib 't/lib';
+use Test::LLM::Nginx;
+use Test::LLM::Keys;
+
+our $Tiers = $Test::LLM::Keys::TIERS;
+our $ALICE = $Test::LLM::Keys::ALICE;
+our $CAROL = $Test::LLM::Keys::CAROL;
+
+# a chat request of about 200 prompt tokens
+our $Chat = "POST /v1/chat/completions\n"
+    . '{"model":"gpt-4o","max_tokens":10,"messages":[{"role":"user",'
+    . '"content":"' . ("hello " x 200) . '"}]}';
+
+run_tests();
+
+__DATA__
+
+=== TEST 1: a chunked body over client_max_body_size at a location whose tier counts requests only (the body is read by the proxy module, not the gateway) gets the API's JSON 413 request_too_large (review8: nginx's HTML page; the header filter replaced it only while r->upstream was NULL)
+--- http_config eval: $::Tiers
+--- config
+location /v1/ {
+    llm_gateway on;
+    client_max_body_size 100;
+    proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+}
+--- raw_request eval
+"POST /v1/messages HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
+. "x-api-key: $::ALICE\r\nTransfer-Encoding: chunked\r\n\r\n"
+. sprintf("%x\r\n%s\r\n0\r\n\r\n", 300, "x" x 300)
+--- error_code: 413
+--- response_headers
+Content-Type: application/json
+X-Rate-Limit-Limit: 3
+--- response_body_like
+^\{"type":"error","error":\{"type":"request_too_large","message":"Request body is larger than the limit of 100 bytes\."\}\}$
+--- mock_count: 0
