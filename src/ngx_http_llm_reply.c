@@ -294,9 +294,12 @@ ngx_http_llm_header_filter(ngx_http_request_t *r)
         return ngx_http_next_header_filter(r);
     }
 
-    if (ctx->tally && !ctx->own_error
-        && ctx->result == NGX_HTTP_LLM_RESULT_PASSED)
-    {
+    /*
+     * our own error for an admitted request (the pool's 502) is an
+     * answer too: it costs no tokens
+     */
+
+    if (ctx->tally && ctx->result == NGX_HTTP_LLM_RESULT_PASSED) {
         ngx_http_llm_tally_start(r, ctx);
     }
 

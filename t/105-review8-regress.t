@@ -42,3 +42,43 @@ X-Rate-Limit-Limit: 3
 --- response_body_like
 ^\{"type":"error","error":\{"type":"request_too_large","message":"Request body is larger than the limit of 100 bytes\."\}\}$
 --- mock_count: 0
+
+
+
+=== TEST 2: a pool whose keys answer 429 or are cooling down: the 502 provider_unavailable costs the client no token, as nginx's own 502 does (review8: charged its prompt estimate, 209 tokens, for a request no backend processed -- the second one was never even sent)
+--- http_config eval
+$::Tiers . q{
+llm_tier tok tokens=100000/m;
+log_format llm '$llm_prompt_tokens|$llm_completion_tokens|$status';
+upstream openai {
+    server 127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    llm_pool;
+    llm_pool_key a secret=sk-aaa111;
+}
+}
+--- config
+access_log logs/access.log llm;
+llm_default_tier tok;
+location /v1/ {
+    llm_gateway on;
+    proxy_pass http://openai;
+}
+location = /usage {
+    llm_usage;
+}
+--- mock eval
+sub { return { status => 429, headers => { 'Retry-After' => 30 },
+               body => '{"error":{"message":"rate limited"}}' } }
+--- request eval
+[$::Chat, $::Chat, "GET /usage"]
+--- more_headers eval: "Authorization: Bearer $::CAROL"
+--- error_code eval
+[502, 502, 200]
+--- response_body_like eval
+['"code":"provider_unavailable"', '"code":"provider_unavailable"',
+ '"dimension":"tokens","period":"1m","limit":100000,"used":0,']
+--- access_log_like
+^0\|0\|502$
+--- access_log_unlike
+^[1-9]\d*\|
+--- mock_count: 1
