@@ -119,6 +119,7 @@ typedef struct {
     ngx_uint_t                  max_tokens_default;
     ngx_http_llm_tier_t        *default_tier;
     ngx_http_llm_tier_t        *anonymous_tier;
+    ngx_uint_t                  handler;   /* llm_usage, llm_token_info */
 } ngx_http_llm_loc_conf_t;
 
 

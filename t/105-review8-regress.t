@@ -82,3 +82,60 @@ sub { return { status => 429, headers => { 'Retry-After' => 30 },
 --- access_log_unlike
 ^[1-9]\d*\|
 --- mock_count: 1
+
+
+
+=== TEST 3: "llm_gateway on" at the server level does not make /usage a gateway location: asking for one's usage costs no request and still answers when the window is spent (README: "shows its account's windows, counting nothing"; review8: each GET /usage took a request, the fourth got 429)
+--- http_config eval: $::Tiers
+--- config
+llm_gateway on;
+location = /usage {
+    llm_usage;
+}
+location /v1/ {
+    proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+}
+--- request eval
+["GET /v1/models", "GET /usage", "GET /usage", "GET /usage", "GET /usage"]
+--- more_headers eval: "Authorization: Bearer $::ALICE"
+--- error_code eval
+[200, 200, 200, 200, 200]
+--- response_body_like eval
+['', ('"dimension":"requests","period":"1m","limit":3,"used":1,') x 4]
+
+
+
+=== TEST 4: the same for llm_token_info: it needs no key (SPEC 3) and counts raw text, under a server-level "llm_gateway on" too (review8: 401 invalid_api_key without a key)
+--- http_config eval
+$::Tiers . "llm_tier tok tokens=100000/m;\n"
+--- config
+llm_gateway on;
+llm_default_tier tok;
+location = /tokens {
+    llm_token_info;
+}
+location /v1/ {
+    proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+}
+--- request eval
+["GET /tokens?text=hello+world", "POST /tokens\nhello world"]
+--- error_code eval
+[200, 200]
+--- response_body_like eval
+['^\{"tokens":\d+,"characters":11,"method":"estimate"\}$',
+ '^\{"tokens":\d+,"characters":11,"method":"estimate"\}$']
+
+
+
+=== TEST 5: (guards TEST 3's fix) "llm_gateway on" written in the llm_usage location itself is honoured: the location is gated and counted
+--- http_config eval: $::Tiers
+--- config
+location = /usage {
+    llm_gateway on;
+    llm_usage;
+}
+--- request eval
+["GET /usage", "GET /usage"]
+--- more_headers eval: "Authorization: Bearer $::ALICE"
+--- response_body_like eval
+['"used":1,', '"used":2,']
