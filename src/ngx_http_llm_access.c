@@ -575,6 +575,10 @@ ngx_http_llm_refuse(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
 
     ctx->done = 1;
 
+    /* as nginx's own error pages: no "100 Continue" for a body unwanted */
+
+    r->expect_tested = 1;
+
     rc = ngx_http_discard_request_body(r);
 
     if (rc != NGX_OK) {

@@ -139,3 +139,29 @@ location = /usage {
 --- more_headers eval: "Authorization: Bearer $::ALICE"
 --- response_body_like eval
 ['"used":1,', '"used":2,']
+
+
+
+=== TEST 6: a client that sends "Expect: 100-continue" with a bad key gets the 401 without a "100 Continue" first, as nginx's own error pages do (RFC 9110 10.1.1; curl waits for it before a large upload; review8: "100 Continue" then 401, so the client uploaded the whole body to have it discarded)
+--- http_config eval
+$::Tiers . "llm_tier tok tokens=100000/m;\n"
+--- config
+llm_default_tier tok;
+location /v1/ {
+    llm_gateway on;
+    proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+}
+--- raw_request eval
+"POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
+. "Authorization: Bearer sk-llm-wrong\r\nExpect: 100-continue\r\n"
+. "Content-Length: 100000\r\n\r\n"
+--- error_code: 401
+--- response_body_like: "code":"invalid_api_key"
+--- check eval
+sub {
+    my ($c) = @_;
+    my $raw = $c->{responses}[0]{raw};
+    return (scalar($raw =~ /^HTTP\/1\.1 401 /), "the response began: "
+            . substr($raw, 0, 30));
+}
+--- mock_count: 0
