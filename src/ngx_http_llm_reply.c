@@ -515,14 +515,25 @@ ngx_http_llm_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 }
 
 
-/* the backend's x-ratelimit-* and x-rate-limit-* speak of its own key */
+/*
+ * the backend's x-ratelimit-*, x-rate-limit-* and anthropic-ratelimit-*
+ * speak of its own key
+ */
 
 static void
 ngx_http_llm_hide_backend_headers(ngx_http_request_t *r)
 {
+    ngx_str_t        *n;
     ngx_uint_t        i;
     ngx_list_part_t  *part;
     ngx_table_elt_t  *h;
+
+    static ngx_str_t  names[] = {
+        ngx_string("x-ratelimit-"),
+        ngx_string("x-rate-limit-"),
+        ngx_string("anthropic-ratelimit-"),
+        ngx_null_string
+    };
 
     part = &r->headers_out.headers.part;
     h = part->elts;
@@ -539,16 +550,17 @@ ngx_http_llm_hide_backend_headers(ngx_http_request_t *r)
             i = 0;
         }
 
-        if (h[i].hash == 0 || h[i].key.len < 12) {
+        if (h[i].hash == 0) {
             continue;
         }
 
-        if (ngx_strncasecmp(h[i].key.data, (u_char *) "x-ratelimit-", 12)
-            == 0
-            || ngx_strncasecmp(h[i].key.data, (u_char *) "x-rate-limit-", 13)
-               == 0)
-        {
-            h[i].hash = 0;
+        for (n = names; n->len; n++) {
+            if (h[i].key.len > n->len
+                && ngx_strncasecmp(h[i].key.data, n->data, n->len) == 0)
+            {
+                h[i].hash = 0;
+                break;
+            }
         }
     }
 }

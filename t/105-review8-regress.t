@@ -165,3 +165,34 @@ sub {
             . substr($raw, 0, 30));
 }
 --- mock_count: 0
+
+
+
+=== TEST 7: an Anthropic backend's anthropic-ratelimit-* headers (its key's, the operator's organisation's figures) are dropped like its x-ratelimit-* ones: a client of the gateway sees its own window, not the provider's (README llm_headers: "the backend's own rate-limit headers ... are dropped"; review8: only x-ratelimit-* and x-rate-limit-* were, so "anthropic-ratelimit-requests-remaining: 3999" went out next to the client's "x-ratelimit-remaining-requests: 2")
+--- http_config eval: $::Tiers
+--- config
+location /v1/ {
+    llm_gateway on;
+    proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+}
+--- mock eval
+sub {
+    mock_anthropic(headers => {
+        'anthropic-ratelimit-requests-limit' => 4000,
+        'anthropic-ratelimit-requests-remaining' => 3999,
+        'anthropic-ratelimit-requests-reset' => '2026-01-01T00:00:01Z',
+        'anthropic-ratelimit-tokens-remaining' => 70000,
+        'x-ratelimit-remaining-requests' => 9999,
+        'request-id' => 'req_1' });
+}
+--- request
+POST /v1/messages
+{"model":"claude-sonnet-4-5","max_tokens":10,"messages":[{"role":"user","content":"Hi"}]}
+--- more_headers eval: "x-api-key: $::ALICE"
+--- response_headers
+!anthropic-ratelimit-requests-limit
+!anthropic-ratelimit-requests-remaining
+!anthropic-ratelimit-requests-reset
+!anthropic-ratelimit-tokens-remaining
+x-ratelimit-remaining-requests: 2
+request-id: req_1
