@@ -427,12 +427,22 @@ ngx_http_llm_too_large(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     off_t                      max;
     ngx_str_t                  msg;
     ngx_buf_t                 *b;
+    ngx_uint_t                 i;
+    ngx_http_err_page_t       *ep;
     ngx_http_core_loc_conf_t  *clcf;
 
     clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
 
+    /* "error_page 500 502 503 504 /50x.html" does not take a 413 */
+
     if (clcf->error_pages) {
-        return NGX_OK;
+        ep = clcf->error_pages->elts;
+
+        for (i = 0; i < clcf->error_pages->nelts; i++) {
+            if (ep[i].status == NGX_HTTP_REQUEST_ENTITY_TOO_LARGE) {
+                return NGX_OK;
+            }
+        }
     }
 
     if (ctx == NULL) {

@@ -196,3 +196,48 @@ POST /v1/messages
 !anthropic-ratelimit-tokens-remaining
 x-ratelimit-remaining-requests: 2
 request-id: req_1
+
+
+
+=== TEST 8: a body over client_max_body_size gets the JSON 413 in a server with nginx's stock "error_page 500 502 503 504 /50x.html" (no error_page for 413) (SPEC 4: 413 request_too_large in the API's shape; review8: any error_page at all, for whatever status, left nginx's HTML 413 page)
+--- http_config eval: $::Tiers
+--- config
+error_page 500 502 503 504 /50x.html;
+location = /50x.html {
+    return 500 "oops";
+}
+location /v1/ {
+    llm_gateway on;
+    client_max_body_size 100;
+    proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+}
+--- request eval
+"POST /v1/chat/completions\n" . ("x" x 300)
+--- more_headers eval: "Authorization: Bearer $::ALICE"
+--- error_code: 413
+--- response_headers
+Content-Type: application/json
+--- response_body_like
+^\{"error":\{"message":"Request body is larger than the limit of 100 bytes\.","type":"request_too_large","param":null,"code":"request_too_large"\}\}$
+
+
+
+=== TEST 9: (guards TEST 8's fix) an error_page for 413 is the operator's: its page is served as it is
+--- http_config eval: $::Tiers
+--- config
+error_page 413 /413.html;
+location = /413.html {
+    internal;
+    default_type text/plain;
+    return 200 "too big, says the operator";
+}
+location /v1/ {
+    llm_gateway on;
+    client_max_body_size 100;
+    proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+}
+--- request eval
+"POST /v1/chat/completions\n" . ("x" x 300)
+--- more_headers eval: "Authorization: Bearer $::ALICE"
+--- error_code: 413
+--- response_body: too big, says the operator
