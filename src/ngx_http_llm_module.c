@@ -685,6 +685,13 @@ ngx_http_llm_postconfiguration(ngx_conf_t *cf)
 
     *h = ngx_http_llm_access_any_handler;
 
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_POST_READ_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_llm_post_read_handler;
+
     return ngx_http_llm_reply_init(cf);
 }
 

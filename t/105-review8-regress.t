@@ -241,3 +241,63 @@ location /v1/ {
 --- more_headers eval: "Authorization: Bearer $::ALICE"
 --- error_code: 413
 --- response_body: too big, says the operator
+
+
+
+=== TEST 10: a client key sent as ?key= never shows in the error log or in the access log's $request, for requests that never reach a gateway's access phase either: a body over client_max_body_size (nginx's "client intended to send too large body" line quotes the request), a CORS preflight answered by "return", a path that is no gateway's (review8: in plain text in both logs; only the access phase masked it; SPEC 5: "only a digest is ever stored")
+--- http_config eval: $::Tiers
+--- config
+location /v1beta/ {
+    llm_gateway on;
+    client_max_body_size 10;
+    if ($request_method = OPTIONS) {
+        return 204;
+    }
+    proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+}
+--- log_level: info
+--- request eval
+["POST /v1beta/models/gemini-pro:generateContent?alt=sse&key=$::ALICE\n"
+ . ("x" x 100),
+ "OPTIONS /v1beta/models/gemini-pro:generateContent?key=$::ALICE",
+ "GET /v1/models?key=$::ALICE&x=1",
+ "GET /v1beta/models?key=$::ALICE"]
+--- error_code eval
+[413, 204, 404, 200]
+--- error_log
+client intended to send too large body
+--- no_error_log eval
+$::ALICE
+--- access_log_like eval
+['"POST /v1beta/models/gemini-pro:generateContent\?alt=sse&key=\*{50} HTTP/1.1" 413',
+ '"OPTIONS /v1beta/models/gemini-pro:generateContent\?key=\*{50} HTTP/1.1" 204',
+ '"GET /v1/models\?key=\*{50}&x=1 HTTP/1.1" 404',
+ '"GET /v1beta/models\?key=\*{50} HTTP/1.1" 200']
+--- access_log_unlike eval
+$::ALICE
+--- mock_log_unlike eval
+$::ALICE
+
+
+
+=== TEST 11: (guards TEST 10's fix) another application's ?key= (not shaped like ours) is left in its request line, and a gateway's key still reaches the gateway
+--- http_config eval: $::Tiers
+--- config
+location /v1/ {
+    llm_gateway on;
+    proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+}
+location /maps/ {
+    return 200 "$args";
+}
+--- log_level: info
+--- request eval
+["GET /maps/tile?key=AIzaSyA-not-ours", "GET /v1/models?key=$::ALICE"]
+--- error_code eval
+[200, 200]
+--- response_body eval
+["key=AIzaSyA-not-ours", undef]
+--- response_headers eval
+[{}, { 'X-Rate-Limit-Remaining' => 2 }]
+--- access_log_like
+"GET /maps/tile\?key=AIzaSyA-not-ours HTTP/1.1" 200
