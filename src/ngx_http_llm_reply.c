@@ -281,7 +281,8 @@ ngx_http_llm_header_filter(ngx_http_request_t *r)
 
     if (r->err_status == NGX_HTTP_REQUEST_ENTITY_TOO_LARGE
         && (llcf->enable || ctx)
-        && (ctx == NULL || !ctx->own_error))
+        && (ctx == NULL || !ctx->own_error)
+        && !(r->error_page && r->internal))
     {
         if (ngx_http_llm_too_large(r, ctx, llcf) != NGX_OK) {
             return NGX_ERROR;
@@ -416,8 +417,9 @@ ngx_http_llm_header_filter(ngx_http_request_t *r)
  * nginx answers a body over client_max_body_size with its own HTML page
  * (before the access phase, or while the gateway or the upstream module
  * reads a chunked body); a gateway location answers in its API's JSON
- * instead, unless error_page takes it.  The body filter then sends ours
- * in place of the page.  A backend's own 413 (no r->err_status) passes.
+ * instead, unless error_page takes it (an error_page for 413 here, or
+ * the page it redirected to).  The body filter then sends ours in place
+ * of the page.  A backend's own 413 (no r->err_status) passes.
  */
 
 static ngx_int_t

@@ -301,3 +301,28 @@ location /maps/ {
 [{}, { 'X-Rate-Limit-Remaining' => 2 }]
 --- access_log_like
 "GET /maps/tile\?key=AIzaSyA-not-ours HTTP/1.1" 200
+
+
+
+=== TEST 12: (guards TESTs 1 and 8) the page of a location-level "error_page 413 /uri", served by a location that does not inherit it (proxied here), is the operator's, also for a 413 that came while the proxy module read a chunked body
+--- http_config eval: $::Tiers
+--- config
+location /v1/ {
+    llm_gateway on;
+    client_max_body_size 100;
+    error_page 413 /err413;
+    proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+}
+location = /err413 {
+    internal;
+    proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT/errors/413;
+}
+--- mock eval
+sub { return { headers => { 'Content-Type' => 'text/plain' },
+               body => "too big, says the operator" } }
+--- raw_request eval
+"POST /v1/messages HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
+. "x-api-key: $::ALICE\r\nTransfer-Encoding: chunked\r\n\r\n"
+. sprintf("%x\r\n%s\r\n0\r\n\r\n", 300, "x" x 300)
+--- error_code: 413
+--- response_body: too big, says the operator
