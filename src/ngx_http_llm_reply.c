@@ -79,7 +79,8 @@ ngx_http_llm_reply_init(ngx_conf_t *cf)
 
 /*
  * "llm_api auto": Anthropic serves ".../messages" (OpenAI's Assistants
- * ".../threads/ID/messages" are OpenAI's), Gemini "/v1beta/..." and
+ * ".../threads/ID/messages" are OpenAI's), Gemini "/v1beta/..." (but
+ * for "/v1beta/openai/...", its OpenAI-compatible API) and
  * ".../models/NAME:generateContent" and its kin (a name after the last
  * colon: OpenAI's fine-tuned models, "ft:gpt-4o-mini:org::id", have
  * colons too); the rest is OpenAI's.
@@ -88,7 +89,7 @@ ngx_http_llm_reply_init(ngx_conf_t *cf)
 ngx_uint_t
 ngx_http_llm_api(ngx_http_request_t *r, ngx_uint_t api)
 {
-    u_char      *p, *last, *colon;
+    u_char      *p, *last, *colon, *beta;
     ngx_str_t   *m;
 
     static ngx_str_t  methods[] = {
@@ -111,7 +112,12 @@ ngx_http_llm_api(ngx_http_request_t *r, ngx_uint_t api)
     p = r->uri.data;
     last = p + r->uri.len;
 
-    if (ngx_strlcasestrn(p, last, (u_char *) "/v1beta/", 8 - 1) != NULL) {
+    beta = ngx_strlcasestrn(p, last, (u_char *) "/v1beta/", 8 - 1);
+
+    if (beta != NULL
+        && ((size_t) (last - beta) < 8 + 7
+            || ngx_strncasecmp(beta + 8, (u_char *) "openai/", 7) != 0))
+    {
         return NGX_HTTP_LLM_API_GEMINI;
     }
 

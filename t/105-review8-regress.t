@@ -326,3 +326,52 @@ sub { return { headers => { 'Content-Type' => 'text/plain' },
 . sprintf("%x\r\n%s\r\n0\r\n\r\n", 300, "x" x 300)
 --- error_code: 413
 --- response_body: too big, says the operator
+
+
+
+=== TEST 13: Gemini's OpenAI-compatible endpoint (/v1beta/openai/..., what Google documents for the OpenAI SDKs) speaks OpenAI under "llm_api auto": its body is read as OpenAI's (the prompt and max_tokens reserved, a body of no chat shape refused) and its errors have OpenAI's shape (review8: taken for Gemini's API by "/v1beta/": max_tokens ignored for the default 1024 and the prompt not reserved, "{}" let through, errors as {"error":{"code":401,...,"status":"UNAUTHENTICATED"}})
+--- http_config eval
+$::Tiers . "llm_tier tok tokens=100000/m;\n"
+--- config
+llm_default_tier tok;
+location /v1beta/ {
+    llm_gateway on;
+    proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+}
+--- mock eval
+sub { mock_openai() }
+--- request eval
+["POST /v1beta/openai/chat/completions\n"
+ . '{"model":"gemini-2.0-flash","max_tokens":10,'
+ . '"messages":[{"role":"user","content":"Hi"}]}',
+ "POST /v1beta/openai/chat/completions\n{}",
+ "POST /v1beta/openai/chat/completions\n{}"]
+--- more_headers eval
+["Authorization: Bearer $::CAROL", "Authorization: Bearer $::CAROL", ""]
+--- error_code eval
+[200, 400, 401]
+--- response_headers_like eval
+["x-ratelimit-remaining-tokens: ^999[6-8]\\d\$", "", ""]
+--- response_body_like eval
+['"object":"chat.completion"',
+ '^\{"error":\{"message":".+","type":"invalid_request_error","param":null,"code":"invalid_request_error"\}\}$',
+ '^\{"error":\{"message":".+","type":"invalid_request_error","param":null,"code":"invalid_api_key"\}\}$']
+--- mock_count: 1
+
+
+
+=== TEST 14: (guards TEST 13's fix) Gemini's own API under /v1beta/ keeps Gemini's shape
+--- http_config eval: $::Tiers
+--- config
+location /v1beta/ {
+    llm_gateway on;
+    proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+}
+--- request eval
+["POST /v1beta/models/gemini-2.0-flash:generateContent\n{}",
+ "GET /v1beta/models"]
+--- error_code eval
+[401, 401]
+--- response_body_like eval
+['^\{"error":\{"code":401,"message":".+","status":"UNAUTHENTICATED"\}\}$',
+ '^\{"error":\{"code":401,"message":".+","status":"UNAUTHENTICATED"\}\}$']
