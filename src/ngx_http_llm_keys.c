@@ -810,8 +810,6 @@ ngx_http_llm_mask_request_line(ngx_http_request_t *r)
 
     static u_char  prefix[] = "key=sk-llm-";
 
-    line = NULL;
-
     for (mask = 0; mask < 2; mask++) {
 
         last = r->request_line.data + r->request_line.len;
