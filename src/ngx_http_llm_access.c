@@ -79,6 +79,21 @@ ngx_http_llm_access_any_handler(ngx_http_request_t *r)
 }
 
 
+/* the post-read phase: no client key of ours in $request, ever */
+
+ngx_int_t
+ngx_http_llm_post_read_handler(ngx_http_request_t *r)
+{
+    if (r->args.len
+        && ngx_http_llm_mask_request_line(r) != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return NGX_DECLINED;
+}
+
+
 static ngx_int_t
 ngx_http_llm_access(ngx_http_request_t *r)
 {
@@ -574,6 +589,10 @@ ngx_http_llm_refuse(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     ngx_int_t  rc;
 
     ctx->done = 1;
+
+    /* as nginx's own error pages: no "100 Continue" for a body unwanted */
+
+    r->expect_tested = 1;
 
     rc = ngx_http_discard_request_body(r);
 

@@ -33,13 +33,24 @@ static ngx_int_t ngx_http_llm_send_json(ngx_http_request_t *r,
     ngx_buf_t *b);
 
 
+/*
+ * The locations of these handlers are no gateway of an inherited
+ * "llm_gateway on" (ngx_http_llm_merge_loc_conf()): a token count needs
+ * no key, and llm_usage authenticates its caller itself and counts
+ * nothing.
+ */
+
 char *
 ngx_http_llm_token_info(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
+    ngx_http_llm_loc_conf_t *llcf = conf;
+
     ngx_http_core_loc_conf_t  *clcf;
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
     clcf->handler = ngx_http_llm_token_info_handler;
+
+    llcf->handler = 1;
 
     return NGX_CONF_OK;
 }
@@ -48,11 +59,15 @@ ngx_http_llm_token_info(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 char *
 ngx_http_llm_usage(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
+    ngx_http_llm_loc_conf_t *llcf = conf;
+
     ngx_http_core_loc_conf_t  *clcf;
     ngx_http_llm_main_conf_t  *lmcf;
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
     clcf->handler = ngx_http_llm_usage_handler;
+
+    llcf->handler = 1;
 
     lmcf = ngx_http_conf_get_module_main_conf(cf,
                                               ngx_http_llm_gateway_module);

@@ -793,6 +793,72 @@ ngx_http_llm_key_args(u_char *p, u_char *last, ngx_uint_t mask)
 }
 
 
+/*
+ * $request, which nginx's error lines and the access log show, without
+ * the values of "key" arguments shaped like our keys: from the
+ * post-read phase, for a request that never reaches a gateway's access
+ * phase (a body over client_max_body_size, a "return", a path that is
+ * no gateway's).  The request line is copied first: $args and $uri
+ * may point into it.
+ */
+
+ngx_int_t
+ngx_http_llm_mask_request_line(ngx_http_request_t *r)
+{
+    u_char      *p, *q, *last, *amp, *line;
+    ngx_uint_t   mask, n;
+
+    static u_char  prefix[] = "key=sk-llm-";
+
+    for (mask = 0; mask < 2; mask++) {
+
+        last = r->request_line.data + r->request_line.len;
+
+        p = ngx_strlchr(r->request_line.data, last, '?');
+        if (p == NULL) {
+            return NGX_OK;
+        }
+
+        q = ngx_strlchr(p, last, ' ');
+        last = q ? q : last;
+
+        n = 0;
+
+        for (p++; p < last; p = amp + 1) {
+
+            amp = ngx_strlchr(p, last, '&');
+            if (amp == NULL) {
+                amp = last;
+            }
+
+            if ((size_t) (amp - p) >= sizeof(prefix) - 1
+                && ngx_strncmp(p, prefix, sizeof(prefix) - 1) == 0)
+            {
+                n++;
+
+                if (mask) {
+                    ngx_memset(p + 4, '*', amp - p - 4);
+                }
+            }
+        }
+
+        if (n == 0 || mask) {
+            return NGX_OK;
+        }
+
+        line = ngx_pnalloc(r->pool, r->request_line.len);
+        if (line == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_memcpy(line, r->request_line.data, r->request_line.len);
+        r->request_line.data = line;
+    }
+
+    return NGX_OK;
+}
+
+
 /* the query of "/uri?query" or of "GET /uri?query HTTP/1.1" */
 
 static void

@@ -23,6 +23,7 @@ ngx_int_t ngx_http_llm_credential(ngx_http_request_t *r, ngx_str_t *key);
 ngx_http_llm_key_t *ngx_http_llm_key_find(ngx_http_llm_main_conf_t *lmcf,
     ngx_str_t *key, u_char *digest);
 ngx_int_t ngx_http_llm_account_valid(ngx_str_t *account);
+ngx_int_t ngx_http_llm_mask_request_line(ngx_http_request_t *r);
 
 
 #endif /* _NGX_HTTP_LLM_KEYS_H_INCLUDED_ */

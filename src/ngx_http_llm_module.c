@@ -484,6 +484,7 @@ ngx_http_llm_create_loc_conf(ngx_conf_t *cf)
      *
      *     conf.default_tier = NULL;
      *     conf.anonymous_tier = NULL;
+     *     conf.handler = 0;
      *     default_ref = { null name, ... };
      *     anonymous_ref = { null name, ... };
      */
@@ -503,6 +504,12 @@ ngx_http_llm_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 {
     ngx_http_llm_loc_conf_full_t  *prev = parent;
     ngx_http_llm_loc_conf_full_t  *conf = child;
+
+    /* llm_usage and llm_token_info are gateways only when told so */
+
+    if (conf->conf.handler && conf->conf.enable == NGX_CONF_UNSET) {
+        conf->conf.enable = 0;
+    }
 
     ngx_conf_merge_value(conf->conf.enable, prev->conf.enable, 0);
     ngx_conf_merge_value(conf->conf.headers, prev->conf.headers, 1);
@@ -677,6 +684,13 @@ ngx_http_llm_postconfiguration(ngx_conf_t *cf)
     }
 
     *h = ngx_http_llm_access_any_handler;
+
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_POST_READ_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_llm_post_read_handler;
 
     return ngx_http_llm_reply_init(cf);
 }

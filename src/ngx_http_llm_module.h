@@ -119,6 +119,7 @@ typedef struct {
     ngx_uint_t                  max_tokens_default;
     ngx_http_llm_tier_t        *default_tier;
     ngx_http_llm_tier_t        *anonymous_tier;
+    ngx_uint_t                  handler;   /* llm_usage, llm_token_info */
 } ngx_http_llm_loc_conf_t;
 
 
@@ -169,6 +170,7 @@ extern ngx_module_t  ngx_http_llm_gateway_module;
 uint64_t ngx_http_llm_now(void);
 ngx_int_t ngx_http_llm_access_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_llm_access_any_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_llm_post_read_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_llm_authenticate(ngx_http_request_t *r,
     ngx_http_llm_ctx_t *ctx, ngx_http_llm_loc_conf_t *llcf, ngx_str_t *msg);
 ngx_http_llm_ctx_t *ngx_http_llm_find_ctx(ngx_http_request_t *r);

@@ -79,7 +79,8 @@ ngx_http_llm_reply_init(ngx_conf_t *cf)
 
 /*
  * "llm_api auto": Anthropic serves ".../messages" (OpenAI's Assistants
- * ".../threads/ID/messages" are OpenAI's), Gemini "/v1beta/..." and
+ * ".../threads/ID/messages" are OpenAI's), Gemini "/v1beta/..." (but
+ * for "/v1beta/openai/...", its OpenAI-compatible API) and
  * ".../models/NAME:generateContent" and its kin (a name after the last
  * colon: OpenAI's fine-tuned models, "ft:gpt-4o-mini:org::id", have
  * colons too); the rest is OpenAI's.
@@ -88,7 +89,7 @@ ngx_http_llm_reply_init(ngx_conf_t *cf)
 ngx_uint_t
 ngx_http_llm_api(ngx_http_request_t *r, ngx_uint_t api)
 {
-    u_char      *p, *last, *colon;
+    u_char      *p, *last, *colon, *beta;
     ngx_str_t   *m;
 
     static ngx_str_t  methods[] = {
@@ -111,7 +112,12 @@ ngx_http_llm_api(ngx_http_request_t *r, ngx_uint_t api)
     p = r->uri.data;
     last = p + r->uri.len;
 
-    if (ngx_strlcasestrn(p, last, (u_char *) "/v1beta/", 8 - 1) != NULL) {
+    beta = ngx_strlcasestrn(p, last, (u_char *) "/v1beta/", 8 - 1);
+
+    if (beta != NULL
+        && ((size_t) (last - beta) < 8 + 7
+            || ngx_strncasecmp(beta + 8, (u_char *) "openai/", 7) != 0))
+    {
         return NGX_HTTP_LLM_API_GEMINI;
     }
 
@@ -279,9 +285,10 @@ ngx_http_llm_header_filter(ngx_http_request_t *r)
     ctx = ngx_http_llm_find_ctx(r);
     llcf = ngx_http_get_module_loc_conf(r, ngx_http_llm_gateway_module);
 
-    if (r->headers_out.status == NGX_HTTP_REQUEST_ENTITY_TOO_LARGE
-        && (llcf->enable || ctx) && r->upstream == NULL
-        && (ctx == NULL || !ctx->own_error))
+    if (r->err_status == NGX_HTTP_REQUEST_ENTITY_TOO_LARGE
+        && (llcf->enable || ctx)
+        && (ctx == NULL || !ctx->own_error)
+        && !(r->error_page && r->internal))
     {
         if (ngx_http_llm_too_large(r, ctx, llcf) != NGX_OK) {
             return NGX_ERROR;
@@ -294,9 +301,12 @@ ngx_http_llm_header_filter(ngx_http_request_t *r)
         return ngx_http_next_header_filter(r);
     }
 
-    if (ctx->tally && !ctx->own_error
-        && ctx->result == NGX_HTTP_LLM_RESULT_PASSED)
-    {
+    /*
+     * our own error for an admitted request (the pool's 502) is an
+     * answer too: it costs no tokens
+     */
+
+    if (ctx->tally && ctx->result == NGX_HTTP_LLM_RESULT_PASSED) {
         ngx_http_llm_tally_start(r, ctx);
     }
 
@@ -411,9 +421,11 @@ ngx_http_llm_header_filter(ngx_http_request_t *r)
 
 /*
  * nginx answers a body over client_max_body_size with its own HTML page
- * (before the access phase, or while the body is read); a gateway
- * location answers in its API's JSON instead, unless error_page takes
- * it.  The body filter then sends ours in place of the page.
+ * (before the access phase, or while the gateway or the upstream module
+ * reads a chunked body); a gateway location answers in its API's JSON
+ * instead, unless error_page takes it (an error_page for 413 here, or
+ * the page it redirected to).  The body filter then sends ours in place
+ * of the page.  A backend's own 413 (no r->err_status) passes.
  */
 
 static ngx_int_t
@@ -423,12 +435,22 @@ ngx_http_llm_too_large(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     off_t                      max;
     ngx_str_t                  msg;
     ngx_buf_t                 *b;
+    ngx_uint_t                 i;
+    ngx_http_err_page_t       *ep;
     ngx_http_core_loc_conf_t  *clcf;
 
     clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
 
+    /* "error_page 500 502 503 504 /50x.html" does not take a 413 */
+
     if (clcf->error_pages) {
-        return NGX_OK;
+        ep = clcf->error_pages->elts;
+
+        for (i = 0; i < clcf->error_pages->nelts; i++) {
+            if (ep[i].status == NGX_HTTP_REQUEST_ENTITY_TOO_LARGE) {
+                return NGX_OK;
+            }
+        }
     }
 
     if (ctx == NULL) {
@@ -511,14 +533,25 @@ ngx_http_llm_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 }
 
 
-/* the backend's x-ratelimit-* and x-rate-limit-* speak of its own key */
+/*
+ * the backend's x-ratelimit-*, x-rate-limit-* and anthropic-ratelimit-*
+ * speak of its own key
+ */
 
 static void
 ngx_http_llm_hide_backend_headers(ngx_http_request_t *r)
 {
+    ngx_str_t        *n;
     ngx_uint_t        i;
     ngx_list_part_t  *part;
     ngx_table_elt_t  *h;
+
+    static ngx_str_t  names[] = {
+        ngx_string("x-ratelimit-"),
+        ngx_string("x-rate-limit-"),
+        ngx_string("anthropic-ratelimit-"),
+        ngx_null_string
+    };
 
     part = &r->headers_out.headers.part;
     h = part->elts;
@@ -535,16 +568,17 @@ ngx_http_llm_hide_backend_headers(ngx_http_request_t *r)
             i = 0;
         }
 
-        if (h[i].hash == 0 || h[i].key.len < 12) {
+        if (h[i].hash == 0) {
             continue;
         }
 
-        if (ngx_strncasecmp(h[i].key.data, (u_char *) "x-ratelimit-", 12)
-            == 0
-            || ngx_strncasecmp(h[i].key.data, (u_char *) "x-rate-limit-", 13)
-               == 0)
-        {
-            h[i].hash = 0;
+        for (n = names; n->len; n++) {
+            if (h[i].key.len > n->len
+                && ngx_strncasecmp(h[i].key.data, n->data, n->len) == 0)
+            {
+                h[i].hash = 0;
+                break;
+            }
         }
     }
 }
