@@ -1864,6 +1864,25 @@ bench(void)
     printf("usage_feed: a %lu-byte JSON answer: %lu ns (found %lu)\n",
            (unsigned long) len, (unsigned long) (t / iters),
            (unsigned long) u.found);
+
+    /* the same answer whole in one buffer, as the gateway reads it */
+
+    t = now_ns();
+
+    for (i = 0; i < iters; i++) {
+        p = new_pool();
+        ngx_http_llm_usage_init(&u, p, API_OPENAI, 0);
+        (void) ngx_http_llm_usage_feed_whole(&u, (u_char *) mock_json, len);
+        u.whole = 1;
+        ngx_http_llm_usage_finish(&u);
+        ngx_destroy_pool(p);
+    }
+
+    t = now_ns() - t;
+
+    printf("usage_feed_whole: the same answer in one buffer: %lu ns "
+           "(found %lu)\n", (unsigned long) (t / iters),
+           (unsigned long) u.found);
 }
 
 
