@@ -286,6 +286,25 @@ ngx_http_llm_usage_walk(ngx_http_llm_usage_t *u, ngx_uint_t v,
 }
 
 
+/* where an SSE line ends: its '\n' or '\r' (a line is long, a '\r' rare) */
+
+static ngx_inline u_char *
+ngx_http_llm_usage_eol(u_char *p, u_char *last)
+{
+    u_char  *lf, *cr;
+
+    lf = memchr(p, '\n', last - p);
+
+    if (lf == NULL) {
+        lf = last;
+    }
+
+    cr = memchr(p, '\r', lf - p);
+
+    return cr ? cr : lf;
+}
+
+
 /* SSE lines: the payloads of "data:" lines go to the lexer */
 
 static ngx_int_t
@@ -388,9 +407,8 @@ ngx_http_llm_usage_sse(ngx_http_llm_usage_t *u, u_char *p, u_char *last)
 
         case NGX_HTTP_LLM_SSE_DATA:
 
-            for (s = p; p < last && *p != '\n' && *p != '\r'; p++) {
-                /* void */
-            }
+            s = p;
+            p = ngx_http_llm_usage_eol(p, last);
 
             if (p > s && ngx_http_llm_usage_lex(u, s, p) != NGX_OK) {
                 return NGX_ERROR;
@@ -405,9 +423,7 @@ ngx_http_llm_usage_sse(ngx_http_llm_usage_t *u, u_char *p, u_char *last)
 
         default: /* NGX_HTTP_LLM_SSE_SKIP */
 
-            for ( /* void */ ; p < last && *p != '\n' && *p != '\r'; p++) {
-                /* void */
-            }
+            p = ngx_http_llm_usage_eol(p, last);
 
             if (p == last) {
                 return NGX_OK;
