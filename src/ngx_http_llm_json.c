@@ -218,7 +218,9 @@ ngx_http_llm_json_openai(ngx_http_llm_jtape_t *t,
         ngx_null_string
     };
 
-    ngx_http_llm_jtape_pick(t, 1, names, m);
+    static ngx_http_llm_jtape_keys_t  keys = ngx_http_llm_jtape_keys(names);
+
+    ngx_http_llm_jtape_pick(t, 1, &keys, m);
 
     rc = ngx_http_llm_json_max_tokens(t, m, names, 3, info, error);
     if (rc != NGX_OK) {
@@ -293,7 +295,9 @@ ngx_http_llm_json_anthropic(ngx_http_llm_jtape_t *t,
         ngx_null_string
     };
 
-    ngx_http_llm_jtape_pick(t, 1, names, a);
+    static ngx_http_llm_jtape_keys_t  keys = ngx_http_llm_jtape_keys(names);
+
+    ngx_http_llm_jtape_pick(t, 1, &keys, a);
 
     rc = ngx_http_llm_json_max_tokens(t, a, names, 2, info, error);
     if (rc != NGX_OK) {
@@ -369,6 +373,8 @@ ngx_http_llm_json_messages(ngx_http_llm_jtape_t *t, ngx_uint_t v,
         ngx_null_string
     };
 
+    static ngx_http_llm_jtape_keys_t  keys = ngx_http_llm_jtape_keys(names);
+
     if (!jt_is(v, ARRAY)) {
         ngx_str_set(error, "\"messages\" must be an array");
         return NGX_DECLINED;
@@ -383,7 +389,7 @@ ngx_http_llm_json_messages(ngx_http_llm_jtape_t *t, ngx_uint_t v,
 
         info->messages++;
 
-        ngx_http_llm_jtape_pick(t, m, names, k);
+        ngx_http_llm_jtape_pick(t, m, &keys, k);
 
         if (ngx_http_llm_json_content(t, k[0], info, error) != NGX_OK) {
             return NGX_DECLINED;
@@ -435,6 +441,8 @@ ngx_http_llm_json_gemini(ngx_http_llm_jtape_t *t,
         ngx_null_string
     };
 
+    static ngx_http_llm_jtape_keys_t  keys = ngx_http_llm_jtape_keys(names);
+
     v = jt_get(1, "generationConfig");
 
     if (v == 0) {
@@ -447,7 +455,7 @@ ngx_http_llm_json_gemini(ngx_http_llm_jtape_t *t,
             return NGX_DECLINED;
         }
 
-        ngx_http_llm_jtape_pick(t, v, names, g);
+        ngx_http_llm_jtape_pick(t, v, &keys, g);
 
         rc = ngx_http_llm_json_max_tokens(t, g, names, 2, info, error);
         if (rc != NGX_OK) {

@@ -71,8 +71,9 @@ typedef struct {
 #define NGX_HTTP_LLM_JT_E_NOMEM     4
 
 
-static ngx_uint_t ngx_http_llm_jt_push(ngx_http_llm_jtape_t *t,
-    ngx_uint_t type, u_char *start);
+static ngx_http_llm_always_inline ngx_uint_t ngx_http_llm_jt_push(
+    ngx_http_llm_jtape_t *t, ngx_uint_t type, u_char *start);
+static ngx_int_t ngx_http_llm_jt_grow(ngx_http_llm_jtape_t *t);
 static u_char *ngx_http_llm_jt_string(u_char *p, u_char *last,
     ngx_http_llm_jtok_t *tok, ngx_http_llm_jt_err_t *err);
 static ngx_int_t ngx_http_llm_jt_hex4(u_char *p, u_char *last,
@@ -362,24 +363,15 @@ failed:
 }
 
 
-static ngx_uint_t
+/* a token per value and per key: the common case inline, growth not */
+
+static ngx_http_llm_always_inline ngx_uint_t
 ngx_http_llm_jt_push(ngx_http_llm_jtape_t *t, ngx_uint_t type, u_char *start)
 {
     ngx_http_llm_jtok_t  *tok;
 
-    if (t->ntok == t->nalloc) {
-        tok = ngx_palloc(t->pool, 2 * t->nalloc * sizeof(ngx_http_llm_jtok_t));
-        if (tok == NULL) {
-            return 0;
-        }
-
-        ngx_memcpy(tok, t->tok, t->ntok * sizeof(ngx_http_llm_jtok_t));
-
-        /* a large block goes back at once; a small one stays till the end */
-        (void) ngx_pfree(t->pool, t->tok);
-
-        t->tok = tok;
-        t->nalloc *= 2;
+    if (t->ntok == t->nalloc && ngx_http_llm_jt_grow(t) != NGX_OK) {
+        return 0;
     }
 
     tok = &t->tok[t->ntok];
@@ -391,6 +383,28 @@ ngx_http_llm_jt_push(ngx_http_llm_jtape_t *t, ngx_uint_t type, u_char *start)
     tok->flags = 0;
 
     return t->ntok++;
+}
+
+
+static ngx_int_t
+ngx_http_llm_jt_grow(ngx_http_llm_jtape_t *t)
+{
+    ngx_http_llm_jtok_t  *tok;
+
+    tok = ngx_palloc(t->pool, 2 * t->nalloc * sizeof(ngx_http_llm_jtok_t));
+    if (tok == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(tok, t->tok, t->ntok * sizeof(ngx_http_llm_jtok_t));
+
+    /* a large block goes back at once; a small one stays till the end */
+    (void) ngx_pfree(t->pool, t->tok);
+
+    t->tok = tok;
+    t->nalloc *= 2;
+
+    return NGX_OK;
 }
 
 
@@ -408,7 +422,15 @@ ngx_http_llm_jt_string(u_char *p, u_char *last, ngx_http_llm_jtok_t *tok,
 
     for ( ;; ) {
 
+        /* the vector scan straight away: most strings are one call */
+
+#if (NGX_HTTP_LLM_HAVE_AVX512)
+        p = (ngx_http_llm_simd >= NGX_HTTP_LLM_SIMD_AVX512)
+            ? ngx_http_llm_simd_string512(p, last)
+            : ngx_http_llm_simd_string(p, last);
+#else
         p = ngx_http_llm_simd_string(p, last);
+#endif
 
         if (p == last) {
             err->what = "unterminated string";
@@ -844,28 +866,38 @@ ngx_http_llm_jtape_get(ngx_http_llm_jtape_t *t, ngx_uint_t obj, char *name,
 /*
  * The values of several names in the object "obj", in one pass over its
  * members: "found[i]" is what ngx_http_llm_jtape_get() would give for
- * "names[i]" (the last if repeated, 0 if none).  "names" ends with a
- * null string.
+ * the i-th of "keys" (the last if repeated, 0 if none).
  */
 
 void
 ngx_http_llm_jtape_pick(ngx_http_llm_jtape_t *t, ngx_uint_t obj,
-    ngx_str_t *names, ngx_uint_t *found)
+    ngx_http_llm_jtape_keys_t *keys, ngx_uint_t *found)
 {
     size_t                j;
     uint64_t              lens;
-    ngx_str_t             key, *name;
+    ngx_str_t             key, *name, *names;
     ngx_uint_t            i, end;
     ngx_http_llm_jtok_t  *k;
 
-    /* the lengths of the names (those under 63): most keys have none */
+    names = keys->names;
 
-    lens = (uint64_t) 1 << 63;
+    if (keys->lens == 0) {
 
-    for (name = names; name->len; name++) {
-        found[name - names] = 0;
-        lens |= (uint64_t) 1 << ngx_min(name->len, 63);
+        /* the lengths of the names (those under 63): most keys have none */
+
+        lens = (uint64_t) 1 << 63;
+
+        for (name = names; name->len; name++) {
+            lens |= (uint64_t) 1 << ngx_min(name->len, 63);
+        }
+
+        keys->n = name - names;
+        keys->lens = lens;
     }
+
+    lens = keys->lens;
+
+    ngx_memzero(found, keys->n * sizeof(ngx_uint_t));
 
     if (obj == 0 || t->tok[obj].type != NGX_HTTP_LLM_JT_OBJECT) {
         return;

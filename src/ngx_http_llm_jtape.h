@@ -67,6 +67,20 @@ typedef struct {
 } ngx_http_llm_jtape_t;
 
 
+/*
+ * Names to pick from an object (ngx_http_llm_jtape_pick()): a static
+ * list ending with a null string, and what the first pick learns of it.
+ */
+
+typedef struct {
+    ngx_str_t                  *names;
+    ngx_uint_t                  n;
+    uint64_t                    lens;   /* a bit per length; 0: not yet */
+} ngx_http_llm_jtape_keys_t;
+
+#define ngx_http_llm_jtape_keys(names)  { names, 0, 0 }
+
+
 #define ngx_http_llm_jt_type(t, i)   ((t)->tok[i].type)
 #define ngx_http_llm_jt_is(t, i, ty) ((i) && (t)->tok[i].type == (ty))
 
@@ -83,7 +97,7 @@ ngx_int_t ngx_http_llm_jtape_parse(ngx_http_llm_jtape_t *t, ngx_pool_t *pool,
 ngx_uint_t ngx_http_llm_jtape_get(ngx_http_llm_jtape_t *t, ngx_uint_t obj,
     char *name, size_t len);
 void ngx_http_llm_jtape_pick(ngx_http_llm_jtape_t *t, ngx_uint_t obj,
-    ngx_str_t *names, ngx_uint_t *found);
+    ngx_http_llm_jtape_keys_t *keys, ngx_uint_t *found);
 ngx_int_t ngx_http_llm_jtape_str(ngx_http_llm_jtape_t *t, ngx_uint_t i,
     ngx_str_t *s);
 void ngx_http_llm_jtape_free(ngx_http_llm_jtape_t *t);

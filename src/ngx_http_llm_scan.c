@@ -1017,7 +1017,9 @@ ngx_http_llm_usage_object(ngx_http_llm_usage_t *u, ngx_http_llm_jtape_t *t,
         ngx_null_string
     };
 
-    ngx_http_llm_jtape_pick(t, obj, names, v);
+    static ngx_http_llm_jtape_keys_t  keys = ngx_http_llm_jtape_keys(names);
+
+    ngx_http_llm_jtape_pick(t, obj, &keys, v);
 
     if (ngx_http_llm_usage_count(t, v[0], &n)) {
         u->prompt_tokens = n;

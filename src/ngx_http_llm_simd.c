@@ -35,7 +35,6 @@
 
 
 #if (NGX_HTTP_LLM_HAVE_AVX512)
-static u_char *ngx_http_llm_simd_string512(u_char *p, u_char *last);
 static u_char *ngx_http_llm_simd_quote512(u_char *p, u_char *last,
     ngx_uint_t *chars);
 #endif
@@ -190,7 +189,7 @@ ngx_http_llm_string_mask(__m512i v)
 
 
 NGX_HTTP_LLM_AVX512
-static u_char *
+u_char *
 ngx_http_llm_simd_string512(u_char *p, u_char *last)
 {
     size_t    n;
