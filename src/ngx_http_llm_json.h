@@ -81,6 +81,7 @@ typedef struct {
     u_char                      key[24];    /* the last string, maybe
                                                a key */
     ngx_uint_t                  key_len;
+    ngx_uint_t                  key_kind;   /* the last string's, if a key */
     ngx_uint_t                  kind;       /* what the last key announces */
     ngx_uint_t                  role;       /* of the current string */
     ngx_uint_t                  hex;        /* \uXXXX digits left */

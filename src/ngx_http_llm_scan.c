@@ -564,7 +564,13 @@ ngx_http_llm_usage_lex(ngx_http_llm_usage_t *u, u_char *p, u_char *last)
 
             if (n) {
                 if (u->role == NGX_HTTP_LLM_STR_KEY) {
-                    if (u->key_len + n <= sizeof(u->key)) {
+
+                    /* a key whole here is read here, at its quote */
+
+                    if (u->key_len == 0 && p < last && *p == '"') {
+                        /* void */
+
+                    } else if (u->key_len + n <= sizeof(u->key)) {
                         ngx_memcpy(u->key + u->key_len, s, n);
                         u->key_len += n;
 
@@ -614,6 +620,16 @@ ngx_http_llm_usage_lex(ngx_http_llm_usage_t *u, u_char *p, u_char *last)
             } else if (u->role == NGX_HTTP_LLM_STR_KEY) {
                 u->maybe_key = 1;
 
+                if (u->key_len == 0) {
+                    u->key_kind = ngx_http_llm_usage_key(s, p - 1 - s);
+
+                } else {
+                    u->key_kind = (u->key_len <= sizeof(u->key))
+                                  ? ngx_http_llm_usage_key(u->key,
+                                                           u->key_len)
+                                  : NGX_HTTP_LLM_KEY_OTHER;
+                }
+
             } else if (u->role == NGX_HTTP_LLM_STR_MODEL && u->model.len) {
                 u->model.data = u->model_buf;
             }
@@ -661,9 +677,7 @@ ngx_http_llm_usage_lex(ngx_http_llm_usage_t *u, u_char *p, u_char *last)
 
         case ':':
             if (u->maybe_key) {
-                u->kind = (u->key_len <= sizeof(u->key))
-                          ? ngx_http_llm_usage_key(u->key, u->key_len)
-                          : NGX_HTTP_LLM_KEY_OTHER;
+                u->kind = u->key_kind;
                 u->maybe_key = 0;
                 u->value = 1;
                 continue;
@@ -706,6 +720,17 @@ ngx_http_llm_usage_lex(ngx_http_llm_usage_t *u, u_char *p, u_char *last)
             break;
 
         default:
+
+            /* a number or a literal: the rest of it at once */
+
+            while (p < last
+                   && ((*p >= '0' && *p <= '9') || ((*p | 0x20) >= 'a'
+                                                     && (*p | 0x20) <= 'z')
+                       || *p == '.' || *p == '-' || *p == '+'))
+            {
+                p++;
+            }
+
             break;
         }
 
@@ -868,6 +893,7 @@ ngx_http_llm_usage_flush(ngx_http_llm_usage_t *u)
 static ngx_uint_t
 ngx_http_llm_usage_key(u_char *key, size_t len)
 {
+    size_t                    i;
     ngx_http_llm_json_key_t  *k;
 
     static uint32_t  lens;
@@ -885,10 +911,18 @@ ngx_http_llm_usage_key(u_char *key, size_t len)
     }
 
     for (k = ngx_http_llm_json_keys; k->name.len; k++) {
-        if (k->name.len == len
-            && k->name.data[0] == key[0]
-            && ngx_memcmp(k->name.data, key, len) == 0)
-        {
+
+        if (k->name.len != len || k->name.data[0] != key[0]) {
+            continue;
+        }
+
+        /* keys are short: a loop beats a call to memcmp() */
+
+        for (i = 1; i < len && k->name.data[i] == key[i]; i++) {
+            /* void */
+        }
+
+        if (i == len) {
             return k->kind;
         }
     }
