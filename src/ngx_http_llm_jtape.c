@@ -422,15 +422,7 @@ ngx_http_llm_jt_string(u_char *p, u_char *last, ngx_http_llm_jtok_t *tok,
 
     for ( ;; ) {
 
-        /* the vector scan straight away: most strings are one call */
-
-#if (NGX_HTTP_LLM_HAVE_AVX512)
-        p = (ngx_http_llm_simd >= NGX_HTTP_LLM_SIMD_AVX512)
-            ? ngx_http_llm_simd_string512(p, last)
-            : ngx_http_llm_simd_string(p, last);
-#else
         p = ngx_http_llm_simd_string(p, last);
-#endif
 
         if (p == last) {
             err->what = "unterminated string";

@@ -35,6 +35,7 @@
 
 
 #if (NGX_HTTP_LLM_HAVE_AVX512)
+static u_char *ngx_http_llm_simd_string512(u_char *p, u_char *last);
 static u_char *ngx_http_llm_simd_quote512(u_char *p, u_char *last,
     ngx_uint_t *chars);
 #endif
@@ -189,7 +190,7 @@ ngx_http_llm_string_mask(__m512i v)
 
 
 NGX_HTTP_LLM_AVX512
-u_char *
+static u_char *
 ngx_http_llm_simd_string512(u_char *p, u_char *last)
 {
     size_t    n;

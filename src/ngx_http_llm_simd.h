@@ -50,10 +50,6 @@ void ngx_http_llm_simd_init(void);
 ngx_uint_t ngx_http_llm_simd_best(void);
 
 u_char *ngx_http_llm_simd_string(u_char *p, u_char *last);
-#if (NGX_HTTP_LLM_HAVE_AVX512)
-/* ngx_http_llm_simd_string() where ngx_http_llm_simd is AVX512 */
-u_char *ngx_http_llm_simd_string512(u_char *p, u_char *last);
-#endif
 u_char *ngx_http_llm_simd_quote(u_char *p, u_char *last, ngx_uint_t *chars);
 
 
