@@ -868,6 +868,7 @@ ngx_http_llm_redis_callback(redisAsyncContext *ac, void *r, void *privdata)
     ngx_http_llm_redis_op_t    *op = privdata;
 
     size_t                      i, n;
+    ngx_uint_t                  handshake;
     redisReply                 *e;
     ngx_http_llm_redis_conn_t  *conn;
     ngx_http_llm_redis_reply_t  rep, elts[NGX_HTTP_LLM_REDIS_ELTS_MAX];
@@ -912,7 +913,16 @@ ngx_http_llm_redis_callback(redisAsyncContext *ac, void *r, void *privdata)
         return;
     }
 
-    if (conn) {
+    /*
+     * AUTH's and SELECT's "OK" do not make a connection good: the
+     * handshake may yet fail (a database out of range), and the
+     * connection would come back every 100 ms, logging a switch up and
+     * one down each time
+     */
+
+    handshake = (op->handler == ngx_http_llm_redis_handshake);
+
+    if (conn && !handshake) {
         conn->backoff = 0;
     }
 
@@ -949,7 +959,7 @@ ngx_http_llm_redis_callback(redisAsyncContext *ac, void *r, void *privdata)
             ngx_http_llm_redis_health(0, (char *) rep.str.data, rep.str.len);
         }
 
-    } else {
+    } else if (!handshake) {
         ngx_http_llm_redis_health(1, NULL, 0);
     }
 
