@@ -33,6 +33,7 @@
 
 #include "ngx_http_llm_module.h"
 #include "ngx_http_llm_redis.h"
+#include "ngx_http_llm_store.h"
 
 #include <ngx_sha1.h>
 #include <hiredis/hiredis.h>
@@ -74,6 +75,7 @@ typedef struct {
 
 typedef struct {
     ngx_http_llm_redis_conf_t  *conf;
+    ngx_shm_zone_t             *zone;       /* the skew outlives us there */
     ngx_http_llm_redis_conn_t  *conns;
     ngx_uint_t                  next;
     ngx_log_t                  *log;
@@ -127,6 +129,10 @@ int64_t                             ngx_http_llm_redis_skew;
 /* a TIME or script reply has set the skew: until then it is a guess */
 ngx_uint_t                          ngx_http_llm_redis_skew_known;
 
+/* the largest guess of the skew in this period, and when it began */
+static int64_t                      ngx_http_llm_redis_skew_next;
+static ngx_msec_t                   ngx_http_llm_redis_skew_since;
+
 /* ngx_http_llm_redis_preload(): what every new connection loads */
 static ngx_http_llm_redis_script_t *ngx_http_llm_redis_preloads[
                                         NGX_HTTP_LLM_REDIS_PRELOAD_MAX];
@@ -171,6 +177,25 @@ ngx_http_llm_redis_init_process(ngx_cycle_t *cycle)
     w->conf = rc;
     w->log = cycle->log;
     w->up = 1;
+
+    /*
+     * a reload: the workers before this one have read Redis's clock,
+     * so the first admissions carry a deadline on it, also while this
+     * worker's connections are coming up (or Redis stalls in their
+     * handshake: an admission that waited in vain would run later, and
+     * count in Redis what on_error counted too)
+     */
+
+    w->zone = lmcf->shm_zone;
+
+    if (w->zone
+        && ngx_http_llm_store_skew(w->zone, &ngx_http_llm_redis_skew)
+           == NGX_OK)
+    {
+        ngx_http_llm_redis_skew_known = 1;
+        ngx_http_llm_redis_skew_next = ngx_http_llm_redis_skew;
+        ngx_http_llm_redis_skew_since = ngx_current_msec;
+    }
 
     w->conns = ngx_pcalloc(cycle->pool,
                            rc->connections
@@ -574,11 +599,11 @@ ngx_http_llm_redis_clock(ngx_http_llm_redis_op_t *op,
 void
 ngx_http_llm_redis_clock_seen(int64_t ms)
 {
-    int64_t         skew;
-    struct timeval  tv;
+    int64_t                       skew;
+    struct timeval                tv;
+    ngx_http_llm_redis_worker_t  *w;
 
-    static int64_t     next;       /* the largest guess of this period */
-    static ngx_msec_t  since;      /* this period's start */
+    w = &ngx_http_llm_redis_worker;
 
     ngx_gettimeofday(&tv);
 
@@ -587,25 +612,32 @@ ngx_http_llm_redis_clock_seen(int64_t ms)
     if (!ngx_http_llm_redis_skew_known) {
         ngx_http_llm_redis_skew = skew;
         ngx_http_llm_redis_skew_known = 1;
-        next = skew;
-        since = ngx_current_msec;
-        return;
+        ngx_http_llm_redis_skew_next = skew;
+        ngx_http_llm_redis_skew_since = ngx_current_msec;
+        goto done;
     }
 
-    if (ngx_current_msec - since >= NGX_HTTP_LLM_REDIS_SKEW_PERIOD) {
-        ngx_http_llm_redis_skew = next;
-        next = skew;
-        since = ngx_current_msec;
+    if (ngx_current_msec - ngx_http_llm_redis_skew_since
+        >= NGX_HTTP_LLM_REDIS_SKEW_PERIOD)
+    {
+        ngx_http_llm_redis_skew = ngx_http_llm_redis_skew_next;
+        ngx_http_llm_redis_skew_next = skew;
+        ngx_http_llm_redis_skew_since = ngx_current_msec;
 
-    } else if (skew > next) {
-        next = skew;
+    } else if (skew > ngx_http_llm_redis_skew_next) {
+        ngx_http_llm_redis_skew_next = skew;
     }
 
     if (skew > ngx_http_llm_redis_skew
-        || skew < ngx_http_llm_redis_skew
-                  - (int64_t) ngx_http_llm_redis_worker.conf->timeout)
+        || skew < ngx_http_llm_redis_skew - (int64_t) w->conf->timeout)
     {
         ngx_http_llm_redis_skew = skew;
+    }
+
+done:
+
+    if (w->zone) {
+        ngx_http_llm_store_set_skew(w->zone, ngx_http_llm_redis_skew);
     }
 }
 

@@ -61,6 +61,10 @@ typedef struct {
     ngx_queue_t                 queue;
     uint64_t                    base;       /* when the zone was made */
     void                       *keys;       /* ngx_http_llm_rkeys.c's */
+
+    /* Redis's clock less ours (ms), once a worker has read it */
+    ngx_atomic_int_t            skew;
+    ngx_atomic_t                skew_known;
 } ngx_http_llm_shctx_t;
 
 
@@ -327,6 +331,51 @@ ngx_http_llm_store_shpool(ngx_shm_zone_t *shm_zone, void ***keys)
     *keys = &ctx->sh->keys;
 
     return ctx->shpool;
+}
+
+
+/*
+ * Redis's clock less ours, as the workers have read it: it outlives
+ * them, so that a worker that starts on a reload knows it before its
+ * connection's TIME has answered (an admission sent then carries a
+ * deadline).  NGX_DECLINED: never read.
+ */
+
+ngx_int_t
+ngx_http_llm_store_skew(ngx_shm_zone_t *shm_zone, int64_t *skew)
+{
+    ngx_http_llm_zone_ctx_t  *ctx;
+
+    ctx = shm_zone->data;
+
+    if (!ctx->sh->skew_known) {
+        return NGX_DECLINED;
+    }
+
+    ngx_memory_barrier();
+
+    *skew = ctx->sh->skew;
+
+    return NGX_OK;
+}
+
+
+void
+ngx_http_llm_store_set_skew(ngx_shm_zone_t *shm_zone, int64_t skew)
+{
+    ngx_http_llm_zone_ctx_t  *ctx;
+
+    ctx = shm_zone->data;
+
+    if (ctx->sh->skew_known && ctx->sh->skew == (ngx_atomic_int_t) skew) {
+        return;
+    }
+
+    ctx->sh->skew = (ngx_atomic_int_t) skew;
+
+    ngx_memory_barrier();
+
+    ctx->sh->skew_known = 1;
 }
 
 
