@@ -22,6 +22,8 @@ our $AP = 6493;
 
 redis_start($RP);
 redis_start($AP, '--requirepass', 'sesame');
+our $DP = 6494;
+redis_start($DP, "--enable-debug-command", "yes");
 
 our @AUTH = ('-a', 'sesame', '--no-auth-warning');
 
@@ -93,6 +95,22 @@ sub switches {
     return "$down down, $up up";
 }
 
+# a key known to Redis only (t/093's "zed": digest from hashlib.blake2b)
+our $ZED = 'sk-llm-FW7Uteno9NpyET7DnWSTZSEl3KE4Owikqr-1OSPYkxs';
+our $ZED_DIGEST =
+    '6ae2d7b311a021ade6cc770fa3d39f921d48d12c03fa70470088c65113bc6e1e';
+
+sub zed {
+    return http_request("GET /v1/models",
+                        more_headers => "Authorization: Bearer $ZED");
+}
+
+sub zed_record {
+    my ($block, @fv) = @_;
+    redis_cli($RP, 'DEL', "$P-$block:{key:$ZED_DIGEST}");
+    redis_cli($RP, 'HSET', "$P-$block:{key:$ZED_DIGEST}", @fv);
+}
+
 run_tests();
 
 __DATA__
@@ -124,7 +142,7 @@ ERR DB index is out of range
 
 
 
-=== TEST 2: probe: CLIENT KILL storm during a burst, on_error=local
+=== TEST 2: (holds) CLIENT KILL TYPE normal every 70 ms during a burst of 400 (on_error=local): every request answered 200, Redis counts each once, every switch logged once down and once up
 --- http_config eval: ::conf(2, "127.0.0.1:$::RP timeout=300ms")
 --- config eval: my $g = $::Gateway; $g =~ s/llm_default_tier five/llm_default_tier many/; $g
 --- request
@@ -149,27 +167,22 @@ sub {
     my %n;
     $n{ $_->{status} // 'error' }++ for @res;
     my $got = join ' ', map { "$_=$n{$_}" } sort keys %n;
-    my ($sum, $t);
+    my $sum;
     for (1 .. 40) {
-        my @kv = split /\n/, ::redis_cli($::RP, 'HGETALL',
-                                         "$::P-2:{acct:carol}:w:requests:1m");
-        my %h = @kv;
-        $sum = 0;
-        $sum += $h{$_} for grep { /^\d+$/ } keys %h;
-        $t = $h{t} // '-';
+        $sum = ::window_sum($::RP, 2);
         last if $sum >= 400;
         Time::HiRes::sleep(0.1);
     }
     Time::HiRes::sleep(1);
-    my @kv = split /\n/, ::redis_cli($::RP, 'HGETALL',
-                                     "$::P-2:{acct:carol}:w:requests:1m");
-    my $log = ::errlog();
-    return (0, "$got | window $sum (t $t) | " . ::switches($log) . " | kv @kv");
+    $sum = ::window_sum($::RP, 2);
+    my ($down, $up) = ::switches(::errlog()) =~ /(\d+) down, (\d+) up/;
+    $got .= " | window $sum | " . ($down == $up ? 'paired' : "$down/$up");
+    return $got eq '200=400 | window 400 | paired'
+           ? 1 : (0, "got $got");
 }
 
 
-
-=== TEST 3: probe: reloads while Redis is down and while requests are in flight; connections afterwards
+=== TEST 3: a reload while Redis is down (the one that points llm_redis at the mended server, say), with requests in flight: what the zone counted during the outage reaches Redis when it is back, once, and no connection is left behind (SPEC 9: "usage counted locally during a Redis outage is added to Redis when it returns"; review9: the exiting workers took their replay batches with them, Redis never saw the outage's 8 requests)
 --- http_config eval: ::conf(3, "127.0.0.1:$::RP timeout=300ms")
 --- config eval: my $g = $::Gateway; $g =~ s/llm_default_tier five/llm_default_tier many/; $g
 --- mock eval
@@ -185,34 +198,35 @@ sub {
     redis_stop($::RP);
     my $pid = fork();
     if (!$pid) {
-        Time::HiRes::sleep(0.3);
-        reload_nginx();
-        Time::HiRes::sleep(0.3);
+        Time::HiRes::sleep(0.5);
         reload_nginx();
         exit 0;
     }
     my @res = Test::LLM::Client::exchange_all(
-        port => $ENV{TEST_NGINX_SERVER_PORT}, concurrency => 10,
-        exchanges => [ map { { %$req, timeout => 10 } } 1 .. 20 ]);
+        port => $ENV{TEST_NGINX_SERVER_PORT}, concurrency => 4,
+        exchanges => [ map { { %$req, timeout => 10 } } 1 .. 8 ]);
     waitpid $pid, 0;
-    redis_start($::RP);
-    Time::HiRes::sleep(2);
+    redis_start($::RP);             # empty: holds the outage's alone
+    my $sum;
+    for (1 .. 40) {
+        Time::HiRes::sleep(0.1);
+        $sum = ::window_sum($::RP, 3);
+        last if $sum >= 8;
+    }
+    Time::HiRes::sleep(1.5);
+    $sum = ::window_sum($::RP, 3);
+    reload_nginx();
+    Time::HiRes::sleep(1);
     my $c1 = ::clients($::RP);
-    my @res2 = Test::LLM::Client::exchange_all(
-        port => $ENV{TEST_NGINX_SERVER_PORT}, concurrency => 10,
-        exchanges => [ map { { %$req, timeout => 10 } } 1 .. 10 ]);
-    reload_nginx(); reload_nginx(); reload_nginx();
-    Time::HiRes::sleep(2.5);
-    my $c2 = ::clients($::RP);
     my %n;
-    $n{ $_->{status} // 'error' }++ for @res, @res2;
+    $n{ $_->{status} // 'error' }++ for @res;
     my $got = join ' ', map { "$_=$n{$_}" } sort keys %n;
-    my @kv = split /\n/, ::redis_cli($::RP, 'HGETALL',
-                                     "$::P-3:{acct:carol}:w:requests:1m");
-    my $log = ::errlog();
-    my $list = ::redis_cli($::RP, 'CLIENT', 'LIST');
-    return (0, "$got | clients $c0 $c1 $c2 | kv @kv | " . ::switches($log) . "\n$list");
+    $got .= " | window $sum | clients $c0 $c1";
+    my $want = '200=8 | window 8 | clients 4 4';
+    return $got eq $want ? 1 : (0, "got  $got\nwant $want");
 }
+--- error_log eval
+qr/\[notice\].*batches of usage counted locally are left in llm_zone/
 
 
 
@@ -242,4 +256,185 @@ sub {
     my $got = "$a | $b | $d | window $sum, leases $conc";
     my $want = '200 200 | 200 200 | 200 | window 4, leases 0';
     return $got eq $want ? 1 : (0, "got  $got\nwant $want");
+}
+
+
+
+=== TEST 5: (holds) "CONFIG SET maxmemory 1mb" with noeviction at runtime: OOM replies, logged once; the zone admits (on_error=local) and its counts reach Redis once it takes writes again
+--- workers: 1
+--- http_config eval: ::conf(5, "127.0.0.1:$::RP timeout=300ms")
+--- config eval: my $g = $::Gateway; $g =~ s/llm_default_tier five/llm_default_tier many/; $g
+--- request
+GET /plain
+--- timeout: 30
+--- check eval
+sub {
+    my $a = ::statuses(2);
+    my $big = 'x' x 100000;
+    ::redis_cli($::RP, 'SET', "$::P-5:junk$_", $big) for 1 .. 30;
+    ::redis_cli($::RP, 'CONFIG', 'SET', 'maxmemory-policy', 'noeviction');
+    ::redis_cli($::RP, 'CONFIG', 'SET', 'maxmemory', '1mb');
+    my $b = ::statuses(4);
+    ::redis_cli($::RP, 'CONFIG', 'SET', 'maxmemory', '0');
+    ::redis_cli($::RP, 'DEL', map { "$::P-5:junk$_" } 1 .. 30);
+    my $sum;
+    for (1 .. 30) {
+        Time::HiRes::sleep(0.1);
+        $sum = ::window_sum($::RP, 5);
+        last if $sum >= 6;
+    }
+    my $d = ::statuses(1);
+    Time::HiRes::sleep(0.3);
+    $sum = ::window_sum($::RP, 5);
+    my $got = "$a | $b | $d | window $sum | " . ::switches(::errlog());
+    my $want = '200 200 | 200 200 200 200 | 200 | window 7 | 1 down, 1 up';
+    return $got eq $want ? 1 : (0, "got  $got\nwant $want");
+}
+--- error_log eval
+qr/llm_redis "[^"]+" failed: OOM command not allowed/
+
+
+=== TEST 6: (holds) DEBUG SLEEP 1.5 (timeout=300ms, concurrency=2): a plain location answers at once, gateway requests within the timeout (admitted by the zone), Redis counts each once and holds no slot afterwards
+--- workers: 1
+--- http_config eval: ::conf(6, "127.0.0.1:$::DP timeout=300ms")
+--- config eval: my $g = $::Gateway; $g =~ s/llm_default_tier five/llm_default_tier pair/; $g
+--- request
+GET /plain
+--- timeout: 30
+--- check eval
+sub {
+    my @slow;
+    my $a = ::statuses(2);
+    my $pid = fork();
+    if (!$pid) { ::redis_cli($::DP, 'DEBUG', 'SLEEP', '1.5'); exit 0; }
+    Time::HiRes::sleep(0.1);
+    for (1 .. 3) {
+        my $t0 = Time::HiRes::time();
+        my $r = ::gw();
+        my $t1 = Time::HiRes::time();
+        my $p = http_request("GET /plain");
+        my $t2 = Time::HiRes::time();
+        push @slow, sprintf("gateway %s %.2fs", $r->{status}, $t1 - $t0)
+            if $r->{status} != 200 || $t1 - $t0 > 0.6;
+        push @slow, sprintf("plain %s %.2fs", $p->{status}, $t2 - $t1)
+            if $p->{status} != 200 || $t2 - $t1 > 0.15;
+    }
+    waitpid $pid, 0;
+    Time::HiRes::sleep(1.5);
+    my $d = ::statuses(2);
+    my $sum = ::window_sum($::DP, 6);
+    my $conc = ::redis_cli($::DP, 'ZCARD', "$::P-6:{acct:carol}:conc") + 0;
+    my $got = "$a | @slow | $d | window $sum, leases $conc";
+    my $want = '200 200 |  | 200 200 | window 7, leases 0';
+    return $got eq $want ? 1 : (0, "got  $got\nwant $want");
+}
+
+
+=== TEST 7: (holds) a worker killed (SIGKILL) while two requests hold the account's concurrency=2 slots: their leases in Redis expire within 60 s (SPEC 9), and meanwhile the account is refused 429
+--- workers: 1
+--- allow_alert
+--- http_config eval: ::conf(7, "127.0.0.1:$::RP timeout=300ms")
+--- config eval: my $g = $::Gateway; $g =~ s/llm_default_tier five/llm_default_tier pair/; $g
+--- mock eval
+sub { my $r = shift;
+      return $r->{uri} =~ /slow/ ? { delay => 3, body => '{}' }
+                                 : { body => '{}' } }
+--- request
+GET /plain
+--- timeout: 30
+--- check eval
+sub {
+    my $req = Test::LLM::Client::build_request("GET /v1/slow",
+        more_headers => "Authorization: Bearer $::CAROL");
+    my $pid = fork();
+    if (!$pid) {
+        Test::LLM::Client::exchange_all(
+            port => $ENV{TEST_NGINX_SERVER_PORT}, concurrency => 2,
+            exchanges => [ map { { %$req, timeout => 2 } } 1 .. 2 ]);
+        exit 0;
+    }
+    Time::HiRes::sleep(0.5);
+    my ($w) = worker_pids();
+    kill 'KILL', $w;
+    waitpid $pid, 0;
+    Time::HiRes::sleep(0.5);
+    my ($sec, $usec) = split /\n/, ::redis_cli($::RP, 'TIME');
+    my $now = $sec * 1000 + int($usec / 1000);
+    my %z = split /\n/, ::redis_cli($::RP, 'ZRANGE',
+                                   "$::P-7:{acct:carol}:conc", 0, -1,
+                                   'WITHSCORES');
+    my $b = ::statuses(1);
+    my @late = grep { $_ > $now + 60000 } values %z;
+    my $got = scalar(keys %z) . " leases, " . scalar(@late)
+              . " past 60 s | $b";
+    return $got eq '2 leases, 0 past 60 s | 429' ? 1 : (0, "got $got");
+}
+
+
+=== TEST 8: (holds) a key revoked in Redis, which then freezes (SIGSTOP): the cached key works until key_cache (4 s), then cannot be checked (503, on_error=local), never 200 after 5 s (SPEC 5); 401 once Redis runs again
+--- http_config eval: ::conf(8, "127.0.0.1:$::RP timeout=300ms")
+--- config eval: my $g = $::Gateway; $g =~ s/llm_default_tier five/llm_default_tier many/; $g
+--- request
+GET /plain
+--- timeout: 30
+--- check eval
+sub {
+    ::zed_record(8, account => 'zed');
+    my $a = join ' ', map { ::zed()->{status} } 1 .. 4;
+    my $t0 = Time::HiRes::time();
+    ::redis_cli($::RP, 'HSET', "$::P-8:{key:$::ZED_DIGEST}", 'revoked', 1);
+    my $pid = ::redis_pid($::RP);
+    kill 'STOP', $pid;
+    my @bad;
+    while (Time::HiRes::time() - $t0 < 6) {
+        my $r = ::zed();
+        my $t = Time::HiRes::time() - $t0;
+        push @bad, sprintf("%.1f:%s", $t, $r->{status})
+            if $t > 5 ? $r->{status} != 503
+                      : $r->{status} !~ /^(200|503)$/;
+        Time::HiRes::sleep(0.25);
+    }
+    kill 'CONT', $pid;
+    Time::HiRes::sleep(0.5);
+    my $d = join ' ', map { ::zed()->{status} } 1 .. 3;
+    my $got = "$a | @bad | $d";
+    return $got eq '200 200 200 200 |  | 401 401 401'
+           ? 1 : (0, "got $got");
+}
+
+
+=== TEST 9: (holds) CLIENT KILL TYPE normal every 50 ms during 600 requests of a key read from Redis (key_cache=0, two workers): every request answered, 200 or 503 (a key that cannot be checked), Redis counts the 200s exactly
+--- http_config eval: ::conf(9, "127.0.0.1:$::RP timeout=300ms key_cache=0")
+--- config eval: my $g = $::Gateway; $g =~ s/llm_default_tier five/llm_default_tier many/; $g
+--- request
+GET /plain
+--- timeout: 40
+--- check eval
+sub {
+    ::zed_record(9, account => 'zed');
+    my $req = Test::LLM::Client::build_request("GET /v1/models",
+        more_headers => "Authorization: Bearer $::ZED");
+    my $pid = fork();
+    if (!$pid) {
+        for (1 .. 20) {
+            ::redis_cli($::RP, 'CLIENT', 'KILL', 'TYPE', 'normal');
+            Time::HiRes::sleep(0.05);
+        }
+        exit 0;
+    }
+    my @res = Test::LLM::Client::exchange_all(
+        port => $ENV{TEST_NGINX_SERVER_PORT}, concurrency => 30,
+        exchanges => [ map { { %$req, timeout => 10 } } 1 .. 600 ]);
+    waitpid $pid, 0;
+    my %n;
+    $n{ $_->{status} // 'error' }++ for @res;
+    my @other = grep { !/^(200|503)$/ } keys %n;
+    Time::HiRes::sleep(1.5);
+    my %h = split /\n/, ::redis_cli($::RP, 'HGETALL',
+                                    "$::P-9:{acct:zed}:w:requests:1m");
+    my $sum = 0;
+    $sum += $h{$_} for grep { /^\d+$/ } keys %h;
+    return (0, "statuses: " . join ' ', map { "$_=$n{$_}" } keys %n)
+        if @other;
+    return $sum == ($n{200} // 0) ? 1 : (0, "window $sum, 200=$n{200}");
 }
