@@ -70,6 +70,12 @@ typedef struct {
     ngx_queue_t                 pending;    /* commands on it, in order */
     unsigned                    in_write:1;
     unsigned                    in_read:1;  /* hiredis runs callbacks */
+
+    /*
+     * SELECT has not answered: a command sent now would run in db 0
+     * if it fails (a database out of range), so nothing else goes on
+     */
+    unsigned                    selecting:1;
 } ngx_http_llm_redis_conn_t;
 
 
@@ -311,6 +317,7 @@ ngx_http_llm_redis_connect(ngx_http_llm_redis_conn_t *conn)
     conn->c = c;
     conn->state = NGX_HTTP_LLM_CONN_CONNECTING;
     conn->why = NULL;
+    conn->selecting = (rc->db > 0);
 
     ac->data = conn;
     ac->ev.data = c;
@@ -504,7 +511,15 @@ ngx_http_llm_redis_handshake(ngx_http_llm_redis_op_t *op,
 {
     ngx_http_llm_redis_conn_t  *conn = op->data;
 
-    if (reply == NULL || reply->type != NGX_HTTP_LLM_REDIS_ERROR) {
+    if (reply == NULL) {
+        return;
+    }
+
+    if (reply->type != NGX_HTTP_LLM_REDIS_ERROR) {
+        if (op == &conn->select) {
+            conn->selecting = 0;
+        }
+
         return;
     }
 
@@ -717,13 +732,19 @@ ngx_http_llm_redis_pick(ngx_http_llm_redis_op_t *op)
     if (op->affinity) {
         k = op->affinity % n;
 
-        if (w->conns[k].state == NGX_HTTP_LLM_CONN_READY) {
+        if (w->conns[k].state == NGX_HTTP_LLM_CONN_READY
+            && !w->conns[k].selecting)
+        {
             return &w->conns[k];
         }
     }
 
     for (i = 0; i < n; i++) {
         k = (w->next + i) % n;
+
+        if (w->conns[k].selecting) {
+            continue;
+        }
 
         if (w->conns[k].state == NGX_HTTP_LLM_CONN_READY) {
             w->next = k + 1;

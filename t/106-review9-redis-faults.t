@@ -79,9 +79,10 @@ sub clients {
 }
 
 sub window_sum {
-    my ($port, $block) = @_;
+    my ($port, $block, $what) = @_;
+    $what //= 'requests:1m';
     my %h = split /\n/, redis_cli($port, 'HGETALL',
-                                  "$P-$block:{acct:carol}:w:requests:1m");
+                                  "$P-$block:{acct:carol}:w:$what");
     my $sum = 0;
     # the slots (numbers), not the running total "t", "c", "o"
     $sum += $h{$_} for grep { /^\d+$/ } keys %h;
@@ -437,4 +438,141 @@ sub {
     return (0, "statuses: " . join ' ', map { "$_=$n{$_}" } keys %n)
         if @other;
     return $sum == ($n{200} // 0) ? 1 : (0, "window $sum, 200=$n{200}");
+}
+
+
+
+=== TEST 10: (holds) Redis frozen (SIGSTOP, 0.8 s, timeout=200ms) at the moment 40 token requests end together: the settles written before the freeze run once when Redis wakes, those that could not leave are replayed; every window then holds exactly the usage (40 requests, 1200 tokens, 800 output tokens)
+--- workers: 1
+--- http_config eval
+$::Tiers . "llm_tier tok requests=1000/m tokens=1000000/m output_tokens=1000000/d;\n"
+. "llm_redis 127.0.0.1:$::RP prefix=$::P-10: timeout=200ms;\n"
+--- config
+location /v1/ {
+    llm_gateway on;
+    llm_default_tier tok;
+    proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+}
+--- mock eval
+sub {
+    my $t = Time::HiRes::time();
+    my $chat = '{"id":"c","object":"chat.completion","model":"m",'
+    . '"choices":[{"index":0,"message":{"role":"assistant","content":"hi"},'
+    . '"finish_reason":"stop"}],'
+    . '"usage":{"prompt_tokens":10,"completion_tokens":20,"total_tokens":30}}';
+    return { delay => int($t) + 2 - $t, status => 200,
+             headers => { 'Content-Type' => 'application/json' },
+             body => $chat };
+}
+--- request
+GET /v1/
+--- ignore_response
+--- timeout: 30
+--- check eval
+sub {
+    my $body = '{"model":"m","max_tokens":1000,'
+        . '"messages":[{"role":"user","content":"hi"}]}';
+    my $req = Test::LLM::Client::build_request(
+        "POST /v1/chat/completions\n$body",
+        more_headers => "Authorization: Bearer $::CAROL\n"
+                        . "Content-Type: application/json");
+    my $rpid = ::redis_pid($::RP);
+    my $pid = fork();
+    if (!$pid) {
+        # freeze Redis across the second at which the mock answers
+        my $t = Time::HiRes::time();
+        Time::HiRes::sleep(int($t) + 2 - $t - 0.05);
+        kill 'STOP', $rpid;
+        Time::HiRes::sleep(0.8);
+        kill 'CONT', $rpid;
+        exit 0;
+    }
+    my @res = Test::LLM::Client::exchange_all(
+        port => $ENV{TEST_NGINX_SERVER_PORT}, concurrency => 40,
+        exchanges => [ map { { %$req, timeout => 20 } } 1 .. 40 ]);
+    waitpid $pid, 0;
+    my %n;
+    $n{ $_->{status} // 'error' }++ for @res;
+    my $got = join ' ', map { "$_=$n{$_}" } sort keys %n;
+    my $w;
+    for (1 .. 40) {
+        Time::HiRes::sleep(0.1);
+        $w = join ' ', map { ::window_sum($::RP, 10, $_) }
+                       qw(requests:1m tokens:1m output_tokens:1d);
+        last if $w eq '40 1200 800';
+    }
+    Time::HiRes::sleep(0.5);
+    $w = join ' ', map { ::window_sum($::RP, 10, $_) }
+                   qw(requests:1m tokens:1m output_tokens:1d);
+    $got .= " | $w";
+    return $got eq '200=40 | 40 1200 800' ? 1 : (0, "got $got");
+}
+
+
+
+=== TEST 11: (holds) FLUSHALL while two requests hold the concurrency=2 leases: Redis forgets them (two more admitted), a key read from Redis is gone (401); then Redis stops and starts with on_error=allow: through meanwhile, one line per switch
+--- workers: 1
+--- http_config eval: ::conf(11, "127.0.0.1:$::RP timeout=300ms on_error=allow")
+--- config eval: my $g = $::Gateway; $g =~ s/llm_default_tier five/llm_default_tier pair/; $g
+--- mock eval
+sub { my $r = shift;
+      return $r->{uri} =~ /slow/ ? { delay => 2, body => '{}' }
+                                 : { body => '{}' } }
+--- request
+GET /plain
+--- timeout: 30
+--- check eval
+sub {
+    ::zed_record(11, account => 'carol');
+    my $req = Test::LLM::Client::build_request("GET /v1/slow",
+        more_headers => "Authorization: Bearer $::CAROL");
+    my $pid = fork();
+    if (!$pid) {
+        Test::LLM::Client::exchange_all(
+            port => $ENV{TEST_NGINX_SERVER_PORT}, concurrency => 2,
+            exchanges => [ map { { %$req, timeout => 5 } } 1 .. 2 ]);
+        exit 0;
+    }
+    Time::HiRes::sleep(0.5);
+    ::redis_cli($::RP, 'FLUSHALL');
+    my $b = join ' ', map { ::gw()->{status} } 1 .. 2;
+    waitpid $pid, 0;
+    Time::HiRes::sleep(0.5);
+    my $d = join ' ', map { ::gw()->{status} } 1 .. 2;
+    my $z = join ' ', map { ::zed()->{status} } 1 .. 2;
+    redis_stop($::RP);
+    my $e = join ' ', map { ::gw()->{status} } 1 .. 3;
+    redis_start($::RP);
+    Time::HiRes::sleep(1.5);
+    my $f = join ' ', map { ::gw()->{status} } 1 .. 2;
+    my $log = ::errlog();
+    my $got = "$b | $d | zed $z | down $e | $f | " . ::switches($log);
+    my $want = '200 200 | 200 200 | zed 401 401 | down 200 200 200 '
+               . '| 200 200 | 1 down, 1 up';
+    return $got eq $want ? 1 : (0, "got  $got\nwant $want");
+}
+
+
+
+=== TEST 12: db=99 on a Redis of 16 databases, 2000 requests: nothing lands in db 0, the zone decides alone (on_error=local) (review9: the admissions queued on a connection behind its SELECT ran in db 0 when SELECT failed -- 3 here, counted in the zone as well, in the database of another configuration)
+--- http_config eval: ::conf(12, "127.0.0.1:$::RP db=99 timeout=300ms")
+--- config eval: my $g = $::Gateway; $g =~ s/llm_default_tier five/llm_default_tier many/; $g
+--- request
+GET /plain
+--- timeout: 30
+--- check eval
+sub {
+    my $req = Test::LLM::Client::build_request("GET /v1/models",
+        more_headers => "Authorization: Bearer $::CAROL");
+    my @res = Test::LLM::Client::exchange_all(
+        port => $ENV{TEST_NGINX_SERVER_PORT}, concurrency => 20,
+        exchanges => [ map { { %$req, timeout => 10 } } 1 .. 2000 ]);
+    my %n;
+    $n{ $_->{status} // 'error' }++ for @res;
+    my $got = join ' ', map { "$_=$n{$_}" } sort keys %n;
+    my $keys = ::redis_cli($::RP, 'KEYS', "$::P-12:*") // '';
+    $keys =~ s/^\s+|\s+$//g;
+    $keys =~ s/\n/ /g;
+    $got .= " | db 0: [$keys]";
+    return $got eq '200=1000 429=1000 | db 0: []' ? 1 : (0, "got $got");
 }
