@@ -73,7 +73,8 @@ typedef struct {
 
     /*
      * SELECT has not answered: a command sent now would run in db 0
-     * if it fails (a database out of range), so nothing else goes on
+     * if it fails (a database out of range), so what is sent waits
+     * here, formatted, until it has ("held" ops on "pending")
      */
     unsigned                    selecting:1;
 } ngx_http_llm_redis_conn_t;
@@ -97,6 +98,8 @@ static ngx_http_llm_redis_conn_t *ngx_http_llm_redis_pick(
 static void ngx_http_llm_redis_retry(ngx_event_t *ev);
 static void ngx_http_llm_redis_close(ngx_http_llm_redis_conn_t *conn,
     const char *why);
+static void ngx_http_llm_redis_release(ngx_http_llm_redis_conn_t *conn);
+static void ngx_http_llm_redis_drop_held(ngx_http_llm_redis_conn_t *conn);
 static void ngx_http_llm_redis_on_connect(const redisAsyncContext *ac,
     int status);
 static void ngx_http_llm_redis_handshake(ngx_http_llm_redis_op_t *op,
@@ -457,6 +460,96 @@ ngx_http_llm_redis_close(ngx_http_llm_redis_conn_t *conn, const char *why)
 }
 
 
+/* SELECT has answered: what waited for it goes, in its order */
+
+static void
+ngx_http_llm_redis_release(ngx_http_llm_redis_conn_t *conn)
+{
+    ngx_queue_t              *q;
+    ngx_http_llm_redis_op_t  *op;
+
+    conn->selecting = 0;
+
+    for (q = ngx_queue_head(&conn->pending);
+         q != ngx_queue_sentinel(&conn->pending);
+         q = ngx_queue_next(q))
+    {
+        op = ngx_queue_data(q, ngx_http_llm_redis_op_t, queue);
+
+        if (op->held == NULL) {
+            continue;
+        }
+
+        if (conn->ac == NULL
+            || redisAsyncFormattedCommand(conn->ac,
+                                          ngx_http_llm_redis_callback, op,
+                                          op->held, op->held_len)
+               != REDIS_OK)
+        {
+            break;
+        }
+
+        redisFreeCommand(op->held);
+        op->held = NULL;
+
+        /* leaves with the next write: not written before it */
+        op->seq = ++ngx_http_llm_redis_seq;
+    }
+
+    ngx_http_llm_redis_drop_held(conn);
+}
+
+
+/*
+ * Commands held for SELECT on a connection that is closing: hiredis
+ * never had them, so they fail here, unsent.
+ */
+
+static void
+ngx_http_llm_redis_drop_held(ngx_http_llm_redis_conn_t *conn)
+{
+    ngx_queue_t              *q, *next;
+    ngx_http_llm_redis_op_t  *op;
+
+    for (q = ngx_queue_head(&conn->pending);
+         q != ngx_queue_sentinel(&conn->pending);
+         q = next)
+    {
+        next = ngx_queue_next(q);
+        op = ngx_queue_data(q, ngx_http_llm_redis_op_t, queue);
+
+        if (op->held == NULL) {
+            continue;
+        }
+
+        redisFreeCommand(op->held);
+        op->held = NULL;
+
+        ngx_queue_remove(&op->queue);
+        op->conn = NULL;
+
+        if (op->timer.timer_set) {
+            ngx_del_timer(&op->timer);
+        }
+
+        if (ngx_http_llm_redis_worker.expiring == op) {
+            ngx_http_llm_redis_worker.expiring = NULL;
+        }
+
+        op->unsent = 1;
+
+        if (op->error == NULL) {
+            op->error = conn->why ? conn->why : "connection closed";
+        }
+
+        op->handler(op, NULL);
+
+        /* the handler may have sent more: held ones start again here */
+        next = ngx_queue_head(&conn->pending);
+    }
+}
+
+
 static void
 ngx_http_llm_redis_on_connect(const redisAsyncContext *ac, int status)
 {
@@ -517,7 +610,7 @@ ngx_http_llm_redis_handshake(ngx_http_llm_redis_op_t *op,
 
     if (reply->type != NGX_HTTP_LLM_REDIS_ERROR) {
         if (op == &conn->select) {
-            conn->selecting = 0;
+            ngx_http_llm_redis_release(conn);
         }
 
         return;
@@ -667,10 +760,13 @@ ngx_int_t
 ngx_http_llm_redis_send(ngx_http_llm_redis_op_t *op, int argc,
     const char **argv, const size_t *argvlen)
 {
+    int                           n;
     ngx_http_llm_redis_conn_t    *conn;
     ngx_http_llm_redis_worker_t  *w;
 
     w = &ngx_http_llm_redis_worker;
+
+    op->held = NULL;
 
     if (op->conn == NULL) {
         conn = ngx_http_llm_redis_pick(op);
@@ -685,10 +781,27 @@ ngx_http_llm_redis_send(ngx_http_llm_redis_op_t *op, int argc,
         conn = op->conn;
     }
 
+    /* the handshake's own commands (their data is the connection) go */
+
+    if (conn->ac && conn->selecting && op->data != conn) {
+        op->held_len = 0;
+
+        n = redisFormatCommandArgv(&op->held, argc, argv, argvlen);
+
+        if (n < 0) {
+            op->held = NULL;
+
+        } else {
+            op->held_len = n;
+        }
+    }
+
     if (conn->ac == NULL
-        || redisAsyncCommandArgv(conn->ac, ngx_http_llm_redis_callback, op,
-                                 argc, argv, argvlen)
-           != REDIS_OK)
+        || (op->held == NULL && conn->selecting && op->data != conn)
+        || (op->held == NULL
+            && redisAsyncCommandArgv(conn->ac, ngx_http_llm_redis_callback,
+                                     op, argc, argv, argvlen)
+               != REDIS_OK))
     {
         op->conn = NULL;
         op->error = "command not queued";
@@ -742,16 +855,15 @@ ngx_http_llm_redis_pick(ngx_http_llm_redis_op_t *op)
     for (i = 0; i < n; i++) {
         k = (w->next + i) % n;
 
-        if (w->conns[k].selecting) {
-            continue;
-        }
-
-        if (w->conns[k].state == NGX_HTTP_LLM_CONN_READY) {
+        if (w->conns[k].state == NGX_HTTP_LLM_CONN_READY
+            && !w->conns[k].selecting)
+        {
             w->next = k + 1;
             return &w->conns[k];
         }
 
-        if (w->conns[k].state == NGX_HTTP_LLM_CONN_CONNECTING
+        if ((w->conns[k].state == NGX_HTTP_LLM_CONN_CONNECTING
+             || w->conns[k].selecting)
             && connecting == NULL)
         {
             connecting = &w->conns[k];
@@ -1339,6 +1451,10 @@ ngx_http_llm_redis_cleanup(void *data)
     conn->live = NULL;
     conn->ac = NULL;
     conn->state = NGX_HTTP_LLM_CONN_DOWN;
+
+    /* after what hiredis had, as they were queued after it */
+    conn->selecting = 0;
+    ngx_http_llm_redis_drop_held(conn);
 
     if (ngx_http_llm_redis_worker.exiting || ngx_exiting || ngx_terminate
         || conn->retry.timer_set)

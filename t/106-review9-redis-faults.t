@@ -576,3 +576,39 @@ sub {
     $got .= " | db 0: [$keys]";
     return $got eq '200=1000 429=1000 | db 0: []' ? 1 : (0, "got $got");
 }
+
+
+
+=== TEST 13: (guards TEST 12's fix) db=3, a reload while Redis is frozen (SIGSTOP) in the new workers' SELECT: the requests that wait for it are admitted by the zone (on_error=local), their commands never leave, and Redis's db 3 counts each request once when it runs again; db 0 holds nothing
+--- workers: 1
+--- http_config eval: ::conf(13, "127.0.0.1:$::RP db=3 timeout=300ms")
+--- config eval: my $g = $::Gateway; $g =~ s/llm_default_tier five/llm_default_tier pair/; $g
+--- request
+GET /plain
+--- timeout: 20
+--- check eval
+sub {
+    my $pid = ::redis_pid($::RP);
+    my $a = ::statuses(2);
+    kill 'STOP', $pid;
+    reload_nginx();
+    my $b = ::statuses(3);
+    Time::HiRes::sleep(0.3);
+    kill 'CONT', $pid;
+    my ($sum, $conc);
+    for (1 .. 25) {
+        Time::HiRes::sleep(0.1);
+        my %h = split /\n/, ::redis_cli($::RP, '-n', 3, 'HGETALL',
+                                   "$::P-13:{acct:carol}:w:requests:1m");
+        $sum = 0;
+        $sum += $h{$_} for grep { /^\d+$/ } keys %h;
+        $conc = ::redis_cli($::RP, '-n', 3, 'ZCARD',
+                            "$::P-13:{acct:carol}:conc") + 0;
+        last if $sum >= 5 && $conc == 0;
+    }
+    my $keys = ::redis_cli($::RP, 'KEYS', "$::P-13:*") // '';
+    $keys =~ s/^\s+|\s+$//g;
+    my $got = "$a | $b | window $sum, leases $conc | db 0: [$keys]";
+    my $want = '200 200 | 200 200 200 | window 5, leases 0 | db 0: []';
+    return $got eq $want ? 1 : (0, "got  $got\nwant $want");
+}
