@@ -23,11 +23,16 @@
  * to ours (a script deadline is on Redis's clock), and the scripts the
  * store and the pools run are in Redis before any EVALSHA (a NOSCRIPT
  * answer, sent again as EVAL, would let a later command of the same
- * account overtake it).  Nothing here ever waits on the network.
+ * account overtake it).  With db=N, what requests send waits here,
+ * formatted, until SELECT has answered OK: behind a SELECT that fails
+ * (a database out of range) it would run in database 0.  Nothing here
+ * ever waits on the network.
  *
  * The worker keeps one health flag: a failure (no connection, timeout,
- * error reply) turns it down, the next good reply turns it up; each
- * switch is logged once, per worker.
+ * error reply) turns it down, the next good reply (not AUTH's or
+ * SELECT's: the handshake may fail yet) turns it up; each switch is
+ * logged once, per worker.  Redis's clock as read (the skew) is kept in
+ * llm_zone too, for the workers of the next reload.
  */
 
 

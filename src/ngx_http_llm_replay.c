@@ -342,8 +342,9 @@ ngx_http_llm_replay_leave(ngx_shm_zone_t *zone, ngx_http_llm_replay_t *b,
 {
     u_char                        *p, *tag;
     ngx_http_llm_replay_parcel_t  *pc;
-    u_char                         buf[sizeof(ngx_http_llm_replay_parcel_t)
-                                       + NGX_HTTP_LLM_ACCOUNT_MAX + 256];
+    uint64_t                       buf[(sizeof(ngx_http_llm_replay_parcel_t)
+                                        + NGX_HTTP_LLM_ACCOUNT_MAX + 256)
+                                       / 8];
 
     tag = b->tag ? b->tag : ngx_http_llm_lease_prefix;
 
@@ -358,12 +359,12 @@ ngx_http_llm_replay_leave(ngx_shm_zone_t *zone, ngx_http_llm_replay_t *b,
     pc->pending = (u_char) pending;
     pc->guessed = b->guessed;
 
-    p = buf + sizeof(ngx_http_llm_replay_parcel_t);
+    p = (u_char *) (pc + 1);
     p = ngx_cpymem(p, b->account.data, pc->account);
     p = ngx_cpymem(p, b->tier->name.data, pc->tier);
     p = ngx_cpymem(p, tag, pc->tag);
 
-    if (ngx_http_llm_store_leave(zone, buf, p - buf) != NGX_OK) {
+    if (ngx_http_llm_store_leave(zone, pc, p - (u_char *) pc) != NGX_OK) {
         ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
                       "llm_redis: usage of account \"%V\" counted locally "
                       "will not reach Redis: llm_zone is full",
