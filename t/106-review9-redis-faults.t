@@ -612,3 +612,35 @@ sub {
     my $want = '200 200 | 200 200 200 | window 5, leases 0 | db 0: []';
     return $got eq $want ? 1 : (0, "got  $got\nwant $want");
 }
+
+
+
+=== TEST 14: (guards TEST 3's fix) two reloads during one outage: the batches the first generation left are taken over by the second, which leaves them again with its own; the third replays all of them, once
+--- workers: 1
+--- http_config eval: ::conf(14, "127.0.0.1:$::RP timeout=300ms")
+--- config eval: my $g = $::Gateway; $g =~ s/llm_default_tier five/llm_default_tier many/; $g
+--- request
+GET /plain
+--- timeout: 30
+--- check eval
+sub {
+    redis_stop($::RP);
+    my $a = ::statuses(4);
+    reload_nginx();
+    Time::HiRes::sleep(2.5);        # taken over, sent in vain
+    my $b = ::statuses(2);
+    reload_nginx();
+    Time::HiRes::sleep(0.5);
+    redis_start($::RP);
+    my $sum;
+    for (1 .. 40) {
+        Time::HiRes::sleep(0.1);
+        $sum = ::window_sum($::RP, 14);
+        last if $sum >= 6;
+    }
+    Time::HiRes::sleep(1.5);
+    $sum = ::window_sum($::RP, 14);
+    my $got = "$a | $b | window $sum";
+    my $want = '200 200 200 200 | 200 200 | window 6';
+    return $got eq $want ? 1 : (0, "got  $got\nwant $want");
+}
