@@ -17,6 +17,7 @@
 #include "ngx_http_llm_handlers.h"
 #include "ngx_http_llm_redis.h"
 #include "ngx_http_llm_rstore.h"
+#include "ngx_http_llm_replay.h"
 #include "ngx_http_llm_tokens.h"
 #include "ngx_http_llm_bpe.h"
 #include "ngx_http_llm_simd.h"
@@ -38,6 +39,8 @@ typedef struct {
 
 static ngx_int_t ngx_http_llm_add_variables(ngx_conf_t *cf);
 static ngx_int_t ngx_http_llm_postconfiguration(ngx_conf_t *cf);
+static ngx_int_t ngx_http_llm_init_process(ngx_cycle_t *cycle);
+static void ngx_http_llm_exit_process(ngx_cycle_t *cycle);
 static void *ngx_http_llm_create_main_conf(ngx_conf_t *cf);
 static char *ngx_http_llm_init_main_conf(ngx_conf_t *cf, void *conf);
 static void *ngx_http_llm_create_loc_conf(ngx_conf_t *cf);
@@ -211,13 +214,34 @@ ngx_module_t  ngx_http_llm_gateway_module = {
     NGX_HTTP_MODULE,                       /* module type */
     NULL,                                  /* init master */
     NULL,                                  /* init module */
-    ngx_http_llm_redis_init_process,       /* init process */
+    ngx_http_llm_init_process,             /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
-    ngx_http_llm_redis_exit_process,       /* exit process */
+    ngx_http_llm_exit_process,             /* exit process */
     NULL,                                  /* exit master */
     NGX_MODULE_V1_PADDING
 };
+
+
+static ngx_int_t
+ngx_http_llm_init_process(ngx_cycle_t *cycle)
+{
+    if (ngx_http_llm_redis_init_process(cycle) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_llm_replay_init_process(cycle);
+}
+
+
+/* the Redis connections close first: no replay batch is on its way */
+
+static void
+ngx_http_llm_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_http_llm_redis_exit_process(cycle);
+    ngx_http_llm_replay_exit_process(cycle);
+}
 
 
 #define NGX_HTTP_LLM_VAR_ACCOUNT   0

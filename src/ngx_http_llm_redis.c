@@ -23,16 +23,22 @@
  * to ours (a script deadline is on Redis's clock), and the scripts the
  * store and the pools run are in Redis before any EVALSHA (a NOSCRIPT
  * answer, sent again as EVAL, would let a later command of the same
- * account overtake it).  Nothing here ever waits on the network.
+ * account overtake it).  With db=N, what requests send waits here,
+ * formatted, until SELECT has answered OK: behind a SELECT that fails
+ * (a database out of range) it would run in database 0.  Nothing here
+ * ever waits on the network.
  *
  * The worker keeps one health flag: a failure (no connection, timeout,
- * error reply) turns it down, the next good reply turns it up; each
- * switch is logged once, per worker.
+ * error reply) turns it down, the next good reply (not AUTH's or
+ * SELECT's: the handshake may fail yet) turns it up; each switch is
+ * logged once, per worker.  Redis's clock as read (the skew) is kept in
+ * llm_zone too, for the workers of the next reload.
  */
 
 
 #include "ngx_http_llm_module.h"
 #include "ngx_http_llm_redis.h"
+#include "ngx_http_llm_store.h"
 
 #include <ngx_sha1.h>
 #include <hiredis/hiredis.h>
@@ -69,11 +75,19 @@ typedef struct {
     ngx_queue_t                 pending;    /* commands on it, in order */
     unsigned                    in_write:1;
     unsigned                    in_read:1;  /* hiredis runs callbacks */
+
+    /*
+     * SELECT has not answered: a command sent now would run in db 0
+     * if it fails (a database out of range), so what is sent waits
+     * here, formatted, until it has ("held" ops on "pending")
+     */
+    unsigned                    selecting:1;
 } ngx_http_llm_redis_conn_t;
 
 
 typedef struct {
     ngx_http_llm_redis_conf_t  *conf;
+    ngx_shm_zone_t             *zone;       /* the skew outlives us there */
     ngx_http_llm_redis_conn_t  *conns;
     ngx_uint_t                  next;
     ngx_log_t                  *log;
@@ -89,6 +103,8 @@ static ngx_http_llm_redis_conn_t *ngx_http_llm_redis_pick(
 static void ngx_http_llm_redis_retry(ngx_event_t *ev);
 static void ngx_http_llm_redis_close(ngx_http_llm_redis_conn_t *conn,
     const char *why);
+static void ngx_http_llm_redis_release(ngx_http_llm_redis_conn_t *conn);
+static void ngx_http_llm_redis_drop_held(ngx_http_llm_redis_conn_t *conn);
 static void ngx_http_llm_redis_on_connect(const redisAsyncContext *ac,
     int status);
 static void ngx_http_llm_redis_handshake(ngx_http_llm_redis_op_t *op,
@@ -126,6 +142,10 @@ int64_t                             ngx_http_llm_redis_skew;
 
 /* a TIME or script reply has set the skew: until then it is a guess */
 ngx_uint_t                          ngx_http_llm_redis_skew_known;
+
+/* the largest guess of the skew in this period, and when it began */
+static int64_t                      ngx_http_llm_redis_skew_next;
+static ngx_msec_t                   ngx_http_llm_redis_skew_since;
 
 /* ngx_http_llm_redis_preload(): what every new connection loads */
 static ngx_http_llm_redis_script_t *ngx_http_llm_redis_preloads[
@@ -171,6 +191,25 @@ ngx_http_llm_redis_init_process(ngx_cycle_t *cycle)
     w->conf = rc;
     w->log = cycle->log;
     w->up = 1;
+
+    /*
+     * a reload: the workers before this one have read Redis's clock,
+     * so the first admissions carry a deadline on it, also while this
+     * worker's connections are coming up (or Redis stalls in their
+     * handshake: an admission that waited in vain would run later, and
+     * count in Redis what on_error counted too)
+     */
+
+    w->zone = lmcf->shm_zone;
+
+    if (w->zone
+        && ngx_http_llm_store_skew(w->zone, &ngx_http_llm_redis_skew)
+           == NGX_OK)
+    {
+        ngx_http_llm_redis_skew_known = 1;
+        ngx_http_llm_redis_skew_next = ngx_http_llm_redis_skew;
+        ngx_http_llm_redis_skew_since = ngx_current_msec;
+    }
 
     w->conns = ngx_pcalloc(cycle->pool,
                            rc->connections
@@ -286,6 +325,7 @@ ngx_http_llm_redis_connect(ngx_http_llm_redis_conn_t *conn)
     conn->c = c;
     conn->state = NGX_HTTP_LLM_CONN_CONNECTING;
     conn->why = NULL;
+    conn->selecting = (rc->db > 0);
 
     ac->data = conn;
     ac->ev.data = c;
@@ -425,6 +465,96 @@ ngx_http_llm_redis_close(ngx_http_llm_redis_conn_t *conn, const char *why)
 }
 
 
+/* SELECT has answered: what waited for it goes, in its order */
+
+static void
+ngx_http_llm_redis_release(ngx_http_llm_redis_conn_t *conn)
+{
+    ngx_queue_t              *q;
+    ngx_http_llm_redis_op_t  *op;
+
+    conn->selecting = 0;
+
+    for (q = ngx_queue_head(&conn->pending);
+         q != ngx_queue_sentinel(&conn->pending);
+         q = ngx_queue_next(q))
+    {
+        op = ngx_queue_data(q, ngx_http_llm_redis_op_t, queue);
+
+        if (op->held == NULL) {
+            continue;
+        }
+
+        if (conn->ac == NULL
+            || redisAsyncFormattedCommand(conn->ac,
+                                          ngx_http_llm_redis_callback, op,
+                                          op->held, op->held_len)
+               != REDIS_OK)
+        {
+            break;
+        }
+
+        redisFreeCommand(op->held);
+        op->held = NULL;
+
+        /* leaves with the next write: not written before it */
+        op->seq = ++ngx_http_llm_redis_seq;
+    }
+
+    ngx_http_llm_redis_drop_held(conn);
+}
+
+
+/*
+ * Commands held for SELECT on a connection that is closing: hiredis
+ * never had them, so they fail here, unsent.
+ */
+
+static void
+ngx_http_llm_redis_drop_held(ngx_http_llm_redis_conn_t *conn)
+{
+    ngx_queue_t              *q, *next;
+    ngx_http_llm_redis_op_t  *op;
+
+    for (q = ngx_queue_head(&conn->pending);
+         q != ngx_queue_sentinel(&conn->pending);
+         q = next)
+    {
+        next = ngx_queue_next(q);
+        op = ngx_queue_data(q, ngx_http_llm_redis_op_t, queue);
+
+        if (op->held == NULL) {
+            continue;
+        }
+
+        redisFreeCommand(op->held);
+        op->held = NULL;
+
+        ngx_queue_remove(&op->queue);
+        op->conn = NULL;
+
+        if (op->timer.timer_set) {
+            ngx_del_timer(&op->timer);
+        }
+
+        if (ngx_http_llm_redis_worker.expiring == op) {
+            ngx_http_llm_redis_worker.expiring = NULL;
+        }
+
+        op->unsent = 1;
+
+        if (op->error == NULL) {
+            op->error = conn->why ? conn->why : "connection closed";
+        }
+
+        op->handler(op, NULL);
+
+        /* the handler may have sent more: held ones start again here */
+        next = ngx_queue_head(&conn->pending);
+    }
+}
+
+
 static void
 ngx_http_llm_redis_on_connect(const redisAsyncContext *ac, int status)
 {
@@ -479,7 +609,15 @@ ngx_http_llm_redis_handshake(ngx_http_llm_redis_op_t *op,
 {
     ngx_http_llm_redis_conn_t  *conn = op->data;
 
-    if (reply == NULL || reply->type != NGX_HTTP_LLM_REDIS_ERROR) {
+    if (reply == NULL) {
+        return;
+    }
+
+    if (reply->type != NGX_HTTP_LLM_REDIS_ERROR) {
+        if (op == &conn->select) {
+            ngx_http_llm_redis_release(conn);
+        }
+
         return;
     }
 
@@ -574,11 +712,11 @@ ngx_http_llm_redis_clock(ngx_http_llm_redis_op_t *op,
 void
 ngx_http_llm_redis_clock_seen(int64_t ms)
 {
-    int64_t         skew;
-    struct timeval  tv;
+    int64_t                       skew;
+    struct timeval                tv;
+    ngx_http_llm_redis_worker_t  *w;
 
-    static int64_t     next;       /* the largest guess of this period */
-    static ngx_msec_t  since;      /* this period's start */
+    w = &ngx_http_llm_redis_worker;
 
     ngx_gettimeofday(&tv);
 
@@ -587,25 +725,32 @@ ngx_http_llm_redis_clock_seen(int64_t ms)
     if (!ngx_http_llm_redis_skew_known) {
         ngx_http_llm_redis_skew = skew;
         ngx_http_llm_redis_skew_known = 1;
-        next = skew;
-        since = ngx_current_msec;
-        return;
+        ngx_http_llm_redis_skew_next = skew;
+        ngx_http_llm_redis_skew_since = ngx_current_msec;
+        goto done;
     }
 
-    if (ngx_current_msec - since >= NGX_HTTP_LLM_REDIS_SKEW_PERIOD) {
-        ngx_http_llm_redis_skew = next;
-        next = skew;
-        since = ngx_current_msec;
+    if (ngx_current_msec - ngx_http_llm_redis_skew_since
+        >= NGX_HTTP_LLM_REDIS_SKEW_PERIOD)
+    {
+        ngx_http_llm_redis_skew = ngx_http_llm_redis_skew_next;
+        ngx_http_llm_redis_skew_next = skew;
+        ngx_http_llm_redis_skew_since = ngx_current_msec;
 
-    } else if (skew > next) {
-        next = skew;
+    } else if (skew > ngx_http_llm_redis_skew_next) {
+        ngx_http_llm_redis_skew_next = skew;
     }
 
     if (skew > ngx_http_llm_redis_skew
-        || skew < ngx_http_llm_redis_skew
-                  - (int64_t) ngx_http_llm_redis_worker.conf->timeout)
+        || skew < ngx_http_llm_redis_skew - (int64_t) w->conf->timeout)
     {
         ngx_http_llm_redis_skew = skew;
+    }
+
+done:
+
+    if (w->zone) {
+        ngx_http_llm_store_set_skew(w->zone, ngx_http_llm_redis_skew);
     }
 }
 
@@ -620,10 +765,13 @@ ngx_int_t
 ngx_http_llm_redis_send(ngx_http_llm_redis_op_t *op, int argc,
     const char **argv, const size_t *argvlen)
 {
+    int                           n;
     ngx_http_llm_redis_conn_t    *conn;
     ngx_http_llm_redis_worker_t  *w;
 
     w = &ngx_http_llm_redis_worker;
+
+    op->held = NULL;
 
     if (op->conn == NULL) {
         conn = ngx_http_llm_redis_pick(op);
@@ -638,10 +786,27 @@ ngx_http_llm_redis_send(ngx_http_llm_redis_op_t *op, int argc,
         conn = op->conn;
     }
 
+    /* the handshake's own commands (their data is the connection) go */
+
+    if (conn->ac && conn->selecting && op->data != conn) {
+        op->held_len = 0;
+
+        n = redisFormatCommandArgv(&op->held, argc, argv, argvlen);
+
+        if (n < 0) {
+            op->held = NULL;
+
+        } else {
+            op->held_len = n;
+        }
+    }
+
     if (conn->ac == NULL
-        || redisAsyncCommandArgv(conn->ac, ngx_http_llm_redis_callback, op,
-                                 argc, argv, argvlen)
-           != REDIS_OK)
+        || (op->held == NULL && conn->selecting && op->data != conn)
+        || (op->held == NULL
+            && redisAsyncCommandArgv(conn->ac, ngx_http_llm_redis_callback,
+                                     op, argc, argv, argvlen)
+               != REDIS_OK))
     {
         op->conn = NULL;
         op->error = "command not queued";
@@ -685,7 +850,9 @@ ngx_http_llm_redis_pick(ngx_http_llm_redis_op_t *op)
     if (op->affinity) {
         k = op->affinity % n;
 
-        if (w->conns[k].state == NGX_HTTP_LLM_CONN_READY) {
+        if (w->conns[k].state == NGX_HTTP_LLM_CONN_READY
+            && !w->conns[k].selecting)
+        {
             return &w->conns[k];
         }
     }
@@ -693,12 +860,15 @@ ngx_http_llm_redis_pick(ngx_http_llm_redis_op_t *op)
     for (i = 0; i < n; i++) {
         k = (w->next + i) % n;
 
-        if (w->conns[k].state == NGX_HTTP_LLM_CONN_READY) {
+        if (w->conns[k].state == NGX_HTTP_LLM_CONN_READY
+            && !w->conns[k].selecting)
+        {
             w->next = k + 1;
             return &w->conns[k];
         }
 
-        if (w->conns[k].state == NGX_HTTP_LLM_CONN_CONNECTING
+        if ((w->conns[k].state == NGX_HTTP_LLM_CONN_CONNECTING
+             || w->conns[k].selecting)
             && connecting == NULL)
         {
             connecting = &w->conns[k];
@@ -868,6 +1038,7 @@ ngx_http_llm_redis_callback(redisAsyncContext *ac, void *r, void *privdata)
     ngx_http_llm_redis_op_t    *op = privdata;
 
     size_t                      i, n;
+    ngx_uint_t                  handshake;
     redisReply                 *e;
     ngx_http_llm_redis_conn_t  *conn;
     ngx_http_llm_redis_reply_t  rep, elts[NGX_HTTP_LLM_REDIS_ELTS_MAX];
@@ -912,7 +1083,16 @@ ngx_http_llm_redis_callback(redisAsyncContext *ac, void *r, void *privdata)
         return;
     }
 
-    if (conn) {
+    /*
+     * AUTH's and SELECT's "OK" do not make a connection good: the
+     * handshake may yet fail (a database out of range), and the
+     * connection would come back every 100 ms, logging a switch up and
+     * one down each time
+     */
+
+    handshake = (op->handler == ngx_http_llm_redis_handshake);
+
+    if (conn && !handshake) {
         conn->backoff = 0;
     }
 
@@ -949,7 +1129,7 @@ ngx_http_llm_redis_callback(redisAsyncContext *ac, void *r, void *privdata)
             ngx_http_llm_redis_health(0, (char *) rep.str.data, rep.str.len);
         }
 
-    } else {
+    } else if (!handshake) {
         ngx_http_llm_redis_health(1, NULL, 0);
     }
 
@@ -1276,6 +1456,10 @@ ngx_http_llm_redis_cleanup(void *data)
     conn->live = NULL;
     conn->ac = NULL;
     conn->state = NGX_HTTP_LLM_CONN_DOWN;
+
+    /* after what hiredis had, as they were queued after it */
+    conn->selecting = 0;
+    ngx_http_llm_redis_drop_held(conn);
 
     if (ngx_http_llm_redis_worker.exiting || ngx_exiting || ngx_terminate
         || conn->retry.timer_set)

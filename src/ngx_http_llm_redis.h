@@ -107,6 +107,8 @@ struct ngx_http_llm_redis_op_s {
     unsigned                       unsent:1;
 
     /* private to ngx_http_llm_redis.c */
+    char                          *held;      /* formatted, not queued */
+    size_t                         held_len;
     ngx_event_t                    timer;
     ngx_msec_t                     sent;
     void                          *conn;

@@ -45,14 +45,19 @@
  * wrong slot, not lost), and that of an account with none is not
  * replayed (logged, once a minute).  A worker that exits (a reload)
  * while Redis answers sends what it has (a tick every 50 ms) and waits
- * for it, at most NGX_HTTP_LLM_REPLAY_DRAIN; one that exits before
- * Redis is back takes its batches with it.
+ * for it, at most NGX_HTTP_LLM_REPLAY_DRAIN; what it could not send
+ * (Redis not back yet) it leaves in the zone, and a worker of the next
+ * generation, which looks there every second, takes it over: a batch
+ * on its way goes on under its first worker's name.
  */
 
 
 #include "ngx_http_llm_module.h"
+#include "ngx_http_llm_limits.h"
+#include "ngx_http_llm_store.h"
 #include "ngx_http_llm_redis.h"
 #include "ngx_http_llm_rstore.h"
+#include "ngx_http_llm_rstore_int.h"
 #include "ngx_http_llm_replay.h"
 
 
@@ -68,6 +73,9 @@
 
 /* batches by the slots of windows of a minute or more (6 s) */
 #define NGX_HTTP_LLM_REPLAY_FINEST    60000
+
+/* how often a worker looks for batches an exiting one left */
+#define NGX_HTTP_LLM_REPLAY_ADOPT     1000
 
 
 typedef struct {
@@ -85,7 +93,25 @@ typedef struct {
     ngx_str_t                   account;
     unsigned                    sending:1;
     unsigned                    guessed:1; /* "at" on our clock */
+
+    /* a batch on its way an exiting worker left: not in the tree */
+    unsigned                    foreign:1;
+    u_char                     *tag;       /* its worker's name */
 } ngx_http_llm_replay_t;
+
+
+/* a batch left in the zone, followed by account, tier name and tag */
+
+typedef struct {
+    uint64_t                    at;
+    int64_t                     amount[5];
+    uint64_t                    id;        /* pending: its name */
+    u_short                     account;
+    u_short                     tier;
+    u_char                      tag;
+    u_char                      pending;
+    u_char                      guessed;
+} ngx_http_llm_replay_parcel_t;
 
 
 static uint64_t ngx_http_llm_replay_slot(ngx_http_llm_tier_t *tier,
@@ -101,6 +127,12 @@ static void ngx_http_llm_replay_tick(ngx_event_t *ev);
 static ngx_uint_t ngx_http_llm_replay_some(int64_t *amount);
 static void ngx_http_llm_replay_free(ngx_http_llm_replay_t *b);
 static void ngx_http_llm_replay_hold(void);
+static void ngx_http_llm_replay_init(void);
+static ngx_int_t ngx_http_llm_replay_leave(ngx_shm_zone_t *zone,
+    ngx_http_llm_replay_t *b, int64_t *amount, ngx_uint_t pending);
+static void ngx_http_llm_replay_adopt(ngx_event_t *ev);
+static void ngx_http_llm_replay_take(ngx_http_llm_main_conf_t *lmcf,
+    ngx_http_llm_replay_parcel_t *pc, size_t len);
 
 
 static ngx_uint_t         ngx_http_llm_replay_inited;
@@ -112,6 +144,7 @@ static ngx_uint_t         ngx_http_llm_replay_replayed;
 static uint64_t           ngx_http_llm_replay_seq;
 static ngx_event_t        ngx_http_llm_replay_ev;
 static ngx_msec_t         ngx_http_llm_replay_exiting;  /* since then */
+static ngx_event_t        ngx_http_llm_replay_adopt_ev;
 
 
 /*
@@ -137,19 +170,7 @@ ngx_http_llm_replay_add(ngx_str_t *account, ngx_http_llm_tier_t *tier,
         return NGX_OK;
     }
 
-    if (!ngx_http_llm_replay_inited) {
-        ngx_http_llm_replay_inited = 1;
-
-        ngx_rbtree_init(&ngx_http_llm_replay_tree,
-                        &ngx_http_llm_replay_sentinel,
-                        ngx_http_llm_replay_insert_value);
-        ngx_queue_init(&ngx_http_llm_replay_queue);
-
-        ngx_http_llm_replay_ev.handler = ngx_http_llm_replay_tick;
-        ngx_http_llm_replay_ev.data = &ngx_http_llm_replay_ev;
-        ngx_http_llm_replay_ev.log = ngx_cycle->log;
-        ngx_http_llm_replay_ev.cancelable = 1;
-    }
+    ngx_http_llm_replay_init();
 
     hash = ngx_crc32_short(account->data, account->len);
     slot = ngx_http_llm_replay_slot(tier, at);
@@ -210,6 +231,249 @@ ngx_http_llm_replay_add(ngx_str_t *account, ngx_http_llm_tier_t *tier,
     ngx_http_llm_replay_hold();
 
     return NGX_OK;
+}
+
+
+static void
+ngx_http_llm_replay_init(void)
+{
+    if (ngx_http_llm_replay_inited) {
+        return;
+    }
+
+    ngx_http_llm_replay_inited = 1;
+
+    ngx_rbtree_init(&ngx_http_llm_replay_tree, &ngx_http_llm_replay_sentinel,
+                    ngx_http_llm_replay_insert_value);
+    ngx_queue_init(&ngx_http_llm_replay_queue);
+
+    ngx_http_llm_replay_ev.handler = ngx_http_llm_replay_tick;
+    ngx_http_llm_replay_ev.data = &ngx_http_llm_replay_ev;
+    ngx_http_llm_replay_ev.log = ngx_cycle->log;
+    ngx_http_llm_replay_ev.cancelable = 1;
+}
+
+
+/* a worker with llm_redis looks every second for what others left */
+
+ngx_int_t
+ngx_http_llm_replay_init_process(ngx_cycle_t *cycle)
+{
+    ngx_http_llm_main_conf_t  *lmcf;
+
+    if (ngx_process != NGX_PROCESS_WORKER
+        && ngx_process != NGX_PROCESS_SINGLE)
+    {
+        return NGX_OK;
+    }
+
+    lmcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                               ngx_http_llm_gateway_module);
+
+    if (lmcf == NULL || lmcf->redis == NULL || lmcf->shm_zone == NULL
+        || lmcf->gateways == 0)
+    {
+        return NGX_OK;
+    }
+
+    ngx_http_llm_replay_adopt_ev.handler = ngx_http_llm_replay_adopt;
+    ngx_http_llm_replay_adopt_ev.data = lmcf;
+    ngx_http_llm_replay_adopt_ev.log = cycle->log;
+    ngx_http_llm_replay_adopt_ev.cancelable = 1;
+
+    ngx_add_timer(&ngx_http_llm_replay_adopt_ev, NGX_HTTP_LLM_REPLAY_ADOPT);
+
+    return NGX_OK;
+}
+
+
+/*
+ * The worker exits (after its Redis connections have closed, so no
+ * batch is on its way): what it could not send goes to the zone.
+ */
+
+void
+ngx_http_llm_replay_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_uint_t                 n;
+    ngx_queue_t               *q;
+    ngx_http_llm_replay_t     *b;
+    ngx_http_llm_main_conf_t  *lmcf;
+
+    if (!ngx_http_llm_replay_inited || ngx_http_llm_replay_count == 0) {
+        return;
+    }
+
+    lmcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                               ngx_http_llm_gateway_module);
+
+    if (lmcf == NULL || lmcf->shm_zone == NULL) {
+        return;
+    }
+
+    n = 0;
+
+    for (q = ngx_queue_head(&ngx_http_llm_replay_queue);
+         q != ngx_queue_sentinel(&ngx_http_llm_replay_queue);
+         q = ngx_queue_next(q))
+    {
+        b = ngx_queue_data(q, ngx_http_llm_replay_t, queue);
+
+        if (b->pending) {
+            n += (ngx_http_llm_replay_leave(lmcf->shm_zone, b, b->sent, 1)
+                  == NGX_OK);
+        }
+
+        if (ngx_http_llm_replay_some(b->amount)) {
+            n += (ngx_http_llm_replay_leave(lmcf->shm_zone, b, b->amount, 0)
+                  == NGX_OK);
+        }
+    }
+
+    ngx_log_error(NGX_LOG_NOTICE, cycle->log, 0,
+                  "llm_redis: %ui batches of usage counted locally are "
+                  "left in llm_zone for the next workers to replay", n);
+}
+
+
+static ngx_int_t
+ngx_http_llm_replay_leave(ngx_shm_zone_t *zone, ngx_http_llm_replay_t *b,
+    int64_t *amount, ngx_uint_t pending)
+{
+    u_char                        *p, *tag;
+    ngx_http_llm_replay_parcel_t  *pc;
+    uint64_t                       buf[(sizeof(ngx_http_llm_replay_parcel_t)
+                                        + NGX_HTTP_LLM_ACCOUNT_MAX + 256)
+                                       / 8];
+
+    tag = b->tag ? b->tag : ngx_http_llm_lease_prefix;
+
+    pc = (ngx_http_llm_replay_parcel_t *) buf;
+
+    pc->at = b->at;
+    ngx_memcpy(pc->amount, amount, sizeof(pc->amount));
+    pc->id = b->id;
+    pc->account = (u_short) ngx_min(b->account.len, NGX_HTTP_LLM_ACCOUNT_MAX);
+    pc->tier = (u_short) ngx_min(b->tier->name.len, 128);
+    pc->tag = (u_char) ngx_strlen(tag);
+    pc->pending = (u_char) pending;
+    pc->guessed = b->guessed;
+
+    p = (u_char *) (pc + 1);
+    p = ngx_cpymem(p, b->account.data, pc->account);
+    p = ngx_cpymem(p, b->tier->name.data, pc->tier);
+    p = ngx_cpymem(p, tag, pc->tag);
+
+    if (ngx_http_llm_store_leave(zone, pc, p - (u_char *) pc) != NGX_OK) {
+        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                      "llm_redis: usage of account \"%V\" counted locally "
+                      "will not reach Redis: llm_zone is full",
+                      &b->account);
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_llm_replay_adopt(ngx_event_t *ev)
+{
+    ngx_http_llm_main_conf_t *lmcf = ev->data;
+
+    void    *pc;
+    size_t   len;
+
+    if (ngx_exiting || ngx_terminate || ngx_quit) {
+        return;
+    }
+
+    while ((pc = ngx_http_llm_store_take(lmcf->shm_zone, &len)) != NULL) {
+        ngx_http_llm_replay_take(lmcf, pc, len);
+        ngx_free(pc);
+    }
+
+    ngx_add_timer(ev, NGX_HTTP_LLM_REPLAY_ADOPT);
+}
+
+
+static void
+ngx_http_llm_replay_take(ngx_http_llm_main_conf_t *lmcf,
+    ngx_http_llm_replay_parcel_t *pc, size_t len)
+{
+    u_char                 *p;
+    uint64_t                at;
+    ngx_str_t               account, name;
+    ngx_http_llm_tier_t    *tier;
+    ngx_http_llm_replay_t  *b;
+
+    if (len < sizeof(ngx_http_llm_replay_parcel_t)
+        || len != sizeof(ngx_http_llm_replay_parcel_t) + pc->account
+                  + pc->tier + pc->tag)
+    {
+        return;
+    }
+
+    p = (u_char *) (pc + 1);
+
+    account.data = p;
+    account.len = pc->account;
+    name.data = p + pc->account;
+    name.len = pc->tier;
+
+    tier = ngx_http_llm_tier_find(lmcf, &name);
+
+    if (tier == NULL) {
+        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                      "llm_redis: usage of account \"%V\" counted locally "
+                      "will not reach Redis: its tier \"%V\" is gone",
+                      &account, &name);
+        return;
+    }
+
+    at = pc->at;
+
+    if (!pc->pending) {
+        if (pc->guessed && ngx_http_llm_redis_skew_known) {
+            at += ngx_http_llm_redis_skew;
+        }
+
+        (void) ngx_http_llm_replay_add(&account, tier, at, pc->amount);
+        return;
+    }
+
+    /* on its way already: sent again as it was, under its name */
+
+    ngx_http_llm_replay_init();
+
+    b = ngx_alloc(sizeof(ngx_http_llm_replay_t) + account.len + pc->tag + 1,
+                  ngx_cycle->log);
+    if (b == NULL) {
+        return;
+    }
+
+    ngx_memzero(b, sizeof(ngx_http_llm_replay_t));
+
+    b->tier = tier;
+    b->at = at;
+    b->id = pc->id;
+    ngx_memcpy(b->sent, pc->amount, sizeof(b->sent));
+    b->pending = 1;
+    b->foreign = 1;
+    b->account.data = (u_char *) (b + 1);
+    b->account.len = account.len;
+    ngx_memcpy(b->account.data, account.data, account.len);
+    b->tag = b->account.data + account.len;
+    *ngx_cpymem(b->tag, p + pc->account + pc->tier, pc->tag) = '\0';
+
+    ngx_queue_insert_tail(&ngx_http_llm_replay_queue, &b->queue);
+    ngx_http_llm_replay_count++;
+
+    if (!ngx_http_llm_replay_ev.timer_set) {
+        ngx_add_timer(&ngx_http_llm_replay_ev, NGX_HTTP_LLM_REPLAY_INTERVAL);
+    }
+
+    ngx_http_llm_replay_hold();
 }
 
 
@@ -386,7 +650,7 @@ ngx_http_llm_replay_tick(ngx_event_t *ev)
         }
 
         if (ngx_http_llm_rstore_replay(&b->account, b->tier, b->at, b->sent,
-                                       b->id, b)
+                                       b->tag, b->id, b)
             != NGX_OK)
         {
             /* no connection: the next tick tries again */
@@ -548,7 +812,10 @@ ngx_http_llm_replay_insert_value(ngx_rbtree_node_t *temp,
 static void
 ngx_http_llm_replay_free(ngx_http_llm_replay_t *b)
 {
-    ngx_rbtree_delete(&ngx_http_llm_replay_tree, &b->node);
+    if (!b->foreign) {
+        ngx_rbtree_delete(&ngx_http_llm_replay_tree, &b->node);
+    }
+
     ngx_queue_remove(&b->queue);
     ngx_free(b);
     ngx_http_llm_replay_count--;

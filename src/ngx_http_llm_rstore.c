@@ -46,8 +46,9 @@
  * the request stopped waiting for goes on alone, and what Redis grants
  * it then goes back (the script refuses to run after the deadline it
  * is given, the request's own, on Redis's clock: our clock plus the
- * skew the connection's TIME and each admission reply measure, none
- * until one of them has).
+ * skew the connection's TIME and each admission reply measure, kept
+ * in the zone for the workers of the next reload; none until one of
+ * them has).
  */
 
 

@@ -28,8 +28,8 @@ ngx_int_t ngx_http_llm_rstore_usage(ngx_http_request_t *r,
     ngx_http_llm_ctx_t *ctx, ngx_http_llm_tier_t *tier, uint64_t *used,
     uint64_t *reset);
 ngx_int_t ngx_http_llm_rstore_replay(ngx_str_t *account,
-    ngx_http_llm_tier_t *tier, uint64_t at, int64_t *amount, uint64_t id,
-    void *batch);
+    ngx_http_llm_tier_t *tier, uint64_t at, int64_t *amount, u_char *tag,
+    uint64_t id, void *batch);
 
 
 #endif /* _NGX_HTTP_LLM_RSTORE_H_INCLUDED_ */

@@ -891,14 +891,14 @@ ngx_http_llm_rstore_refund(ngx_http_llm_rstore_op_t *adm, int64_t t0,
 
 /*
  * One batch of what this worker counted for "account" while Redis
- * failed (amount[] by dimension, at "at", Redis ms), named "id" so
- * that Redis adds it once.  NGX_OK: ngx_http_llm_replay_done(batch,
- * ok) follows.
+ * failed (amount[] by dimension, at "at", Redis ms), named "id" of
+ * the worker "tag" (NULL: this one) so that Redis adds it once.
+ * NGX_OK: ngx_http_llm_replay_done(batch, ok) follows.
  */
 
 ngx_int_t
 ngx_http_llm_rstore_replay(ngx_str_t *account, ngx_http_llm_tier_t *tier,
-    uint64_t at, int64_t *amount, uint64_t id, void *batch)
+    uint64_t at, int64_t *amount, u_char *tag, uint64_t id, void *batch)
 {
     u_char                      *p;
     size_t                       strings;
@@ -937,7 +937,8 @@ ngx_http_llm_rstore_replay(ngx_str_t *account, ngx_http_llm_tier_t *tier,
 
     p = op->cmd.last;
     op->cmd.last = ngx_sprintf(p, "%V{acct:%V}:replay:%s:%uL", &rc->prefix,
-                           account, ngx_http_llm_lease_prefix, id);
+                           account, tag ? tag : ngx_http_llm_lease_prefix,
+                           id);
     op->cmd.argv[op->cmd.argc] = (const char *) p;
     op->cmd.argvlen[op->cmd.argc++] = op->cmd.last - p;
 

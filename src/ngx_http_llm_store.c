@@ -61,6 +61,14 @@ typedef struct {
     ngx_queue_t                 queue;
     uint64_t                    base;       /* when the zone was made */
     void                       *keys;       /* ngx_http_llm_rkeys.c's */
+
+    /* what exiting workers leave for the next ones (replay batches) */
+    ngx_queue_t                 parcels;
+    ngx_atomic_t                nparcels;
+
+    /* Redis's clock less ours (ms), once a worker has read it */
+    ngx_atomic_int_t            skew;
+    ngx_atomic_t                skew_known;
 } ngx_http_llm_shctx_t;
 
 
@@ -219,6 +227,7 @@ ngx_http_llm_init_zone(ngx_shm_zone_t *shm_zone, void *data)
                     ngx_http_llm_rbtree_insert_value);
 
     ngx_queue_init(&ctx->sh->queue);
+    ngx_queue_init(&ctx->sh->parcels);
 
     ctx->sh->base = ngx_current_msec;
 
@@ -327,6 +336,141 @@ ngx_http_llm_store_shpool(ngx_shm_zone_t *shm_zone, void ***keys)
     *keys = &ctx->sh->keys;
 
     return ctx->shpool;
+}
+
+
+/*
+ * Redis's clock less ours, as the workers have read it: it outlives
+ * them, so that a worker that starts on a reload knows it before its
+ * connection's TIME has answered (an admission sent then carries a
+ * deadline).  NGX_DECLINED: never read.
+ */
+
+ngx_int_t
+ngx_http_llm_store_skew(ngx_shm_zone_t *shm_zone, int64_t *skew)
+{
+    ngx_http_llm_zone_ctx_t  *ctx;
+
+    ctx = shm_zone->data;
+
+    if (!ctx->sh->skew_known) {
+        return NGX_DECLINED;
+    }
+
+    ngx_memory_barrier();
+
+    *skew = ctx->sh->skew;
+
+    return NGX_OK;
+}
+
+
+void
+ngx_http_llm_store_set_skew(ngx_shm_zone_t *shm_zone, int64_t skew)
+{
+    ngx_http_llm_zone_ctx_t  *ctx;
+
+    ctx = shm_zone->data;
+
+    if (ctx->sh->skew_known && ctx->sh->skew == (ngx_atomic_int_t) skew) {
+        return;
+    }
+
+    ctx->sh->skew = (ngx_atomic_int_t) skew;
+
+    ngx_memory_barrier();
+
+    ctx->sh->skew_known = 1;
+}
+
+
+typedef struct {
+    ngx_queue_t                 queue;
+    size_t                      len;
+    u_char                      data[1];
+} ngx_http_llm_parcel_t;
+
+
+/*
+ * A worker that exits leaves "data" in the zone, for a worker of the
+ * next reload to take (ngx_http_llm_store_take()).  NGX_ERROR: the
+ * zone is full.
+ */
+
+ngx_int_t
+ngx_http_llm_store_leave(ngx_shm_zone_t *shm_zone, void *data, size_t len)
+{
+    ngx_http_llm_parcel_t    *pc;
+    ngx_http_llm_zone_ctx_t  *ctx;
+
+    ctx = shm_zone->data;
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    pc = ngx_slab_alloc_locked(ctx->shpool,
+                               offsetof(ngx_http_llm_parcel_t, data) + len);
+    if (pc == NULL) {
+        ngx_shmtx_unlock(&ctx->shpool->mutex);
+        return NGX_ERROR;
+    }
+
+    pc->len = len;
+    ngx_memcpy(pc->data, data, len);
+
+    ngx_queue_insert_tail(&ctx->sh->parcels, &pc->queue);
+    ctx->sh->nparcels++;
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    return NGX_OK;
+}
+
+
+/*
+ * The oldest parcel left, copied to the heap (ngx_free() it), its
+ * length in "len"; NULL: none (or no memory: it stays).
+ */
+
+void *
+ngx_http_llm_store_take(ngx_shm_zone_t *shm_zone, size_t *len)
+{
+    void                     *data;
+    ngx_queue_t              *q;
+    ngx_http_llm_parcel_t    *pc;
+    ngx_http_llm_zone_ctx_t  *ctx;
+
+    ctx = shm_zone->data;
+
+    if (ctx->sh->nparcels == 0) {
+        return NULL;
+    }
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    if (ngx_queue_empty(&ctx->sh->parcels)) {
+        ngx_shmtx_unlock(&ctx->shpool->mutex);
+        return NULL;
+    }
+
+    q = ngx_queue_head(&ctx->sh->parcels);
+    pc = ngx_queue_data(q, ngx_http_llm_parcel_t, queue);
+
+    data = ngx_alloc(pc->len, ngx_cycle->log);
+    if (data == NULL) {
+        ngx_shmtx_unlock(&ctx->shpool->mutex);
+        return NULL;
+    }
+
+    ngx_memcpy(data, pc->data, pc->len);
+    *len = pc->len;
+
+    ngx_queue_remove(q);
+    ctx->sh->nparcels--;
+    ngx_slab_free_locked(ctx->shpool, pc);
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    return data;
 }
 
 

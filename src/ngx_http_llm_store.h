@@ -20,7 +20,12 @@
 
 char *ngx_http_llm_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 ngx_slab_pool_t *ngx_http_llm_store_shpool(ngx_shm_zone_t *shm_zone,
-    void ***keys);
+void ***keys);
+ngx_int_t ngx_http_llm_store_leave(ngx_shm_zone_t *shm_zone, void *data,
+    size_t len);
+void *ngx_http_llm_store_take(ngx_shm_zone_t *shm_zone, size_t *len);
+ngx_int_t ngx_http_llm_store_skew(ngx_shm_zone_t *shm_zone, int64_t *skew);
+void ngx_http_llm_store_set_skew(ngx_shm_zone_t *shm_zone, int64_t skew);
 
 ngx_int_t ngx_http_llm_store_admit(ngx_shm_zone_t *shm_zone,
     ngx_str_t *account, ngx_http_llm_tier_t *tier,
