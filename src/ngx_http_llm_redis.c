@@ -778,6 +778,7 @@ ngx_http_llm_redis_send(ngx_http_llm_redis_op_t *op, int argc,
 
         if (conn == NULL) {
             op->error = "not connected";
+            op->unsent = 1;
             return NGX_DECLINED;
         }
 
@@ -810,11 +811,13 @@ ngx_http_llm_redis_send(ngx_http_llm_redis_op_t *op, int argc,
     {
         op->conn = NULL;
         op->error = "command not queued";
+        op->unsent = 1;
         return NGX_DECLINED;
     }
 
     op->conn = conn;
     op->error = NULL;
+    op->unsent = 0;
     op->seq = ++ngx_http_llm_redis_seq;
 
     ngx_queue_insert_tail(&conn->pending, &op->queue);

@@ -78,6 +78,7 @@ static void ngx_http_llm_rstore_batched(ngx_http_llm_redis_op_t *rop,
 static void ngx_http_llm_rstore_answer(ngx_http_llm_rstore_req_t *st,
     ngx_http_llm_redis_reply_t *reply, const char *error);
 static void ngx_http_llm_rstore_expire(ngx_http_llm_redis_op_t *rop);
+static void ngx_http_llm_rstore_lost(ngx_http_llm_rstore_op_t *op);
 static void ngx_http_llm_rstore_admitted(ngx_http_llm_redis_op_t *rop,
     ngx_http_llm_redis_reply_t *reply);
 static ngx_int_t ngx_http_llm_rstore_parse(ngx_http_llm_rstore_req_t *st,
@@ -690,8 +691,13 @@ ngx_http_llm_rstore_batched(ngx_http_llm_redis_op_t *rop,
 
         if (st) {
             st->op = NULL;
+            st->lost = (reply == NULL && !op->cmd.op.unsent);
             ngx_http_llm_rstore_answer(st, e ? &one : reply, op->cmd.op.error);
             continue;
+        }
+
+        if (reply == NULL) {
+            ngx_http_llm_rstore_lost(op);
         }
 
         /* gone: its lease and its charge go back */
@@ -797,6 +803,10 @@ ngx_http_llm_rstore_admitted(ngx_http_llm_redis_op_t *rop,
 
     if (st == NULL) {
 
+        if (reply == NULL) {
+            ngx_http_llm_rstore_lost(op);
+        }
+
         /*
          * the request is gone (its client went away): what it was
          * given goes back at once, its lease and its charge
@@ -824,10 +834,41 @@ ngx_http_llm_rstore_admitted(ngx_http_llm_redis_op_t *rop,
     }
 
     st->op = NULL;
+    st->lost = (reply == NULL && !op->cmd.op.unsent);
 
     ngx_http_llm_rstore_answer(st, reply, op->cmd.op.error);
 
     ngx_free(op);
+}
+
+
+/*
+ * An admission written to Redis whose answer was lost with its
+ * connection: Redis may or may not have run it, and nothing tells
+ * which.  Its request went the on_error way (with "local", the zone
+ * counted it, and the replay adds that to Redis when it is back), so
+ * if Redis ran it, it counts twice, until its window has passed: a
+ * lost answer may count more than happened, never less.  Said here
+ * for a request that had stopped waiting (answer() says it for one
+ * that waited).
+ */
+
+static void
+ngx_http_llm_rstore_lost(ngx_http_llm_rstore_op_t *op)
+{
+    ngx_str_t  key;
+
+    if (op->cmd.op.unsent) {
+        return;
+    }
+
+    key.data = (u_char *) op->cmd.argv[3];
+    key.len = op->cmd.argvlen[3];
+
+    ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
+                  "llm_redis: an admission for \"%V\" lost its answer "
+                  "after it was sent (%s): Redis may have counted it too",
+                  &key, op->cmd.op.error ? op->cmd.op.error : "no reply");
 }
 
 
@@ -863,11 +904,13 @@ ngx_http_llm_rstore_answer(ngx_http_llm_rstore_req_t *st,
 
     if (rc == NGX_ERROR || rc == NGX_AGAIN) {
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
-                      "llm_redis: no decision for \"%V\" (%s), "
+                      "llm_redis: no decision for \"%V\" (%s%s), "
                       "on_error applies", &st->ctx->account,
                       rc == NGX_AGAIN ? "past its deadline"
                       : reply ? "error reply"
-                      : error ? error : "no reply");
+                      : error ? error : "no reply",
+                      st->lost ? ", lost after it was sent: Redis may "
+                                 "have counted it too" : "");
 
         rc = ngx_http_llm_rstore_fallback(r, st, &st->d);
     }

@@ -48,6 +48,7 @@ typedef struct {
     unsigned                    leased:1;  /* a Redis lease is held */
     unsigned                    local:1;   /* the zone counted it */
     unsigned                    guessed:1; /* t0 on our clock */
+    unsigned                    lost:1;    /* sent, its answer lost */
 } ngx_http_llm_rstore_req_t;
 
 
