@@ -261,15 +261,6 @@ ngx_http_llm_redis_exit_process(ngx_cycle_t *cycle)
 }
 
 
-/* the worker is exiting: what fails now is not tried again */
-
-ngx_uint_t
-ngx_http_llm_redis_exiting(void)
-{
-    return ngx_http_llm_redis_worker.exiting;
-}
-
-
 static void
 ngx_http_llm_redis_connect(ngx_http_llm_redis_conn_t *conn)
 {

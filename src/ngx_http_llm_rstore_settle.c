@@ -640,15 +640,10 @@ ngx_http_llm_rstore_unsettled(ngx_http_llm_rstore_settle_t *op,
 {
     ngx_uint_t  i;
 
-    if (ngx_http_llm_redis_exiting()) {
-
-        /* the worker's last moments: its replay goes with it */
-
-        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
-                      "llm_redis: usage of \"%V\" not settled (%s) as "
-                      "the worker exits", &op->account, why);
-        return;
-    }
+    /*
+     * also as the worker exits (its connections closing): the replay
+     * is left in llm_zone then, for the next workers
+     */
 
     for (i = 0; i < op->nrec; i++) {
         if (ngx_http_llm_rstore_replay_diff(&op->account, op->tier,
