@@ -650,3 +650,72 @@ sub {
     my $want = '200 200 200 200 | 200 200 | window 6';
     return $got eq $want ? 1 : (0, "got  $got\nwant $want");
 }
+
+
+
+=== TEST 15: a settle that never left its worker as the worker exits: a token request admitted by Redis (db=3), its connection killed and Redis frozen (SIGSTOP) while the backend answers, so its settle waits behind the new connection's SELECT; a reload then ends the worker: the settle goes to the replay, which the worker leaves in llm_zone, and the next generation adds it to Redis when Redis runs again: Redis's token window holds what was used (30), not the reservation (before, the settle was dropped with a warning "as the worker exits")
+--- workers: 1
+--- http_config eval
+$::Tiers . "llm_tier tok requests=1000/m tokens=1000000/m;\n"
+. "llm_redis 127.0.0.1:$::RP db=3 prefix=$::P-15: timeout=3s;\n"
+--- config
+location /v1/ {
+    llm_gateway on;
+    llm_default_tier tok;
+    proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+}
+location = /plain {
+    return 200 "plain\n";
+}
+--- mock eval
+sub {
+    my $chat = '{"id":"c","object":"chat.completion","model":"m",'
+    . '"choices":[{"index":0,"message":{"role":"assistant","content":"hi"},'
+    . '"finish_reason":"stop"}],'
+    . '"usage":{"prompt_tokens":10,"completion_tokens":20,"total_tokens":30}}';
+    return { delay => 1, status => 200,
+             headers => { 'Content-Type' => 'application/json' },
+             body => $chat };
+}
+--- request
+GET /plain
+--- timeout: 30
+--- check eval
+sub {
+    my $body = '{"model":"m","max_tokens":1000,'
+        . '"messages":[{"role":"user","content":"hi"}]}';
+    my $rpid = ::redis_pid($::RP);
+    my $pid = fork();
+    if (!$pid) {
+        # the request is on its way to the backend: its admission done
+        Time::HiRes::sleep(0.4);
+        ::redis_cli($::RP, 'CLIENT', 'KILL', 'TYPE', 'normal');
+        kill 'STOP', $rpid;
+        exit 0;
+    }
+    my $r = http_request("POST /v1/chat/completions\n$body",
+        more_headers => "Authorization: Bearer $::CAROL\n"
+                        . "Content-Type: application/json");
+    waitpid $pid, 0;
+    Time::HiRes::sleep(0.3);
+    my $reloaded = reload_nginx(10);
+    Time::HiRes::sleep(0.3);
+    kill 'CONT', $rpid;
+    my $w;
+    for (1 .. 50) {
+        Time::HiRes::sleep(0.1);
+        $w = join ' ', map {
+            my %h = split /\n/, ::redis_cli($::RP, '-n', 3, 'HGETALL',
+                                   "$::P-15:{acct:carol}:w:$_");
+            my $s = 0;
+            $s += $h{$_} for grep { /^\d+$/ } keys %h;
+            $s;
+        } qw(requests:1m tokens:1m);
+        last if $w eq '1 30';
+    }
+    my $dropped = ::errlog() =~ /not settled.*as the worker exits/ ? 1 : 0;
+    my $got = sprintf "%s | reloaded %d | %s | dropped %d",
+                      $r->{status} // 'none', $reloaded, $w, $dropped;
+    my $want = '200 | reloaded 1 | 1 30 | dropped 0';
+    return $got eq $want ? 1 : (0, "got  $got\nwant $want");
+}
