@@ -586,7 +586,8 @@ static ngx_int_t
 ngx_http_llm_refuse(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     ngx_http_llm_err_e err, ngx_str_t *message)
 {
-    ngx_int_t  rc;
+    ngx_int_t   rc;
+    ngx_uint_t  status;
 
     ctx->done = 1;
 
@@ -598,6 +599,13 @@ ngx_http_llm_refuse(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
 
     if (rc != NGX_OK) {
         return rc;
+    }
+
+    status = ngx_http_llm_error_page(r, ctx, err);
+
+    if (status) {
+        ngx_http_finalize_request(r, status);
+        return NGX_DONE;
     }
 
     rc = ngx_http_llm_send_error(r, ctx, err, message);

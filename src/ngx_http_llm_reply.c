@@ -195,6 +195,56 @@ ngx_http_llm_send_error(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
 
 
 /*
+ * The status of "err" when the location has an error_page for it: the
+ * operator's page answers in place of ours, as for nginx's own errors
+ * (a named location or a URI, "=" for another status), and the header
+ * filter still adds the rate-limit headers to it; 0: none.  Once, as
+ * nginx does: an error in the page itself gets ours.  The client's
+ * errors only (4xx): the stock "error_page 500 502 503 504 /50x.html"
+ * would turn a store or queue 503 into an HTML page for API clients.
+ */
+
+ngx_uint_t
+ngx_http_llm_error_page(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
+    ngx_http_llm_err_e err)
+{
+    ngx_uint_t                 i, status;
+    ngx_http_err_page_t       *ep;
+    ngx_http_core_loc_conf_t  *clcf;
+
+    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+
+    if (clcf->error_pages == NULL || r->error_page || r->uri_changes == 0) {
+        return 0;
+    }
+
+    status = ngx_http_llm_errors[err].status;
+
+    if (status >= NGX_HTTP_INTERNAL_SERVER_ERROR) {
+        return 0;
+    }
+
+    ep = clcf->error_pages->elts;
+
+    for (i = 0; i < clcf->error_pages->nelts; i++) {
+        if (ep[i].status == (ngx_int_t) status) {
+
+            if (status == NGX_HTTP_UNAUTHORIZED
+                || status == NGX_HTTP_FORBIDDEN
+                || err == NGX_HTTP_LLM_ERR_QUOTA)
+            {
+                ctx->no_retry = 1;
+            }
+
+            return status;
+        }
+    }
+
+    return 0;
+}
+
+
+/*
  * The error's JSON body in the API's shape; sets the status, type and
  * length of the response.
  */

@@ -29,6 +29,8 @@ typedef enum {
 ngx_uint_t ngx_http_llm_api(ngx_http_request_t *r, ngx_uint_t api);
 ngx_int_t ngx_http_llm_send_error(ngx_http_request_t *r,
     ngx_http_llm_ctx_t *ctx, ngx_http_llm_err_e err, ngx_str_t *message);
+ngx_uint_t ngx_http_llm_error_page(ngx_http_request_t *r,
+    ngx_http_llm_ctx_t *ctx, ngx_http_llm_err_e err);
 ngx_int_t ngx_http_llm_reply_init(ngx_conf_t *cf);
 ngx_int_t ngx_http_llm_add_header(ngx_http_request_t *r, char *name,
     u_char *value, size_t len);
