@@ -64,9 +64,6 @@
 /* pending batches, by their account's hash */
 #define NGX_HTTP_LLM_BATCH_BUCKETS  64
 
-/* Redis's clock not known yet: a deadline on ours, this much later */
-#define NGX_HTTP_LLM_SKEW_MARGIN    1000
-
 
 static ngx_int_t ngx_http_llm_rstore_enqueue(ngx_http_llm_rstore_req_t *st,
     ngx_http_llm_decision_t *d, int64_t deadline);
@@ -158,17 +155,14 @@ ngx_http_llm_rstore_admit(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     st->deadline = ngx_current_msec + left;
 
     /*
-     * when this node stops waiting, on Redis's clock.  While that clock
-     * is not known (no TIME has answered since this nginx started: Redis
-     * frozen or slow then), ours and a margin: clocks kept by NTP are
-     * much closer than that, and Redis, thawed later, must not run what
-     * the zone has counted meanwhile.  A guess in Redis's past only
-     * sends the request the on_error way, as a late answer would.
+     * when this node stops waiting, on Redis's clock; none (0) while
+     * Redis's clock is not known (its connection's TIME has not
+     * answered yet): a guess could be far in Redis's past
      */
 
-    deadline = (int64_t) ngx_http_llm_now() + left
-               + (ngx_http_llm_redis_skew_known ? ngx_http_llm_redis_skew
-                                                : NGX_HTTP_LLM_SKEW_MARGIN);
+    deadline = ngx_http_llm_redis_skew_known
+               ? (int64_t) ngx_http_llm_now() + left + ngx_http_llm_redis_skew
+               : 0;
 
     nwin = tier->windows.nelts;
     wc = tier->windows.elts;
