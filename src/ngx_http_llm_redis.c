@@ -134,6 +134,12 @@ static ngx_http_llm_redis_worker_t  ngx_http_llm_redis_worker;
 /* numbers the commands queued: what "written" of a connection covers */
 static uint64_t                     ngx_http_llm_redis_seq;
 
+/* called once Redis's clock is known (the first TIME of the worker's) */
+void                              (*ngx_http_llm_redis_clock_known)(void);
+
+/* how long the TIME that made it known waited: its guess's error */
+ngx_msec_t                          ngx_http_llm_redis_skew_slack;
+
 /*
  * Redis's clock less this worker's (ms): 0, clocks in step, until the
  * first TIME or script reply says otherwise.
@@ -685,6 +691,11 @@ ngx_http_llm_redis_clock(ngx_http_llm_redis_op_t *op,
         return;
     }
 
+    if (!ngx_http_llm_redis_skew_known) {
+        /* the first guess is short by at most the time TIME waited */
+        ngx_http_llm_redis_skew_slack = ngx_current_msec - op->sent;
+    }
+
     ngx_http_llm_redis_clock_seen((int64_t) sec * 1000 + usec / 1000);
 }
 
@@ -718,6 +729,13 @@ ngx_http_llm_redis_clock_seen(int64_t ms)
         ngx_http_llm_redis_skew_known = 1;
         ngx_http_llm_redis_skew_next = skew;
         ngx_http_llm_redis_skew_since = ngx_current_msec;
+
+        /* what waited for Redis's clock goes now */
+
+        if (ngx_http_llm_redis_clock_known) {
+            ngx_http_llm_redis_clock_known();
+        }
+
         goto done;
     }
 
@@ -1218,6 +1236,33 @@ ngx_uint_t
 ngx_http_llm_redis_up(void)
 {
     return ngx_http_llm_redis_worker.up;
+}
+
+
+/*
+ * A connection is up or coming up: a command sent now is answered, or
+ * waits on its way (no connection: it fails at once).
+ */
+
+ngx_uint_t
+ngx_http_llm_redis_coming_up(void)
+{
+    ngx_uint_t                    i;
+    ngx_http_llm_redis_worker_t  *w;
+
+    w = &ngx_http_llm_redis_worker;
+
+    if (w->conf == NULL || w->exiting) {
+        return 0;
+    }
+
+    for (i = 0; i < w->conf->connections; i++) {
+        if (w->conns[i].ac) {
+            return 1;
+        }
+    }
+
+    return 0;
 }
 
 

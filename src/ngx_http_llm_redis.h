@@ -155,6 +155,8 @@ extern const char  *ngx_http_llm_on_error_names[];
 /* Redis's clock less this worker's, in ms (a guess of 0 until known) */
 extern int64_t     ngx_http_llm_redis_skew;
 extern ngx_uint_t  ngx_http_llm_redis_skew_known;
+extern void      (*ngx_http_llm_redis_clock_known)(void);
+extern ngx_msec_t  ngx_http_llm_redis_skew_slack;
 
 void ngx_http_llm_redis_clock_seen(int64_t ms);
 
@@ -174,6 +176,7 @@ ngx_int_t ngx_http_llm_redis_cmd_send(ngx_http_llm_redis_cmd_t *cmd);
 ngx_int_t ngx_http_llm_redis_cmd_noscript(ngx_http_llm_redis_cmd_t *cmd,
     ngx_http_llm_redis_reply_t *reply);
 ngx_uint_t ngx_http_llm_redis_up(void);
+ngx_uint_t ngx_http_llm_redis_coming_up(void);
 ngx_msec_t ngx_http_llm_redis_left(ngx_msec_t waited);
 void ngx_http_llm_redis_fail(const char *why);
 void ngx_http_llm_redis_sha1(u_char *hex, u_char *data, size_t len);

@@ -64,6 +64,12 @@
 /* pending batches, by their account's hash */
 #define NGX_HTTP_LLM_BATCH_BUCKETS  64
 
+/*
+ * a request's deadline while Redis's clock is not known: as long as one
+ * on it (13 digits, 2001 to 2286), so that it is written in place then
+ */
+#define NGX_HTTP_LLM_NO_CLOCK       "0000000000000"
+
 
 static ngx_int_t ngx_http_llm_rstore_enqueue(ngx_http_llm_rstore_req_t *st,
     ngx_http_llm_decision_t *d, int64_t deadline);
@@ -79,6 +85,9 @@ static void ngx_http_llm_rstore_answer(ngx_http_llm_rstore_req_t *st,
     ngx_http_llm_redis_reply_t *reply, const char *error);
 static void ngx_http_llm_rstore_expire(ngx_http_llm_redis_op_t *rop);
 static void ngx_http_llm_rstore_lost(ngx_http_llm_rstore_op_t *op);
+static void ngx_http_llm_rstore_wait_clock(void);
+static void ngx_http_llm_rstore_clock_late(ngx_event_t *ev);
+static void ngx_http_llm_rstore_clock_args(ngx_http_llm_rstore_op_t *op);
 static void ngx_http_llm_rstore_admitted(ngx_http_llm_redis_op_t *rop,
     ngx_http_llm_redis_reply_t *reply);
 static ngx_int_t ngx_http_llm_rstore_parse(ngx_http_llm_rstore_req_t *st,
@@ -103,6 +112,9 @@ static uint64_t     ngx_http_llm_lease_seq;
 /* admissions waiting for the end of this loop iteration, in batches */
 static ngx_queue_t  ngx_http_llm_batches[NGX_HTTP_LLM_BATCH_BUCKETS];
 static ngx_event_t  ngx_http_llm_batch_ev;
+
+/* the first deadline of the batches that wait for Redis's clock */
+static ngx_event_t  ngx_http_llm_clock_ev;
 
 
 /*
@@ -155,9 +167,12 @@ ngx_http_llm_rstore_admit(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     st->deadline = ngx_current_msec + left;
 
     /*
-     * when this node stops waiting, on Redis's clock; none (0) while
-     * Redis's clock is not known (its connection's TIME has not
-     * answered yet): a guess could be far in Redis's past
+     * when this node stops waiting, on Redis's clock.  While that clock
+     * is not known (no TIME has answered since this nginx started), the
+     * admission waits in its batch until it is, and the deadline is
+     * written then (a guess could be far in Redis's past, and with no
+     * deadline, Redis frozen at our start and thawed later would run
+     * admissions the zone counted meanwhile, on_error=local)
      */
 
     deadline = ngx_http_llm_redis_skew_known
@@ -181,7 +196,7 @@ ngx_http_llm_rstore_admit(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
         st->lease.len = p - st->lease.data;
     }
 
-    if (rc->batch > 1) {
+    if (rc->batch > 1 || !ngx_http_llm_redis_skew_known) {
         if (ngx_http_llm_rstore_enqueue(st, d, deadline) != NGX_OK) {
             return NGX_ERROR;
         }
@@ -449,7 +464,14 @@ found:
     }
 
     ngx_http_llm_rstore_arg(op, st->lease.data, st->lease.len);
-    ngx_http_llm_rstore_num(op, deadline);
+
+    if (ngx_http_llm_redis_skew_known) {
+        ngx_http_llm_rstore_num(op, deadline);
+
+    } else {
+        ngx_http_llm_rstore_arg(op, (u_char *) NGX_HTTP_LLM_NO_CLOCK,
+                                sizeof(NGX_HTTP_LLM_NO_CLOCK) - 1);
+    }
 
     for (i = 0; i < nwin; i++) {
         ngx_http_llm_rstore_num(op, d->need[wc[i].dim]);
@@ -481,6 +503,11 @@ ngx_http_llm_rstore_flush(ngx_event_t *ev)
 
     ngx_http_llm_rstore_settles_flush();
 
+    if (!ngx_http_llm_redis_skew_known && ngx_http_llm_redis_coming_up()) {
+        ngx_http_llm_rstore_wait_clock();
+        return;
+    }
+
     for (i = 0; i < NGX_HTTP_LLM_BATCH_BUCKETS; i++) {
 
         while (!ngx_queue_empty(&ngx_http_llm_batches[i])) {
@@ -489,6 +516,8 @@ ngx_http_llm_rstore_flush(ngx_event_t *ev)
 
             ngx_queue_remove(q);
             op->queued = 0;
+
+            ngx_http_llm_rstore_clock_args(op);
 
             if (op->nreq == 1) {
                 if (op->reqs[0] == NULL) {
@@ -507,6 +536,143 @@ ngx_http_llm_rstore_flush(ngx_event_t *ev)
                 op->cmd.op.handler(&op->cmd.op, NULL);
             }
         }
+    }
+}
+
+
+/*
+ * No TIME has answered since this nginx started, and a connection is
+ * coming up (or Redis stalls in its handshake): the batches wait for
+ * Redis's clock, which writes their deadlines (flushed again by
+ * ngx_http_llm_redis_clock_known), each request at most until its own
+ * deadline (then on_error, and never sent).  With no connection at all
+ * they go at once, and fail at once.
+ */
+
+static void
+ngx_http_llm_rstore_wait_clock(void)
+{
+    ngx_uint_t                 i;
+    ngx_msec_t                 first;
+    ngx_queue_t               *q;
+    ngx_http_llm_rstore_op_t  *op;
+
+    first = 0;
+
+    for (i = 0; i < NGX_HTTP_LLM_BATCH_BUCKETS; i++) {
+
+        for (q = ngx_queue_head(&ngx_http_llm_batches[i]);
+             q != ngx_queue_sentinel(&ngx_http_llm_batches[i]);
+             q = ngx_queue_next(q))
+        {
+            op = ngx_queue_data(q, ngx_http_llm_rstore_op_t, queue);
+
+            if (op->cmd.op.deadline
+                && (first == 0
+                    || (ngx_msec_int_t) (op->cmd.op.deadline - first) < 0))
+            {
+                first = op->cmd.op.deadline;
+            }
+        }
+    }
+
+    if (first == 0) {
+        return;
+    }
+
+    ngx_add_timer(&ngx_http_llm_clock_ev,
+                  (ngx_msec_int_t) (first - ngx_current_msec) > 0
+                  ? first - ngx_current_msec : 1);
+}
+
+
+/* requests whose time is up while their batch waits for the clock */
+
+static void
+ngx_http_llm_rstore_clock_late(ngx_event_t *ev)
+{
+    ngx_uint_t                 i;
+    ngx_queue_t               *q, *next;
+    ngx_http_llm_rstore_op_t  *op;
+
+    for (i = 0; i < NGX_HTTP_LLM_BATCH_BUCKETS; i++) {
+
+        /* batches of new requests go in at the head: not met here */
+
+        for (q = ngx_queue_head(&ngx_http_llm_batches[i]);
+             q != ngx_queue_sentinel(&ngx_http_llm_batches[i]);
+             q = next)
+        {
+            next = ngx_queue_next(q);
+            op = ngx_queue_data(q, ngx_http_llm_rstore_op_t, queue);
+
+            if (op->cmd.op.deadline
+                && (ngx_msec_int_t) (op->cmd.op.deadline - ngx_current_msec)
+                   <= 0)
+            {
+                ngx_http_llm_rstore_expire(&op->cmd.op);
+            }
+        }
+    }
+
+    ngx_http_llm_rstore_post();
+}
+
+
+/*
+ * The deadlines of a batch queued before Redis's clock was known, now
+ * on it ("1", past, for a request that has stopped waiting), later by
+ * what the first guess of that clock may be short (the time its TIME
+ * waited): a deadline too early would refuse what Redis answers in
+ * time, one too late only lets Redis run an admission that waited in
+ * vain for that long, which the zone counts too (on_error=local).
+ */
+
+static void
+ngx_http_llm_rstore_clock_args(ngx_http_llm_rstore_op_t *op)
+{
+    u_char                     *p;
+    int64_t                     at;
+    ngx_uint_t                  i, k, nwin;
+    ngx_msec_int_t              left;
+    ngx_http_llm_rstore_req_t  *st;
+
+    if (!ngx_http_llm_redis_skew_known) {
+        return;
+    }
+
+    nwin = op->nkeys - 2;
+
+    for (i = 0; i < op->nreq; i++) {
+        k = 2 + op->nkeys + 3 + 2 * nwin + i * (2 + nwin) + 2;
+
+        if (op->cmd.argvlen[k] != sizeof(NGX_HTTP_LLM_NO_CLOCK) - 1
+            || ngx_strncmp(op->cmd.argv[k], NGX_HTTP_LLM_NO_CLOCK,
+                           op->cmd.argvlen[k])
+               != 0)
+        {
+            continue;
+        }
+
+        st = op->reqs[i];
+        left = st ? (ngx_msec_int_t) (st->deadline - ngx_current_msec) : 0;
+
+        if (left <= 0) {
+            op->cmd.argv[k] = "1";
+            op->cmd.argvlen[k] = 1;
+            continue;
+        }
+
+        at = (int64_t) ngx_http_llm_now() + left + ngx_http_llm_redis_skew
+             + (int64_t) ngx_http_llm_redis_skew_slack;
+
+        if (at <= 0 || at > 9999999999999LL) {
+            /* a clock out of 2001..2286: no deadline, as before */
+            continue;
+        }
+
+        p = (u_char *) op->cmd.argv[k];
+        ngx_sprintf(p, "%013L", at);
     }
 }
 
@@ -1281,6 +1447,13 @@ ngx_http_llm_rstore_scripts_init(void)
     ngx_http_llm_batch_ev.data = &ngx_http_llm_batch_ev;
     ngx_http_llm_batch_ev.handler = ngx_http_llm_rstore_flush;
     ngx_http_llm_batch_ev.log = ngx_cycle->log;
+
+    ngx_http_llm_clock_ev.data = &ngx_http_llm_clock_ev;
+    ngx_http_llm_clock_ev.handler = ngx_http_llm_rstore_clock_late;
+    ngx_http_llm_clock_ev.log = ngx_cycle->log;
+    ngx_http_llm_clock_ev.cancelable = 1;
+
+    ngx_http_llm_redis_clock_known = ngx_http_llm_rstore_post;
 
     ngx_http_llm_rstore_settles_init();
 }

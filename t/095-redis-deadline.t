@@ -444,3 +444,36 @@ sub {
     return (0, sprintf "the request took %.3fs", $a->[1]) if $a->[1] > 1.3;
     return 1;
 }
+
+
+
+
+=== TEST 7: timeout=1s, a fresh start (another nginx) while Redis is frozen for 4 s from its first command: no TIME has answered, so the admission waits in the worker for Redis's clock; at its deadline it goes to the zone (on_error=local) and is never sent, and Redis, thawed, holds the request once (replayed). Before, an admission sent before Redis's clock was known had no deadline, and Redis counted it twice
+--- workers: 1
+--- http_config eval: ::conf(7, "timeout=1s on_error=local")
+--- config eval: $::Gateway
+--- request
+GET /plain
+--- timeout: 20
+--- check eval
+sub {
+    my $port = free_port();
+    ::stall(4000);
+    start_extra_nginx($port);
+    # its worker has connected, and its first command froze Redis
+    Time::HiRes::sleep(0.3);
+    my $t = Time::HiRes::time();
+    my $r = http_request("GET /v1/models", port => $port,
+                         more_headers => "Authorization: Bearer $::CAROL");
+    my $took = Time::HiRes::time() - $t;
+    ::wait_sum(7, 'carol', 1);
+    Time::HiRes::sleep(2);
+    my $sum = ::window_sum(7, 'carol');
+    my $logs = stop_extra_nginx();
+    my $got = sprintf "%s %s | %d", $r->{status} // 'none',
+                      $r->{header}{'x-result'} // '', $sum;
+    return (0, "got $got") unless $got eq '200 passed | 1';
+    return (0, sprintf "the request took %.3fs", $took) if $took > 1.3;
+    return (0, "extra nginx: $1") if $logs =~ /(\[(?:alert|crit|emerg)\].*)/;
+    return 1;
+}
