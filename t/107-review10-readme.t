@@ -681,3 +681,95 @@ location / { llm_gateway on; llm_anonymous_tier q; proxy_pass http://backend; }
 --- response_headers
 x-should-retry: false
 Content-Type: application/json
+
+
+
+=== TEST 14: what the README says fails nginx -t does, naming the file, the line and the parameter; the ends of the ranges it gives pass
+--- config
+location = /x { return 204; }
+--- request
+GET /x
+--- error_code: 204
+--- check eval
+sub {
+    my $dir = servroot() . "/claims";
+    mkdir $dir;
+    ::write_file("$dir/two-tiers.txt",
+        "$::DIGEST acme tier=a\n" . ('0' x 64) . " acme tier=b\n");
+    ::write_file("$dir/tier-twice.txt", "$::DIGEST acme tier=a tier=a\n");
+
+    my $z = "llm_zone z:1m;\nllm_tier a requests=1/m;\nllm_tier b;\n";
+    my $up = "upstream u { server 127.0.0.1:1; llm_pool; ";
+    my $gw = "location / { llm_gateway on; }";
+    my $file = qr/ in \S+nginx\.conf:\d+$/m;
+
+    # [ http, server, undef (passes) or what the message says ]
+    my @claims = (
+        # llm_tier: "a window or a parameter given twice fails nginx -t"
+        [ "$z llm_tier c requests=10/m requests=20/m;", '',
+          qr/duplicate window "requests=20\/m"$file/ ],
+        [ "$z llm_tier c concurrency=1 concurrency=2;", '',
+          qr/duplicate parameter "concurrency=2"$file/ ],
+        [ "$z llm_tier c priority=10;", '',
+          qr/invalid value "priority=10"$file/ ],
+        [ "$z llm_tier c priority=9 requests=1/mo cost=1000000000/mo;", '' ],
+        [ "$z llm_tier c cost=40001/d;", '', qr/40000 USD$file/ ],
+        [ "$z llm_tier c cost=40000/d;", '' ],
+        # llm_key_file: two tiers for an account, tier= twice
+        [ "$z llm_key_file $dir/two-tiers.txt;", '',
+          qr/gives account "acme" two tiers, on lines 1 and 2/ ],
+        [ "$z llm_key_file $dir/tier-twice.txt;", '',
+          qr/line 1: duplicate parameter "tier=a"/ ],
+        # llm_zone: needed by llm_gateway and llm_usage; at least 32k
+        [ '', $gw, qr/"llm_gateway" requires "llm_zone"/ ],
+        [ 'llm_tier f;', 'location /u { llm_usage; llm_default_tier f; }',
+          qr/"llm_usage" requires "llm_zone"/ ],
+        [ 'llm_zone z:16k;', $gw, qr/zone "z:16k" is too small$file/ ],
+        [ 'llm_zone z:32k;', $gw ],
+        # llm_redis: the ranges of its table
+        [ "$z llm_redis 127.0.0.1 db=65535 connections=64 batch=64 "
+          . "key_cache=5s prefix=" . ('p' x 64) . ";", '' ],
+        [ "$z llm_redis 127.0.0.1 db=65536;", '', qr/"db=65536"$file/ ],
+        [ "$z llm_redis 127.0.0.1 connections=65;", '',
+          qr/"connections=65"$file/ ],
+        [ "$z llm_redis 127.0.0.1 batch=65;", '', qr/"batch=65"$file/ ],
+        [ "$z llm_redis 127.0.0.1 key_cache=6s;", '',
+          qr/"key_cache=6s"$file/ ],
+        [ "$z llm_redis 127.0.0.1 prefix=" . ('p' x 65) . ";", '',
+          qr/"prefix=p+"$file/ ],
+        # llm_tokenizer pattern=
+        [ "$z llm_tokenizer $dir/none.tiktoken pattern=p50k;", '',
+          qr/invalid parameter "pattern=p50k"$file/ ],
+        # llm_pool: sync=10ms..60s; llm_pool_key: weight 1..1000, a
+        # missing variable or file names the key
+        [ "upstream u { server 127.0.0.1:1; llm_pool sync=9ms; }", '',
+          qr/invalid value "sync=9ms"$file/ ],
+        [ "upstream u { server 127.0.0.1:1; llm_pool sync=10ms; "
+          . "llm_pool_key k secret=s weight=1000; }", '' ],
+        [ "upstream u { server 127.0.0.1:1; llm_pool sync=60s; "
+          . "llm_pool_key k secret=s weight=1001; }", '',
+          qr/invalid parameter "weight=1001"$file/ ],
+        [ "$up llm_pool_key k secret=env:LLM_REVIEW10_UNSET; }", '',
+          qr/llm_pool_key "k": environment variable "LLM_REVIEW10_UNSET" is not set$file/ ],
+        [ "$up llm_pool_key k secret=file:$dir/none.key; }", '',
+          qr/llm_pool_key "k": open\(\) "\S+none\.key" failed/ ],
+    );
+
+    my @bad;
+    my $n = 0;
+
+    for my $c (@claims) {
+        my ($http, $server, $want) = @$c;
+        my $d = "$dir/" . ++$n;
+        mkdir $d;
+        my ($ok, $out) = ::nginx_t($d, '', $http, $server);
+
+        if (!defined $want) {
+            push @bad, "$n: should pass:\n$out" unless $ok;
+        } elsif ($ok || $out !~ $want) {
+            push @bad, "$n: should fail with $want:\n$out";
+        }
+    }
+
+    return @bad ? (0, join("\n", @bad)) : 1;
+}
