@@ -773,3 +773,47 @@ sub {
 
     return @bad ? (0, join("\n", @bad)) : 1;
 }
+
+
+
+=== TEST 15: "llm_gateway": a key is taken from each of the five places, in the README's order of preference; none of them goes upstream, a key argument is masked in $request and $request_uri; an Authorization of another scheme (Basic) passes
+--- http_config eval
+$::Backend . ::rb('llm_zone', 2) . ::rb('llm_tier', 2)
+. "llm_key_file $::TEST_NGINX_SERVROOT/conf/keys.txt;\n"
+. "log_format r '\$request|\$request_uri';\n"
+--- config eval
+"access_log logs/r.log r;\n" . ::rb('llm_gateway', 2)
+--- user_files eval: ::key_file('free')
+--- request eval
+my $w = "sk-llm-" . ("W" x 43);
+[ "POST /v1/chat/completions?key=$::KEY&x=1\n{}",
+  "POST /v1/chat/completions\n{}",
+  "POST /v1/chat/completions\n{}",
+  "POST /v1/chat/completions\n{}",
+  "POST /v1/chat/completions?key=$w\n{}",
+  "POST /v1/chat/completions\n{}" ]
+--- more_headers eval
+my $w = "sk-llm-" . ("W" x 43);
+[ "",
+  "Authorization: Bearer $::KEY\nx-api-key: $w",
+  "x-api-key: $::KEY\napi-key: $w",
+  "api-key: $::KEY\nx-goog-api-key: $w",
+  "x-goog-api-key: $::KEY",
+  "x-goog-api-key: $::KEY\nAuthorization: Basic dXNlcjpwYXNz" ]
+--- error_code: 200
+--- mock_count: 6
+--- mock_log_like
+^POST /v1/chat/completions\?x=1 HTTP
+^Authorization: Basic dXNlcjpwYXNz\r?$
+--- mock_log_unlike
+sk-llm-
+(?i)^(x-api-key|api-key|x-goog-api-key):
+key=
+--- check eval
+sub {
+    my $log = ::log_lines('r.log', 6);
+    return (0, "a key in the access log:\n$log") if $log =~ /sk-llm-/;
+    return 1 if $log =~ m{^POST\ /v1/chat/completions\?key=\*+&x=1\ HTTP/1\.1
+                          \|/v1/chat/completions\?key=\*+&x=1$}mx;
+    return (0, "access log:\n$log");
+}
