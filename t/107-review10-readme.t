@@ -817,3 +817,25 @@ sub {
                           \|/v1/chat/completions\?key=\*+&x=1$}mx;
     return (0, "access log:\n$log");
 }
+
+
+
+=== TEST 16: "llm_api": auto picks the error shape by URI, with the README's exceptions (an Assistants thread's messages, Gemini's OpenAI-compatible path, a fine-tuned model's colons are OpenAI's; a Gemini method after the last colon is Gemini's)
+--- http_config eval
+::rb('llm_zone', 2)
+--- config
+location / { llm_gateway on; proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT; }
+--- request eval
+[ map { "POST $_\n{}" } qw(/v1/messages /v1/threads/abc/messages
+    /v1beta/models/gemini-pro:generateContent /v1beta/openai/chat/completions
+    /v1/models/ft:gpt-4o-mini:org::id /x/y:predict /v1/chat/completions) ]
+--- error_code: 401
+--- response_body_like eval
+my $o = '^\{"error":\{"message":"' . $::Str . '","type":'
+        . '"invalid_request_error","param":null,"code":"invalid_api_key"\}\}$';
+my $a = '^\{"type":"error","error":\{"type":"authentication_error",'
+        . '"message":"' . $::Str . '"\}\}$';
+my $g = '^\{"error":\{"code":401,"message":"' . $::Str
+        . '","status":"UNAUTHENTICATED"\}\}$';
+[ $a, $o, $g, $o, $o, $g, $o ]
+--- mock_count: 0
