@@ -562,7 +562,7 @@ $b =~ s{server\s+\S+:443;}{server 127.0.0.1:$::TEST_NGINX_MOCK_PORT;}g;
 my $l = ::rb('llm_pool', 2);
 $l =~ s{https://openai}{http://openai};
 $l =~ s{^\s*proxy_ssl_[^\n]*\n}{}mg;
-"access_log logs/t.log t;\n" . $l
+"access_log logs/access.log t;\n" . $l
 . "location /v1beta/ { proxy_pass http://gemini; }\n"
 --- user_files
 >>> conf/batch.key
@@ -583,6 +583,10 @@ sk-provider-batch
 client-key
 --- access_log_unlike
 provider
+--- access_log_like
+^/v1/chat/completions team-a$
+^/v1/chat/completions batch$
+^/v1beta/models/gemini-pro:generateContent\S* g1$
 --- check eval
 sub {
     my @m = mock_requests();
