@@ -10,8 +10,14 @@
 #          tables, in the context(s) the table allows, with parameters the
 #          directive's handler parses, and every directive and parameter
 #          of the code is in a synopsis;
-#  TESTs 3- the examples run: what the text next to each says happens,
-#          against the mock backend.
+#  TESTs 3-12, 15-17: the examples run: what the text next to each says
+#          happens, against the mock backend (headers, bodies, logs);
+#  TEST 13 a bug found on the way (llm_usage alone: no x-should-retry);
+#  TEST 14 what the README says fails `nginx -t` does, and the ends of the
+#          ranges it gives pass.
+#
+# A new ```nginx block in README.md fails TEST 1 until it is added to
+# @KNOWN below (with its kind and what an operator adds around it).
 
 use strict;
 use warnings;
@@ -70,6 +76,12 @@ sub rb {
 # (http lines, then locations), main+http, http-wrapped ("http { ... }").
 our $Backend = "upstream backend { server 127.0.0.1:\$TEST_NGINX_MOCK_PORT; }\n";
 
+# "Errors": error_page 429 = @overflow, with the two upstreams it names
+our $Overflow = "llm_zone z:1m;\nllm_tier one requests=1/m;\n"
+    . "llm_anonymous_tier one;\n"
+    . "upstream vllm { server 127.0.0.1:\$TEST_NGINX_MOCK_PORT; }\n"
+    . "upstream small-model { server 127.0.0.1:\$TEST_NGINX_MOCK_PORT2; }\n";
+
 our @KNOWN = (
     ['Two commands',                         'main'],
     ['llm_zone',                             'syntax'],
@@ -107,6 +119,7 @@ our @KNOWN = (
     ['llm_pool_auth',                        'syntax'],
     ['llm_pool_key',                         'syntax'],
     ['llm_pool_key',                         'main+http'],
+    ['Errors',                               'server', $Overflow],
     ['Variables',                            'http'],
 );
 
@@ -122,6 +135,7 @@ sub localize {
     # no DNS here: the providers' names become the mock's address
     $text =~ s{server\s+(?:api\.openai\.com|generativelanguage\.googleapis\.com):443;}
               {server 127.0.0.1:$ENV{TEST_NGINX_MOCK_PORT};}g;
+    $text =~ s/\$TEST_NGINX_MOCK_PORT2/$ENV{TEST_NGINX_MOCK_PORT2}/g;
     $text =~ s/\$TEST_NGINX_MOCK_PORT/$ENV{TEST_NGINX_MOCK_PORT}/g;
     return $text;
 }
@@ -843,3 +857,20 @@ my $g = '^\{"error":\{"code":401,"message":"' . $::Str
         . '","status":"UNAUTHENTICATED"\}\}$';
 [ $a, $o, $g, $o, $o, $g, $o ]
 --- mock_count: 0
+
+
+
+=== TEST 17: "Errors" example: error_page 429 = @overflow sends what the limit refuses to the cheaper backend, which answers
+--- http_config eval: $::Overflow
+--- config eval: ::rb('Errors', 1)
+--- request eval
+[ ("POST /v1/chat/completions\n{}") x 2 ]
+--- error_code: 200
+--- check eval
+sub {
+    my @m = mock_requests();
+    my @ports = map { $_->{port} } @m;
+    return 1 if @m == 2 && $ports[0] == $::TEST_NGINX_MOCK_PORT
+                && $ports[1] == $::TEST_NGINX_MOCK_PORT2;
+    return (0, "the mock got requests on ports @ports");
+}
