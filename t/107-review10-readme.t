@@ -131,7 +131,7 @@ sub localize {
     $text =~ s{/etc/nginx/redis\.pass}{$dir/redis.pass}g;
     $text =~ s{/etc/nginx/openai-batch\.key}{$dir/batch.key}g;
     $text =~ s{/etc/nginx/cl100k_base\.tiktoken}{$dir/vocab.tiktoken}g;
-    $text =~ s{/var/cache/nginx/llm}{$dir/cache}g;
+    $text =~ s{/var/lib/nginx/cache}{$dir/cache}g;
     # no DNS here: the providers' names become the mock's address
     $text =~ s{server\s+(?:api\.openai\.com|generativelanguage\.googleapis\.com):443;}
               {server 127.0.0.1:$ENV{TEST_NGINX_MOCK_PORT};}g;
@@ -507,7 +507,7 @@ sub {
 === TEST 7: "Caching: $llm_cache_key" example (with the map its comment names): the same request written twice differently is one call to the backend, and the cache hit costs no tokens
 --- http_config eval
 my $b = ::rb('Caching: $llm_cache_key', 1);
-$b =~ s{/var/cache/nginx/llm}{$::TEST_NGINX_SERVROOT/cache};
+$b =~ s{/var/lib/nginx/cache}{$::TEST_NGINX_SERVROOT/cache};
 my ($h, $s) = $b =~ /\A(.*?)^(location.*)\z/ms;
 $::CacheLocation = $s;
 $::Backend . $h . ::rb('llm_zone', 2)
