@@ -874,3 +874,31 @@ sub {
                 && $ports[1] == $::TEST_NGINX_MOCK_PORT2;
     return (0, "the mock got requests on ports @ports");
 }
+
+
+
+=== TEST 18: "Two commands": `./ngx_module keygen acme pro` prints the key (line 1) and its key-file line (line 2), which nginx takes; a command that takes no arguments refuses them (review10: `./ngx_module clean --help` removed build/)
+--- config
+location = /x { return 204; }
+--- request
+GET /x
+--- error_code: 204
+--- check eval
+sub {
+    my $out = `cd $::ROOT && ./ngx_module keygen acme pro 2>/dev/null`;
+    return (0, "keygen: $out")
+        unless $out =~ /\A(sk-llm-[A-Za-z0-9_-]{43})\n([0-9a-f]{64} acme tier=pro)\n\z/;
+    my $line = $2;
+
+    my $dir = servroot() . "/keygen";
+    mkdir $dir;
+    ::write_file("$dir/keys.txt", "$line\n");
+    my ($ok, $t) = ::nginx_t($dir, '',
+        "llm_zone z:1m;\nllm_tier pro;\nllm_key_file $dir/keys.txt;\n", '');
+    return (0, "nginx -t with the keygen line:\n$t") unless $ok;
+
+    my $err = `cd $::ROOT && ./ngx_module stop now 2>&1 >/dev/null`;
+    return (0, "./ngx_module stop now: exit $?, $err")
+        unless $? != 0 && $err =~ /'stop' takes no arguments/;
+    return 1;
+}
