@@ -902,3 +902,21 @@ sub {
         unless $? != 0 && $err =~ /'stop' takes no arguments/;
     return 1;
 }
+
+
+
+=== TEST 19: llm_usage alone, Redis away: a key it cannot check gets 503 store_unavailable with Retry-After, as the README says (review10: no Retry-After without a llm_gateway somewhere)
+--- http_config eval
+::rb('llm_zone', 2) . "llm_tier free requests=60/m;\n"
+. "llm_redis 127.0.0.1:$::TEST_NGINX_DEAD_PORT timeout=50ms;\n"
+--- config eval
+::rb('llm_token_info, llm_usage', 1)
+--- request eval
+"GET /v1/usage"
+--- more_headers eval
+"Authorization: Bearer sk-llm-" . ("D" x 43)
+--- error_code: 503
+--- response_headers
+Retry-After: 1
+retry-after-ms: 1000
+--- response_body_like: "code":"store_unavailable"
