@@ -668,8 +668,13 @@ ngx_http_llm_postconfiguration(ngx_conf_t *cf)
     ngx_http_llm_estimate_prepare();
     ngx_http_llm_simd_init();
 
+    /*
+     * llm_usage alone: its refusals get the headers (x-should-retry,
+     * Retry-After) from the reply filters too
+     */
+
     if (lmcf->gateways == 0) {
-        return NGX_OK;
+        return ngx_http_llm_reply_init(cf);
     }
 
     cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
