@@ -552,9 +552,9 @@ ngx_http_llm_rstore_flush(ngx_event_t *ev)
 static void
 ngx_http_llm_rstore_wait_clock(void)
 {
-    ngx_uint_t                 i;
+    ngx_uint_t                 i, n;
     ngx_msec_t                 first;
-    ngx_queue_t               *q;
+    ngx_queue_t               *q, *next;
     ngx_http_llm_rstore_op_t  *op;
 
     first = 0;
@@ -563,13 +563,24 @@ ngx_http_llm_rstore_wait_clock(void)
 
         for (q = ngx_queue_head(&ngx_http_llm_batches[i]);
              q != ngx_queue_sentinel(&ngx_http_llm_batches[i]);
-             q = ngx_queue_next(q))
+             q = next)
         {
+            next = ngx_queue_next(q);
             op = ngx_queue_data(q, ngx_http_llm_rstore_op_t, queue);
 
-            if (op->cmd.op.deadline
-                && (first == 0
-                    || (ngx_msec_int_t) (op->cmd.op.deadline - first) < 0))
+            for (n = 0; n < op->nreq && op->reqs[n] == NULL; n++) {
+                /* void */
+            }
+
+            if (n == op->nreq) {
+                /* nobody waits for it any more: it never goes */
+                ngx_queue_remove(q);
+                ngx_free(op);
+                continue;
+            }
+
+            if (first == 0
+                || (ngx_msec_int_t) (op->cmd.op.deadline - first) < 0)
             {
                 first = op->cmd.op.deadline;
             }
