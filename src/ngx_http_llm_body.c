@@ -36,22 +36,38 @@ ngx_uint_t
 ngx_http_llm_body_wanted(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     ngx_http_llm_loc_conf_t *llcf)
 {
-    ngx_str_t                 *type;
+    ngx_str_t                 *type, *u;
     ngx_http_llm_main_conf_t  *lmcf;
+
+    /*
+     * file uploads (audio, images, documents, batch files; multipart or
+     * raw, as Gemini's "upload/v1beta/files") are not prompts to read
+     */
+
+    static ngx_str_t           uploads[] = {
+        ngx_string("multipart/"),
+        ngx_string("application/octet-stream"),
+        ngx_string("application/pdf"),
+        ngx_string("application/zip"),
+        ngx_string("image/"),
+        ngx_string("audio/"),
+        ngx_string("video/"),
+        ngx_null_string
+    };
 
     if (!(r->method & (NGX_HTTP_POST|NGX_HTTP_PUT|NGX_HTTP_PATCH))) {
         return 0;
     }
 
-    /* file uploads (audio, batch files) are not prompts to read */
-
     if (r->headers_in.content_type) {
         type = &r->headers_in.content_type->value;
 
-        if (type->len >= 10
-            && ngx_strncasecmp(type->data, (u_char *) "multipart/", 10) == 0)
-        {
-            return 0;
+        for (u = uploads; u->len; u++) {
+            if (type->len >= u->len
+                && ngx_strncasecmp(type->data, u->data, u->len) == 0)
+            {
+                return 0;
+            }
         }
     }
 
