@@ -228,21 +228,26 @@ ngx_http_llm_price_find(ngx_http_llm_main_conf_t *lmcf, ngx_str_t *model)
 }
 
 
-/* micro-dollars, rounded up */
+/*
+ * micro-dollars, rounded up; each product fits 64 bits (at most 10^9
+ * tokens at 10^10 micro-dollars per million), their sum may not
+ */
 
 uint64_t
 ngx_http_llm_cost(ngx_http_llm_price_t *price, uint64_t input,
     uint64_t output)
 {
+    uint64_t  in, out;
+
     if (price == NULL) {
         return 0;
     }
 
-    input = ngx_min(input, NGX_HTTP_LLM_PRICED_MAX);
-    output = ngx_min(output, NGX_HTTP_LLM_PRICED_MAX);
+    in = ngx_min(input, NGX_HTTP_LLM_PRICED_MAX) * price->input;
+    out = ngx_min(output, NGX_HTTP_LLM_PRICED_MAX) * price->output;
 
-    return (input * price->input + output * price->output + 999999)
-           / 1000000;
+    return in / 1000000 + out / 1000000
+           + (in % 1000000 + out % 1000000 + 999999) / 1000000;
 }
 
 
