@@ -29,7 +29,7 @@ run_tests();
 
 __DATA__
 
-=== TEST 1: 10^9 input and 10^9 output tokens at 10,000 USD per million each cost 20,000,000 USD (each product fits 64 bits, their sum did not: the cost wrapped to 1,553,255.926290)
+=== TEST 1: 10^9 input and 10^9 output tokens at 10,000 USD per million each cost 20,000,000 USD (each product fits 64 bits, their sum did not: the cost wrapped to 1,553,255.926291)
 --- http_config eval: $::Http
 --- config eval: $::Gateway
 --- mock eval
