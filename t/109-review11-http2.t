@@ -1,0 +1,704 @@
+# Review 11: clients that speak HTTP/2 to nginx, over h2c (prior
+# knowledge) and over TLS (ALPN h2), with curl as the SDKs' stand-in and a
+# small hand-written HTTP/2 client where curl cannot do it (a stream reset
+# mid-answer, a body in many small DATA frames).  Each block is a
+# reproducer of what the review found, or a "(holds)" block for a real
+# risk that held; the name says what a user sees and what SPEC says.
+
+use strict;
+use warnings;
+
+use lib 't/lib';
+use Test::LLM::Nginx;
+use Test::LLM::Keys;
+
+use File::Temp ();
+use IO::Select;
+use IO::Socket::IP;
+use JSON::PP ();
+use Time::HiRes qw(time sleep);
+
+our $Tiers = $Test::LLM::Keys::TIERS;
+our $ALICE = $Test::LLM::Keys::ALICE;
+our $CAROL = $Test::LLM::Keys::CAROL;
+our $JSON  = JSON::PP->new->canonical;
+
+# a self-signed certificate, made at test time
+our $Certs = File::Temp::tempdir('llm-h2-XXXXXX', TMPDIR => 1,
+                                 CLEANUP => 1);
+
+system("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256"
+       . " -nodes -keyout '$Certs/key.pem' -out '$Certs/cert.pem' -days 2"
+       . " -subj /CN=localhost 2>/dev/null") == 0
+    or die "openssl req failed\n";
+
+$ENV{TEST_NGINX_H2C_PORT} = free_port();
+$ENV{TEST_NGINX_H2S_PORT} = free_port();
+$ENV{TEST_NGINX_CERTS}    = $Certs;
+
+# the same locations on an h2c and a TLS h2 server
+sub h2_servers {
+    my ($locations) = @_;
+
+    return qq{
+    server {
+        listen 127.0.0.1:$ENV{TEST_NGINX_H2C_PORT} http2;
+        $locations
+    }
+    server {
+        listen 127.0.0.1:$ENV{TEST_NGINX_H2S_PORT} ssl http2;
+        ssl_certificate $Certs/cert.pem;
+        ssl_certificate_key $Certs/key.pem;
+        $locations
+    }
+};
+}
+
+our $Gateway = q{
+        llm_default_tier tok;
+        client_body_buffer_size 1k;
+        client_max_body_size 200k;
+        location /v1/ {
+            llm_gateway on;
+            proxy_buffering off;
+            proxy_set_header Accept-Encoding "";
+            proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+        }
+        location /v1beta/ {
+            llm_gateway on;
+            proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+        }
+        location = /usage {
+            llm_usage;
+        }
+};
+
+sub http_conf {
+    my ($tier, $more) = @_;
+
+    return $Tiers . "    llm_tier tok $tier;\n" . ($more // '') . q{
+    log_format h2 '$server_protocol|$status|$request|$request_uri|$llm_prompt_tokens|$llm_completion_tokens|$llm_tokens_estimated|$llm_key_id';
+    access_log logs/access.log h2;
+} . h2_servers($Gateway);
+}
+
+our $Http = http_conf('tokens=100000/m requests=100/m');
+
+# h2(path, tls => 0|1, method => 'POST', headers => [...], body => STR,
+#    no_length => 1 (upload from stdin: no Content-Length), max_time => s):
+# { status, version, headers => { lc name => value }, body }
+sub h2 {
+    my ($path, %o) = @_;
+
+    my $port = $o{tls} ? $ENV{TEST_NGINX_H2S_PORT}
+                       : $ENV{TEST_NGINX_H2C_PORT};
+    my $url  = ($o{tls} ? 'https' : 'http') . "://127.0.0.1:$port$path";
+    my $dir  = File::Temp::tempdir(CLEANUP => 1);
+
+    my @cmd = ('curl', '-sS', '-o', "$dir/body", '-D', "$dir/head",
+               '-w', '%{http_version}', '--max-time', $o{max_time} || 10,
+               $o{tls} ? ('--http2', '-k') : ('--http2-prior-knowledge'));
+
+    push @cmd, '-X', $o{method} if $o{method};
+    push @cmd, map { ('-H', $_) } @{ $o{headers} || [] };
+
+    if (defined $o{body}) {
+        open(my $fh, '>', "$dir/req") or die "$dir/req: $!\n";
+        binmode $fh;
+        print $fh $o{body};
+        close $fh;
+
+        push @cmd, $o{no_length} ? ('-T', "-") : ('--data-binary',
+                                                   "\@$dir/req");
+        push @cmd, '-X', 'POST' if $o{no_length} && !$o{method};
+    }
+
+    push @cmd, $url;
+
+    my $cmd = join ' ', map { "'$_'" } @cmd;
+    $cmd .= " < '$dir/req'" if defined $o{body} && $o{no_length};
+
+    my $version = `$cmd 2>'$dir/err'`;
+
+    my $r = { version => $version, headers => {} };
+
+    if (open(my $fh, '<', "$dir/head")) {
+        local $/;
+        my $head = <$fh> // '';
+        ($r->{status}) = $head =~ m{\AHTTP/\S+ (\d+)};
+        $r->{head} = $head;
+        $r->{headers}{lc $1} = $2 while $head =~ /^([^:\s]+):\s*(.*?)\r?$/mg;
+    }
+
+    if (open(my $fh, '<', "$dir/body")) {
+        local $/;
+        binmode $fh;
+        $r->{body} = <$fh> // '';
+    }
+
+    if (open(my $fh, '<', "$dir/err")) {
+        local $/;
+        $r->{err} = <$fh> // '';
+    }
+
+    return $r;
+}
+
+sub chat {
+    my ($text, %o) = @_;
+
+    return $JSON->encode({ model => 'gpt-4o', max_tokens => 10,
+                           messages => [{ role => 'user',
+                                          content => $text }], %o });
+}
+
+sub slurp {
+    open(my $fh, '<', $_[0]) or return '';
+    local $/;
+    return scalar <$fh>;
+}
+
+# the access log lines of the h2 servers, split
+sub log_lines {
+    return map { [split /\|/] } grep { /^HTTP\/2/ }
+           split /\n/, slurp(servroot() . '/logs/access.log');
+}
+
+sub usage_of {
+    my ($key, $dim) = @_;
+
+    my $u = h2('/usage', headers => ["Authorization: Bearer $key"]);
+    my $j = eval { $JSON->decode($u->{body}) } or return undef;
+
+    for my $w (@{ $j->{windows} }) {
+        return $w->{used} if $w->{dimension} eq $dim;
+    }
+
+    return undef;
+}
+
+# --- a minimal HTTP/2 client (h2c, prior knowledge) ----------------------
+
+sub hp_int {
+    my ($v, $n, $first) = @_;
+
+    my $max = (1 << $n) - 1;
+
+    return chr($first | $v) if $v < $max;
+
+    my $s = chr($first | $max);
+
+    for ($v -= $max; $v >= 128; $v >>= 7) {
+        $s .= chr(($v & 127) | 128);
+    }
+
+    return $s . chr($v);
+}
+
+# literal header fields without indexing, new names, no Huffman
+sub hpack {
+    my @h = @_;
+    my $s = '';
+
+    while (my ($n, $v) = splice(@h, 0, 2)) {
+        $s .= "\x00" . hp_int(length $n, 7, 0) . $n
+              . hp_int(length $v, 7, 0) . $v;
+    }
+
+    return $s;
+}
+
+sub frame {
+    my ($type, $flags, $sid, $payload) = @_;
+
+    my $len = length $payload;
+
+    return pack('CnCCN', $len >> 16, $len & 0xffff, $type, $flags, $sid)
+           . $payload;
+}
+
+# a connection: { r, w } handles (a socket, or openssl s_client's pipes
+# for TLS with ALPN h2), after the preface and our SETTINGS (and an ACK of
+# the server's, sent ahead)
+sub h2_connect {
+    my (%o) = @_;
+
+    my $c = {};
+
+    if ($o{tls}) {
+        require IPC::Open2;
+        $c->{pid} = IPC::Open2::open2(my $r, my $w,
+            'openssl', 's_client', '-quiet', '-alpn', 'h2',
+            '-connect', "127.0.0.1:$ENV{TEST_NGINX_H2S_PORT}");
+        binmode $r;
+        binmode $w;
+        @$c{qw(r w)} = ($r, $w);
+
+    } else {
+        my $s = IO::Socket::IP->new(PeerHost => '127.0.0.1',
+                                    PeerPort => $ENV{TEST_NGINX_H2C_PORT})
+            or die "connect: $@\n";
+        @$c{qw(r w)} = ($s, $s);
+    }
+
+    h2_write($c, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+                 . frame(4, 0, 0, '') . frame(4, 1, 0, ''));
+    return $c;
+}
+
+sub h2_write {
+    my ($c, $bytes) = @_;
+
+    while (length $bytes) {
+        my $n = syswrite($c->{w}, $bytes) or return;
+        substr($bytes, 0, $n, '');
+    }
+}
+
+sub h2_close {
+    my ($c) = @_;
+
+    close $c->{w};
+    close $c->{r};
+
+    if ($c->{pid}) {
+        kill 'TERM', $c->{pid};
+        waitpid($c->{pid}, 0);
+    }
+}
+
+# reads one frame: [type, flags, sid, payload], or undef on EOF/timeout
+sub h2_frame {
+    my ($c, $timeout) = @_;
+
+    my $buf = '';
+    my $need = 9;
+    my $sel = IO::Select->new($c->{r});
+
+    while (length $buf < $need) {
+        return undef unless $sel->can_read($timeout // 5);
+        my $n = sysread($c->{r}, $buf, $need - length $buf, length $buf);
+        return undef unless $n;
+
+        if (length $buf == 9 && $need == 9) {
+            my ($hi, $lo) = unpack('Cn', $buf);
+            $need = 9 + ($hi << 16 | $lo);
+        }
+    }
+
+    my ($hi, $lo, $type, $flags, $sid) = unpack('CnCCN', $buf);
+
+    return [$type, $flags, $sid & 0x7fffffff, substr($buf, 9)];
+}
+
+# sends a request on stream $sid: headers, then the body in DATA frames of
+# $o{piece} bytes (with a pause between them when asked)
+sub h2_send {
+    my ($c, $sid, $path, $headers, $body, %o) = @_;
+
+    my $hdr = hpack(':method' => $o{method} // 'POST', ':scheme' => 'http',
+                    ':authority' => 'localhost', ':path' => $path,
+                    @$headers);
+
+    h2_write($c, frame(1, 4 | (defined $body ? 0 : 1), $sid, $hdr));
+
+    return unless defined $body;
+
+    my $piece = $o{piece} || 16384;
+    my @parts = $body =~ /(.{1,$piece})/sg;
+
+    for my $i (0 .. $#parts) {
+        h2_write($c, frame(0, $i == $#parts ? 1 : 0, $sid, $parts[$i]));
+        sleep $o{pause} if $o{pause};
+    }
+}
+
+# the answer on stream $sid: { status, body, rst (its error code) }; the
+# status is the only header decoded (nginx sends it unencoded)
+sub h2_answer {
+    my ($c, $sid) = @_;
+
+    my %static = (0x88 => 200, 0x89 => 204, 0x8a => 206, 0x8b => 304,
+                  0x8c => 400, 0x8d => 404, 0x8e => 500);
+    my $a = { status => 0, body => '' };
+
+    while (my $f = h2_frame($c)) {
+        my ($type, $flags, $id, $p) = @$f;
+
+        if ($type == 7) {
+            $a->{goaway} = 1;
+            last;
+        }
+
+        next unless $id == $sid;
+
+        if ($type == 1) {
+            my $b = ord $p;
+            $a->{status} = $static{$b}
+                // ($b == 0x48 && substr($p, 1, 1) eq "\x03"
+                    ? substr($p, 2, 3) : 'unknown');
+        } elsif ($type == 0) {
+            $a->{body} .= $p;
+        } elsif ($type == 3) {
+            $a->{rst} = unpack('N', $p);
+            last;
+        }
+
+        last if ($type == 0 || $type == 1) && ($flags & 1);
+    }
+
+    return $a;
+}
+
+# one request on a connection of its own
+sub h2_exchange {
+    my ($path, %o) = @_;
+
+    my $c = h2_connect(tls => $o{tls});
+    my @h = @{ $o{headers} || [] };
+
+    push @h, 'content-length' => length $o{body}
+        if defined $o{body} && !$o{no_length};
+
+    h2_send($c, 1, $path, \@h, $o{body}, %o);
+    my $a = h2_answer($c, 1);
+    h2_close($c);
+
+    return $a;
+}
+
+run_tests();
+
+__DATA__
+
+=== TEST 1: every credential form authenticates over h2c and over TLS h2 (Authorization: Bearer, x-api-key, api-key, x-goog-api-key, ?key=): 200, none reaches the backend, and ?key= is masked in $request and $request_uri (SPEC §4, README llm_gateway: "masked in $request and $request_uri (HTTP/1 and HTTP/2)") (holds)
+--- http_config eval: $::Http
+--- config
+--- check eval
+sub {
+    my @bad;
+    my $body = main::chat('hello');
+
+    for my $tls (0, 1) {
+        for my $how (["Authorization: Bearer $::CAROL"], ["x-api-key: $::CAROL"],
+                     ["api-key: $::CAROL"], ["x-goog-api-key: $::CAROL"],
+                     ['?key=' . $::CAROL])
+        {
+            my ($path, @h) = ('/v1/chat/completions');
+            if ($how->[0] =~ /^\?/) { $path .= "$how->[0]&x=1" }
+            else { @h = @$how }
+
+            my $r = main::h2($path, tls => $tls, headers => [@h,
+                             'Content-Type: application/json'],
+                             body => $body);
+
+            push @bad, "tls=$tls @$how: $r->{version} $r->{status} $r->{err}"
+                unless $r->{version} eq '2' && ($r->{status} // 0) == 200;
+        }
+    }
+
+    # no key: curl 7.88 may report the RST_STREAM NO_ERROR that follows
+    # an early answer as an error: the raw client reads the answer
+    for my $tls (0, 1) {
+        my $a = main::h2_exchange('/v1/chat/completions', tls => $tls,
+                                  body => $body);
+        push @bad, "no key, tls=$tls: $a->{status} $a->{body}"
+            unless $a->{status} == 401
+                   && $a->{body} =~ /"code":"invalid_api_key"/;
+    }
+
+    my $r = main::h2('/v1/models', tls => 1);
+    push @bad, "no key, GET: $r->{status} $r->{head}"
+        unless $r->{status} == 401
+               && ($r->{headers}{'x-should-retry'} // '') eq 'false'
+               && $r->{headers}{'content-type'} eq 'application/json';
+
+    my @m = mock_requests();
+    push @bad, scalar(@m) . " backend requests, not 10" unless @m == 10;
+
+    for my $m (@m) {
+        push @bad, "key upstream: $m->{head}"
+            if "$m->{head}$m->{body}" =~ /sk-llm-|\*\*\*/;
+        push @bad, "bad body upstream: $m->{body}" if $m->{body} ne $body;
+    }
+
+    my @q = grep { $_->[2] =~ /key=/ } main::log_lines();
+    push @bad, scalar(@q) . " ?key= lines" unless @q == 2;
+    for (@q) {
+        push @bad, "logged: @$_" if "@$_" =~ /sk-llm-/ || $_->[3] !~ /key=\*+&x=1/;
+    }
+
+    return (!@bad, join "\n", @bad);
+}
+
+
+
+=== TEST 2: JSON chat bodies over h2 -- small, spooled to a temporary file (over client_body_buffer_size), without Content-Length, and in many small DATA frames -- reach the backend intact and are charged the backend's usage, 30 tokens each (SPEC §7: "the backend's reported usage replaces the reservation")
+--- http_config eval: $::Http
+--- config
+--- check eval
+sub {
+    my @bad;
+    my @bodies = (main::chat('hello'), main::chat('hello ' x 4000),
+                  main::chat('hi ' x 100), main::chat('hey ' x 5000));
+    my @r = (
+        main::h2('/v1/chat/completions', body => $bodies[0],
+                 headers => ["x-api-key: $::CAROL"]),
+        main::h2('/v1/chat/completions', body => $bodies[1], tls => 1,
+                 headers => ["x-api-key: $::CAROL"]),
+        main::h2('/v1/chat/completions', body => $bodies[2], no_length => 1,
+                 headers => ["x-api-key: $::CAROL"]),
+        main::h2('/v1/chat/completions', body => $bodies[3], no_length => 1,
+                 tls => 1, headers => ["x-api-key: $::CAROL"]),
+    );
+
+    for my $i (0 .. $#r) {
+        push @bad, "request $i: $r[$i]{version} $r[$i]{status} $r[$i]{body}"
+            unless $r[$i]{version} eq '2' && $r[$i]{status} == 200;
+    }
+
+    # 40 DATA frames of 1000 bytes, no Content-Length, a pause between them
+    push @bodies, main::chat('many ' x 7990);
+    my $a = main::h2_exchange('/v1/chat/completions', no_length => 1,
+                              headers => ['authorization' => "Bearer $::CAROL"],
+                              body => $bodies[4], piece => 1000,
+                              pause => 0.005);
+    push @bad, "DATA frames: $a->{status} $a->{body}"
+        unless $a->{status} == 200 && $a->{body} =~ /"total_tokens":30/;
+
+    my @m = mock_requests();
+    push @bad, scalar(@m) . " backend requests" unless @m == 5;
+    for my $i (0 .. $#m) {
+        push @bad, "body $i upstream: " . length($m[$i]{body}) . " bytes, not "
+                   . length($bodies[$i]) unless $m[$i]{body} eq $bodies[$i];
+    }
+
+    for my $l (main::log_lines()) {
+        push @bad, "logged @$l" unless $l->[4] == 10 && $l->[5] == 20
+                                       && $l->[6] == 0;
+    }
+
+    my $used = main::usage_of($::CAROL, 'tokens');
+    push @bad, "tokens used: $used, not 150" unless $used == 150;
+
+    return (!@bad, join "\n", @bad);
+}
+
+
+
+=== TEST 3: a body over client_max_body_size over h2, with Content-Length and without (h2 needs none), gets the API's JSON 413 request_too_large, not nginx's HTML page, and never reaches the backend (SPEC §4: 413 request_too_large)
+--- http_config eval: $::Http
+--- config
+--- check eval
+sub {
+    my @bad;
+    my $big = main::chat('hello ' x 40000);
+
+    for my $tls (0, 1) {
+        for my $nl (0, 1) {
+            my $a = main::h2_exchange('/v1/chat/completions', body => $big,
+                                      tls => $tls, no_length => $nl,
+                                      headers => ['x-api-key' => $::CAROL]);
+            push @bad, "tls=$tls no_length=$nl: $a->{status} $a->{body}"
+                unless $a->{status} == 413
+                       && $a->{body} =~ /"code":"request_too_large"/;
+        }
+    }
+
+    my $a = main::h2_exchange('/v1beta/models/gemini-pro:generateContent',
+                              body => $big, no_length => 1,
+                              headers => ['x-goog-api-key' => $::CAROL]);
+    push @bad, "gemini: $a->{status} $a->{body}"
+        unless $a->{status} == 413
+               && $a->{body} =~ /"status":"[A-Z_]+"/;
+
+    my @m = mock_requests();
+    push @bad, scalar(@m) . " backend requests" if @m;
+
+    return (!@bad, join "\n", @bad);
+}
+
+
+
+=== TEST 4: "stream": true over h2 (h2c and TLS): the SSE answer streams back whole and its usage (10 + 20) is what is charged, not an estimate (SPEC §7: usage "in JSON bodies and in SSE streams")
+--- http_config eval: $::Http
+--- config
+--- check eval
+sub {
+    my @bad;
+
+    for my $tls (0, 1) {
+        my $r = main::h2('/v1/chat/completions', tls => $tls,
+                         body => main::chat('hello', stream => JSON::PP::true),
+                         headers => ["Authorization: Bearer $::CAROL"]);
+        push @bad, "tls=$tls: $r->{version} $r->{status} $r->{body}"
+            unless $r->{version} eq '2' && $r->{status} == 200
+                   && $r->{body} =~ /"usage":\{"completion_tokens":20,/
+                   && $r->{body} =~ /data: \[DONE\]\n\n\z/
+                   && $r->{headers}{'content-type'} =~ /event-stream/;
+    }
+
+    for my $l (main::log_lines()) {
+        push @bad, "logged @$l" unless $l->[4] == 10 && $l->[5] == 20
+                                       && $l->[6] == 0;
+    }
+
+    my $used = main::usage_of($::CAROL, 'tokens');
+    push @bad, "tokens used: $used, not 60" unless $used == 60;
+
+    return (!@bad, join "\n", @bad);
+}
+
+
+
+=== TEST 5: an h2 client that resets its stream (RST_STREAM CANCEL) mid-answer, its connection still open, is charged its prompt estimate plus the text that went out, estimated (README: "a stream the client cut ... is charged the prompt estimate plus an estimate of the text that went out, and $llm_tokens_estimated is 1"); its concurrency slot is free for the next request at once
+--- http_config eval: main::http_conf('tokens=100000/m concurrency=1')
+--- config
+--- mock eval
+sub {
+    my ($req) = @_;
+    return mock_openai_stream(delay => 0.3,
+        text => 'one two three four five six seven eight nine ten')
+        if $req->{json}{stream};
+    return mock_openai();
+}
+--- check eval
+sub {
+    my @bad;
+
+    my $s = main::h2_connect();
+    main::h2_send($s, 1, '/v1/chat/completions',
+                  ['authorization' => "Bearer $::CAROL"],
+                  main::chat('hello there', stream => JSON::PP::true));
+    my $got = '';
+    while (my $f = main::h2_frame($s)) {
+        $got .= $f->[3] if $f->[0] == 0 && $f->[2] == 1;
+        last if $got =~ /"content":"two /;
+    }
+    main::h2_write($s, main::frame(3, 0, 1, pack('N', 8)));
+    push @bad, "the stream did not start: $got" unless $got =~ /two/;
+
+    # the slot: a second request while the first connection stays open
+    sleep 0.2;
+    my $r = main::h2('/v1/chat/completions', body => main::chat('hi'),
+                     headers => ["x-api-key: $::CAROL"]);
+    push @bad, "next request: $r->{status} $r->{body}"
+        unless $r->{status} == 200;
+    sleep 0.5;
+    main::h2_close($s);
+    sleep 0.2;
+
+    my @l = grep { $_->[2] =~ /^POST/ } main::log_lines();
+    push @bad, scalar(@l) . " log lines" unless @l == 2;
+    my ($cut) = grep { $_->[6] ne '0' } @l;
+    push @bad, "the cut stream was logged @{ $cut || [] }"
+        unless $cut && $cut->[4] > 0 && $cut->[5] >= 2 && $cut->[5] < 20
+               && $cut->[6] eq '1';
+
+    my $used = main::usage_of($::CAROL, 'tokens');
+    my $want = $cut ? $cut->[4] + $cut->[5] + 30 : -1;
+    push @bad, "tokens used: $used, not $want" unless $used == $want;
+
+    return (!@bad, join "\n", @bad);
+}
+
+
+
+=== TEST 6: an h2 client that resets its stream before any answer (the backend still thinking) is charged its prompt estimate, not its whole reservation and not nothing (README: "a client gone before any answer is charged its prompt")
+--- http_config eval: main::http_conf('tokens=100000/m concurrency=1')
+--- config
+--- mock eval
+sub { return { %{ mock_openai() }, delay => 1 } }
+--- check eval
+sub {
+    my @bad;
+
+    my $s = main::h2_connect();
+    main::h2_send($s, 1, '/v1/chat/completions',
+                  ['authorization' => "Bearer $::CAROL"],
+                  main::chat('hello there', max_tokens => 500));
+    sleep 0.3;
+    main::h2_write($s, main::frame(3, 0, 1, pack('N', 8)));
+    sleep 0.3;
+
+    my @l = grep { $_->[2] =~ /^POST/ } main::log_lines();
+    push @bad, "logged: " . join(' ', map { "@$_" } @l)
+        unless @l == 1 && $l[0][4] > 0 && $l[0][5] == 0 && $l[0][6] eq '1';
+
+    my $used = main::usage_of($::CAROL, 'tokens');
+    my $want = @l ? $l[0][4] : -1;
+    push @bad, "tokens used: $used, not $want" unless $used == $want;
+    main::h2_close($s);
+
+    return (!@bad, join "\n", @bad);
+}
+
+
+
+=== TEST 7: the provider key pool behind an h2 client: a 429 on key a is retried on key b with the same body (spooled, sent without Content-Length, a stream), the answer names key b, and neither the client's key nor a provider secret shows in what the client gets or the logs; a provider's 401 is the client's 502 provider_unavailable (SPEC §3 upstream context, §4)
+--- http_config eval
+main::http_conf('tokens=100000/m', q{
+    upstream openai {
+        server 127.0.0.1:$TEST_NGINX_MOCK_PORT;
+        llm_pool;
+        llm_pool_key a secret=sk-aaa111;
+        llm_pool_key b secret=sk-bbb222;
+    }
+}) =~ s{proxy_pass http://127.0.0.1:\$TEST_NGINX_MOCK_PORT;(?=\s*\}\s*location /v1beta)}{proxy_next_upstream error timeout http_429 non_idempotent;
+            proxy_pass http://openai;}gr
+--- config
+--- mock eval
+sub {
+    my ($req) = @_;
+    my $a = $req->{headers}{authorization} // '';
+    return { status => 429, headers => { 'Retry-After' => 30 },
+             body => '{"error":{"message":"slow down"}}' }
+        if $a eq 'Bearer sk-aaa111';
+    return { status => 401, body => '{"error":{"message":"bad key"}}' }
+        if $req->{json}{model} eq 'revoked';
+    return LLMMock::default_handler($req);
+}
+--- check eval
+sub {
+    my @bad;
+    my $body = main::chat('hello ' x 3000, stream => JSON::PP::true);
+    my @r = (main::h2('/v1/chat/completions', body => $body, no_length => 1,
+                      headers => ["Authorization: Bearer $::CAROL"]),
+             main::h2('/v1/chat/completions', body => $body, tls => 1,
+                      headers => ["x-api-key: $::CAROL"]));
+
+    for my $r (@r) {
+        push @bad, "answer: $r->{version} $r->{status} $r->{head}"
+            unless $r->{version} eq '2' && $r->{status} == 200
+                   && $r->{headers}{'x-llm-provider-key'} eq 'b'
+                   && $r->{body} =~ /\[DONE\]/;
+    }
+
+    my $r = main::h2('/v1/chat/completions', tls => 1,
+                     body => main::chat('hi', model => 'revoked'),
+                     headers => ["x-api-key: $::CAROL"]);
+    push @bad, "revoked: $r->{status} $r->{body}"
+        unless $r->{status} == 502
+               && $r->{body} =~ /"code":"provider_unavailable"/;
+    push @r, $r;
+
+    my @m = mock_requests();
+    my @creds = map { $_->{headers}{authorization} // 'none' } @m;
+    push @bad, "backend saw: @creds" unless "@creds" eq 'Bearer sk-aaa111 '
+        . 'Bearer sk-bbb222 Bearer sk-bbb222 Bearer sk-bbb222';
+    for my $m (@m[0 .. 2]) {
+        push @bad, "body upstream: " . length $m->{body}
+            unless $m->{body} eq $body;
+    }
+    for my $m (@m) {
+        push @bad, "client key upstream" if "$m->{head}$m->{body}" =~ /sk-llm-/;
+    }
+
+    my $logs = main::slurp(servroot() . '/logs/access.log')
+               . main::slurp(servroot() . '/logs/error.log');
+    for my $text ($logs, map { "$_->{head}$_->{body}" } @r) {
+        push @bad, "a secret went out" if $text =~ /sk-(?:aaa111|bbb222)/;
+    }
+
+    return (!@bad, join "\n", @bad);
+}
