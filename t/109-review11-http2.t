@@ -702,3 +702,198 @@ sub {
 
     return (!@bad, join "\n", @bad);
 }
+
+
+
+=== TEST 8: refusals over h2 come in the API's JSON with the rate-limit headers: 429 rate_limit_exceeded with Retry-After, retry-after-ms and x-ratelimit-*, 403 account_suspended during the cooldown, 400 for a body that is not JSON (SPEC §4)
+--- http_config eval
+(main::http_conf('tokens=100000/m') . q{
+    llm_tier cool requests=2/m tokens=100000/m cooldown=30s;
+}) =~ s{llm_default_tier tok;}{llm_default_tier cool;}gr
+--- config
+--- check eval
+sub {
+    my @bad;
+    my @s;
+
+    for my $i (1 .. 3) {
+        my $r = main::h2('/v1/models', tls => $i % 2,
+                         headers => ["Authorization: Bearer $::CAROL"]);
+        push @s, $r;
+    }
+
+    my $r = $s[2];
+    push @bad, "third: $r->{status} $r->{head}$r->{body}"
+        unless $r->{status} == 429
+               && $r->{body} =~ /"code":"rate_limit_exceeded"/
+               && $r->{headers}{'retry-after'} >= 1
+               && $r->{headers}{'retry-after-ms'} >= 1
+               && $r->{headers}{'x-ratelimit-limit-requests'} == 2
+               && $r->{headers}{'x-ratelimit-remaining-requests'} == 0
+               && $r->{headers}{'content-type'} eq 'application/json';
+
+    $r = main::h2('/v1/models', headers => ["x-api-key: $::CAROL"]);
+    push @bad, "fourth: $r->{status} $r->{head}$r->{body}"
+        unless $r->{status} == 403
+               && $r->{body} =~ /"code":"account_suspended"/
+               && $r->{headers}{'retry-after'} >= 1;
+
+    # a POST with its body still coming: the raw client reads the answer
+    my $a = main::h2_exchange('/v1/messages', tls => 1,
+                              headers => ['x-api-key' => $::CAROL],
+                              body => main::chat('x' x 100000),
+                              piece => 16000);
+    push @bad, "anthropic: $a->{status} $a->{body}"
+        unless $a->{status} == 403
+               && $a->{body} =~ /^\{"type":"error","error":\{"type":"permission_error"/;
+
+    $a = main::h2_exchange('/v1/chat/completions', tls => 1,
+                           headers => ['x-api-key' => $Test::LLM::Keys::FRANK],
+                           body => '{"model":');
+    push @bad, "bad JSON: $a->{status} $a->{body}"
+        unless $a->{status} == 400
+               && $a->{body} =~ /"code":"invalid_request_error"/;
+
+    return (!@bad, join "\n", @bad);
+}
+
+
+
+=== TEST 9: a body over client_max_body_size over h2 at locations where the proxy module, not the gateway, reads it (a tier counting requests only; also with proxy_request_buffering off): the API's JSON 413 request_too_large, without Content-Length too (SPEC §4)
+--- http_config eval
+($::Tiers . q{
+    server {
+        listen 127.0.0.1:$TEST_NGINX_H2C_PORT http2;
+        client_max_body_size 100k;
+        location /v1/ {
+            llm_gateway on;
+            proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+        }
+        location /nb/v1/ {
+            llm_gateway on;
+            proxy_request_buffering off;
+            proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT/v1/;
+        }
+    }
+})
+--- config
+--- check eval
+sub {
+    my @bad;
+    my $big = main::chat('hello ' x 40000);
+
+    for my $path ('/v1/messages', '/nb/v1/messages') {
+        for my $nl (0, 1) {
+            my $a = main::h2_exchange($path, body => $big, no_length => $nl,
+                                      headers => ['x-api-key' => $::ALICE]);
+            push @bad, "$path no_length=$nl: $a->{status} $a->{body}"
+                unless $a->{status} == 413
+                       && $a->{body} =~ /^\{"type":"error","error":\{"type":"request_too_large"/;
+        }
+    }
+
+    return (!@bad, join "\n", @bad);
+}
+--- no_error_log
+[alert]
+
+
+
+=== TEST 10: llm_token_info counts a body POSTed over h2 without Content-Length, and "llm_stream_usage on" adds include_usage to a spooled h2 body sent without Content-Length, whose usage is then charged (SPEC §3 llm_stream_usage, §8 llm_token_info)
+--- http_config eval
+main::http_conf('tokens=100000/m') =~ s{llm_default_tier tok;}{llm_default_tier tok;
+        llm_stream_usage on;
+        location = /tokens { llm_token_info; }}gr
+--- config
+--- mock eval
+sub {
+    my ($req) = @_;
+    my $u = $req->{json}{stream_options}{include_usage};
+    return mock_openai_stream(usage => $u ? 1 : 0);
+}
+--- check eval
+sub {
+    my @bad;
+
+    my $text = main::chat('hello ' x 2000);
+    my $r = main::h2('/tokens', body => 'hello ' x 2000, no_length => 1);
+    push @bad, "token_info: $r->{status} $r->{body}"
+        unless $r->{status} == 200 && $r->{body} =~ /"characters":12000,/;
+
+    my $body = main::chat('hello ' x 2000, stream => JSON::PP::true);
+    $r = main::h2('/v1/chat/completions', body => $body, no_length => 1,
+                  tls => 1, headers => ["Authorization: Bearer $::CAROL"]);
+    push @bad, "stream: $r->{status} $r->{body}"
+        unless $r->{status} == 200 && $r->{body} =~ /"total_tokens":30/;
+
+    my @m = mock_requests();
+    push @bad, "upstream: " . substr($m[0]{head}, 0, 300)
+        unless @m == 1 && $m[0]{json}{stream_options}{include_usage}
+               && $m[0]{headers}{'content-length'} == length $m[0]{body};
+
+    my $used = main::usage_of($::CAROL, 'tokens');
+    push @bad, "tokens used: $used, not 30" unless $used == 30;
+
+    return (!@bad, join "\n", @bad);
+}
+
+
+
+=== TEST 11: with llm_redis (admissions parked on Redis's answer): over h2 a spooled body sent without Content-Length and an SSE answer are charged their usage, and a stream reset mid-answer its prompt plus what went out, estimated (SPEC §7, README: a stream the client cut)
+--- skip_eval: `redis-cli -p $ENV{TEST_NGINX_REDIS_PORT} ping 2>&1` !~ /PONG/
+--- http_config eval
+main::http_conf('tokens=100000/m concurrency=2',
+    "    llm_redis 127.0.0.1:\$TEST_NGINX_REDIS_PORT prefix=r11-$$-"
+    . time() . ":;\n")
+--- config
+--- mock eval
+sub {
+    my ($req) = @_;
+    return mock_openai_stream(delay => 0.3,
+        text => 'one two three four five six seven eight nine ten')
+        if $req->{json}{stream} && $req->{json}{model} eq 'slow';
+    return LLMMock::default_handler($req);
+}
+--- check eval
+sub {
+    my @bad;
+
+    my $r = main::h2('/v1/chat/completions', no_length => 1, tls => 1,
+                     body => main::chat('hello ' x 2000),
+                     headers => ["x-api-key: $::CAROL"]);
+    push @bad, "spooled: $r->{status} $r->{body}" unless $r->{status} == 200;
+
+    $r = main::h2('/v1/chat/completions',
+                  body => main::chat('hello', stream => JSON::PP::true),
+                  headers => ["x-api-key: $::CAROL"]);
+    push @bad, "stream: $r->{status} $r->{body}"
+        unless $r->{status} == 200 && $r->{body} =~ /"total_tokens":30/;
+
+    my $s = main::h2_connect(tls => 1);
+    main::h2_send($s, 1, '/v1/chat/completions',
+                  ['authorization' => "Bearer $::CAROL"],
+                  main::chat('hello there', stream => JSON::PP::true,
+                             model => 'slow'));
+    my $got = '';
+    while (my $f = main::h2_frame($s)) {
+        $got .= $f->[3] if $f->[0] == 0 && $f->[2] == 1;
+        last if $got =~ /"content":"two /;
+    }
+    main::h2_write($s, main::frame(3, 0, 1, pack('N', 8)));
+    push @bad, "the stream did not start: $got" unless $got =~ /two/;
+    sleep 0.5;
+    main::h2_close($s);
+    sleep 0.3;
+
+    my @l = grep { $_->[2] =~ /^POST/ } main::log_lines();
+    my ($cut) = grep { $_->[6] ne '0' } @l;
+    push @bad, "logged: " . join(' | ', map { "@$_" } @l)
+        unless @l == 3 && $cut && $cut->[4] > 0 && $cut->[5] >= 2
+               && $cut->[5] < 20;
+
+    my $used = main::usage_of($::CAROL, 'tokens');
+    my $want = $cut ? 60 + $cut->[4] + $cut->[5] : -1;
+    push @bad, "tokens used: $used, not $want" unless $used == $want;
+
+    return (!@bad, join "\n", @bad);
+}
