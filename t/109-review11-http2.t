@@ -897,3 +897,54 @@ sub {
 
     return (!@bad, join "\n", @bad);
 }
+
+
+
+=== TEST 12: a ?key= client key is masked in $request, in the access log, also for a request that nginx refuses before any phase runs: an HTTP/2 HEADERS frame that declares a body and ends the stream (nginx's 400 "client prematurely closed stream"), or an HTTP/1.1 "Content-Length: abc" (review11: the key went to the access log in clear); and over h2 for a body over client_max_body_size, with or without Content-Length (README llm_gateway: "a key argument shaped like a gateway key (sk-llm-...) masked in $request (what nginx's error lines quote)")
+--- http_config eval: $::Http
+--- config
+--- log_level: info
+--- check eval
+sub {
+    my @bad;
+    my $big = main::chat('hello ' x 40000);
+    my $q = "?key=$::CAROL";
+
+    for my $nl (0, 1) {
+        my $a = main::h2_exchange("/v1/chat/completions$q", body => $big,
+                                  no_length => $nl);
+        push @bad, "413, no_length=$nl: $a->{status}"
+            unless $a->{status} == 413;
+    }
+
+    my $c = main::h2_connect();
+    main::h2_send($c, 1, "/v1/chat/completions$q",
+                  ['content-length' => 10], undef);
+    my $a = main::h2_answer($c, 1);
+    main::h2_close($c);
+    push @bad, "premature: $a->{status}" unless $a->{status} == 400;
+
+    my $s = IO::Socket::IP->new(PeerHost => '127.0.0.1',
+                                PeerPort => $ENV{TEST_NGINX_SERVER_PORT})
+        or die "connect: $@\n";
+    print $s "POST /v1/chat/completions$q HTTP/1.1\r\nHost: localhost\r\n"
+             . "Content-Length: abc\r\n\r\n";
+    my $h1 = join '', <$s>;
+    push @bad, "HTTP/1.1: $h1" unless $h1 =~ m{^HTTP/1.1 400 };
+    sleep 0.2;
+
+    my @l = grep { /^POST/ } map { (split /\|/)[2] // $_ }
+            grep { /\|/ } split /\n/,
+            main::slurp(servroot() . '/logs/access.log');
+    push @bad, scalar(@l) . " log lines" unless @l == 4;
+    push @bad, "access log: $_" for grep { /sk-llm-/ } @l;
+
+    # nginx's own [info] line about the refused stream is written before
+    # any module runs; every other line quotes the masked $request
+    my @e = grep { !/\[debug\]/ && /sk-llm-/
+                   && !/client prematurely closed stream|invalid "Content-Length"/ }
+            split /\n/, main::slurp(servroot() . '/logs/error.log');
+    push @bad, "error log: $_" for @e;
+
+    return (!@bad, join "\n", @bad);
+}
