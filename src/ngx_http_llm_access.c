@@ -94,6 +94,25 @@ ngx_http_llm_post_read_handler(ngx_http_request_t *r)
 }
 
 
+/*
+ * The log phase, first of its handlers.  A request that nginx refused
+ * while it read the headers (a 400 for a bad Content-Length, an HTTP/2
+ * stream ended before the body its headers declared) ran no phase, the
+ * post-read one included: its $request is masked here, before the
+ * access log quotes it.  Then the usage is settled.
+ */
+
+ngx_int_t
+ngx_http_llm_log_handler(ngx_http_request_t *r)
+{
+    if (r == r->main && r->args.len) {
+        (void) ngx_http_llm_mask_request_line(r);
+    }
+
+    return ngx_http_llm_tally_log_handler(r);
+}
+
+
 static ngx_int_t
 ngx_http_llm_access(ngx_http_request_t *r)
 {

@@ -693,7 +693,7 @@ ngx_http_llm_postconfiguration(ngx_conf_t *cf)
                                  ngx_http_llm_access_handler)
         != NGX_OK
         || ngx_http_llm_phase_first(cmcf, NGX_HTTP_LOG_PHASE,
-                                    ngx_http_llm_tally_log_handler)
+                                    ngx_http_llm_log_handler)
            != NGX_OK)
     {
         return NGX_ERROR;
