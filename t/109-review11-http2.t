@@ -433,14 +433,14 @@ sub {
 
 
 
-=== TEST 2: JSON chat bodies over h2 -- small, spooled to a temporary file (over client_body_buffer_size), without Content-Length, and in many small DATA frames -- reach the backend intact and are charged the backend's usage, 30 tokens each (SPEC §7: "the backend's reported usage replaces the reservation")
+=== TEST 2: JSON chat bodies over h2 -- small, spooled to a temporary file (over client_body_buffer_size), without Content-Length (160 KB: past the 64 KB initial window), and in many small DATA frames -- reach the backend intact and are charged the backend's usage, 30 tokens each (SPEC §7: "the backend's reported usage replaces the reservation")
 --- http_config eval: $::Http
 --- config
 --- check eval
 sub {
     my @bad;
     my @bodies = (main::chat('hello'), main::chat('hello ' x 4000),
-                  main::chat('hi ' x 100), main::chat('hey ' x 5000));
+                  main::chat('hi ' x 100), main::chat('hey ' x 40000));
     my @r = (
         main::h2('/v1/chat/completions', body => $bodies[0],
                  headers => ["x-api-key: $::CAROL"]),
@@ -945,6 +945,147 @@ sub {
                    && !/client prematurely closed stream|invalid "Content-Length"/ }
             split /\n/, main::slurp(servroot() . '/logs/error.log');
     push @bad, "error log: $_" for @e;
+
+    return (!@bad, join "\n", @bad);
+}
+
+
+
+=== TEST 13: streams multiplexed on one h2 connection, interleaved: concurrency=2 admits two at once and refuses the others 429 rate_limit_exceeded, each admitted stream is charged its own usage, and the slots are free when they end (SPEC §3 concurrency, §7)
+--- http_config eval: main::http_conf('tokens=100000/m concurrency=2')
+--- config
+--- mock eval
+sub {
+    my ($req) = @_;
+    return mock_openai_stream(delay => 0.2, completion_tokens => $req->{n},
+                              text => 'one two three four');
+}
+--- check eval
+sub {
+    my @bad;
+
+    my $c = main::h2_connect();
+    for my $sid (1, 3, 5, 7) {
+        main::h2_send($c, $sid, '/v1/chat/completions',
+                      ['x-api-key' => $::CAROL],
+                      main::chat("stream $sid", stream => JSON::PP::true));
+        sleep 0.05;
+    }
+
+    my %a;
+    my $open = 4;
+    while ($open && (my $f = main::h2_frame($c))) {
+        my ($type, $flags, $sid, $p) = @$f;
+        next unless $sid;
+        if ($type == 1) {
+            $a{$sid}{status} = ord $p == 0x88 ? 200 : substr($p, 2, 3);
+        } elsif ($type == 0) {
+            $a{$sid}{body} .= $p;
+        }
+        $open-- if ($type == 0 || $type == 1) && ($flags & 1);
+        $open-- if $type == 3;
+    }
+    main::h2_close($c);
+
+    my $st = join ' ', map { $a{$_}{status} // '-' } 1, 3, 5, 7;
+    push @bad, "statuses: $st" unless $st eq '200 200 429 429';
+    push @bad, "refusal: $a{5}{body}"
+        unless ($a{5}{body} // '') =~ /"code":"rate_limit_exceeded"/;
+    for my $sid (1, 3) {
+        push @bad, "stream $sid: $a{$sid}{body}"
+            unless ($a{$sid}{body} // '') =~ /\[DONE\]/;
+    }
+
+    my $r = main::h2('/v1/chat/completions', body => main::chat('again'),
+                     headers => ["x-api-key: $::CAROL"]);
+    push @bad, "after: $r->{status}" unless $r->{status} == 200;
+
+    # completion_tokens is the mock's request number: 1, 2 and 3
+    my $used = main::usage_of($::CAROL, 'tokens');
+    push @bad, "tokens used: $used, not 36" unless $used == 36;
+
+    return (!@bad, join "\n", @bad);
+}
+
+
+
+=== TEST 14: (holds) an h2 client that resets its stream while the gateway reads its body (concurrency=1): nothing is charged, nothing reaches the backend, and the next request is admitted
+--- http_config eval: main::http_conf('tokens=100000/m concurrency=1')
+--- config
+--- check eval
+sub {
+    my @bad;
+
+    my $c = main::h2_connect(tls => 1);
+    my $hdr = main::hpack(':method' => 'POST', ':scheme' => 'https',
+                          ':authority' => 'localhost',
+                          ':path' => '/v1/chat/completions',
+                          'x-api-key' => $::CAROL);
+    main::h2_write($c, main::frame(1, 4, 1, $hdr)
+                       . main::frame(0, 0, 1, '{"model":"gpt-4o","messages":'));
+    sleep 0.3;
+    main::h2_write($c, main::frame(3, 0, 1, pack('N', 8)));
+    sleep 0.3;
+
+    my $r = main::h2('/v1/chat/completions', body => main::chat('hi'),
+                     headers => ["x-api-key: $::CAROL"]);
+    push @bad, "next: $r->{status}" unless $r->{status} == 200;
+    main::h2_close($c);
+
+    my @m = mock_requests();
+    push @bad, scalar(@m) . " backend requests" unless @m == 1;
+
+    my $used = main::usage_of($::CAROL, 'tokens');
+    push @bad, "tokens used: $used, not 30" unless $used == 30;
+
+    return (!@bad, join "\n", @bad);
+}
+
+
+
+=== TEST 15: an h2 client that resets its stream while its admission waits for Redis (frozen by SIGSTOP, timeout=3s, concurrency=1): the request ends at once, and once Redis answers the slot is not held, so the next request is admitted and nothing was charged for the one gone (SPEC §9: no slot leaked)
+--- skip_eval: `redis-cli -p $ENV{TEST_NGINX_REDIS_PORT} ping 2>&1` !~ /PONG/
+--- http_config eval
+main::http_conf('tokens=100000/m concurrency=1',
+    "    llm_redis 127.0.0.1:\$TEST_NGINX_REDIS_PORT timeout=3s "
+    . "prefix=r11-$$-" . time() . ":;\n")
+--- config
+--- check eval
+sub {
+    my @bad;
+
+    # a first request: the worker's Redis connection is up
+    my $r = main::h2('/v1/models', headers => ["x-api-key: $::CAROL"]);
+    push @bad, "first: $r->{status}" unless $r->{status} == 200;
+
+    my ($pid) = `redis-cli -p $ENV{TEST_NGINX_REDIS_PORT} INFO server`
+                =~ /process_id:(\d+)/;
+    kill 'STOP', $pid;
+
+    my $t0 = time;
+    my $c = main::h2_connect();
+    main::h2_send($c, 1, '/v1/chat/completions', ['x-api-key' => $::CAROL],
+                  main::chat('hello'));
+    sleep 0.3;
+    main::h2_write($c, main::frame(3, 0, 1, pack('N', 8)));
+    sleep 0.5;
+    kill 'CONT', $pid;
+    sleep 0.3;
+    main::h2_close($c);
+
+    $r = main::h2('/v1/chat/completions', body => main::chat('hi'),
+                  headers => ["x-api-key: $::CAROL"]);
+    push @bad, "next: $r->{status} $r->{body}" unless $r->{status} == 200;
+
+    my @m = mock_requests();
+    push @bad, scalar(@m) . " backend requests, not 2" unless @m == 2;
+
+    my $used = main::usage_of($::CAROL, 'tokens');
+    push @bad, "tokens used: $used, not 30" unless $used == 30;
+
+    my @l = grep { $_->[2] =~ /^POST/ } main::log_lines();
+    push @bad, "logged: " . join(' | ', map { "@$_" } @l)
+        unless @l == 2 && $l[0][1] == 499;
 
     return (!@bad, join "\n", @bad);
 }
