@@ -1089,3 +1089,71 @@ sub {
 
     return (!@bad, join "\n", @bad);
 }
+
+
+
+=== TEST 16: "error_page 429 = @overflow" (README: "over the limit: a cheaper backend") at a tier counting requests only: a chat request refused 429 reaches the overflow backend with its body, over h2 (with and without Content-Length) as over HTTP/1.1, and the client gets that backend's answer (README error_page: "a named location ... answers instead")
+--- http_config eval
+($::Tiers . q{
+    server {
+        listen 127.0.0.1:$TEST_NGINX_H2C_PORT http2;
+        location /v1/ {
+            llm_gateway on;
+            error_page 429 = @overflow;
+            proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+        }
+        location @overflow {
+            proxy_set_header X-Overflow yes;
+            proxy_read_timeout 3s;
+            proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+        }
+    }
+})
+--- config
+location /v1/ {
+    llm_gateway on;
+    error_page 429 = @overflow;
+    proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+}
+location @overflow {
+    proxy_set_header X-Overflow yes;
+    proxy_read_timeout 3s;
+    proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+}
+--- timeout: 10
+--- check eval
+sub {
+    my @bad;
+    my $body = main::chat('hello');
+
+    for my $i (1 .. 3) {
+        my $r = http_request('GET /v1/models',
+                             more_headers => "x-api-key: $::ALICE");
+        push @bad, "GET $i: $r->{status}" unless $r->{status} == 200;
+    }
+
+    my $r = http_request('POST /v1/chat/completions', body => $body,
+                         more_headers => "x-api-key: $::ALICE\n"
+                                         . "Content-Type: application/json");
+    push @bad, "HTTP/1.1: $r->{status} $r->{body}"
+        unless $r->{status} == 200 && $r->{body} =~ /"total_tokens":30/;
+
+    for my $nl (0, 1) {
+        my $a = main::h2_exchange('/v1/chat/completions', body => $body,
+                                  no_length => $nl, piece => 20,
+                                  pause => 0.05,
+                                  headers => ['x-api-key' => $::ALICE]);
+        push @bad, "h2, no_length=$nl: $a->{status} $a->{body}"
+            unless $a->{status} == 200 && $a->{body} =~ /"total_tokens":30/;
+    }
+
+    my @o = grep { ($_->{headers}{'x-overflow'} // '') eq 'yes' }
+            mock_requests();
+    push @bad, scalar(@o) . " overflow requests, not 3" unless @o == 3;
+    for my $m (@o) {
+        push @bad, "overflow body: '$m->{body}'" unless $m->{body} eq $body;
+        push @bad, "client key forwarded" if $m->{head} =~ /sk-llm-/;
+    }
+
+    return (!@bad, join "\n", @bad);
+}
