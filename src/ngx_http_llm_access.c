@@ -610,7 +610,19 @@ ngx_http_llm_refuse(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
 
     ctx->done = 1;
 
-    /* as nginx's own error pages: no "100 Continue" for a body unwanted */
+    /*
+     * as nginx's own errors: an error_page's location has the body
+     * ("error_page 429 = @overflow" proxies the request elsewhere)
+     */
+
+    status = ngx_http_llm_error_page(r, ctx, err);
+
+    if (status) {
+        ngx_http_finalize_request(r, status);
+        return NGX_DONE;
+    }
+
+    /* no "100 Continue" for a body unwanted */
 
     r->expect_tested = 1;
 
@@ -618,13 +630,6 @@ ngx_http_llm_refuse(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
 
     if (rc != NGX_OK) {
         return rc;
-    }
-
-    status = ngx_http_llm_error_page(r, ctx, err);
-
-    if (status) {
-        ngx_http_finalize_request(r, status);
-        return NGX_DONE;
     }
 
     rc = ngx_http_llm_send_error(r, ctx, err, message);
