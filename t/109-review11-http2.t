@@ -371,7 +371,7 @@ run_tests();
 
 __DATA__
 
-=== TEST 1: every credential form authenticates over h2c and over TLS h2 (Authorization: Bearer, x-api-key, api-key, x-goog-api-key, ?key=): 200, none reaches the backend, and ?key= is masked in $request and $request_uri (SPEC §4, README llm_gateway: "masked in $request and $request_uri (HTTP/1 and HTTP/2)") (holds)
+=== TEST 1: every credential form authenticates over h2c and over TLS h2 (Authorization: Bearer, x-api-key, api-key, x-goog-api-key, ?key=; a key header that the client's HPACK encoder indexed and then references on the next stream): 200, none reaches the backend, and ?key= is masked in $request and $request_uri (SPEC §4, README llm_gateway: "masked in $request and $request_uri (HTTP/1 and HTTP/2)") (holds)
 --- http_config eval: $::Http
 --- config
 --- check eval
@@ -413,7 +413,30 @@ sub {
                && ($r->{headers}{'x-should-retry'} // '') eq 'false'
                && $r->{headers}{'content-type'} eq 'application/json';
 
-    my @m = mock_requests();
+    # two requests on one connection, the key header sent the way SDKs'
+    # HPACK encoders send it: added to nginx's dynamic table by the first
+    # (literal with incremental indexing), referenced by index (62) by the
+    # second; what the gateway wipes must be the request's copy only
+    for my $name ('x-api-key', 'authorization') {
+        my $v = $name eq 'x-api-key' ? $::CAROL : "Bearer $::CAROL";
+        my $c = main::h2_connect();
+        my @st;
+        for my $sid (1, 3) {
+            my $hdr = main::hpack(':method' => 'GET', ':scheme' => 'http',
+                                  ':authority' => 'localhost',
+                                  ':path' => '/v1/models')
+                      . ($sid == 1 ? "\x40" . main::hp_int(length $name, 7, 0)
+                                     . $name . main::hp_int(length $v, 7, 0)
+                                     . $v
+                                   : "\xbe");
+            main::h2_write($c, main::frame(1, 5, $sid, $hdr));
+            push @st, main::h2_answer($c, $sid)->{status};
+        }
+        main::h2_close($c);
+        push @bad, "indexed $name: @st" unless "@st" eq '200 200';
+    }
+
+    my @m = grep { $_->{method} eq 'POST' } mock_requests();
     push @bad, scalar(@m) . " backend requests, not 10" unless @m == 10;
 
     for my $m (@m) {
