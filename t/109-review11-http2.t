@@ -1180,3 +1180,41 @@ sub {
 
     return (!@bad, join "\n", @bad);
 }
+
+
+
+=== TEST 17: (holds) llm_pool without keys balancing two servers, one refusing connections, behind h2 clients: every chat request (spooled, without Content-Length) fails over to the live server with its whole body and is charged its usage (SPEC §3: "5xx and timeouts count as failures of the server")
+--- http_config eval
+main::http_conf('tokens=100000/m', q{
+    upstream fleet {
+        server 127.0.0.1:$TEST_NGINX_DEAD_PORT;
+        server 127.0.0.1:$TEST_NGINX_MOCK_PORT;
+        llm_pool;
+    }
+}) =~ s{proxy_pass http://127.0.0.1:\$TEST_NGINX_MOCK_PORT;(?=\s*\}\s*location /v1beta)}{proxy_next_upstream error timeout non_idempotent;
+            proxy_pass http://fleet;}gr
+--- config
+--- check eval
+sub {
+    my @bad;
+    my $body = main::chat('hello ' x 3000);
+
+    for my $i (1 .. 4) {
+        my $r = main::h2('/v1/chat/completions', body => $body,
+                         no_length => 1, tls => $i % 2,
+                         headers => ["x-api-key: $::CAROL"]);
+        push @bad, "request $i: $r->{status} $r->{body}"
+            unless $r->{status} == 200;
+    }
+
+    my @m = mock_requests();
+    push @bad, scalar(@m) . " backend requests" unless @m == 4;
+    push @bad, "a body cut" if grep { $_->{body} ne $body } @m;
+
+    my $used = main::usage_of($::CAROL, 'tokens');
+    push @bad, "tokens used: $used, not 120" unless $used == 120;
+
+    return (!@bad, join "\n", @bad);
+}
+--- error_log
+connect() failed (111: Connection refused)
