@@ -1218,3 +1218,55 @@ sub {
 }
 --- error_log
 connect() failed (111: Connection refused)
+
+
+
+=== TEST 18: (holds) an h2 client whose connection drops mid-answer (TCP closed, no RST_STREAM), two streams open on it: each is charged its prompt estimate plus the text that went out, estimated, and the concurrency slots are free at once (README: a stream the client cut; SPEC §9)
+--- http_config eval: main::http_conf('tokens=100000/m concurrency=2')
+--- config
+--- mock eval
+sub {
+    my ($req) = @_;
+    return mock_openai_stream(delay => 0.3,
+        text => 'one two three four five six seven eight nine ten')
+        if $req->{json}{stream};
+    return mock_openai();
+}
+--- check eval
+sub {
+    my @bad;
+
+    my $c = main::h2_connect(tls => 1);
+    for my $sid (1, 3) {
+        main::h2_send($c, $sid, '/v1/chat/completions',
+                      ['authorization' => "Bearer $::CAROL"],
+                      main::chat("hello $sid", stream => JSON::PP::true));
+    }
+    my %got;
+    while (my $f = main::h2_frame($c)) {
+        $got{$f->[2]} .= $f->[3] if $f->[0] == 0;
+        last if ($got{1} // '') =~ /"content":"two /
+                && ($got{3} // '') =~ /"content":"two /;
+    }
+    main::h2_close($c);
+    sleep 0.3;
+
+    for my $i (1, 2) {
+        my $r = main::h2('/v1/chat/completions', body => main::chat('hi'),
+                         headers => ["x-api-key: $::CAROL"]);
+        push @bad, "after $i: $r->{status}" unless $r->{status} == 200;
+    }
+
+    my @cut = grep { $_->[2] =~ /^POST/ && $_->[6] eq '1' } main::log_lines();
+    push @bad, "cut streams logged: " . join(' | ', map { "@$_" } @cut)
+        unless @cut == 2
+               && !grep { !($_->[4] > 0 && $_->[5] >= 2 && $_->[5] < 20) }
+                  @cut;
+
+    my $used = main::usage_of($::CAROL, 'tokens');
+    my $want = 60;
+    $want += $_->[4] + $_->[5] for @cut;
+    push @bad, "tokens used: $used, not $want" unless $used == $want;
+
+    return (!@bad, join "\n", @bad);
+}
