@@ -1270,3 +1270,63 @@ sub {
 
     return (!@bad, join "\n", @bad);
 }
+
+
+
+=== TEST 19: (holds) Gemini over h2 with the client key in ?key= and the pool's key as a query argument (llm_pool_auth query=key): the backend gets the provider's key and not the client's, usage is read from the SSE answer, and neither key shows in the logs -- the error lines quoting the upstream URI included (SPEC §3: "never into what nginx logs as the upstream URI") -- or in the answer
+--- http_config eval
+main::http_conf('tokens=100000/m', q{
+    upstream gemini {
+        server 127.0.0.1:$TEST_NGINX_MOCK_PORT;
+        llm_pool;
+        llm_pool_auth query=key;
+        llm_pool_key g secret=AIzaSECRETgemini444;
+        llm_pool_key h secret=AIzaSECREThhh555;
+    }
+}) =~ s{proxy_pass http://127.0.0.1:\$TEST_NGINX_MOCK_PORT;(?=\s*\}\s*location = /usage)}{proxy_next_upstream error timeout http_429 non_idempotent;
+            proxy_pass http://gemini;}gr
+--- config
+--- mock eval
+sub {
+    my ($req) = @_;
+    return { status => 429, body => '{"error":{"code":429}}' }
+        if $req->{args} =~ /SECRETgemini/;
+    return LLMMock::default_handler($req);
+}
+--- check eval
+sub {
+    my @bad;
+    my $body = '{"contents":[{"role":"user","parts":[{"text":"hello"}]}]}';
+    my $path = '/v1beta/models/gemini-pro:streamGenerateContent';
+
+    my @r = (main::h2("$path?alt=sse&key=$::CAROL", body => $body),
+             main::h2("$path?key=$::CAROL&alt=sse", body => $body, tls => 1,
+                      no_length => 1));
+    for my $r (@r) {
+        push @bad, "answer: $r->{status} $r->{body}"
+            unless $r->{status} == 200 && $r->{body} =~ /usageMetadata/
+                   && $r->{headers}{'x-llm-provider-key'} eq 'h';
+    }
+
+    my @m = mock_requests();
+    my @args = map { $_->{args} } @m;
+    push @bad, "backend args: @args" unless "@args" eq
+        'alt=sse&key=AIzaSECRETgemini444 alt=sse&key=AIzaSECREThhh555 '
+        . 'alt=sse&key=AIzaSECREThhh555';
+    push @bad, "client key upstream" if grep { /sk-llm-/ } map { $_->{head} } @m;
+
+    my @l = grep { $_->[2] =~ /^POST/ } main::log_lines();
+    push @bad, "logged: " . join(' | ', map { "@$_" } @l)
+        unless @l == 2 && !grep { $_->[4] != 10 || $_->[5] != 20 } @l;
+
+    my $logs = main::slurp(servroot() . '/logs/access.log')
+        . join "\n", grep { !/\[debug\]/ }
+          split /\n/, main::slurp(servroot() . '/logs/error.log');
+    push @bad, "logs: $1" if $logs =~ /(.{0,80}(?:SECRET|sk-llm-).{0,20})/;
+    push @bad, "no upstream URI quoted" unless $logs =~ /upstream: "http/;
+    for my $r (@r) {
+        push @bad, "a secret went out" if "$r->{head}$r->{body}" =~ /SECRET/;
+    }
+
+    return (!@bad, join "\n", @bad);
+}
