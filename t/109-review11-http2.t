@@ -1,9 +1,16 @@
 # Review 11: clients that speak HTTP/2 to nginx, over h2c (prior
 # knowledge) and over TLS (ALPN h2), with curl as the SDKs' stand-in and a
 # small hand-written HTTP/2 client where curl cannot do it (a stream reset
-# mid-answer, a body in many small DATA frames).  Each block is a
-# reproducer of what the review found, or a "(holds)" block for a real
-# risk that held; the name says what a user sees and what SPEC says.
+# mid-answer, a body in many small DATA frames, an HPACK-indexed header).
+# Each block is a reproducer of what the review found (TESTs 12 and 16,
+# failing before their fixes), or a "(holds)" block for a real risk that
+# held; the name says what a user sees and what SPEC says.
+#
+# An answer that nginx sends before the body has all come in (a refusal,
+# a 413) is followed by RST_STREAM NO_ERROR, as RFC 9113 8.1 allows (and
+# as for nginx's own auth_basic 401); curl 7.88 sometimes reports that as
+# "(92) Stream error in the HTTP/2 framing layer" and drops the answer, so
+# such answers are read with the hand-written client.
 
 use strict;
 use warnings;
@@ -371,7 +378,7 @@ run_tests();
 
 __DATA__
 
-=== TEST 1: every credential form authenticates over h2c and over TLS h2 (Authorization: Bearer, x-api-key, api-key, x-goog-api-key, ?key=; a key header that the client's HPACK encoder indexed and then references on the next stream): 200, none reaches the backend, and ?key= is masked in $request and $request_uri (SPEC §4, README llm_gateway: "masked in $request and $request_uri (HTTP/1 and HTTP/2)") (holds)
+=== TEST 1: (holds) every credential form authenticates over h2c and over TLS h2 (Authorization: Bearer, x-api-key, api-key, x-goog-api-key, ?key=; a key header that the client's HPACK encoder indexed and then references on the next stream): 200, none reaches the backend, and ?key= is masked in $request and $request_uri (SPEC §4, README llm_gateway: "masked in $request and $request_uri (HTTP/1 and HTTP/2)")
 --- http_config eval: $::Http
 --- config
 --- check eval
@@ -456,7 +463,7 @@ sub {
 
 
 
-=== TEST 2: JSON chat bodies over h2 -- small, spooled to a temporary file (over client_body_buffer_size), without Content-Length (160 KB: past the 64 KB initial window), and in many small DATA frames -- reach the backend intact and are charged the backend's usage, 30 tokens each (SPEC §7: "the backend's reported usage replaces the reservation")
+=== TEST 2: (holds) JSON chat bodies over h2 -- small, spooled to a temporary file (over client_body_buffer_size), without Content-Length (160 KB: past the 64 KB initial window), and in many small DATA frames -- reach the backend intact and are charged the backend's usage, 30 tokens each (SPEC §7: "the backend's reported usage replaces the reservation")
 --- http_config eval: $::Http
 --- config
 --- check eval
@@ -509,7 +516,7 @@ sub {
 
 
 
-=== TEST 3: a body over client_max_body_size over h2, with Content-Length and without (h2 needs none), gets the API's JSON 413 request_too_large, not nginx's HTML page, and never reaches the backend (SPEC §4: 413 request_too_large)
+=== TEST 3: (holds) a body over client_max_body_size over h2, with Content-Length and without (h2 needs none), gets the API's JSON 413 request_too_large, not nginx's HTML page, and never reaches the backend (SPEC §4: 413 request_too_large)
 --- http_config eval: $::Http
 --- config
 --- check eval
@@ -543,7 +550,7 @@ sub {
 
 
 
-=== TEST 4: "stream": true over h2 (h2c and TLS): the SSE answer streams back whole and its usage (10 + 20) is what is charged, not an estimate (SPEC §7: usage "in JSON bodies and in SSE streams")
+=== TEST 4: (holds) "stream": true over h2 (h2c and TLS): the SSE answer streams back whole and its usage (10 + 20) is what is charged, not an estimate (SPEC §7: usage "in JSON bodies and in SSE streams")
 --- http_config eval: $::Http
 --- config
 --- check eval
@@ -574,7 +581,7 @@ sub {
 
 
 
-=== TEST 5: an h2 client that resets its stream (RST_STREAM CANCEL) mid-answer, its connection still open, is charged its prompt estimate plus the text that went out, estimated (README: "a stream the client cut ... is charged the prompt estimate plus an estimate of the text that went out, and $llm_tokens_estimated is 1"); its concurrency slot is free for the next request at once
+=== TEST 5: (holds) an h2 client that resets its stream (RST_STREAM CANCEL) mid-answer, its connection still open, is charged its prompt estimate plus the text that went out, estimated (README: "a stream the client cut ... is charged the prompt estimate plus an estimate of the text that went out, and $llm_tokens_estimated is 1"); its concurrency slot is free for the next request at once
 --- http_config eval: main::http_conf('tokens=100000/m concurrency=1')
 --- config
 --- mock eval
@@ -627,7 +634,7 @@ sub {
 
 
 
-=== TEST 6: an h2 client that resets its stream before any answer (the backend still thinking) is charged its prompt estimate, not its whole reservation and not nothing (README: "a client gone before any answer is charged its prompt")
+=== TEST 6: (holds) an h2 client that resets its stream before any answer (the backend still thinking) is charged its prompt estimate, not its whole reservation and not nothing (README: "a client gone before any answer is charged its prompt")
 --- http_config eval: main::http_conf('tokens=100000/m concurrency=1')
 --- config
 --- mock eval
@@ -658,7 +665,7 @@ sub {
 
 
 
-=== TEST 7: the provider key pool behind an h2 client: a 429 on key a is retried on key b with the same body (spooled, sent without Content-Length, a stream), the answer names key b, and neither the client's key nor a provider secret shows in what the client gets or the logs; a provider's 401 is the client's 502 provider_unavailable (SPEC §3 upstream context, §4)
+=== TEST 7: (holds) the provider key pool behind an h2 client: a 429 on key a is retried on key b with the same body (spooled, sent without Content-Length, a stream), the answer names key b, and neither the client's key nor a provider secret shows in what the client gets or the logs; a provider's 401 is the client's 502 provider_unavailable (SPEC §3 upstream context, §4)
 --- http_config eval
 main::http_conf('tokens=100000/m', q{
     upstream openai {
@@ -728,7 +735,7 @@ sub {
 
 
 
-=== TEST 8: refusals over h2 come in the API's JSON with the rate-limit headers: 429 rate_limit_exceeded with Retry-After, retry-after-ms and x-ratelimit-*, 403 account_suspended during the cooldown, 400 for a body that is not JSON (SPEC §4)
+=== TEST 8: (holds) refusals over h2 come in the API's JSON with the rate-limit headers: 429 rate_limit_exceeded with Retry-After, retry-after-ms and x-ratelimit-*, 403 account_suspended during the cooldown, 400 for a body that is not JSON (SPEC §4)
 --- http_config eval
 (main::http_conf('tokens=100000/m') . q{
     llm_tier cool requests=2/m tokens=100000/m cooldown=30s;
@@ -782,7 +789,7 @@ sub {
 
 
 
-=== TEST 9: a body over client_max_body_size over h2 at locations where the proxy module, not the gateway, reads it (a tier counting requests only; also with proxy_request_buffering off): the API's JSON 413 request_too_large, without Content-Length too (SPEC §4)
+=== TEST 9: (holds) a body over client_max_body_size over h2 at locations where the proxy module, not the gateway, reads it (a tier counting requests only; also with proxy_request_buffering off): the API's JSON 413 request_too_large, without Content-Length too (SPEC §4)
 --- http_config eval
 ($::Tiers . q{
     server {
@@ -822,7 +829,7 @@ sub {
 
 
 
-=== TEST 10: llm_token_info counts a body POSTed over h2 without Content-Length, and "llm_stream_usage on" adds include_usage to a spooled h2 body sent without Content-Length, whose usage is then charged (SPEC §3 llm_stream_usage, §8 llm_token_info)
+=== TEST 10: (holds) llm_token_info counts a body POSTed over h2 without Content-Length, and "llm_stream_usage on" adds include_usage to a spooled h2 body sent without Content-Length, whose usage is then charged (SPEC §3 llm_stream_usage, §8 llm_token_info)
 --- http_config eval
 main::http_conf('tokens=100000/m') =~ s{llm_default_tier tok;}{llm_default_tier tok;
         llm_stream_usage on;
@@ -862,7 +869,7 @@ sub {
 
 
 
-=== TEST 11: with llm_redis (admissions parked on Redis's answer): over h2 a spooled body sent without Content-Length and an SSE answer are charged their usage, and a stream reset mid-answer its prompt plus what went out, estimated (SPEC §7, README: a stream the client cut)
+=== TEST 11: (holds) with llm_redis (admissions parked on Redis's answer): over h2 a spooled body sent without Content-Length and an SSE answer are charged their usage, and a stream reset mid-answer its prompt plus what went out, estimated (SPEC §7, README: a stream the client cut)
 --- skip_eval: `redis-cli -p $ENV{TEST_NGINX_REDIS_PORT} ping 2>&1` !~ /PONG/
 --- http_config eval
 main::http_conf('tokens=100000/m concurrency=2',
@@ -974,7 +981,7 @@ sub {
 
 
 
-=== TEST 13: streams multiplexed on one h2 connection, interleaved: concurrency=2 admits two at once and refuses the others 429 rate_limit_exceeded, each admitted stream is charged its own usage, and the slots are free when they end (SPEC §3 concurrency, §7)
+=== TEST 13: (holds) streams multiplexed on one h2 connection, interleaved: concurrency=2 admits two at once and refuses the others 429 rate_limit_exceeded, each admitted stream is charged its own usage, and the slots are free when they end (SPEC §3 concurrency, §7)
 --- http_config eval: main::http_conf('tokens=100000/m concurrency=2')
 --- config
 --- mock eval
@@ -1066,7 +1073,7 @@ sub {
 
 
 
-=== TEST 15: an h2 client that resets its stream while its admission waits for Redis (frozen by SIGSTOP, timeout=3s, concurrency=1): the request ends at once, and once Redis answers the slot is not held, so the next request is admitted and nothing was charged for the one gone (SPEC §9: no slot leaked)
+=== TEST 15: (holds) an h2 client that resets its stream while its admission waits for Redis (frozen by SIGSTOP, timeout=3s, concurrency=1): the request ends at once, and once Redis answers the slot is not held, so the next request is admitted and nothing was charged for the one gone (SPEC §9: no slot leaked)
 --- skip_eval: `redis-cli -p $ENV{TEST_NGINX_REDIS_PORT} ping 2>&1` !~ /PONG/
 --- http_config eval
 main::http_conf('tokens=100000/m concurrency=1',
