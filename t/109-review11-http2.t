@@ -234,9 +234,9 @@ sub h2_connect {
 
     if ($o{tls}) {
         require IPC::Open2;
-        $c->{pid} = IPC::Open2::open2(my $r, my $w,
-            'openssl', 's_client', '-quiet', '-alpn', 'h2',
-            '-connect', "127.0.0.1:$ENV{TEST_NGINX_H2S_PORT}");
+        $c->{pid} = IPC::Open2::open2(my $r, my $w, 'sh', '-c',
+            'exec openssl s_client -quiet -alpn h2 -connect '
+            . "127.0.0.1:$ENV{TEST_NGINX_H2S_PORT} 2>/dev/null");
         binmode $r;
         binmode $w;
         @$c{qw(r w)} = ($r, $w);
