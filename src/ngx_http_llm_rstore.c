@@ -85,7 +85,7 @@ static void ngx_http_llm_rstore_answer(ngx_http_llm_rstore_req_t *st,
     ngx_http_llm_redis_reply_t *reply, const char *error);
 static void ngx_http_llm_rstore_expire(ngx_http_llm_redis_op_t *rop);
 static void ngx_http_llm_rstore_lost(ngx_http_llm_rstore_op_t *op);
-static void ngx_http_llm_rstore_wait_clock(void);
+static void ngx_http_llm_rstore_wait_clock(ngx_uint_t late);
 static void ngx_http_llm_rstore_clock_late(ngx_event_t *ev);
 static void ngx_http_llm_rstore_clock_args(ngx_http_llm_rstore_op_t *op);
 static void ngx_http_llm_rstore_admitted(ngx_http_llm_redis_op_t *rop,
@@ -504,7 +504,7 @@ ngx_http_llm_rstore_flush(ngx_event_t *ev)
     ngx_http_llm_rstore_settles_flush();
 
     if (!ngx_http_llm_redis_skew_known && ngx_http_llm_redis_coming_up()) {
-        ngx_http_llm_rstore_wait_clock();
+        ngx_http_llm_rstore_wait_clock(0);
         return;
     }
 
@@ -545,12 +545,13 @@ ngx_http_llm_rstore_flush(ngx_event_t *ev)
  * coming up (or Redis stalls in its handshake): the batches wait for
  * Redis's clock, which writes their deadlines (flushed again by
  * ngx_http_llm_redis_clock_known), each request at most until its own
- * deadline (then on_error, and never sent).  With no connection at all
- * they go at once, and fail at once.
+ * deadline (then on_error, and never sent: "late", from the timer).  A
+ * batch nobody waits for any more is dropped.  With no connection at
+ * all they go at once, and fail at once.
  */
 
 static void
-ngx_http_llm_rstore_wait_clock(void)
+ngx_http_llm_rstore_wait_clock(ngx_uint_t late)
 {
     ngx_uint_t                 i, n;
     ngx_msec_t                 first;
@@ -561,6 +562,8 @@ ngx_http_llm_rstore_wait_clock(void)
 
     for (i = 0; i < NGX_HTTP_LLM_BATCH_BUCKETS; i++) {
 
+        /* batches of requests answered here go in at the head: unmet */
+
         for (q = ngx_queue_head(&ngx_http_llm_batches[i]);
              q != ngx_queue_sentinel(&ngx_http_llm_batches[i]);
              q = next)
@@ -568,12 +571,18 @@ ngx_http_llm_rstore_wait_clock(void)
             next = ngx_queue_next(q);
             op = ngx_queue_data(q, ngx_http_llm_rstore_op_t, queue);
 
+            if (late
+                && (ngx_msec_int_t) (op->cmd.op.deadline - ngx_current_msec)
+                   <= 0)
+            {
+                ngx_http_llm_rstore_expire(&op->cmd.op);
+            }
+
             for (n = 0; n < op->nreq && op->reqs[n] == NULL; n++) {
                 /* void */
             }
 
             if (n == op->nreq) {
-                /* nobody waits for it any more: it never goes */
                 ngx_queue_remove(q);
                 ngx_free(op);
                 continue;
@@ -587,44 +596,20 @@ ngx_http_llm_rstore_wait_clock(void)
         }
     }
 
-    if (first == 0) {
-        return;
+    if (first) {
+        ngx_add_timer(&ngx_http_llm_clock_ev,
+                      (ngx_msec_int_t) (first - ngx_current_msec) > 0
+                      ? first - ngx_current_msec : 1);
     }
-
-    ngx_add_timer(&ngx_http_llm_clock_ev,
-                  (ngx_msec_int_t) (first - ngx_current_msec) > 0
-                  ? first - ngx_current_msec : 1);
 }
 
-
-/* requests whose time is up while their batch waits for the clock */
 
 static void
 ngx_http_llm_rstore_clock_late(ngx_event_t *ev)
 {
-    ngx_uint_t                 i;
-    ngx_queue_t               *q, *next;
-    ngx_http_llm_rstore_op_t  *op;
+    ngx_http_llm_rstore_wait_clock(1);
 
-    for (i = 0; i < NGX_HTTP_LLM_BATCH_BUCKETS; i++) {
-
-        /* batches of new requests go in at the head: not met here */
-
-        for (q = ngx_queue_head(&ngx_http_llm_batches[i]);
-             q != ngx_queue_sentinel(&ngx_http_llm_batches[i]);
-             q = next)
-        {
-            next = ngx_queue_next(q);
-            op = ngx_queue_data(q, ngx_http_llm_rstore_op_t, queue);
-
-            if (op->cmd.op.deadline
-                && (ngx_msec_int_t) (op->cmd.op.deadline - ngx_current_msec)
-                   <= 0)
-            {
-                ngx_http_llm_rstore_expire(&op->cmd.op);
-            }
-        }
-    }
+    /* the connections may have gone meanwhile: then the rest goes */
 
     ngx_http_llm_rstore_post();
 }
