@@ -9,6 +9,7 @@ use warnings;
 use lib 't/lib';
 use Test::LLM::Nginx;
 use Test::LLM::Keys;
+use Test::LLM::Chat qw(chat post);
 
 our $KEYS = $Test::LLM::Keys::KEY_FILE;
 our $CAROL = $Test::LLM::Keys::CAROL;
@@ -45,18 +46,6 @@ location = /usage {
 _EOC_
 
 our $Auth = "Authorization: Bearer $CAROL";
-
-sub chat {
-    my (%o) = @_;
-    my $max = exists $o{max} ? $o{max} : 50;
-    return '{"model":"' . ($o{model} // 'gpt-4o') . '",'
-        . (defined $max ? "\"max_tokens\":$max," : '')
-        . ($o{stream} ? '"stream":true,' : '')
-        . '"messages":[{"role":"user","content":"' . ($o{text} // 'Hi')
-        . '"}]}';
-}
-
-sub post { my ($uri, $body) = @_; "POST $uri\n$body" }
 
 run_tests();
 

@@ -18,6 +18,7 @@ use warnings;
 use lib 't/lib';
 use Test::LLM::Nginx;
 use Test::LLM::Keys;
+use Test::LLM::Chat qw(post);
 use MIME::Base64 qw(encode_base64);
 
 our $KEYS = $Test::LLM::Keys::KEY_FILE;
@@ -54,7 +55,6 @@ sub chat {
         . '[{"role":"user","content":"' . $text . '"}]}';
 }
 
-sub post { my ($uri, $body) = @_; "POST $uri\n$body" }
 
 run_tests();
 

@@ -268,7 +268,7 @@ sub {
     Time::HiRes::sleep(0.5);
     my $down = ::served($ENV{TEST_NGINX_SERVER_PORT}, 6);
     Time::HiRes::sleep(0.5);
-    my $log = Test::LLM::Nginx::_slurp(servroot() . '/logs/error.log');
+    my $log = errlog();
     my $failed = () = $log =~ /llm_redis "[^"]+" failed/g;
     my @errors = grep { /\[(error|alert|crit)\]/ } split /\n/, $log;
     redis_start($::RP);

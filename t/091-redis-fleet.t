@@ -10,6 +10,7 @@ use lib 't/lib';
 use Test::LLM::Nginx;
 use Test::LLM::Keys;
 use Test::LLM::Client ();
+use Test::LLM::Redis qw(:DEFAULT gw statuses);    # carol's GET /v1/models
 use Test::More ();
 use Time::HiRes ();
 
@@ -52,45 +53,16 @@ location = /plain {
 }
 _EOC_
 
-sub gw {
-    return http_request("GET /v1/models",
-                        more_headers => "Authorization: Bearer $CAROL");
-}
-
-sub statuses { join ' ', map { gw()->{status} // 'none' } 1 .. $_[0] }
-
+# what carol's requests:1m window of block holds in the Redis on port
 sub window_sum {
     my ($port, $block, @auth) = @_;
-    my @kv = split /\n/, redis_cli($port, @auth, 'HGETALL',
-                                   "$P-$block:{acct:carol}:w:requests:1m");
-    my $sum = 0;
-    # the slots (numbers), not the running total "t", "c", "o"
-    $sum += $kv[$_ + 1] for grep { !($_ % 2) && $kv[$_] =~ /^\d+$/ } 0 .. $#kv;
-    return $sum;
+    return window_total($port, "$P-$block:{acct:carol}:w:requests:1m", @auth);
 }
 
 # waits (5 s at most) until the window of block holds n
 sub wait_sum {
     my ($block, $n) = @_;
-    for (1 .. 50) {
-        return 1 if window_sum($RP, $block) >= $n;
-        select undef, undef, undef, 0.1;
-    }
-    return 0;
-}
-
-sub redis_pid {
-    my ($port) = @_;
-    open(my $fh, '<', "$ROOT/t/servroot/redis-$port/redis.pid") or die $!;
-    my ($pid) = <$fh> =~ /(\d+)/;
-    return $pid;
-}
-
-sub switches {
-    my ($log) = @_;
-    my $down = () = $log =~ /llm_redis "[^"]+" failed/g;
-    my $up   = () = $log =~ /llm_redis "[^"]+" is back/g;
-    return "$down down, $up up";
+    return wait_until(5, sub { window_sum($RP, $block) >= $n });
 }
 
 run_tests(extra => 1);
@@ -100,8 +72,7 @@ my %left;
 for my $port ($RP, $AP, $OP, $UP, $ENV{TEST_NGINX_REDIS_PORT}) {
     my @auth = $port == $AP ? ('-a', 'sesame', '--no-auth-warning') : ();
     for (1 .. 100) {
-        my $list = redis_cli($port, @auth, 'CLIENT', 'LIST') // '';
-        $left{$port} = grep { !/cmd=client/ } split /\n/, $list;
+        $left{$port} = redis_clients($port, @auth);
         last if !$left{$port};
         select undef, undef, undef, 0.05;
     }
@@ -142,9 +113,7 @@ sub {
 
     my $logs = stop_extra_nginx();
 
-    my %n;
-    $n{ $_->{status} // 'error' }++ for @res;
-    my $got = join ' ', map { "$_=$n{$_}" } sort keys %n;
+    my $got = Test::LLM::Client::status_counts(@res);
 
     return (0, "extra nodes' logs: $1")
         if $logs =~ /(.*(?:\[alert\]|\[crit\]|\[emerg\]|AddressSanitizer|exited on signal).*)/;
@@ -173,7 +142,7 @@ sub {
     ::wait_sum(2, 5);
     my $d = ::statuses(2);
     my $s2 = ::window_sum($::RP, 2);
-    my $log = Test::LLM::Nginx::_slurp(servroot() . '/logs/error.log');
+    my $log = errlog();
     my $got = "$a | $b | $d | $s1 $s2 | " . ::switches($log);
     my $want = '200 200 200 | 200 200 200 200 200 429 | '
                . '429 429 | 3 5 | 1 down, 1 up';
@@ -351,7 +320,7 @@ sub {
     my $a = ::statuses(2);
     redis_cli($::RP, 'DEL', $key);
     my $b = ::statuses(1);
-    my $log = Test::LLM::Nginx::_slurp(servroot() . '/logs/error.log');
+    my $log = errlog();
     my $got = "$a | $b | " . ::switches($log);
     return (0, "got $got") unless $got eq '503 503 | 200 | 1 down, 1 up';
     return $log =~ /failed: .*WRONGTYPE/ ? 1 : (0, 'no WRONGTYPE in the log');
@@ -393,7 +362,7 @@ sub {
     my $sum = ::window_sum($::RP, 12);
     my $d = ::statuses(3);
     my $after = ::window_sum($::RP, 12);
-    my $log = Test::LLM::Nginx::_slurp(servroot() . '/logs/error.log');
+    my $log = errlog();
     my $got = "$a | $b | $sum | $d | $after";
     return (0, "got $got")
         unless $got eq '200 | 200 200 200 | 3 | 200 200 429 | 5';
@@ -431,7 +400,7 @@ sub {
         last if $conc == 0 && $sum == 1;
         select undef, undef, undef, 0.1;
     }
-    my $log = Test::LLM::Nginx::_slurp(servroot() . '/logs/error.log');
+    my $log = errlog();
     my $closed = () = $log =~ /\[info\].*client prematurely closed connection/g;
     my $got = "$first | " . join(' ', map { $_->{status} // 'gone' } @gone)
               . " | leases $conc, window $sum, closed $closed";
@@ -470,19 +439,14 @@ sub {
         port => $ENV{TEST_NGINX_SERVER_PORT}, concurrency => 64,
         exchanges => [ map { { %$req, timeout => 20 } } 1 .. 300 ]);
 
-    my %n;
-    $n{ $_->{status} // 'error' }++ for @res;
-    my $got = join ' ', map { "$_=$n{$_}" } sort keys %n;
+    my $got = Test::LLM::Client::status_counts(@res);
     return (0, "got $got") unless $got eq '200=300';
 
     my $stats = ::redis_cli($::RP, 'INFO', 'commandstats');
     my ($calls) = $stats =~ /cmdstat_time:calls=(\d+)/;
     $calls //= 0;
 
-    my @kv = split /\n/, ::redis_cli($::RP, 'HGETALL',
-                                     "$::P-14:{acct:carol}:w:requests:1m");
-    my $sum = 0;
-    $sum += $kv[$_ + 1] for grep { !($_ % 2) && $kv[$_] =~ /^\d+$/ } 0 .. $#kv;
+    my $sum = ::window_sum($::RP, 14);
 
     Test::More::note("$calls script runs for 300 admissions");
     return (0, "window holds $sum") unless $sum == 300;
@@ -558,9 +522,7 @@ sub {
         port => $ENV{TEST_NGINX_SERVER_PORT}, concurrency => 20,
         exchanges => [ map { { %$gw, timeout => 5 } } 1 .. 40 ]);
 
-    my %n;
-    $n{ $_->{status} // 'error' }++ for @res;
-    my $got = join ' ', map { "$_=$n{$_}" } sort keys %n;
+    my $got = Test::LLM::Client::status_counts(@res);
     return $got eq '503=40' ? 1 : (0, "got $got");
 }
 --- error_log

@@ -16,21 +16,8 @@ our $RP = $ENV{TEST_NGINX_REDIS_PORT};
 our $P  = "t093-$$-" . time;
 our $ALICE = $Test::LLM::Keys::ALICE;
 
-# keys known to Redis only (digests from Python's hashlib.blake2b)
-our %K = (
-    zed  => ['sk-llm-FW7Uteno9NpyET7DnWSTZSEl3KE4Owikqr-1OSPYkxs',
-             '6ae2d7b311a021ade6cc770fa3d39f921d48d12c03fa70470088c65113bc6e1e'],
-    yola => ['sk-llm-N09mm8gAAJyH4zUTqzaZcUSV2pbqOb3E4_7qDfWJDOA',
-             '408c3c0de71689723991b1c538d10921bd6369687f67ebacca95339ffa04e7ef'],
-    xavi => ['sk-llm-RJVQXSkLR9zZxabrDo0jPGWClf-h2-31e0IZbNrxm9Q',
-             'd7a9a92f8c4164d28c3ce55223c08314a11b99aa8ee949ec3604c3115e6265d4'],
-    wren => ['sk-llm-Lc7jbidj4KwgV36akl1fkn584MKAIrUh5KDExz6v94g',
-             'de22dd2bcc91594fee784180dfd39fc4caeb615e001580e52cebe2f908564228'],
-    vera => ['sk-llm-1XBy3YwatYZpv6ZR_0lCFAddGA4DDijJ8xcJiqL2eK8',
-             '4c9381a09e480a167204e1abf426dc4d3b37fbafc5cdc3fd1349f7c5f2ab9434'],
-    uma  => ['sk-llm-WcA4dD3BfrFO-Rc8sC7rFPtfM-p3x52yQuKn1leybBk',
-             'e7b5c5a7dbe6b2f525106477751f7b56b5e175978ab8442fa5bddc0381b2f07e'],
-);
+# keys known to Redis only: name => [key, digest]
+our %K = %Test::LLM::Keys::REDIS_ONLY;
 
 our $CAROL = $Test::LLM::Keys::CAROL;
 our $CAROL_DIGEST =

@@ -13,6 +13,8 @@ use warnings;
 use lib 't/lib';
 use Test::LLM::Nginx;
 use Test::LLM::Keys;
+use Test::LLM::Chat qw(carol_chat);
+use Test::LLM::Redis;
 use Time::HiRes ();
 use POSIX ();
 use Socket ();
@@ -40,44 +42,31 @@ sub conf {
 
 sub window_sum {
     my ($block, $what) = @_;
-    my %kv = slots($block, $what);
-    my $sum = 0;
-    $sum += $_ for values %kv;
-    return $sum;
+    return window_total($RP, "$P-$block:{acct:carol}:w:$what");
 }
 
 # the slots (6 s wide for 1m) of a window and their counts
 sub slots {
     my ($block, $what) = @_;
-    my %kv = split /\n/, redis_cli($RP, 'HGETALL',
-                                    "$P-$block:{acct:carol}:w:$what") // '';
-    return map { $_ => $kv{$_} } grep { /^\d+$/ } keys %kv;
+    return window_slots($RP, "$P-$block:{acct:carol}:w:$what");
 }
 
 # the window's sum once it is "want", or after "secs" what it is
 sub wait_sum {
     my ($block, $what, $want, $secs) = @_;
     my $sum;
-    for (1 .. $secs * 10) {
-        $sum = window_sum($block, $what);
-        last if $sum == $want;
-        select undef, undef, undef, 0.1;
-    }
+    wait_until($secs, sub { ($sum = window_sum($block, $what)) == $want });
     return $sum;
 }
 
-our $Chat = '{"id":"c","object":"chat.completion","model":"m",'
-    . '"choices":[{"index":0,"message":{"role":"assistant","content":"hi"},'
-    . '"finish_reason":"stop"}],'
-    . '"usage":{"prompt_tokens":10,"completion_tokens":20,"total_tokens":30}}';
+our $Chat = $Test::LLM::Chat::ANSWER;
 
 # fewer prompt tokens than estimated: a settle takes back in every
 # dimension, and its replay is refunds alone
 (our $Chat21 = $Chat) =~ s/"prompt_tokens":10,/"prompt_tokens":1,/;
 $Chat21 =~ s/"total_tokens":30/"total_tokens":21/;
 
-our $Body = '{"model":"m","max_tokens":1000,'
-    . '"messages":[{"role":"user","content":"hi"}]}';
+our $Body = Test::LLM::Chat::chat(model => 'm', max => 1000, text => 'hi');
 
 # for "secs" seconds, a listener on "port" whose accept queue is full:
 # a connect to it neither succeeds nor fails (its SYNs are dropped)
@@ -105,12 +94,7 @@ sub black_hole {
     POSIX::_exit(0);
 }
 
-sub chat {
-    return http_request("POST /v1/chat/completions",
-        more_headers => "Authorization: Bearer $CAROL\r\n"
-                        . "Content-Type: application/json",
-        body => $Body, timeout => 10);
-}
+sub chat { carol_chat($Body) }
 
 run_tests();
 

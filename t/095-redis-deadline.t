@@ -17,6 +17,7 @@ use warnings;
 use lib 't/lib';
 use Test::LLM::Nginx;
 use Test::LLM::Keys;
+use Test::LLM::Redis;
 use IO::Select ();
 use IO::Socket::INET ();
 use POSIX ();
@@ -31,13 +32,8 @@ our $RP = free_port();
 our $LP = free_port();
 our $SCHEDULE = "$ROOT/t/servroot/redis-$RP/stalls";
 
-# keys known to Redis only (digests from Python's hashlib.blake2b)
-our %K = (
-    zed  => ['sk-llm-FW7Uteno9NpyET7DnWSTZSEl3KE4Owikqr-1OSPYkxs',
-             '6ae2d7b311a021ade6cc770fa3d39f921d48d12c03fa70470088c65113bc6e1e'],
-    yola => ['sk-llm-N09mm8gAAJyH4zUTqzaZcUSV2pbqOb3E4_7qDfWJDOA',
-             '408c3c0de71689723991b1c538d10921bd6369687f67ebacca95339ffa04e7ef'],
-);
+# keys known to Redis only: name => [key, digest]
+our %K = map { $_ => $Test::LLM::Keys::REDIS_ONLY{$_} } qw(zed yola);
 
 redis_start($RP);
 stall(());
@@ -45,13 +41,6 @@ stall(());
 our $LINK = stall_link($LP, $RP);
 
 END { kill 'TERM', $LINK if $LINK }
-
-sub redis_pid {
-    my ($port) = @_;
-    open(my $fh, '<', "$ROOT/t/servroot/redis-$port/redis.pid") or die $!;
-    my ($pid) = <$fh> =~ /(\d+)/;
-    return $pid;
-}
 
 # stall(ms, ...): the next commands that find Redis running freeze it
 sub stall {
@@ -227,21 +216,13 @@ sub timed_later {
 
 sub window_sum {
     my ($block, $acct) = @_;
-    my @kv = split /\n/, redis_cli($RP, 'HGETALL',
-                                   "$P-$block:{acct:$acct}:w:requests:1m");
-    my $sum = 0;
-    $sum += $kv[$_ + 1] for grep { !($_ % 2) && $kv[$_] =~ /^\d+$/ } 0 .. $#kv;
-    return $sum;
+    return window_total($RP, "$P-$block:{acct:$acct}:w:requests:1m");
 }
 
 # waits (5 s at most) until the window holds n
 sub wait_sum {
     my ($block, $acct, $n) = @_;
-    for (1 .. 50) {
-        return 1 if window_sum($block, $acct) >= $n;
-        Time::HiRes::sleep(0.1);
-    }
-    return 0;
+    return wait_until(5, sub { window_sum($block, $acct) >= $n });
 }
 
 key_record(1, 'zed', account => 'zed');

@@ -8,6 +8,8 @@ use warnings;
 use lib 't/lib';
 use Test::LLM::Nginx;
 use Test::LLM::Keys;
+use Test::LLM::Chat qw(carol_chat);
+use Test::LLM::Redis;
 use Time::HiRes ();
 use POSIX ();
 
@@ -31,28 +33,15 @@ sub conf {
 
 sub window_sum {
     my ($block, $what) = @_;
-    my %kv = split /\n/, redis_cli($RP, 'HGETALL',
-                                    "$P-$block:{acct:carol}:w:$what") // '';
-    my $sum = 0;
-    $sum += $kv{$_} for grep { /^\d+$/ } keys %kv;
-    return $sum;
+    return window_total($RP, "$P-$block:{acct:carol}:w:$what");
 }
 
-our $Chat = '{"id":"c","object":"chat.completion","model":"m",'
-    . '"choices":[{"index":0,"message":{"role":"assistant","content":"hi"},'
-    . '"finish_reason":"stop"}],'
-    . '"usage":{"prompt_tokens":10,"completion_tokens":20,"total_tokens":30}}';
+our $Chat = $Test::LLM::Chat::ANSWER;
 
-our $Body = '{"model":"m","max_tokens":1000,'
-    . '"messages":[{"role":"user","content":"hi"}]}';
+our $Body = Test::LLM::Chat::chat(model => 'm', max => 1000, text => 'hi');
 
 # carol's chat completion (30 tokens used), from a check
-sub chat_req {
-    return http_request("POST /v1/chat/completions",
-        more_headers => "Authorization: Bearer $CAROL\r\n"
-                        . "Content-Type: application/json",
-        body => $Body, timeout => 10);
-}
+sub chat_req { carol_chat($Body) }
 
 # pipelined anonymous requests, each from its own address; how many 200
 sub burst {

@@ -8,6 +8,8 @@ use warnings;
 use lib 't/lib';
 use Test::LLM::Nginx;
 use Test::LLM::Keys;
+use Test::LLM::Chat qw(chat post);
+use Test::LLM::Examples;
 
 our $KEYS = $Test::LLM::Keys::KEY_FILE;
 our $CAROL = $Test::LLM::Keys::CAROL;
@@ -39,96 +41,12 @@ _EOC_
 
 our $Auth = "Authorization: Bearer $CAROL";
 
-sub chat {
-    my (%o) = @_;
-    my $max = exists $o{max} ? $o{max} : 50;
-    return '{"model":"' . ($o{model} // 'gpt-4o') . '",'
-        . (defined $max ? "\"max_tokens\":$max," : '')
-        . ($o{stream} ? '"stream":true,' : '')
-        . '"messages":[{"role":"user","content":"' . ($o{text} // 'Hi')
-        . '"}]}';
-}
-
-sub post { my ($uri, $body) = @_; "POST $uri\n$body" }
-
 # what /usage says was used in the "tokens" and "output_tokens" windows
 sub used {
     my $r = http_request("GET /usage", more_headers => $::Auth);
     my ($tok) = $r->{body} =~ /"tokens","period":"1m","limit":\d+,"used":(\d+)/;
     my ($out) = $r->{body} =~ /"output_tokens","period":"1m","limit":\d+,"used":(\d+)/;
     return ($tok, $out, $r->{body});
-}
-
-# conf.examples/NAME rendered and started as t/074-examples.t does (its
-# "# run: NAME" lines only); returns (port, stop sub, dir)
-sub start_example {
-    my ($name, %run) = @_;
-
-    require IO::Socket::INET;
-    require Time::HiRes;
-
-    my $c   = harness_config();
-    my $dir = servroot() . "/example";
-    mkdir $dir;
-    mkdir "$dir/$_" for qw(logs conf tmp);
-
-    my $sock = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0,
-                                     Listen => 1) or die "port: $!";
-    my $port = $sock->sockport;
-    close $sock;
-
-    my ($line) = grep { / carol$/ } do {
-        open my $k, '<', $KEYS or die $!; <$k> };
-    open my $kf, '>', "$dir/keys.txt" or die $!;
-    print $kf $line;
-    close $kf;
-
-    my %lines = (
-        pid         => "pid $dir/nginx.pid;",
-        error_log   => "error_log $dir/logs/error.log info;",
-        load_module => "load_module $c->{module};",
-        access_log  => "access_log $dir/logs/access.log llm;",
-        key_file    => "llm_key_file $dir/keys.txt;",
-        listen      => "listen 127.0.0.1:$port;",
-        backend     => "server 127.0.0.1:$ENV{TEST_NGINX_MOCK_PORT};",
-        %run,
-    );
-
-    open my $in, '<', "conf.examples/$name" or die "$name: $!";
-    my $conf = '';
-    while (my $l = <$in>) {
-        if ($l =~ /^(\s*).*#\s*run:\s*(\S+)\s*$/) {
-            my ($indent, $k) = ($1, $2);
-            $l = exists $lines{$k} ? "$indent$lines{$k}\n" : $l;
-        }
-        $conf .= $l;
-    }
-    $conf = ($> == 0 ? "user root root;\n" : '') . $conf;
-
-    open my $out, '>', "$dir/conf/nginx.conf" or die $!;
-    print $out $conf;
-    close $out;
-
-    my $t = `$c->{nginx} -p $dir/ -c conf/nginx.conf -t 2>&1`;
-    die "nginx -t on conf.examples/$name:\n$t" if $?;
-
-    system($c->{nginx}, '-p', "$dir/", '-c', 'conf/nginx.conf') == 0
-        or die "cannot start conf.examples/$name";
-
-    for (1 .. 50) {
-        last if IO::Socket::INET->new(PeerAddr => "127.0.0.1:$port");
-        Time::HiRes::sleep(0.1);
-    }
-
-    my $stop = sub {
-        open my $p, '<', "$dir/nginx.pid" or return;
-        my $pid = <$p>;
-        chomp $pid;
-        kill 'QUIT', $pid;
-        for (1 .. 50) { last unless kill 0, $pid; Time::HiRes::sleep(0.1) }
-    };
-
-    return ($port, $stop, $dir);
 }
 
 run_tests();

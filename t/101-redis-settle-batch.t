@@ -10,6 +10,8 @@ use warnings;
 use lib 't/lib';
 use Test::LLM::Nginx;
 use Test::LLM::Keys;
+use Test::LLM::Chat ();
+use Test::LLM::Redis;
 use Test::LLM::Lua;
 use Digest::SHA qw(sha1_hex);
 use Time::HiRes ();
@@ -36,11 +38,7 @@ sub conf {
 
 sub window_sum {
     my ($block, $what) = @_;
-    my %kv = split /\n/, redis_cli($RP, 'HGETALL',
-                                    "$P-$block:{acct:carol}:w:$what") // '';
-    my $sum = 0;
-    $sum += $kv{$_} for grep { /^\d+$/ } keys %kv;
-    return $sum;
+    return window_total($RP, "$P-$block:{acct:carol}:w:$what");
 }
 
 # the settle scripts, loaded ahead (no EVAL after NOSCRIPT), and every
@@ -77,23 +75,18 @@ sub together {
     my @res = Test::LLM::Client::exchange_all(
         port => $ENV{TEST_NGINX_SERVER_PORT}, concurrency => $::N,
         exchanges => [ map { { %$req, timeout => 20 } } 1 .. $::N ]);
-    my %n;
-    $n{ $_->{status} // 'error' }++ for @res;
     for (1 .. 50) {
         select undef, undef, undef, 0.1;
         last if window_sum($block, 'output_tokens:1d') == 20 * $::N;
     }
     my @calls = settle_calls();
-    return (join(' ', map { "$_=$n{$_}" } sort keys %n), @calls,
+    return (Test::LLM::Client::status_counts(@res), @calls,
             join(' ', map { window_sum($block, $_) }
                       qw(requests:1m tokens:1m input_tokens:1h
                          output_tokens:1d cost:1mo)));
 }
 
-our $Chat = '{"id":"c","object":"chat.completion","model":"m",'
-    . '"choices":[{"index":0,"message":{"role":"assistant","content":"hi"},'
-    . '"finish_reason":"stop"}],'
-    . '"usage":{"prompt_tokens":10,"completion_tokens":20,"total_tokens":30}}';
+our $Chat = $Test::LLM::Chat::ANSWER;
 
 our $Gateway = <<'_EOC_';
 location /v1/ {
@@ -106,8 +99,7 @@ location = /plain {
 }
 _EOC_
 
-our $Body = '{"model":"m","max_tokens":1000,'
-    . '"messages":[{"role":"user","content":"hi"}]}';
+our $Body = Test::LLM::Chat::chat(model => 'm', max => 1000, text => 'hi');
 
 # every answer at the next second but one, whenever its request came
 our $Mock = sub {
@@ -194,9 +186,7 @@ sub {
     my @res = Test::LLM::Client::exchange_all(
         port => $ENV{TEST_NGINX_SERVER_PORT}, concurrency => $::N,
         exchanges => [ map { { %$req, timeout => 20 } } 1 .. $::N ]);
-    my %n;
-    $n{ $_->{status} // 'error' }++ for @res;
-    my $status = join ' ', map { "$_=$n{$_}" } sort keys %n;
+    my $status = Test::LLM::Client::status_counts(@res);
     return (0, "statuses $status") unless $status eq "200=$::N";
 
     redis_start($::RP);

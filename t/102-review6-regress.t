@@ -15,6 +15,7 @@ use warnings;
 use lib 't/lib';
 use Test::LLM::Nginx;
 use Test::LLM::Keys;
+use Test::LLM::Chat ();
 use IO::Socket::INET;
 use Time::HiRes ();
 use POSIX ();
@@ -45,13 +46,9 @@ location = /plain {
 }
 _EOC_
 
-our $Body = '{"model":"m","max_tokens":100,'
-    . '"messages":[{"role":"user","content":"hi"}]}';
+our $Body = Test::LLM::Chat::chat(model => 'm', max => 100, text => 'hi');
 
-our $Chat = '{"id":"c","object":"chat.completion","model":"m",'
-    . '"choices":[{"index":0,"message":{"role":"assistant","content":"hi"},'
-    . '"finish_reason":"stop"}],'
-    . '"usage":{"prompt_tokens":10,"completion_tokens":20,"total_tokens":30}}';
+our $Chat = $Test::LLM::Chat::ANSWER;
 
 # the second chat request (the one the test holds) is answered 1 s late
 our $Mock = sub {

@@ -9,12 +9,13 @@ use warnings;
 use lib 't/lib';
 use Test::LLM::Nginx;
 use Test::LLM::Keys;
+use Test::LLM::Chat ();
 use Test::LLM::Client ();
+use Test::LLM::Redis qw(:DEFAULT gw statuses);    # carol's GET /v1/models
 use Time::HiRes ();
 
 our $CAROL = $Test::LLM::Keys::CAROL;
 our $P     = "t106-$$-" . time;
-our $ROOT  = $Test::LLM::Nginx::ROOT;
 
 # this file's own redis-servers (ports 6492..6499 are this review's)
 our $RP = 6492;
@@ -49,15 +50,6 @@ location = /plain {
 }
 _EOC_
 
-sub gw {
-    return http_request("GET /v1/models",
-                        more_headers => "Authorization: Bearer $CAROL");
-}
-
-sub statuses { join ' ', map { gw()->{status} // 'none' } 1 .. $_[0] }
-
-sub errlog { Test::LLM::Nginx::_slurp(servroot() . '/logs/error.log') }
-
 # "statuses before | statuses while Redis is frozen across a reload":
 # Redis runs again 0.3 s after the reload (TESTs 4 and 13)
 sub stalled_reload {
@@ -72,48 +64,15 @@ sub stalled_reload {
     return "$a | $b";
 }
 
-sub redis_pid {
-    my ($port) = @_;
-    open(my $fh, '<', "$ROOT/t/servroot/redis-$port/redis.pid") or die $!;
-    my ($pid) = <$fh> =~ /(\d+)/;
-    return $pid;
-}
-
-sub conns_received {
-    my ($port, @auth) = @_;
-    my $s = redis_cli($port, @auth, 'INFO', 'stats') // '';
-    return $s =~ /total_connections_received:(\d+)/ ? $1 : -1;
-}
-
-# connections of nginx (not redis-cli's own) in a Redis
-sub clients {
-    my ($port, @auth) = @_;
-    my $list = redis_cli($port, @auth, 'CLIENT', 'LIST') // '';
-    return scalar grep { !/cmd=client/ } split /\n/, $list;
-}
-
+# what carol's window (requests:1m unless what) of block holds
 sub window_sum {
     my ($port, $block, $what) = @_;
-    $what //= 'requests:1m';
-    my %h = split /\n/, redis_cli($port, 'HGETALL',
-                                  "$P-$block:{acct:carol}:w:$what");
-    my $sum = 0;
-    # the slots (numbers), not the running total "t", "c", "o"
-    $sum += $h{$_} for grep { /^\d+$/ } keys %h;
-    return $sum;
+    return window_total($port,
+        "$P-$block:{acct:carol}:w:" . ($what // 'requests:1m'));
 }
 
-sub switches {
-    my ($log) = @_;
-    my $down = () = $log =~ /llm_redis "[^"]+" failed/g;
-    my $up   = () = $log =~ /llm_redis "[^"]+" is back/g;
-    return "$down down, $up up";
-}
-
-# a key known to Redis only (t/093's "zed": digest from hashlib.blake2b)
-our $ZED = 'sk-llm-FW7Uteno9NpyET7DnWSTZSEl3KE4Owikqr-1OSPYkxs';
-our $ZED_DIGEST =
-    '6ae2d7b311a021ade6cc770fa3d39f921d48d12c03fa70470088c65113bc6e1e';
+# a key known to Redis only (t/093's "zed")
+our ($ZED, $ZED_DIGEST) = @{ $Test::LLM::Keys::REDIS_ONLY{zed} };
 
 sub zed {
     return http_request("GET /v1/models",
@@ -142,10 +101,10 @@ GET /plain
 --- timeout: 10
 --- check eval
 sub {
-    my $c0 = ::conns_received($::AP, @::AUTH);
+    my $c0 = ::redis_conns_received($::AP, @::AUTH);
     my $a = ::statuses(3);
     Time::HiRes::sleep(2.5);
-    my $n = ::conns_received($::AP, @::AUTH) - $c0;
+    my $n = ::redis_conns_received($::AP, @::AUTH) - $c0;
     my $log = ::errlog();
     my $got = "$a | " . ::switches($log);
     return (0, "got $got") unless $got eq '200 200 200 | 1 down, 0 up';
@@ -179,9 +138,7 @@ sub {
         port => $ENV{TEST_NGINX_SERVER_PORT}, concurrency => 20,
         exchanges => [ map { { %$req, timeout => 10 } } 1 .. 400 ]);
     waitpid $pid, 0;
-    my %n;
-    $n{ $_->{status} // 'error' }++ for @res;
-    my $got = join ' ', map { "$_=$n{$_}" } sort keys %n;
+    my $got = Test::LLM::Client::status_counts(@res);
     my $sum;
     for (1 .. 40) {
         $sum = ::window_sum($::RP, 2);
@@ -213,7 +170,7 @@ GET /plain
 sub {
     my $req = Test::LLM::Client::build_request("GET /v1/models",
         more_headers => "Authorization: Bearer $::CAROL");
-    my $c0 = ::clients($::RP);
+    my $c0 = ::redis_clients($::RP);
     redis_stop($::RP);
     my $pid = fork();
     if (!$pid) {
@@ -236,10 +193,8 @@ sub {
     $sum = ::window_sum($::RP, 3);
     reload_nginx();
     Time::HiRes::sleep(1);
-    my $c1 = ::clients($::RP);
-    my %n;
-    $n{ $_->{status} // 'error' }++ for @res;
-    my $got = join ' ', map { "$_=$n{$_}" } sort keys %n;
+    my $c1 = ::redis_clients($::RP);
+    my $got = Test::LLM::Client::status_counts(@res);
     $got .= " | window $sum | clients $c0 $c1";
     my $want = '200=8 | window 8 | clients 4 4';
     return $got eq $want ? 1 : (0, "got  $got\nwant $want");
@@ -443,10 +398,7 @@ sub {
     $n{ $_->{status} // 'error' }++ for @res;
     my @other = grep { !/^(200|503)$/ } keys %n;
     Time::HiRes::sleep(1.5);
-    my %h = split /\n/, ::redis_cli($::RP, 'HGETALL',
-                                    "$::P-9:{acct:zed}:w:requests:1m");
-    my $sum = 0;
-    $sum += $h{$_} for grep { /^\d+$/ } keys %h;
+    my $sum = ::window_total($::RP, "$::P-9:{acct:zed}:w:requests:1m");
     return (0, "statuses: " . join ' ', map { "$_=$n{$_}" } keys %n)
         if @other;
     return $sum == ($n{200} // 0) ? 1 : (0, "window $sum, 200=$n{200}");
@@ -468,13 +420,9 @@ location /v1/ {
 --- mock eval
 sub {
     my $t = Time::HiRes::time();
-    my $chat = '{"id":"c","object":"chat.completion","model":"m",'
-    . '"choices":[{"index":0,"message":{"role":"assistant","content":"hi"},'
-    . '"finish_reason":"stop"}],'
-    . '"usage":{"prompt_tokens":10,"completion_tokens":20,"total_tokens":30}}';
     return { delay => int($t) + 2 - $t, status => 200,
              headers => { 'Content-Type' => 'application/json' },
-             body => $chat };
+             body => $Test::LLM::Chat::ANSWER };
 }
 --- request
 GET /v1/
@@ -482,8 +430,7 @@ GET /v1/
 --- timeout: 30
 --- check eval
 sub {
-    my $body = '{"model":"m","max_tokens":1000,'
-        . '"messages":[{"role":"user","content":"hi"}]}';
+    my $body = Test::LLM::Chat::chat(model => 'm', max => 1000, text => 'hi');
     my $req = Test::LLM::Client::build_request(
         "POST /v1/chat/completions\n$body",
         more_headers => "Authorization: Bearer $::CAROL\n"
@@ -503,9 +450,7 @@ sub {
         port => $ENV{TEST_NGINX_SERVER_PORT}, concurrency => 40,
         exchanges => [ map { { %$req, timeout => 20 } } 1 .. 40 ]);
     waitpid $pid, 0;
-    my %n;
-    $n{ $_->{status} // 'error' }++ for @res;
-    my $got = join ' ', map { "$_=$n{$_}" } sort keys %n;
+    my $got = Test::LLM::Client::status_counts(@res);
     my $w;
     for (1 .. 40) {
         Time::HiRes::sleep(0.1);
@@ -579,9 +524,7 @@ sub {
     my @res = Test::LLM::Client::exchange_all(
         port => $ENV{TEST_NGINX_SERVER_PORT}, concurrency => 20,
         exchanges => [ map { { %$req, timeout => 10 } } 1 .. 2000 ]);
-    my %n;
-    $n{ $_->{status} // 'error' }++ for @res;
-    my $got = join ' ', map { "$_=$n{$_}" } sort keys %n;
+    my $got = Test::LLM::Client::status_counts(@res);
     my $keys = ::redis_cli($::RP, 'KEYS', "$::P-12:*") // '';
     $keys =~ s/^\s+|\s+$//g;
     $keys =~ s/\n/ /g;
@@ -604,10 +547,8 @@ sub {
     my ($sum, $conc);
     for (1 .. 25) {
         Time::HiRes::sleep(0.1);
-        my %h = split /\n/, ::redis_cli($::RP, '-n', 3, 'HGETALL',
-                                   "$::P-13:{acct:carol}:w:requests:1m");
-        $sum = 0;
-        $sum += $h{$_} for grep { /^\d+$/ } keys %h;
+        $sum = ::window_total($::RP, "$::P-13:{acct:carol}:w:requests:1m",
+                              '-n', 3);
         $conc = ::redis_cli($::RP, '-n', 3, 'ZCARD',
                             "$::P-13:{acct:carol}:conc") + 0;
         last if $sum >= 5 && $conc == 0;

@@ -35,7 +35,7 @@ use Socket qw(AF_INET IPPROTO_TCP SOCK_STREAM SOL_SOCKET SO_ERROR
 use Time::HiRes qw(time);
 
 our @EXPORT_OK = qw(build_request exchange exchange_all parse_response
-                    header burst);
+                    header burst status_counts);
 
 
 # build_request("METHOD URI [PROTO]\nbody...", %opt) -> { method, bytes }
@@ -490,6 +490,15 @@ sub _dechunk {
     }
 
     return ($body, 0);
+}
+
+
+# status_counts(@responses) -> "200=20 429=280": how many of each status,
+# sorted ("error" for an exchange that got no status)
+sub status_counts {
+    my %n;
+    $n{ $_->{status} // 'error' }++ for @_;
+    return join ' ', map { "$_=$n{$_}" } sort keys %n;
 }
 
 

@@ -65,7 +65,7 @@ use Test::LLM::Client ();
 our @EXPORT = qw(
     run_tests blocks count_tests plan
     mock_requests http_request servroot nginx_pid worker_pids reload_nginx
-    harness_config
+    harness_config errlog
     mock_default mock_openai mock_openai_stream mock_openai_embeddings
     mock_anthropic mock_anthropic_stream mock_gemini mock_gemini_stream
     free_port start_extra_nginx stop_extra_nginx
@@ -882,6 +882,9 @@ sub _run_check_hook {
 # Functions for eval code (mock handlers, checks).
 
 sub servroot { $C{servroot} }
+
+# The running block's whole error log so far (every request's lines).
+sub errlog { _slurp("$C{servroot}/logs/error.log") }
 
 # Settings of the run (nginx binary, module path, ports), for tests that
 # start an nginx of their own.
