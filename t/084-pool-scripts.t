@@ -13,11 +13,7 @@ use Test::More;
 use lib 't/lib';
 use Test::LLM::Lua;
 
-my $port = $ENV{TEST_NGINX_REDIS_PORT} || 6399;
-
-if ((`redis-cli -p $port PING 2>/dev/null` // '') !~ /PONG/) {
-    plan skip_all => "no Redis on port $port";
-}
+my $port = script_redis_port();
 
 my %lua = lua_scripts('src/ngx_http_llm_pool_sync.c', 'pool_',
                        qw(event pull));
@@ -38,8 +34,7 @@ sub pull {
 
 sub field { redis('HGET', $K, $_[0]) }
 
-sub now_ms { my $t = redis('TIME'); my ($s, $u) = split /\n/, $t;
-             return $s * 1000 + int($u / 1000) }
+sub now_ms { redis_now_ms($port) }
 
 # cooldowns: the later deadline wins
 event('c', 'a', 30000, 0);

@@ -14,11 +14,7 @@ use lib 't/lib';
 use Test::LLM::Lua;
 use Time::HiRes qw(sleep);
 
-my $port = $ENV{TEST_NGINX_REDIS_PORT} || 6399;
-
-if ((`redis-cli -p $port PING 2>/dev/null` // '') !~ /PONG/) {
-    plan skip_all => "no Redis on port $port";
-}
+my $port = script_redis_port();
 
 my %lua = lua_scripts('src/ngx_http_llm_rstore_lua.c', '',
                        qw(admit settle renew replay batch));

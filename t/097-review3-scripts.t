@@ -13,11 +13,7 @@ use Test::More;
 use lib 't/lib';
 use Test::LLM::Lua;
 
-my $port = $ENV{TEST_NGINX_REDIS_PORT} || 6399;
-
-if ((`redis-cli -p $port PING 2>/dev/null` // '') !~ /PONG/) {
-    plan skip_all => "no Redis on port $port";
-}
+my $port = script_redis_port();
 
 my %lua = lua_scripts('src/ngx_http_llm_rstore_lua.c', '',
                        qw(settle replay));
@@ -26,10 +22,7 @@ my $P = "t097-$$-" . time;
 
 sub redis { redis_out($port, @_) }
 
-sub now_ms {
-    my ($s, $us) = split /\n/, redis('TIME');
-    return $s * 1000 + int($us / 1000);
-}
+sub now_ms { redis_now_ms($port) }
 
 sub replay {
     my ($acct, $mark, $t0, @w) = @_;

@@ -14,11 +14,7 @@ use Test::More;
 use lib 't/lib';
 use Test::LLM::Lua;
 
-my $port = $ENV{TEST_NGINX_REDIS_PORT} || 6399;
-
-if ((`redis-cli -p $port PING 2>/dev/null` // '') !~ /PONG/) {
-    plan skip_all => "no Redis on port $port";
-}
+my $port = script_redis_port();
 
 my %lua = lua_scripts('src/ngx_http_llm_rstore_lua.c', '',
                        qw(admit settle settles));
@@ -30,10 +26,7 @@ sub redis { redis_out($port, @_) }
 sub key { "$P:{acct:$_[0]}:w:$_[1]" }
 
 # Redis's clock, ms
-sub now {
-    my ($s, $us) = split /\n/, redis('TIME');
-    return $s * 1000 + int($us / 1000);
-}
+sub now { redis_now_ms($port) }
 
 # the windows of the tier: [name, period]; a month is period 0
 my @W = (['tokens:1h', 3600000], ['input_tokens:1d', 86400000],

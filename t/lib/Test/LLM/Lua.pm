@@ -7,13 +7,14 @@ package Test::LLM::Lua;
 #
 #   my %lua = lua_scripts('src/ngx_http_llm_rstore_lua.c', '',
 #                         qw(admit settle));
+#   my $port = script_redis_port();      # or the file is skipped
 #   my $out = redis_out($port, 'EVAL', $lua{settle}, ...);
 
 use strict;
 use warnings;
 
 use Exporter 'import';
-our @EXPORT = qw(lua_scripts redis_out);
+our @EXPORT = qw(lua_scripts redis_out script_redis_port redis_now_ms);
 
 
 # C string literals, escapes undone
@@ -68,6 +69,25 @@ sub redis_out {
     close $fh;
     $out =~ s/\s+\z//;
     return $out;
+}
+
+
+# the Redis of ./ngx_module test (TEST_NGINX_REDIS_PORT, else 6399): its
+# port; the whole file is skipped when nothing answers there
+sub script_redis_port {
+    my $port = $ENV{TEST_NGINX_REDIS_PORT} || 6399;
+    if ((`redis-cli -p $port PING 2>/dev/null` // '') !~ /PONG/) {
+        Test::More::plan(skip_all => "no Redis on port $port");
+    }
+    return $port;
+}
+
+
+# Redis's clock (TIME), in ms
+sub redis_now_ms {
+    my ($port) = @_;
+    my ($s, $us) = split /\n/, redis_out($port, 'TIME');
+    return $s * 1000 + int($us / 1000);
 }
 
 
