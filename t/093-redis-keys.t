@@ -11,6 +11,7 @@ use warnings;
 use lib 't/lib';
 use Test::LLM::Nginx;
 use Test::LLM::Keys;
+use Test::LLM::Redis;
 
 our $RP = $ENV{TEST_NGINX_REDIS_PORT};
 our $P  = "t093-$$-" . time;
@@ -151,11 +152,7 @@ invalid value "key_cache=6s"
  { 'X-Account' => 'zed', 'X-Result' => 'limited' }]
 --- check eval
 sub {
-    my @kv = split /\n/, redis_cli($::RP, 'HGETALL',
-                                   "$::P-2:{acct:zed}:w:requests:1m");
-    my $sum = 0;
-    # the slots (numbers), not the running total "t", "c", "o"
-    $sum += $kv[$_ + 1] for grep { !($_ % 2) && $kv[$_] =~ /^\d+$/ } 0 .. $#kv;
+    my $sum = window_total($::RP, "$::P-2:{acct:zed}:w:requests:1m");
     return $sum == 3 ? 1 : (0, "window holds $sum");
 }
 --- no_error_log

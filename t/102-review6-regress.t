@@ -16,6 +16,7 @@ use lib 't/lib';
 use Test::LLM::Nginx;
 use Test::LLM::Keys;
 use Test::LLM::Chat ();
+use Test::LLM::Redis;
 use IO::Socket::INET;
 use Time::HiRes ();
 use POSIX ();
@@ -345,11 +346,7 @@ sub {
     my $sum;
     for (1 .. 50) {
         Time::HiRes::sleep(0.2);
-        my %kv = split /\n/, redis_cli($::RP2, 'HGETALL',
-                                       "$::P-2:{acct:carol}:w:requests:1m")
-                             // '';
-        $sum = 0;
-        $sum += $kv{$_} for grep { /^\d+$/ } keys %kv;
+        $sum = window_total($::RP2, "$::P-2:{acct:carol}:w:requests:1m");
         last if $sum == 3;
     }
     return $sum == 3 ? 1
@@ -375,10 +372,7 @@ sub {
     my ($s2, $t2) = ::get_models();
     return (0, "second request: $s2") unless $s2 == 200;
 
-    open(my $fh, '<', "$Test::LLM::Nginx::ROOT/t/servroot/redis-$::RP3/redis.pid")
-        or die $!;
-    my ($rpid) = <$fh> =~ /(\d+)/;
-    close $fh;
+    my $rpid = redis_pid($::RP3);
 
     my $pid = fork // die "fork: $!";
     if ($pid == 0) {
