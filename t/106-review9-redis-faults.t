@@ -610,21 +610,16 @@ location = /plain {
 }
 --- mock eval
 sub {
-    my $chat = '{"id":"c","object":"chat.completion","model":"m",'
-    . '"choices":[{"index":0,"message":{"role":"assistant","content":"hi"},'
-    . '"finish_reason":"stop"}],'
-    . '"usage":{"prompt_tokens":10,"completion_tokens":20,"total_tokens":30}}';
     return { delay => 1, status => 200,
              headers => { 'Content-Type' => 'application/json' },
-             body => $chat };
+             body => $Test::LLM::Chat::ANSWER };
 }
 --- request
 GET /plain
 --- timeout: 30
 --- check eval
 sub {
-    my $body = '{"model":"m","max_tokens":1000,'
-        . '"messages":[{"role":"user","content":"hi"}]}';
+    my $body = Test::LLM::Chat::chat(model => 'm', max => 1000, text => 'hi');
     my $rpid = ::redis_pid($::RP);
     my $pid = fork();
     if (!$pid) {
@@ -646,11 +641,7 @@ sub {
     for (1 .. 50) {
         Time::HiRes::sleep(0.1);
         $w = join ' ', map {
-            my %h = split /\n/, ::redis_cli($::RP, '-n', 3, 'HGETALL',
-                                   "$::P-15:{acct:carol}:w:$_");
-            my $s = 0;
-            $s += $h{$_} for grep { /^\d+$/ } keys %h;
-            $s;
+            ::window_total($::RP, "$::P-15:{acct:carol}:w:$_", '-n', 3)
         } qw(requests:1m tokens:1m);
         last if $w eq '1 30';
     }
