@@ -14,11 +14,15 @@
 # SECONDS of load, 180 by default.  Every SOAK_EVERY (10) seconds a line
 # goes to build/soak/CASE.csv:
 #   t,workers,rss_kb,data_kb,fds,shm_kb,master_fds,rdb_keys,rmem,
-#   rclients,rnottl,full,errs
+#   rclients,rnottl,full,errs,timers
 # rss/data/fds are summed over the worker processes (data = VmData, the
 # heap and anonymous maps), shm_kb is the llm_zone mapping's resident size
 # in one worker, rnottl the sampled Redis keys without a TTL (of 200), full
-# the "llm_zone ... is full" lines, errs the [alert]/[crit]/[emerg] lines.
+# the "llm_zone ... is full" lines, errs the [alert]/[crit]/[emerg] lines,
+# timers the nodes of ngx_event_timer_rbtree in all workers, read with gdb
+# (tools/soak-timers.py) in the first and the last (idle) samples only: an
+# attach stops a worker long enough for llm_redis to time out (SOAK_TIMERS=0
+# leaves it out).
 # A least-squares slope per minute of every column is printed at the end.
 #
 # Env: SOAK_PORT (8120), SOAK_MOCK_PORT (8119), SOAK_REDIS_PORT (6511),
@@ -40,7 +44,7 @@ ZONE=${SOAK_ZONE:-1m}
 EVERY=${SOAK_EVERY:-10}
 CLEAN=${SOAK_CLEAN:-60}
 CONNS=${SOAK_CONNS:-32}
-D=$B/soak
+D=${SOAK_DIR:-$B/soak}
 CSV=$D/$CASE.csv
 mkdir -p "$D"
 
@@ -127,7 +131,10 @@ C
       echo "    }"
       cat <<C
     upstream mock { server 127.0.0.1:$MPORT; keepalive 32; }
+    map \$status \$soak_bad { 200 0; default 1; }
+    log_format soak '\$status \$request_time \$upstream_status "\$request" \$llm_limit_result';
     server {
+        access_log  $d/bad.log  soak  if=\$soak_bad;
         listen 127.0.0.1:$PORT backlog=4096;
         proxy_http_version  1.1;
         proxy_set_header  Connection "";
@@ -210,7 +217,16 @@ sample() {          # sample T
     fi
     full=$(grep -c 'is full' "$D/gw/error.log" || true)
     errs=$(grep -c '\[alert\]\|\[crit\]\|\[emerg\]' "$D/gw/error.log" || true)
-    echo "$1,$nw,$rss,$data,$fds,$shm,$mfd,$keys,$mem,$cl,$nottl,$full,$errs" \
+    tm=-
+    if [ "${SOAK_TIMERS:-1}" = 1 ] && [ -n "${2:-}" ]; then
+        tm=0
+        for w in $(workers); do
+            n=$(timeout 20 gdb -p "$w" -batch -x "$ROOT/tools/soak-timers.py" \
+                2>/dev/null | awk '/^timers/ { print $2 }')
+            tm=$((tm + ${n:-0}))
+        done
+    fi
+    echo "$1,$nw,$rss,$data,$fds,$shm,$mfd,$keys,$mem,$cl,$nottl,$full,$errs,$tm" \
         >> "$CSV"
 }
 
@@ -266,11 +282,11 @@ case $CASE in
     pool) wrk_lua /pool1k ;;
     *)    wrk_lua /gw /tokens ;;
 esac
-echo "t,workers,rss_kb,data_kb,fds,shm_kb,master_fds,rdb_keys,rmem,rclients,rnottl,full,errs" > "$CSV"
+echo "t,workers,rss_kb,data_kb,fds,shm_kb,master_fds,rdb_keys,rmem,rclients,rnottl,full,errs,timers" > "$CSV"
 # warm up: every account once, so that the baseline has them
 wrk -t1 -c"$CONNS" -d10s -s "$D/soak.lua" "http://127.0.0.1:$PORT" \
     > "$D/$CASE.warm.txt" 2>&1 || true
-sample 0
+sample 0 timers
 
 t0=$(date +%s)
 WT=""; [ "$CASE" = aborts ] && WT="--timeout 5ms"
@@ -327,8 +343,12 @@ while :; do
     [ "$now" -lt "$end" ] || break
 done
 wait "$WRK" 2>/dev/null || true
-sleep 5; sample "$(( $(date +%s) - t0 ))"     # idle, load gone
+for p in $PIDS; do kill "$p" 2>/dev/null || true; done; PIDS=
+sleep 5; sample "$(( $(date +%s) - t0 ))" timers    # idle, load gone
 grep -E 'requests in|Non-2xx|Socket errors' "$D/$CASE.wrk.txt" >&2 || true
 [ ! -f "$D/aborts.count" ] || say "aborted streams: $(( $(wc -l < "$D/aborts.count") * 8 ))"
 slopes
 cat "$CSV" >&2
+cp "$D/gw/error.log" "$D/$CASE.error.log"
+[ ! -f "$D/gw/bad.log" ] || { mv "$D/gw/bad.log" "$D/$CASE.bad.log"
+    say "not 200: $(awk '{ print $1 }' "$D/$CASE.bad.log" | sort | uniq -c)"; }
