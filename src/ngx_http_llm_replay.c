@@ -77,6 +77,9 @@
 /* how often a worker looks for batches an exiting one left */
 #define NGX_HTTP_LLM_REPLAY_ADOPT     1000
 
+/* a burst Redis has taken in full: the next one after this, not a tick */
+#define NGX_HTTP_LLM_REPLAY_NEXT      10
+
 
 typedef struct {
     ngx_rbtree_node_t           node;      /* key: the account's crc32 */
@@ -141,6 +144,7 @@ static ngx_rbtree_node_t  ngx_http_llm_replay_sentinel;
 static ngx_queue_t        ngx_http_llm_replay_queue;
 static ngx_uint_t         ngx_http_llm_replay_count;
 static ngx_uint_t         ngx_http_llm_replay_replayed;
+static ngx_uint_t         ngx_http_llm_replay_flying;   /* on their way */
 static uint64_t           ngx_http_llm_replay_seq;
 static ngx_event_t        ngx_http_llm_replay_ev;
 static ngx_msec_t         ngx_http_llm_replay_exiting;  /* since then */
@@ -536,6 +540,7 @@ ngx_http_llm_replay_done(void *batch, ngx_uint_t ok)
     ngx_http_llm_replay_t *b = batch;
 
     b->sending = 0;
+    ngx_http_llm_replay_flying--;
 
     if (!ok) {
         /* sent again later, as it was, under the same name */
@@ -545,21 +550,31 @@ ngx_http_llm_replay_done(void *batch, ngx_uint_t ok)
     b->pending = 0;
     ngx_http_llm_replay_replayed++;
 
-    if (ngx_http_llm_replay_some(b->amount)) {
-        /* counted meanwhile: the next batch */
-        return;
+    /* what was counted meanwhile is the next batch */
+
+    if (!ngx_http_llm_replay_some(b->amount)) {
+        ngx_http_llm_replay_free(b);
+
+        if (ngx_http_llm_replay_count == 0) {
+            ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
+                          "llm_redis: usage counted locally during the "
+                          "outage is in Redis now (%ui batches)",
+                          ngx_http_llm_replay_replayed);
+
+            ngx_http_llm_replay_replayed = 0;
+            ngx_http_llm_replay_hold();
+            return;
+        }
     }
 
-    ngx_http_llm_replay_free(b);
+    /*
+     * the whole burst is in: Redis keeps up, the next one goes now
+     * rather than at the next tick (one burst a second drained 256
+     * batches a second, fewer than many accounts make in an outage)
+     */
 
-    if (ngx_http_llm_replay_count == 0) {
-        ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
-                      "llm_redis: usage counted locally during the outage "
-                      "is in Redis now (%ui batches)",
-                      ngx_http_llm_replay_replayed);
-
-        ngx_http_llm_replay_replayed = 0;
-        ngx_http_llm_replay_hold();
+    if (ngx_http_llm_replay_flying == 0) {
+        ngx_add_timer(&ngx_http_llm_replay_ev, NGX_HTTP_LLM_REPLAY_NEXT);
     }
 }
 
@@ -649,15 +664,21 @@ ngx_http_llm_replay_tick(ngx_event_t *ev)
             b->pending = 1;
         }
 
+        /* counted first: its answer may come before the call returns */
+
+        b->sending = 1;
+        ngx_http_llm_replay_flying++;
+
         if (ngx_http_llm_rstore_replay(&b->account, b->tier, b->at, b->sent,
                                        b->tag, b->id, b)
             != NGX_OK)
         {
             /* no connection: the next tick tries again */
+            b->sending = 0;
+            ngx_http_llm_replay_flying--;
             break;
         }
 
-        b->sending = 1;
         n++;
 
         /* the others wait their turn behind it */

@@ -210,8 +210,8 @@ sample() {          # sample T
         keys=$(R dbsize)
         mem=$(R info memory | awk -F: '/^used_memory:/ { print $2+0 }')
         cl=$(R client list | grep -vc 'cmd=client' || true)
-        nottl=$(R --scan --count 1000 | head -200 | while read -r k; do
-                R pttl "$k"; done | grep -c '^-1$' || true)
+        nottl=$(R --scan | head -200 | sed 's/^/PTTL /' | R \
+                | grep -c '^-1$' || true)
     else
         keys=- mem=- cl=- nottl=-
     fi
@@ -274,6 +274,7 @@ case $CASE in
     *) say "unknown case $CASE"; exit 2 ;;
 esac
 stop "$D/gw"; stop "$D/mock"; redis_down
+rm -f "$D/aborts.count" "$D/reloads.count"
 [ -z "$REDIS" ] || redis_up
 mock_conf; start "$D/mock"
 gw_conf "${REDIS:-0}"; : > "$D/gw/error.log"; start "$D/gw"
@@ -320,7 +321,8 @@ if [ "$CASE" = faults ]; then
 fi
 if [ "$CASE" = reload ]; then
     ( while :; do sleep 2; "$NGINX" -p "$D/gw/" -c "$D/gw/nginx.conf" \
-        -e "$D/gw/error.log" -s reload 2>/dev/null || true; done ) &
+        -e "$D/gw/error.log" -s reload 2>/dev/null \
+        && echo x >> "$D/reloads.count"; done ) &
     PIDS="$PIDS $!"; RL=$!
 fi
 
@@ -347,6 +349,10 @@ for p in $PIDS; do kill "$p" 2>/dev/null || true; done; PIDS=
 sleep 5; sample "$(( $(date +%s) - t0 ))" timers    # idle, load gone
 grep -E 'requests in|Non-2xx|Socket errors' "$D/$CASE.wrk.txt" >&2 || true
 [ ! -f "$D/aborts.count" ] || say "aborted streams: $(( $(wc -l < "$D/aborts.count") * 8 ))"
+[ ! -f "$D/reloads.count" ] || say "reloads: $(wc -l < "$D/reloads.count")"
+[ -z "$REDIS" ] || say "Redis keys without a TTL: $(R --scan \
+    | sed 's/^/PTTL /' | R | grep -c '^-1$' || true) of $(R dbsize)"
+say "replays drained: $(grep -c 'is in Redis now' "$D/gw/error.log" || true)"
 slopes
 cat "$CSV" >&2
 cp "$D/gw/error.log" "$D/$CASE.error.log"
