@@ -18,7 +18,7 @@
 # rss/data/fds are summed over the worker processes (data = VmData, the
 # heap and anonymous maps), shm_kb is the llm_zone mapping's resident size
 # in one worker, rnottl the sampled Redis keys without a TTL (of 200), full
-# the "llm_zone ... is full" lines, errs the [alert]/[crit]/[emerg] lines,
+# the "llm_zone ... is full" lines, errs the [alert]/[crit]/[emerg] lines (the log is at notice),
 # timers the nodes of ngx_event_timer_rbtree in all workers, read with gdb
 # (tools/soak-timers.py) in the first and the last (idle) samples only: an
 # attach stops a worker long enough for llm_redis to time out (SOAK_TIMERS=0
@@ -71,7 +71,7 @@ keys() {
 conf_common() {     # conf_common DIR
     mkdir -p "$1/temp"
     echo "worker_processes 2;"
-    echo "error_log $1/error.log warn;"
+    echo "error_log $1/error.log notice;"
     echo "pid $1/nginx.pid;"
     echo "events { worker_connections 4096; }"
     echo "http {"
@@ -188,7 +188,8 @@ cleanup() {
     for p in $PIDS; do kill "$p" 2>/dev/null || true; done
     stop "$D/gw"; stop "$D/mock"; redis_down
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'exit 1' INT TERM
 
 workers() { ps -o pid= --ppid "$(cat "$D/gw/nginx.pid")" 2>/dev/null; }
 
