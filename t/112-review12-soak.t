@@ -107,3 +107,33 @@ sub {
 --- no_error_log
 [alert]
 [crit]
+
+
+
+=== TEST 2: a reload while Redis is down, after 2,000 accounts have made a request each, and llm_zone too small for what the exiting worker leaves: the error log says so in two lines, not one per batch (review12: tools/soak.sh reload with Redis down, a 1 MB zone and 5,000 accounts: 229,458 warnings in 40 s, one per account and reload)
+--- workers: 1
+--- http_config eval: my $c = ::conf(2); $c =~ s/llm:8m/llm:128k/; $c
+--- config eval: $::Gateway
+--- user_files eval
+{ 'keys.txt' => $::KEYFILE }
+--- request
+GET /plain
+--- timeout: 60
+--- check eval
+sub {
+    redis_stop($::RP);
+    my $st = ::every_account();
+    reload_nginx();
+    Time::HiRes::sleep(1.5);
+    my $log = ::errlog();
+    redis_start($::RP);
+    my $n = () = $log =~ /will not reach Redis: llm_zone is full/g;
+    my ($sum) = $log =~ /(\d+) batches of usage counted locally will not/;
+    my $got = sprintf "%s | %s lines%s", $st, $n,
+                      defined $sum && $sum > 0 ? ', a sum' : '';
+    my $want = "200=$::N | 2 lines, a sum";
+    return $got eq $want ? 1 : (0, "got  $got\nwant $want");
+}
+--- no_error_log
+[alert]
+[crit]

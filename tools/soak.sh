@@ -181,6 +181,8 @@ redis_down() {
     [ -f "$D/redis/redis.pid" ] || return 0
     p=$(cat "$D/redis/redis.pid"); kill -CONT "$p" 2>/dev/null || true
     kill "$p" 2>/dev/null || true; rm -f "$D/redis/redis.pid"
+    n=0; while kill -0 "$p" 2>/dev/null && [ $n -lt 100 ]; do
+        sleep 0.1; n=$((n + 1)); done
 }
 
 PIDS=
