@@ -145,6 +145,7 @@ static ngx_queue_t        ngx_http_llm_replay_queue;
 static ngx_uint_t         ngx_http_llm_replay_count;
 static ngx_uint_t         ngx_http_llm_replay_replayed;
 static ngx_uint_t         ngx_http_llm_replay_flying;   /* on their way */
+static ngx_uint_t         ngx_http_llm_replay_lost;     /* at exit */
 static uint64_t           ngx_http_llm_replay_seq;
 static ngx_event_t        ngx_http_llm_replay_ev;
 static ngx_msec_t         ngx_http_llm_replay_exiting;  /* since then */
@@ -337,6 +338,13 @@ ngx_http_llm_replay_exit_process(ngx_cycle_t *cycle)
     ngx_log_error(NGX_LOG_NOTICE, cycle->log, 0,
                   "llm_redis: %ui batches of usage counted locally are "
                   "left in llm_zone for the next workers to replay", n);
+
+    if (ngx_http_llm_replay_lost) {
+        ngx_log_error(NGX_LOG_WARN, cycle->log, 0,
+                      "llm_redis: %ui batches of usage counted locally "
+                      "will not reach Redis: llm_zone is full",
+                      ngx_http_llm_replay_lost);
+    }
 }
 
 
@@ -369,10 +377,16 @@ ngx_http_llm_replay_leave(ngx_shm_zone_t *zone, ngx_http_llm_replay_t *b,
     p = ngx_cpymem(p, tag, pc->tag);
 
     if (ngx_http_llm_store_leave(zone, pc, p - (u_char *) pc) != NGX_OK) {
-        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
-                      "llm_redis: usage of account \"%V\" counted locally "
-                      "will not reach Redis: llm_zone is full",
-                      &b->account);
+
+        /* the first by name, all of them in a sum at the end */
+
+        if (ngx_http_llm_replay_lost++ == 0) {
+            ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                          "llm_redis: usage of account \"%V\" counted "
+                          "locally will not reach Redis: llm_zone is full",
+                          &b->account);
+        }
+
         return NGX_ERROR;
     }
 
