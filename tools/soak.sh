@@ -200,10 +200,13 @@ sample() {          # sample T
     for w in $(workers); do
         s=/proc/$w/status
         [ -r "$s" ] || continue
+        # a worker may exit meanwhile (reload): its figures count 0
+        r=$(awk '/^VmRSS/ { print $2 }' "$s" 2>/dev/null || true)
+        v=$(awk '/^VmData/ { print $2 }' "$s" 2>/dev/null || true)
+        f=$(ls "/proc/$w/fd" 2>/dev/null | wc -l)
+        [ -n "$r" ] || continue
         nw=$((nw + 1))
-        rss=$((rss + $(awk '/^VmRSS/ { print $2 }' "$s")))
-        data=$((data + $(awk '/^VmData/ { print $2 }' "$s")))
-        fds=$((fds + $(ls "/proc/$w/fd" | wc -l)))
+        rss=$((rss + r)); data=$((data + ${v:-0})); fds=$((fds + f))
         shm=$(awk '/zero \(deleted\)|SYSV/ { z = 1; next }
                    z && /^Rss:/ { s += $2; z = 0 } END { print s + 0 }' \
               "/proc/$w/smaps" 2>/dev/null || echo 0)
