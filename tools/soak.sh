@@ -3,6 +3,10 @@
 #
 #   tools/soak.sh CASE [SECONDS]        (after ./ngx_module build)
 #
+# The body is the bench's 1.9 KB chat request when build/bench/post.lua
+# exists (one `./ngx_module bench` run), else a short one.  Needs wrk,
+# redis-server, gdb; nginx is /usr/sbin/nginx (SOAK_NGINX).
+#
 # CASE   shm     wrk on /gw and /tokens, llm_zone only, SOAK_KEYS accounts
 #        redis   the same rows with llm_redis (the bench's redis, rtokens)
 #        pool    /pool1k, a pool of 1,000 provider keys
