@@ -29,7 +29,7 @@
 # leaves it out).
 # A least-squares slope per minute of every column is printed at the end.
 #
-# Env: SOAK_PORT (8120), SOAK_MOCK_PORT (8119), SOAK_REDIS_PORT (6511),
+# Env: SOAK_LOG (the error_log level, notice), SOAK_PORT (8120), SOAK_MOCK_PORT (8119), SOAK_REDIS_PORT (6511),
 # SOAK_KEYS (5000 accounts), SOAK_ZONE (llm_zone size, 1m: small enough
 # that 5,000 accounts make it evict), SOAK_CONNS (wrk -c, 32).
 
@@ -75,7 +75,7 @@ keys() {
 conf_common() {     # conf_common DIR
     mkdir -p "$1/temp"
     echo "worker_processes 2;"
-    echo "error_log $1/error.log notice;"
+    echo "error_log $1/error.log ${SOAK_LOG:-notice};"
     echo "pid $1/nginx.pid;"
     echo "events { worker_connections 4096; }"
     echo "http {"
