@@ -77,6 +77,9 @@
 /* how often a worker looks for batches an exiting one left */
 #define NGX_HTTP_LLM_REPLAY_ADOPT     1000
 
+/* a burst Redis has taken in full: the next one after this, not a tick */
+#define NGX_HTTP_LLM_REPLAY_NEXT      10
+
 
 typedef struct {
     ngx_rbtree_node_t           node;      /* key: the account's crc32 */
@@ -141,6 +144,8 @@ static ngx_rbtree_node_t  ngx_http_llm_replay_sentinel;
 static ngx_queue_t        ngx_http_llm_replay_queue;
 static ngx_uint_t         ngx_http_llm_replay_count;
 static ngx_uint_t         ngx_http_llm_replay_replayed;
+static ngx_uint_t         ngx_http_llm_replay_flying;   /* on their way */
+static ngx_uint_t         ngx_http_llm_replay_lost;     /* at exit */
 static uint64_t           ngx_http_llm_replay_seq;
 static ngx_event_t        ngx_http_llm_replay_ev;
 static ngx_msec_t         ngx_http_llm_replay_exiting;  /* since then */
@@ -333,6 +338,13 @@ ngx_http_llm_replay_exit_process(ngx_cycle_t *cycle)
     ngx_log_error(NGX_LOG_NOTICE, cycle->log, 0,
                   "llm_redis: %ui batches of usage counted locally are "
                   "left in llm_zone for the next workers to replay", n);
+
+    if (ngx_http_llm_replay_lost) {
+        ngx_log_error(NGX_LOG_WARN, cycle->log, 0,
+                      "llm_redis: %ui batches of usage counted locally "
+                      "will not reach Redis: llm_zone is full",
+                      ngx_http_llm_replay_lost);
+    }
 }
 
 
@@ -365,10 +377,16 @@ ngx_http_llm_replay_leave(ngx_shm_zone_t *zone, ngx_http_llm_replay_t *b,
     p = ngx_cpymem(p, tag, pc->tag);
 
     if (ngx_http_llm_store_leave(zone, pc, p - (u_char *) pc) != NGX_OK) {
-        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
-                      "llm_redis: usage of account \"%V\" counted locally "
-                      "will not reach Redis: llm_zone is full",
-                      &b->account);
+
+        /* the first by name, all of them in a sum at the end */
+
+        if (ngx_http_llm_replay_lost++ == 0) {
+            ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                          "llm_redis: usage of account \"%V\" counted "
+                          "locally will not reach Redis: llm_zone is full",
+                          &b->account);
+        }
+
         return NGX_ERROR;
     }
 
@@ -536,6 +554,7 @@ ngx_http_llm_replay_done(void *batch, ngx_uint_t ok)
     ngx_http_llm_replay_t *b = batch;
 
     b->sending = 0;
+    ngx_http_llm_replay_flying--;
 
     if (!ok) {
         /* sent again later, as it was, under the same name */
@@ -545,21 +564,31 @@ ngx_http_llm_replay_done(void *batch, ngx_uint_t ok)
     b->pending = 0;
     ngx_http_llm_replay_replayed++;
 
-    if (ngx_http_llm_replay_some(b->amount)) {
-        /* counted meanwhile: the next batch */
-        return;
+    /* what was counted meanwhile is the next batch */
+
+    if (!ngx_http_llm_replay_some(b->amount)) {
+        ngx_http_llm_replay_free(b);
+
+        if (ngx_http_llm_replay_count == 0) {
+            ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
+                          "llm_redis: usage counted locally during the "
+                          "outage is in Redis now (%ui batches)",
+                          ngx_http_llm_replay_replayed);
+
+            ngx_http_llm_replay_replayed = 0;
+            ngx_http_llm_replay_hold();
+            return;
+        }
     }
 
-    ngx_http_llm_replay_free(b);
+    /*
+     * the whole burst is in: Redis keeps up, the next one goes now
+     * rather than at the next tick (one burst a second drained 256
+     * batches a second, fewer than many accounts make in an outage)
+     */
 
-    if (ngx_http_llm_replay_count == 0) {
-        ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
-                      "llm_redis: usage counted locally during the outage "
-                      "is in Redis now (%ui batches)",
-                      ngx_http_llm_replay_replayed);
-
-        ngx_http_llm_replay_replayed = 0;
-        ngx_http_llm_replay_hold();
+    if (ngx_http_llm_replay_flying == 0) {
+        ngx_add_timer(&ngx_http_llm_replay_ev, NGX_HTTP_LLM_REPLAY_NEXT);
     }
 }
 
@@ -649,15 +678,21 @@ ngx_http_llm_replay_tick(ngx_event_t *ev)
             b->pending = 1;
         }
 
+        /* counted first: its answer may come before the call returns */
+
+        b->sending = 1;
+        ngx_http_llm_replay_flying++;
+
         if (ngx_http_llm_rstore_replay(&b->account, b->tier, b->at, b->sent,
                                        b->tag, b->id, b)
             != NGX_OK)
         {
             /* no connection: the next tick tries again */
+            b->sending = 0;
+            ngx_http_llm_replay_flying--;
             break;
         }
 
-        b->sending = 1;
         n++;
 
         /* the others wait their turn behind it */
