@@ -17,13 +17,13 @@ use Time::HiRes ();
 our $CAROL = $Test::LLM::Keys::CAROL;
 our $P     = "t106-$$-" . time;
 
-# this file's own redis-servers (ports 6492..6499 are this review's)
-our $RP = 6492;
-our $AP = 6493;
-
+# this file's own redis-servers, on free ports (two runs at once must
+# not share them)
+our $RP = free_port();
 redis_start($RP);
+our $AP = free_port();
 redis_start($AP, '--requirepass', 'sesame');
-our $DP = 6494;
+our $DP = free_port();
 redis_start($DP, "--enable-debug-command", "yes");
 
 our @AUTH = ('-a', 'sesame', '--no-auth-warning');

@@ -10,8 +10,9 @@ use Test::LLM::Nginx;
 use Test::LLM::Client ();
 use Time::HiRes ();
 
-# this file's own redis-server (ports 6513..6519 are this review's)
-our $RP = 6513;
+# this file's own redis-server, on a free port (two runs at once must
+# not share it)
+our $RP = free_port();
 redis_start($RP);
 
 # N accounts, each with a key of its own: BLAKE2b-256 digests (as
