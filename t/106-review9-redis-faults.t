@@ -85,6 +85,28 @@ sub zed_record {
     redis_cli($RP, 'HSET', "$P-$block:{key:$ZED_DIGEST}", @fv);
 }
 
+# killed_burst(key, kills, every, n, concurrency): n requests with "key"
+# while a child sends CLIENT KILL TYPE normal "kills" times, "every" s
+# apart; the responses
+sub killed_burst {
+    my ($key, $kills, $every, $n, $conc) = @_;
+    my $req = Test::LLM::Client::build_request("GET /v1/models",
+        more_headers => "Authorization: Bearer $key");
+    my $pid = fork();
+    if (!$pid) {
+        for (1 .. $kills) {
+            redis_cli($RP, 'CLIENT', 'KILL', 'TYPE', 'normal');
+            Time::HiRes::sleep($every);
+        }
+        exit 0;
+    }
+    my @res = Test::LLM::Client::exchange_all(
+        port => $ENV{TEST_NGINX_SERVER_PORT}, concurrency => $conc,
+        exchanges => [ map { { %$req, timeout => 10 } } 1 .. $n ]);
+    waitpid $pid, 0;
+    return @res;
+}
+
 run_tests();
 
 __DATA__
@@ -124,20 +146,7 @@ GET /plain
 --- timeout: 30
 --- check eval
 sub {
-    my $req = Test::LLM::Client::build_request("GET /v1/models",
-        more_headers => "Authorization: Bearer $::CAROL");
-    my $pid = fork();
-    if (!$pid) {
-        for (1 .. 15) {
-            ::redis_cli($::RP, 'CLIENT', 'KILL', 'TYPE', 'normal');
-            Time::HiRes::sleep(0.07);
-        }
-        exit 0;
-    }
-    my @res = Test::LLM::Client::exchange_all(
-        port => $ENV{TEST_NGINX_SERVER_PORT}, concurrency => 20,
-        exchanges => [ map { { %$req, timeout => 10 } } 1 .. 400 ]);
-    waitpid $pid, 0;
+    my @res = ::killed_burst($::CAROL, 15, 0.07, 400, 20);
     my $got = Test::LLM::Client::status_counts(@res);
     my $sum;
     for (1 .. 40) {
@@ -380,20 +389,7 @@ GET /plain
 --- check eval
 sub {
     ::zed_record(9, account => 'zed');
-    my $req = Test::LLM::Client::build_request("GET /v1/models",
-        more_headers => "Authorization: Bearer $::ZED");
-    my $pid = fork();
-    if (!$pid) {
-        for (1 .. 20) {
-            ::redis_cli($::RP, 'CLIENT', 'KILL', 'TYPE', 'normal');
-            Time::HiRes::sleep(0.05);
-        }
-        exit 0;
-    }
-    my @res = Test::LLM::Client::exchange_all(
-        port => $ENV{TEST_NGINX_SERVER_PORT}, concurrency => 30,
-        exchanges => [ map { { %$req, timeout => 10 } } 1 .. 600 ]);
-    waitpid $pid, 0;
+    my @res = ::killed_burst($::ZED, 20, 0.05, 600, 30);
     my %n;
     $n{ $_->{status} // 'error' }++ for @res;
     my @other = grep { !/^(200|503)$/ } keys %n;
