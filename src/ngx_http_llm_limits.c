@@ -521,11 +521,11 @@ ngx_http_llm_decide(ngx_http_llm_tier_t *tier, ngx_http_llm_ring_t *rings,
             }
         }
 
-        if (wc[i].dim != NGX_HTTP_LLM_DIM_REQUESTS
-            && wc[i].dim != NGX_HTTP_LLM_DIM_TOKENS)
-        {
+        if (wc[i].dim == NGX_HTTP_LLM_DIM_COST) {
             continue;
         }
+
+        /* every token window, input and output ones too (SPEC 4) */
 
         sum = ngx_http_llm_ring_sum(&wc[i], &rings[i]);
 

@@ -1235,9 +1235,7 @@ ngx_http_llm_rstore_parse(ngx_http_llm_rstore_req_t *st,
             }
         }
 
-        if (wc[i].dim != NGX_HTTP_LLM_DIM_REQUESTS
-            && wc[i].dim != NGX_HTTP_LLM_DIM_TOKENS)
-        {
+        if (wc[i].dim == NGX_HTTP_LLM_DIM_COST) {
             continue;
         }
 

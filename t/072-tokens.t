@@ -58,7 +58,9 @@ __DATA__
 [::post("/v1/chat/completions", ::chat()), "GET /usage"]
 --- more_headers eval: $::Auth
 --- response_headers_like eval
-["x-ratelimit-limit-tokens: ^1000\$\nx-ratelimit-remaining-tokens: ^9[0-4]\\d\$\nx-ratelimit-reset-tokens: ^\\d+(\\.\\d+)?m?s|1m\\d+s\$", ""]
+# the token headers: the token window with the least remaining (SPEC 4),
+# here output_tokens=500/m less the 50 reserved
+["x-ratelimit-limit-tokens: ^500\$\nx-ratelimit-remaining-tokens: ^450\$\nx-ratelimit-reset-tokens: ^\\d+(\\.\\d+)?m?s|1m\\d+s\$", ""]
 --- response_body_like eval
 ['"usage":\{"completion_tokens":20,"prompt_tokens":10',
  '"account":"carol".*"tier":"tok".*"dimension":"tokens","period":"1m","limit":1000,"used":30,"remaining":970,"reset":\d{10}\}.*"dimension":"input_tokens","period":"1m","limit":900,"used":10,.*"dimension":"output_tokens","period":"1m","limit":500,"used":20,']
@@ -571,8 +573,10 @@ location /v1/ {
 [::post("/v1/chat/completions", ::chat()), ::post("/v1/chat/completions", ::chat())]
 --- more_headers eval: $::Auth
 --- response_headers eval
-# 1000 - 58 reserved; then 1000 - 30 used - 58 reserved
-["x-ratelimit-remaining-tokens: 942", "x-ratelimit-remaining-tokens: 912"]
+# the output_tokens window has the least remaining: 500 - 50 reserved;
+# then 500 - 20 used - 50 reserved (tokens=: 942, then 912)
+["x-ratelimit-limit-tokens: 500\nx-ratelimit-remaining-tokens: 450",
+ "x-ratelimit-limit-tokens: 500\nx-ratelimit-remaining-tokens: 430"]
 
 
 
@@ -624,3 +628,39 @@ location = /tokens {
  "{\"tokens\":14007,\"characters\":83999,\"method\":\"estimate\"}\n",
  "{\"tokens\":407,\"characters\":1999,\"method\":\"estimate\"}\n",
  "{\"tokens\":3007,\"characters\":17999,\"method\":\"estimate\"}\n"]
+
+
+
+=== TEST 26: a tier with only an input_tokens= window has token headers too: the token window with the least remaining (SPEC 4) is any token window; 1000 less the prompt's estimate (8), then less the 10 used and the next 8
+--- http_config eval: $::Http . "    llm_tier inonly input_tokens=1000/m;\n"
+--- config
+llm_default_tier inonly;
+location /v1/ {
+    llm_gateway on;
+    proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+}
+--- request eval
+[::post("/v1/chat/completions", ::chat()),
+ ::post("/v1/chat/completions", ::chat())]
+--- more_headers eval: $::Auth
+--- response_headers eval
+["x-ratelimit-limit-tokens: 1000\nx-ratelimit-remaining-tokens: 992",
+ "x-ratelimit-limit-tokens: 1000\nx-ratelimit-remaining-tokens: 982"]
+
+
+
+=== TEST 27: of a tokens=, an input_tokens= and an output_tokens= window, the one with the least remaining names the headers (here tokens=: 100 less 58 reserved); a cost= window never does
+--- http_config eval: $::Http . "    llm_tier mix tokens=100/m input_tokens=1000/m output_tokens=1000/m cost=0.000001/m;\n"
+--- config
+llm_default_tier mix;
+location /v1/ {
+    llm_gateway on;
+    proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+}
+--- request eval
+::post("/v1/chat/completions", ::chat(model => 'free'))
+--- more_headers eval: $::Auth
+--- error_code: 200
+--- response_headers
+x-ratelimit-limit-tokens: 100
+x-ratelimit-remaining-tokens: 42

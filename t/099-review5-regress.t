@@ -327,7 +327,8 @@ sub { return { headers => { 'Content-Type' => 'application/json' }, body => '{"t
 ::post("/v1beta/models/gemini-2.0-flash:countTokens", '{"contents":[{"role":"user","parts":[{"text":"' . join(' ', ('word') x 200) . '"}]}]}')
 --- more_headers eval: $::Auth
 --- response_headers_like
-x-ratelimit-remaining-tokens: ^100000$
+x-ratelimit-limit-tokens: ^50000$
+x-ratelimit-remaining-tokens: ^50000$
 --- check eval
 sub {
     my ($tok, $out, $body) = ::used();

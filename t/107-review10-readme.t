@@ -469,7 +469,7 @@ sub {
 
 
 
-=== TEST 6: "Token and cost windows" and "llm_max_tokens_default, llm_stream_usage" examples: tier pro's token windows are reserved (512 output + the prompt), a stream is asked for its usage (stream_options), the backend's usage is what is charged, and the tokens headers name the minute window
+=== TEST 6: "Token and cost windows" and "llm_max_tokens_default, llm_stream_usage" examples: tier pro's token windows are reserved (512 output + the prompt), a stream is asked for its usage (stream_options), the backend's usage is what is charged, and the tokens headers name the token window with the least remaining (output_tokens=50000/m)
 --- http_config eval
 $::Backend . ::rb('llm_zone', 2) . ::rb('Token and cost windows', 1)
 . ::rb('llm_price', 2)
@@ -487,8 +487,9 @@ $::Backend . ::rb('llm_zone', 2) . ::rb('Token and cost windows', 1)
   . '{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}' ]
 --- more_headers eval: $::Auth
 --- response_headers_like eval
-[ "x-ratelimit-limit-tokens: ^200000\$\nx-ratelimit-remaining-tokens: ^1994[89]\\d\$",
-  "x-ratelimit-remaining-tokens: ^1994[5-8]\\d\$" ]
+# the token window with the least remaining: output_tokens=50000/m
+[ "x-ratelimit-limit-tokens: ^50000\$\nx-ratelimit-remaining-tokens: ^49488\$",
+  "x-ratelimit-remaining-tokens: ^494[5-8]\\d\$" ]
 --- mock_log_like
 "stream_options":\{"include_usage":true\}
 --- check eval
