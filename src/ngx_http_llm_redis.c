@@ -92,6 +92,8 @@ typedef struct {
     ngx_uint_t                  next;
     ngx_log_t                  *log;
     ngx_http_llm_redis_op_t    *expiring;   /* in its "expire" */
+    u_char                     *resp;       /* a command in RESP */
+    size_t                      resp_size;
     unsigned                    up:1;
     unsigned                    exiting:1;
 } ngx_http_llm_redis_worker_t;
@@ -127,6 +129,8 @@ static void ngx_http_llm_redis_del_read(void *data);
 static void ngx_http_llm_redis_add_write(void *data);
 static void ngx_http_llm_redis_del_write(void *data);
 static void ngx_http_llm_redis_cleanup(void *data);
+static u_char *ngx_http_llm_redis_format(int argc, const char **argv,
+    const size_t *argvlen, size_t *len);
 
 
 static ngx_http_llm_redis_worker_t  ngx_http_llm_redis_worker;
@@ -263,6 +267,12 @@ ngx_http_llm_redis_exit_process(ngx_cycle_t *cycle)
         }
 
         ngx_http_llm_redis_close(&w->conns[i], "worker exiting");
+    }
+
+    if (w->resp) {
+        ngx_free(w->resp);
+        w->resp = NULL;
+        w->resp_size = 0;
     }
 }
 
@@ -775,6 +785,8 @@ ngx_http_llm_redis_send(ngx_http_llm_redis_op_t *op, int argc,
     const char **argv, const size_t *argvlen)
 {
     int                           n;
+    size_t                        len;
+    u_char                       *resp;
     ngx_http_llm_redis_conn_t    *conn;
     ngx_http_llm_redis_worker_t  *w;
 
@@ -811,12 +823,20 @@ ngx_http_llm_redis_send(ngx_http_llm_redis_op_t *op, int argc,
         }
     }
 
+    resp = NULL;
+
+    if (conn->ac && op->held == NULL) {
+        resp = ngx_http_llm_redis_format(argc, argv, argvlen, &len);
+    }
+
     if (conn->ac == NULL
         || (op->held == NULL && conn->selecting && op->data != conn)
         || (op->held == NULL
-            && redisAsyncCommandArgv(conn->ac, ngx_http_llm_redis_callback,
-                                     op, argc, argv, argvlen)
-               != REDIS_OK))
+            && (resp == NULL
+                || redisAsyncFormattedCommand(conn->ac,
+                                              ngx_http_llm_redis_callback,
+                                              op, (char *) resp, len)
+                   != REDIS_OK)))
     {
         op->conn = NULL;
         op->error = "command not queued";
@@ -839,6 +859,63 @@ ngx_http_llm_redis_send(ngx_http_llm_redis_op_t *op, int argc,
     ngx_add_timer(&op->timer, ngx_http_llm_redis_wait(op));
 
     return NGX_OK;
+}
+
+
+/*
+ * The command in RESP, as hiredis's redisFormatCommandArgv() writes it,
+ * in a buffer of the worker's that the next command reuses (hiredis
+ * copies it into its output buffer): no allocation per command, as
+ * formatting with hiredis makes one per argument.  NULL: out of memory.
+ */
+
+static u_char *
+ngx_http_llm_redis_format(int argc, const char **argv,
+    const size_t *argvlen, size_t *len)
+{
+    int                           i;
+    u_char                       *p;
+    size_t                        size;
+    ngx_http_llm_redis_worker_t  *w;
+
+    w = &ngx_http_llm_redis_worker;
+
+    /* "*N\r\n", then "$LEN\r\nDATA\r\n" each */
+
+    size = 1 + NGX_INT_T_LEN + 2;
+
+    for (i = 0; i < argc; i++) {
+        size += 1 + NGX_SIZE_T_LEN + 2 + argvlen[i] + 2;
+    }
+
+    if (size > w->resp_size) {
+        size = ngx_max(size, 4096);
+
+        p = ngx_alloc(size, w->log);
+        if (p == NULL) {
+            return NULL;
+        }
+
+        if (w->resp) {
+            ngx_free(w->resp);
+        }
+
+        w->resp = p;
+        w->resp_size = size;
+    }
+
+    p = ngx_sprintf(w->resp, "*%d\r\n", argc);
+
+    for (i = 0; i < argc; i++) {
+        p = ngx_sprintf(p, "$%uz\r\n", argvlen[i]);
+        p = ngx_cpymem(p, argv[i], argvlen[i]);
+        *p++ = CR;
+        *p++ = LF;
+    }
+
+    *len = p - w->resp;
+
+    return w->resp;
 }
 
 
