@@ -402,7 +402,10 @@ ngx_http_llm_rstore_enqueue(ngx_http_llm_rstore_req_t *st,
         }
     }
 
-    max = ngx_min(rc->batch, NGX_HTTP_LLM_REDIS_ELTS_MAX / (4 + 3 * nwin));
+    /* the answer's numbers at most: 2 + 2 per window, 2 + 3 per window each */
+
+    max = ngx_min(rc->batch, (NGX_HTTP_LLM_REDIS_ELTS_MAX - 2 - 2 * nwin)
+                             / (2 + 3 * nwin));
 
     /*
      * EVALSHA sha numkeys conc cool windows..., 3 + 2 per window, then
@@ -820,33 +823,40 @@ ngx_http_llm_rstore_batched(ngx_http_llm_redis_op_t *rop,
 {
     ngx_http_llm_rstore_op_t *op = (ngx_http_llm_rstore_op_t *) rop;
 
-    ngx_str_t                    key, lease;
-    ngx_uint_t                   i, nwin, per, a;
-    ngx_http_llm_rstore_req_t   *st;
-    ngx_http_llm_redis_reply_t   one, *e;
+    ngx_str_t                      key, lease;
+    ngx_uint_t                     i, nwin, a, ok;
+    ngx_http_llm_rstore_req_t     *st;
+    ngx_http_llm_rstore_unpack_t   u;
 
     if (ngx_http_llm_rstore_noscript(op, reply) == NGX_OK) {
         return;
     }
 
     nwin = op->nkeys - 2;
-    per = 4 + 3 * nwin;
 
-    e = NULL;
+    /* all of it read first: an answer that is not the script's is none */
 
-    if (reply && reply->type == NGX_HTTP_LLM_REDIS_ARRAY
-        && reply->nelts == op->nreq * per)
-    {
-        e = reply->elts;
+    ok = 0;
+
+    if (ngx_http_llm_rstore_unpack_init(&u, op, reply) == NGX_OK) {
+
+        for (i = 0; i < op->nreq; i++) {
+            if (ngx_http_llm_rstore_unpack(&u, op, i) != NGX_OK) {
+                break;
+            }
+        }
+
+        ok = (i == op->nreq && u.k == u.nelts);
+
+        if (ok) {
+            (void) ngx_http_llm_rstore_unpack_init(&u, op, reply);
+        }
     }
 
     for (i = 0; i < op->nreq; i++) {
 
-        if (e) {
-            ngx_memzero(&one, sizeof(ngx_http_llm_redis_reply_t));
-            one.type = NGX_HTTP_LLM_REDIS_ARRAY;
-            one.nelts = per;
-            one.elts = &e[i * per];
+        if (ok) {
+            (void) ngx_http_llm_rstore_unpack(&u, op, i);
         }
 
         st = op->reqs[i];
@@ -854,7 +864,8 @@ ngx_http_llm_rstore_batched(ngx_http_llm_redis_op_t *rop,
         if (st) {
             st->op = NULL;
             st->lost = (reply == NULL && !op->cmd.op.unsent);
-            ngx_http_llm_rstore_answer(st, e ? &one : reply, op->cmd.op.error);
+            ngx_http_llm_rstore_answer(st, ok ? &u.one : reply,
+                                       op->cmd.op.error);
             continue;
         }
 
@@ -864,10 +875,7 @@ ngx_http_llm_rstore_batched(ngx_http_llm_redis_op_t *rop,
 
         /* gone: its lease and its charge go back */
 
-        if (e == NULL || e[i * per].type != NGX_HTTP_LLM_REDIS_INTEGER
-            || e[i * per].integer != 0
-            || e[i * per + 1].type != NGX_HTTP_LLM_REDIS_INTEGER)
-        {
+        if (!ok || u.elts[0].integer != 0) {
             continue;
         }
 
@@ -884,8 +892,7 @@ ngx_http_llm_rstore_batched(ngx_http_llm_redis_op_t *rop,
             ngx_http_llm_rstore_release(&key, &lease);
         }
 
-        ngx_http_llm_rstore_refund(op, e[i * per + 1].integer,
-                                   2 + op->nkeys + 4, 2, a + 3, 1);
+        ngx_http_llm_rstore_refund(op, u.now, 2 + op->nkeys + 4, 2, a + 3, 1);
     }
 
     ngx_free(op);

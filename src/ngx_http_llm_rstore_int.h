@@ -90,6 +90,24 @@ typedef struct {
 } ngx_http_llm_rstore_settle_t;
 
 
+/*
+ * The batch script's answer, read one request after the other
+ * (ngx_http_llm_rstore_lua.c): each as the admission script's answer,
+ * 4 + 3 * nwin numbers in "one"'s elements.
+ */
+typedef struct {
+    ngx_http_llm_redis_reply_t *e;
+    ngx_uint_t                  nelts;
+    ngx_uint_t                  k;         /* the next number */
+    ngx_uint_t                  nwin;
+    int64_t                     now;
+    int64_t                     sum[NGX_HTTP_LLM_WINDOWS_MAX];
+    int64_t                     reset[NGX_HTTP_LLM_WINDOWS_MAX];
+    ngx_http_llm_redis_reply_t  one;
+    ngx_http_llm_redis_reply_t  elts[4 + 3 * NGX_HTTP_LLM_WINDOWS_MAX];
+} ngx_http_llm_rstore_unpack_t;
+
+
 /* an op's command (ngx_http_llm_redis.c builds and sends it) */
 #define ngx_http_llm_rstore_arg(o, data, len)                                 \
     ngx_http_llm_redis_cmd_arg(&(o)->cmd, data, len)
@@ -119,6 +137,10 @@ void ngx_http_llm_rstore_usage_wake(ngx_http_llm_rstore_req_t *st);
 void ngx_http_llm_rstore_post(void);
 void ngx_http_llm_rstore_settles_init(void);
 void ngx_http_llm_rstore_settles_flush(void);
+ngx_int_t ngx_http_llm_rstore_unpack_init(ngx_http_llm_rstore_unpack_t *u,
+    ngx_http_llm_rstore_op_t *op, ngx_http_llm_redis_reply_t *reply);
+ngx_int_t ngx_http_llm_rstore_unpack(ngx_http_llm_rstore_unpack_t *u,
+    ngx_http_llm_rstore_op_t *op, ngx_uint_t r);
 
 
 extern char        *ngx_http_llm_dim_names[];

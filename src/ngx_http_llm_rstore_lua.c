@@ -5,15 +5,20 @@
  * Owns the text of every script ngx_http_llm_rstore.c sends (EVALSHA,
  * EVAL on NOSCRIPT): the admission and its batch form, the settle, the
  * lease renewal, the outage replay and llm_usage's read, and the chunks
- * they share.  Each runs atomically in Redis and touches only keys of
- * one account (one Cluster hash tag).  t/092-redis-scripts.t runs them
- * in redis-server straight from this file.
+ * they share; and the reading of the batch script's compact answer.
+ * Each runs atomically in Redis and touches only keys of one account
+ * (one Cluster hash tag).  t/092-redis-scripts.t runs them in
+ * redis-server straight from this file.
  */
 
 
 #include "ngx_http_llm_module.h"
+#include "ngx_http_llm_limits.h"
+#include "ngx_http_llm_store.h"
 #include "ngx_http_llm_redis.h"
+#include "ngx_http_llm_rstore.h"
 #include "ngx_http_llm_rstore_lua.h"
+#include "ngx_http_llm_rstore_int.h"
 
 
 /*
@@ -25,10 +30,12 @@
  * of the slots in the window as of slot "c", and "o", the oldest slot
  * holding a count (0: none).  While the current slot is "c", load()
  * reads those three and the current slot (one HMGET) instead of the
- * whole ring; once the clock has moved into a new slot, full() counts
+ * whole ring; once the clock has moved into a new slot, or when a total
+ * is held with no oldest slot (another writer's doing), full() counts
  * the ring again (HGETALL, stale slots deleted; plus what a batch has
  * admitted and not written yet, w.added), so a total that some other
- * writer left wrong is right again within a tenth of the period.
+ * writer left wrong is right again within a tenth of the period, and a
+ * window's oldest slot is known whenever it holds something.
  * save(w, v, fresh, ss) writes count v to slot ss (default: the
  * current one) with the new total, and the total alone only if it
  * changed (a refusal writes nothing); "c" and "o" are not written again
@@ -129,11 +136,13 @@
 "  if period ~= 0 then\n"                                                     \
 "    local v = call('HMGET', key, 't', 'c', 'o', cs)\n"                       \
 "    local c = v[2] == cs\n"                                                  \
-"    if c or tonumber(v[2]) == cur then\n"                                    \
-"      local o = v[3] == cs and cur or tonumber(v[3])\n"                      \
+"    local o = v[3] == cs and cur or tonumber(v[3])\n"                        \
+"    local sum = tonumber(v[1]) or 0\n"                                       \
+"    if (c or tonumber(v[2]) == cur) and (sum <= 0 or (o or 0) ~= 0)\n"       \
+"    then\n"                                                                  \
 "      return { key = key, period = period, limit = limit, need = need,\n"    \
 "               cur = cur, cs = cs, lo = cur - 10, c = c, o0 = o,\n"          \
-"               o = o ~= 0 and o or nil, sum = tonumber(v[1]) or 0,\n"        \
+"               o = o ~= 0 and o or nil, sum = sum,\n"                        \
 "               here = tonumber(v[4]), dirty = false, added = 0 }\n"          \
 "    end\n"                                                                   \
 "  end\n"                                                                     \
@@ -304,8 +313,18 @@ NGX_HTTP_LLM_LUA_DECIDE
  *
  * KEYS: as the admission's.  ARGV: concurrency limit, lease ttl,
  * cooldown, per window: period, limit; then per request: lease,
- * deadline, per window: need.  Returns the admission script's answer
- * of each request, one after the other (4 + 3 * nwin numbers each).
+ * deadline, per window: need.
+ *
+ * Returns what the admission script would answer each request, in few
+ * numbers (Redis makes one reply object per number, hiredis one more,
+ * and a worker one allocation each): {now, nwin, per window: sum,
+ * reset (before the first request)}, then per request "code", status
+ * (0-4) + 8 when the resets changed, and:
+ *   0, 2, 3  the wait unless 0; the new resets if code >= 8; the sums
+ *            are the last ones, plus the request's needs if admitted;
+ *   1        the wait, then per window: sum, reset, over (all of them);
+ *   4        nothing (sums, resets 0, as the admission script's).
+ * The sums change only by admissions and refusals (see load()).
  */
 
 static char  ngx_http_llm_lua_batch[] =
@@ -319,27 +338,26 @@ NGX_HTTP_LLM_LUA_DECIDE
 "local nreq = (#ARGV - base) / (2 + nwin)\n"
 "local win, cool, held, leases, nl = {}, nil, 0, {}, 0\n"
 "local lscore = climit > 0 and str(now + lttl)\n"
-"local out, n = nreq < 3 and {} or {\n"
-"  nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil,\n"
-"  nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil,\n"
-"  nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil,\n"
-"  nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil,\n"
-"  nil, nil, nil, nil, nil, nil, nil, nil }, 0\n"
+"local out = { now, nwin, 0, 0, nil, nil, nil, nil, nil, nil, nil, nil,\n"
+"  nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil }\n"
+"local n, last = 2 + 2 * nwin, {}\n"
+"for i = 1, nwin do\n"
+"  out[2 * i + 1], out[2 * i + 2], last[i] = 0, 0, 0\n"
+"end\n"
 "for r = 0, nreq - 1 do\n"
 "  local a = base + r * (2 + nwin)\n"
 "  local deadline = ARGV[a + 2] + 0\n"
 "  if deadline > 0 and now > deadline then\n"
-"    out[n + 1], out[n + 2], out[n + 3], out[n + 4] = 4, now, 0, nwin\n"
-"    n = n + 4\n"
-"    for i = 1, nwin do\n"
-"      out[n + 1], out[n + 2], out[n + 3] = 0, 0, -1\n"
-"      n = n + 3\n"
-"    end\n"
+"    n = n + 1\n"
+"    out[n] = 4\n"
 "  else\n"
 "    if cool == nil then\n"
 "      for i = 1, nwin do\n"
-"        win[i] = load(KEYS[i + 2], ARGV[2 * i + 2] + 0,\n"
-"                      ARGV[2 * i + 3] + 0, 0)\n"
+"        local w = load(KEYS[i + 2], ARGV[2 * i + 2] + 0,\n"
+"                       ARGV[2 * i + 3] + 0, 0)\n"
+"        win[i] = w\n"
+"        last[i] = free_in(w, 1)\n"
+"        out[2 * i + 1], out[2 * i + 2] = w.sum, last[i]\n"
 "      end\n"
 "      cool = cooldown > 0 and call('PTTL', KEYS[2]) or 0\n"
 "      if cool <= 0 and climit > 0 then\n"
@@ -385,14 +403,34 @@ NGX_HTTP_LLM_LUA_DECIDE
 "        nl = nl + 2\n"
 "      end\n"
 "    end\n"
-"    out[n + 1], out[n + 2], out[n + 3], out[n + 4] =\n"
-"      status, now, wait, nwin\n"
-"    n = n + 4\n"
-"    for i = 1, nwin do\n"
-"      local w = win[i]\n"
-"      out[n + 1], out[n + 2], out[n + 3] =\n"
-"        w.sum, free_in(w, 1), w.over or -1\n"
-"      n = n + 3\n"
+"    if status == 1 then\n"
+"      out[n + 1], out[n + 2] = 1, wait\n"
+"      n = n + 2\n"
+"      for i = 1, nwin do\n"
+"        local w = win[i]\n"
+"        last[i] = free_in(w, 1)\n"
+"        out[n + 1], out[n + 2], out[n + 3] = w.sum, last[i], w.over or -1\n"
+"        n = n + 3\n"
+"      end\n"
+"    else\n"
+"      local code, at = status, n + 1\n"
+"      n = n + 1\n"
+"      if status ~= 0 then\n"
+"        n = n + 1\n"
+"        out[n] = wait\n"
+"      end\n"
+"      for i = 1, nwin do\n"
+"        local reset = free_in(win[i], 1)\n"
+"        if reset ~= last[i] then code = status + 8 end\n"
+"        last[i] = reset\n"
+"      end\n"
+"      out[at] = code\n"
+"      if code >= 8 then\n"
+"        for i = 1, nwin do\n"
+"          out[n + i] = last[i]\n"
+"        end\n"
+"        n = n + nwin\n"
+"      end\n"
 "    end\n"
 "  end\n"
 "end\n"
@@ -629,3 +667,161 @@ ngx_http_llm_redis_script_t  ngx_http_llm_rstore_scripts[] = {
     { ngx_http_llm_lua_batch, sizeof(ngx_http_llm_lua_batch) - 1, "" },
     { ngx_http_llm_lua_settles, sizeof(ngx_http_llm_lua_settles) - 1, "" },
 };
+
+
+/*
+ * The batch script's answer (see its text above): NGX_OK if it is one,
+ * its header read; then ngx_http_llm_rstore_unpack() gives each
+ * request's answer in u->one, in order.
+ */
+
+ngx_int_t
+ngx_http_llm_rstore_unpack_init(ngx_http_llm_rstore_unpack_t *u,
+    ngx_http_llm_rstore_op_t *op, ngx_http_llm_redis_reply_t *reply)
+{
+    ngx_uint_t  i;
+
+    u->nwin = op->nkeys - 2;
+
+    if (reply == NULL || reply->type != NGX_HTTP_LLM_REDIS_ARRAY
+        || u->nwin > NGX_HTTP_LLM_WINDOWS_MAX
+        || reply->nelts < 2 + 2 * u->nwin)
+    {
+        return NGX_ERROR;
+    }
+
+    u->e = reply->elts;
+    u->nelts = reply->nelts;
+
+    for (i = 0; i < u->nelts; i++) {
+        if (u->e[i].type != NGX_HTTP_LLM_REDIS_INTEGER) {
+            return NGX_ERROR;
+        }
+    }
+
+    if (u->e[1].integer != (int64_t) u->nwin) {
+        return NGX_ERROR;
+    }
+
+    u->now = u->e[0].integer;
+
+    for (i = 0; i < u->nwin; i++) {
+        u->sum[i] = u->e[2 + 2 * i].integer;
+        u->reset[i] = u->e[3 + 2 * i].integer;
+    }
+
+    u->k = 2 + 2 * u->nwin;
+
+    ngx_memzero(&u->one, sizeof(ngx_http_llm_redis_reply_t));
+    u->one.type = NGX_HTTP_LLM_REDIS_ARRAY;
+    u->one.nelts = 4 + 3 * u->nwin;
+    u->one.elts = u->elts;
+
+    for (i = 0; i < u->one.nelts; i++) {
+        ngx_memzero(&u->elts[i], sizeof(ngx_http_llm_redis_reply_t));
+        u->elts[i].type = NGX_HTTP_LLM_REDIS_INTEGER;
+    }
+
+    return NGX_OK;
+}
+
+
+/* request "r"'s answer; NGX_ERROR: the answer is not the script's */
+
+ngx_int_t
+ngx_http_llm_rstore_unpack(ngx_http_llm_rstore_unpack_t *u,
+    ngx_http_llm_rstore_op_t *op, ngx_uint_t r)
+{
+    int64_t                      code, status, wait;
+    ngx_int_t                    need;
+    ngx_uint_t                   i, a, nwin;
+    ngx_http_llm_redis_reply_t  *e, *o;
+
+    e = u->e;
+    o = u->elts;
+    nwin = u->nwin;
+
+    if (u->k >= u->nelts) {
+        return NGX_ERROR;
+    }
+
+    code = e[u->k++].integer;
+    status = code & 7;
+    wait = 0;
+
+    if (code < 0 || code > 11 || status > 4
+        || (code >= 8 && (status == 1 || status == 4)))
+    {
+        return NGX_ERROR;
+    }
+
+    if (status == 1) {
+        if (u->k + 1 + 3 * nwin > u->nelts) {
+            return NGX_ERROR;
+        }
+
+        wait = e[u->k++].integer;
+
+        for (i = 0; i < nwin; i++) {
+            u->sum[i] = e[u->k].integer;
+            u->reset[i] = e[u->k + 1].integer;
+
+            o[4 + 3 * i].integer = u->sum[i];
+            o[5 + 3 * i].integer = u->reset[i];
+            o[6 + 3 * i].integer = e[u->k + 2].integer;
+
+            u->k += 3;
+        }
+
+    } else if (status != 4) {
+
+        if (status != 0) {
+            if (u->k >= u->nelts) {
+                return NGX_ERROR;
+            }
+
+            wait = e[u->k++].integer;
+
+        } else {
+            /* argv of ARGV[k]: 2 + nkeys + k; the request's needs */
+
+            a = 2 + op->nkeys + 3 + 2 * nwin + r * (2 + nwin) + 3;
+
+            for (i = 0; i < nwin; i++) {
+                need = ngx_atoi((u_char *) op->cmd.argv[a + i],
+                                op->cmd.argvlen[a + i]);
+                if (need > 0) {
+                    u->sum[i] += need;
+                }
+            }
+        }
+
+        if (code >= 8) {
+            if (u->k + nwin > u->nelts) {
+                return NGX_ERROR;
+            }
+
+            for (i = 0; i < nwin; i++) {
+                u->reset[i] = e[u->k++].integer;
+            }
+        }
+    }
+
+    o[0].integer = status;
+    o[1].integer = u->now;
+    o[2].integer = wait;
+    o[3].integer = nwin;
+
+    if (status == 1) {
+        return NGX_OK;
+    }
+
+    for (i = 0; i < nwin; i++) {
+        /* too late: nothing changed, as the admission script answers */
+        o[4 + 3 * i].integer = (status == 4) ? 0 : u->sum[i];
+        o[5 + 3 * i].integer = (status == 4) ? 0 : u->reset[i];
+        o[6 + 3 * i].integer = -1;
+    }
+
+    return NGX_OK;
+}

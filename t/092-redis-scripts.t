@@ -294,14 +294,51 @@ sub batch {
     push @args, @$_ for @$reqs;
     my @r = split /\n/, redis('EVAL', $lua{batch}, scalar @keys, @keys,
                               @args);
-    my $per = 4 + 3 * @$wins;
+    return unpack_batch(\@r, $wins, $reqs);
+}
+
+# the batch script's compact answer as each request's admission answer,
+# read as ngx_http_llm_rstore_unpack() reads it: {now, nwin, per window:
+# sum, reset}, then per request a code (status, + 8: new resets) and
+# what it needs; an admission adds its needs to the sums
+sub unpack_batch {
+    my ($r, $wins, $reqs) = @_;
+    my @r = @$r;
+    my $nwin = @$wins;
+    my ($now, $n) = splice @r, 0, 2;
+    die "nwin $n, not $nwin" unless $n == $nwin;
+    my (@sum, @reset);
+    push(@sum, shift @r), push(@reset, shift @r) for 1 .. $nwin;
     my @out;
-    while (my @one = splice @r, 0, $per) {
-        push @out, { status => $one[0], now => $one[1], wait => $one[2],
-                     n => $one[3],
-                     win => [ map { [ @one[4 + 3 * $_ .. 6 + 3 * $_] ] }
-                              0 .. $one[3] - 1 ] };
+    for my $q (@$reqs) {
+        my (undef, undef, @need) = @$q;
+        my $code = shift @r;
+        die "no code for a request" unless defined $code;
+        my $status = $code & 7;
+        my ($wait, @over) = (0, (-1) x $nwin);
+        if ($status == 4) {
+            push @out, { status => 4, now => $now, wait => 0, n => $nwin,
+                         win => [ map { [ 0, 0, -1 ] } 1 .. $nwin ] };
+            next;
+        }
+        if ($status == 1) {
+            $wait = shift @r;
+            for my $i (0 .. $nwin - 1) {
+                ($sum[$i], $reset[$i], $over[$i]) = splice @r, 0, 3;
+            }
+        } else {
+            $wait = shift @r if $status != 0;
+            if ($status == 0) {
+                $sum[$_] += $need[$_] for 0 .. $nwin - 1;
+            }
+            @reset = splice @r, 0, $nwin if $code >= 8;
+        }
+        push @out, { status => $status, now => $now, wait => $wait,
+                     n => $nwin,
+                     win => [ map { [ $sum[$_], $reset[$_], $over[$_] ] }
+                              0 .. $nwin - 1 ] };
     }
+    die "numbers left over: @r" if @r;
     return \@out;
 }
 
@@ -309,7 +346,8 @@ sub batch {
 sub shape {
     my ($x) = @_;
     return join ' ', $x->{status}, ($x->{wait} > 0 ? 'w' : '-'),
-        map { "$_->[0]" . ($_->[2] >= 0 ? '+' : '') } @{ $x->{win} };
+        map { "$_->[0]" . ($_->[1] > 0 ? 'r' : '') . ($_->[2] >= 0 ? '+' : '') }
+            @{ $x->{win} };
 }
 
 # the same requests one by one (account s-NAME) and as one batch (b-NAME):
@@ -337,6 +375,13 @@ sub same {
                   redis('EXISTS', "$P:{acct:$a}:cool");
     } ("b-$name", "s-$name");
     is($state[0], $state[1], "$name: the same state afterwards ($state[0])");
+    my @far = grep { abs($_->[0] - $_->[1]) > 100 } map {
+        my $k = $_;
+        map { [ $b->[$k]{win}[$_][1], $single[$k]{win}[$_][1] ] }
+            0 .. $#$wins;
+    } 0 .. $#single;
+    ok(!@far, "$name: the same resets, within the 100 ms between the calls"
+              . join('', map { " ($_->[0] vs $_->[1])" } @far));
     return $b;
 }
 

@@ -96,6 +96,40 @@ def state(v, a):
 def need():
     return rnd.choice([0, 1, 1, 2, 5, 20])
 
+# the batch script's compact answer (since 2026-12-06: {now, nwin, per
+# window: sum, reset}, then per request a code and what it needs) as the
+# answers of its requests one after the other, as before: the first
+# number of the old form is a status (0-4), of the new one the time
+def unpack_batch(ans, nwin, needs):
+    if not isinstance(ans, list) or not ans or ans[0] <= 4:
+        return ans
+    now, n = ans[0], ans[1]
+    sums = [ans[2 + 2 * i] for i in range(nwin)]
+    resets = [ans[3 + 2 * i] for i in range(nwin)]
+    k, out = 2 + 2 * nwin, []
+    for need in needs:
+        code = ans[k]; k += 1
+        st, wait, over = code & 7, 0, [-1] * nwin
+        if st == 4:
+            out += [4, now, 0, n] + [0, 0, -1] * nwin
+            continue
+        if st == 1:
+            wait = ans[k]; k += 1
+            for i in range(nwin):
+                sums[i], resets[i], over[i] = ans[k:k + 3]; k += 3
+        else:
+            if st != 0:
+                wait = ans[k]; k += 1
+            else:
+                sums = [x + y for x, y in zip(sums, need)]
+            if code >= 8:
+                resets = ans[k:k + nwin]; k += nwin
+        out += [st, now, wait, n]
+        for i in range(nwin):
+            out += [sums[i], resets[i], over[i]]
+    assert k == len(ans), (k, ans)
+    return out
+
 fails = 0
 counts = {}
 for op in range(nops):
@@ -145,7 +179,13 @@ for op in range(nops):
         ks = keys(v, a)
         if kind in ('settle', 'usage'): ks = ks[2:]
         if kind == 'replay': ks = ['{%s:%s}:m%d' % (v, a['name'], m)] + ks[2:]
-        res[v] = (r.cmd('EVALSHA', SHA[v][kind], len(ks), *ks, *args), state(v, a))
+        ans = r.cmd('EVALSHA', SHA[v][kind], len(ks), *ks, *args)
+        if kind == 'batch':
+            base = 3 + 2 * nwin
+            needs = [[int(x) for x in args[b + 2:b + 2 + nwin]]
+                     for b in range(base, len(args), 2 + nwin)]
+            ans = unpack_batch(ans, nwin, needs)
+        res[v] = (ans, state(v, a))
     o, n = res['o'], res['n']
     ok = o[0] == n[0]
     if not ok and kind in ('admit', 'batch') and isinstance(o[0], list) and len(o[0]) == len(n[0]):
