@@ -9,6 +9,7 @@ use warnings;
 use lib 't/lib';
 use Test::LLM::Nginx;
 use Test::LLM::Client ();
+use POSIX ();
 
 # "n" requests of anonymous clients (X-Forwarded-For) to "path", "conc"
 # at once: their statuses counted ("200=400")
@@ -131,6 +132,82 @@ sub {
     Test::More::diag("fill $fill, slow $slow");
     return (0, "fill: $fill") unless $fill eq '200=2000';
     return (0, "in flight at once: $slow") unless $slow eq '200=150';
+    return (0, "said every entry is busy") if $log =~ /every entry is busy/;
+    return 1;
+}
+--- timeout: 30
+
+
+
+=== TEST 3: 24 requests in flight hold their entries while the 32 KB zone fills with idle clients, which are then all used again, so that the 24 busy entries are the least recently used; a new client is admitted (before the fix: the eviction looked at 8 entries at the tail after the insertion's own look at 8, found them busy and answered 503 "every entry is busy")
+--- workers: 1
+--- log_level: info
+--- http_config
+llm_zone llm:32k;
+llm_tier conc requests=100000/m concurrency=5;
+llm_tier idle requests=100000/m;
+--- config
+set_real_ip_from 127.0.0.1;
+real_ip_header X-Forwarded-For;
+location = /slow {
+    llm_gateway on;
+    llm_anonymous_tier conc;
+    proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+}
+location = /fill {
+    llm_gateway on;
+    llm_anonymous_tier idle;
+    proxy_pass http://127.0.0.1:$TEST_NGINX_SERVER_PORT/plain;
+}
+location = /plain {
+    return 200 "plain\n";
+}
+--- mock eval
+sub { return { delay => 4, body => "{}" } }
+--- request
+GET /plain
+--- response_body
+plain
+--- check eval
+sub {
+    my $out = Test::LLM::Nginx::servroot() . '/slow.txt';
+    my $pid = fork // die "fork: $!";
+    if ($pid == 0) {
+        eval {
+            my $s = ::clients('/slow', 24, ::addrs(1, 1, 24));
+            open(my $fh, '>', $out) or die;
+            print $fh $s;
+            close $fh;
+        };
+        POSIX::_exit(0);
+    }
+    select(undef, undef, undef, 0.5);
+
+    # idle clients until the zone is full: the first eviction is logged
+    my @idle = ::addrs(2, 1, 400);
+    my $k;
+    for my $i (0 .. $#idle) {
+        my $r = Test::LLM::Nginx::http_request('GET /fill',
+                    more_headers => "X-Forwarded-For: $idle[$i]");
+        return (0, "fill $idle[$i]: $r->{status}") unless $r->{status} == 200;
+        if (Test::LLM::Nginx::errlog() =~ /is full, evicting/) {
+            $k = $i;
+            last;
+        }
+    }
+    return (0, "the zone did not fill") unless defined $k;
+
+    # the survivors (all but the first) used again, then new clients
+    my $again = ::clients('/fill', 1, @idle[1 .. $k]);
+    my $new = ::clients('/fill', 1, ::addrs(3, 1, 50));
+    waitpid($pid, 0);
+    my $slow = do { local (@ARGV, $/) = ($out); <> } // 'none';
+    my $log = Test::LLM::Nginx::errlog();
+    Test::More::diag("zone full at $k idle clients; again $again, "
+                     . "new $new, slow $slow");
+    return (0, "in flight: $slow") unless $slow eq '200=24';
+    return (0, "used again: $again") unless $again eq "200=$k";
+    return (0, "new clients: $new") unless $new eq '200=50';
     return (0, "said every entry is busy") if $log =~ /every entry is busy/;
     return 1;
 }
