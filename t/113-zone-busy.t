@@ -212,3 +212,38 @@ sub {
     return 1;
 }
 --- timeout: 30
+
+
+
+=== TEST 4: TEST 1 with llm_redis unreachable and on_error=local, so that the zone decides every admission: none answered 503 store_error (before the fix: 26 of the 300, and one "every entry is busy" line for them all, the error being said once a minute per worker)
+--- workers: 1
+--- log_level: info
+--- http_config
+llm_zone llm:256k;
+llm_redis 127.0.0.1:$TEST_NGINX_DEAD_PORT on_error=local;
+llm_tier small requests=100000/m;
+llm_tier big requests=100000/m tokens=4000000000/m
+             input_tokens=4000000000/m cost=40000/m;
+--- config eval: $::Locations
+--- request
+GET /plain
+--- response_body
+plain
+--- check eval
+sub {
+    my @small = ::addrs(1, 1, 2000);
+    my $fill = ::clients('/small', 8, @small);
+    my $touch = ::clients('/small', 1, ::shuffled(@small));
+    my $big = ::clients('/big', 1, ::addrs(2, 1, 300));
+    my $log = Test::LLM::Nginx::errlog();
+    my $local = () = $log =~ /on_error applies/g;
+    Test::More::diag("fill $fill, touch $touch, big $big, "
+                     . "$local decided by the zone");
+    return (0, "fill: $fill") unless $fill eq '200=2000';
+    return (0, "touch: $touch") unless $touch eq '200=2000';
+    return (0, "the new clients of the other tier: $big") unless $big eq '200=300';
+    return (0, "said every entry is busy") if $log =~ /every entry is busy/;
+    return (0, "Redis decided") unless $local >= 4300;
+    return 1;
+}
+--- timeout: 60
