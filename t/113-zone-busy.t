@@ -88,7 +88,8 @@ sub {
     Test::More::diag("fill $fill, touch $touch, big $big, busy lines $busy");
     return (0, "fill: $fill") unless $fill eq '200=2000';
     return (0, "touch: $touch") unless $touch eq '200=2000';
-    return (0, "the new clients of the other tier: $big") unless $big eq '200=300';
+    return (0, "the new clients of the other tier: $big")
+        unless $big eq "200=300";
     return (0, "said every entry is busy") if $busy;
     return (0, "no eviction logged") unless $log =~ /is full, evicting/;
     return 1;
@@ -241,7 +242,8 @@ sub {
                      . "$local decided by the zone");
     return (0, "fill: $fill") unless $fill eq '200=2000';
     return (0, "touch: $touch") unless $touch eq '200=2000';
-    return (0, "the new clients of the other tier: $big") unless $big eq '200=300';
+    return (0, "the new clients of the other tier: $big")
+        unless $big eq "200=300";
     return (0, "said every entry is busy") if $log =~ /every entry is busy/;
     return (0, "Redis decided") unless $local >= 4300;
     return 1;
