@@ -11,8 +11,8 @@ use Test::LLM::Nginx;
 use Test::LLM::Client ();
 use POSIX ();
 
-# "n" requests of anonymous clients (X-Forwarded-For) to "path", "conc"
-# at once: their statuses counted ("200=400")
+# GET "path" once for each address (an anonymous client each, by
+# X-Forwarded-For), "conc" at once: their statuses counted ("200=400")
 sub clients {
     my ($path, $conc, @addrs) = @_;
     my @ex = map {
