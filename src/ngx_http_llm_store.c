@@ -7,8 +7,12 @@
  * in an rbtree keyed by the name's hash with an LRU queue, as in
  * ngx_http_limit_req_module.  Idle entries whose windows have emptied
  * are expired on insertion; when the slab is full, the least recently
- * used idle entry is evicted (and that is logged).  Every decision is
- * taken under the zone's mutex, so it is exact across workers.
+ * used idle entry is evicted (and that is logged).  Every entry, and
+ * every concurrency lease, takes one slab chunk of the same size, that
+ * of the largest tier's entry: a chunk freed by any eviction then makes
+ * room for any new entry (chunks of another size class would not).
+ * Every decision is taken under the zone's mutex, so it is exact across
+ * workers.
  *
  * Concurrency slots are leased per worker process: an account at its
  * limit first takes back (at most once a second) the slots of workers
@@ -76,16 +80,21 @@ typedef struct {
     ngx_http_llm_shctx_t       *sh;
     ngx_slab_pool_t            *shpool;
     ngx_str_t                   name;
+    ngx_http_llm_main_conf_t   *lmcf;
+    size_t                      size;       /* of an entry, of a lease */
 } ngx_http_llm_zone_ctx_t;
 
 
 static ngx_int_t ngx_http_llm_init_zone(ngx_shm_zone_t *shm_zone, void *data);
+static size_t ngx_http_llm_entry_size(ngx_http_llm_main_conf_t *lmcf);
 static uint32_t ngx_http_llm_zone_name(ngx_str_t *account, ngx_str_t *name,
     u_char *buf);
 static void ngx_http_llm_rbtree_insert_value(ngx_rbtree_node_t *temp,
     ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel);
 static ngx_http_llm_node_t *ngx_http_llm_node_lookup(
     ngx_http_llm_zone_ctx_t *ctx, uint32_t hash, ngx_str_t *account);
+static void *ngx_http_llm_alloc(ngx_http_llm_zone_ctx_t *ctx, size_t size,
+    uint64_t now);
 static ngx_http_llm_node_t *ngx_http_llm_node_create(
     ngx_http_llm_zone_ctx_t *ctx, uint32_t hash, ngx_str_t *account,
     ngx_http_llm_tier_t *tier, uint64_t now);
@@ -118,6 +127,13 @@ static void ngx_http_llm_lease_reclaim(ngx_http_llm_zone_ctx_t *ctx,
 
 #define ngx_http_llm_node_name(ln)                                            \
     (ngx_http_llm_node_tags(ln) + (ln)->nwin)
+
+/* the bytes an entry of "nwin" windows and a name of "len" bytes needs */
+
+#define ngx_http_llm_node_size(nwin, len)                                     \
+    (offsetof(ngx_rbtree_node_t, color)                                       \
+     + offsetof(ngx_http_llm_node_t, rings)                                   \
+     + (nwin) * (sizeof(ngx_http_llm_ring_t) + 1) + (len))
 
 
 /* llm_zone NAME:SIZE; */
@@ -173,6 +189,7 @@ ngx_http_llm_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     ctx->name = name;
+    ctx->lmcf = lmcf;
 
     lmcf->shm_zone = ngx_shared_memory_add(cf, &name, size,
                                            &ngx_http_llm_gateway_module);
@@ -203,9 +220,19 @@ ngx_http_llm_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 
     ctx = shm_zone->data;
 
+    ctx->size = ngx_http_llm_entry_size(ctx->lmcf);
+
     if (octx) {
         ctx->sh = octx->sh;
         ctx->shpool = octx->shpool;
+
+        /*
+         * entries the old workers made stay: a reload keeps the size
+         * (a smaller one would be a size class of its own again)
+         */
+
+        ctx->size = ngx_max(ctx->size, octx->size);
+
         return NGX_OK;
     }
 
@@ -246,6 +273,31 @@ ngx_http_llm_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     ctx->shpool->log_nomem = 0;
 
     return NGX_OK;
+}
+
+
+/*
+ * The size of every entry of the zone: that of the tier with the most
+ * windows, with the longest name an entry keeps (so 256 bytes, one
+ * slab chunk, up to three windows); at least a lease's.
+ */
+
+static size_t
+ngx_http_llm_entry_size(ngx_http_llm_main_conf_t *lmcf)
+{
+    size_t                nwin;
+    ngx_uint_t            i;
+    ngx_http_llm_tier_t  *tier;
+
+    nwin = 1;
+    tier = lmcf->tiers.elts;
+
+    for (i = 0; i < lmcf->tiers.nelts; i++) {
+        nwin = ngx_max(nwin, tier[i].windows.nelts);
+    }
+
+    return ngx_max(ngx_http_llm_node_size(nwin, NGX_HTTP_LLM_ZONE_RAW_MAX),
+                   sizeof(ngx_http_llm_lease_t));
 }
 
 
@@ -727,21 +779,16 @@ ngx_http_llm_lease(ngx_http_llm_zone_ctx_t *ctx, ngx_http_llm_node_t *ln,
 
     if (lease == NULL) {
 
-        /* "ln" holds no slot of ours yet: keep it from being evicted */
+        /*
+         * "ln" holds no slot of ours yet: keep it from being evicted;
+         * a lease is an entry's size, so that evicting one makes room
+         */
 
         ln->conc++;
-
-        lease = ngx_slab_alloc_locked(ctx->shpool,
-                                      sizeof(ngx_http_llm_lease_t));
-        if (lease == NULL && ngx_http_llm_expire(ctx, 1, now)) {
-            lease = ngx_slab_alloc_locked(ctx->shpool,
-                                          sizeof(ngx_http_llm_lease_t));
-        }
-
+        lease = ngx_http_llm_alloc(ctx, ctx->size, now);
         ln->conc--;
 
         if (lease == NULL) {
-            ngx_http_llm_log_full(ctx, now);
             return NGX_ERROR;
         }
 
@@ -861,30 +908,19 @@ ngx_http_llm_node_create(ngx_http_llm_zone_ctx_t *ctx, uint32_t hash,
     ngx_str_t *account, ngx_http_llm_tier_t *tier, uint64_t now)
 {
     size_t                size;
-    ngx_uint_t            tries, nwin;
+    ngx_uint_t            nwin;
     ngx_rbtree_node_t    *node;
     ngx_http_llm_node_t  *ln;
 
     nwin = tier->windows.nelts;
 
-    size = offsetof(ngx_rbtree_node_t, color)
-           + offsetof(ngx_http_llm_node_t, rings)
-           + nwin * (sizeof(ngx_http_llm_ring_t) + 1)
-           + account->len;
+    /* ctx->size covers every tier of this cycle */
 
-    for (tries = 0; /* void */; tries++) {
+    size = ngx_max(ctx->size, ngx_http_llm_node_size(nwin, account->len));
 
-        node = ngx_slab_alloc_locked(ctx->shpool, size);
-        if (node != NULL) {
-            break;
-        }
-
-        /* evict the least recently used idle entries to make room */
-
-        if (tries == 16 || ngx_http_llm_expire(ctx, 1, now) == 0) {
-            ngx_http_llm_log_full(ctx, now);
-            return NULL;
-        }
+    node = ngx_http_llm_alloc(ctx, size, now);
+    if (node == NULL) {
+        return NULL;
     }
 
     ngx_memzero(node, size);
@@ -943,6 +979,33 @@ ngx_http_llm_node_retier(ngx_http_llm_zone_ctx_t *ctx,
 }
 
 
+/*
+ * A chunk of "size" bytes, evicting the least recently used idle
+ * entries until there is room: one, when every entry is of this size;
+ * more while entries of another size are left (those of workers of the
+ * last cycle, during a reload).  NULL: every entry is busy.
+ */
+
+static void *
+ngx_http_llm_alloc(ngx_http_llm_zone_ctx_t *ctx, size_t size, uint64_t now)
+{
+    void  *p;
+
+    for ( ;; ) {
+
+        p = ngx_slab_alloc_locked(ctx->shpool, size);
+        if (p != NULL) {
+            return p;
+        }
+
+        if (ngx_http_llm_expire(ctx, 1, now) == 0) {
+            ngx_http_llm_log_full(ctx, now);
+            return NULL;
+        }
+    }
+}
+
+
 /* under the lock: said at most once a minute per worker */
 
 static void
@@ -972,12 +1035,14 @@ ngx_http_llm_node_free(ngx_http_llm_zone_ctx_t *ctx, ngx_http_llm_node_t *ln)
 
 
 /*
- * force == 0 drops up to two idle entries whose windows are empty;
- * force == 1 also evicts the least recently used idle entry, logging
- * that the zone is full at most once a minute per worker.  Entries
+ * force == 0 drops up to two idle entries whose windows are empty,
+ * looking at eight entries at most; force == 1 also evicts the least
+ * recently used idle entry, looking as far as it takes to find one, and
+ * logs that the zone is full at most once a minute per worker.  Entries
  * holding concurrency slots are never dropped (they go to the head of
- * the queue, so that they do not stop the scan).  Returns how many
- * entries were dropped.
+ * the queue, so that they do not stop the next scan).  Returns how many
+ * entries were dropped: 0 with force == 1 means that every entry is
+ * busy.
  */
 
 static ngx_uint_t
@@ -985,19 +1050,24 @@ ngx_http_llm_expire(ngx_http_llm_zone_ctx_t *ctx, ngx_uint_t force,
     uint64_t now)
 {
     ngx_uint_t            n, scanned;
-    ngx_queue_t          *q, *prev;
+    ngx_queue_t          *q, *busy;
     ngx_http_llm_node_t  *ln;
 
     static uint64_t       logged;
 
     n = 0;
     scanned = 0;
+    busy = NULL;
 
-    for (q = ngx_queue_last(&ctx->sh->queue);
-         q != ngx_queue_sentinel(&ctx->sh->queue) && scanned < 8;
-         q = prev)
-    {
-        prev = ngx_queue_prev(q);
+    while (!ngx_queue_empty(&ctx->sh->queue)) {
+
+        q = ngx_queue_last(&ctx->sh->queue);
+
+        if (q == busy || (!force && scanned >= 8)) {
+            /* every entry seen, or enough */
+            break;
+        }
+
         scanned++;
 
         ln = ngx_queue_data(q, ngx_http_llm_node_t, queue);
@@ -1008,6 +1078,11 @@ ngx_http_llm_expire(ngx_http_llm_zone_ctx_t *ctx, ngx_uint_t force,
 
             ngx_queue_remove(q);
             ngx_queue_insert_head(&ctx->sh->queue, q);
+
+            if (busy == NULL) {
+                busy = q;
+            }
+
             continue;
         }
 
