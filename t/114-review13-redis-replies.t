@@ -559,7 +559,7 @@ sub {
 
 
 
-=== TEST 7: how many admissions one batch call carries (batch=64): a tier of one window 50 (its answer at most 4 + 5 per request of the 256 numbers a reply may carry; README said 36), of three windows 22 (README: 19), of no window (concurrency only) 64; every request answered as one call each would be
+=== TEST 7: how many admissions one batch call carries (batch=64): a tier of one window 50 (its answer at most 4 + 5 per request of the 256 numbers a reply may carry; README said 36), of three windows 22 (README: 19), of no window (concurrency only) all five; every request answered as one call each would be
 --- workers: 1
 --- http_config eval: ::fresh(); ::conf(7, "llm_tier t requests=1000/m;\nllm_tier three requests=1000/m requests=10000/h requests=100000/d;\nllm_tier conc concurrency=3;\n", "127.0.0.1:$::LP timeout=3s connections=1 on_error=deny batch=64")
 --- config eval
@@ -592,5 +592,70 @@ sub {
             unless $got eq $want && $codes eq $want_codes;
     }
     return (0, join "\n", @bad) if @bad;
+    return 1;
+}
+
+
+
+
+=== TEST 8: the RESP formatter's buffer under valgrind: a worker whose first command is TIME (no AUTH, no SELECT) hands hiredis a command of one argument, and redisAsyncFormattedCommand() reads the byte after it (is a second argument there?): before the fix an uninitialised byte of a fresh buffer ("Conditional jump or move depends on uninitialised value(s)" in libhiredis, from ngx_http_llm_redis_format's allocation), hiredis's own formatters end theirs with a NUL
+--- skip_eval: 1: !-x '/usr/bin/valgrind' || ($ENV{LLM_MODULE} // '') =~ /asan/
+--- workers: 1
+--- http_config eval: ::conf(8, "llm_tier t requests=100/m;\n")
+--- config eval: $::Gateway
+--- request
+GET /plain
+--- timeout: 90
+--- check eval
+sub {
+    my $dir = "$ENV{TEST_NGINX_SERVROOT}/vg";
+    mkdir $dir;
+    mkdir "$dir/logs";
+    my $port = free_port();
+    my $module = $ENV{LLM_MODULE}
+        // "$Test::LLM::Nginx::ROOT/build/release/ngx_http_llm_gateway_module.so";
+    my $nginx = $ENV{LLM_NGINX_BIN} // '/usr/sbin/nginx';
+    open(my $fh, '>', "$dir/nginx.conf") or die;
+    print $fh <<"_EOC_";
+load_module $module;
+worker_processes 1;
+daemon off;
+error_log logs/error.log info;
+pid logs/nginx.pid;
+events { worker_connections 64; }
+http {
+    access_log off;
+    llm_zone llm:1m;
+    llm_tier t requests=100/m;
+    llm_redis 127.0.0.1:$::RP prefix=$::P-vg: timeout=2s connections=1;
+    server {
+        listen 127.0.0.1:$port;
+        location / {
+            llm_gateway on;
+            llm_anonymous_tier t;
+            proxy_pass http://127.0.0.1:$ENV{TEST_NGINX_DEAD_PORT};
+        }
+    }
+}
+_EOC_
+    close $fh;
+    my $c0 = redis_conns_received($::RP);
+    system("timeout 90 valgrind --trace-children=yes --track-origins=yes"
+           . " $nginx -p $dir/ -c $dir/nginx.conf > $dir/vg.out 2>&1 &");
+    # the worker has connected and sent its handshake (AUTH, SELECT,
+    # TIME, SCRIPT LOADs: a few seconds under valgrind)
+    my $up = wait_until(40, sub { redis_conns_received($::RP) > $c0 });
+    Time::HiRes::sleep(3);
+    my $mpid = (::slurp_file("$dir/logs/nginx.pid") // '') =~ /(\d+)/ ? $1 : 0;
+    kill 'QUIT', $mpid if $mpid;
+    wait_until(40, sub {
+        my $o = ::slurp_file("$dir/vg.out") // '';
+        (() = $o =~ /ERROR SUMMARY/g) >= 2
+    });
+    my $out = ::slurp_file("$dir/vg.out") // '';
+    my @bad = $out =~ /^(==\d+== (?:Conditional jump|Use of uninitialised|Invalid read).*)$/mg;
+    return (0, "no handshake seen under valgrind") unless $up;
+    return (0, join("\n", @bad, grep { /redis|hiredis/ } split /\n/, $out))
+        if @bad;
     return 1;
 }
