@@ -867,6 +867,9 @@ ngx_http_llm_redis_send(ngx_http_llm_redis_op_t *op, int argc,
  * in a buffer of the worker's that the next command reuses (hiredis
  * copies it into its output buffer): no allocation per command, as
  * formatting with hiredis makes one per argument.  NULL: out of memory.
+ * NUL-terminated as hiredis's own are: redisAsyncFormattedCommand()
+ * looks at the byte after the first argument (a next one?), which for
+ * a command of one argument (TIME) is the byte after the command.
  */
 
 static u_char *
@@ -880,9 +883,9 @@ ngx_http_llm_redis_format(int argc, const char **argv,
 
     w = &ngx_http_llm_redis_worker;
 
-    /* "*N\r\n", then "$LEN\r\nDATA\r\n" each */
+    /* "*N\r\n", then "$LEN\r\nDATA\r\n" each, then NUL */
 
-    size = 1 + NGX_INT_T_LEN + 2;
+    size = 1 + NGX_INT_T_LEN + 2 + 1;
 
     for (i = 0; i < argc; i++) {
         size += 1 + NGX_SIZE_T_LEN + 2 + argvlen[i] + 2;
@@ -914,6 +917,7 @@ ngx_http_llm_redis_format(int argc, const char **argv,
     }
 
     *len = p - w->resp;
+    *p = '\0';
 
     return w->resp;
 }
