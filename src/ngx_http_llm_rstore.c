@@ -514,7 +514,10 @@ ngx_http_llm_rstore_flush(ngx_event_t *ev)
     for (i = 0; i < NGX_HTTP_LLM_BATCH_BUCKETS; i++) {
 
         while (!ngx_queue_empty(&ngx_http_llm_batches[i])) {
-            q = ngx_queue_head(&ngx_http_llm_batches[i]);
+
+            /* the oldest first: an account's requests in their order */
+
+            q = ngx_queue_last(&ngx_http_llm_batches[i]);
             op = ngx_queue_data(q, ngx_http_llm_rstore_op_t, queue);
 
             ngx_queue_remove(q);

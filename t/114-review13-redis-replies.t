@@ -561,7 +561,7 @@ sub {
 
 
 
-=== TEST 7: how many admissions one batch call carries (batch=64): a tier of one window 50 (its answer at most 4 + 5 per request of the 256 numbers a reply may carry; README said 36), of three windows 22 (README: 19), of no window (concurrency only) all five; every request answered as one call each would be
+=== TEST 7: how many admissions one batch call carries (batch=64), oldest first (the full batch before the one after it, so that an account's requests are decided in the order they came): a tier of one window 50 (its answer at most 4 + 5 per request of the 256 numbers a reply may carry; README said 36), of three windows 22 (README: 19), of no window (concurrency only) all five; every request answered as one call each would be
 --- workers: 1
 --- http_config eval: ::fresh(); ::conf(7, "llm_tier t requests=1000/m;\nllm_tier three requests=1000/m requests=10000/h requests=100000/d;\nllm_tier conc concurrency=3;\n", "127.0.0.1:$::LP timeout=3s connections=1 on_error=deny batch=64")
 --- config eval
@@ -590,8 +590,8 @@ sub {
             unlink "$::DIR/log";
             my @r = ::stopped_batch($n, uri => "$pre/v1/chat/completions");
             my $log = ::link_log();
-            $got = join " ", sort { $b <=> $a }
-                       $log =~ /^EVALSHA nreq=(\d+) nwin=$nwin /mg;
+            # sent as they came: the full batch (the first 50) first
+            $got = join " ", $log =~ /^EVALSHA nreq=(\d+) nwin=$nwin /mg;
             $codes = Test::LLM::Client::status_counts(@r);
             last if $got eq $want;
             Time::HiRes::sleep(1.5);    # the requests of /conc end
