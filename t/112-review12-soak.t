@@ -35,7 +35,6 @@ our $KEYFILE = do {
 die "key file: " . length($KEYFILE) . " bytes\n"
     unless ($KEYFILE =~ tr/\n//) == $N;
 
-sub errlog { Test::LLM::Nginx::_slurp(servroot() . '/logs/error.log') }
 
 sub conf {
     my ($block) = @_;
