@@ -7,6 +7,7 @@
  *   llm_unit [SAMPLES_DIR]        run the tests, print TAP
  *   llm_unit bench                time the hot paths
  *   llm_unit estimate FILE...     print estimate and counters per file
+ *   llm_unit chat-body            print the bench's chat body
  *
  * Built by t/unit/build.sh; run by t/070-tokens-unit.t.
  */
@@ -16,6 +17,7 @@
 #include <ngx_core.h>
 
 #include "ngx_http_llm_json.h"
+#include "ngx_http_llm_jtape.h"
 #include "ngx_http_llm_tokens.h"
 #include "ngx_http_llm_simd.h"
 
@@ -1627,19 +1629,21 @@ bench_samples(void)
 }
 
 
-static void
-bench(void)
-{
-    char        *sse, *body;
-    size_t       len, blen, i, k;
-    uint64_t     t;
-    ngx_str_t    err;
-    ngx_uint_t   iters, tokens;
-    ngx_pool_t  *p;
+/*
+ * The bench's chat body (about 2 KB, 11 messages) into "body" (4 KB);
+ * its length.  "prompts" gets the messages' texts.
+ */
 
-    ngx_http_llm_usage_t         u;
-    ngx_http_llm_request_info_t  info;
-    ngx_http_llm_estimate_t      e;
+#define CHAT_MESSAGES  11
+
+static size_t
+chat_body(char *body, const char **prompts)
+{
+    size_t  blen, i, k;
+
+    static const char  *system = "You are a precise assistant for "
+        "infrastructure engineers. Answer in short paragraphs, and say "
+        "when you are unsure.";
 
     static const char  *turns[] = {
         "Can you explain how a sliding window rate limiter works, and why "
@@ -1658,6 +1662,44 @@ bench(void)
         "gateway to block requests for seconds.",
     };
 
+    blen = sprintf(body, "{\"model\":\"gpt-4o-mini\",\"temperature\":0.2,"
+                   "\"max_tokens\":512,\"stream\":true,\"messages\":["
+                   "{\"role\":\"system\",\"content\":\"%s\"}", system);
+
+    prompts[0] = system;
+
+    for (k = 0; k < 2; k++) {
+        for (i = 0; i < 5; i++) {
+            blen += sprintf(body + blen, ",{\"role\":\"%s\",\"content\":"
+                            "\"%s\"}", (i % 2) ? "assistant" : "user",
+                            turns[i]);
+            prompts[1 + k * 5 + i] = turns[i];
+        }
+    }
+
+    blen += sprintf(body + blen, "]}");
+
+    return blen;
+}
+
+
+static void
+bench(void)
+{
+    char          *sse, *body;
+    size_t         len, blen, i, k;
+    uint64_t       t;
+    ngx_str_t      err;
+    ngx_uint_t     iters, tokens;
+    ngx_pool_t    *p;
+    const char    *prompts[CHAT_MESSAGES];
+
+    ngx_http_llm_jtok_t          tok[512];
+    ngx_http_llm_jtape_t         tape;
+    ngx_http_llm_usage_t         u;
+    ngx_http_llm_request_info_t  info;
+    ngx_http_llm_estimate_t      e;
+
     /* a realistic chat body of about 2 KB */
 
     body = malloc(4096);
@@ -1665,21 +1707,7 @@ bench(void)
         exit(2);
     }
 
-    blen = sprintf(body, "{\"model\":\"gpt-4o-mini\",\"temperature\":0.2,"
-                   "\"max_tokens\":512,\"stream\":true,\"messages\":["
-                   "{\"role\":\"system\",\"content\":\"You are a precise "
-                   "assistant for infrastructure engineers. Answer in short "
-                   "paragraphs, and say when you are unsure.\"}");
-
-    for (k = 0; k < 2; k++) {
-        for (i = 0; i < 5; i++) {
-            blen += sprintf(body + blen, ",{\"role\":\"%s\",\"content\":"
-                            "\"%s\"}", (i % 2) ? "assistant" : "user",
-                            turns[i]);
-        }
-    }
-
-    blen += sprintf(body + blen, "]}");
+    blen = chat_body(body, prompts);
 
     p = new_pool();
     iters = 20000;
@@ -1705,6 +1733,54 @@ bench(void)
            (unsigned long) info.messages,
            (unsigned long) ngx_http_llm_estimate_tokens(&info.estimate),
            (unsigned long) (t / iters));
+
+    t = now_ns();
+
+    for (i = 0; i < iters; i++) {
+        ngx_memzero(&tape, sizeof(ngx_http_llm_jtape_t));
+        tape.tok = tok;
+        tape.nalloc = 512;
+
+        if (ngx_http_llm_jtape_parse(&tape, p, (u_char *) body, blen, 64,
+                                     &err)
+            != NGX_OK)
+        {
+            fprintf(stderr, "bench body refused by the tape\n");
+            exit(2);
+        }
+
+        tokens = tape.ntok;
+
+        ngx_http_llm_jtape_free(&tape);
+        ngx_reset_pool(p);
+    }
+
+    t = now_ns() - t;
+
+    printf("  of which the tape (checks the JSON, %lu tokens): %lu ns\n",
+           (unsigned long) tokens, (unsigned long) (t / iters));
+
+    t = now_ns();
+
+    for (i = 0; i < iters; i++) {
+        ngx_http_llm_estimate_init(&e);
+
+        for (k = 0; k < CHAT_MESSAGES; k++) {
+            ngx_http_llm_estimate_add(&e, (u_char *) prompts[k],
+                                      strlen(prompts[k]));
+        }
+
+        tokens = ngx_http_llm_estimate_tokens(&e);
+    }
+
+    t = now_ns() - t;
+
+    for (len = 0, k = 0; k < CHAT_MESSAGES; k++) {
+        len += strlen(prompts[k]);
+    }
+
+    printf("  of which the estimate of its %lu bytes of text: %lu ns\n",
+           (unsigned long) len, (unsigned long) (t / iters));
 
     t = now_ns();
 
@@ -1941,6 +2017,14 @@ main(int argc, char **argv)
 
     if (argc > 1 && strcmp(argv[1], "bench") == 0) {
         bench();
+        return 0;
+    }
+
+    if (argc > 1 && strcmp(argv[1], "chat-body") == 0) {
+        char        buf[4096];
+        const char  *prompts[CHAT_MESSAGES];
+
+        fwrite(buf, 1, chat_body(buf, prompts), stdout);
         return 0;
     }
 
