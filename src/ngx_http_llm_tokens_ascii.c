@@ -64,8 +64,8 @@ static void ngx_http_llm_classify_sse2(u_char *p, size_t n,
 static ngx_int_t ngx_http_llm_ascii_avx512(ngx_http_llm_estimate_t *e,
     u_char *p, size_t len);
 #endif
-static void ngx_http_llm_space_run(ngx_http_llm_estimate_t *e, u_char *start,
-    u_char *p, u_char *last);
+static ngx_uint_t ngx_http_llm_space_run(u_char *start, u_char *p,
+    u_char *last);
 
 
 /*
@@ -179,38 +179,55 @@ ngx_http_llm_estimate_ascii(ngx_http_llm_estimate_t *e, u_char *p,
 }
 
 
+/* what the blocks add up to, kept in registers until the text ends */
+
+typedef struct {
+    ngx_uint_t                  words;
+    ngx_uint_t                  long_letters;
+    ngx_uint_t                  humps;
+    ngx_uint_t                  puncts;
+    ngx_uint_t                  long_puncts;
+    ngx_uint_t                  spaces;
+    ngx_uint_t                  digits;
+} ngx_http_llm_counts_t;
+
+
 /*
  * What the block of 64 bytes at "q" adds (the masks of the block before
  * it, its own and the block after it); "p" and "last" bound the text.
  */
 
 static ngx_http_llm_always_inline void
-ngx_http_llm_ascii_block(ngx_http_llm_estimate_t *e, u_char *p, u_char *q,
+ngx_http_llm_ascii_block(ngx_http_llm_counts_t *c, u_char *p, u_char *q,
     u_char *last, ngx_http_llm_masks_t *prev, ngx_http_llm_masks_t *cur,
     ngx_http_llm_masks_t *next)
 {
     size_t      n;
-    uint64_t    lw, pu, ws, x, lead, single;
-    ngx_uint_t  i, k;
+    uint64_t    lw, pu, ws, pws, x, lead, single, lw_next, pu_next;
+    ngx_uint_t  i;
 
     lw = cur->letter;
     pu = cur->punct;
     ws = cur->space | cur->newline;
+    pws = prev->space | prev->newline;
+
+    lw_next = ngx_http_llm_after(lw, next->letter);
+    pu_next = ngx_http_llm_after(pu, next->punct);
 
     /* letter runs */
 
-    e->words += ngx_http_llm_popcount(
-                    lw & ~ngx_http_llm_before(lw, prev->letter, 1));
+    x = lw & ngx_http_llm_before(lw, prev->letter, 1);
 
-    x = lw;
+    c->words += ngx_http_llm_popcount(lw & ~x);
 
-    for (k = 1; k <= 5; k++) {
-        x &= ngx_http_llm_before(lw, prev->letter, k);
-    }
+    x &= ngx_http_llm_before(lw, prev->letter, 2)
+         & ngx_http_llm_before(lw, prev->letter, 3)
+         & ngx_http_llm_before(lw, prev->letter, 4)
+         & ngx_http_llm_before(lw, prev->letter, 5);
 
-    e->long_letters += ngx_http_llm_popcount(x);
+    c->long_letters += ngx_http_llm_popcount(x);
 
-    e->humps += ngx_http_llm_popcount(
+    c->humps += ngx_http_llm_popcount(
                     cur->upper
                     & ngx_http_llm_before(lw & ~cur->upper,
                                           prev->letter & ~prev->upper,
@@ -219,46 +236,39 @@ ngx_http_llm_ascii_block(ngx_http_llm_estimate_t *e, u_char *p, u_char *q,
     /* punctuation runs */
 
     x = pu & ~ngx_http_llm_before(pu, prev->punct, 1);
-    e->puncts += ngx_http_llm_popcount(x);
+    c->puncts += ngx_http_llm_popcount(x);
 
     /* a lone mark before a word is the word's, unless ' ' led it */
 
     lead = ngx_http_llm_before(cur->blank, prev->blank, 1);
 
-    e->puncts -= ngx_http_llm_popcount(
-                     x & ~ngx_http_llm_after(pu, next->punct)
-                     & ngx_http_llm_after(lw, next->letter) & ~lead);
+    c->puncts -= ngx_http_llm_popcount(x & ~pu_next & lw_next & ~lead);
 
-    x = pu;
+    x = pu & ngx_http_llm_before(pu, prev->punct, 1)
+        & ngx_http_llm_before(pu, prev->punct, 2)
+        & ngx_http_llm_before(pu, prev->punct, 3);
 
-    for (k = 1; k <= 3; k++) {
-        x &= ngx_http_llm_before(pu, prev->punct, k);
-    }
-
-    e->long_puncts += ngx_http_llm_popcount(x);
+    c->long_puncts += ngx_http_llm_popcount(x);
 
     /* a lone ' ' or tab: a token unless the next piece takes it */
 
-    single = cur->space
-             & ~ngx_http_llm_before(ws, prev->space | prev->newline, 1)
+    x = ws & ~ngx_http_llm_before(ws, pws, 1);
+
+    single = cur->space & x
              & ~ngx_http_llm_after(ws, next->space | next->newline);
 
-    e->spaces += ngx_http_llm_popcount(
-                     single
-                     & ~(ngx_http_llm_after(lw, next->letter)
-                         | (cur->blank
-                            & ngx_http_llm_after(pu, next->punct))));
+    c->spaces += ngx_http_llm_popcount(
+                     single & ~(lw_next | (cur->blank & pu_next)));
 
     /* other whitespace runs, one by one, from where they start */
 
-    x = ws & ~ngx_http_llm_before(ws, prev->space | prev->newline, 1)
-        & ~single;
+    x &= ~single;
 
     while (x) {
         i = ngx_http_llm_ctz(x);
         x &= x - 1;
 
-        ngx_http_llm_space_run(e, p, q + i, last);
+        c->spaces += ngx_http_llm_space_run(p, q + i, last);
     }
 
     /* digit groups of three */
@@ -275,8 +285,21 @@ ngx_http_llm_ascii_block(ngx_http_llm_estimate_t *e, u_char *p, u_char *q,
             /* void */
         }
 
-        e->digits += (n + 2) / 3;
+        c->digits += (n + 2) / 3;
     }
+}
+
+
+static ngx_http_llm_always_inline void
+ngx_http_llm_counts_add(ngx_http_llm_estimate_t *e, ngx_http_llm_counts_t *c)
+{
+    e->words += c->words;
+    e->long_letters += c->long_letters;
+    e->humps += c->humps;
+    e->puncts += c->puncts;
+    e->long_puncts += c->long_puncts;
+    e->spaces += c->spaces;
+    e->digits += c->digits;
 }
 
 
@@ -284,47 +307,48 @@ NGX_HTTP_LLM_POPCNT_CLONES
 static void
 ngx_http_llm_ascii_count(ngx_http_llm_estimate_t *e, u_char *p, u_char *last)
 {
-    u_char                *q;
-    size_t                 n, len;
-    ngx_http_llm_masks_t   b[3], *prev, *cur, *next, *t;
+    u_char                 *q;
+    size_t                  n, len;
+    ngx_http_llm_masks_t    prev, cur, next;
+    ngx_http_llm_counts_t   c;
 
     len = last - p;
 
-    ngx_memzero(&b, sizeof(b));
+    ngx_memzero(&c, sizeof(ngx_http_llm_counts_t));
+    ngx_memzero(&prev, sizeof(ngx_http_llm_masks_t));
 
-    prev = &b[0];
-    cur = &b[1];
-    next = &b[2];
-
-    ngx_http_llm_classify(p, ngx_min(len, 64), cur);
+    ngx_http_llm_classify(p, ngx_min(len, 64), &cur);
 
     for (q = p; q < last; q += 64) {
 
         n = (size_t) (last - q);
 
         if (n > 64) {
-            ngx_http_llm_classify(q + 64, ngx_min(n - 64, 64), next);
+            ngx_http_llm_classify(q + 64, ngx_min(n - 64, 64), &next);
 
         } else {
-            ngx_memzero(next, sizeof(ngx_http_llm_masks_t));
+            ngx_memzero(&next, sizeof(ngx_http_llm_masks_t));
         }
 
-        ngx_http_llm_ascii_block(e, p, q, last, prev, cur, next);
+        ngx_http_llm_ascii_block(&c, p, q, last, &prev, &cur, &next);
 
-        t = prev;
         prev = cur;
         cur = next;
-        next = t;
     }
+
+    ngx_http_llm_counts_add(e, &c);
 }
 
 
 #if (NGX_HTTP_LLM_HAVE_AVX512)
 
-/* the masks of "n" bytes (at most 64) in one load and a few compares */
+/*
+ * The masks of "n" bytes (at most 64) in one load and a few compares;
+ * the bytes over 0x7f, as a mask.
+ */
 
 NGX_HTTP_LLM_AVX512
-static ngx_http_llm_always_inline void
+static ngx_http_llm_always_inline uint64_t
 ngx_http_llm_classify512(u_char *p, size_t n, ngx_http_llm_masks_t *m)
 {
     __m512i   v;
@@ -358,65 +382,56 @@ ngx_http_llm_classify512(u_char *p, size_t n, ngx_http_llm_masks_t *m)
     m->space = sp & valid;
     m->newline = nl & valid;
     m->punct = ~(lw | dg | sp | nl) & valid;
+
+    return _mm512_movepi8_mask(v);
 }
 
 
-/* ngx_http_llm_estimate_ascii() with 64-byte compares */
+/*
+ * ngx_http_llm_estimate_ascii() with 64-byte compares, in one pass: a
+ * block's load also shows whether it has a byte over 0x7f, and what the
+ * blocks count goes to "e" only once all of them were ASCII.
+ */
 
 NGX_HTTP_LLM_AVX512
 static ngx_int_t
 ngx_http_llm_ascii_avx512(ngx_http_llm_estimate_t *e, u_char *p, size_t len)
 {
-    u_char                *q, *last;
-    size_t                 n;
-    uint64_t               high;
-    ngx_http_llm_masks_t   b[3], *prev, *cur, *next, *t;
+    u_char                 *q, *last;
+    size_t                  n;
+    ngx_http_llm_masks_t    prev, cur, next;
+    ngx_http_llm_counts_t   c;
 
     last = p + len;
-    high = 0;
 
-    for (q = p; last - q >= 64; q += 64) {
-        high |= _mm512_movepi8_mask(_mm512_loadu_si512(q));
-    }
-
-    if (q < last) {
-        high |= _mm512_movepi8_mask(
-                    _mm512_maskz_loadu_epi8(((uint64_t) 1 << (last - q)) - 1,
-                                            q));
-    }
-
-    if (high) {
+    if (ngx_http_llm_classify512(p, ngx_min(len, 64), &cur)) {
         return NGX_DECLINED;
     }
 
-    e->chars += len;
-
-    ngx_memzero(&b, sizeof(b));
-
-    prev = &b[0];
-    cur = &b[1];
-    next = &b[2];
-
-    ngx_http_llm_classify512(p, ngx_min(len, 64), cur);
+    ngx_memzero(&c, sizeof(ngx_http_llm_counts_t));
+    ngx_memzero(&prev, sizeof(ngx_http_llm_masks_t));
 
     for (q = p; q < last; q += 64) {
 
         n = (size_t) (last - q);
 
-        if (n > 64) {
-            ngx_http_llm_classify512(q + 64, ngx_min(n - 64, 64), next);
+        if (n <= 64) {
+            ngx_memzero(&next, sizeof(ngx_http_llm_masks_t));
 
-        } else {
-            ngx_memzero(next, sizeof(ngx_http_llm_masks_t));
+        } else if (ngx_http_llm_classify512(q + 64, ngx_min(n - 64, 64),
+                                            &next))
+        {
+            return NGX_DECLINED;
         }
 
-        ngx_http_llm_ascii_block(e, p, q, last, prev, cur, next);
+        ngx_http_llm_ascii_block(&c, p, q, last, &prev, &cur, &next);
 
-        t = prev;
         prev = cur;
         cur = next;
-        next = t;
     }
+
+    e->chars += len;
+    ngx_http_llm_counts_add(e, &c);
 
     return NGX_OK;
 }
@@ -425,17 +440,16 @@ ngx_http_llm_ascii_avx512(ngx_http_llm_estimate_t *e, u_char *p, size_t len)
 
 
 /*
- * A whitespace run from "p", as the byte loop ends it: its line breaks
- * are a token unless they only follow punctuation; the spaces after the
- * last break are one, less one that the next piece takes.
+ * The tokens of a whitespace run from "p", as the byte loop ends it: its
+ * line breaks are one unless they only follow punctuation; the spaces
+ * after the last break are one, less one that the next piece takes.
  */
 
-static void
-ngx_http_llm_space_run(ngx_http_llm_estimate_t *e, u_char *start, u_char *p,
-    u_char *last)
+static ngx_uint_t
+ngx_http_llm_space_run(u_char *start, u_char *p, u_char *last)
 {
     u_char      c;
-    ngx_uint_t  after_punct, newline, dirty, tail, blank, take;
+    ngx_uint_t  after_punct, newline, dirty, tail, blank, take, n;
 
     after_punct = (p > start && ngx_http_llm_is_punct(p[-1]));
 
@@ -458,12 +472,10 @@ ngx_http_llm_space_run(ngx_http_llm_estimate_t *e, u_char *start, u_char *p,
         }
     }
 
-    if (newline && (dirty || !after_punct)) {
-        e->spaces++;
-    }
+    n = (newline && (dirty || !after_punct));
 
     if (tail == 0) {
-        return;
+        return n;
     }
 
     take = 0;
@@ -477,9 +489,7 @@ ngx_http_llm_space_run(ngx_http_llm_estimate_t *e, u_char *start, u_char *p,
                || (blank && ngx_http_llm_is_punct(c));
     }
 
-    if (tail - take) {
-        e->spaces++;
-    }
+    return n + (tail != take);
 }
 
 
