@@ -14,19 +14,23 @@ use Test::LLM::Keys;
 our $CAROL = $Test::LLM::Keys::CAROL;
 our $P     = "t103-$$-" . time;
 
-# two cluster nodes, each serving half of the slots
+# two cluster nodes, each serving half of the slots; their cluster bus
+# ports are free ports too (by default a bus listens on the port + 10000,
+# which may be one of the kernel's ephemeral ports, in use)
 our @NODE = (free_port(), free_port());
+our @BUS  = (free_port(), free_port());
 
-for my $port (@NODE) {
-    my $dir = "$Test::LLM::Nginx::ROOT/t/servroot/redis-$port";
+for my $i (0, 1) {
+    my $dir = "$Test::LLM::Nginx::ROOT/t/servroot/redis-$NODE[$i]";
     unlink "$dir/nodes.conf";
-    redis_start($port, '--cluster-enabled', 'yes',
+    redis_start($NODE[$i], '--cluster-enabled', 'yes',
+                '--cluster-port', $BUS[$i],
                 '--cluster-config-file', 'nodes.conf');
 }
 
 redis_cli($NODE[0], 'CLUSTER', 'ADDSLOTSRANGE', 0, 8191);
 redis_cli($NODE[1], 'CLUSTER', 'ADDSLOTSRANGE', 8192, 16383);
-redis_cli($NODE[0], 'CLUSTER', 'MEET', '127.0.0.1', $NODE[1]);
+redis_cli($NODE[0], 'CLUSTER', 'MEET', '127.0.0.1', $NODE[1], $BUS[1]);
 
 for (1 .. 100) {
     last if (redis_cli($NODE[0], 'CLUSTER', 'INFO') // '')
