@@ -5,7 +5,7 @@
 # TEST 1 stops the worker (SIGSTOP) so that one epoll_wait() returns
 # two events; TEST 2 and 4 run a node under libfaketime, 10 minutes
 # behind Redis (skipped without it, and under ASan); TEST 3 and 5 talk
-# to Redis through a link of this file's own (hold_link) that holds
+# to Redis through a link (Test::LLM::Link) that holds
 # an answer, or keeps its listen queue full so that a connect waits
 # for its SYN to be sent again.
 
@@ -15,6 +15,7 @@ use warnings;
 use lib 't/lib';
 use Test::LLM::Nginx;
 use Test::LLM::Keys;
+use Test::LLM::Link;
 use Test::LLM::Chat ();
 use Test::LLM::Redis;
 use IO::Socket::INET;
@@ -156,8 +157,7 @@ our $LP3 = free_port();
 our $HOLD = "$Test::LLM::Nginx::ROOT/t/servroot/redis-$RP3/hold";
 redis_start($RP3);
 hold(0);
-our $LINK = hold_link($LP3, $RP3);
-END { kill 'TERM', $LINK if $LINK }
+link_start($LP3, $RP3, answer => \&held_answer);
 
 sub conf3 {
     my ($block) = @_;
@@ -183,66 +183,12 @@ sub held {
     return $ms;
 }
 
-# hold_link($port, $rport, $gate): a link to Redis that holds the
-# answers hold() says; with $gate, it accepts no connection before the
-# file $gate exists (its listen queue is kept full: a connect waits
-# for its SYN to be sent again, about 1 s)
-sub hold_link {
-    my ($port, $rport, $gate) = @_;
-    my $ls = IO::Socket::INET->new(LocalAddr => '127.0.0.1',
-                                   LocalPort => $port,
-                                   Listen => $gate ? 1 : 16,
-                                   ReuseAddr => 1)
-        or die "link on $port: $!\n";
-    my $pid = fork // die "fork: $!\n";
-    if ($pid) {
-        close $ls;
-        return $pid;
-    }
-    require IO::Select;
-    my $sel = IO::Select->new($gate ? () : $ls);
-    my (%peer, %script);
-    my $parent = getppid();
-    while (1) {
-        POSIX::_exit(0) if getppid() != $parent;
-        if ($gate && -e $gate) {
-            $sel->add($ls);
-            undef $gate;
-        }
-        for my $s ($sel->can_read($gate ? 0.01 : 1)) {
-            if ($s == $ls) {
-                my $c = $ls->accept or next;
-                my $r = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
-                                              PeerPort => $rport);
-                if (!$r) { close $c; next }
-                $peer{$c} = $r;
-                $peer{$r} = $c;
-                $script{$r} = 0;
-                $sel->add($c, $r);
-                next;
-            }
-            my $buf;
-            my $n = sysread($s, $buf, 65536);
-            my $to = $peer{$s};
-            if (!$n) {
-                $sel->remove($s, $to);
-                delete @peer{$s, $to};
-                close $s;
-                close $to;
-                next;
-            }
-            if (exists $script{$to}) {
-                # to Redis: a script call?
-                $script{$to} = 1 if $buf =~ /EVAL|TIME/;
-            } elsif ($script{$s}) {
-                # Redis's answer to it
-                $script{$s} = 0;
-                my $ms = held();
-                Time::HiRes::sleep($ms / 1000) if $ms;
-            }
-            syswrite($to, $buf);
-        }
-    }
+# in the link (Test::LLM::Link), each of Redis's answers: the answer to
+# a script call or to TIME (a command that names EVAL or TIME) waits
+# what hold() said, once
+sub held_answer {
+    my ($conn, $argv, $v) = @_;
+    return ($v, join(' ', @$argv) =~ /EVAL|TIME/ ? held() : 0, 0);
 }
 
 sub conf4 {
@@ -257,8 +203,7 @@ sub conf4 {
 our $LP5 = free_port();
 our $GATE = "$Test::LLM::Nginx::ROOT/t/servroot/redis-$RP3/gate";
 unlink $GATE;
-our $LINK5 = hold_link($LP5, $RP3, $GATE);
-END { kill 'TERM', $LINK5 if $LINK5 }
+link_start($LP5, $RP3, answer => \&held_answer, accept_after => $GATE);
 our @FILL;
 for (1 .. 4) {
     my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $LP5,

@@ -1,6 +1,6 @@
 # Review 13: the batch script's compact answer (ngx_http_llm_rstore_unpack)
 # and the RESP formatter (ngx_http_llm_redis_format), against a real
-# redis-server seen through a link of this file's own that can hold and
+# redis-server seen through a link (Test::LLM::Link) that can hold and
 # rewrite the batch script's answers.  Each block is a reproducer of a
 # finding, or a check of what held.
 #
@@ -18,6 +18,7 @@ use Test::LLM::Keys;
 use Test::LLM::Chat ();
 use Test::LLM::Client ();
 use Test::LLM::Redis;
+use Test::LLM::Link;
 use File::Path qw(make_path);
 use IO::Select ();
 use IO::Socket::INET ();
@@ -27,9 +28,9 @@ use Time::HiRes ();
 our $CAROL = $Test::LLM::Keys::CAROL;
 our $P     = "t114-$$-" . time;
 
-# the ports this file may use: Redis 6590, its link 6591; with a
-# password: 6592 and its link 6593
-our ($RP, $LP, $AP, $ALP) = (6590, 6591, 6592, 6593);
+# Redis, and a link in front of it; with a password, the same
+our ($RP, $LP, $AP, $ALP) = (free_port(), free_port(), free_port(),
+                             free_port());
 our $DIR = "$Test::LLM::Nginx::ROOT/t/servroot/t114-link";
 make_path($DIR);
 unlink "$DIR/gate", "$DIR/mode", "$DIR/log";
@@ -39,44 +40,6 @@ redis_start($AP, '--requirepass', 'open sesame');
 our @AUTH = ('-a', 'open sesame', '--no-auth-warning');
 
 # --- the link -------------------------------------------------------------
-
-# one RESP value at $p of $$b: ([type, value], next) or () if incomplete
-sub resp_parse {
-    my ($b, $p) = @_;
-    my $e = index($$b, "\r\n", $p);
-    return if $e < 0;
-    my $t = substr($$b, $p, 1);
-    my $line = substr($$b, $p + 1, $e - $p - 1);
-    $p = $e + 2;
-    return ([$t, $line], $p) if $t eq '+' || $t eq '-' || $t eq ':';
-    if ($t eq '$') {
-        return (['$', undef], $p) if $line < 0;
-        return if length($$b) < $p + $line + 2;
-        return (['$', substr($$b, $p, $line)], $p + $line + 2);
-    }
-    die "link: RESP type '$t'\n" unless $t eq '*';
-    return (['*', undef], $p) if $line < 0;
-    my @a;
-    for (1 .. $line) {
-        my ($v, $np) = resp_parse($b, $p);
-        return unless $v;
-        push @a, $v;
-        $p = $np;
-    }
-    return (['*', \@a], $p);
-}
-
-sub resp_enc {
-    my ($v) = @_;
-    my ($t, $x) = @$v;
-    return "$t$x\r\n" if $t eq '+' || $t eq '-' || $t eq ':';
-    if ($t eq '$') {
-        return "\$-1\r\n" unless defined $x;
-        return '$' . length($x) . "\r\n$x\r\n";
-    }
-    return "*-1\r\n" unless defined $x;
-    return '*' . @$x . "\r\n" . join('', map { resp_enc($_) } @$x);
-}
 
 sub slurp_file {
     open(my $fh, '<', $_[0]) or return undef;
@@ -120,116 +83,44 @@ sub mangle {
     return ['*', \@e];
 }
 
-our %BatchSha;
+our (%BatchSha, %Gated);
 
-sub link_serve {
-    my ($lport, $rport) = @_;
-    my $ls = IO::Socket::INET->new(LocalAddr => '127.0.0.1',
-                                   LocalPort => $lport, Listen => 64,
-                                   ReuseAddr => 1)
-        or die "link on $lport: $!\n";
-    my $pid = fork // die "fork: $!\n";
-    if ($pid) {
-        close $ls;
-        return $pid;
+# in the link, each of Redis's answers: a batch script's is held or
+# changed as "mode" says, and logged; a connection whose TIME is answered
+# while the gate is closed waits for it to open
+sub answer {
+    my ($conn, $argv, $v) = @_;
+    my $cmd = uc $argv->[0];
+    my $ms = 0;
+    $Gated{$conn} = 1 if $cmd eq 'TIME' && -e "$DIR/gate";
+    if ($cmd eq 'SCRIPT' && ($argv->[2] // '') =~ /local base = 3/
+        && $v->[0] eq '$')
+    {
+        $BatchSha{$v->[1]} = 1;
     }
-    my $sel = IO::Select->new($ls);
-    my (%peer, %buf, %cmds, %out, %gated);
-    my $parent = getppid();
-    while (1) {
-        POSIX::_exit(0) if getppid() != $parent;
-        for my $s ($sel->can_read(0.01)) {
-            if ($s == $ls) {
-                my $c = $ls->accept or next;
-                my $r = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
-                                              PeerPort => $rport);
-                if (!$r) { close $c; next }
-                $peer{$c} = $r;
-                $peer{$r} = $c;
-                $buf{$c} = $buf{$r} = '';
-                $cmds{$c} = [];
-                $out{$c} = [];
-                $sel->add($c, $r);
-                next;
-            }
-            my $n = sysread($s, my $chunk, 65536);
-            my $to = $peer{$s};
-            if (!$n) {
-                $sel->remove($s, $to);
-                for ($s, $to) {
-                    delete $peer{$_};
-                    delete $buf{$_};
-                    delete $cmds{$_};
-                    delete $out{$_};
-                    delete $gated{$_};
-                    close $_;
-                }
-                next;
-            }
-            $buf{$s} .= $chunk;
-            if (exists $cmds{$s}) {
-                # nginx's commands: to Redis as they are, remembered
-                syswrite($to, $chunk);
-                my $p = 0;
-                while (my ($v, $np) = resp_parse(\$buf{$s}, $p)) {
-                    push @{ $cmds{$s} }, [ map { $_->[1] } @{ $v->[1] } ];
-                    $p = $np;
-                }
-                substr($buf{$s}, 0, $p) = '';
-                next;
-            }
-            # Redis's answers, in the order of the commands
-            my $c = $to;
-            my $p = 0;
-            while (my ($v, $np) = resp_parse(\$buf{$s}, $p)) {
-                $p = $np;
-                my $argv = shift @{ $cmds{$c} } // [''];
-                my $cmd = uc $argv->[0];
-                my $at = 0;
-                if ($cmd eq 'TIME' && -e "$DIR/gate") {
-                    $gated{$c} = 1;
-                }
-                if ($cmd eq 'SCRIPT' && ($argv->[2] // '') =~ /local base = 3/
-                    && $v->[0] eq '$')
-                {
-                    $BatchSha{$v->[1]} = 1;
-                }
-                my $batch = ($cmd eq 'EVALSHA' && $BatchSha{$argv->[1]})
-                            || ($cmd eq 'EVAL' && $argv->[1] =~ /local base = 3/);
-                if ($batch) {
-                    my $nkeys = $argv->[2];
-                    my $nwin = $nkeys - 2;
-                    my $nargs = @$argv - 3 - $nkeys;
-                    my $nreq = ($nargs - 3 - 2 * $nwin) / (2 + $nwin);
-                    my $mode = next_mode();
-                    if ($mode =~ /^hold (\d+)/) {
-                        $at = Time::HiRes::time() + $1 / 1000;
-                    } elsif ($mode) {
-                        $v = mangle($mode, $v, $argv);
-                    }
-                    my $got = $v->[0] eq '*'
-                        ? join(' ', map { $_->[1] // 'nil' } @{ $v->[1] })
-                        : "$v->[0]" . ($v->[1] // 'nil');
-                    append_log("$cmd nreq=$nreq nwin=$nwin mode=$mode: $got\n");
-                }
-                push @{ $out{$c} }, [ resp_enc($v), $at, $gated{$c} ];
-            }
-            substr($buf{$s}, 0, $p) = '';
+    my $batch = ($cmd eq 'EVALSHA' && $BatchSha{$argv->[1]})
+                || ($cmd eq 'EVAL' && $argv->[1] =~ /local base = 3/);
+    if ($batch) {
+        my $nkeys = $argv->[2];
+        my $nwin = $nkeys - 2;
+        my $nargs = @$argv - 3 - $nkeys;
+        my $nreq = ($nargs - 3 - 2 * $nwin) / (2 + $nwin);
+        my $mode = next_mode();
+        if ($mode =~ /^hold (\d+)/) {
+            $ms = $1;
+        } elsif ($mode) {
+            $v = mangle($mode, $v, $argv);
         }
-        # what may go to nginx goes, in order
-        my $now = Time::HiRes::time();
-        my $open = !-e "$DIR/gate";
-        for my $c (grep { exists $out{$_} } values %peer) {
-            my $q = $out{$c};
-            while (@$q && $q->[0][1] <= $now && (!$q->[0][2] || $open)) {
-                syswrite($c, (shift @$q)->[0]);
-            }
-        }
+        my $got = $v->[0] eq '*'
+            ? join(' ', map { $_->[1] // 'nil' } @{ $v->[1] })
+            : "$v->[0]" . ($v->[1] // 'nil');
+        append_log("$cmd nreq=$nreq nwin=$nwin mode=$mode: $got\n");
     }
+    return ($v, $ms, $Gated{$conn});
 }
 
-our @LINKS = (link_serve($LP, $RP), link_serve($ALP, $AP));
-END { kill 'TERM', $_ for grep { $_ } @LINKS }
+link_start($LP, $RP, answer => \&answer, gate => "$DIR/gate");
+link_start($ALP, $AP, answer => \&answer, gate => "$DIR/gate");
 
 # --- helpers ----------------------------------------------------------------
 
