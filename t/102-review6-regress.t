@@ -317,6 +317,11 @@ sub {
     my ($s2, $t2) = ::get_models();
     return (0, "second request: $s2") unless $s2 == 200;
 
+    # the backend answers it 1 s late, the link held Redis's 200 ms
+    return (0, sprintf("the second request took %.3fs, want 1.2 s: the "
+                       . "link did not hold the answer", $t2))
+        unless $t2 >= 1.15;
+
     my $rpid = redis_pid($::RP3);
 
     my $pid = fork // die "fork: $!";
@@ -365,6 +370,9 @@ sub {
     return (0, sprintf("the node's first request got %d after %.3fs, "
                        . "want 200", $s, $t))
         unless $s == 200;
+    return (0, sprintf("the node's first request took %.3fs, want 1 s "
+                       . "or more: the link did not hold TIME", $t))
+        unless $t >= 0.95;
     return 1;
 }
 
