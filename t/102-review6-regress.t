@@ -359,6 +359,17 @@ GET /plain
 --- check eval
 sub {
     my $port = free_port();
+
+    # this block's own nginx answers (its worker is up, and so its
+    # connection's TIME, answered long before the hold is set)
+    my $r = Test::LLM::Client::exchange(
+        port => $ENV{TEST_NGINX_SERVER_PORT},
+        %{ Test::LLM::Client::build_request("GET /v1/models") });
+    return (0, "this node's own request without a key got "
+               . ($r->{status} // 'nothing') . ", want 401")
+        unless ($r->{status} // 0) == 401;
+    Time::HiRes::sleep(0.2);
+
     ::hold(1000);
     {
         local $ENV{LD_PRELOAD} = $::FakeLib;

@@ -166,9 +166,22 @@ sub slurp {
 }
 
 # the access log lines of the h2 servers, split
+# the access log's HTTP/2 lines, once the log has not grown for 150 ms
+# (at most 3 s): a stream's line is written just after its last frame,
+# which the client may have read before
 sub log_lines {
-    return map { [split /\|/] } grep { /^HTTP\/2/ }
-           split /\n/, slurp(servroot() . '/logs/access.log');
+    my $log = servroot() . '/logs/access.log';
+    my ($text, $since) = (slurp($log), Time::HiRes::time());
+    for (1 .. 60) {
+        Time::HiRes::sleep(0.05);
+        my $now = slurp($log);
+        if ($now ne $text) {
+            ($text, $since) = ($now, Time::HiRes::time());
+        } elsif (Time::HiRes::time() - $since >= 0.15) {
+            last;
+        }
+    }
+    return map { [split /\|/] } grep { /^HTTP\/2/ } split /\n/, $text;
 }
 
 sub usage_of {

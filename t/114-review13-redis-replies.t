@@ -31,7 +31,7 @@ our $P     = "t114-$$-" . time;
 # Redis, and a link in front of it; with a password, the same
 our ($RP, $LP, $AP, $ALP) = (free_port(), free_port(), free_port(),
                              free_port());
-our $DIR = "$Test::LLM::Nginx::ROOT/t/servroot/t114-link";
+our $DIR = "$Test::LLM::Nginx::ROOT/t/servroot/t114-link-$LP";
 make_path($DIR);
 unlink "$DIR/gate", "$DIR/mode", "$DIR/log";
 
