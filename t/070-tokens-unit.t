@@ -8,6 +8,7 @@ use warnings;
 
 use Cwd qw(abs_path);
 use File::Basename qw(dirname);
+use Fcntl qw(:flock);
 use Test::More;
 
 my $root = abs_path(dirname(__FILE__) . '/..');
@@ -20,6 +21,10 @@ plan skip_all => "no nginx source tree at $src (run ./ngx_module build)"
 plan skip_all => "no configured nginx (ngx_auto_config.h) in $objs"
     . " (run ./ngx_module build)"
     unless -f "$objs/ngx_auto_config.h";
+
+# one run at a time builds and runs build/unit (two test runs in one tree)
+open(my $lock, '>', "$out.lock") or die "$out.lock: $!";
+flock($lock, LOCK_EX) or die "$out.lock: $!";
 
 my $log = `sh '$root/t/unit/build.sh' '$src' '$objs' '$out' 2>&1`;
 is($?, 0, 't/unit/build.sh builds llm_unit') or diag($log);
