@@ -342,7 +342,8 @@ ngx_http_llm_replay_exit_process(ngx_cycle_t *cycle)
     if (ngx_http_llm_replay_lost) {
         ngx_log_error(NGX_LOG_WARN, cycle->log, 0,
                       "llm_redis: %ui batches of usage counted locally "
-                      "will not reach Redis: llm_zone is full",
+                      "will not reach Redis: llm_zone is full and "
+                      "every entry is busy",
                       ngx_http_llm_replay_lost);
     }
 }
@@ -383,7 +384,8 @@ ngx_http_llm_replay_leave(ngx_shm_zone_t *zone, ngx_http_llm_replay_t *b,
         if (ngx_http_llm_replay_lost++ == 0) {
             ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
                           "llm_redis: usage of account \"%V\" counted "
-                          "locally will not reach Redis: llm_zone is full",
+                          "locally will not reach Redis: llm_zone is full "
+                          "and every entry is busy",
                           &b->account);
         }
 

@@ -445,22 +445,27 @@ typedef struct {
 
 /*
  * A worker that exits leaves "data" in the zone, for a worker of the
- * next reload to take (ngx_http_llm_store_take()).  NGX_ERROR: the
- * zone is full.
+ * next reload to take (ngx_http_llm_store_take()).  A parcel that fits
+ * in an entry's chunk takes one, so that in a full zone the least
+ * recently used idle entry makes room for it, as for a new account:
+ * usage on its way to Redis outweighs an idle account's local counts.
+ * NGX_ERROR: the zone is full and every entry is busy.
  */
 
 ngx_int_t
 ngx_http_llm_store_leave(ngx_shm_zone_t *shm_zone, void *data, size_t len)
 {
+    size_t                    size;
     ngx_http_llm_parcel_t    *pc;
     ngx_http_llm_zone_ctx_t  *ctx;
 
     ctx = shm_zone->data;
 
+    size = offsetof(ngx_http_llm_parcel_t, data) + len;
+
     ngx_shmtx_lock(&ctx->shpool->mutex);
 
-    pc = ngx_slab_alloc_locked(ctx->shpool,
-                               offsetof(ngx_http_llm_parcel_t, data) + len);
+    pc = ngx_http_llm_alloc(ctx, ngx_max(size, ctx->size), ngx_current_msec);
     if (pc == NULL) {
         ngx_shmtx_unlock(&ctx->shpool->mutex);
         return NGX_ERROR;

@@ -647,3 +647,76 @@ sub {
     my $want = '200 | reloaded 1 | 1 30 | dropped 0';
     return $got eq $want ? 1 : (0, "got  $got\nwant $want");
 }
+
+
+
+=== TEST 16: a reload during an outage while llm_zone is full of idle clients (a 32 KB zone, anonymous clients, on_error=local): the batches the exiting worker leaves take the room of the least recently used idle entries, and Redis counts them once it is back (before, a full zone refused them: "usage ... will not reach Redis: llm_zone is full", and Redis never saw the second outage's 10 requests)
+--- workers: 1
+--- http_config eval
+"llm_zone llm:32k;\nllm_tier many requests=1000/m;\n"
+. "llm_redis 127.0.0.1:$::RP timeout=300ms prefix=$::P-16:;\n"
+--- config
+set_real_ip_from 127.0.0.1;
+real_ip_header X-Forwarded-For;
+location = /anon {
+    llm_gateway on;
+    llm_anonymous_tier many;
+    proxy_pass http://127.0.0.1:$TEST_NGINX_SERVER_PORT/plain;
+}
+location = /plain {
+    return 200 "plain\n";
+}
+--- request
+GET /plain
+--- timeout: 40
+--- check eval
+sub {
+    my $port = $ENV{TEST_NGINX_SERVER_PORT};
+    my @first = map { sprintf "10.1.%d.%d", $_ >> 8, $_ & 255 } 1 .. 300;
+    my @second = map { "10.2.0.$_" } 1 .. 10;
+    my $keys = sub {
+        my ($net) = @_;
+        return ::redis_cli($::RP, 'EVAL',
+            "return #redis.call('KEYS', ARGV[1])", 0,
+            "$::P-16:{acct:anon:10.$net.*}:w:requests:1m") + 0;
+    };
+
+    # the first outage fills the zone (300 clients, room for about 90);
+    # Redis, back, takes its batches
+    redis_stop($::RP);
+    my $a = Test::LLM::Client::burst($port, '/anon', \@first);
+    redis_start($::RP);
+    my $k1 = 0;
+    for (1 .. 60) {
+        Time::HiRes::sleep(0.1);
+        $k1 = $keys->(1);
+        last if $k1 == 300;
+    }
+
+    # the second: 10 more clients, then a reload before Redis is back
+    redis_stop($::RP);
+    my $b = Test::LLM::Client::burst($port, '/anon', \@second);
+    my $reloaded = reload_nginx(10);
+    redis_start($::RP);             # empty: holds the second outage alone
+    my $sum;
+    for (1 .. 50) {
+        Time::HiRes::sleep(0.1);
+        $sum = 0;
+        $sum += ::window_total($::RP,
+                    "$::P-16:{acct:anon:$_}:w:requests:1m") for @second;
+        last if $sum >= 10;
+    }
+    Time::HiRes::sleep(1.2);
+    $sum = 0;
+    $sum += ::window_total($::RP, "$::P-16:{acct:anon:$_}:w:requests:1m")
+        for @second;
+    my $log = ::errlog();
+    my $evicted = $log =~ /is full, evicting/ ? 'evicted' : 'room';
+    my $lost = () = $log =~ /will not reach Redis/g;
+    my $got = "$a $k1 $evicted | $b reloaded $reloaded | window $sum, "
+              . "lost $lost";
+    my $want = '300 300 evicted | 10 reloaded 1 | window 10, lost 0';
+    return $got eq $want ? 1 : (0, "got  $got\nwant $want");
+}
+--- error_log eval
+qr/\[notice\].*10 batches of usage counted locally are left in llm_zone/
