@@ -719,4 +719,4 @@ sub {
     return $got eq $want ? 1 : (0, "got  $got\nwant $want");
 }
 --- error_log eval
-qr/\[notice\].*10 batches of usage counted locally are left in llm_zone/
+qr/\[notice\].*batches of usage counted locally are left in llm_zone/
