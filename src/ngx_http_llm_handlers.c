@@ -152,8 +152,9 @@ ngx_http_llm_token_info_count(ngx_http_request_t *r, u_char *text,
     ngx_int_t                     rc;
     ngx_str_t                     error;
     ngx_buf_t                    *b;
-    ngx_uint_t                    tokens, chars;
+    ngx_uint_t                    tokens, chars, api;
     ngx_http_llm_estimate_t       e;
+    ngx_http_llm_loc_conf_t      *llcf;
     ngx_http_llm_main_conf_t     *lmcf;
     ngx_http_llm_request_info_t   info;
 
@@ -162,10 +163,30 @@ ngx_http_llm_token_info_count(ngx_http_request_t *r, u_char *text,
     rc = NGX_DECLINED;
 
     if (as_request) {
-        rc = ngx_http_llm_json_parse_request_bpe(r->pool,
-                                                 NGX_HTTP_LLM_API_AUTO,
-                                                 text, len, &info, NULL,
-                                                 &error, lmcf->bpe);
+
+        /*
+         * the format the gateway would read it in: llm_api, else the
+         * URI's (an Anthropic or Gemini one), else the body's shape
+         */
+
+        llcf = ngx_http_get_module_loc_conf(r, ngx_http_llm_gateway_module);
+        api = ngx_http_llm_api(r, llcf->api);
+
+        if (llcf->api == NGX_HTTP_LLM_API_AUTO
+            && api == NGX_HTTP_LLM_API_OPENAI)
+        {
+            api = NGX_HTTP_LLM_API_AUTO;
+        }
+
+        rc = ngx_http_llm_json_parse_request_bpe(r->pool, api, text, len,
+                                                 &info, NULL, &error,
+                                                 lmcf->bpe);
+
+        /* a count needs no maximum (Anthropic's count_tokens has none) */
+
+        if (rc == NGX_DECLINED && info.no_max) {
+            rc = NGX_OK;
+        }
     }
 
     if (rc == NGX_ERROR) {

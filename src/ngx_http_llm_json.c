@@ -23,8 +23,11 @@
 #include "ngx_http_llm_jtape.h"
 
 
-/* the most completions one request may ask for */
-#define NGX_HTTP_LLM_CHOICES_MAX    128
+/*
+ * completions one request asks for are counted up to this (the range of
+ * a maximum: their product still fits 64 bits, and can never fit)
+ */
+#define NGX_HTTP_LLM_CHOICES_MAX    2147483647
 
 /* shorthands for reading the tape "t" */
 #define jt_is(v, ty)    ngx_http_llm_jt_is(t, v, NGX_HTTP_LLM_JT_##ty)
@@ -88,12 +91,23 @@ ngx_http_llm_json_parse_request_bpe(ngx_pool_t *pool, ngx_uint_t api,
     ngx_str_t *canonical, ngx_str_t *error, ngx_http_llm_bpe_t *bpe)
 {
     ngx_int_t              rc;
+    ngx_uint_t             i, *order;
     ngx_http_llm_jtape_t   tape, *t;
 
     /*
      * the tape is read at once and forgotten: its first tokens are the
      * worker's, and a request's pool pays only for a larger body's
      */
+
+    static ngx_uint_t      openai_first[] = {
+        NGX_HTTP_LLM_API_OPENAI, NGX_HTTP_LLM_API_ANTHROPIC,
+        NGX_HTTP_LLM_API_GEMINI
+    };
+
+    static ngx_uint_t      anthropic_first[] = {
+        NGX_HTTP_LLM_API_ANTHROPIC, NGX_HTTP_LLM_API_OPENAI,
+        NGX_HTTP_LLM_API_GEMINI
+    };
 
     static ngx_http_llm_jtok_t  tok[512];
 
@@ -132,12 +146,18 @@ ngx_http_llm_json_parse_request_bpe(ngx_pool_t *pool, ngx_uint_t api,
 
     if (api == NGX_HTTP_LLM_API_AUTO) {
 
-        /* the first of the three shapes the body fits, from one tape */
+        /*
+         * the first of the three shapes the body fits, from one tape;
+         * a top-level "system" is Anthropic's alone, and a messages
+         * request without its max_tokens still fits Anthropic's
+         */
 
-        for (api = NGX_HTTP_LLM_API_OPENAI; /* void */; api++) {
-            rc = ngx_http_llm_json_walk_api(t, api, info, error);
+        order = jt_get(1, "system") ? anthropic_first : openai_first;
 
-            if (rc != NGX_DECLINED || api == NGX_HTTP_LLM_API_GEMINI) {
+        for (i = 0; /* void */; i++) {
+            rc = ngx_http_llm_json_walk_api(t, order[i], info, error);
+
+            if (rc != NGX_DECLINED || info->no_max || i == 2) {
                 break;
             }
 
@@ -340,14 +360,17 @@ ngx_http_llm_json_anthropic(ngx_http_llm_jtape_t *t,
         return NGX_DECLINED;
     }
 
+    ngx_http_llm_json_walk(t, a[6], info);
+
     if (info->max_tokens == -1) {
-        /* the Messages API requires it; say so before the backend does */
+        /*
+         * the Messages API requires it; say so before the backend does
+         * (the prompt is counted: a token count needs no maximum)
+         */
         info->no_max = 1;
         ngx_str_set(error, "max_tokens: Field required");
         return NGX_DECLINED;
     }
-
-    ngx_http_llm_json_walk(t, a[6], info);
 
     return NGX_OK;
 }
@@ -684,7 +707,10 @@ ngx_http_llm_json_stream(ngx_http_llm_jtape_t *t, ngx_uint_t v,
 }
 
 
-/* how many completions a request asks for; the backend judges the rest */
+/*
+ * how many completions a request asks for, however many: what is not a
+ * positive integer the backend judges (and refuses)
+ */
 
 static void
 ngx_http_llm_json_choices(ngx_http_llm_jtape_t *t, ngx_uint_t v,
@@ -698,8 +724,8 @@ ngx_http_llm_json_choices(ngx_http_llm_jtape_t *t, ngx_uint_t v,
 
     n = ngx_http_llm_jtape_int(t, v);
 
-    if (n >= 1 && n <= NGX_HTTP_LLM_CHOICES_MAX) {
-        info->choices = (ngx_uint_t) n;
+    if (n >= 1) {
+        info->choices = (ngx_uint_t) ngx_min(n, NGX_HTTP_LLM_CHOICES_MAX);
     }
 }
 

@@ -275,21 +275,41 @@ ngx_http_llm_tally_wanted(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
 /*
  * What the windows are asked for before the call: one request, the
  * prompt estimate as input tokens, the answer's maximum as output
- * tokens, both as tokens, and their price as cost.
+ * tokens, both as tokens, and their price as cost.  An upload, whose
+ * body is not read but whose answer is charged all the same (an audio
+ * transcription's usage), asks for one input token and what a request
+ * with no maximum does, so that a spent token window refuses it too.
  */
 
 void
 ngx_http_llm_tally_reserve(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     ngx_http_llm_decision_t *d)
 {
+    uint64_t                   in, out;
     ngx_http_llm_tally_t      *t;
+    ngx_http_llm_loc_conf_t   *llcf;
     ngx_http_llm_main_conf_t  *lmcf;
 
     t = ctx->tally;
 
     d->need[NGX_HTTP_LLM_DIM_REQUESTS] = 1;
 
-    if (t == NULL || !t->parsed) {
+    if (t == NULL) {
+        return;
+    }
+
+    if (t->parsed) {
+        in = t->prompt;
+        out = t->output;
+
+    } else if (r->method & (NGX_HTTP_POST|NGX_HTTP_PUT|NGX_HTTP_PATCH)) {
+        llcf = ngx_http_get_module_loc_conf(r, ngx_http_llm_gateway_module);
+
+        in = 1;
+        out = llcf->max_tokens_default;
+
+    } else {
+        /* what a GET or a DELETE gets back costs no tokens */
         return;
     }
 
@@ -297,11 +317,10 @@ ngx_http_llm_tally_reserve(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
 
     t->price = ngx_http_llm_price_find(lmcf, &t->model);
 
-    d->need[NGX_HTTP_LLM_DIM_INPUT] = t->prompt;
-    d->need[NGX_HTTP_LLM_DIM_OUTPUT] = t->output;
-    d->need[NGX_HTTP_LLM_DIM_TOKENS] = (uint64_t) t->prompt + t->output;
-    d->need[NGX_HTTP_LLM_DIM_COST] = ngx_http_llm_cost(t->price, t->prompt,
-                                                       t->output);
+    d->need[NGX_HTTP_LLM_DIM_INPUT] = in;
+    d->need[NGX_HTTP_LLM_DIM_OUTPUT] = out;
+    d->need[NGX_HTTP_LLM_DIM_TOKENS] = in + out;
+    d->need[NGX_HTTP_LLM_DIM_COST] = ngx_http_llm_cost(t->price, in, out);
 }
 
 

@@ -19,8 +19,11 @@ our $CAROL = $Test::LLM::Keys::CAROL;
 our $Http = $Test::LLM::Keys::TIERS
     . "llm_tier tok requests=10/m tokens=1000/m;\n";
 
+# an upload reserves llm_max_tokens_default output tokens (and one input
+# token): 1,024 by default, more than tokens=1000/m has room for
 our $Gateway = <<'_EOC_';
 llm_default_tier tok;
+llm_max_tokens_default 500;
 location /upload/ {
     llm_gateway on;
     proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;

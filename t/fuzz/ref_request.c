@@ -19,8 +19,8 @@ ngx_int_t ref_parse_request(ngx_pool_t *pool, ngx_uint_t api, u_char *body,
     size_t len, ngx_http_llm_request_info_t *info, ngx_str_t *error);
 
 
-/* the most completions one request may ask for */
-#define NGX_HTTP_LLM_CHOICES_MAX    128
+/* completions one request asks for are counted up to this */
+#define NGX_HTTP_LLM_CHOICES_MAX    2147483647
 
 
 static ngx_int_t ref_json_depth_ok(u_char *p, size_t len, ngx_uint_t max);
@@ -669,7 +669,7 @@ ref_json_stream(json_t *root, ngx_http_llm_request_info_t *info,
 }
 
 
-/* how many completions a request asks for; the backend judges the rest */
+/* how many completions a request asks for, however many */
 
 static void
 ref_json_choices(json_t *obj, char *name,
@@ -686,8 +686,9 @@ ref_json_choices(json_t *obj, char *name,
 
     n = json_integer_value(v);
 
-    if (n >= 1 && n <= NGX_HTTP_LLM_CHOICES_MAX) {
-        info->choices = (ngx_uint_t) n;
+    if (n >= 1) {
+        info->choices = (ngx_uint_t) (n < NGX_HTTP_LLM_CHOICES_MAX
+                                      ? n : NGX_HTTP_LLM_CHOICES_MAX);
     }
 }
 
