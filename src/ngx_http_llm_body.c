@@ -215,6 +215,12 @@ ngx_http_llm_body_parse(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
         ngx_http_llm_body_gemini(r, t);
     }
 
+    /* the Responses API takes a string "input" as the user's message */
+
+    if (info.input_text && ngx_http_llm_body_uri_ends(r, responses)) {
+        info.messages++;
+    }
+
     t->prompt = ngx_http_llm_estimate_tokens(&info.estimate)
                 + info.messages * NGX_HTTP_LLM_TOKENS_PER_MESSAGE
                 + (info.messages ? NGX_HTTP_LLM_TOKENS_PER_REQUEST : 0);

@@ -271,6 +271,7 @@ ngx_http_llm_json_openai(ngx_http_llm_jtape_t *t,
         ngx_http_llm_json_text(t, m[8], info);
 
     } else if ((v = m[9]) != 0) {
+        info->input_text = jt_is(v, STRING);
         ngx_http_llm_json_input(t, v, info, 0);
 
     } else {

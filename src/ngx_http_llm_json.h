@@ -37,6 +37,8 @@ typedef struct {
     unsigned                    has_include_usage:1;
     unsigned                    has_stream_options:1;
     unsigned                    has_members:1;  /* the object is not {} */
+    unsigned                    input_text:1;   /* OpenAI "input" is a
+                                                   string */
     unsigned                    no_prompt:1;  /* refused: it has no prompt
                                                  member at all */
     unsigned                    no_max:1;   /* refused: Anthropic messages
@@ -77,6 +79,8 @@ typedef struct {
     size_t                      captured;
     size_t                      capture_size;
     ngx_uint_t                  depth;      /* of the usage object */
+    ngx_uint_t                  objects;    /* usage objects read */
+    ngx_uint_t                  nest;       /* of the document read */
     u_char                     *model_buf;
     u_char                      key[24];    /* the last string, maybe
                                                a key */
@@ -90,8 +94,12 @@ typedef struct {
     size_t                      text_len;
     ngx_uint_t                  line;       /* SSE: where in the line */
     ngx_uint_t                  field;      /* SSE: "data" matched */
+    u_char                      name[48];   /* SSE: the event's name */
+    size_t                      name_len;
 
     unsigned                    found:1;    /* usage seen */
+    unsigned                    told_in:1;  /* it named the prompt's */
+    unsigned                    told_out:1; /* it named the output's */
     unsigned                    sse:1;
     unsigned                    in_string:1;
     unsigned                    escape:1;
@@ -100,6 +108,9 @@ typedef struct {
     unsigned                    capturing:1;
     unsigned                    cr:1;       /* SSE: last byte was CR */
     unsigned                    event:1;    /* SSE: event has data */
+    unsigned                    name_space:1;  /* SSE: its ' ' dropped */
+    unsigned                    repeats:1;  /* SSE: the event repeats
+                                               text (not counted) */
     unsigned                    finished:1;
     unsigned                    fed:1;      /* bytes went to the lexer */
     unsigned                    whole:1;    /* its last byte came: a usage
@@ -145,6 +156,7 @@ ngx_int_t ngx_http_llm_usage_feed(ngx_http_llm_usage_t *u, u_char *p,
 ngx_int_t ngx_http_llm_usage_feed_whole(ngx_http_llm_usage_t *u, u_char *p,
     size_t len);
 void ngx_http_llm_usage_finish(ngx_http_llm_usage_t *u);
+ngx_uint_t ngx_http_llm_usage_final(ngx_http_llm_usage_t *u);
 
 
 #endif /* _NGX_HTTP_LLM_JSON_H_INCLUDED_ */

@@ -23,6 +23,14 @@
 /* a token count above this in a response is not believed */
 #define NGX_HTTP_LLM_USAGE_MAX      ((int64_t) 1 << 40)
 
+/*
+ * a "model" or a usage counts in the document's object or one of its
+ * (Anthropic's "message", the Responses API's "response", an element
+ * of Gemini's array stream), not deeper, where an answer's generated
+ * content is (a tool call's arguments naming a "model" of their own)
+ */
+#define NGX_HTTP_LLM_USAGE_NEST     2
+
 /* what a key in a response announces */
 #define NGX_HTTP_LLM_KEY_OTHER      0
 #define NGX_HTTP_LLM_KEY_TEXT       1     /* generated text */
@@ -41,6 +49,7 @@
 #define NGX_HTTP_LLM_SSE_SPACE      2     /* after "data:" */
 #define NGX_HTTP_LLM_SSE_DATA       3
 #define NGX_HTTP_LLM_SSE_SKIP       4     /* not a data line */
+#define NGX_HTTP_LLM_SSE_NAME       5     /* an "event:" line's value */
 
 
 typedef struct {
@@ -56,6 +65,7 @@ static ngx_int_t ngx_http_llm_usage_lex(ngx_http_llm_usage_t *u, u_char *p,
 static ngx_int_t ngx_http_llm_usage_keep(ngx_http_llm_usage_t *u, u_char *p,
     size_t len);
 static void ngx_http_llm_usage_reset(ngx_http_llm_usage_t *u);
+static void ngx_http_llm_usage_name(ngx_http_llm_usage_t *u);
 static void ngx_http_llm_usage_code(ngx_http_llm_usage_t *u);
 static void ngx_http_llm_usage_char(ngx_http_llm_usage_t *u, u_char c);
 static void ngx_http_llm_usage_text(ngx_http_llm_usage_t *u, u_char *p,
@@ -64,7 +74,7 @@ static void ngx_http_llm_usage_lone(ngx_http_llm_usage_t *u);
 static void ngx_http_llm_usage_flush(ngx_http_llm_usage_t *u);
 static ngx_uint_t ngx_http_llm_usage_key(u_char *key, size_t len);
 static ngx_int_t ngx_http_llm_usage_walk(ngx_http_llm_usage_t *u,
-    ngx_uint_t v, ngx_uint_t in_usage);
+    ngx_uint_t v, ngx_uint_t in_usage, ngx_uint_t nest);
 static void ngx_http_llm_usage_read(ngx_http_llm_usage_t *u);
 static void ngx_http_llm_usage_object(ngx_http_llm_usage_t *u,
     ngx_http_llm_jtape_t *t, ngx_uint_t obj);
@@ -82,6 +92,7 @@ static ngx_http_llm_json_key_t  ngx_http_llm_json_keys[] = {
     { ngx_string("reasoning"), NGX_HTTP_LLM_KEY_TEXT },
     { ngx_string("reasoning_content"), NGX_HTTP_LLM_KEY_TEXT },
     { ngx_string("refusal"), NGX_HTTP_LLM_KEY_TEXT },
+    { ngx_string("transcript"), NGX_HTTP_LLM_KEY_TEXT },  /* audio out */
     { ngx_string("delta"), NGX_HTTP_LLM_KEY_TEXT },  /* responses events */
     { ngx_string("usage"), NGX_HTTP_LLM_KEY_USAGE },
     { ngx_string("usageMetadata"), NGX_HTTP_LLM_KEY_USAGE },
@@ -157,7 +168,8 @@ ngx_http_llm_usage_feed(ngx_http_llm_usage_t *u, u_char *p, size_t len)
 /*
  * A whole JSON body: its tape, and a walk that reads what the lexer
  * would: the first string value of a "model" key, every object value of
- * a "usage" key (not one inside another), anywhere.  Any body the tape
+ * a "usage" key (not one inside another), in the document or in an
+ * object of its (NGX_HTTP_LLM_USAGE_NEST).  Any body the tape
  * refuses, or without a usage, goes to the lexer.  A body no larger than
  * a usage object's cap cannot have a usage object the lexer would drop.
  */
@@ -176,9 +188,9 @@ ngx_http_llm_usage_feed_whole(ngx_http_llm_usage_t *u, u_char *p,
                                   NGX_HTTP_LLM_JSON_DEPTH, NULL);
 
     if (rc == NGX_OK) {
-        rc = ngx_http_llm_usage_walk(u, 1, 0);
+        rc = ngx_http_llm_usage_walk(u, 1, 0, 1);
 
-        if (rc == NGX_OK && u->found) {
+        if (rc == NGX_OK && ngx_http_llm_usage_final(u)) {
             u->finished = 1;
             return NGX_OK;
         }
@@ -189,9 +201,12 @@ ngx_http_llm_usage_feed_whole(ngx_http_llm_usage_t *u, u_char *p,
         return NGX_ERROR;
     }
 
-    /* no usage: the lexer reads it all again, the text too */
+    /* no usage, or no output's: the lexer reads it all, the text too */
 
     u->found = 0;
+    u->told_in = 0;
+    u->told_out = 0;
+    u->objects = 0;
     u->prompt_tokens = 0;
     u->completion_tokens = 0;
     ngx_str_null(&u->model);
@@ -202,7 +217,7 @@ ngx_http_llm_usage_feed_whole(ngx_http_llm_usage_t *u, u_char *p,
 
 static ngx_int_t
 ngx_http_llm_usage_walk(ngx_http_llm_usage_t *u, ngx_uint_t v,
-    ngx_uint_t in_usage)
+    ngx_uint_t in_usage, ngx_uint_t nest)
 {
     u_char                 c;
     ngx_str_t              s;
@@ -217,7 +232,8 @@ ngx_http_llm_usage_walk(ngx_http_llm_usage_t *u, ngx_uint_t v,
              i = ngx_http_llm_jt_next(t, v, i))
         {
             if (t->tok[i].type <= NGX_HTTP_LLM_JT_ARRAY
-                && ngx_http_llm_usage_walk(u, i, in_usage) != NGX_OK)
+                && ngx_http_llm_usage_walk(u, i, in_usage, nest + 1)
+                   != NGX_OK)
             {
                 return NGX_ERROR;
             }
@@ -241,7 +257,8 @@ ngx_http_llm_usage_walk(ngx_http_llm_usage_t *u, ngx_uint_t v,
         c = t->base[k->start];
 
         kind = ((c == 'u' || c == 'm') && k->len >= 5 && k->len <= 13
-                && !(k->flags & NGX_HTTP_LLM_JT_ESCAPED))
+                && !(k->flags & NGX_HTTP_LLM_JT_ESCAPED)
+                && nest <= NGX_HTTP_LLM_USAGE_NEST)
                ? ngx_http_llm_usage_key(t->base + k->start, k->len)
                : NGX_HTTP_LLM_KEY_OTHER;
 
@@ -252,7 +269,7 @@ ngx_http_llm_usage_walk(ngx_http_llm_usage_t *u, ngx_uint_t v,
         {
             ngx_http_llm_usage_object(u, t, i + 1);
 
-            if (ngx_http_llm_usage_walk(u, i + 1, 1) != NGX_OK) {
+            if (ngx_http_llm_usage_walk(u, i + 1, 1, nest + 1) != NGX_OK) {
                 return NGX_ERROR;
             }
 
@@ -276,7 +293,8 @@ ngx_http_llm_usage_walk(ngx_http_llm_usage_t *u, ngx_uint_t v,
         }
 
         if (k->type <= NGX_HTTP_LLM_JT_ARRAY
-            && ngx_http_llm_usage_walk(u, i + 1, in_usage) != NGX_OK)
+            && ngx_http_llm_usage_walk(u, i + 1, in_usage, nest + 1)
+               != NGX_OK)
         {
             return NGX_ERROR;
         }
@@ -338,6 +356,8 @@ ngx_http_llm_usage_sse(ngx_http_llm_usage_t *u, u_char *p, u_char *last)
                     u->event = 0;
                 }
 
+                u->repeats = 0;
+
                 goto eol;
             }
 
@@ -349,6 +369,7 @@ ngx_http_llm_usage_sse(ngx_http_llm_usage_t *u, u_char *p, u_char *last)
 
             u->line = NGX_HTTP_LLM_SSE_FIELD;
             u->field = 0;
+            u->name_space = 0;
 
             /* fall through */
 
@@ -380,6 +401,13 @@ ngx_http_llm_usage_sse(ngx_http_llm_usage_t *u, u_char *p, u_char *last)
                     goto eol;
                 }
 
+                if (c == ':' && u->field == 10 + 5) {
+                    u->line = NGX_HTTP_LLM_SSE_NAME;
+                    u->name_len = 0;
+                    p++;
+                    continue;
+                }
+
                 if (c == ':') {
                     u->line = NGX_HTTP_LLM_SSE_SKIP;
                     p++;
@@ -389,10 +417,54 @@ ngx_http_llm_usage_sse(ngx_http_llm_usage_t *u, u_char *p, u_char *last)
                 goto eol;
             }
 
-            u->field = (u->field < 4 && c == "data"[u->field])
-                       ? u->field + 1 : 5;
+            /* "data" as 1 to 4, "event" as 10 + 1 to 5, else 20 */
+
+            if (u->field < 4 && c == "data"[u->field]) {
+                u->field++;
+
+            } else if (u->field == 0 && c == 'e') {
+                u->field = 10 + 1;
+
+            } else if (u->field > 10 && u->field < 10 + 5
+                       && c == "event"[u->field - 10])
+            {
+                u->field++;
+
+            } else {
+                u->field = 20;
+            }
+
             p++;
             continue;
+
+        case NGX_HTTP_LLM_SSE_NAME:
+
+            /* the event's name, its first bytes (a leading ' ' dropped) */
+
+            s = p;
+            p = ngx_http_llm_usage_eol(p, last);
+
+            for ( /* void */ ; s < p; s++) {
+                if (u->name_len == 0 && *s == ' ' && !u->name_space) {
+                    u->name_space = 1;
+                    continue;
+                }
+
+                if (u->name_len < sizeof(u->name)) {
+                    u->name[u->name_len] = *s;
+                }
+
+                u->name_len++;
+            }
+
+            if (p == last) {
+                return NGX_OK;
+            }
+
+            ngx_http_llm_usage_name(u);
+
+            c = *p;
+            goto eol;
 
         case NGX_HTTP_LLM_SSE_SPACE:
 
@@ -444,6 +516,33 @@ ngx_http_llm_usage_sse(ngx_http_llm_usage_t *u, u_char *p, u_char *last)
 }
 
 
+/*
+ * An SSE event's name.  Of the Responses API's events ("response.*"),
+ * only those named "*.delta" carry new text: the others repeat what
+ * their deltas said ("response.output_text.done", the whole response in
+ * "response.completed"), and their text is not counted again.
+ */
+
+static void
+ngx_http_llm_usage_name(ngx_http_llm_usage_t *u)
+{
+    size_t   n;
+    u_char  *name;
+
+    n = u->name_len;
+    name = u->name;
+
+    u->repeats = n <= sizeof(u->name)
+                 && n >= sizeof("response.") - 1
+                 && ngx_strncmp(name, "response.", sizeof("response.") - 1)
+                    == 0
+                 && !(n >= sizeof(".delta") - 1
+                      && ngx_strncmp(name + n - (sizeof(".delta") - 1),
+                                     ".delta", sizeof(".delta") - 1)
+                         == 0);
+}
+
+
 void
 ngx_http_llm_usage_finish(ngx_http_llm_usage_t *u)
 {
@@ -452,11 +551,11 @@ ngx_http_llm_usage_finish(ngx_http_llm_usage_t *u)
     ngx_http_llm_usage_reset(u);
 
     /*
-     * the generated text's estimate stands in for a usage not found, or
-     * told before the answer was cut short
+     * the generated text's estimate stands in for a usage not found, not
+     * final, or told before the answer was cut short
      */
 
-    if (!u->found || !u->whole) {
+    if (!ngx_http_llm_usage_final(u) || !u->whole) {
         ngx_http_llm_usage_flush(u);
     }
 
@@ -655,7 +754,7 @@ ngx_http_llm_usage_lex(ngx_http_llm_usage_t *u, u_char *p, u_char *last)
                 u->role = NGX_HTTP_LLM_STR_KEY;
                 u->key_len = 0;
 
-            } else if (u->kind == NGX_HTTP_LLM_KEY_TEXT) {
+            } else if (u->kind == NGX_HTTP_LLM_KEY_TEXT && !u->repeats) {
                 u->role = NGX_HTTP_LLM_STR_TEXT;
 
             } else if (u->kind == NGX_HTTP_LLM_KEY_MODEL
@@ -678,6 +777,13 @@ ngx_http_llm_usage_lex(ngx_http_llm_usage_t *u, u_char *p, u_char *last)
         case ':':
             if (u->maybe_key) {
                 u->kind = u->key_kind;
+
+                if (u->kind != NGX_HTTP_LLM_KEY_TEXT
+                    && u->nest > NGX_HTTP_LLM_USAGE_NEST)
+                {
+                    u->kind = NGX_HTTP_LLM_KEY_OTHER;
+                }
+
                 u->maybe_key = 0;
                 u->value = 1;
                 continue;
@@ -686,6 +792,8 @@ ngx_http_llm_usage_lex(ngx_http_llm_usage_t *u, u_char *p, u_char *last)
             break;
 
         case '{':
+            u->nest++;
+
             if (u->capturing) {
                 u->depth++;
 
@@ -699,6 +807,8 @@ ngx_http_llm_usage_lex(ngx_http_llm_usage_t *u, u_char *p, u_char *last)
             break;
 
         case '[':
+            u->nest++;
+
             if (u->capturing) {
                 u->depth++;
             }
@@ -707,6 +817,10 @@ ngx_http_llm_usage_lex(ngx_http_llm_usage_t *u, u_char *p, u_char *last)
 
         case '}':
         case ']':
+            if (u->nest) {
+                u->nest--;
+            }
+
             if (u->capturing && --u->depth == 0) {
                 if (ngx_http_llm_usage_keep(u, cap, p - cap) != NGX_OK) {
                     return NGX_ERROR;
@@ -993,6 +1107,7 @@ ngx_http_llm_usage_reset(ngx_http_llm_usage_t *u)
     u->capturing = 0;
     u->captured = 0;
     u->depth = 0;
+    u->nest = 0;
     u->kind = NGX_HTTP_LLM_KEY_OTHER;
     u->role = NGX_HTTP_LLM_STR_OTHER;
 }
@@ -1057,12 +1172,12 @@ ngx_http_llm_usage_object(ngx_http_llm_usage_t *u, ngx_http_llm_jtape_t *t,
 
     if (ngx_http_llm_usage_count(t, v[0], &n)) {
         u->prompt_tokens = n;
-        u->found = 1;
+        u->told_in = 1;
     }
 
     if (ngx_http_llm_usage_count(t, v[1], &n)) {
         u->completion_tokens = n;
-        u->found = 1;
+        u->told_out = 1;
     }
 
     if (ngx_http_llm_usage_count(t, v[2], &n)) {
@@ -1072,12 +1187,12 @@ ngx_http_llm_usage_object(ngx_http_llm_usage_t *u, ngx_http_llm_jtape_t *t,
         (void) ngx_http_llm_usage_count(t, v[4], &b);
 
         u->prompt_tokens = n + a + b;
-        u->found = 1;
+        u->told_in = 1;
     }
 
     if (ngx_http_llm_usage_count(t, v[5], &n)) {
         u->completion_tokens = n;
-        u->found = 1;
+        u->told_out = 1;
     }
 
     if (ngx_http_llm_usage_count(t, v[6], &n)) {
@@ -1086,7 +1201,7 @@ ngx_http_llm_usage_object(ngx_http_llm_usage_t *u, ngx_http_llm_jtape_t *t,
         (void) ngx_http_llm_usage_count(t, v[7], &a);
 
         u->prompt_tokens = n + a;
-        u->found = 1;
+        u->told_in = 1;
     }
 
     b = 0;
@@ -1096,8 +1211,29 @@ ngx_http_llm_usage_object(ngx_http_llm_usage_t *u, ngx_http_llm_jtape_t *t,
         | ngx_http_llm_usage_count(t, v[9], &c))
     {
         u->completion_tokens = b + c;
-        u->found = 1;
+        u->told_out = 1;
     }
+
+    if (u->told_in || u->told_out) {
+        u->found = 1;
+        u->objects++;
+    }
+}
+
+
+/*
+ * Whether the usage told holds for the whole answer: it named the
+ * output's count, and is not only the placeholder of an Anthropic
+ * stream's message_start (output_tokens 1), which its message_delta
+ * replaces at the end
+ */
+
+ngx_uint_t
+ngx_http_llm_usage_final(ngx_http_llm_usage_t *u)
+{
+    return u->found && u->told_out
+           && !(u->sse && u->api == NGX_HTTP_LLM_API_ANTHROPIC
+                && u->objects < 2);
 }
 
 

@@ -485,14 +485,26 @@ ngx_http_llm_tally_finish(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
         in = t->usage.prompt_tokens;
         out = t->usage.completion_tokens;
 
-        if (!t->complete) {
+        /* what it did not name is estimated */
+
+        if (!t->usage.told_in) {
+            in = t->prompt;
+            t->estimated = 1;
+        }
+
+        if (!t->complete || !ngx_http_llm_usage_final(&t->usage)) {
             /*
-             * cut short: a usage told before the end (Anthropic's
-             * message_start) may not count all that went out
+             * cut short, or ended without its final usage (Anthropic's
+             * message_start told output_tokens 1, and an error event
+             * came instead of message_delta): at least what went out
              */
 
             n = ngx_http_llm_estimate_tokens(&t->usage.generated);
-            out = ngx_max(out, n);
+
+            if (n > out) {
+                out = n;
+                t->estimated = 1;
+            }
         }
 
     } else if (t->encoded) {
