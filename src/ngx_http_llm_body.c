@@ -63,8 +63,15 @@ ngx_http_llm_body_wanted(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
         type = &r->headers_in.content_type->value;
 
         for (u = uploads; u->len; u++) {
+
+            /* "image/png", "application/pdf; x=y", not "application/zipx" */
+
             if (type->len >= u->len
-                && ngx_strncasecmp(type->data, u->data, u->len) == 0)
+                && ngx_strncasecmp(type->data, u->data, u->len) == 0
+                && (u->data[u->len - 1] == '/' || type->len == u->len
+                    || type->data[u->len] == ';'
+                    || type->data[u->len] == ' '
+                    || type->data[u->len] == '\t'))
             {
                 return 0;
             }

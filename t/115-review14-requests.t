@@ -164,3 +164,21 @@ sub {
     return (0, "got  $got\nwant $want") unless $got eq $want;
     return $reserved > 200 ? 1 : (0, "reserved only $reserved");
 }
+
+
+
+=== TEST 5: an upload's type is matched whole: "application/zip; x=1" is an upload (not read, sent as is), "application/zipx" is not, and its JSON body is read (a max_tokens of 100000 cannot fit, refused up front) (before: both taken for uploads)
+--- http_config eval: $::Http
+--- config eval: $::Gateway
+--- request
+GET /v1/models
+--- more_headers eval: $::Auth
+--- check eval
+sub {
+    my $body = ::chat(max => 100000);
+    my $a = ::carol("POST /v1/chat/completions", 'application/zip; x=1',
+                    $body);
+    my $b = ::carol("POST /v1/chat/completions", 'application/zipx', $body);
+    my $got = "$a->{status} $b->{status}";
+    return $got eq '200 429' ? 1 : (0, "got $got, want 200 429");
+}
