@@ -246,11 +246,11 @@ ngx_http_llm_body_parse(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
                                    : llcf->max_tokens_default;
     }
 
-    t->output = out * info.choices;
+    t->output = (uint64_t) out * info.choices;
 
     ngx_log_debug5(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "llm body: model \"%V\" stream:%d prompt:%ui "
-                   "output:%ui in %uz bytes",
+                   "output:%uL in %uz bytes",
                    &t->model, t->stream, t->prompt, t->output, body.len);
 
     /*

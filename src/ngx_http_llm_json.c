@@ -24,8 +24,8 @@
 
 
 /*
- * completions one request asks for are counted up to this (the range of
- * a maximum: their product still fits 64 bits, and can never fit)
+ * completions one request asks for are counted up to this, the range of
+ * a maximum: times a maximum, it still fits 64 bits (and no window)
  */
 #define NGX_HTTP_LLM_CHOICES_MAX    2147483647
 
@@ -94,10 +94,7 @@ ngx_http_llm_json_parse_request_bpe(ngx_pool_t *pool, ngx_uint_t api,
     ngx_uint_t             i, *order;
     ngx_http_llm_jtape_t   tape, *t;
 
-    /*
-     * the tape is read at once and forgotten: its first tokens are the
-     * worker's, and a request's pool pays only for a larger body's
-     */
+    /* the order in which "auto" tries the three shapes */
 
     static ngx_uint_t      openai_first[] = {
         NGX_HTTP_LLM_API_OPENAI, NGX_HTTP_LLM_API_ANTHROPIC,
@@ -108,6 +105,11 @@ ngx_http_llm_json_parse_request_bpe(ngx_pool_t *pool, ngx_uint_t api,
         NGX_HTTP_LLM_API_ANTHROPIC, NGX_HTTP_LLM_API_OPENAI,
         NGX_HTTP_LLM_API_GEMINI
     };
+
+    /*
+     * the tape is read at once and forgotten: its first tokens are the
+     * worker's, and a request's pool pays only for a larger body's
+     */
 
     static ngx_http_llm_jtok_t  tok[512];
 

@@ -79,7 +79,8 @@ typedef struct {
     size_t                      captured;
     size_t                      capture_size;
     ngx_uint_t                  depth;      /* of the usage object */
-    ngx_uint_t                  objects;    /* usage objects read */
+    ngx_uint_t                  objects;    /* usage objects that named
+                                               the output's count */
     ngx_uint_t                  nest;       /* of the document read */
     u_char                     *model_buf;
     u_char                      key[24];    /* the last string, maybe

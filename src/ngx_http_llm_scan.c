@@ -51,6 +51,11 @@
 #define NGX_HTTP_LLM_SSE_SKIP       4     /* not a data line */
 #define NGX_HTTP_LLM_SSE_NAME       5     /* an "event:" line's value */
 
+/* an SSE line's field name, as far as it matched */
+#define NGX_HTTP_LLM_SSE_F_E        10    /* + the characters of "event" */
+#define NGX_HTTP_LLM_SSE_F_EVENT    15
+#define NGX_HTTP_LLM_SSE_F_OTHER    20
+
 
 typedef struct {
     ngx_str_t                   name;
@@ -401,7 +406,7 @@ ngx_http_llm_usage_sse(ngx_http_llm_usage_t *u, u_char *p, u_char *last)
                     goto eol;
                 }
 
-                if (c == ':' && u->field == 10 + 5) {
+                if (c == ':' && u->field == NGX_HTTP_LLM_SSE_F_EVENT) {
                     u->line = NGX_HTTP_LLM_SSE_NAME;
                     u->name_len = 0;
                     p++;
@@ -417,21 +422,25 @@ ngx_http_llm_usage_sse(ngx_http_llm_usage_t *u, u_char *p, u_char *last)
                 goto eol;
             }
 
-            /* "data" as 1 to 4, "event" as 10 + 1 to 5, else 20 */
+            /*
+             * "data" matched as 1 to 4 characters, "event" as
+             * NGX_HTTP_LLM_SSE_F_E + 1 to 5, any other field as _F_OTHER
+             */
 
             if (u->field < 4 && c == "data"[u->field]) {
                 u->field++;
 
             } else if (u->field == 0 && c == 'e') {
-                u->field = 10 + 1;
+                u->field = NGX_HTTP_LLM_SSE_F_E + 1;
 
-            } else if (u->field > 10 && u->field < 10 + 5
-                       && c == "event"[u->field - 10])
+            } else if (u->field > NGX_HTTP_LLM_SSE_F_E
+                       && u->field < NGX_HTTP_LLM_SSE_F_EVENT
+                       && c == "event"[u->field - NGX_HTTP_LLM_SSE_F_E])
             {
                 u->field++;
 
             } else {
-                u->field = 20;
+                u->field = NGX_HTTP_LLM_SSE_F_OTHER;
             }
 
             p++;
@@ -1150,7 +1159,7 @@ static void
 ngx_http_llm_usage_object(ngx_http_llm_usage_t *u, ngx_http_llm_jtape_t *t,
     ngx_uint_t obj)
 {
-    ngx_uint_t  a, b, c, n, v[10];
+    ngx_uint_t  a, b, c, n, in, out, v[10];
 
     static ngx_str_t  names[] = {
         ngx_string("prompt_tokens"),                 /* 0 */
@@ -1170,14 +1179,19 @@ ngx_http_llm_usage_object(ngx_http_llm_usage_t *u, ngx_http_llm_jtape_t *t,
 
     ngx_http_llm_jtape_pick(t, obj, &keys, v);
 
+    /* what this object names */
+
+    in = 0;
+    out = 0;
+
     if (ngx_http_llm_usage_count(t, v[0], &n)) {
         u->prompt_tokens = n;
-        u->told_in = 1;
+        in = 1;
     }
 
     if (ngx_http_llm_usage_count(t, v[1], &n)) {
         u->completion_tokens = n;
-        u->told_out = 1;
+        out = 1;
     }
 
     if (ngx_http_llm_usage_count(t, v[2], &n)) {
@@ -1187,12 +1201,12 @@ ngx_http_llm_usage_object(ngx_http_llm_usage_t *u, ngx_http_llm_jtape_t *t,
         (void) ngx_http_llm_usage_count(t, v[4], &b);
 
         u->prompt_tokens = n + a + b;
-        u->told_in = 1;
+        in = 1;
     }
 
     if (ngx_http_llm_usage_count(t, v[5], &n)) {
         u->completion_tokens = n;
-        u->told_out = 1;
+        out = 1;
     }
 
     if (ngx_http_llm_usage_count(t, v[6], &n)) {
@@ -1201,7 +1215,7 @@ ngx_http_llm_usage_object(ngx_http_llm_usage_t *u, ngx_http_llm_jtape_t *t,
         (void) ngx_http_llm_usage_count(t, v[7], &a);
 
         u->prompt_tokens = n + a;
-        u->told_in = 1;
+        in = 1;
     }
 
     b = 0;
@@ -1211,21 +1225,26 @@ ngx_http_llm_usage_object(ngx_http_llm_usage_t *u, ngx_http_llm_jtape_t *t,
         | ngx_http_llm_usage_count(t, v[9], &c))
     {
         u->completion_tokens = b + c;
-        u->told_out = 1;
+        out = 1;
     }
 
-    if (u->told_in || u->told_out) {
+    if (in || out) {
         u->found = 1;
-        u->objects++;
+        u->told_in |= in;
+        u->told_out |= out;
     }
+
+    /* usage objects that named the output's count (see below) */
+
+    u->objects += out;
 }
 
 
 /*
  * Whether the usage told holds for the whole answer: it named the
- * output's count, and is not only the placeholder of an Anthropic
- * stream's message_start (output_tokens 1), which its message_delta
- * replaces at the end
+ * output's count, and that count is not only the placeholder of an
+ * Anthropic stream's message_start (output_tokens 1), which its
+ * message_delta replaces at the end.
  */
 
 ngx_uint_t

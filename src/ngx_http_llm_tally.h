@@ -22,7 +22,7 @@ struct ngx_http_llm_tally_s {
 
     ngx_str_t                   model;      /* as the request names it */
     ngx_uint_t                  prompt;     /* estimated prompt tokens */
-    ngx_uint_t                  output;     /* reserved for the answer */
+    uint64_t                    output;     /* reserved for the answer */
 
     uint64_t                    reserved[5];  /* by NGX_HTTP_LLM_DIM_* */
     uint64_t                    used[5];

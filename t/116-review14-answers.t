@@ -289,3 +289,43 @@ sub { return mock_openai_embeddings(model => 'text-embedding-3-small', prompt_to
 --- more_headers eval: $::Auth
 --- access_log_like
 ^text-embedding-3-small\|8\|0\|0\|
+
+
+
+=== TEST 9: (guards TEST 3's fix) a message_delta whose usage names no count ({} or a null) does not make message_start's placeholder final: the stream is still charged the text that went out (found by review: an empty usage object was counted as the final one)
+--- http_config eval: $::Http
+--- config eval: $::Gateway
+--- mock eval
+sub {
+    my @d = map {
+        ::sse('{"type":"content_block_delta","index":0,"delta":'
+              . '{"type":"text_delta","text":"the quick brown fox jumps "}}',
+              'content_block_delta')
+    } 1 .. 40;
+    return { status => 200,
+             headers => { 'Content-Type' => 'text/event-stream' },
+             chunks => [
+                 ::sse('{"type":"message_start","message":{"id":"m",'
+                       . '"type":"message","role":"assistant",'
+                       . '"model":"claude-3-haiku","content":[],'
+                       . '"usage":{"input_tokens":25,"output_tokens":1}}}',
+                       'message_start'),
+                 @d,
+                 ::sse('{"type":"message_delta","delta":{"stop_reason":'
+                       . 'null},"usage":{"output_tokens":null}}',
+                       'message_delta'),
+                 ::sse('{"type":"error","error":{"type":"overloaded_error",'
+                       . '"message":"Overloaded"}}', 'error') ] };
+}
+--- request
+GET /v1/models
+--- more_headers eval: $::Auth
+--- check eval
+sub {
+    ::carol('/v1/messages', '{"model":"claude-3-haiku","max_tokens":1000,'
+            . '"stream":true,"messages":[{"role":"user","content":"hi"}]}');
+    my ($l) = (::log_lines(2))[1];
+    my ($in, $out, $est) = (split /\|/, $l)[1, 2, 3];
+    return $in == 25 && $est == 1 && $out >= 150 && $out <= 260
+        ? 1 : (0, "log: $l");
+}

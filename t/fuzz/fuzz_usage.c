@@ -32,6 +32,7 @@ ngx_log_error_core(ngx_uint_t level, ngx_log_t *log, ngx_err_t err,
 
 typedef struct {
     ngx_uint_t   found;
+    ngx_uint_t   told;       /* told_in, told_out, final: 1, 2, 4 */
     ngx_uint_t   prompt;
     ngx_uint_t   completion;
     ngx_uint_t   chars;
@@ -98,6 +99,8 @@ observe(ngx_uint_t api, ngx_uint_t sse, u_char *p, size_t len,
     }
 
     r->found = u.found;
+    r->told = u.told_in | u.told_out << 1
+              | ngx_http_llm_usage_final(&u) << 2;
     r->prompt = u.prompt_tokens;
     r->completion = u.completion_tokens;
     r->chars = u.streamed_chars;
@@ -113,17 +116,18 @@ observe(ngx_uint_t api, ngx_uint_t sse, u_char *p, size_t len,
 
 
 /*
- * "a" is the whole body read at once: a usage found that way leaves the
- * text uncounted (ngx_http_llm_usage_feed_whole())
+ * "a" is the whole body read at once: a final usage found that way
+ * leaves the text uncounted (ngx_http_llm_usage_feed_whole())
  */
 
 static int
 same(result_t *a, result_t *b)
 {
-    return a->found == b->found && a->prompt == b->prompt
+    return a->found == b->found && a->told == b->told
+           && a->prompt == b->prompt
            && a->completion == b->completion
-           && (a->found || (a->chars == b->chars
-                            && a->generated == b->generated))
+           && ((a->told & 4) || (a->chars == b->chars
+                                 && a->generated == b->generated))
            && a->model_len == b->model_len
            && ngx_memcmp(a->model, b->model, a->model_len) == 0;
 }
