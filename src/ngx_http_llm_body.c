@@ -155,7 +155,9 @@ ngx_http_llm_body_parse(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     };
 
     static ngx_str_t  anthropic[] = {
-        ngx_string("/messages"), ngx_string("/complete"), ngx_null_string
+        ngx_string("/messages"), ngx_string("/complete"),
+        ngx_string(":rawPredict"), ngx_string(":streamRawPredict"),
+        ngx_null_string
     };
 
     static ngx_str_t  gemini[] = {

@@ -112,6 +112,15 @@ ngx_http_llm_api(ngx_http_request_t *r, ngx_uint_t api)
     p = r->uri.data;
     last = p + r->uri.len;
 
+    /* Claude on Vertex AI: ".../publishers/anthropic/models/M:rawPredict" */
+
+    if (ngx_strlcasestrn(p, last, (u_char *) "/publishers/anthropic/",
+                         sizeof("/publishers/anthropic/") - 1 - 1)
+        != NULL)
+    {
+        return NGX_HTTP_LLM_API_ANTHROPIC;
+    }
+
     beta = ngx_strlcasestrn(p, last, (u_char *) "/v1beta/", 8 - 1);
 
     if (beta != NULL

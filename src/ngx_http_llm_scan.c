@@ -406,11 +406,20 @@ ngx_http_llm_usage_sse(ngx_http_llm_usage_t *u, u_char *p, u_char *last)
                     goto eol;
                 }
 
-                if (c == ':' && u->field == NGX_HTTP_LLM_SSE_F_EVENT) {
-                    u->line = NGX_HTTP_LLM_SSE_NAME;
-                    u->name_len = 0;
-                    p++;
-                    continue;
+                if (u->field == NGX_HTTP_LLM_SSE_F_EVENT) {
+
+                    /* "event" alone names no event */
+
+                    u->repeats = 0;
+
+                    if (c == ':') {
+                        u->line = NGX_HTTP_LLM_SSE_NAME;
+                        u->name_len = 0;
+                        p++;
+                        continue;
+                    }
+
+                    goto eol;
                 }
 
                 if (c == ':') {

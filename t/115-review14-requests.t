@@ -182,3 +182,15 @@ sub {
     my $got = "$a->{status} $b->{status}";
     return $got eq '200 429' ? 1 : (0, "got $got, want 200 429");
 }
+
+
+
+=== TEST 6: Claude on Vertex AI (".../publishers/anthropic/models/M:rawPredict") is read and answered as Anthropic's Messages API: without max_tokens it is refused in Anthropic's shape, as at /v1/messages (before: taken for OpenAI, admitted reserving the default, its "system" not counted)
+--- http_config eval: $::Http
+--- config eval: $::Gateway
+--- request eval
+::post("/v1/projects/p/locations/us-east5/publishers/anthropic/models/claude-3-haiku:rawPredict", '{"anthropic_version":"vertex-2023-10-16","system":"be brief","messages":[{"role":"user","content":"hi"}]}')
+--- more_headers eval: $::Auth
+--- error_code: 400
+--- response_body_like: ^\{"type":"error","error":\{"type":"invalid_request_error","message":"max_tokens: Field required"
+--- mock_count: 0

@@ -329,3 +329,30 @@ sub {
     return $in == 25 && $est == 1 && $out >= 150 && $out <= 260
         ? 1 : (0, "log: $l");
 }
+
+
+
+=== TEST 10: (guards TEST 5's fix) the last "event" line of an event names it, and a bare "event" names none (SSE): the text of an event whose "response.output_text.done" is overridden so counts (found by review)
+--- http_config eval: $::Http
+--- config eval: $::Gateway
+--- mock eval
+sub {
+    my @d = map {
+        "event: response.output_text.done\nevent\n"
+        . 'data: {"type":"response.output_text.delta","delta":'
+        . "\"the quick brown fox jumps \"}\n\n"
+    } 1 .. 40;
+    return { status => 200,
+             headers => { 'Content-Type' => 'text/event-stream' },
+             chunks => [ @d, { close => 1 } ] };
+}
+--- request
+GET /v1/models
+--- more_headers eval: $::Auth
+--- check eval
+sub {
+    ::carol('/v1/responses', '{"model":"gpt-4o","stream":true,"input":"hi"}');
+    my ($l) = (::log_lines(2))[1];
+    my ($out, $est) = (split /\|/, $l)[2, 3];
+    return $est == 1 && $out >= 150 && $out <= 260 ? 1 : (0, "log: $l");
+}
