@@ -62,6 +62,45 @@ sub carol {
         body => $body, timeout => 10);
 }
 
+# the fields of the access log's "n"th line (0: the block's own request):
+# model, prompt, completion, estimated, cost, status
+sub logged {
+    my ($n) = @_;
+    return split /\|/, (log_lines($n + 1))[$n];
+}
+
+# an Anthropic stream: message_start (25 in, the placeholder 1 out), 200
+# words of text in 40 deltas, "tail" events, and an overload error where
+# message_stop would be
+sub claude_chunks {
+    my (@tail) = @_;
+    my @d = map {
+        sse('{"type":"content_block_delta","index":0,"delta":'
+            . '{"type":"text_delta","text":"the quick brown fox jumps "}}',
+            'content_block_delta')
+    } 1 .. 40;
+    return [ sse('{"type":"message_start","message":{"id":"m",'
+                 . '"type":"message","role":"assistant",'
+                 . '"model":"claude-3-haiku","content":[],'
+                 . '"usage":{"input_tokens":25,"output_tokens":1}}}',
+                 'message_start'),
+             sse('{"type":"content_block_start","index":0,'
+                 . '"content_block":{"type":"text","text":""}}',
+                 'content_block_start'),
+             @d, @tail,
+             sse('{"type":"error","error":{"type":"overloaded_error",'
+                 . '"message":"Overloaded"}}', 'error') ];
+}
+
+# carol's streamed Claude request; "25 1 ..." when charged 25 in, the text
+# that went out (about 200 tokens) as output, estimated
+sub claude_charged {
+    carol('/v1/messages', '{"model":"claude-3-haiku","max_tokens":1000,'
+          . '"stream":true,"messages":[{"role":"user","content":"hi"}]}');
+    my ($m, $in, $out, $est) = logged(1);
+    return "$in " . ($out >= 150 && $out <= 260 ? 'text' : $out) . " $est";
+}
+
 our $Gemini = '{"contents":[{"parts":[{"text":"hi"}]}]}';
 
 # a Gemini candidate whose function call's arguments name a "model"
@@ -134,38 +173,17 @@ sub {
 --- config eval: $::Gateway
 --- mock eval
 sub {
-    my @d = map {
-        ::sse('{"type":"content_block_delta","index":0,"delta":'
-              . '{"type":"text_delta","text":"the quick brown fox jumps "}}',
-              'content_block_delta')
-    } 1 .. 40;
     return { status => 200,
              headers => { 'Content-Type' => 'text/event-stream' },
-             chunks => [
-                 ::sse('{"type":"message_start","message":{"id":"m",'
-                       . '"type":"message","role":"assistant",'
-                       . '"model":"claude-3-haiku","content":[],'
-                       . '"usage":{"input_tokens":25,"output_tokens":1}}}',
-                       'message_start'),
-                 ::sse('{"type":"content_block_start","index":0,'
-                       . '"content_block":{"type":"text","text":""}}',
-                       'content_block_start'),
-                 @d,
-                 ::sse('{"type":"error","error":{"type":"overloaded_error",'
-                       . '"message":"Overloaded"}}', 'error') ] };
+             chunks => ::claude_chunks() };
 }
 --- request
 GET /v1/models
 --- more_headers eval: $::Auth
 --- check eval
 sub {
-    ::carol('/v1/messages', '{"model":"claude-3-haiku","max_tokens":1000,'
-            . '"stream":true,"messages":[{"role":"user","content":"hi"}]}');
-    my ($l) = (::log_lines(2))[1];
-    my ($in, $out, $est) = (split /\|/, $l)[1, 2, 3];
-    return (0, "log: $l") unless $in == 25 && $est == 1;
-    # 200 words of text: about 200 tokens
-    return $out >= 150 && $out <= 260 ? 1 : (0, "output $out: $l");
+    my $got = ::claude_charged();
+    return $got eq '25 text 1' ? 1 : (0, "got $got, want 25 text 1");
 }
 
 
@@ -297,37 +315,20 @@ sub { return mock_openai_embeddings(model => 'text-embedding-3-small', prompt_to
 --- config eval: $::Gateway
 --- mock eval
 sub {
-    my @d = map {
-        ::sse('{"type":"content_block_delta","index":0,"delta":'
-              . '{"type":"text_delta","text":"the quick brown fox jumps "}}',
-              'content_block_delta')
-    } 1 .. 40;
     return { status => 200,
              headers => { 'Content-Type' => 'text/event-stream' },
-             chunks => [
-                 ::sse('{"type":"message_start","message":{"id":"m",'
-                       . '"type":"message","role":"assistant",'
-                       . '"model":"claude-3-haiku","content":[],'
-                       . '"usage":{"input_tokens":25,"output_tokens":1}}}',
-                       'message_start'),
-                 @d,
+             chunks => ::claude_chunks(
                  ::sse('{"type":"message_delta","delta":{"stop_reason":'
                        . 'null},"usage":{"output_tokens":null}}',
-                       'message_delta'),
-                 ::sse('{"type":"error","error":{"type":"overloaded_error",'
-                       . '"message":"Overloaded"}}', 'error') ] };
+                       'message_delta')) };
 }
 --- request
 GET /v1/models
 --- more_headers eval: $::Auth
 --- check eval
 sub {
-    ::carol('/v1/messages', '{"model":"claude-3-haiku","max_tokens":1000,'
-            . '"stream":true,"messages":[{"role":"user","content":"hi"}]}');
-    my ($l) = (::log_lines(2))[1];
-    my ($in, $out, $est) = (split /\|/, $l)[1, 2, 3];
-    return $in == 25 && $est == 1 && $out >= 150 && $out <= 260
-        ? 1 : (0, "log: $l");
+    my $got = ::claude_charged();
+    return $got eq '25 text 1' ? 1 : (0, "got $got, want 25 text 1");
 }
 
 
