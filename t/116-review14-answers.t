@@ -79,7 +79,7 @@ sub claude_chunks {
             . '{"type":"text_delta","text":"the quick brown fox jumps "}}',
             'content_block_delta')
     } 1 .. 40;
-    return [ sse('{"type":"message_start","message":{"id":"m",'
+    return ( sse('{"type":"message_start","message":{"id":"m",'
                  . '"type":"message","role":"assistant",'
                  . '"model":"claude-3-haiku","content":[],'
                  . '"usage":{"input_tokens":25,"output_tokens":1}}}',
@@ -89,16 +89,29 @@ sub claude_chunks {
                  'content_block_start'),
              @d, @tail,
              sse('{"type":"error","error":{"type":"overloaded_error",'
-                 . '"message":"Overloaded"}}', 'error') ];
+                 . '"message":"Overloaded"}}', 'error') );
 }
 
-# carol's streamed Claude request; "25 1 ..." when charged 25 in, the text
-# that went out (about 200 tokens) as output, estimated
-sub claude_charged {
-    carol('/v1/messages', '{"model":"claude-3-haiku","max_tokens":1000,'
-          . '"stream":true,"messages":[{"role":"user","content":"hi"}]}');
+# an answer streaming "chunks" (SSE events, { close => 1 } to cut it)
+sub sse_answer {
+    return { status => 200,
+             headers => { 'Content-Type' => 'text/event-stream' },
+             chunks => [ @_ ] };
+}
+
+# carol's POST of "body" to "uri", then what it was charged: "IN text 1"
+# when its output was the text the tests stream (200 words, about 200
+# tokens) and estimated
+sub charged {
+    carol(@_);
     my ($m, $in, $out, $est) = logged(1);
     return "$in " . ($out >= 150 && $out <= 260 ? 'text' : $out) . " $est";
+}
+
+sub claude_charged {
+    return charged('/v1/messages', '{"model":"claude-3-haiku",'
+        . '"max_tokens":1000,"stream":true,'
+        . '"messages":[{"role":"user","content":"hi"}]}');
 }
 
 our $Gemini = '{"contents":[{"parts":[{"text":"hi"}]}]}';
@@ -125,10 +138,8 @@ sub {
              headers => { 'Content-Type' => 'application/json' },
              body => "{\"candidates\":[$::Call],$usage}" }
         if $req->{path} =~ /:generateContent$/;
-    return { status => 200,
-             headers => { 'Content-Type' => 'text/event-stream' },
-             chunks => [ ::sse("{\"candidates\":[$::Call]}"),
-                         ::sse("{\"candidates\":[],$usage}") ] };
+    return ::sse_answer(::sse("{\"candidates\":[$::Call]}"),
+                        ::sse("{\"candidates\":[],$usage}"));
 }
 --- request
 GET /v1/models
@@ -173,9 +184,7 @@ sub {
 --- config eval: $::Gateway
 --- mock eval
 sub {
-    return { status => 200,
-             headers => { 'Content-Type' => 'text/event-stream' },
-             chunks => ::claude_chunks() };
+    return ::sse_answer(::claude_chunks());
 }
 --- request
 GET /v1/models
@@ -199,21 +208,17 @@ sub {
               . '"transcript":"the quick brown fox jumps ",'
               . '"data":"AAAA"}}}]}')
     } 1 .. 40;
-    return { status => 200,
-             headers => { 'Content-Type' => 'text/event-stream' },
-             chunks => [ @d, { close => 1 } ] };
+    return ::sse_answer(@d, { close => 1 });
 }
 --- request
 GET /v1/models
 --- more_headers eval: $::Auth
 --- check eval
 sub {
-    ::carol('/v1/chat/completions', '{"model":"gpt-4o","stream":true,'
-            . '"max_tokens":1000,"modalities":["text","audio"],'
-            . '"messages":[{"role":"user","content":"hi"}]}');
-    my ($l) = (::log_lines(2))[1];
-    my ($out, $est) = (split /\|/, $l)[2, 3];
-    return $est == 1 && $out >= 150 && $out <= 260 ? 1 : (0, "log: $l");
+    my $got = ::charged('/v1/chat/completions', '{"model":"gpt-4o",'
+        . '"stream":true,"max_tokens":1000,"modalities":["text","audio"],'
+        . '"messages":[{"role":"user","content":"hi"}]}');
+    return $got =~ /^\d+ text 1$/ ? 1 : (0, "got $got, want N text 1");
 }
 
 
@@ -240,10 +245,8 @@ sub {
         ::sse('{"type":"response.output_item.done","item":{"id":"i",'
               . '"type":"message","content":[{"type":"output_text",'
               . "\"text\":\"$all\"}]}}", 'response.output_item.done'));
-    return { status => 200,
-             headers => { 'Content-Type' => 'text/event-stream' },
-             chunks => [ @d, ($req->{n} == 2 ? @done : ()),
-                         { close => 1 } ] };
+    return ::sse_answer(@d, ($req->{n} == 2 ? @done : ()),
+                        { close => 1 });
 }
 --- request
 GET /v1/models
@@ -315,12 +318,10 @@ sub { return mock_openai_embeddings(model => 'text-embedding-3-small', prompt_to
 --- config eval: $::Gateway
 --- mock eval
 sub {
-    return { status => 200,
-             headers => { 'Content-Type' => 'text/event-stream' },
-             chunks => ::claude_chunks(
-                 ::sse('{"type":"message_delta","delta":{"stop_reason":'
-                       . 'null},"usage":{"output_tokens":null}}',
-                       'message_delta')) };
+    return ::sse_answer(::claude_chunks(
+               ::sse('{"type":"message_delta","delta":{"stop_reason":'
+                     . 'null},"usage":{"output_tokens":null}}',
+                     'message_delta')));
 }
 --- request
 GET /v1/models
@@ -343,17 +344,14 @@ sub {
         . 'data: {"type":"response.output_text.delta","delta":'
         . "\"the quick brown fox jumps \"}\n\n"
     } 1 .. 40;
-    return { status => 200,
-             headers => { 'Content-Type' => 'text/event-stream' },
-             chunks => [ @d, { close => 1 } ] };
+    return ::sse_answer(@d, { close => 1 });
 }
 --- request
 GET /v1/models
 --- more_headers eval: $::Auth
 --- check eval
 sub {
-    ::carol('/v1/responses', '{"model":"gpt-4o","stream":true,"input":"hi"}');
-    my ($l) = (::log_lines(2))[1];
-    my ($out, $est) = (split /\|/, $l)[2, 3];
-    return $est == 1 && $out >= 150 && $out <= 260 ? 1 : (0, "log: $l");
+    my $got = ::charged('/v1/responses',
+                        '{"model":"gpt-4o","stream":true,"input":"hi"}');
+    return $got =~ /^\d+ text 1$/ ? 1 : (0, "got $got, want N text 1");
 }
