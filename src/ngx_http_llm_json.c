@@ -9,9 +9,8 @@
  * form of a request that $llm_cache_key hashes.  A request is read
  * from its tape (ngx_http_llm_jtape.c: one pass, no tree).  jansson,
  * whose trees are malloc()ed and released before the function that
- * built them returns, is used here only to write JSON: the canonical
- * form (when $llm_cache_key is used) and a body that already had
- * stream_options.
+ * built them returns, is used here only to write the canonical form
+ * (when $llm_cache_key is used).
  */
 
 
@@ -56,7 +55,7 @@ static ngx_int_t ngx_http_llm_json_max_tokens(ngx_http_llm_jtape_t *t,
     ngx_http_llm_request_info_t *info, ngx_str_t *error);
 static ngx_int_t ngx_http_llm_json_stream(ngx_http_llm_jtape_t *t,
     ngx_uint_t v, ngx_http_llm_request_info_t *info, ngx_str_t *error);
-static void ngx_http_llm_json_choices(ngx_http_llm_jtape_t *t,
+static ngx_int_t ngx_http_llm_json_choices(ngx_http_llm_jtape_t *t,
     ngx_uint_t v, ngx_http_llm_request_info_t *info);
 static ngx_int_t ngx_http_llm_json_content(ngx_http_llm_jtape_t *t,
     ngx_uint_t v, ngx_http_llm_request_info_t *info, ngx_str_t *error);
@@ -72,7 +71,8 @@ static ngx_int_t ngx_http_llm_json_canonical(ngx_pool_t *pool, u_char *body,
     size_t len, ngx_str_t *out);
 static ngx_int_t ngx_http_llm_json_dump_sorted(ngx_pool_t *pool,
     json_t *root, ngx_str_t *out);
-static ngx_uint_t ngx_http_llm_json_precision(json_t *v);
+static ngx_int_t ngx_http_llm_json_set_usage(ngx_pool_t *pool, u_char *body,
+    size_t len, ngx_str_t *out);
 
 
 ngx_int_t
@@ -261,7 +261,9 @@ ngx_http_llm_json_openai(ngx_http_llm_jtape_t *t,
         info->has_include_usage = 1;
     }
 
-    ngx_http_llm_json_choices(t, m[5], info);
+    if (ngx_http_llm_json_choices(t, m[5], info) != NGX_OK) {
+        return NGX_ERROR;
+    }
 
     if ((v = m[6]) != 0) {
         if (ngx_http_llm_json_messages(t, v, info, error) != NGX_OK) {
@@ -488,8 +490,11 @@ ngx_http_llm_json_gemini(ngx_http_llm_jtape_t *t,
             return rc;
         }
 
-        ngx_http_llm_json_choices(t, g[2], info);
-        ngx_http_llm_json_choices(t, g[3], info);
+        if (ngx_http_llm_json_choices(t, g[2], info) != NGX_OK
+            || ngx_http_llm_json_choices(t, g[3], info) != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
     }
 
     v = jt_get(1, "systemInstruction");
@@ -711,25 +716,49 @@ ngx_http_llm_json_stream(ngx_http_llm_jtape_t *t, ngx_uint_t v,
 
 
 /*
- * how many completions a request asks for, however many: what is not a
- * positive integer the backend judges (and refuses)
+ * how many completions a request asks for, however many (3, 3.0, or
+ * an integer beyond 64 bits): what is not a positive integer the backend
+ * judges (and refuses)
  */
 
-static void
+static ngx_int_t
 ngx_http_llm_json_choices(ngx_http_llm_jtape_t *t, ngx_uint_t v,
     ngx_http_llm_request_info_t *info)
 {
+    double   d;
     int64_t  n;
 
-    if (!jt_is(v, INTEGER)) {
-        return;
-    }
+    if (jt_is(v, INTEGER)) {
+        n = ngx_http_llm_jtape_int(t, v);
 
-    n = ngx_http_llm_jtape_int(t, v);
+    } else if (jt_is(v, REAL)) {
+        if (ngx_http_llm_jtape_real(t, v, &d) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        if (!(d >= 1)) {
+            return NGX_OK;
+        }
+
+        if (d >= (double) NGX_HTTP_LLM_CHOICES_MAX) {
+            n = NGX_HTTP_LLM_CHOICES_MAX;
+
+        } else if (d == (double) (int64_t) d) {
+            n = (int64_t) d;
+
+        } else {
+            return NGX_OK;
+        }
+
+    } else {
+        return NGX_OK;
+    }
 
     if (n >= 1) {
         info->choices = (ngx_uint_t) ngx_min(n, NGX_HTTP_LLM_CHOICES_MAX);
     }
+
+    return NGX_OK;
 }
 
 
@@ -838,7 +867,8 @@ ngx_http_llm_json_part(ngx_http_llm_jtape_t *t, ngx_uint_t part,
 
 /*
  * OpenAI "prompt" and "input": a string, strings, token ids, arrays of
- * token ids, or (responses) message items.
+ * token ids, or (responses) message items.  A number is a token id,
+ * whatever it is written as.
  */
 
 static void
@@ -855,6 +885,7 @@ ngx_http_llm_json_input(ngx_http_llm_jtape_t *t, ngx_uint_t v,
         break;
 
     case NGX_HTTP_LLM_JT_INTEGER:
+    case NGX_HTTP_LLM_JT_REAL:
         ngx_http_llm_estimate_add_tokens(&info->estimate, 1);
         break;
 
@@ -863,7 +894,7 @@ ngx_http_llm_json_input(ngx_http_llm_jtape_t *t, ngx_uint_t v,
             if (!nested) {
                 ngx_http_llm_json_input(t, item, info, 1);
 
-            } else if (jt_is(item, INTEGER)) {
+            } else if (jt_is(item, INTEGER) || jt_is(item, REAL)) {
                 ngx_http_llm_estimate_add_tokens(&info->estimate, 1);
             }
         }
@@ -943,11 +974,10 @@ ngx_http_llm_json_walk(ngx_http_llm_jtape_t *t, ngx_uint_t v,
 
 
 /*
- * The body with "stream_options":{"include_usage":true}.  Without
- * stream_options the member is inserted first and the rest is left
- * byte for byte as the client wrote it; otherwise the body is
- * re-serialized compactly, with 15 significant digits for numbers with
- * a fraction if all of them survive that (0.7 stays 0.7), 17 if not.
+ * The body with "stream_options":{"include_usage":true}, the rest of it
+ * byte for byte as the client wrote it.  Without stream_options the
+ * member is inserted first; otherwise stream_options is set in place
+ * (ngx_http_llm_json_set_usage()).
  */
 
 ngx_int_t
@@ -955,8 +985,6 @@ ngx_http_llm_json_include_usage(ngx_pool_t *pool, u_char *body, size_t len,
     ngx_http_llm_request_info_t *info, ngx_str_t *out)
 {
     u_char                *p, *last;
-    size_t                 size, flags;
-    json_t                *root, *so;
     ngx_int_t              rc;
     ngx_uint_t             v, members, ready;
     ngx_http_llm_jtape_t   tape, *t;
@@ -1032,131 +1060,126 @@ ngx_http_llm_json_include_usage(ngx_pool_t *pool, u_char *body, size_t len,
         return NGX_OK;
     }
 
-    /* stream_options to change: jansson writes the body anew */
-
-    root = json_loadb((char *) body, len, JSON_ALLOW_NUL, NULL);
-    if (root == NULL) {
-        return NGX_ERROR;
-    }
-
-    so = json_object_get(root, "stream_options");
-
-    if (json_is_object(so)) {
-        if (json_object_set_new(so, "include_usage", json_true()) != 0) {
-            goto failed;
-        }
-
-    } else {
-        so = json_object();
-
-        if (so == NULL
-            || json_object_set_new(so, "include_usage", json_true()) != 0
-            || json_object_set_new(root, "stream_options", so) != 0)
-        {
-            goto failed;
-        }
-    }
-
-    flags = JSON_COMPACT
-            | JSON_REAL_PRECISION(ngx_http_llm_json_precision(root));
-
-    size = json_dumpb(root, NULL, 0, flags);
-    if (size == 0) {
-        goto failed;
-    }
-
-    out->data = ngx_pnalloc(pool, size);
-    if (out->data == NULL) {
-        goto failed;
-    }
-
-    out->len = json_dumpb(root, (char *) out->data, size, flags);
-
-    json_decref(root);
-
-    return out->len == size ? NGX_OK : NGX_ERROR;
-
-failed:
-
-    json_decref(root);
-
-    return NGX_ERROR;
+    return ngx_http_llm_json_set_usage(pool, body, len, out);
 }
 
 
-/* 15 if every real of the tree prints back to itself in 15 digits */
+/*
+ * A body whose stream_options (the last, if repeated: the one a backend
+ * reads) is not {"include_usage":true} yet: its include_usage becomes
+ * true, or is added first to it, or, if it is not an object, the object
+ * takes its place.  Only those bytes change.
+ */
 
-static ngx_uint_t
-ngx_http_llm_json_precision(json_t *v)
+static ngx_int_t
+ngx_http_llm_json_set_usage(ngx_pool_t *pool, u_char *body, size_t len,
+    ngx_str_t *out)
 {
-    char        buf[32];
-    size_t      i;
-    double      d;
-    json_t     *item;
-    const char  *key;
+    u_char                *p;
+    size_t                 from, to;
+    ngx_int_t              rc;
+    ngx_str_t              with;
+    ngx_uint_t             so, v;
+    ngx_http_llm_jtok_t   *tok;
+    ngx_http_llm_jtape_t   tape, *t;
 
-    if (v == NULL) {
-        return 15;
+    t = &tape;
+    ngx_memzero(t, sizeof(ngx_http_llm_jtape_t));
+
+    rc = ngx_http_llm_jtape_parse(t, pool, body, len,
+                                  NGX_HTTP_LLM_JSON_DEPTH, NULL);
+    if (rc != NGX_OK) {
+        ngx_http_llm_jtape_free(t);
+        return rc;
     }
 
-    switch (json_typeof(v)) {
+    so = jt_get(1, "stream_options");
 
-    case JSON_REAL:
-        d = json_real_value(v);
-
-        /*
-         * libc's on purpose: the question is how jansson (which prints
-         * with the C library) will print this double back, and
-         * ngx_snprintf() has no %g
-         */
-
-        (void) snprintf(buf, sizeof(buf), "%.15g", d);
-
-        return strtod(buf, NULL) == d ? 15 : 17;
-
-    case JSON_OBJECT:
-        json_object_foreach(v, key, item) {
-            if (ngx_http_llm_json_precision(item) == 17) {
-                return 17;
-            }
-        }
-
-        return 15;
-
-    case JSON_ARRAY:
-        json_array_foreach(v, i, item) {
-            if (ngx_http_llm_json_precision(item) == 17) {
-                return 17;
-            }
-        }
-
-        return 15;
-
-    default:
-        return 15;
+    if (so == 0) {
+        ngx_http_llm_jtape_free(t);
+        return NGX_DECLINED;
     }
+
+    v = jt_is(so, OBJECT) ? jt_get(so, "include_usage") : so;
+
+    if (v == 0) {
+        /* stream_options is an object without include_usage */
+
+        from = t->tok[so].start + 1;
+        to = from;
+
+        if (t->tok[so].next > so + 1) {
+            ngx_str_set(&with, "\"include_usage\":true,");
+
+        } else {
+            ngx_str_set(&with, "\"include_usage\":true");
+        }
+
+    } else {
+        tok = &t->tok[v];
+
+        from = tok->start;
+        to = from + tok->len;
+
+        if (tok->type == NGX_HTTP_LLM_JT_STRING) {
+            from--;
+            to++;
+        }
+
+        if (v == so) {
+            ngx_str_set(&with, "{\"include_usage\":true}");
+
+        } else {
+            ngx_str_set(&with, "true");
+        }
+    }
+
+    ngx_http_llm_jtape_free(t);
+
+    out->len = len - (to - from) + with.len;
+    out->data = ngx_pnalloc(pool, out->len);
+    if (out->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = ngx_cpymem(out->data, body, from);
+    p = ngx_cpymem(p, with.data, with.len);
+    ngx_memcpy(p, body + to, len - to);
+
+    return NGX_OK;
 }
 
 
 /*
  * The canonical form of a request: its JSON with keys sorted and no
  * insignificant whitespace, so that requests that differ only in key
- * order or spacing have one $llm_cache_key.
+ * order or spacing have one $llm_cache_key.  A body with an integer
+ * beyond 64 bits, which jansson cannot hold, is its own canonical form:
+ * as a double, two such integers could be one.
  */
 
 static ngx_int_t
 ngx_http_llm_json_canonical(ngx_pool_t *pool, u_char *body, size_t len,
     ngx_str_t *out)
 {
-    json_t     *root;
-    ngx_int_t   rc;
-
-    /* the tape has checked the body: only memory can fail here */
+    json_t        *root;
+    ngx_int_t      rc;
+    json_error_t   err;
 
     root = json_loadb((char *) body, len, JSON_DECODE_ANY|JSON_ALLOW_NUL,
-                      NULL);
+                      &err);
     if (root == NULL) {
-        return NGX_ERROR;
+
+        /* the tape has checked the body: the rest is out of memory */
+
+        if (json_error_code(&err) != json_error_numeric_overflow) {
+            return NGX_ERROR;
+        }
+
+        out->data = body;
+        out->len = len;
+
+        return NGX_OK;
     }
 
     rc = ngx_http_llm_json_dump_sorted(pool, root, out);

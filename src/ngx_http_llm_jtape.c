@@ -10,7 +10,8 @@
  * up by a linear pass over an object's members (the last one of a
  * repeated key wins, as in jansson) and unescape only the strings they
  * read.  It accepts and refuses what jansson's json_loadb() accepts and
- * refuses with JSON_DECODE_ANY|JSON_ALLOW_NUL, which t/fuzz checks.
+ * refuses with JSON_DECODE_ANY|JSON_ALLOW_NUL, an integer beyond 64 bits
+ * read as a real (JSON_DECODE_INT_AS_REAL), which t/fuzz checks.
  *
  * Why not jansson here: its tree of a 2 KB chat body (a malloc() per
  * value, a hash per object) took 22 us of a worker's time per request,
@@ -226,6 +227,7 @@ value:
             goto failed;
         }
 
+        t->tok[i].len = (uint32_t) n;
         p += n;
         break;
 
@@ -307,6 +309,7 @@ close:
 
     i = stack[--depth];
     t->tok[i].next = (uint32_t) t->ntok;
+    t->tok[i].len = (uint32_t) (p - t->base) - t->tok[i].start;
 
     if (depth) {
         in_object = (t->tok[stack[depth - 1]].type == NGX_HTTP_LLM_JT_OBJECT);
@@ -557,9 +560,10 @@ ngx_http_llm_jt_hex4(u_char *p, u_char *last, uint32_t *code)
 
 
 /*
- * -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?  An integer must fit
- * in 64 bits and a real must not overflow a double, as jansson's
- * strtoll() and strtod() have it.
+ * -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?  A number must not
+ * overflow a double, as jansson's strtod() has it.  An integer beyond 64
+ * bits is a real (JSON sets no limit, and a tool's schema may name
+ * 18446744073709551615), as jansson reads it with JSON_DECODE_INT_AS_REAL.
  */
 
 static u_char *
@@ -654,7 +658,7 @@ ngx_http_llm_jt_number(ngx_http_llm_jtape_t *t, u_char *p, u_char *last,
      * is asked only about the others
      */
 
-    if (real) {
+    if (real || over) {
         tok->type = NGX_HTTP_LLM_JT_REAL;
         over = (magnitude < 300) ? 0 : ngx_http_llm_jt_real_over(t, tok);
 

@@ -42,7 +42,8 @@
 
 typedef struct {
     uint32_t                    start;  /* offset; strings: past '"' */
-    uint32_t                    len;    /* raw bytes, quotes excluded */
+    uint32_t                    len;    /* its text; a string's without
+                                           its quotes */
     uint32_t                    next;
     uint8_t                     type;
     uint8_t                     flags;

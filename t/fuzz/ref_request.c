@@ -88,6 +88,14 @@ ref_parse_request(ngx_pool_t *pool, ngx_uint_t api,
 
     root = json_loadb((char *) body, len, JSON_DECODE_ANY|JSON_ALLOW_NUL,
                       &err);
+
+    if (root == NULL && json_error_code(&err) == json_error_numeric_overflow) {
+        /* an integer beyond 64 bits: numbers as reals, as the tape has it */
+        root = json_loadb((char *) body, len,
+                          JSON_DECODE_ANY|JSON_ALLOW_NUL
+                          |JSON_DECODE_INT_AS_REAL, &err);
+    }
+
     if (root == NULL) {
         return ref_json_error(pool, &err, error);
     }
@@ -675,16 +683,35 @@ static void
 ref_json_choices(json_t *obj, char *name,
     ngx_http_llm_request_info_t *info)
 {
+    double       d;
     json_t      *v;
     json_int_t   n;
 
     v = json_object_get(obj, name);
 
-    if (!json_is_integer(v)) {
+    if (json_is_integer(v)) {
+        n = json_integer_value(v);
+
+    } else if (json_is_real(v)) {
+        d = json_real_value(v);
+
+        if (!(d >= 1)) {
+            return;
+        }
+
+        if (d >= (double) NGX_HTTP_LLM_CHOICES_MAX) {
+            n = NGX_HTTP_LLM_CHOICES_MAX;
+
+        } else if (d == (double) (json_int_t) d) {
+            n = (json_int_t) d;
+
+        } else {
+            return;
+        }
+
+    } else {
         return;
     }
-
-    n = json_integer_value(v);
 
     if (n >= 1) {
         info->choices = (ngx_uint_t) (n < NGX_HTTP_LLM_CHOICES_MAX
@@ -820,13 +847,14 @@ ref_json_input(json_t *v, ngx_http_llm_request_info_t *info,
         break;
 
     case JSON_INTEGER:
+    case JSON_REAL:
         ngx_http_llm_estimate_add_tokens(&info->estimate, 1);
         break;
 
     case JSON_ARRAY:
         if (nested) {
             json_array_foreach(v, i, item) {
-                if (json_is_integer(item)) {
+                if (json_is_number(item)) {
                     ngx_http_llm_estimate_add_tokens(&info->estimate, 1);
                 }
             }

@@ -744,6 +744,38 @@ test_bad_requests(void)
              "max_tokens 100.0");
     accepted(API_OPENAI, "{\"messages\":[],\"max_tokens\":1e3}", 1000,
              "max_tokens 1e3");
+    accepted(API_OPENAI, "{\"messages\":[],\"max_tokens\":7,\"tools\":[{"
+             "\"type\":\"function\",\"function\":{\"name\":\"f\","
+             "\"parameters\":{\"type\":\"integer\","
+             "\"maximum\":18446744073709551615,"
+             "\"minimum\":-99999999999999999999999999}}}]}", 7,
+             "integers beyond 64 bits in a tool's schema");
+    refused_for(API_OPENAI, "{\"messages\":[],\"seed\":1"
+                "0000000000000000000000000000000000000000000000000"
+                "0000000000000000000000000000000000000000000000000"
+                "0000000000000000000000000000000000000000000000000"
+                "0000000000000000000000000000000000000000000000000"
+                "0000000000000000000000000000000000000000000000000"
+                "0000000000000000000000000000000000000000000000000"
+                "0000000000000000000000000000000000000000000000000"
+                "0000000000}", "out of range");
+
+    {
+        ngx_str_t                    err;
+        ngx_http_llm_request_info_t  info;
+
+        ok(parse(API_OPENAI, "{\"messages\":[],\"n\":3.0}", &info, &err)
+           == NGX_OK && info.choices == 3, "n = 3.0: 3 choices");
+        ok(parse(API_OPENAI, "{\"messages\":[],\"n\":1e30}", &info, &err)
+           == NGX_OK && info.choices == 2147483647,
+           "n = 1e30: 2^31 - 1 choices");
+        ok(parse(API_OPENAI, "{\"messages\":[],\"n\":"
+                 "99999999999999999999}", &info, &err)
+           == NGX_OK && info.choices == 2147483647,
+           "n beyond 64 bits: 2^31 - 1 choices");
+        ok(parse(API_OPENAI, "{\"messages\":[],\"n\":2.5}", &info, &err)
+           == NGX_OK && info.choices == 1, "n = 2.5: left to the backend");
+    }
 
     /* not JSON, not UTF-8, not an object */
 
@@ -902,10 +934,10 @@ test_include_usage(void)
     rc = ngx_http_llm_json_include_usage(pool, (u_char *) body1,
                                          strlen(body1), NULL, &out);
     ok(rc == NGX_OK
-       && str_is(&out, "{\"stream_options\":{\"foo\":1,"
-                       "\"include_usage\":true},\"temperature\":0.7,"
+       && str_is(&out, "{\"stream_options\":{\"include_usage\":true,"
+                       "\"foo\":1},\"temperature\":0.7,"
                        "\"top_p\":0.1,\"x\":\"\xc3\xa9\",\"stream\":true}"),
-       "include_usage: merged, re-serialized (%.*s)",
+       "include_usage: added to stream_options, the rest untouched (%.*s)",
        (int) out.len, out.data);
 
     body1 = "{\"stream\":true, \"stream_options\": "
@@ -913,9 +945,49 @@ test_include_usage(void)
     rc = ngx_http_llm_json_include_usage(pool, (u_char *) body1,
                                          strlen(body1), NULL, &out);
     ok(rc == NGX_OK
-       && str_is(&out, "{\"stream\":true,\"stream_options\":"
-                       "{\"include_usage\":true}}"),
-       "include_usage: false made true");
+       && str_is(&out, "{\"stream\":true, \"stream_options\": "
+                       "{\"include_usage\": true}}"),
+       "include_usage: false made true, in place");
+
+    body1 = "{\"stream_options\":{ },\"seed\":18446744073709551616,"
+            "\"p\":1.10,\"q\":1e2}";
+    rc = ngx_http_llm_json_include_usage(pool, (u_char *) body1,
+                                         strlen(body1), NULL, &out);
+    ok(rc == NGX_OK
+       && str_is(&out, "{\"stream_options\":{\"include_usage\":true },"
+                       "\"seed\":18446744073709551616,\"p\":1.10,"
+                       "\"q\":1e2}"),
+       "include_usage: numbers as written, one beyond 64 bits too (%.*s)",
+       (int) out.len, out.data);
+
+    body1 = "{\"stream_options\":{\"include_usage\":false},\"a\":1,"
+            "\"stream_options\":{\"include\\u005fusage\":\"no\",\"b\":2}}";
+    rc = ngx_http_llm_json_include_usage(pool, (u_char *) body1,
+                                         strlen(body1), NULL, &out);
+    ok(rc == NGX_OK
+       && str_is(&out, "{\"stream_options\":{\"include_usage\":false},"
+                       "\"a\":1,\"stream_options\":"
+                       "{\"include\\u005fusage\":true,\"b\":2}}"),
+       "include_usage: the last stream_options set, its escaped key too "
+       "(%.*s)", (int) out.len, out.data);
+
+    body1 = "{\"stream_options\":{\"include_usage\":{\"a\":[1,{}]}},"
+            "\"x\":[]}";
+    rc = ngx_http_llm_json_include_usage(pool, (u_char *) body1,
+                                         strlen(body1), NULL, &out);
+    ok(rc == NGX_OK
+       && str_is(&out, "{\"stream_options\":{\"include_usage\":true},"
+                       "\"x\":[]}"),
+       "include_usage: an object in its place (%.*s)",
+       (int) out.len, out.data);
+
+    body1 = "{\"stream_options\":[1, [2]] ,\"x\":0}";
+    rc = ngx_http_llm_json_include_usage(pool, (u_char *) body1,
+                                         strlen(body1), NULL, &out);
+    ok(rc == NGX_OK
+       && str_is(&out, "{\"stream_options\":{\"include_usage\":true} ,"
+                       "\"x\":0}"),
+       "include_usage: an array replaced (%.*s)", (int) out.len, out.data);
 
     body1 = "{\"stream\":true, \"stream_options\": "
             "{\"include_usage\": true}}";
@@ -929,7 +1001,7 @@ test_include_usage(void)
     ok(rc == NGX_OK
        && str_is(&out, "{\"stream_options\":{\"include_usage\":true},"
                        "\"p\":0.30000000000000004}"),
-       "include_usage: null replaced, 17 digits kept where needed (%.*s)",
+       "include_usage: null replaced, numbers as written (%.*s)",
        (int) out.len, out.data);
 
     rc = ngx_http_llm_json_include_usage(pool, (u_char *) "[1]", 3, NULL,
