@@ -283,13 +283,23 @@ ngx_http_llm_body_parse(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
 }
 
 
+/* one trailing '/' does not count: "/v1/responses/" is "/v1/responses" */
+
 static ngx_uint_t
 ngx_http_llm_body_uri_ends(ngx_http_request_t *r, ngx_str_t *names)
 {
+    size_t  len;
+
+    len = r->uri.len;
+
+    if (len > 1 && r->uri.data[len - 1] == '/') {
+        len--;
+    }
+
     for ( /* void */ ; names->len; names++) {
-        if (r->uri.len >= names->len
-            && ngx_strncmp(r->uri.data + r->uri.len - names->len,
-                           names->data, names->len)
+        if (len >= names->len
+            && ngx_strncmp(r->uri.data + len - names->len, names->data,
+                           names->len)
                == 0)
         {
             return 1;

@@ -1,3 +1,5 @@
+# Review 15, the request side.  Each block failed before its fix.
+#
 # Numbers in a request body as JSON has them: an integer beyond 64 bits
 # (a tool's schema may name 18446744073709551615) is a valid request, and
 # the gateway forwards it as written, sets stream_options in place without
@@ -147,3 +149,31 @@ location /v1/ {
  '"message":"a number in the request body is out of range"',
  '"message":"\\\\"max_tokens\\\\" must be an integer from 1 to 2147483647"']
 --- mock_count: 0
+
+
+
+=== TEST 5: a Responses API stream posted to /v1/responses/ (a trailing slash) is left as it is, as at /v1/responses: its stream_options takes no include_usage, which OpenAI refuses (before: include_usage was added)
+--- http_config eval: $::Http
+--- config
+llm_default_tier tok;
+location /v1/ {
+    llm_gateway on;
+    llm_stream_usage on;
+    proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+}
+--- mock eval
+sub { return { headers => { 'Content-Type' => 'text/event-stream' }, body => "event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"usage\":{\"input_tokens\":5,\"output_tokens\":7}}}\n\n" } }
+--- request eval
+[::post("/v1/responses/", '{"model":"gpt-4o","stream":true,"input":"Hi"}'),
+ ::post("/v1/chat/completions/", ::chat(stream => 1))]
+--- more_headers eval: $::Auth
+--- error_code eval
+[200, 200]
+--- check eval
+sub {
+    my @r = mock_requests();
+    return (0, "responses: $r[0]{body}")
+        unless $r[0]{body} eq '{"model":"gpt-4o","stream":true,"input":"Hi"}';
+    return (0, "chat: $r[1]{body}") unless $r[1]{body} =~ /include_usage/;
+    return 1;
+}
