@@ -79,6 +79,47 @@ ngx_http_llm_access_any_handler(ngx_http_request_t *r)
 }
 
 
+/*
+ * The preaccess phase, for subrequests, which skip the access phase
+ * (nginx lets the main request's admission stand for its parts): in a
+ * gateway location one would go to the backend unchecked, uncounted,
+ * and with the client's credential.  It is served only as a part of a
+ * request that the gateway admitted (a mirror of one, an SSI include in
+ * its answer), whose credentials are already out of the headers that
+ * the two share; any other gets a 403.
+ */
+
+ngx_int_t
+ngx_http_llm_subrequest_handler(ngx_http_request_t *r)
+{
+    ngx_http_llm_ctx_t       *ctx;
+    ngx_http_llm_loc_conf_t  *llcf;
+
+    if (r == r->main) {
+        return NGX_DECLINED;
+    }
+
+    llcf = ngx_http_get_module_loc_conf(r, ngx_http_llm_gateway_module);
+
+    if (!llcf->enable) {
+        return NGX_DECLINED;
+    }
+
+    ctx = ngx_http_llm_find_ctx(r->main);
+
+    if (ctx && ctx->result == NGX_HTTP_LLM_RESULT_PASSED) {
+        return NGX_DECLINED;
+    }
+
+    ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                  "llm: subrequest \"%V\" to a gateway location refused: "
+                  "the gateway did not admit the request it is part of",
+                  &r->uri);
+
+    return NGX_HTTP_FORBIDDEN;
+}
+
+
 /* the post-read phase: no client key of ours in $request, ever */
 
 ngx_int_t
@@ -180,6 +221,12 @@ ngx_http_llm_access(ngx_http_request_t *r)
             if (ctx->tally == NULL) {
                 return NGX_HTTP_INTERNAL_SERVER_ERROR;
             }
+
+            /* an X-Accel-Redirect makes it a GET later: this is kept */
+
+            ctx->tally->posted = (r->method & (NGX_HTTP_POST|NGX_HTTP_PUT
+                                               |NGX_HTTP_PATCH))
+                                 ? 1 : 0;
         }
 
         if (body) {

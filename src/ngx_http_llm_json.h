@@ -116,6 +116,8 @@ typedef struct {
     unsigned                    fed:1;      /* bytes went to the lexer */
     unsigned                    whole:1;    /* its last byte came: a usage
                                                told holds for it all */
+    unsigned                    bom:2;      /* SSE: a BOM's bytes taken */
+    unsigned                    begun:1;    /* SSE: past a leading BOM */
 
     /* last: ngx_http_llm_usage_init() does not clear it */
     u_char                      text[512];  /* generated text, unescaped,

@@ -171,6 +171,7 @@ uint64_t ngx_http_llm_now(void);
 ngx_int_t ngx_http_llm_access_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_llm_access_any_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_llm_post_read_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_llm_subrequest_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_llm_log_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_llm_authenticate(ngx_http_request_t *r,
     ngx_http_llm_ctx_t *ctx, ngx_http_llm_loc_conf_t *llcf, ngx_str_t *msg);

@@ -335,6 +335,29 @@ ngx_http_llm_usage_sse(ngx_http_llm_usage_t *u, u_char *p, u_char *last)
 {
     u_char  *s, c;
 
+    /* a UTF-8 BOM that opens the stream is not its first line's */
+
+    while (!u->begun && p < last) {
+
+        if (*p != (u_char) "\xef\xbb\xbf"[u->bom]) {
+            u->begun = 1;
+
+            if (u->bom) {
+                /* a part of one starts a field that is neither */
+                u->line = NGX_HTTP_LLM_SSE_FIELD;
+                u->field = NGX_HTTP_LLM_SSE_F_OTHER;
+            }
+
+            break;
+        }
+
+        p++;
+
+        if (++u->bom == 3) {
+            u->begun = 1;
+        }
+    }
+
     while (p < last) {
 
         c = *p;

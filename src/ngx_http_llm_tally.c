@@ -302,7 +302,7 @@ ngx_http_llm_tally_reserve(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
         in = t->prompt;
         out = t->output;
 
-    } else if (r->method & (NGX_HTTP_POST|NGX_HTTP_PUT|NGX_HTTP_PATCH)) {
+    } else if (t->posted) {
         llcf = ngx_http_get_module_loc_conf(r, ngx_http_llm_gateway_module);
 
         in = 1;
@@ -354,7 +354,7 @@ ngx_http_llm_tally_start(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
 
     /* what a GET or a DELETE gets back was not generated for it */
 
-    if (!(r->method & (NGX_HTTP_POST|NGX_HTTP_PUT|NGX_HTTP_PATCH))) {
+    if (!t->posted) {
         return;
     }
 
@@ -443,12 +443,45 @@ ngx_http_llm_tally_body(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
 
 
 /*
+ * The answer went on from the backend into proxy_cache after the client
+ * had gone (nginx reads a cacheable answer to its end): the body filter
+ * saw only what went out before.
+ */
+
+static ngx_uint_t
+ngx_http_llm_tally_cache_fill(ngx_http_request_t *r, ngx_http_llm_tally_t *t)
+{
+#if (NGX_HTTP_CACHE)
+    ngx_event_pipe_t     *p;
+    ngx_http_upstream_t  *u;
+
+    u = r->upstream;
+
+    if (!t->observing || t->complete || u == NULL || !u->cacheable
+        || u->pipe == NULL)
+    {
+        return 0;
+    }
+
+    p = u->pipe;
+
+    return (p->upstream_done || p->upstream_eof)
+           && (p->downstream_error || r->connection->error);
+#else
+    return 0;
+#endif
+}
+
+
+/*
  * What the request used.  The backend's own usage when it told it (in
  * an answer cut short, at least the text that went out); an answer
  * without usage (a stream the client cut, a backend that does not
  * report) is charged the prompt estimate and an estimate of the text
  * that went out ($llm_tokens_estimated); an encoded answer, which is not
- * read, what was reserved for it; an error answer, or what a GET gets,
+ * read, and one that nginx read on for proxy_cache after the client had
+ * gone (its usage went to the cache, and its hits are free), what was
+ * reserved for it; an error answer, or what a GET gets,
  * costs no tokens; a client gone before any answer is charged its
  * prompt, which the backend did read.
  */
@@ -501,13 +534,17 @@ ngx_http_llm_tally_finish(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
 
             n = ngx_http_llm_estimate_tokens(&t->usage.generated);
 
+            if (ngx_http_llm_tally_cache_fill(r, t)) {
+                n = ngx_max(n, t->output);
+            }
+
             if (n > out) {
                 out = n;
                 t->estimated = 1;
             }
         }
 
-    } else if (t->encoded) {
+    } else if (t->encoded || ngx_http_llm_tally_cache_fill(r, t)) {
         t->estimated = 1;
         in = t->prompt;
         out = t->output;

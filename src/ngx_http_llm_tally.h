@@ -33,6 +33,8 @@ struct ngx_http_llm_tally_s {
     u_char                      cache_key[32];
 
     unsigned                    parsed:1;   /* the request body was read */
+    unsigned                    posted:1;   /* POST, PUT or PATCH, as the
+                                               client sent it */
     unsigned                    stream:1;
     unsigned                    reserving:1;  /* reserved[] is counted */
     unsigned                    answered:1; /* a response header went */

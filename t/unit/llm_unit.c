@@ -1521,6 +1521,22 @@ test_usage(void)
     check_stream("multi-line data", API_OPENAI, 1, multiline_sse, 3, 4, 2,
                  "m1", 1);
 
+    /* a BOM opening a stream is dropped, cut anywhere; half of one is not */
+
+    check_stream("a BOM first", API_OPENAI, 1,
+                 "\xef\xbb\xbf" "data: {\"model\":\"m\",\"usage\":"
+                 "{\"prompt_tokens\":71,\"completion_tokens\":72}}\n\n",
+                 71, 72, 0, "m", 1);
+    check_stream("half a BOM first", API_OPENAI, 1,
+                 "\xef\xbb" "data: {\"model\":\"m\",\"usage\":"
+                 "{\"prompt_tokens\":71,\"completion_tokens\":72}}\n\n"
+                 "data: {\"model\":\"m2\"}\n\n",
+                 0, 0, 0, "m2", 1);
+    check_stream("a BOM later", API_OPENAI, 1,
+                 "data: {\"model\":\"m3\"}\n\n\xef\xbb\xbf" "data: "
+                 "{\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2}}"
+                 "\n\n", 0, 0, 0, "m3", 1);
+
     check_stream("no usage", API_OPENAI, 1, nousage_sse, 0, 0, 12,
                  "llama-3", 1);
 

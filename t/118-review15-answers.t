@@ -1,0 +1,200 @@
+# Review 15, the answers: what a client is charged when nginx, not the
+# client, reads the answer (proxy_cache filling after the client left, an
+# X-Accel-Redirect), when a gateway location is reached as a subrequest,
+# and when a stream opens with a BOM.  Each block failed before its fix.
+
+use strict;
+use warnings;
+
+use lib 't/lib';
+use Test::LLM::Nginx;
+use Test::LLM::Keys;
+use Test::LLM::Chat qw(chat post);
+
+our $Auth = "Authorization: Bearer $Test::LLM::Keys::CAROL";
+
+our $Http = $Test::LLM::Keys::TIERS . <<"_EOC_";
+    llm_tier tok tokens=1000/m output_tokens=500/m;
+    log_format llm '\$llm_account|\$llm_prompt_tokens|\$llm_completion_tokens|\$llm_tokens_estimated|\$upstream_cache_status|\$status';
+_EOC_
+
+# carol's output tokens used this minute, as llm_usage shows them
+sub output_used {
+    my $r = http_request("GET /usage", more_headers => $::Auth);
+    my ($out) = $r->{body}
+        =~ /"output_tokens","period":"1m","limit":500,"used":(\d+)/;
+    return $out // "none in $r->{body}";
+}
+
+run_tests();
+
+__DATA__
+
+=== TEST 1: a stream the client leaves while nginx reads it on into proxy_cache is charged its whole reservation (50 output tokens), not the few tokens that went out: its usage went to the cache, and every hit on it is free (before: 3 output tokens, then the same answer free from the cache)
+--- http_config eval
+$::Http . <<'_EOC_';
+    proxy_cache_path cache levels=1 keys_zone=llmcache:1m;
+_EOC_
+--- config
+access_log logs/access.log llm;
+llm_default_tier tok;
+location /v1/ {
+    llm_gateway on;
+    proxy_cache llmcache;
+    proxy_cache_methods POST;
+    proxy_cache_key $llm_cache_key;
+    proxy_cache_valid 200 10m;
+    proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+}
+location = /usage {
+    llm_usage;
+}
+--- mock eval
+sub { mock_openai_stream(usage => 1, prompt_tokens => 8, completion_tokens => 40, delay => 0.05, text => join(' ', ('word') x 40)) }
+--- request eval: ::post("/v1/chat/completions", ::chat(stream => 1))
+--- more_headers eval: $::Auth
+--- timeout: 0.5
+--- abort
+--- ignore_response
+--- wait: 3
+--- check eval
+sub {
+    my $first = ::output_used();
+    my $hit = http_request("POST /v1/chat/completions",
+        more_headers => "$::Auth\r\nContent-Type: application/json",
+        body => ::chat(stream => 1));
+    my $after = ::output_used();
+    my $got = "$first $hit->{status} $after";
+    return ($got eq "50 200 50"
+            && $hit->{body} =~ /"completion_tokens":40/,
+            "output used after the cut, the hit's status, used after it: "
+            . "$got (want 50 200 50)");
+}
+--- access_log_like
+^carol\|\d+\|50\|1\|MISS\|200$
+^carol\|0\|0\|0\|HIT\|200$
+
+
+
+=== TEST 2: an answer the backend hands over with X-Accel-Redirect is charged its usage (300 tokens): nginx fetches it with a GET, but the client's request was a POST (before: 0 tokens, the whole reservation given back)
+--- http_config eval: $::Http
+--- config
+access_log logs/access.log llm;
+llm_default_tier tok;
+location /v1/ {
+    llm_gateway on;
+    proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+}
+location /internal/ {
+    internal;
+    proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+}
+location = /usage {
+    llm_usage;
+}
+--- mock eval
+sub {
+    my ($req) = @_;
+    return mock_openai(prompt_tokens => 100, completion_tokens => 200)
+        if $req->{path} =~ m{^/internal/};
+    return { headers => { 'Content-Type' => 'application/json',
+                          'X-Accel-Redirect' => '/internal/chat/completions' },
+             body => '{}' };
+}
+--- request eval
+[::post("/v1/chat/completions", ::chat()), "GET /usage"]
+--- more_headers eval: $::Auth
+--- error_code eval
+[200, 200]
+--- response_body_like eval
+['"completion_tokens":200', '"dimension":"tokens","period":"1m","limit":1000,"used":300,']
+--- mock_count: 2
+--- access_log_like
+^carol\|100\|200\|0\|-\|200$
+
+
+
+=== TEST 3: a gateway location included by SSI from a page the gateway does not guard is refused (403 to the subrequest, an error logged): a subrequest skips the access phase, so it went to the backend unchecked, uncounted, with the page request's gateway key (before: the completion was in the page and the backend got "Authorization: Bearer sk-llm-...")
+--- http_config eval: $::Http
+--- config
+llm_default_tier tok;
+location = /page.html {
+    ssi on;
+    root html;
+}
+location /v1/ {
+    llm_gateway on;
+    proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+}
+--- user_files
+>>> html/page.html
+before <!--# include virtual="/v1/chat/completions" --> after
+--- request eval
+["GET /page.html", "GET /page.html"]
+--- more_headers eval
+["", $::Auth]
+--- error_code eval
+[200, 200]
+--- response_body_like eval
+['^before <html>.*403 Forbidden.*</html>\r?\n after\n\z',
+ '^before <html>.*403 Forbidden.*</html>\r?\n after\n\z']
+--- mock_count: 0
+--- error_log
+subrequest "/v1/chat/completions" to a gateway location refused
+
+
+
+=== TEST 4: a mirror of a request the gateway admitted is still served, and neither copy carries the client's key to a backend
+--- http_config eval: $::Http
+--- config
+llm_default_tier tok;
+location /v1/ {
+    llm_gateway on;
+    mirror /shadow;
+    proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+}
+location = /shadow {
+    internal;
+    llm_gateway on;
+    proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT/shadow;
+}
+--- request eval: ::post("/v1/chat/completions", ::chat())
+--- more_headers eval: $::Auth
+--- error_code: 200
+--- wait: 0.5
+--- mock_count: 2
+--- check eval
+sub {
+    my @r = mock_requests();
+    my @paths = sort map { $_->{path} } @r;
+    return (0, "paths: @paths") unless "@paths" eq "/shadow /v1/chat/completions";
+    for my $q (@r) {
+        return (0, "$q->{path} got a credential: "
+                   . ($q->{headers}{authorization} // ''))
+            if grep { defined $q->{headers}{$_} && $q->{headers}{$_} =~ /sk-llm|Bearer/ }
+                    qw(authorization x-api-key api-key x-goog-api-key);
+    }
+    return 1;
+}
+--- no_error_log
+refused
+
+
+
+=== TEST 5: an SSE answer that opens with a UTF-8 BOM has its usage read (71 + 72 tokens), as the SSE standard drops the BOM (before: the estimate, 0 output tokens)
+--- http_config eval: $::Http
+--- config
+access_log logs/access.log llm;
+llm_default_tier tok;
+location /v1/ {
+    llm_gateway on;
+    proxy_buffering off;
+    proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+}
+--- mock eval
+sub { return { headers => { 'Content-Type' => 'text/event-stream' }, body => "\xEF\xBB\xBFdata: {\"usage\":{\"prompt_tokens\":71,\"completion_tokens\":72}}\n\ndata: [DONE]\n\n" } }
+--- request eval: ::post("/v1/chat/completions", ::chat(stream => 1))
+--- more_headers eval: $::Auth
+--- error_code: 200
+--- access_log_like
+^carol\|71\|72\|0\|-\|200$
