@@ -84,9 +84,10 @@ ngx_http_llm_access_any_handler(ngx_http_request_t *r)
  * (nginx lets the main request's admission stand for its parts): in a
  * gateway location one would go to the backend unchecked, uncounted,
  * and with the client's credential.  It is served only as a part of a
- * request that the gateway admitted (a mirror of one, an SSI include in
- * its answer), whose credentials are already out of the headers that
- * the two share; any other gets a 403.
+ * request that the gateway guards (a mirror of one, an SSI include in
+ * its answer, its auth_request where "llm_gateway on" is the server's)
+ * or admitted; any other (an include from a page it does not guard) gets
+ * a 403.
  */
 
 ngx_int_t
@@ -105,15 +106,16 @@ ngx_http_llm_subrequest_handler(ngx_http_request_t *r)
         return NGX_DECLINED;
     }
 
+    llcf = ngx_http_get_module_loc_conf(r->main, ngx_http_llm_gateway_module);
     ctx = ngx_http_llm_find_ctx(r->main);
 
-    if (ctx && ctx->result == NGX_HTTP_LLM_RESULT_PASSED) {
+    if (llcf->enable || (ctx && ctx->result == NGX_HTTP_LLM_RESULT_PASSED)) {
         return NGX_DECLINED;
     }
 
     ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                   "llm: subrequest \"%V\" to a gateway location refused: "
-                  "the gateway did not admit the request it is part of",
+                  "the gateway does not guard the request it is part of",
                   &r->uri);
 
     return NGX_HTTP_FORBIDDEN;

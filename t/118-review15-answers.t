@@ -198,3 +198,42 @@ sub { return { headers => { 'Content-Type' => 'text/event-stream' }, body => "\x
 --- error_code: 200
 --- access_log_like
 ^carol\|71\|72\|0\|-\|200$
+
+
+
+=== TEST 6: with llm_gateway on for the whole server, auth_request's subrequest (to a location that inherits it) is still served, and a request it denies is refused before the gateway counts it
+--- http_config eval: $::Http
+--- config
+llm_gateway on;
+llm_default_tier tok;
+location /v1/ {
+    auth_request /auth;
+    proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+}
+location = /auth {
+    internal;
+    proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT/auth;
+    proxy_pass_request_body off;
+    proxy_set_header Content-Length "";
+}
+location = /usage {
+    llm_usage;
+}
+--- mock eval
+sub {
+    my ($req) = @_;
+    return { status => $req->{headers}{'x-deny'} ? 403 : 200, body => '' }
+        if $req->{path} eq '/auth';
+    return mock_openai(prompt_tokens => 10, completion_tokens => 20);
+}
+--- request eval
+[::post("/v1/chat/completions", ::chat()), ::post("/v1/chat/completions", ::chat()), "GET /usage"]
+--- more_headers eval
+[$::Auth, "$::Auth\r\nX-Deny: 1", $::Auth]
+--- error_code eval
+[200, 403, 200]
+--- response_body_like eval
+['"completion_tokens":20', '', '"dimension":"tokens","period":"1m","limit":1000,"used":30,']
+--- mock_count: 3
+--- no_error_log
+refused
