@@ -576,9 +576,19 @@ ngx_http_llm_limit(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
 
             ctx->no_retry = 1;
             p = ngx_http_llm_limit_text(msg.data, &d, dim);
-            p = ngx_snprintf(p, 256 - (p - msg.data), " in tier \"%V\" "
-                             "is less than this request needs (%uL).",
-                             &tier->name, d.need[dim]);
+
+            if (dim == NGX_HTTP_LLM_DIM_COST) {
+                p = ngx_snprintf(p, 256 - (p - msg.data), " in tier "
+                                 "\"%V\" is less than this request needs "
+                                 "(%uL.%06uL USD).", &tier->name,
+                                 d.need[dim] / 1000000,
+                                 d.need[dim] % 1000000);
+
+            } else {
+                p = ngx_snprintf(p, 256 - (p - msg.data), " in tier "
+                                 "\"%V\" is less than this request needs "
+                                 "(%uL).", &tier->name, d.need[dim]);
+            }
 
         } else {
             p = ngx_snprintf(msg.data, 256, "%s reached for ",

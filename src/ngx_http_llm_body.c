@@ -32,6 +32,30 @@ static ngx_int_t ngx_http_llm_body_cache_key(ngx_http_request_t *r,
     ngx_http_llm_tally_t *t, ngx_str_t *canonical);
 
 
+/* where each API generates, by NGX_HTTP_LLM_API_* */
+
+static ngx_str_t  ngx_http_llm_openai_generates[] = {
+    ngx_string("/completions"), ngx_string("/responses"),
+    ngx_string("/embeddings"), ngx_null_string
+};
+
+static ngx_str_t  ngx_http_llm_anthropic_generates[] = {
+    ngx_string("/messages"), ngx_string("/complete"),
+    ngx_string(":rawPredict"), ngx_string(":streamRawPredict"),
+    ngx_null_string
+};
+
+static ngx_str_t  ngx_http_llm_gemini_generates[] = {
+    ngx_string(":generateContent"), ngx_string(":streamGenerateContent"),
+    ngx_null_string
+};
+
+static ngx_str_t  *ngx_http_llm_generates[] = {
+    ngx_http_llm_openai_generates, ngx_http_llm_openai_generates,
+    ngx_http_llm_anthropic_generates, ngx_http_llm_gemini_generates
+};
+
+
 ngx_uint_t
 ngx_http_llm_body_wanted(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     ngx_http_llm_loc_conf_t *llcf)
@@ -41,7 +65,10 @@ ngx_http_llm_body_wanted(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
 
     /*
      * file uploads (audio, images, documents, batch files; multipart or
-     * raw, as Gemini's "upload/v1beta/files") are not prompts to read
+     * raw, as Gemini's "upload/v1beta/files") are not prompts to read;
+     * what goes to a generation endpoint is, whatever it says it is (a
+     * chat request sent as application/octet-stream, which llama.cpp's
+     * server and Ollama read as JSON all the same)
      */
 
     static ngx_str_t           uploads[] = {
@@ -59,7 +86,9 @@ ngx_http_llm_body_wanted(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
         return 0;
     }
 
-    if (r->headers_in.content_type) {
+    if (r->headers_in.content_type
+        && !ngx_http_llm_body_uri_ends(r, ngx_http_llm_generates[ctx->api]))
+    {
         type = &r->headers_in.content_type->value;
 
         for (u = uploads; u->len; u++) {
@@ -147,26 +176,6 @@ ngx_http_llm_body_parse(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     ngx_http_llm_main_conf_t     *lmcf;
     ngx_http_llm_request_info_t   info;
 
-    /* where each API generates, by NGX_HTTP_LLM_API_* */
-
-    static ngx_str_t  openai[] = {
-        ngx_string("/completions"), ngx_string("/responses"),
-        ngx_string("/embeddings"), ngx_null_string
-    };
-
-    static ngx_str_t  anthropic[] = {
-        ngx_string("/messages"), ngx_string("/complete"),
-        ngx_string(":rawPredict"), ngx_string(":streamRawPredict"),
-        ngx_null_string
-    };
-
-    static ngx_str_t  gemini[] = {
-        ngx_string(":generateContent"), ngx_string(":streamGenerateContent"),
-        ngx_null_string
-    };
-
-    static ngx_str_t  *generates[] = { openai, openai, anthropic, gemini };
-
     static ngx_str_t  embeddings[] = {
         ngx_string("/embeddings"), ngx_null_string
     };
@@ -196,7 +205,7 @@ ngx_http_llm_body_parse(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
                                              error, lmcf->bpe);
 
     if (rc == NGX_DECLINED && (info.no_prompt || info.no_max)
-        && !ngx_http_llm_body_uri_ends(r, generates[ctx->api]))
+        && !ngx_http_llm_body_uri_ends(r, ngx_http_llm_generates[ctx->api]))
     {
         /*
          * a body of the API's that prompts nothing (batches, token

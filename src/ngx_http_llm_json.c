@@ -73,6 +73,8 @@ static ngx_int_t ngx_http_llm_json_dump_sorted(ngx_pool_t *pool,
     json_t *root, ngx_str_t *out);
 static ngx_int_t ngx_http_llm_json_set_usage(ngx_pool_t *pool, u_char *body,
     size_t len, ngx_str_t *out);
+static ngx_uint_t ngx_http_llm_json_document(ngx_http_llm_jtape_t *t,
+    ngx_uint_t part, ngx_http_llm_request_info_t *info);
 
 
 ngx_int_t
@@ -794,7 +796,8 @@ ngx_http_llm_json_content(ngx_http_llm_jtape_t *t, ngx_uint_t v,
 
 /*
  * One part of a content array, in any of the three shapes: text, an
- * image or file (a fixed cost), a tool call or its result.
+ * image or file (a fixed cost, once however it is given), an Anthropic
+ * document of text (its text), a tool call or its result.
  */
 
 static void
@@ -802,9 +805,9 @@ ngx_http_llm_json_part(ngx_http_llm_jtape_t *t, ngx_uint_t part,
     ngx_http_llm_request_info_t *info, ngx_uint_t nested)
 {
     ngx_str_t    type;
-    ngx_uint_t   v, p, i;
+    ngx_uint_t   v, p, i, media;
 
-    static ngx_str_t  media[] = {
+    static ngx_str_t  media_types[] = {
         ngx_string("image_url"), ngx_string("image"),
         ngx_string("input_image"), ngx_string("input_audio"),
         ngx_string("input_file"), ngx_string("file"),
@@ -823,21 +826,27 @@ ngx_http_llm_json_part(ngx_http_llm_jtape_t *t, ngx_uint_t part,
     ngx_http_llm_json_text(t, jt_get(part, "text"), info);
     ngx_http_llm_json_text(t, jt_get(part, "thinking"), info);
 
+    media = (jt_get(part, "inlineData") || jt_get(part, "inline_data")
+             || jt_get(part, "fileData") || jt_get(part, "file_data"));
+
     if (ngx_http_llm_jtape_str(t, jt_get(part, "type"), &type) == NGX_OK) {
-        for (i = 0; i < sizeof(media) / sizeof(ngx_str_t); i++) {
-            if (type.len == media[i].len
-                && ngx_memcmp(type.data, media[i].data, type.len) == 0)
+        for (i = 0; i < sizeof(media_types) / sizeof(ngx_str_t); i++) {
+            if (type.len == media_types[i].len
+                && ngx_memcmp(type.data, media_types[i].data, type.len) == 0)
             {
-                ngx_http_llm_estimate_add_tokens(&info->estimate,
-                                                NGX_HTTP_LLM_TOKENS_PER_IMAGE);
+                media = 1;
                 break;
             }
         }
+
+        if (type.len == 8 && ngx_memcmp(type.data, "document", 8) == 0
+            && ngx_http_llm_json_document(t, part, info))
+        {
+            media = 0;
+        }
     }
 
-    if (jt_get(part, "inlineData") || jt_get(part, "inline_data")
-        || jt_get(part, "fileData") || jt_get(part, "file_data"))
-    {
+    if (media) {
         ngx_http_llm_estimate_add_tokens(&info->estimate,
                                          NGX_HTTP_LLM_TOKENS_PER_IMAGE);
     }
@@ -862,6 +871,51 @@ ngx_http_llm_json_part(ngx_http_llm_jtape_t *t, ngx_uint_t part,
             ngx_http_llm_json_part(t, p, info, 1);
         }
     }
+}
+
+
+/*
+ * An Anthropic document: 1 if it is text, whose words count (a "text"
+ * source's data, a "content" source's blocks; its title and context),
+ * 0 if it is a file (a PDF, base64 or by URL: a fixed cost).
+ */
+
+static ngx_uint_t
+ngx_http_llm_json_document(ngx_http_llm_jtape_t *t, ngx_uint_t part,
+    ngx_http_llm_request_info_t *info)
+{
+    ngx_str_t   type;
+    ngx_uint_t  src, v, p;
+
+    src = jt_get(part, "source");
+
+    if (ngx_http_llm_jtape_str(t, jt_get(src, "type"), &type) != NGX_OK) {
+        return 0;
+    }
+
+    if (type.len == 4 && ngx_memcmp(type.data, "text", 4) == 0) {
+        ngx_http_llm_json_text(t, jt_get(src, "data"), info);
+
+    } else if (type.len == 7 && ngx_memcmp(type.data, "content", 7) == 0) {
+        v = jt_get(src, "content");
+
+        if (jt_is(v, STRING)) {
+            ngx_http_llm_json_text(t, v, info);
+
+        } else {
+            for (p = jt_first(v); p; p = jt_next(v, p)) {
+                ngx_http_llm_json_part(t, p, info, 1);
+            }
+        }
+
+    } else {
+        return 0;
+    }
+
+    ngx_http_llm_json_text(t, jt_get(part, "title"), info);
+    ngx_http_llm_json_text(t, jt_get(part, "context"), info);
+
+    return 1;
 }
 
 

@@ -68,6 +68,8 @@ typedef struct {
     ngx_uint_t                  completion_tokens;
     ngx_uint_t                  streamed_chars;  /* generated text, code
                                                     points */
+    ngx_uint_t                  told_chars; /* streamed_chars when a usage
+                                               last named the output's */
     ngx_http_llm_estimate_t     generated;  /* the same text, estimated */
     ngx_str_t                   model;      /* as the response names it */
 

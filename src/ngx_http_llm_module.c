@@ -218,7 +218,7 @@ ngx_module_t  ngx_http_llm_gateway_module = {
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
     ngx_http_llm_exit_process,             /* exit process */
-    NULL,                                  /* exit master */
+    ngx_http_llm_replay_exit_master,       /* exit master */
     NGX_MODULE_V1_PADDING
 };
 

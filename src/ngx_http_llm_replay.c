@@ -293,6 +293,35 @@ ngx_http_llm_replay_init_process(ngx_cycle_t *cycle)
 
 
 /*
+ * nginx stops (the workers are gone): batches still in the zone, which
+ * no worker will replay, go with it; the operator hears of it.
+ */
+
+void
+ngx_http_llm_replay_exit_master(ngx_cycle_t *cycle)
+{
+    ngx_uint_t                 n;
+    ngx_http_llm_main_conf_t  *lmcf;
+
+    lmcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                               ngx_http_llm_gateway_module);
+
+    if (lmcf == NULL || !lmcf->redis || lmcf->shm_zone == NULL) {
+        return;
+    }
+
+    n = ngx_http_llm_store_parcels(lmcf->shm_zone);
+
+    if (n) {
+        ngx_log_error(NGX_LOG_ERR, cycle->log, 0,
+                      "llm_redis: %ui batches of usage counted locally "
+                      "during a Redis outage are lost: nginx stopped "
+                      "before Redis came back", n);
+    }
+}
+
+
+/*
  * The worker exits (after its Redis connections have closed, so no
  * batch is on its way): what it could not send goes to the zone.
  */
@@ -337,7 +366,8 @@ ngx_http_llm_replay_exit_process(ngx_cycle_t *cycle)
 
     ngx_log_error(NGX_LOG_NOTICE, cycle->log, 0,
                   "llm_redis: %ui batches of usage counted locally are "
-                  "left in llm_zone for the next workers to replay", n);
+                  "left in llm_zone for the workers of a reload to replay",
+                  n);
 
     if (ngx_http_llm_replay_lost) {
         ngx_log_error(NGX_LOG_WARN, cycle->log, 0,

@@ -362,10 +362,14 @@ ngx_http_llm_header_filter(ngx_http_request_t *r)
 
     /*
      * our own error for an admitted request (the pool's 502) is an
-     * answer too: it costs no tokens
+     * answer too: it costs no tokens; one let through uncounted (Redis
+     * down, on_error=allow) is read all the same, for the variables
      */
 
-    if (ctx->tally && ctx->result == NGX_HTTP_LLM_RESULT_PASSED) {
+    if (ctx->tally
+        && (ctx->result == NGX_HTTP_LLM_RESULT_PASSED
+            || ctx->result == NGX_HTTP_LLM_RESULT_STORE))
+    {
         ngx_http_llm_tally_start(r, ctx);
     }
 

@@ -1269,14 +1269,19 @@ ngx_http_llm_usage_object(ngx_http_llm_usage_t *u, ngx_http_llm_jtape_t *t,
     /* usage objects that named the output's count (see below) */
 
     u->objects += out;
+
+    if (out) {
+        u->told_chars = u->streamed_chars;
+    }
 }
 
 
 /*
  * Whether the usage told holds for the whole answer: it named the
- * output's count, and that count is not only the placeholder of an
+ * output's count, that count is not only the placeholder of an
  * Anthropic stream's message_start (output_tokens 1), which its
- * message_delta replaces at the end.
+ * message_delta replaces at the end, and no text of a stream came after
+ * it (a Gemini stream that told usage in its first chunk only).
  */
 
 ngx_uint_t
@@ -1284,7 +1289,8 @@ ngx_http_llm_usage_final(ngx_http_llm_usage_t *u)
 {
     return u->found && u->told_out
            && !(u->sse && u->api == NGX_HTTP_LLM_API_ANTHROPIC
-                && u->objects < 2);
+                && u->objects < 2)
+           && !(u->sse && u->streamed_chars > u->told_chars);
 }
 
 

@@ -483,6 +483,19 @@ ngx_http_llm_store_leave(ngx_shm_zone_t *shm_zone, void *data, size_t len)
 }
 
 
+/* how many parcels are left (read without the lock: a hint) */
+
+ngx_uint_t
+ngx_http_llm_store_parcels(ngx_shm_zone_t *shm_zone)
+{
+    ngx_http_llm_zone_ctx_t  *ctx;
+
+    ctx = shm_zone->data;
+
+    return (ctx && ctx->sh) ? ctx->sh->nparcels : 0;
+}
+
+
 /*
  * The oldest parcel left, copied to the heap (ngx_free() it), its
  * length in "len"; NULL: none (or no memory: it stays).

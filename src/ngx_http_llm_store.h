@@ -24,6 +24,7 @@ void ***keys);
 ngx_int_t ngx_http_llm_store_leave(ngx_shm_zone_t *shm_zone, void *data,
     size_t len);
 void *ngx_http_llm_store_take(ngx_shm_zone_t *shm_zone, size_t *len);
+ngx_uint_t ngx_http_llm_store_parcels(ngx_shm_zone_t *shm_zone);
 ngx_int_t ngx_http_llm_store_skew(ngx_shm_zone_t *shm_zone, int64_t *skew);
 void ngx_http_llm_store_set_skew(ngx_shm_zone_t *shm_zone, int64_t skew);
 

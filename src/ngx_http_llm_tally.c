@@ -443,33 +443,34 @@ ngx_http_llm_tally_body(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
 
 
 /*
- * The answer went on from the backend into proxy_cache after the client
- * had gone (nginx reads a cacheable answer to its end): the body filter
- * saw only what went out before.
+ * The answer went on from the backend into proxy_cache (or proxy_store)
+ * after the client had gone, as nginx reads such an answer to its end:
+ * the body filter saw only what went out before.
  */
 
 static ngx_uint_t
 ngx_http_llm_tally_cache_fill(ngx_http_request_t *r, ngx_http_llm_tally_t *t)
 {
-#if (NGX_HTTP_CACHE)
+    ngx_uint_t            kept;
     ngx_event_pipe_t     *p;
     ngx_http_upstream_t  *u;
 
     u = r->upstream;
 
-    if (!t->observing || t->complete || u == NULL || !u->cacheable
-        || u->pipe == NULL)
-    {
+    if (!t->observing || t->complete || u == NULL || u->pipe == NULL) {
         return 0;
     }
 
+    kept = u->store;
+
+#if (NGX_HTTP_CACHE)
+    kept |= u->cacheable;
+#endif
+
     p = u->pipe;
 
-    return (p->upstream_done || p->upstream_eof)
+    return kept && (p->upstream_done || p->upstream_eof)
            && (p->downstream_error || r->connection->error);
-#else
-    return 0;
-#endif
 }
 
 

@@ -407,7 +407,7 @@ location = /usage {
 --- error_code eval
 [200, 429, 200, 200]
 --- response_body_like eval
-["", 'cost per 1m \(limit 0\.001000 USD\) in tier \\\\"cents\\\\" is less than this request needs \(2\d\d\d\)',
+["", 'cost per 1m \(limit 0\.001000 USD\) in tier \\\\"cents\\\\" is less than this request needs \(0\.002\d\d\d USD\)',
  "", '"dimension":"cost","period":"1m","limit":0\.001000,"used":0\.000255,"remaining":0\.000745,']
 --- access_log_like
 ^carol\|gpt-4o\|0\|10\|20\|30\|0\|0\.000225\|200$

@@ -751,9 +751,23 @@ ref_json_content(json_t *v, ngx_http_llm_request_info_t *info,
 }
 
 
+/* a string's value, or NULL: not a string, or one with a NUL in it */
+
+static const char *
+ref_string(json_t *v)
+{
+    const char  *s;
+
+    s = json_string_value(v);
+
+    return (s && strlen(s) == json_string_length(v)) ? s : NULL;
+}
+
+
 /*
  * One part of a content array, in any of the three shapes: text, an
- * image or file (a fixed cost), a tool call or its result.
+ * image or file (a fixed cost, once however it is given), an Anthropic
+ * document of text (its text), a tool call or its result.
  */
 
 static void
@@ -761,8 +775,9 @@ ref_json_part(json_t *part, ngx_http_llm_request_info_t *info,
     ngx_uint_t nested)
 {
     size_t       i;
-    json_t      *v, *p;
-    const char  *type;
+    json_t      *v, *p, *src;
+    ngx_uint_t   media;
+    const char  *type, *stype;
 
     if (json_is_string(part)) {
         ref_json_text(part, info);
@@ -776,7 +791,12 @@ ref_json_part(json_t *part, ngx_http_llm_request_info_t *info,
     ref_json_text(json_object_get(part, "text"), info);
     ref_json_text(json_object_get(part, "thinking"), info);
 
-    type = json_string_value(json_object_get(part, "type"));
+    media = (json_object_get(part, "inlineData") != NULL
+             || json_object_get(part, "inline_data") != NULL
+             || json_object_get(part, "fileData") != NULL
+             || json_object_get(part, "file_data") != NULL);
+
+    type = ref_string(json_object_get(part, "type"));
 
     if (type != NULL
         && (ngx_strcmp(type, "image_url") == 0
@@ -787,15 +807,39 @@ ref_json_part(json_t *part, ngx_http_llm_request_info_t *info,
             || ngx_strcmp(type, "file") == 0
             || ngx_strcmp(type, "document") == 0))
     {
-        ngx_http_llm_estimate_add_tokens(&info->estimate,
-                                         NGX_HTTP_LLM_TOKENS_PER_IMAGE);
+        media = 1;
     }
 
-    if (json_object_get(part, "inlineData") != NULL
-        || json_object_get(part, "inline_data") != NULL
-        || json_object_get(part, "fileData") != NULL
-        || json_object_get(part, "file_data") != NULL)
-    {
+    if (type != NULL && ngx_strcmp(type, "document") == 0) {
+        src = json_object_get(part, "source");
+        stype = ref_string(json_object_get(src, "type"));
+
+        if (stype != NULL && ngx_strcmp(stype, "text") == 0) {
+            ref_json_text(json_object_get(src, "data"), info);
+            media = 0;
+
+        } else if (stype != NULL && ngx_strcmp(stype, "content") == 0) {
+            v = json_object_get(src, "content");
+
+            if (json_is_string(v)) {
+                ref_json_text(v, info);
+
+            } else {
+                json_array_foreach(v, i, p) {
+                    ref_json_part(p, info, 1);
+                }
+            }
+
+            media = 0;
+        }
+
+        if (!media) {
+            ref_json_text(json_object_get(part, "title"), info);
+            ref_json_text(json_object_get(part, "context"), info);
+        }
+    }
+
+    if (media) {
         ngx_http_llm_estimate_add_tokens(&info->estimate,
                                          NGX_HTTP_LLM_TOKENS_PER_IMAGE);
     }
