@@ -84,10 +84,12 @@ ngx_http_llm_access_any_handler(ngx_http_request_t *r)
  * (nginx lets the main request's admission stand for its parts): in a
  * gateway location one would go to the backend unchecked, uncounted,
  * and with the client's credential.  It is served only as a part of a
- * request that the gateway guards (a mirror of one, an SSI include in
- * its answer, its auth_request where "llm_gateway on" is the server's)
- * or admitted; any other (an include from a page it does not guard) gets
- * a 403.
+ * request that the gateway admitted (a mirror of one, an SSI include in
+ * its answer), or of one that a gateway location is yet to decide on
+ * (its auth_request, where "llm_gateway on" is the server's); any other
+ * (an include from a page it does not guard, or from the error_page of
+ * a request it refused) gets a 403.  (Clone subrequests, as
+ * proxy_cache_background_update makes, start past this phase.)
  */
 
 ngx_int_t
@@ -109,13 +111,18 @@ ngx_http_llm_subrequest_handler(ngx_http_request_t *r)
     llcf = ngx_http_get_module_loc_conf(r->main, ngx_http_llm_gateway_module);
     ctx = ngx_http_llm_find_ctx(r->main);
 
-    if (llcf->enable || (ctx && ctx->result == NGX_HTTP_LLM_RESULT_PASSED)) {
+    if (ctx && ctx->done) {
+        if (ctx->result == NGX_HTTP_LLM_RESULT_PASSED || ctx->uncounted) {
+            return NGX_DECLINED;
+        }
+
+    } else if (llcf->enable) {
         return NGX_DECLINED;
     }
 
     ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                   "llm: subrequest \"%V\" to a gateway location refused: "
-                  "the gateway does not guard the request it is part of",
+                  "the gateway did not admit the request it is part of",
                   &r->uri);
 
     return NGX_HTTP_FORBIDDEN;
@@ -530,6 +537,7 @@ ngx_http_llm_limit(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
     if (rc == NGX_HTTP_LLM_UNCOUNTED) {
         /* on_error=allow */
         ctx->result = NGX_HTTP_LLM_RESULT_STORE;
+        ctx->uncounted = 1;
         ctx->done = 1;
         return NGX_DECLINED;
     }

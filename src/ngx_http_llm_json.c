@@ -1223,7 +1223,6 @@ ngx_http_llm_json_canonical(ngx_pool_t *pool, u_char *body, size_t len,
     root = json_loadb((char *) body, len, JSON_DECODE_ANY|JSON_ALLOW_NUL,
                       &err);
     if (root == NULL) {
-
         /* the tape has checked the body: the rest is out of memory */
 
         if (json_error_code(&err) != json_error_numeric_overflow) {

@@ -10,8 +10,9 @@
  * up by a linear pass over an object's members (the last one of a
  * repeated key wins, as in jansson) and unescape only the strings they
  * read.  It accepts and refuses what jansson's json_loadb() accepts and
- * refuses with JSON_DECODE_ANY|JSON_ALLOW_NUL, an integer beyond 64 bits
- * read as a real (JSON_DECODE_INT_AS_REAL), which t/fuzz checks.
+ * refuses with JSON_DECODE_ANY|JSON_ALLOW_NUL, but for an integer beyond
+ * 64 bits, which it reads as a real (as jansson does every integer with
+ * JSON_DECODE_INT_AS_REAL), which t/fuzz checks.
  *
  * Why not jansson here: its tree of a 2 KB chat body (a malloc() per
  * value, a hash per object) took 22 us of a worker's time per request,
@@ -563,7 +564,8 @@ ngx_http_llm_jt_hex4(u_char *p, u_char *last, uint32_t *code)
  * -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?  A number must not
  * overflow a double, as jansson's strtod() has it.  An integer beyond 64
  * bits is a real (JSON sets no limit, and a tool's schema may name
- * 18446744073709551615), as jansson reads it with JSON_DECODE_INT_AS_REAL.
+ * 18446744073709551615), as jansson reads integers with
+ * JSON_DECODE_INT_AS_REAL.
  */
 
 static u_char *

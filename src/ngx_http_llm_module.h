@@ -158,6 +158,7 @@ typedef struct {
 
     unsigned                    has_key_id:1;
     unsigned                    conc_held:1;
+    unsigned                    uncounted:1;   /* let through, Redis down */
     unsigned                    no_retry:1;    /* x-should-retry: false */
     unsigned                    done:1;
     unsigned                    own_error:1;   /* our error response */

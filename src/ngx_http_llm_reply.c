@@ -367,8 +367,7 @@ ngx_http_llm_header_filter(ngx_http_request_t *r)
      */
 
     if (ctx->tally
-        && (ctx->result == NGX_HTTP_LLM_RESULT_PASSED
-            || ctx->result == NGX_HTTP_LLM_RESULT_STORE))
+        && (ctx->result == NGX_HTTP_LLM_RESULT_PASSED || ctx->uncounted))
     {
         ngx_http_llm_tally_start(r, ctx);
     }

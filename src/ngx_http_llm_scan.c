@@ -1281,7 +1281,8 @@ ngx_http_llm_usage_object(ngx_http_llm_usage_t *u, ngx_http_llm_jtape_t *t,
  * output's count, that count is not only the placeholder of an
  * Anthropic stream's message_start (output_tokens 1), which its
  * message_delta replaces at the end, and no text of a stream came after
- * it (a Gemini stream that told usage in its first chunk only).
+ * it (a Gemini stream, SSE or a JSON array, that told usage in its first
+ * chunk only; the other APIs' JSON answers may name usage first).
  */
 
 ngx_uint_t
@@ -1290,7 +1291,8 @@ ngx_http_llm_usage_final(ngx_http_llm_usage_t *u)
     return u->found && u->told_out
            && !(u->sse && u->api == NGX_HTTP_LLM_API_ANTHROPIC
                 && u->objects < 2)
-           && !(u->sse && u->streamed_chars > u->told_chars);
+           && !((u->sse || u->api == NGX_HTTP_LLM_API_GEMINI)
+                && u->streamed_chars > u->told_chars);
 }
 
 

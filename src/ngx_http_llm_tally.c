@@ -461,7 +461,9 @@ ngx_http_llm_tally_cache_fill(ngx_http_request_t *r, ngx_http_llm_tally_t *t)
         return 0;
     }
 
-    kept = u->store;
+    /* u->store is cleared once the file is stored: the conf says it */
+
+    kept = u->conf->store ? 1 : 0;
 
 #if (NGX_HTTP_CACHE)
     kept |= u->cacheable;
@@ -469,8 +471,13 @@ ngx_http_llm_tally_cache_fill(ngx_http_request_t *r, ngx_http_llm_tally_t *t)
 
     p = u->pipe;
 
-    return kept && (p->upstream_done || p->upstream_eof)
-           && (p->downstream_error || r->connection->error);
+    if (kept && (p->upstream_done || p->upstream_eof)
+        && (p->downstream_error || r->connection->error))
+    {
+        return 1;
+    }
+
+    return 0;
 }
 
 
@@ -535,7 +542,9 @@ ngx_http_llm_tally_finish(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
 
             n = ngx_http_llm_estimate_tokens(&t->usage.generated);
 
-            if (ngx_http_llm_tally_cache_fill(r, t)) {
+            if (!ngx_http_llm_usage_final(&t->usage)
+                && ngx_http_llm_tally_cache_fill(r, t))
+            {
                 n = ngx_max(n, t->output);
             }
 

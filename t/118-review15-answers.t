@@ -237,3 +237,143 @@ sub {
 --- mock_count: 3
 --- no_error_log
 refused
+
+
+
+=== TEST 7: a stream whose final usage went out before the client left, while nginx read the rest into proxy_cache, is charged that usage (40 output tokens), not its reservation (300)
+--- http_config eval
+$::Http . <<'_EOC_';
+    proxy_cache_path cache levels=1 keys_zone=llmcache:1m;
+_EOC_
+--- config
+access_log logs/access.log llm;
+llm_default_tier tok;
+location /v1/ {
+    llm_gateway on;
+    proxy_cache llmcache;
+    proxy_cache_methods POST;
+    proxy_cache_key $llm_cache_key;
+    proxy_cache_valid 200 10m;
+    proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+}
+location = /usage {
+    llm_usage;
+}
+--- mock eval
+sub {
+    my $ev = sub { "event: $_[0]\ndata: $_[1]\n\n" };
+    return { headers => { 'Content-Type' => 'text/event-stream' }, chunks => [
+        $ev->('message_start', '{"type":"message_start","message":{"id":"m1","model":"claude-x","usage":{"input_tokens":12,"output_tokens":1}}}'),
+        $ev->('content_block_delta', '{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hello there"}}'),
+        $ev->('message_delta', '{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":40}}'),
+        { delay => 1.5 },
+        $ev->('message_stop', '{"type":"message_stop"}') ] };
+}
+--- request eval: ::post("/v1/messages", ::chat(model => "claude-x", stream => 1, max => 300))
+--- more_headers eval: $::Auth
+--- timeout: 0.7
+--- abort
+--- ignore_response
+--- wait: 2.5
+--- check eval
+sub {
+    my $out = ::output_used();
+    return ($out eq '40', "output tokens charged: $out (want 40)");
+}
+--- access_log_like
+^carol\|12\|40\|0\|MISS\|200$
+
+
+
+=== TEST 8: a Gemini stream as a JSON array (no alt=sse) whose usage came in its first element only, and text after it, is charged at least that text, as its SSE form is
+--- http_config eval: $::Http
+--- config
+access_log logs/access.log llm;
+llm_default_tier tok;
+location /v1beta/ {
+    llm_gateway on;
+    proxy_buffering off;
+    proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+}
+--- mock eval
+sub {
+    my $words = join ' ', ('word') x 40;
+    my $more = ",\r\n{\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"$words \"}],\"role\":\"model\"}}]}";
+    # streamed: element by element, as Gemini sends it
+    return { headers => { 'Content-Type' => 'application/json' },
+             chunks => [ "[{\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"Hi\"}],\"role\":\"model\"}}],\"usageMetadata\":{\"promptTokenCount\":9,\"candidatesTokenCount\":1,\"totalTokenCount\":10}}",
+                         (map { ({ delay => 0.05 }, $more) } 1 .. 5), "]" ] };
+}
+--- request eval: ::post("/v1beta/models/gemini-2.0-flash:streamGenerateContent", '{"contents":[{"role":"user","parts":[{"text":"Hi"}]}],"generationConfig":{"maxOutputTokens":400}}')
+--- more_headers eval: $::Auth
+--- error_code: 200
+--- access_log_like
+^carol\|9\|(1\d\d|2\d\d)\|1\|-\|200$
+
+
+
+=== TEST 9: the error_page of a request the gateway refused (a page with SSI, in a server with llm_gateway on) cannot include a gateway location: the include is refused, the backend never called
+--- http_config eval
+$::Http . "    llm_tier one requests=1/m;\n"
+--- config
+llm_gateway on;
+llm_default_tier one;
+error_page 429 /busy.html;
+location = /busy.html {
+    internal;
+    ssi on;
+    root html;
+}
+location /v1/ {
+    proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+}
+--- user_files
+>>> html/busy.html
+busy: <!--# include virtual="/v1/models" -->.
+--- request eval
+["GET /v1/models", "GET /v1/models"]
+--- more_headers eval: $::Auth
+--- error_code eval
+[200, 429]
+--- response_body_like eval
+['', '^busy: <html>.*403 Forbidden.*</html>\r?\n\.\n\z']
+--- mock_count: 1
+--- error_log
+subrequest "/v1/models" to a gateway location refused
+
+
+
+=== TEST 10: so with proxy_store: a stream the client leaves while nginx reads it on into its file is charged at least its usage (40 output tokens, read if it went by, else the reservation of 50), never only what went out before the client left
+--- http_config eval: $::Http
+--- config
+access_log logs/access.log llm;
+llm_default_tier tok;
+location /v1/ {
+    llm_gateway on;
+    root html;
+    proxy_store on;
+    proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+}
+location = /usage {
+    llm_usage;
+}
+--- user_files
+>>> html/v1/.keep
+--- mock eval
+sub { mock_openai_stream(usage => 1, prompt_tokens => 8, completion_tokens => 40, delay => 0.05, text => join(' ', ('word') x 40)) }
+--- request eval: ::post("/v1/chat/completions", ::chat(stream => 1))
+--- more_headers eval: $::Auth
+--- timeout: 0.5
+--- abort
+--- ignore_response
+--- wait: 3
+--- check eval
+sub {
+    my $out = ::output_used();
+    my $stored = -s servroot() . "/html/v1/chat/completions";
+    return ($out =~ /^(40|50)$/ && $stored && $stored > 1000,
+            "output tokens charged: $out (want 40 or 50), stored: "
+            . ($stored // 'nothing'));
+}
+--- access_log_like
+^carol\|\d+\|(40\|0|50\|1)\|-\|200$

@@ -120,6 +120,15 @@ repeats_a_key(u_char *body, size_t len)
     root = json_loadb((char *) body, len,
                       JSON_DECODE_ANY|JSON_ALLOW_NUL|JSON_REJECT_DUPLICATES,
                       &err);
+
+    if (root == NULL && json_error_code(&err) == json_error_numeric_overflow) {
+        /* an integer beyond 64 bits first: read on, as the tape does */
+        root = json_loadb((char *) body, len,
+                          JSON_DECODE_ANY|JSON_ALLOW_NUL
+                          |JSON_REJECT_DUPLICATES|JSON_DECODE_INT_AS_REAL,
+                          &err);
+    }
+
     if (root) {
         json_decref(root);
         return 0;
