@@ -358,6 +358,15 @@ ngx_http_llm_tally_start(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
         return;
     }
 
+    sse = r->headers_out.content_type.len >= 17
+          && ngx_strncasecmp(r->headers_out.content_type.data,
+                             (u_char *) "text/event-stream", 17)
+             == 0;
+
+    if (sse) {
+        t->stream = 1;
+    }
+
     if (r->headers_out.content_encoding
         && r->headers_out.content_encoding->value.len
         && ngx_strcasecmp(r->headers_out.content_encoding->value.data,
@@ -373,15 +382,6 @@ ngx_http_llm_tally_start(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
         /* unread, it costs what was reserved for it */
         t->encoded = 1;
         return;
-    }
-
-    sse = r->headers_out.content_type.len >= 17
-          && ngx_strncasecmp(r->headers_out.content_type.data,
-                             (u_char *) "text/event-stream", 17)
-             == 0;
-
-    if (sse) {
-        t->stream = 1;
     }
 
     ngx_http_llm_usage_init(&t->usage, r->pool, ctx->api, sse);

@@ -377,3 +377,23 @@ sub {
 }
 --- access_log_like
 ^carol\|\d+\|(40\|0|50\|1)\|-\|200$
+
+
+
+=== TEST 11: an encoded answer (unread, charged its reservation) that is an event stream is logged as a stream ($llm_stream 1), as the same answer unencoded is
+--- http_config eval
+$::Http . "    log_format st '\$llm_stream|\$llm_tokens_estimated|\$status';\n"
+--- config
+access_log logs/access.log st;
+llm_default_tier tok;
+location /v1/ {
+    llm_gateway on;
+    proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+}
+--- mock eval
+sub { return { headers => { 'Content-Type' => 'text/event-stream', 'Content-Encoding' => 'gzip' }, body => "\x1f\x8b\x08\x00" } }
+--- request eval: ::post("/v1/chat/completions", ::chat())
+--- more_headers eval: $::Auth
+--- error_code: 200
+--- access_log_like
+^1\|1\|200$
