@@ -467,8 +467,10 @@ ngx_http_llm_body_gemini(ngx_http_request_t *r, ngx_http_llm_tally_t *t)
 static ngx_int_t
 ngx_http_llm_body_replace(ngx_http_request_t *r, ngx_str_t *body)
 {
-    ngx_buf_t    *b;
-    ngx_chain_t  *cl;
+    u_char           *p;
+    ngx_buf_t        *b;
+    ngx_chain_t      *cl;
+    ngx_table_elt_t  *h;
 
     b = ngx_calloc_buf(r->pool);
     if (b == NULL) {
@@ -493,6 +495,23 @@ ngx_http_llm_body_replace(ngx_http_request_t *r, ngx_str_t *body)
 
     r->request_body->bufs = cl;
     r->headers_in.content_length_n = body->len;
+
+    /*
+     * $content_length is the header's text while there is one: uwsgi and
+     * FastCGI params (CONTENT_LENGTH) and "proxy_set_header" read it
+     */
+
+    h = r->headers_in.content_length;
+
+    if (h) {
+        p = ngx_pnalloc(r->pool, NGX_SIZE_T_LEN);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        h->value.len = ngx_sprintf(p, "%uz", body->len) - p;
+        h->value.data = p;
+    }
 
     return NGX_OK;
 }

@@ -177,3 +177,34 @@ sub {
     return (0, "chat: $r[1]{body}") unless $r[1]{body} =~ /include_usage/;
     return 1;
 }
+
+
+
+=== TEST 6: after the stream_options edit, $content_length is the new body's length, as uwsgi_params and fastcgi_params send it (CONTENT_LENGTH) and as "proxy_set_header Content-Length $content_length" does (before: the client's length, so such a backend read a cut body, or waited for bytes that never came, and a keepalive connection carried the rest into the next request)
+--- http_config eval: $::Http
+--- config
+llm_default_tier tok;
+location /v1/ {
+    llm_gateway on;
+    llm_stream_usage on;
+    proxy_set_header X-Content-Length $content_length;
+    proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+}
+--- request eval
+[::post("/v1/chat/completions", '{"model":"m","stream":true,"max_tokens":5,"messages":[{"role":"user","content":"hi"}]}'),
+ ::post("/v1/chat/completions", '{"model":"m","stream":true,"stream_options":{"include_usage":false},"max_tokens":5,"messages":[]}')]
+--- more_headers eval: $::Auth
+--- error_code eval
+[200, 200]
+--- check eval
+sub {
+    my @r = mock_requests();
+    for my $q (@r) {
+        my $len = length $q->{body};
+        return (0, "body of $len bytes with X-Content-Length "
+                   . ($q->{headers}{'x-content-length'} // 'none'))
+            unless ($q->{headers}{'x-content-length'} // '') eq $len
+                   && $q->{body} =~ /"include_usage":true/;
+    }
+    return 1;
+}
