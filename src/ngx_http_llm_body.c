@@ -177,7 +177,8 @@ ngx_http_llm_body_parse(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     ngx_http_llm_request_info_t   info;
 
     static ngx_str_t  embeddings[] = {
-        ngx_string("/embeddings"), ngx_null_string
+        ngx_string("/embeddings"), ngx_string(":embedContent"),
+        ngx_string(":batchEmbedContents"), ngx_null_string
     };
 
     static ngx_str_t  counts[] = {

@@ -75,6 +75,10 @@ static ngx_int_t ngx_http_llm_json_set_usage(ngx_pool_t *pool, u_char *body,
     size_t len, ngx_str_t *out);
 static ngx_uint_t ngx_http_llm_json_document(ngx_http_llm_jtape_t *t,
     ngx_uint_t part, ngx_http_llm_request_info_t *info);
+static ngx_uint_t ngx_http_llm_json_gemini_embed(ngx_http_llm_jtape_t *t,
+    ngx_http_llm_request_info_t *info);
+static ngx_uint_t ngx_http_llm_json_gemini_embedded(ngx_http_llm_jtape_t *t,
+    ngx_uint_t r, ngx_http_llm_request_info_t *info);
 
 
 ngx_int_t
@@ -525,6 +529,10 @@ ngx_http_llm_json_gemini(ngx_http_llm_jtape_t *t,
         return ngx_http_llm_json_gemini_content(t, v, info, error);
     }
 
+    if (v == 0 && ngx_http_llm_json_gemini_embed(t, info)) {
+        return NGX_OK;
+    }
+
     if (!jt_is(v, ARRAY)) {
         info->no_prompt = (v == 0);
         ngx_str_set(error, "request has no \"contents\" array");
@@ -540,6 +548,58 @@ ngx_http_llm_json_gemini(ngx_http_llm_jtape_t *t,
     ngx_http_llm_json_walk(t, jt_get(1, "tools"), info);
 
     return NGX_OK;
+}
+
+
+/*
+ * embedContent's "content", batchEmbedContents' "requests" of them:
+ * their parts and titles are the prompt.  0: neither is there.
+ */
+
+static ngx_uint_t
+ngx_http_llm_json_gemini_embed(ngx_http_llm_jtape_t *t,
+    ngx_http_llm_request_info_t *info)
+{
+    ngx_uint_t  v, r, found;
+
+    if (ngx_http_llm_json_gemini_embedded(t, 1, info)) {
+        return 1;
+    }
+
+    found = 0;
+    v = jt_get(1, "requests");
+
+    for (r = jt_first(v); r; r = jt_next(v, r)) {
+        found |= ngx_http_llm_json_gemini_embedded(t, r, info);
+    }
+
+    return found;
+}
+
+
+/* one EmbedContentRequest's content (parts) and title; 0: none */
+
+static ngx_uint_t
+ngx_http_llm_json_gemini_embedded(ngx_http_llm_jtape_t *t, ngx_uint_t r,
+    ngx_http_llm_request_info_t *info)
+{
+    ngx_uint_t  c, parts, part;
+
+    c = jt_get(r, "content");
+
+    if (!jt_is(c, OBJECT)) {
+        return 0;
+    }
+
+    parts = jt_get(c, "parts");
+
+    for (part = jt_first(parts); part; part = jt_next(parts, part)) {
+        ngx_http_llm_json_part(t, part, info, 0);
+    }
+
+    ngx_http_llm_json_text(t, jt_get(r, "title"), info);
+
+    return 1;
 }
 
 

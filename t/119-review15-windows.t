@@ -197,3 +197,45 @@ location /v1/ {
 [200, 200]
 --- error_log eval
 qr/\[error\] .*llm_redis: \d+ batches of usage counted locally during a Redis outage are lost: nginx stopped before Redis came back/
+
+
+
+=== TEST 7: Gemini embedContent and batchEmbedContents count their text (parts and titles), reserve no output, and are charged that prompt, as OpenAI's /embeddings are (before: 1,024 reserved for output, nothing counted, 0 charged; a body of 1,245 tokens went through a 1,000-token window)
+--- http_config eval: $::Http
+--- config
+access_log logs/access.log llm;
+llm_default_tier tok;
+llm_max_tokens_default 100;
+location /v1beta/ {
+    llm_gateway on;
+    proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+}
+location = /tokens {
+    llm_api gemini;
+    llm_token_info;
+}
+--- mock eval
+sub { return { body => '{"embedding":{"values":[0.1,0.2]}}' } }
+--- request
+GET /tokens?text=x
+--- check eval
+sub {
+    my $one = '{"model":"models/text-embedding-004","content":{"parts":[{"text":"the quick brown fox jumps over the lazy dog"}]},"title":"Fox"}';
+    my $n = ::tokens($one);
+    my $r = http_request("POST /v1beta/models/text-embedding-004:embedContent",
+        more_headers => "$::Auth\r\nContent-Type: application/json", body => $one);
+    # the window with the least left: output_tokens=500/m, none reserved
+    my $left = Test::LLM::Client::header($r, 'x-ratelimit-remaining-tokens') // 'none';
+    return (0, "embedContent: $r->{status}, counted $n, remaining $left")
+        unless $r->{status} == 200 && $n >= 9 && $n <= 14 && $left eq '500';
+    my $big = '{"requests":[' . join(',', map {
+        qq({"model":"models/text-embedding-004","content":{"parts":[{"text":"$::Text"}]}})
+    } 1 .. 2) . ']}';
+    $r = http_request("POST /v1beta/models/text-embedding-004:batchEmbedContents",
+        more_headers => "$::Auth\r\nContent-Type: application/json", body => $big);
+    return (0, "batchEmbedContents of 2 x 600 words: $r->{status}")
+        unless $r->{status} == 429 && $r->{body} =~ /is less than this request needs/;
+    return 1;
+}
+--- access_log_like
+^carol\|(9|1[0-4])\|0\|1\|passed\|200$

@@ -54,6 +54,8 @@ static void ref_json_text(json_t *v,
     ngx_http_llm_request_info_t *info);
 static void ref_json_walk(json_t *v,
     ngx_http_llm_request_info_t *info);
+static ngx_uint_t ref_json_gemini_embed(json_t *root,
+    ngx_http_llm_request_info_t *info);
 
 
 ngx_int_t
@@ -484,6 +486,10 @@ ref_json_gemini(ngx_pool_t *pool, json_t *root,
         return ref_json_gemini_content(v, info, error);
     }
 
+    if (v == NULL && ref_json_gemini_embed(root, info)) {
+        return NGX_OK;
+    }
+
     if (!json_is_array(v)) {
         ngx_str_set(error, "request has no \"contents\" array");
         return NGX_DECLINED;
@@ -498,6 +504,53 @@ ref_json_gemini(ngx_pool_t *pool, json_t *root,
     ref_json_walk(json_object_get(root, "tools"), info);
 
     return NGX_OK;
+}
+
+
+/* one EmbedContentRequest's content (parts) and title; 0: none */
+
+static ngx_uint_t
+ref_json_gemini_embedded(json_t *r, ngx_http_llm_request_info_t *info)
+{
+    size_t   i;
+    json_t  *c, *part;
+
+    c = json_object_get(r, "content");
+
+    if (!json_is_object(c)) {
+        return 0;
+    }
+
+    json_array_foreach(json_object_get(c, "parts"), i, part) {
+        ref_json_part(part, info, 0);
+    }
+
+    ref_json_text(json_object_get(r, "title"), info);
+
+    return 1;
+}
+
+
+/* embedContent's "content", batchEmbedContents' "requests" of them */
+
+static ngx_uint_t
+ref_json_gemini_embed(json_t *root, ngx_http_llm_request_info_t *info)
+{
+    size_t      i;
+    json_t     *r;
+    ngx_uint_t  found;
+
+    if (ref_json_gemini_embedded(root, info)) {
+        return 1;
+    }
+
+    found = 0;
+
+    json_array_foreach(json_object_get(root, "requests"), i, r) {
+        found |= ref_json_gemini_embedded(r, info);
+    }
+
+    return found;
 }
 
 
