@@ -30,6 +30,8 @@ static ngx_int_t ngx_http_llm_body_replace(ngx_http_request_t *r,
     ngx_str_t *body);
 static ngx_int_t ngx_http_llm_body_cache_key(ngx_http_request_t *r,
     ngx_http_llm_tally_t *t, ngx_str_t *canonical);
+static ngx_int_t ngx_http_llm_body_encoded(ngx_http_request_t *r,
+    ngx_str_t *error);
 
 
 /* where each API generates, by NGX_HTTP_LLM_API_* */
@@ -222,6 +224,10 @@ ngx_http_llm_body_parse(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
         return NGX_OK;
     }
 
+    if (rc == NGX_DECLINED && ngx_http_llm_body_encoded(r, error) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     if (rc != NGX_OK) {
         return rc;
     }
@@ -288,6 +294,63 @@ ngx_http_llm_body_parse(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     if (lmcf->cache_key) {
         return ngx_http_llm_body_cache_key(r, t, &canonical);
     }
+
+    return NGX_OK;
+}
+
+
+/*
+ * A body refused as unreadable that the client compressed: the reason
+ * given is that, not the JSON error of its first byte (nginx does not
+ * decode request bodies).  Looked for only then: no cost per request.
+ */
+
+static ngx_int_t
+ngx_http_llm_body_encoded(ngx_http_request_t *r, ngx_str_t *error)
+{
+    u_char           *p;
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                return NGX_OK;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].key.len == sizeof("Content-Encoding") - 1
+            && ngx_strcasecmp(h[i].key.data, (u_char *) "Content-Encoding")
+               == 0
+            && h[i].value.len
+            && ngx_strcasecmp(h[i].value.data, (u_char *) "identity") != 0)
+        {
+            break;
+        }
+    }
+
+    p = ngx_pnalloc(r->pool, sizeof("request body is encoded "
+                                    "(Content-Encoding: ): the gateway "
+                                    "reads it uncompressed")
+                             + ngx_min(h[i].value.len, 32));
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    error->data = p;
+    error->len = ngx_sprintf(p, "request body is encoded (Content-Encoding: "
+                             "%*s): the gateway reads it uncompressed",
+                             ngx_min(h[i].value.len, 32), h[i].value.data)
+                 - p;
 
     return NGX_OK;
 }

@@ -208,3 +208,27 @@ sub {
     }
     return 1;
 }
+
+
+
+=== TEST 7: a JSON body the client compressed (Content-Encoding: gzip) is refused with a 400 that says so, in the API's shape, not with "not valid JSON at byte 0"; an odd encoding name is quoted safely
+--- http_config eval: $::Http
+--- config
+llm_default_tier tok;
+location /v1/ {
+    llm_gateway on;
+    proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+}
+--- request eval
+[::post("/v1/chat/completions", "\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03"),
+ ::post("/v1/messages", "\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03"),
+ ::post("/v1/chat/completions", "\x1f\x8b\x08\x00")]
+--- more_headers eval
+["$::Auth\r\nContent-Encoding: gzip", "$::Auth\r\nContent-Encoding: gzip", "$::Auth\r\nContent-Encoding: x\"y"]
+--- error_code eval
+[400, 400, 400]
+--- response_body_like eval
+['^\{"error":\{"message":"request body is encoded \(Content-Encoding: gzip\): the gateway reads it uncompressed","type":"invalid_request_error"',
+ '^\{"type":"error","error":\{"type":"invalid_request_error","message":"request body is encoded \(Content-Encoding: gzip\)',
+ '"message":"request body is encoded \(Content-Encoding: x\\\\"y\): the gateway']
+--- mock_count: 0
