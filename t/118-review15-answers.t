@@ -18,24 +18,11 @@ our $Http = $Test::LLM::Keys::TIERS . <<"_EOC_";
     log_format llm '\$llm_account|\$llm_prompt_tokens|\$llm_completion_tokens|\$llm_tokens_estimated|\$upstream_cache_status|\$status';
 _EOC_
 
-# carol's output tokens used this minute, as llm_usage shows them
-sub output_used {
-    my $r = http_request("GET /usage", more_headers => $::Auth);
-    my ($out) = $r->{body}
-        =~ /"output_tokens","period":"1m","limit":500,"used":(\d+)/;
-    return $out // "none in $r->{body}";
-}
+# POST answers cached by $llm_cache_key, and carol's windows
+our $CacheHttp = $Http
+    . "    proxy_cache_path cache levels=1 keys_zone=llmcache:1m;\n";
 
-run_tests();
-
-__DATA__
-
-=== TEST 1: a stream the client leaves while nginx reads it on into proxy_cache is charged its whole reservation (50 output tokens), not the few tokens that went out: its usage went to the cache, and every hit on it is free (before: 3 output tokens, then the same answer free from the cache)
---- http_config eval
-$::Http . <<'_EOC_';
-    proxy_cache_path cache levels=1 keys_zone=llmcache:1m;
-_EOC_
---- config
+our $Cached = <<'_EOC_';
 access_log logs/access.log llm;
 llm_default_tier tok;
 location /v1/ {
@@ -49,6 +36,23 @@ location /v1/ {
 location = /usage {
     llm_usage;
 }
+_EOC_
+
+# carol's output tokens used this minute, as llm_usage shows them
+sub output_used {
+    my $r = http_request("GET /usage", more_headers => $::Auth);
+    my ($out) = $r->{body}
+        =~ /"output_tokens","period":"1m","limit":500,"used":(\d+)/;
+    return $out // "none in $r->{body}";
+}
+
+run_tests();
+
+__DATA__
+
+=== TEST 1: a stream the client leaves while nginx reads it on into proxy_cache is charged its whole reservation (50 output tokens), not the few tokens that went out: its usage went to the cache, and every hit on it is free (before: 3 output tokens, then the same answer free from the cache)
+--- http_config eval: $::CacheHttp
+--- config eval: $::Cached
 --- mock eval
 sub { mock_openai_stream(usage => 1, prompt_tokens => 8, completion_tokens => 40, delay => 0.05, text => join(' ', ('word') x 40)) }
 --- request eval: ::post("/v1/chat/completions", ::chat(stream => 1))
@@ -241,24 +245,8 @@ refused
 
 
 === TEST 7: a stream whose final usage went out before the client left, while nginx read the rest into proxy_cache, is charged that usage (40 output tokens), not its reservation (300)
---- http_config eval
-$::Http . <<'_EOC_';
-    proxy_cache_path cache levels=1 keys_zone=llmcache:1m;
-_EOC_
---- config
-access_log logs/access.log llm;
-llm_default_tier tok;
-location /v1/ {
-    llm_gateway on;
-    proxy_cache llmcache;
-    proxy_cache_methods POST;
-    proxy_cache_key $llm_cache_key;
-    proxy_cache_valid 200 10m;
-    proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
-}
-location = /usage {
-    llm_usage;
-}
+--- http_config eval: $::CacheHttp
+--- config eval: $::Cached
 --- mock eval
 sub {
     my $ev = sub { "event: $_[0]\ndata: $_[1]\n\n" };

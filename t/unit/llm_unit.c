@@ -904,105 +904,86 @@ test_bad_requests(void)
 /* ------------------------------------------------------ include_usage */
 
 
+/* "body" with include_usage set must be "want", byte for byte */
+
+static void
+usage_edit(const char *body, const char *want, const char *what)
+{
+    ngx_int_t  rc;
+    ngx_str_t  out;
+
+    rc = ngx_http_llm_json_include_usage(pool, (u_char *) body,
+                                         strlen(body), NULL, &out);
+
+    ok(rc == NGX_OK && str_is(&out, want), "include_usage: %s (%.*s)",
+       what, (int) (rc == NGX_OK ? out.len : 0), out.data);
+}
+
+
 static void
 test_include_usage(void)
 {
-    ngx_int_t    rc;
-    ngx_str_t    out;
-    const char  *body1;
+    ngx_int_t  rc;
+    ngx_str_t  out;
 
-    body1 = "{\"model\":\"m\",\"temperature\":0.7,\"stream\":true,"
-            "\"messages\":[]}";
+    usage_edit("{\"model\":\"m\",\"temperature\":0.7,\"stream\":true,"
+               "\"messages\":[]}",
+               "{\"stream_options\":{\"include_usage\":true},"
+               "\"model\":\"m\",\"temperature\":0.7,"
+               "\"stream\":true,\"messages\":[]}",
+               "inserted, the rest untouched");
 
-    rc = ngx_http_llm_json_include_usage(pool, (u_char *) body1,
-                                         strlen(body1), NULL, &out);
-    ok(rc == NGX_OK
-       && str_is(&out, "{\"stream_options\":{\"include_usage\":true},"
-                       "\"model\":\"m\",\"temperature\":0.7,"
-                       "\"stream\":true,\"messages\":[]}"),
-       "include_usage: inserted, the rest untouched (%.*s)",
-       (int) out.len, out.data);
+    usage_edit(" {  } ",
+               " {\"stream_options\":{\"include_usage\":true}  } ",
+               "empty object");
 
-    rc = ngx_http_llm_json_include_usage(pool, (u_char *) " {  } ", 6, NULL,
-                                         &out);
-    ok(rc == NGX_OK
-       && str_is(&out, " {\"stream_options\":{\"include_usage\":true}  } "),
-       "include_usage: empty object");
+    usage_edit("{\"stream_options\":{\"foo\":1},\"temperature\":0.7,"
+               "\"top_p\":0.1,\"x\":\"\xc3\xa9\",\"stream\":true}",
+               "{\"stream_options\":{\"include_usage\":true,"
+               "\"foo\":1},\"temperature\":0.7,"
+               "\"top_p\":0.1,\"x\":\"\xc3\xa9\",\"stream\":true}",
+               "added to stream_options, the rest untouched");
 
-    body1 = "{\"stream_options\":{\"foo\":1},\"temperature\":0.7,"
-            "\"top_p\":0.1,\"x\":\"\xc3\xa9\",\"stream\":true}";
-    rc = ngx_http_llm_json_include_usage(pool, (u_char *) body1,
-                                         strlen(body1), NULL, &out);
-    ok(rc == NGX_OK
-       && str_is(&out, "{\"stream_options\":{\"include_usage\":true,"
-                       "\"foo\":1},\"temperature\":0.7,"
-                       "\"top_p\":0.1,\"x\":\"\xc3\xa9\",\"stream\":true}"),
-       "include_usage: added to stream_options, the rest untouched (%.*s)",
-       (int) out.len, out.data);
+    usage_edit("{\"stream\":true, \"stream_options\": "
+               "{\"include_usage\": false}}",
+               "{\"stream\":true, \"stream_options\": "
+               "{\"include_usage\": true}}",
+               "false made true, in place");
 
-    body1 = "{\"stream\":true, \"stream_options\": "
-            "{\"include_usage\": false}}";
-    rc = ngx_http_llm_json_include_usage(pool, (u_char *) body1,
-                                         strlen(body1), NULL, &out);
-    ok(rc == NGX_OK
-       && str_is(&out, "{\"stream\":true, \"stream_options\": "
-                       "{\"include_usage\": true}}"),
-       "include_usage: false made true, in place");
+    usage_edit("{\"stream_options\":{ },\"seed\":18446744073709551616,"
+               "\"p\":1.10,\"q\":1e2}",
+               "{\"stream_options\":{\"include_usage\":true },"
+               "\"seed\":18446744073709551616,\"p\":1.10,"
+               "\"q\":1e2}",
+               "numbers as written, one beyond 64 bits too");
 
-    body1 = "{\"stream_options\":{ },\"seed\":18446744073709551616,"
-            "\"p\":1.10,\"q\":1e2}";
-    rc = ngx_http_llm_json_include_usage(pool, (u_char *) body1,
-                                         strlen(body1), NULL, &out);
-    ok(rc == NGX_OK
-       && str_is(&out, "{\"stream_options\":{\"include_usage\":true },"
-                       "\"seed\":18446744073709551616,\"p\":1.10,"
-                       "\"q\":1e2}"),
-       "include_usage: numbers as written, one beyond 64 bits too (%.*s)",
-       (int) out.len, out.data);
+    usage_edit("{\"stream_options\":{\"include_usage\":false},\"a\":1,"
+               "\"stream_options\":{\"include\\u005fusage\":\"no\","
+               "\"b\":2}}",
+               "{\"stream_options\":{\"include_usage\":false},"
+               "\"a\":1,\"stream_options\":"
+               "{\"include\\u005fusage\":true,\"b\":2}}",
+               "the last stream_options set, its escaped key too");
 
-    body1 = "{\"stream_options\":{\"include_usage\":false},\"a\":1,"
-            "\"stream_options\":{\"include\\u005fusage\":\"no\",\"b\":2}}";
-    rc = ngx_http_llm_json_include_usage(pool, (u_char *) body1,
-                                         strlen(body1), NULL, &out);
-    ok(rc == NGX_OK
-       && str_is(&out, "{\"stream_options\":{\"include_usage\":false},"
-                       "\"a\":1,\"stream_options\":"
-                       "{\"include\\u005fusage\":true,\"b\":2}}"),
-       "include_usage: the last stream_options set, its escaped key too "
-       "(%.*s)", (int) out.len, out.data);
+    usage_edit("{\"stream_options\":{\"include_usage\":{\"a\":[1,{}]}},"
+               "\"x\":[]}",
+               "{\"stream_options\":{\"include_usage\":true},\"x\":[]}",
+               "an object in its place");
 
-    body1 = "{\"stream_options\":{\"include_usage\":{\"a\":[1,{}]}},"
-            "\"x\":[]}";
-    rc = ngx_http_llm_json_include_usage(pool, (u_char *) body1,
-                                         strlen(body1), NULL, &out);
-    ok(rc == NGX_OK
-       && str_is(&out, "{\"stream_options\":{\"include_usage\":true},"
-                       "\"x\":[]}"),
-       "include_usage: an object in its place (%.*s)",
-       (int) out.len, out.data);
+    usage_edit("{\"stream_options\":[1, [2]] ,\"x\":0}",
+               "{\"stream_options\":{\"include_usage\":true} ,\"x\":0}",
+               "an array replaced");
 
-    body1 = "{\"stream_options\":[1, [2]] ,\"x\":0}";
-    rc = ngx_http_llm_json_include_usage(pool, (u_char *) body1,
-                                         strlen(body1), NULL, &out);
-    ok(rc == NGX_OK
-       && str_is(&out, "{\"stream_options\":{\"include_usage\":true} ,"
-                       "\"x\":0}"),
-       "include_usage: an array replaced (%.*s)", (int) out.len, out.data);
+    usage_edit("{\"stream\":true, \"stream_options\": "
+               "{\"include_usage\": true}}",
+               "{\"stream\":true, \"stream_options\": "
+               "{\"include_usage\": true}}",
+               "already set");
 
-    body1 = "{\"stream\":true, \"stream_options\": "
-            "{\"include_usage\": true}}";
-    rc = ngx_http_llm_json_include_usage(pool, (u_char *) body1,
-                                         strlen(body1), NULL, &out);
-    ok(rc == NGX_OK && str_is(&out, body1), "include_usage: already set");
-
-    body1 = "{\"stream_options\":null,\"p\":0.30000000000000004}";
-    rc = ngx_http_llm_json_include_usage(pool, (u_char *) body1,
-                                         strlen(body1), NULL, &out);
-    ok(rc == NGX_OK
-       && str_is(&out, "{\"stream_options\":{\"include_usage\":true},"
-                       "\"p\":0.30000000000000004}"),
-       "include_usage: null replaced, numbers as written (%.*s)",
-       (int) out.len, out.data);
+    usage_edit("{\"stream_options\":null,\"p\":0.30000000000000004}",
+               "{\"stream_options\":{\"include_usage\":true},"
+               "\"p\":0.30000000000000004}",
+               "null replaced, numbers as written");
 
     rc = ngx_http_llm_json_include_usage(pool, (u_char *) "[1]", 3, NULL,
                                          &out);
