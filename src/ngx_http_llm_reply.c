@@ -494,7 +494,6 @@ static ngx_int_t
 ngx_http_llm_too_large(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     ngx_http_llm_loc_conf_t *llcf)
 {
-    off_t                      max;
     ngx_str_t                  msg;
     ngx_buf_t                 *b;
     ngx_uint_t                 i;
@@ -524,16 +523,9 @@ ngx_http_llm_too_large(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
         ctx->api = ngx_http_llm_api(r, llcf->api);
     }
 
-    max = clcf->client_max_body_size;
-
-    msg.data = ngx_pnalloc(r->pool, 128);
-    if (msg.data == NULL) {
+    if (ngx_http_llm_too_large_text(r, &msg) != NGX_OK) {
         return NGX_ERROR;
     }
-
-    msg.len = ngx_sprintf(msg.data, "Request body is larger than the "
-                          "limit of %O bytes.", max)
-              - msg.data;
 
     b = ngx_http_llm_error_buf(r, ctx->api, NGX_HTTP_LLM_ERR_TOO_LARGE, &msg);
     if (b == NULL) {
@@ -547,6 +539,28 @@ ngx_http_llm_too_large(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
 
     ctx->own_error = 1;
     ctx->error_body = b;
+
+    return NGX_OK;
+}
+
+
+/* the 413's message, of the location's client_max_body_size */
+
+ngx_int_t
+ngx_http_llm_too_large_text(ngx_http_request_t *r, ngx_str_t *msg)
+{
+    ngx_http_core_loc_conf_t  *clcf;
+
+    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+
+    msg->data = ngx_pnalloc(r->pool, 128);
+    if (msg->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    msg->len = ngx_sprintf(msg->data, "Request body is larger than the "
+                           "limit of %O bytes.", clcf->client_max_body_size)
+               - msg->data;
 
     return NGX_OK;
 }

@@ -35,6 +35,8 @@ ngx_int_t ngx_http_llm_reply_init(ngx_conf_t *cf);
 ngx_int_t ngx_http_llm_add_header(ngx_http_request_t *r, char *name,
     u_char *value, size_t len);
 ngx_int_t ngx_http_llm_retry_after(ngx_http_request_t *r, uint64_t wait);
+ngx_int_t ngx_http_llm_too_large_text(ngx_http_request_t *r,
+    ngx_str_t *msg);
 
 
 #endif /* _NGX_HTTP_LLM_REPLY_H_INCLUDED_ */
