@@ -5,7 +5,8 @@
  * Owns the order of one admission: find the client's credential (and
  * take it out of the request), authenticate it, pick the account and
  * tier, read the body when tokens are counted (the phases resume when
- * it is complete), ask the store for a decision, and answer the
+ * it is complete), ask the store for a decision (a body refused as
+ * unreadable or too large still asks, for one request), and answer the
  * refusals in the API's own shape.  An admitted request that holds a
  * concurrency slot gives it back in a pool cleanup, which runs on every
  * way a request can end (finalized, aborted by the client, failed
@@ -28,7 +29,11 @@ static ngx_int_t ngx_http_llm_access(ngx_http_request_t *r);
 static ngx_pool_cleanup_t *ngx_http_llm_ctx_cleanup(ngx_http_request_t *r);
 static ngx_int_t ngx_http_llm_refuse(ngx_http_request_t *r,
     ngx_http_llm_ctx_t *ctx, ngx_http_llm_err_e err, ngx_str_t *message);
+static ngx_int_t ngx_http_llm_admit_refused(ngx_http_request_t *r,
+    ngx_http_llm_ctx_t *ctx);
 static ngx_int_t ngx_http_llm_limit(ngx_http_request_t *r,
+    ngx_http_llm_ctx_t *ctx);
+static ngx_int_t ngx_http_llm_let_in(ngx_http_request_t *r,
     ngx_http_llm_ctx_t *ctx);
 static u_char *ngx_http_llm_limit_text(u_char *p,
     ngx_http_llm_decision_t *d, ngx_uint_t dim);
@@ -239,7 +244,13 @@ ngx_http_llm_access(ngx_http_request_t *r)
         }
 
         if (body) {
-            return ngx_http_llm_body_read(r, ctx);
+            rc = ngx_http_llm_body_read(r, ctx);
+
+            if (rc == NGX_DECLINED) {
+                return ngx_http_llm_admit_refused(r, ctx);
+            }
+
+            return rc;
         }
 
         break;
@@ -248,23 +259,19 @@ ngx_http_llm_access(ngx_http_request_t *r)
         /* the body is still coming */
         return NGX_DONE;
 
+    case NGX_HTTP_LLM_STEP_REFUSED:
+        /* nginx refused the body in a later read */
+        return ngx_http_llm_admit_refused(r, ctx);
+
     default: /* NGX_HTTP_LLM_STEP_READ */
-        rc = ngx_http_llm_body_parse(r, ctx, llcf, &msg);
+        rc = ngx_http_llm_body_parse(r, ctx, llcf);
 
         if (rc == NGX_ERROR) {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
 
         if (rc == NGX_DECLINED) {
-            ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
-                          "llm: account \"%V\" sent an invalid request: %V",
-                          &ctx->account, &msg);
-
-            ctx->result = NGX_HTTP_LLM_RESULT_REJECTED;
-
-            return ngx_http_llm_refuse(r, ctx,
-                                       NGX_HTTP_LLM_ERR_INVALID_REQUEST,
-                                       &msg);
+            return ngx_http_llm_admit_refused(r, ctx);
         }
 
         break;
@@ -506,7 +513,7 @@ ngx_http_llm_limit(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
         /* a key with no tier anywhere: authenticated, not limited */
         ctx->result = NGX_HTTP_LLM_RESULT_PASSED;
         ctx->done = 1;
-        return NGX_DECLINED;
+        return ngx_http_llm_let_in(r, ctx);
     }
 
     lmcf = ngx_http_get_module_main_conf(r, ngx_http_llm_gateway_module);
@@ -539,7 +546,7 @@ ngx_http_llm_limit(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
         ctx->result = NGX_HTTP_LLM_RESULT_STORE;
         ctx->uncounted = 1;
         ctx->done = 1;
-        return NGX_DECLINED;
+        return ngx_http_llm_let_in(r, ctx);
     }
 
     ctx->requests = d.requests;
@@ -553,14 +560,14 @@ ngx_http_llm_limit(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
 
         t = ctx->tally;
 
-        if (t) {
+        if (t && !ctx->refused) {
             ngx_memcpy(t->reserved, d.need, sizeof(t->reserved));
             t->at_now = d.now;
             t->at_wall = d.wall;
             t->reserving = (tier->dims & NGX_HTTP_LLM_TOKEN_DIMS) != 0;
         }
 
-        return NGX_DECLINED;
+        return ngx_http_llm_let_in(r, ctx);
     }
 
     msg.data = ngx_pnalloc(r->pool, 256);
@@ -641,6 +648,45 @@ ngx_http_llm_limit(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
                   "llm: account \"%V\" refused: %V", &ctx->account, &msg);
 
     return ngx_http_llm_refuse(r, ctx, err, &msg);
+}
+
+
+/*
+ * A body the gateway refuses (400 invalid_request_error, 413
+ * request_too_large) is still a request of its key's: it is admitted
+ * as one request that reserves and costs no tokens, and the windows
+ * count it and report it in the headers.  When they refuse it (429,
+ * 403 in a cooldown, 503 with on_error=deny), that is its answer, as it
+ * would have been for a good body; a request they let in gets the
+ * body's error.
+ */
+
+static ngx_int_t
+ngx_http_llm_admit_refused(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
+{
+    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                  "llm: account \"%V\" sent an invalid request: %V",
+                  &ctx->account, &ctx->refusal_text);
+
+    return ngx_http_llm_limit(r, ctx);
+}
+
+
+/* admitted: on to the content phase, or the refused body's error */
+
+static ngx_int_t
+ngx_http_llm_let_in(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
+{
+    if (!ctx->refused) {
+        return NGX_DECLINED;
+    }
+
+    /* not let through after all (on_error=allow): nothing of it served */
+
+    ctx->uncounted = 0;
+    ctx->result = NGX_HTTP_LLM_RESULT_REJECTED;
+
+    return ngx_http_llm_refuse(r, ctx, ctx->refusal, &ctx->refusal_text);
 }
 
 

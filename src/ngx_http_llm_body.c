@@ -19,8 +19,12 @@
 #include "ngx_http_llm_body.h"
 #include "ngx_http_llm_crypto.h"
 #include "ngx_http_llm_tally.h"
+#include "ngx_http_llm_reply.h"
 
 
+static void ngx_http_llm_body_reading(ngx_http_request_t *r);
+static ngx_int_t ngx_http_llm_body_unread(ngx_http_request_t *r,
+    ngx_http_llm_ctx_t *ctx, ngx_int_t rc);
 static void ngx_http_llm_body_handler(ngx_http_request_t *r);
 static ngx_uint_t ngx_http_llm_body_uri_ends(ngx_http_request_t *r,
     ngx_str_t *names);
@@ -121,8 +125,10 @@ ngx_http_llm_body_wanted(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
 
 /*
  * Starts reading the body; the phases resume when it is complete, with
- * ctx->step at NGX_HTTP_LLM_STEP_READ.  Returns NGX_DONE, or a status
- * to finalize the request with (413, 400, 500).
+ * ctx->step at NGX_HTTP_LLM_STEP_READ, or when nginx refuses it, at
+ * NGX_HTTP_LLM_STEP_REFUSED.  Returns NGX_DONE; NGX_DECLINED for a body
+ * refused at once (ngx_http_llm_body_refuse()); or a status to finalize
+ * the request with (500).
  */
 
 ngx_int_t
@@ -135,12 +141,138 @@ ngx_http_llm_body_read(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
     rc = ngx_http_read_client_request_body(r, ngx_http_llm_body_handler);
 
     if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
-        return rc;
+        return ngx_http_llm_body_unread(r, ctx, rc);
+    }
+
+    /*
+     * the rest comes in later reads, which nginx's handler would end
+     * with the request itself on an error: ours reads on as it does,
+     * and takes a refusal to the windows first (HTTP/2 reads a body in
+     * the connection's handler, and refuses it there)
+     */
+
+    if (rc == NGX_AGAIN
+#if (NGX_HTTP_V2)
+        && r->stream == NULL
+#endif
+       )
+    {
+        r->read_event_handler = ngx_http_llm_body_reading;
     }
 
     ngx_http_finalize_request(r, NGX_DONE);
 
     return NGX_DONE;
+}
+
+
+static void
+ngx_http_llm_body_reading(ngx_http_request_t *r)
+{
+    ngx_int_t            rc;
+    ngx_http_llm_ctx_t  *ctx;
+
+    /*
+     * nginx's own ngx_http_read_client_request_body_handler() without
+     * its finalization: for a buffered body, this reads on, calls the
+     * body handler when the body is complete, and returns nginx's
+     * status for a timeout (408) or a refused body
+     */
+
+    rc = ngx_http_read_unbuffered_request_body(r);
+
+    if (rc < NGX_HTTP_SPECIAL_RESPONSE) {
+        return;
+    }
+
+    ctx = ngx_http_llm_find_ctx(r);
+
+    rc = ngx_http_llm_body_unread(r, ctx, rc);
+
+    if (rc != NGX_DECLINED) {
+        ngx_http_finalize_request(r, rc);
+        return;
+    }
+
+    ctx->step = NGX_HTTP_LLM_STEP_REFUSED;
+
+    r->write_event_handler = ngx_http_core_run_phases;
+    ngx_http_core_run_phases(r);
+}
+
+
+/*
+ * nginx's status for a body it did not read to its end: NGX_DECLINED
+ * for a refusal of the body itself (over client_max_body_size, a
+ * chunked encoding or a length that does not hold), which is the
+ * request's error (the connection then carries no other request, as
+ * after nginx's own 400 and 413); the status else (a client gone, a
+ * timeout, 500).
+ */
+
+static ngx_int_t
+ngx_http_llm_body_unread(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
+    ngx_int_t rc)
+{
+    ngx_str_t          text;
+    ngx_connection_t  *c;
+
+    c = r->connection;
+
+    if (c->error) {
+        return rc;
+    }
+
+    /* no more of it is read (a later read left client_body_timeout set) */
+
+    if (c->read->timer_set) {
+        ngx_del_timer(c->read);
+    }
+
+    switch (rc) {
+
+    case NGX_HTTP_REQUEST_ENTITY_TOO_LARGE:
+        if (ngx_http_llm_too_large_text(r, &text) != NGX_OK) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        r->keepalive = 0;
+
+        ngx_http_llm_body_refuse(ctx, NGX_HTTP_LLM_ERR_TOO_LARGE, &text);
+
+        return NGX_DECLINED;
+
+    case NGX_HTTP_BAD_REQUEST:
+        ngx_str_set(&text, "request body cannot be read: its length or "
+                    "its chunked encoding is invalid");
+
+        r->keepalive = 0;
+        r->lingering_close = 0;
+
+        ngx_http_llm_body_refuse(ctx, NGX_HTTP_LLM_ERR_INVALID_REQUEST,
+                                 &text);
+
+        return NGX_DECLINED;
+
+    default:
+        return rc;
+    }
+}
+
+
+/*
+ * The body is refused: the request asks the windows for one request
+ * (ngx_http_llm_tally_reserve()), and "err" is its answer if they let
+ * it in.
+ */
+
+void
+ngx_http_llm_body_refuse(ngx_http_llm_ctx_t *ctx, ngx_uint_t err,
+    ngx_str_t *text)
+{
+    ctx->refused = 1;
+    ctx->refusal = err;
+    ctx->refusal_text = *text;
 }
 
 
@@ -163,16 +295,16 @@ ngx_http_llm_body_handler(ngx_http_request_t *r)
 /*
  * Reads what the body says.  NGX_OK (also for a body, at another
  * endpoint than a generation's, that has no prompt: only the answer's
- * maximum is reserved); NGX_DECLINED with "error" set: a 400
- * invalid_request_error; NGX_ERROR.
+ * maximum is reserved); NGX_DECLINED for a body refused as a 400
+ * invalid_request_error (ngx_http_llm_body_refuse()); NGX_ERROR.
  */
 
 ngx_int_t
 ngx_http_llm_body_parse(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
-    ngx_http_llm_loc_conf_t *llcf, ngx_str_t *error)
+    ngx_http_llm_loc_conf_t *llcf)
 {
     ngx_int_t                     rc;
-    ngx_str_t                     body, with, canonical;
+    ngx_str_t                     body, with, canonical, error;
     ngx_uint_t                    out;
     ngx_http_llm_tally_t         *t;
     ngx_http_llm_main_conf_t     *lmcf;
@@ -205,7 +337,7 @@ ngx_http_llm_body_parse(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
                                              body.len, &info,
                                              lmcf->cache_key ? &canonical
                                                              : NULL,
-                                             error, lmcf->bpe);
+                                             &error, lmcf->bpe);
 
     if (rc == NGX_DECLINED && (info.no_prompt || info.no_max)
         && !ngx_http_llm_body_uri_ends(r, ngx_http_llm_generates[ctx->api]))
@@ -224,8 +356,14 @@ ngx_http_llm_body_parse(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
         return NGX_OK;
     }
 
-    if (rc == NGX_DECLINED && ngx_http_llm_body_encoded(r, error) != NGX_OK) {
-        return NGX_ERROR;
+    if (rc == NGX_DECLINED) {
+        if (ngx_http_llm_body_encoded(r, &error) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        ngx_http_llm_body_refuse(ctx, NGX_HTTP_LLM_ERR_INVALID_REQUEST,
+                                 &error);
+        return NGX_DECLINED;
     }
 
     if (rc != NGX_OK) {

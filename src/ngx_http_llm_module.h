@@ -39,6 +39,7 @@
 #define NGX_HTTP_LLM_STEP_AUTH          0
 #define NGX_HTTP_LLM_STEP_BODY          1     /* reading the body */
 #define NGX_HTTP_LLM_STEP_READ          2     /* the body is complete */
+#define NGX_HTTP_LLM_STEP_REFUSED       3     /* nginx refused the body */
 
 /* llm_api */
 #define NGX_HTTP_LLM_API_AUTO           0
@@ -156,12 +157,17 @@ typedef struct {
     void                       *rkey;          /* a key read from Redis */
     ngx_msec_t                  redis_waited;  /* ms, of llm_redis timeout */
 
+    ngx_uint_t                  refusal;       /* a refused body's error
+                                                  (NGX_HTTP_LLM_ERR_*) */
+    ngx_str_t                   refusal_text;  /* and its message */
+
     unsigned                    has_key_id:1;
     unsigned                    conc_held:1;
     unsigned                    uncounted:1;   /* let through, Redis down */
     unsigned                    no_retry:1;    /* x-should-retry: false */
     unsigned                    done:1;
     unsigned                    own_error:1;   /* our error response */
+    unsigned                    refused:1;     /* the body is refused */
 } ngx_http_llm_ctx_t;
 
 

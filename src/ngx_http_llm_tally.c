@@ -279,6 +279,7 @@ ngx_http_llm_tally_wanted(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
  * body is not read but whose answer is charged all the same (an audio
  * transcription's usage), asks for one input token and what a request
  * with no maximum does, so that a spent token window refuses it too.
+ * A request whose body is refused makes no call: one request alone.
  */
 
 void
@@ -294,7 +295,7 @@ ngx_http_llm_tally_reserve(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
 
     d->need[NGX_HTTP_LLM_DIM_REQUESTS] = 1;
 
-    if (t == NULL) {
+    if (t == NULL || ctx->refused) {
         return;
     }
 
