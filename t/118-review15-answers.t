@@ -181,7 +181,7 @@ sub {
     return 1;
 }
 --- no_error_log
-refused
+to a gateway location refused
 
 
 
@@ -240,7 +240,7 @@ sub {
 ['"completion_tokens":20', '', '"dimension":"tokens","period":"1m","limit":1000,"used":30,']
 --- mock_count: 3
 --- no_error_log
-refused
+to a gateway location refused
 
 
 
