@@ -241,6 +241,12 @@ ngx_http_llm_access(ngx_http_request_t *r)
             ctx->tally->posted = (r->method & (NGX_HTTP_POST|NGX_HTTP_PUT
                                                |NGX_HTTP_PATCH))
                                  ? 1 : 0;
+
+            /* an encoded answer's usage cannot be read */
+
+            if (ngx_http_llm_identity(r) != NGX_OK) {
+                return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            }
         }
 
         if (body) {

@@ -8,7 +8,8 @@
  * extraction of the client's credential from the five forms clients
  * use -- "Authorization: Bearer", "x-api-key", "api-key",
  * "x-goog-api-key" and "?key=" -- each of which is taken out of what
- * goes upstream.
+ * goes upstream.  The same hiding keeps the client's Accept-Encoding
+ * from a backend whose usage is read.
  */
 
 
@@ -31,7 +32,7 @@ static ngx_int_t ngx_http_llm_keys_one_tier(ngx_conf_t *cf,
     ngx_http_llm_main_conf_t *lmcf);
 static int ngx_libc_cdecl ngx_http_llm_key_account_cmp(const void *one,
     const void *two);
-static void ngx_http_llm_header_hide(ngx_table_elt_t *h);
+static void ngx_http_llm_header_hide(ngx_table_elt_t *h, ngx_uint_t wipe);
 static ngx_int_t ngx_http_llm_query_key(ngx_http_request_t *r,
     ngx_str_t *key);
 static ngx_uint_t ngx_http_llm_key_args(u_char *p, u_char *last,
@@ -647,7 +648,7 @@ ngx_http_llm_credential(ngx_http_request_t *r, ngx_str_t *key)
             ngx_memcpy(found[which].data, p, last - p);
         }
 
-        ngx_http_llm_header_hide(&h[i]);
+        ngx_http_llm_header_hide(&h[i], 1);
     }
 
     arg.data = NULL;
@@ -673,17 +674,83 @@ ngx_http_llm_credential(ngx_http_request_t *r, ngx_str_t *key)
 
 
 /*
- * A credential header stays in the list (other pointers into the list
- * must stay valid) but is renamed to "Connection", a header that the
- * proxy module always sets itself and so never copies from the client,
- * and emptied; its bytes are overwritten, so that a "$http_*" value
- * cached before this phase shows no more than asterisks.
+ * The backend is asked for an answer it does not encode, so that its
+ * usage can be read: every Accept-Encoding header of the client's is
+ * hidden from the upstream request, as "proxy_set_header
+ * Accept-Encoding "";" would (a proxy_set_header of the location's
+ * own still wins), and nginx's pointer to the first one is moved to a
+ * copy, so that the gzip filter still encodes for the client as it
+ * asked.
+ */
+
+ngx_int_t
+ngx_http_llm_identity(ngx_http_request_t *r)
+{
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+#if (NGX_HTTP_GZIP || NGX_HTTP_HEADERS)
+    ngx_table_elt_t  *copy;
+#endif
+
+#if (NGX_HTTP_GZIP || NGX_HTTP_HEADERS)
+
+    if (r->headers_in.accept_encoding == NULL) {
+        return NGX_OK;
+    }
+
+    copy = ngx_palloc(r->pool, sizeof(ngx_table_elt_t));
+    if (copy == NULL) {
+        return NGX_ERROR;
+    }
+
+    *copy = *r->headers_in.accept_encoding;
+    r->headers_in.accept_encoding = copy;
+
+#endif
+
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].key.len == sizeof("accept-encoding") - 1
+            && h[i].hash
+            && ngx_strncmp(h[i].lowcase_key, "accept-encoding", 15) == 0)
+        {
+            ngx_http_llm_header_hide(&h[i], 0);
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * A hidden header stays in the list (other pointers into the list must
+ * stay valid) but is renamed to "Connection", a header that the proxy
+ * module always sets itself and so never copies from the client, and
+ * emptied; a credential's bytes are overwritten ("wipe"), so that a
+ * "$http_*" value cached before this phase shows no more than
+ * asterisks.
  */
 
 static void
-ngx_http_llm_header_hide(ngx_table_elt_t *h)
+ngx_http_llm_header_hide(ngx_table_elt_t *h, ngx_uint_t wipe)
 {
-    ngx_memset(h->value.data, '*', h->value.len);
+    if (wipe) {
+        ngx_memset(h->value.data, '*', h->value.len);
+    }
 
     h->key = ngx_http_llm_hidden_name;
     h->lowcase_key = ngx_http_llm_hidden_lc;

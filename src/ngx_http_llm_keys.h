@@ -20,6 +20,7 @@ ngx_int_t ngx_http_llm_keys_init(ngx_conf_t *cf,
     ngx_http_llm_main_conf_t *lmcf);
 
 ngx_int_t ngx_http_llm_credential(ngx_http_request_t *r, ngx_str_t *key);
+ngx_int_t ngx_http_llm_identity(ngx_http_request_t *r);
 ngx_http_llm_key_t *ngx_http_llm_key_find(ngx_http_llm_main_conf_t *lmcf,
     ngx_str_t *key, u_char *digest);
 ngx_int_t ngx_http_llm_account_valid(ngx_str_t *account);
