@@ -203,7 +203,8 @@ ngx_http_llm_ascii_block(ngx_http_llm_counts_t *c, u_char *p, u_char *q,
     ngx_http_llm_masks_t *next)
 {
     size_t      n;
-    uint64_t    lw, pu, ws, pws, x, lead, single, lw_next, pu_next;
+    uint64_t    lw, pu, ws, pws, ll, pl, pp, x, lead, single, lw_next,
+                pu_next;
     ngx_uint_t  i;
 
     lw = cur->letter;
@@ -214,16 +215,16 @@ ngx_http_llm_ascii_block(ngx_http_llm_counts_t *c, u_char *p, u_char *q,
     lw_next = ngx_http_llm_after(lw, next->letter);
     pu_next = ngx_http_llm_after(pu, next->punct);
 
-    /* letter runs */
+    /* letter runs; "ll": letters after a letter */
 
-    x = lw & ngx_http_llm_before(lw, prev->letter, 1);
+    ll = lw & ngx_http_llm_before(lw, prev->letter, 1);
 
-    c->words += ngx_http_llm_popcount(lw & ~x);
+    c->words += ngx_http_llm_popcount(lw & ~ll);
 
-    x &= ngx_http_llm_before(lw, prev->letter, 2)
-         & ngx_http_llm_before(lw, prev->letter, 3)
-         & ngx_http_llm_before(lw, prev->letter, 4)
-         & ngx_http_llm_before(lw, prev->letter, 5);
+    /* six letters in a row: a pair, and two pairs before it */
+
+    pl = prev->letter & (prev->letter << 1);
+    x = ll & ngx_http_llm_before(ll, pl, 2) & ngx_http_llm_before(ll, pl, 4);
 
     c->long_letters += ngx_http_llm_popcount(x);
 
@@ -233,9 +234,11 @@ ngx_http_llm_ascii_block(ngx_http_llm_counts_t *c, u_char *p, u_char *q,
                                           prev->letter & ~prev->upper,
                                           1));
 
-    /* punctuation runs */
+    /* punctuation runs; "pp": punctuation after punctuation */
 
-    x = pu & ~ngx_http_llm_before(pu, prev->punct, 1);
+    pp = pu & ngx_http_llm_before(pu, prev->punct, 1);
+
+    x = pu & ~pp;
     c->puncts += ngx_http_llm_popcount(x);
 
     /* a lone mark before a word is the word's, unless ' ' led it */
@@ -244,11 +247,12 @@ ngx_http_llm_ascii_block(ngx_http_llm_counts_t *c, u_char *p, u_char *q,
 
     c->puncts -= ngx_http_llm_popcount(x & ~pu_next & lw_next & ~lead);
 
-    x = pu & ngx_http_llm_before(pu, prev->punct, 1)
-        & ngx_http_llm_before(pu, prev->punct, 2)
-        & ngx_http_llm_before(pu, prev->punct, 3);
+    /* four in a row: a pair, and a pair before it */
 
-    c->long_puncts += ngx_http_llm_popcount(x);
+    x = prev->punct & (prev->punct << 1);
+
+    c->long_puncts += ngx_http_llm_popcount(pp & ngx_http_llm_before(pp, x,
+                                                                     2));
 
     /* a lone ' ' or tab: a token unless the next piece takes it */
 
