@@ -29,17 +29,18 @@
 #define NGX_HTTP_LLM_C_DIGIT       2
 #define NGX_HTTP_LLM_C_PUNCT       3     /* ASCII punctuation, controls */
 #define NGX_HTTP_LLM_C_SYMBOL      4     /* other punctuation, symbols */
-#define NGX_HTTP_LLM_C_EMOJI       5
-#define NGX_HTTP_LLM_C_JOINER      6     /* ZWJ, selectors, skin tones */
-#define NGX_HTTP_LLM_C_BAD         7     /* a byte that is not UTF-8 */
-#define NGX_HTTP_LLM_C_LATIN       8     /* letters from here on */
-#define NGX_HTTP_LLM_C_ACCENTED    9
-#define NGX_HTTP_LLM_C_ALPHA       10
-#define NGX_HTTP_LLM_C_ABJAD       11
-#define NGX_HTTP_LLM_C_COMPLEX     12
-#define NGX_HTTP_LLM_C_HAN         13
-#define NGX_HTTP_LLM_C_KANA        14
-#define NGX_HTTP_LLM_C_HANGUL      15
+#define NGX_HTTP_LLM_C_MARK        5     /* combining marks */
+#define NGX_HTTP_LLM_C_EMOJI       6
+#define NGX_HTTP_LLM_C_JOINER      7     /* ZWJ, selectors, skin tones */
+#define NGX_HTTP_LLM_C_BAD         8     /* a byte that is not UTF-8 */
+#define NGX_HTTP_LLM_C_LATIN       9     /* letters from here on */
+#define NGX_HTTP_LLM_C_ACCENTED    10
+#define NGX_HTTP_LLM_C_ALPHA       11
+#define NGX_HTTP_LLM_C_ABJAD       12
+#define NGX_HTTP_LLM_C_COMPLEX     13
+#define NGX_HTTP_LLM_C_HAN         14
+#define NGX_HTTP_LLM_C_KANA        15
+#define NGX_HTTP_LLM_C_HANGUL      16
 
 /* the piece of text being counted */
 #define NGX_HTTP_LLM_K_NONE        0
@@ -74,6 +75,7 @@
 #define NGX_HTTP_LLM_W_FOREIGN     250     /* and more if not English */
 #define NGX_HTTP_LLM_W_HUMP        500
 #define NGX_HTTP_LLM_W_ACCENTED    480
+#define NGX_HTTP_LLM_W_MARK        1435
 #define NGX_HTTP_LLM_W_RUN         205
 #define NGX_HTTP_LLM_W_ALPHA       570
 #define NGX_HTTP_LLM_W_ABJAD       830
@@ -98,16 +100,16 @@ static void ngx_http_llm_space_end(ngx_http_llm_estimate_t *e,
     ngx_uint_t *state, ngx_uint_t next);
 
 
-/* classes of ASCII: 0 space, 1 line break, 2 digit, 3 punctuation, 8 letter */
+/* classes of ASCII: 0 space, 1 line break, 2 digit, 3 punctuation, 9 letter */
 static u_char  ngx_http_llm_ascii[128] = {
     3, 3, 3, 3, 3, 3, 3, 3, 3, 0, 1, 0, 0, 1, 3, 3,    /* \t \n \v \f \r */
     3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3,
     0, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3,    /* ' ' */
     2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3,    /* 0-9 */
-    3, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8,    /* A-O */
-    8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 3, 3, 3, 3, 3,    /* P-Z */
-    3, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8,    /* a-o */
-    8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 3, 3, 3, 3, 3     /* p-z */
+    3, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9,    /* A-O */
+    9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 3, 3, 3, 3, 3,    /* P-Z */
+    3, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9,    /* a-o */
+    9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 3, 3, 3, 3, 3     /* p-z */
 };
 
 
@@ -122,7 +124,7 @@ static ngx_http_llm_range_t  ngx_http_llm_ranges[] = {
     { 0x00f7, 0x00f7, NGX_HTTP_LLM_C_SYMBOL },
     { 0x00f8, 0x02af, NGX_HTTP_LLM_C_ACCENTED },
     { 0x02b0, 0x02ff, NGX_HTTP_LLM_C_SYMBOL },
-    { 0x0300, 0x036f, NGX_HTTP_LLM_C_ACCENTED },        /* combining marks */
+    { 0x0300, 0x036f, NGX_HTTP_LLM_C_MARK },            /* combining marks */
     { 0x0370, 0x058f, NGX_HTTP_LLM_C_ALPHA },           /* Greek, Cyrillic */
     { 0x0590, 0x065f, NGX_HTTP_LLM_C_ABJAD },           /* Hebrew, Arabic */
     { 0x0660, 0x0669, NGX_HTTP_LLM_C_DIGIT },
@@ -132,7 +134,9 @@ static ngx_http_llm_range_t  ngx_http_llm_ranges[] = {
     { 0x0966, 0x096f, NGX_HTTP_LLM_C_DIGIT },           /* Devanagari */
     { 0x10a0, 0x10ff, NGX_HTTP_LLM_C_ALPHA },           /* Georgian */
     { 0x1100, 0x11ff, NGX_HTTP_LLM_C_HANGUL },          /* jamo */
-    { 0x1dc0, 0x1eff, NGX_HTTP_LLM_C_ACCENTED },
+    { 0x1ab0, 0x1aff, NGX_HTTP_LLM_C_MARK },
+    { 0x1dc0, 0x1dff, NGX_HTTP_LLM_C_MARK },
+    { 0x1e00, 0x1eff, NGX_HTTP_LLM_C_ACCENTED },
     { 0x1f00, 0x1fff, NGX_HTTP_LLM_C_ALPHA },           /* Greek extended */
     { 0x2000, 0x200a, NGX_HTTP_LLM_C_SPACE },
     { 0x200b, 0x200f, NGX_HTTP_LLM_C_JOINER },
@@ -456,6 +460,10 @@ ngx_http_llm_estimate_add_bytes(ngx_http_llm_estimate_t *e, u_char *p,
 
                 break;
 
+            case NGX_HTTP_LLM_C_MARK:
+                e->marks++;
+                break;
+
             case NGX_HTTP_LLM_C_EMOJI:
                 e->emoji++;
                 break;
@@ -548,7 +556,7 @@ ngx_http_llm_estimate_tokens(ngx_http_llm_estimate_t *e)
 
     w = NGX_HTTP_LLM_W_LONG;
 
-    if (e->accented * 16 > e->words) {
+    if ((e->accented + e->marks) * 16 > e->words) {
         w += NGX_HTTP_LLM_W_FOREIGN;
     }
 
@@ -556,6 +564,7 @@ ngx_http_llm_estimate_tokens(ngx_http_llm_estimate_t *e)
         + (uint64_t) e->long_letters * w
         + (uint64_t) e->humps * NGX_HTTP_LLM_W_HUMP
         + (uint64_t) e->accented * NGX_HTTP_LLM_W_ACCENTED
+        + (uint64_t) e->marks * NGX_HTTP_LLM_W_MARK
         + (uint64_t) e->runs * NGX_HTTP_LLM_W_RUN
         + (uint64_t) e->alphabetic * NGX_HTTP_LLM_W_ALPHA
         + (uint64_t) e->abjad * NGX_HTTP_LLM_W_ABJAD

@@ -42,6 +42,7 @@ typedef struct {
     ngx_uint_t                  long_letters;  /* Latin past a short word */
     ngx_uint_t                  humps;      /* camelCase: lower to upper */
     ngx_uint_t                  accented;   /* non-ASCII Latin letters */
+    ngx_uint_t                  marks;      /* combining marks */
     ngx_uint_t                  runs;       /* letter runs of other scripts */
     ngx_uint_t                  alphabetic; /* Cyrillic, Greek, Armenian */
     ngx_uint_t                  abjad;      /* Hebrew, Arabic, Syriac */

@@ -2051,14 +2051,16 @@ estimate_files(int argc, char **argv)
         free(buf);
 
         printf("%s %lu %lu words=%lu long=%lu humps=%lu accented=%lu "
-               "runs=%lu alphabetic=%lu abjad=%lu complex=%lu han=%lu "
-               "kana=%lu hangul=%lu digits=%lu puncts=%lu long_puncts=%lu "
+               "marks=%lu runs=%lu alphabetic=%lu abjad=%lu complex=%lu "
+               "han=%lu kana=%lu hangul=%lu digits=%lu puncts=%lu "
+               "long_puncts=%lu "
                "symbols=%lu emoji=%lu joiners=%lu spaces=%lu invalid=%lu\n",
                strrchr(argv[i], '/') ? strrchr(argv[i], '/') + 1 : argv[i],
                (unsigned long) ngx_http_llm_estimate_tokens(&e),
                (unsigned long) e.chars, (unsigned long) e.words,
                (unsigned long) e.long_letters, (unsigned long) e.humps,
-               (unsigned long) e.accented, (unsigned long) e.runs,
+               (unsigned long) e.accented, (unsigned long) e.marks,
+               (unsigned long) e.runs,
                (unsigned long) e.alphabetic, (unsigned long) e.abjad,
                (unsigned long) e.complex, (unsigned long) e.han,
                (unsigned long) e.kana, (unsigned long) e.hangul,
