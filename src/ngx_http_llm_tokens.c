@@ -41,6 +41,7 @@
 #define NGX_HTTP_LLM_C_HAN         14
 #define NGX_HTTP_LLM_C_KANA        15
 #define NGX_HTTP_LLM_C_HANGUL      16
+#define NGX_HTTP_LLM_C_WIDE        17    /* fullwidth Latin, halfwidth forms */
 
 /* the piece of text being counted */
 #define NGX_HTTP_LLM_K_NONE        0
@@ -83,6 +84,7 @@
 #define NGX_HTTP_LLM_W_HAN         1170
 #define NGX_HTTP_LLM_W_KANA        890
 #define NGX_HTTP_LLM_W_HANGUL      1290
+#define NGX_HTTP_LLM_W_WIDE        2130
 #define NGX_HTTP_LLM_W_DIGITS      1050
 #define NGX_HTTP_LLM_W_PUNCT       1030
 #define NGX_HTTP_LLM_W_LONG_PUNCT  250
@@ -187,12 +189,11 @@ static ngx_http_llm_range_t  ngx_http_llm_ranges[] = {
     { 0xff00, 0xff0f, NGX_HTTP_LLM_C_SYMBOL },          /* fullwidth forms */
     { 0xff10, 0xff19, NGX_HTTP_LLM_C_DIGIT },
     { 0xff1a, 0xff20, NGX_HTTP_LLM_C_SYMBOL },
-    { 0xff21, 0xff3a, NGX_HTTP_LLM_C_ACCENTED },
+    { 0xff21, 0xff3a, NGX_HTTP_LLM_C_WIDE },
     { 0xff3b, 0xff40, NGX_HTTP_LLM_C_SYMBOL },
-    { 0xff41, 0xff5a, NGX_HTTP_LLM_C_ACCENTED },
+    { 0xff41, 0xff5a, NGX_HTTP_LLM_C_WIDE },
     { 0xff5b, 0xff65, NGX_HTTP_LLM_C_SYMBOL },
-    { 0xff66, 0xff9f, NGX_HTTP_LLM_C_KANA },            /* halfwidth */
-    { 0xffa0, 0xffdf, NGX_HTTP_LLM_C_HANGUL },
+    { 0xff66, 0xffdf, NGX_HTTP_LLM_C_WIDE },            /* halfwidth */
     { 0xffe0, 0xffff, NGX_HTTP_LLM_C_SYMBOL },
     { 0x1b000, 0x1b16f, NGX_HTTP_LLM_C_KANA },
     { 0x1d000, 0x1d7ff, NGX_HTTP_LLM_C_SYMBOL },
@@ -373,6 +374,10 @@ ngx_http_llm_estimate_add_bytes(ngx_http_llm_estimate_t *e, u_char *p,
                 e->hangul++;
                 break;
 
+            case NGX_HTTP_LLM_C_WIDE:
+                e->wide++;
+                break;
+
             case NGX_HTTP_LLM_C_JOINER:
                 e->joiners++;
                 break;
@@ -397,7 +402,9 @@ ngx_http_llm_estimate_add_bytes(ngx_http_llm_estimate_t *e, u_char *p,
                 n = 0;
             }
 
-            if (n++ % 3 == 0) {
+            /* ASCII digits go three to a token, the others one each */
+
+            if (n++ % 3 == 0 || c >= 0x80) {
                 e->digits++;
             }
 
@@ -572,6 +579,7 @@ ngx_http_llm_estimate_tokens(ngx_http_llm_estimate_t *e)
         + (uint64_t) e->han * NGX_HTTP_LLM_W_HAN
         + (uint64_t) e->kana * NGX_HTTP_LLM_W_KANA
         + (uint64_t) e->hangul * NGX_HTTP_LLM_W_HANGUL
+        + (uint64_t) e->wide * NGX_HTTP_LLM_W_WIDE
         + (uint64_t) e->digits * NGX_HTTP_LLM_W_DIGITS
         + (uint64_t) e->puncts * NGX_HTTP_LLM_W_PUNCT
         + (uint64_t) e->long_puncts * NGX_HTTP_LLM_W_LONG_PUNCT
