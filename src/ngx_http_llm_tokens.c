@@ -42,6 +42,7 @@
 #define NGX_HTTP_LLM_C_KANA        15
 #define NGX_HTTP_LLM_C_HANGUL      16
 #define NGX_HTTP_LLM_C_WIDE        17    /* fullwidth Latin, halfwidth forms */
+#define NGX_HTTP_LLM_C_RARE        18    /* letters cl100k has no token for */
 
 /* the piece of text being counted */
 #define NGX_HTTP_LLM_K_NONE        0
@@ -85,6 +86,7 @@
 #define NGX_HTTP_LLM_W_KANA        890
 #define NGX_HTTP_LLM_W_HANGUL      1290
 #define NGX_HTTP_LLM_W_WIDE        2130
+#define NGX_HTTP_LLM_W_RARE        980     /* per UTF-8 byte */
 #define NGX_HTTP_LLM_W_DIGITS      1050
 #define NGX_HTTP_LLM_W_PUNCT       1030
 #define NGX_HTTP_LLM_W_LONG_PUNCT  250
@@ -135,7 +137,7 @@ static ngx_http_llm_range_t  ngx_http_llm_ranges[] = {
     { 0x06fa, 0x08ff, NGX_HTTP_LLM_C_ABJAD },           /* Syriac, Thaana */
     { 0x0966, 0x096f, NGX_HTTP_LLM_C_DIGIT },           /* Devanagari */
     { 0x10a0, 0x10ff, NGX_HTTP_LLM_C_ALPHA },           /* Georgian */
-    { 0x1100, 0x11ff, NGX_HTTP_LLM_C_HANGUL },          /* jamo */
+    { 0x1100, 0x11ff, NGX_HTTP_LLM_C_RARE },            /* conjoining jamo */
     { 0x1ab0, 0x1aff, NGX_HTTP_LLM_C_MARK },
     { 0x1dc0, 0x1dff, NGX_HTTP_LLM_C_MARK },
     { 0x1e00, 0x1eff, NGX_HTTP_LLM_C_ACCENTED },
@@ -167,16 +169,17 @@ static ngx_http_llm_range_t  ngx_http_llm_ranges[] = {
     { 0x3190, 0x31ef, NGX_HTTP_LLM_C_HAN },
     { 0x31f0, 0x31ff, NGX_HTTP_LLM_C_KANA },
     { 0x3200, 0x33ff, NGX_HTTP_LLM_C_SYMBOL },
-    { 0x3400, 0x4dbf, NGX_HTTP_LLM_C_HAN },
+    { 0x3400, 0x4dbf, NGX_HTTP_LLM_C_RARE },            /* extension A */
     { 0x4dc0, 0x4dff, NGX_HTTP_LLM_C_SYMBOL },
     { 0x4e00, 0x9fff, NGX_HTTP_LLM_C_HAN },
     { 0xa640, 0xa69f, NGX_HTTP_LLM_C_ALPHA },
     { 0xa700, 0xa7ff, NGX_HTTP_LLM_C_ACCENTED },
-    { 0xa960, 0xa97f, NGX_HTTP_LLM_C_HANGUL },
+    { 0xa960, 0xa97f, NGX_HTTP_LLM_C_RARE },            /* jamo extended */
     { 0xab30, 0xab6f, NGX_HTTP_LLM_C_ACCENTED },
-    { 0xac00, 0xd7ff, NGX_HTTP_LLM_C_HANGUL },
+    { 0xac00, 0xd7af, NGX_HTTP_LLM_C_HANGUL },
+    { 0xd7b0, 0xd7ff, NGX_HTTP_LLM_C_RARE },            /* jamo extended */
     { 0xe000, 0xf8ff, NGX_HTTP_LLM_C_SYMBOL },          /* private use */
-    { 0xf900, 0xfaff, NGX_HTTP_LLM_C_HAN },
+    { 0xf900, 0xfaff, NGX_HTTP_LLM_C_RARE },            /* compatibility */
     { 0xfb00, 0xfb06, NGX_HTTP_LLM_C_ACCENTED },
     { 0xfb13, 0xfb17, NGX_HTTP_LLM_C_ALPHA },
     { 0xfb1d, 0xfdff, NGX_HTTP_LLM_C_ABJAD },
@@ -201,7 +204,7 @@ static ngx_http_llm_range_t  ngx_http_llm_ranges[] = {
     { 0x1f3fb, 0x1f3ff, NGX_HTTP_LLM_C_JOINER },        /* skin tones */
     { 0x1f400, 0x1faff, NGX_HTTP_LLM_C_EMOJI },
     { 0x1fb00, 0x1fbff, NGX_HTTP_LLM_C_SYMBOL },
-    { 0x20000, 0x3ffff, NGX_HTTP_LLM_C_HAN },
+    { 0x20000, 0x3ffff, NGX_HTTP_LLM_C_RARE },          /* extension B+ */
     { 0xe0000, 0xe01ef, NGX_HTTP_LLM_C_JOINER },        /* tags, selectors */
     { 0xf0000, 0x10ffff, NGX_HTTP_LLM_C_SYMBOL }
 };
@@ -282,6 +285,9 @@ ngx_http_llm_estimate_add_bytes(ngx_http_llm_estimate_t *e, u_char *p,
 
                 if (cls == NGX_HTTP_LLM_C_SYMBOL) {
                     e->symbols += p - start;
+
+                } else if (cls == NGX_HTTP_LLM_C_RARE) {
+                    e->rare += p - start;
                 }
             }
         }
@@ -376,6 +382,9 @@ ngx_http_llm_estimate_add_bytes(ngx_http_llm_estimate_t *e, u_char *p,
 
             case NGX_HTTP_LLM_C_WIDE:
                 e->wide++;
+                break;
+
+            case NGX_HTTP_LLM_C_RARE:         /* counted in bytes above */
                 break;
 
             case NGX_HTTP_LLM_C_JOINER:
@@ -580,6 +589,7 @@ ngx_http_llm_estimate_tokens(ngx_http_llm_estimate_t *e)
         + (uint64_t) e->kana * NGX_HTTP_LLM_W_KANA
         + (uint64_t) e->hangul * NGX_HTTP_LLM_W_HANGUL
         + (uint64_t) e->wide * NGX_HTTP_LLM_W_WIDE
+        + (uint64_t) e->rare * NGX_HTTP_LLM_W_RARE
         + (uint64_t) e->digits * NGX_HTTP_LLM_W_DIGITS
         + (uint64_t) e->puncts * NGX_HTTP_LLM_W_PUNCT
         + (uint64_t) e->long_puncts * NGX_HTTP_LLM_W_LONG_PUNCT

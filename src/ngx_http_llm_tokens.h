@@ -51,6 +51,7 @@ typedef struct {
     ngx_uint_t                  kana;
     ngx_uint_t                  hangul;
     ngx_uint_t                  wide;       /* fullwidth Latin, halfwidth */
+    ngx_uint_t                  rare;       /* UTF-8 bytes of rare letters */
     ngx_uint_t                  digits;     /* groups of up to 3 digits */
     ngx_uint_t                  puncts;     /* punctuation/symbol runs */
     ngx_uint_t                  long_puncts;   /* ASCII past a short run */

@@ -2052,7 +2052,7 @@ estimate_files(int argc, char **argv)
 
         printf("%s %lu %lu words=%lu long=%lu humps=%lu accented=%lu "
                "marks=%lu runs=%lu alphabetic=%lu abjad=%lu complex=%lu "
-               "han=%lu kana=%lu hangul=%lu wide=%lu digits=%lu "
+               "han=%lu kana=%lu hangul=%lu wide=%lu rare=%lu digits=%lu "
                "puncts=%lu long_puncts=%lu "
                "symbols=%lu emoji=%lu joiners=%lu spaces=%lu invalid=%lu\n",
                strrchr(argv[i], '/') ? strrchr(argv[i], '/') + 1 : argv[i],
@@ -2064,7 +2064,7 @@ estimate_files(int argc, char **argv)
                (unsigned long) e.alphabetic, (unsigned long) e.abjad,
                (unsigned long) e.complex, (unsigned long) e.han,
                (unsigned long) e.kana, (unsigned long) e.hangul,
-               (unsigned long) e.wide,
+               (unsigned long) e.wide, (unsigned long) e.rare,
                (unsigned long) e.digits, (unsigned long) e.puncts,
                (unsigned long) e.long_puncts, (unsigned long) e.symbols,
                (unsigned long) e.emoji, (unsigned long) e.joiners,
