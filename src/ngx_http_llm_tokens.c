@@ -76,6 +76,7 @@
 #define NGX_HTTP_LLM_W_LONG        180
 #define NGX_HTTP_LLM_W_FOREIGN     250     /* and more if not English */
 #define NGX_HTTP_LLM_W_HUMP        500
+#define NGX_HTTP_LLM_W_MIXED       2800
 #define NGX_HTTP_LLM_W_ACCENTED    480
 #define NGX_HTTP_LLM_W_MARK        1435
 #define NGX_HTTP_LLM_W_RUN         205
@@ -259,11 +260,12 @@ ngx_http_llm_estimate_add_bytes(ngx_http_llm_estimate_t *e, u_char *p,
 {
     u_char      *last, *start;
     uint32_t     c;
-    ngx_uint_t   cls, kind, n, upper, state;
+    ngx_uint_t   cls, kind, n, upper, after, state;
 
     last = p + len;
     kind = NGX_HTTP_LLM_K_NONE;
     upper = 0;
+    after = 0;
     state = 0;
     n = 0;
 
@@ -310,6 +312,9 @@ ngx_http_llm_estimate_add_bytes(ngx_http_llm_estimate_t *e, u_char *p,
                     e->puncts--;
                 }
 
+                /* a word right after a digit, as in base64 "w0KGgo" */
+
+                after = (kind == NGX_HTTP_LLM_K_DIGITS);
                 kind = NGX_HTTP_LLM_K_LETTERS;
                 upper = 1;
                 n = 0;
@@ -335,6 +340,12 @@ ngx_http_llm_estimate_add_bytes(ngx_http_llm_estimate_t *e, u_char *p,
 
                     if (c <= 'Z' && n > 1 && upper == 0) {
                         e->humps++;
+                    }
+
+                    if (after && n >= 3 && n <= NGX_HTTP_LLM_SHORT_WORD
+                        && (c <= 'Z') != upper)
+                    {
+                        e->mixed++;
                     }
 
                     upper = (c <= 'Z');
@@ -579,6 +590,7 @@ ngx_http_llm_estimate_tokens(ngx_http_llm_estimate_t *e)
     t = (uint64_t) e->words * NGX_HTTP_LLM_W_WORD
         + (uint64_t) e->long_letters * w
         + (uint64_t) e->humps * NGX_HTTP_LLM_W_HUMP
+        + (uint64_t) e->mixed * NGX_HTTP_LLM_W_MIXED
         + (uint64_t) e->accented * NGX_HTTP_LLM_W_ACCENTED
         + (uint64_t) e->marks * NGX_HTTP_LLM_W_MARK
         + (uint64_t) e->runs * NGX_HTTP_LLM_W_RUN

@@ -41,6 +41,7 @@ typedef struct {
     ngx_uint_t                  words;      /* letter runs of Latin script */
     ngx_uint_t                  long_letters;  /* Latin past a short word */
     ngx_uint_t                  humps;      /* camelCase: lower to upper */
+    ngx_uint_t                  mixed;      /* case changes after a digit */
     ngx_uint_t                  accented;   /* non-ASCII Latin letters */
     ngx_uint_t                  marks;      /* combining marks */
     ngx_uint_t                  runs;       /* letter runs of other scripts */

@@ -12,6 +12,11 @@
  *   words         letters with no letter before them
  *   long_letters  letters with five letters before them (a run's 6th on)
  *   humps         capitals right after a small letter
+ *   mixed         changes of case at the 3rd to 5th letter of a word
+ *                 that follows a digit: the word's letters are found by
+ *                 adding its first letter to the letter mask (the carry
+ *                 runs through the word), in blocks with a digit or such
+ *                 a word from the block before
  *   puncts        punctuation with none before it, less a single mark
  *                 that a word takes (a letter follows, no ' ' precedes)
  *   long_puncts   punctuation with three before it
@@ -185,6 +190,7 @@ typedef struct {
     ngx_uint_t                  words;
     ngx_uint_t                  long_letters;
     ngx_uint_t                  humps;
+    ngx_uint_t                  mixed;
     ngx_uint_t                  puncts;
     ngx_uint_t                  long_puncts;
     ngx_uint_t                  spaces;
@@ -195,12 +201,15 @@ typedef struct {
 /*
  * What the block of 64 bytes at "q" adds (the masks of the block before
  * it, its own and the block after it); "p" and "last" bound the text.
+ * "after" is 1 if the block's first letter would be in a word that
+ * follows a digit (the block before ended with a digit or in such a
+ * word), and is set for the next block.
  */
 
 static ngx_http_llm_always_inline void
 ngx_http_llm_ascii_block(ngx_http_llm_counts_t *c, u_char *p, u_char *q,
     u_char *last, ngx_http_llm_masks_t *prev, ngx_http_llm_masks_t *cur,
-    ngx_http_llm_masks_t *next)
+    ngx_http_llm_masks_t *next, uint64_t *after)
 {
     size_t      n;
     uint64_t    lw, pu, ws, pws, ll, pl, pp, x, lead, single, lw_next,
@@ -275,6 +284,34 @@ ngx_http_llm_ascii_block(ngx_http_llm_counts_t *c, u_char *p, u_char *q,
         c->spaces += ngx_http_llm_space_run(p, q + i, last);
     }
 
+    /* the rest is about digits: most blocks of prose have none */
+
+    if ((cur->digit | *after) == 0) {
+        return;
+    }
+
+    /*
+     * Words that follow a digit: their first letters, added to the
+     * letter mask, carry through them and clear them.
+     */
+
+    x = lw & ((cur->digit << 1) | *after);
+    x = lw & ~(lw + x);
+
+    *after = (cur->digit | x) >> 63;
+
+    /* in them, changes of case at a 3rd, 4th or 5th letter */
+
+    if (x) {
+        x &= ll & ngx_http_llm_before(ll, pl, 1)
+             & ~(ll & ngx_http_llm_before(ll, pl, 2)
+                 & ngx_http_llm_before(ll, pl, 4))
+             & (cur->upper ^ ngx_http_llm_before(cur->upper, prev->upper,
+                                                 1));
+
+        c->mixed += ngx_http_llm_popcount(x);
+    }
+
     /* digit groups of three */
 
     x = cur->digit & ~ngx_http_llm_before(cur->digit, prev->digit, 1);
@@ -300,6 +337,7 @@ ngx_http_llm_counts_add(ngx_http_llm_estimate_t *e, ngx_http_llm_counts_t *c)
     e->words += c->words;
     e->long_letters += c->long_letters;
     e->humps += c->humps;
+    e->mixed += c->mixed;
     e->puncts += c->puncts;
     e->long_puncts += c->long_puncts;
     e->spaces += c->spaces;
@@ -313,10 +351,12 @@ ngx_http_llm_ascii_count(ngx_http_llm_estimate_t *e, u_char *p, u_char *last)
 {
     u_char                 *q;
     size_t                  n, len;
+    uint64_t                after;
     ngx_http_llm_masks_t    prev, cur, next;
     ngx_http_llm_counts_t   c;
 
     len = last - p;
+    after = 0;
 
     ngx_memzero(&c, sizeof(ngx_http_llm_counts_t));
     ngx_memzero(&prev, sizeof(ngx_http_llm_masks_t));
@@ -334,7 +374,8 @@ ngx_http_llm_ascii_count(ngx_http_llm_estimate_t *e, u_char *p, u_char *last)
             ngx_memzero(&next, sizeof(ngx_http_llm_masks_t));
         }
 
-        ngx_http_llm_ascii_block(&c, p, q, last, &prev, &cur, &next);
+        ngx_http_llm_ascii_block(&c, p, q, last, &prev, &cur, &next,
+                                 &after);
 
         prev = cur;
         cur = next;
@@ -403,10 +444,12 @@ ngx_http_llm_ascii_avx512(ngx_http_llm_estimate_t *e, u_char *p, size_t len)
 {
     u_char                 *q, *last;
     size_t                  n;
+    uint64_t                after;
     ngx_http_llm_masks_t    prev, cur, next;
     ngx_http_llm_counts_t   c;
 
     last = p + len;
+    after = 0;
 
     if (ngx_http_llm_classify512(p, ngx_min(len, 64), &cur)) {
         return NGX_DECLINED;
@@ -428,7 +471,8 @@ ngx_http_llm_ascii_avx512(ngx_http_llm_estimate_t *e, u_char *p, size_t len)
             return NGX_DECLINED;
         }
 
-        ngx_http_llm_ascii_block(&c, p, q, last, &prev, &cur, &next);
+        ngx_http_llm_ascii_block(&c, p, q, last, &prev, &cur, &next,
+                                 &after);
 
         prev = cur;
         cur = next;

@@ -194,10 +194,12 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             {
                 if (getenv("FUZZ_VERBOSE")) {
                     fprintf(stderr, "ascii: words %lu/%lu long %lu/%lu "
-                            "humps %lu/%lu puncts %lu/%lu lp %lu/%lu "
+                            "humps %lu/%lu mixed %lu/%lu puncts %lu/%lu "
+                            "lp %lu/%lu "
                             "digits %lu/%lu spaces %lu/%lu chars %lu/%lu\n",
                             fast.words, slow.words, fast.long_letters,
                             slow.long_letters, fast.humps, slow.humps,
+                            fast.mixed, slow.mixed,
                             fast.puncts, slow.puncts, fast.long_puncts,
                             slow.long_puncts, fast.digits, slow.digits,
                             fast.spaces, slow.spaces, fast.chars, slow.chars);

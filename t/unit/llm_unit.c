@@ -259,9 +259,10 @@ test_estimate(void)
 
 /*
  * The ASCII path (64 bytes at a time, bit masks) counts exactly what the
- * byte loop counts: on every ASCII sample, and on 300,000 random strings
+ * byte loop counts: on every ASCII sample, on 300,000 random strings
  * of up to 200 bytes over an alphabet of the characters whose order
- * matters (a fixed seed, so a failure can be replayed).
+ * matters, and on 100,000 of up to 255 bytes of base64's (a fixed seed,
+ * so a failure can be replayed).
  */
 
 static ngx_int_t
@@ -295,6 +296,9 @@ test_estimate_ascii(const char *dir)
 
     static const char  alphabet[] = "aZb 9 .\t\n\r(-x Q'\v,_\"#7!";
 
+    /* base64's: long words of both cases after digits, across blocks */
+    static const char  base64[] = "aZbQxYcW0917+/ ";
+
     seed = 20261122;
     bad = 0;
 
@@ -316,6 +320,31 @@ test_estimate_ascii(const char *dir)
 
     ok(bad == 0, "estimate: ASCII path agrees on 300,000 random strings "
        "(%lu differ)", (unsigned long) bad);
+
+    bad = 0;
+
+    for (n = 0; n < 100000; n++) {
+        seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
+        len = (seed >> 33) % 256;
+
+        for (i = 0; i < len; i++) {
+            seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
+
+            /* a space one time in 100, so that words run long */
+
+            buf[i] = ((seed >> 33) % 100 == 0)
+                     ? ' ' : base64[(seed >> 40) % (sizeof(base64) - 2)];
+        }
+
+        if (ascii_agrees(buf, len) != NGX_OK) {
+            if (bad++ == 0) {
+                printf("# first disagreement: \"%.*s\"\n", (int) len, buf);
+            }
+        }
+    }
+
+    ok(bad == 0, "estimate: ASCII path agrees on 100,000 random strings "
+       "of base64 (%lu differ)", (unsigned long) bad);
 
     files = 0;
     bad = 0;
@@ -2050,17 +2079,17 @@ estimate_files(int argc, char **argv)
         ngx_http_llm_estimate_add(&e, buf, len);
         free(buf);
 
-        printf("%s %lu %lu words=%lu long=%lu humps=%lu accented=%lu "
-               "marks=%lu runs=%lu alphabetic=%lu abjad=%lu complex=%lu "
-               "han=%lu kana=%lu hangul=%lu wide=%lu rare=%lu digits=%lu "
-               "puncts=%lu long_puncts=%lu "
-               "symbols=%lu emoji=%lu joiners=%lu spaces=%lu invalid=%lu\n",
+        printf("%s %lu %lu words=%lu long=%lu humps=%lu mixed=%lu "
+               "accented=%lu marks=%lu runs=%lu alphabetic=%lu abjad=%lu "
+               "complex=%lu han=%lu kana=%lu hangul=%lu wide=%lu rare=%lu "
+               "digits=%lu puncts=%lu long_puncts=%lu symbols=%lu "
+               "emoji=%lu joiners=%lu spaces=%lu invalid=%lu\n",
                strrchr(argv[i], '/') ? strrchr(argv[i], '/') + 1 : argv[i],
                (unsigned long) ngx_http_llm_estimate_tokens(&e),
                (unsigned long) e.chars, (unsigned long) e.words,
                (unsigned long) e.long_letters, (unsigned long) e.humps,
-               (unsigned long) e.accented, (unsigned long) e.marks,
-               (unsigned long) e.runs,
+               (unsigned long) e.mixed, (unsigned long) e.accented,
+               (unsigned long) e.marks, (unsigned long) e.runs,
                (unsigned long) e.alphabetic, (unsigned long) e.abjad,
                (unsigned long) e.complex, (unsigned long) e.han,
                (unsigned long) e.kana, (unsigned long) e.hangul,
