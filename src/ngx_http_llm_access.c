@@ -37,6 +37,8 @@ static ngx_int_t ngx_http_llm_let_in(ngx_http_request_t *r,
     ngx_http_llm_ctx_t *ctx);
 static u_char *ngx_http_llm_limit_text(u_char *p,
     ngx_http_llm_decision_t *d, ngx_uint_t dim);
+static void ngx_http_llm_give_back(ngx_http_request_t *r,
+    ngx_http_llm_ctx_t *ctx);
 static void ngx_http_llm_cleanup(void *data);
 
 
@@ -653,6 +655,16 @@ ngx_http_llm_limit(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
     ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                   "llm: account \"%V\" refused: %V", &ctx->account, &msg);
 
+    if (ctx->unread) {
+        /*
+         * a body nginx did not read to its end is no request that an
+         * error_page could send on ("= @overflow"): its own error
+         */
+
+        return ngx_http_llm_refuse(r, ctx, ctx->refusal,
+                                   &ctx->refusal_text);
+    }
+
     return ngx_http_llm_refuse(r, ctx, err, &msg);
 }
 
@@ -691,6 +703,13 @@ ngx_http_llm_let_in(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
 
     ctx->uncounted = 0;
     ctx->result = NGX_HTTP_LLM_RESULT_REJECTED;
+
+    /*
+     * it makes no call: its concurrency slot is given back now, not when
+     * the connection closes (a 413's lingering close lasts seconds)
+     */
+
+    ngx_http_llm_give_back(r, ctx);
 
     return ngx_http_llm_refuse(r, ctx, ctx->refusal, &ctx->refusal_text);
 }
@@ -756,6 +775,25 @@ ngx_http_llm_refuse(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     ngx_http_finalize_request(r, rc);
 
     return NGX_DONE;
+}
+
+
+/* the concurrency slot the request holds, in Redis or in the zone */
+
+static void
+ngx_http_llm_give_back(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
+{
+    ngx_pool_cleanup_t  *cln;
+
+    /* as the pool's cleanups run: Redis's lease first */
+
+    ngx_http_llm_rstore_give_back(ctx);
+
+    cln = ngx_http_llm_ctx_cleanup(r);
+
+    if (cln) {
+        ngx_http_llm_cleanup(cln->data);
+    }
 }
 
 

@@ -25,6 +25,8 @@
 static void ngx_http_llm_body_reading(ngx_http_request_t *r);
 static ngx_int_t ngx_http_llm_body_unread(ngx_http_request_t *r,
     ngx_http_llm_ctx_t *ctx, ngx_int_t rc);
+static void ngx_http_llm_body_refuse(ngx_http_llm_ctx_t *ctx,
+    ngx_uint_t err, ngx_str_t *text);
 static void ngx_http_llm_body_handler(ngx_http_request_t *r);
 static ngx_uint_t ngx_http_llm_body_uri_ends(ngx_http_request_t *r,
     ngx_str_t *names);
@@ -176,14 +178,24 @@ ngx_http_llm_body_reading(ngx_http_request_t *r)
      * nginx's own ngx_http_read_client_request_body_handler() without
      * its finalization: for a buffered body, this reads on, calls the
      * body handler when the body is complete, and returns nginx's
-     * status for a timeout (408) or a refused body
+     * status for a timeout (408) or a refused body.  The body handler
+     * may finalize the request, and on a keep-alive connection free it,
+     * before nginx's function returns and writes to it: the request is
+     * held for that time.
      */
+
+    r->main->count++;
 
     rc = ngx_http_read_unbuffered_request_body(r);
 
     if (rc < NGX_HTTP_SPECIAL_RESPONSE) {
+        ngx_http_finalize_request(r, NGX_DONE);
         return;
     }
+
+    /* refused before the body was complete: nothing finalized it */
+
+    r->main->count--;
 
     ctx = ngx_http_llm_find_ctx(r);
 
@@ -232,6 +244,8 @@ ngx_http_llm_body_unread(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     switch (rc) {
 
     case NGX_HTTP_REQUEST_ENTITY_TOO_LARGE:
+        ctx->unread = 1;
+
         if (ngx_http_llm_too_large_text(r, &text) != NGX_OK) {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
@@ -243,6 +257,8 @@ ngx_http_llm_body_unread(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
         return NGX_DECLINED;
 
     case NGX_HTTP_BAD_REQUEST:
+        ctx->unread = 1;
+
         ngx_str_set(&text, "request body cannot be read: its length or "
                     "its chunked encoding is invalid");
 
@@ -266,7 +282,7 @@ ngx_http_llm_body_unread(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
  * it in.
  */
 
-void
+static void
 ngx_http_llm_body_refuse(ngx_http_llm_ctx_t *ctx, ngx_uint_t err,
     ngx_str_t *text)
 {

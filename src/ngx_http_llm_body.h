@@ -15,8 +15,6 @@ ngx_uint_t ngx_http_llm_body_wanted(ngx_http_request_t *r,
     ngx_http_llm_ctx_t *ctx, ngx_http_llm_loc_conf_t *llcf);
 ngx_int_t ngx_http_llm_body_read(ngx_http_request_t *r,
     ngx_http_llm_ctx_t *ctx);
-void ngx_http_llm_body_refuse(ngx_http_llm_ctx_t *ctx, ngx_uint_t err,
-    ngx_str_t *text);
 ngx_int_t ngx_http_llm_body_bytes(ngx_http_request_t *r, ngx_str_t *body);
 ngx_int_t ngx_http_llm_body_parse(ngx_http_request_t *r,
     ngx_http_llm_ctx_t *ctx, ngx_http_llm_loc_conf_t *llcf);

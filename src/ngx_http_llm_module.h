@@ -168,6 +168,7 @@ typedef struct {
     unsigned                    done:1;
     unsigned                    own_error:1;   /* our error response */
     unsigned                    refused:1;     /* the body is refused */
+    unsigned                    unread:1;      /* and not read to its end */
 } ngx_http_llm_ctx_t;
 
 

@@ -1386,14 +1386,29 @@ ngx_http_llm_rstore_cleanup(void *data)
         st->op = NULL;
     }
 
-    if (st->leased) {
-        st->leased = 0;
-        st->ctx->conc_held = 0;
+    ngx_http_llm_rstore_give_back(st->ctx);
+}
 
-        ngx_queue_remove(&st->queue);
 
-        ngx_http_llm_rstore_release(&st->conc_key, &st->lease);
+/* the request's concurrency lease, if it holds one, is given back */
+
+void
+ngx_http_llm_rstore_give_back(ngx_http_llm_ctx_t *ctx)
+{
+    ngx_http_llm_rstore_req_t  *st;
+
+    st = ctx->redis;
+
+    if (st == NULL || !st->leased) {
+        return;
     }
+
+    st->leased = 0;
+    st->ctx->conc_held = 0;
+
+    ngx_queue_remove(&st->queue);
+
+    ngx_http_llm_rstore_release(&st->conc_key, &st->lease);
 }
 
 

@@ -22,6 +22,7 @@ ngx_int_t ngx_http_llm_rstore_admit(ngx_http_request_t *r,
     ngx_http_llm_decision_t *d);
 ngx_int_t ngx_http_llm_rstore_result(ngx_http_request_t *r,
     ngx_http_llm_ctx_t *ctx, ngx_http_llm_decision_t *d);
+void ngx_http_llm_rstore_give_back(ngx_http_llm_ctx_t *ctx);
 ngx_int_t ngx_http_llm_rstore_settle(ngx_http_llm_ctx_t *ctx,
     uint64_t *used);
 ngx_int_t ngx_http_llm_rstore_usage(ngx_http_request_t *r,

@@ -23,6 +23,7 @@ our $Http = $Test::LLM::Keys::TIERS . <<'_EOC_';
     llm_tier tok requests=3/m tokens=1000/m;
     llm_tier hot requests=1/m tokens=1000/m cooldown=30s;
     llm_tier tc requests=5/m tokens=1000/m cost=1/m;
+    llm_tier one requests=100/m tokens=1000/m concurrency=1;
     llm_price gpt-4o input=2.50 output=10.00;
 _EOC_
 
@@ -84,8 +85,10 @@ sub late {
         pieces => [$head . $chunk, { delay => 0.3 }, $chunk . "0\r\n\r\n"]);
 }
 
-# after the block's request, three such bodies: two 413s with the
-# windows' headers, then a 429
+# after the block's request, three such bodies: 413s with the windows'
+# headers, the third over the spent window all the same (a body not read
+# to its end has nothing an error_page could send on), then a good
+# request's 429
 sub late3 {
     my @r = map { ::late("/v1/chat/completions") } 1 .. 3;
     my $got = join ' ', map {
@@ -93,12 +96,61 @@ sub late3 {
         . (Test::LLM::Client::header($_, 'X-Rate-Limit-Remaining') // '-')
     } @r;
     return (0, "status/remaining: $got")
-        unless $got eq '413/1 413/0 429/0';
+        unless $got eq '413/1 413/0 413/0';
     return (0, "the first: $r[0]{body}")
         unless $r[0]{body} =~ /"code":"request_too_large"/;
     return (0, "the third: $r[2]{body}")
-        unless $r[2]{body} =~ /"code":"rate_limit_exceeded"/;
+        unless $r[2]{body} =~ /"code":"request_too_large"/;
+    my $g = http_request("POST /v1/chat/completions",
+                         more_headers => $::Auth, body => $::Good);
+    return (0, "the good one: $g->{status} $g->{body}")
+        unless $g->{status} == 429
+               && $g->{body} =~ /"code":"rate_limit_exceeded"/;
     return 1;
+}
+
+# on one kept-alive connection: carol's POST of "body" in two pieces, the
+# second 0.3 s after the first (nginx reads it in two reads), then a GET;
+# the two responses' status lines and bodies
+sub split_then_get {
+    my ($body) = @_;
+    require IO::Socket::INET;
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+        PeerPort => $ENV{TEST_NGINX_SERVER_PORT}, Timeout => 5)
+        or return "connect: $!";
+    my $head = "POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\n"
+        . "$::Auth\r\nContent-Type: application/json\r\n"
+        . "Content-Length: " . length($body) . "\r\n\r\n";
+    syswrite($s, $head . substr($body, 0, 10));
+    select(undef, undef, undef, 0.3);
+    syswrite($s, substr($body, 10));
+    my $one = read_response($s);
+    syswrite($s, "GET /v1/models HTTP/1.1\r\nHost: localhost\r\n"
+                 . "$::Auth\r\nConnection: close\r\n\r\n");
+    my $two = read_response($s);
+    close $s;
+    return "$one\n$two";
+}
+
+# one response from a socket: its status line and body (Content-Length)
+sub read_response {
+    my ($s) = @_;
+    my $buf = '';
+    my $end = time + 5;
+    while (time < $end) {
+        if ($buf =~ /\r\n\r\n/) {
+            my ($len) = $buf =~ /^Content-Length: (\d+)/mi;
+            my $h = index($buf, "\r\n\r\n") + 4;
+            last if defined $len && length($buf) >= $h + $len;
+        }
+        my $rin = '';
+        vec($rin, fileno $s, 1) = 1;
+        last unless select($rin, undef, undef, 0.5);
+        last unless sysread($s, $buf, 65536, length $buf);
+    }
+    my ($status) = $buf =~ /^(HTTP\S+ \d+)/;
+    my $h = index($buf, "\r\n\r\n");
+    return ($status // 'none') . ' ' . ($h < 0 ? '' : substr($buf, $h + 4));
 }
 
 our @Resets = ('X-Rate-Limit-Reset: ^\d{10}$'
@@ -204,20 +256,22 @@ sub {
 
 
 
-=== TEST 5: a chunked body over client_max_body_size gets its JSON 413 with the windows' headers and counts: the fourth request is a 429 (zone)
+=== TEST 5: a chunked body over client_max_body_size gets its JSON 413 with the windows' headers and counts: the fourth such body finds the window spent (its headers say so), and gets its own 413 all the same, a body not read to its end being nothing an error_page could send on; a good request then gets the 429 (zone)
 --- http_config eval: $::Http
 --- config eval: $::Gateway
 --- request eval
-[("POST /v1/chat/completions\n$::Chunked") x 4]
---- more_headers eval: $::Te
+[("POST /v1/chat/completions\n$::Chunked") x 4,
+ ::post("/v1/chat/completions", $::Good)]
+--- more_headers eval
+[($::Te) x 4, $::Auth]
 --- error_code eval
-[413, 413, 413, 429]
+[413, 413, 413, 413, 429]
 --- response_headers eval
-[::left(2), ::left(1), ::left(0), $::Spent]
+[::left(2), ::left(1), ::left(0), $::Spent, $::Spent]
 --- response_body_like eval
 ['^\{"error":\{"message":"Request body is larger than the limit of 100 bytes\.","type":"request_too_large","param":null,"code":"request_too_large"\}\}$',
  '"code":"request_too_large"', '"code":"request_too_large"',
- '"code":"rate_limit_exceeded"']
+ '"code":"request_too_large"', '"code":"rate_limit_exceeded"']
 --- error_log
 client intended to send too large chunked body
 --- mock_count: 0
@@ -228,20 +282,23 @@ client intended to send too large chunked body
 --- http_config eval: ::redis(6)
 --- config eval: $::Gateway
 --- request eval
-[("POST /v1/chat/completions\n$::Chunked") x 4]
---- more_headers eval: $::Te
+[("POST /v1/chat/completions\n$::Chunked") x 4,
+ ::post("/v1/chat/completions", $::Good)]
+--- more_headers eval
+[($::Te) x 4, $::Auth]
 --- error_code eval
-[413, 413, 413, 429]
+[413, 413, 413, 413, 429]
 --- response_headers eval
-[::left(2), ::left(1), ::left(0), $::Spent]
+[::left(2), ::left(1), ::left(0), $::Spent, $::Spent]
 --- response_body_like eval
 ['"code":"request_too_large"', '"code":"request_too_large"',
- '"code":"request_too_large"', '"code":"rate_limit_exceeded"']
+ '"code":"request_too_large"', '"code":"request_too_large"',
+ '"code":"rate_limit_exceeded"']
 --- mock_count: 0
 
 
 
-=== TEST 7: a chunked body that goes over client_max_body_size in a later read than the first, after the access handler has returned: counted as well: after a GET, two 413s, then the 429 (zone)
+=== TEST 7: a chunked body that goes over client_max_body_size in a later read than the first, after the access handler has returned: counted as well: after a GET, two 413s, a third 413 over the spent window, then a good request's 429 (zone)
 --- http_config eval: $::Http
 --- config eval: $::Gateway
 --- request
@@ -446,3 +503,101 @@ location /v1/ {
 ^carol\|rejected\|400$
 ^carol\|store_error\|200$
 --- mock_count: 1
+
+
+
+=== TEST 17: a bad body that arrives in two reads on a kept-alive connection: its 400 (request window counted), then the next request on the same connection is served (before the fix nginx wrote into the request after the body handler had finalized and freed it: an ASan heap-use-after-free)
+--- http_config eval: $::Http
+--- config eval: $::Gateway
+--- request
+GET /v1/models
+--- more_headers eval: $::Auth
+--- error_code: 200
+--- check eval
+sub {
+    my $got = ::split_then_get($::Bad);
+    return ($got =~ /^HTTP\S+ 400 .*"code":"invalid_request_error".*\nHTTP\S+ 200 /s,
+            "responses: $got");
+}
+--- mock_count: 2
+
+
+
+=== TEST 18: a good body that arrives in two reads on a kept-alive connection, over a spent window: the window's 429, and the connection still serves the next request (its 429 too)
+--- http_config eval: $::Http
+--- config eval: $::Gateway
+--- request eval
+["GET /v1/models", "GET /v1/models", "GET /v1/models"]
+--- more_headers eval: $::Auth
+--- error_code eval
+[200, 200, 200]
+--- check eval
+sub {
+    my $got = ::split_then_get($::Good);
+    return ($got =~ /^HTTP\S+ 429 .*rate_limit_exceeded.*\nHTTP\S+ 429 /s,
+            "responses: $got");
+}
+--- mock_count: 3
+
+
+
+=== TEST 19: a chunked body refused as too large gives its concurrency slot back at once, not when nginx's lingering close of its connection ends: another request of the account's is served meanwhile (before: 429 "Too many concurrent requests" for up to lingering_timeout)
+--- http_config eval: $::Http
+--- config
+llm_default_tier one;
+location /v1/ {
+    llm_gateway on;
+    client_max_body_size 100;
+    proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+}
+--- request
+GET /v1/models
+--- more_headers eval: $::Auth
+--- error_code: 200
+--- check eval
+sub {
+    require IO::Socket::INET;
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+        PeerPort => $ENV{TEST_NGINX_SERVER_PORT}, Timeout => 5)
+        or return (0, "connect: $!");
+    syswrite($s, "POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\n"
+                 . "$::Te\r\n\r\n" . sprintf("%x\r\n", 300) . 'x' x 300);
+    my $one = ::read_response($s);
+    # the client lingers: its connection stays open
+    my $g = http_request("POST /v1/chat/completions",
+                         more_headers => $::Auth, body => $::Good);
+    close $s;
+    return (0, "the chunked body: $one") unless $one =~ /^HTTP\S+ 413 /;
+    return ($g->{status} == 200, "meanwhile: $g->{status} $g->{body}");
+}
+--- mock_count: 2
+
+
+
+=== TEST 20: "error_page 429 = @overflow" does not send on a body nginx could not read to its end: over the spent window, such a chunked body gets its own 413 (with the windows' headers), and no backend sees it (before: the overflow backend got the request with an empty body and answered 200)
+--- http_config eval: $::Http
+--- config
+llm_default_tier tok;
+location /v1/ {
+    llm_gateway on;
+    client_max_body_size 100;
+    error_page 429 = @overflow;
+    proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+}
+location @overflow {
+    proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+}
+--- request eval
+["GET /v1/models", "GET /v1/models", "GET /v1/models"]
+--- more_headers eval: $::Auth
+--- error_code eval
+[200, 200, 200]
+--- check eval
+sub {
+    my $r = ::late("/v1/chat/completions");
+    my $left = Test::LLM::Client::header($r, 'X-Rate-Limit-Remaining') // '-';
+    return ($r->{status} == 413 && $left eq '0'
+            && $r->{body} =~ /"code":"request_too_large"/,
+            "status $r->{status}, remaining $left: $r->{body}");
+}
+--- mock_count: 3
