@@ -34,6 +34,24 @@ our $Http0 = join "\n", grep { !/log_format|^\s+'/ } split /\n/, $Http;
 
 our $Auth = "Authorization: Bearer $CAROL";
 
+# carol's gateway location (tier tok, with the block's own lines), and
+# llm_usage
+sub gateway {
+    my ($extra) = @_;
+    $extra = join '', map { "    $_\n" } split /\n/, $extra // '';
+    return <<"_EOC_";
+access_log logs/access.log llm;
+llm_default_tier tok;
+location /v1/ {
+    llm_gateway on;
+${extra}    proxy_pass http://127.0.0.1:\$TEST_NGINX_MOCK_PORT;
+}
+location = /usage {
+    llm_usage;
+}
+_EOC_
+}
+
 # a backend that compresses when, and only when, the request asks it to
 sub answer {
     my ($req) = @_;
@@ -69,16 +87,7 @@ __DATA__
 
 === TEST 1: a client that sends "Accept-Encoding: gzip" to a backend that honours it is charged the answer's usage (30 tokens, 20 of them output), not its reservation of the 2,000 max_tokens; the backend got no Accept-Encoding (before: gzip, an encoded answer, 2,000+ output tokens charged, $llm_tokens_estimated 1)
 --- http_config eval: $::Http
---- config
-access_log logs/access.log llm;
-llm_default_tier tok;
-location /v1/ {
-    llm_gateway on;
-    proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
-}
-location = /usage {
-    llm_usage;
-}
+--- config eval: ::gateway()
 --- mock eval: \&::answer
 --- request eval: ::post("/v1/chat/completions", ::chat(max => 2000))
 --- more_headers eval: "$::Auth\nAccept-Encoding: gzip, deflate"
@@ -102,19 +111,7 @@ is encoded
 
 === TEST 2: nginx's gzip filter still compresses the answer for the client that asked (it reads the Accept-Encoding the gateway kept from the backend), and the usage is read first: 20 output tokens charged
 --- http_config eval: $::Http
---- config
-access_log logs/access.log llm;
-llm_default_tier tok;
-location /v1/ {
-    llm_gateway on;
-    gzip on;
-    gzip_types application/json;
-    gzip_min_length 1;
-    proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
-}
-location = /usage {
-    llm_usage;
-}
+--- config eval: ::gateway("gzip on;\ngzip_types application/json;\ngzip_min_length 1;")
 --- mock eval: \&::answer
 --- request eval: ::post("/v1/chat/completions", ::chat(max => 2000))
 --- more_headers eval: "$::Auth\nAccept-Encoding: gzip"
@@ -135,17 +132,7 @@ sub {
 
 === TEST 3: an operator's own "proxy_set_header Accept-Encoding" still wins: the backend is asked for gzip, its answer cannot be read, and it is charged its reservation (logged at info, as README says)
 --- http_config eval: $::Http
---- config
-access_log logs/access.log llm;
-llm_default_tier tok;
-location /v1/ {
-    llm_gateway on;
-    proxy_set_header Accept-Encoding gzip;
-    proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
-}
-location = /usage {
-    llm_usage;
-}
+--- config eval: ::gateway("proxy_set_header Accept-Encoding gzip;")
 --- mock eval: \&::answer
 --- request eval: ::post("/v1/chat/completions", ::chat(max => 2000))
 --- more_headers eval: $::Auth
@@ -184,15 +171,7 @@ Content-Encoding: gzip
 
 === TEST 5: two Accept-Encoding headers (HTTP allows a list in several lines): neither reaches the backend, and the answer's usage is charged
 --- http_config eval: $::Http
---- config
-llm_default_tier tok;
-location /v1/ {
-    llm_gateway on;
-    proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
-}
-location = /usage {
-    llm_usage;
-}
+--- config eval: ::gateway()
 --- mock eval: \&::answer
 --- request eval: ::post("/v1/chat/completions", ::chat(max => 2000))
 --- more_headers eval: "$::Auth\nAccept-Encoding: br\nAccept-Encoding: gzip"
