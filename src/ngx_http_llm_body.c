@@ -259,8 +259,7 @@ ngx_http_llm_body_unread(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     case NGX_HTTP_BAD_REQUEST:
         ctx->unread = 1;
 
-        ngx_str_set(&text, "request body cannot be read: its length or "
-                    "its chunked encoding is invalid");
+        text = ngx_http_llm_unreadable_text;
 
         r->keepalive = 0;
         r->lingering_close = 0;

@@ -28,12 +28,17 @@ typedef struct {
 static ngx_buf_t *ngx_http_llm_error_buf(ngx_http_request_t *r,
     ngx_uint_t api, ngx_http_llm_err_e err, ngx_str_t *message);
 static ngx_int_t ngx_http_llm_header_filter(ngx_http_request_t *r);
-static ngx_int_t ngx_http_llm_too_large(ngx_http_request_t *r,
+static ngx_int_t ngx_http_llm_body_error(ngx_http_request_t *r,
     ngx_http_llm_ctx_t *ctx, ngx_http_llm_loc_conf_t *llcf);
 static ngx_int_t ngx_http_llm_body_filter(ngx_http_request_t *r,
     ngx_chain_t *in);
 static void ngx_http_llm_hide_backend_headers(ngx_http_request_t *r);
 static u_char *ngx_http_llm_duration(u_char *p, uint64_t ms);
+
+
+ngx_str_t  ngx_http_llm_unreadable_text =
+    ngx_string("Request body cannot be read: its length or its chunked "
+               "encoding is invalid.");
 
 
 static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
@@ -344,12 +349,13 @@ ngx_http_llm_header_filter(ngx_http_request_t *r)
     ctx = ngx_http_llm_find_ctx(r);
     llcf = ngx_http_get_module_loc_conf(r, ngx_http_llm_gateway_module);
 
-    if (r->err_status == NGX_HTTP_REQUEST_ENTITY_TOO_LARGE
+    if ((r->err_status == NGX_HTTP_REQUEST_ENTITY_TOO_LARGE
+         || (r->err_status == NGX_HTTP_BAD_REQUEST && r->request_body))
         && (llcf->enable || ctx)
         && (ctx == NULL || !ctx->own_error)
         && !(r->error_page && r->internal))
     {
-        if (ngx_http_llm_too_large(r, ctx, llcf) != NGX_OK) {
+        if (ngx_http_llm_body_error(r, ctx, llcf) != NGX_OK) {
             return NGX_ERROR;
         }
 
@@ -482,33 +488,38 @@ ngx_http_llm_header_filter(ngx_http_request_t *r)
 
 
 /*
- * nginx answers a body over client_max_body_size with its own HTML page
- * (before the access phase, or while the gateway or the upstream module
- * reads a chunked body); a gateway location answers in its API's JSON
- * instead, unless error_page takes it (an error_page for 413 here, or
- * the page it redirected to).  The body filter then sends ours in place
- * of the page.  A backend's own 413 (no r->err_status) passes.
+ * nginx answers a body it cannot take with its own HTML page: one over
+ * client_max_body_size (413, before the access phase, or while the
+ * gateway or the upstream module reads a chunked body), or one whose
+ * length or chunked encoding does not hold (400, while a body is read:
+ * an upload the upstream module reads, an HTTP/2 body).  A gateway
+ * location answers in its API's JSON instead, unless error_page takes it
+ * (an error_page for that status here, or the page it redirected to).
+ * The body filter then sends ours in place of the page.  A backend's own
+ * 413 or 400 (no r->err_status) passes, and so does a 400 for the
+ * request's head (no body read yet).
  */
 
 static ngx_int_t
-ngx_http_llm_too_large(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
+ngx_http_llm_body_error(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     ngx_http_llm_loc_conf_t *llcf)
 {
     ngx_str_t                  msg;
     ngx_buf_t                 *b;
     ngx_uint_t                 i;
+    ngx_http_llm_err_e         err;
     ngx_http_err_page_t       *ep;
     ngx_http_core_loc_conf_t  *clcf;
 
     clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
 
-    /* "error_page 500 502 503 504 /50x.html" does not take a 413 */
+    /* "error_page 500 502 503 504 /50x.html" does not take them */
 
     if (clcf->error_pages) {
         ep = clcf->error_pages->elts;
 
         for (i = 0; i < clcf->error_pages->nelts; i++) {
-            if (ep[i].status == NGX_HTTP_REQUEST_ENTITY_TOO_LARGE) {
+            if (ep[i].status == (ngx_int_t) r->err_status) {
                 return NGX_OK;
             }
         }
@@ -523,11 +534,19 @@ ngx_http_llm_too_large(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
         ctx->api = ngx_http_llm_api(r, llcf->api);
     }
 
-    if (ngx_http_llm_too_large_text(r, &msg) != NGX_OK) {
-        return NGX_ERROR;
+    if (r->err_status == NGX_HTTP_REQUEST_ENTITY_TOO_LARGE) {
+        err = NGX_HTTP_LLM_ERR_TOO_LARGE;
+
+        if (ngx_http_llm_too_large_text(r, &msg) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+    } else {
+        err = NGX_HTTP_LLM_ERR_INVALID_REQUEST;
+        msg = ngx_http_llm_unreadable_text;
     }
 
-    b = ngx_http_llm_error_buf(r, ctx->api, NGX_HTTP_LLM_ERR_TOO_LARGE, &msg);
+    b = ngx_http_llm_error_buf(r, ctx->api, err, &msg);
     if (b == NULL) {
         return NGX_ERROR;
     }

@@ -39,4 +39,7 @@ ngx_int_t ngx_http_llm_too_large_text(ngx_http_request_t *r,
     ngx_str_t *msg);
 
 
+extern ngx_str_t  ngx_http_llm_unreadable_text;
+
+
 #endif /* _NGX_HTTP_LLM_REPLY_H_INCLUDED_ */

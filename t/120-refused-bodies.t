@@ -601,3 +601,61 @@ sub {
             "status $r->{status}, remaining $left: $r->{body}");
 }
 --- mock_count: 3
+
+
+
+=== TEST 21: an upload (a body the gateway does not read: the upstream module reads it) whose chunked encoding breaks gets nginx's 400 in the API's JSON, with the rate-limit headers, not nginx's HTML page (before: "<html><head><title>400 Bad Request")
+--- http_config eval: $::Http
+--- config
+llm_default_tier tok;
+location /v1/ {
+    llm_gateway on;
+    llm_max_tokens_default 100;
+    proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+}
+--- request
+GET /v1/models
+--- more_headers eval: $::Auth
+--- error_code: 200
+--- check eval
+sub {
+    my $head = "POST /v1/audio/transcriptions HTTP/1.1\r\nHost: localhost\r\n"
+        . "Connection: close\r\nContent-Type: application/octet-stream\r\n"
+        . "$::Te\r\n\r\n";
+    my $r = Test::LLM::Client::exchange(port => $ENV{TEST_NGINX_SERVER_PORT},
+        method => 'POST', timeout => 5,
+        pieces => [$head . "a\r\n0123456789\r\nzz\r\n"]);
+    my $left = Test::LLM::Client::header($r, 'x-ratelimit-remaining-requests')
+               // '-';
+    return ($r->{status} == 400 && $left eq '1'
+            && $r->{body} =~ /^\{"error":\{"message":"Request body cannot be read: its length or its chunked encoding is invalid\.","type":"invalid_request_error","param":null,"code":"invalid_request_error"\}\}$/,
+            "status $r->{status}, remaining $left: $r->{body}");
+}
+--- error_log
+client sent invalid chunked body
+
+
+
+=== TEST 22: a 400 for the request's head (a second Host header) stays nginx's own page, even where llm_gateway is on for the whole server: no body was read, and no location's API is known
+--- http_config eval: $::Http
+--- config
+llm_gateway on;
+llm_default_tier tok;
+location /v1/ {
+    proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+}
+--- request
+GET /v1/models
+--- more_headers eval: $::Auth
+--- error_code: 200
+--- check eval
+sub {
+    my $r = Test::LLM::Client::exchange(port => $ENV{TEST_NGINX_SERVER_PORT},
+        method => 'POST', timeout => 5,
+        pieces => ["POST /v1/chat/completions HTTP/1.1\r\nHost: a\r\n"
+                   . "Host: b\r\n$::Auth\r\nContent-Length: 2\r\n\r\n{}"]);
+    return ($r->{status} == 400 && $r->{body} =~ /<html>/,
+            "status $r->{status}: $r->{body}");
+}
+--- error_log
+client sent duplicate host header
