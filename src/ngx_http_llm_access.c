@@ -699,7 +699,10 @@ ngx_http_llm_let_in(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
         return NGX_DECLINED;
     }
 
-    /* not let through after all (on_error=allow): nothing of it served */
+    /*
+     * a refused body goes no further, counted or not (on_error=allow):
+     * it is nothing an uncounted answer could be charged for
+     */
 
     ctx->uncounted = 0;
     ctx->result = NGX_HTTP_LLM_RESULT_REJECTED;
