@@ -382,12 +382,17 @@ sub same {
                   redis('EXISTS', "$P:{acct:$a}:cool");
     } ("b-$name", "s-$name");
     is($state[0], $state[1], "$name: the same state afterwards ($state[0])");
-    my @far = grep { abs($_->[0] - $_->[1]) > 100 } map {
+    # a slot boundary (a tenth of the period) may pass between the calls
+    my @far = grep {
+        my $d = abs($_->[0] - $_->[1]);
+        $d > 100 && abs($d - $_->[2]) > 100;
+    } map {
         my $k = $_;
-        map { [ $b->[$k]{win}[$_][1], $single[$k]{win}[$_][1] ] }
-            0 .. $#$wins;
+        map { [ $b->[$k]{win}[$_][1], $single[$k]{win}[$_][1],
+                $wins->[$_][1] / 10 ] } 0 .. $#$wins;
     } 0 .. $#single;
     ok(!@far, "$name: the same resets, within the 100 ms between the calls"
+              . " or a slot apart"
               . join('', map { " ($_->[0] vs $_->[1])" } @far));
     return $b;
 }

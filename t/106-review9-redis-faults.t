@@ -380,7 +380,7 @@ sub {
 }
 
 
-=== TEST 9: (holds) CLIENT KILL TYPE normal every 50 ms during 600 requests of a key read from Redis (key_cache=0, two workers): every request answered, 200 or 503 (a key that cannot be checked), Redis counts the 200s exactly
+=== TEST 9: (holds) CLIENT KILL TYPE normal every 50 ms during 600 requests of a key read from Redis (key_cache=0, two workers): every request answered, 200 or 503 (a key that cannot be checked), Redis counts the 200s once each, but for admissions whose answer a kill lost after they were sent (as in TEST 2: Redis may have run them and the zone counted them too, each logged; a CI run under full load had 28 of them)
 --- http_config eval: ::conf(9, "127.0.0.1:$::RP timeout=300ms key_cache=0")
 --- config eval: my $g = $::Gateway; $g =~ s/llm_default_tier five/llm_default_tier many/; $g
 --- request
@@ -395,9 +395,12 @@ sub {
     my @other = grep { !/^(200|503)$/ } keys %n;
     Time::HiRes::sleep(1.5);
     my $sum = ::window_total($::RP, "$::P-9:{acct:zed}:w:requests:1m");
+    my $lost = () = ::errlog() =~ /lost (?:its answer )?after it was sent/g;
+    my $ok = $n{200} // 0;
     return (0, "statuses: " . join ' ', map { "$_=$n{$_}" } keys %n)
         if @other;
-    return $sum == ($n{200} // 0) ? 1 : (0, "window $sum, 200=$n{200}");
+    return $sum >= $ok && $sum <= $ok + $lost
+           ? 1 : (0, "window $sum, 200=$ok, $lost lost after sent");
 }
 
 
