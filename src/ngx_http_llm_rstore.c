@@ -95,6 +95,7 @@ static ngx_int_t ngx_http_llm_rstore_parse(ngx_http_llm_rstore_req_t *st,
 static ngx_int_t ngx_http_llm_rstore_fallback(ngx_http_request_t *r,
     ngx_http_llm_rstore_req_t *st, ngx_http_llm_decision_t *d);
 static void ngx_http_llm_rstore_cleanup(void *data);
+static void ngx_http_llm_rstore_unlease(ngx_http_llm_rstore_req_t *st);
 
 
 char  *ngx_http_llm_dim_names[] = {
@@ -1386,20 +1387,25 @@ ngx_http_llm_rstore_cleanup(void *data)
         st->op = NULL;
     }
 
-    ngx_http_llm_rstore_give_back(st->ctx);
+    ngx_http_llm_rstore_unlease(st);
 }
 
 
-/* the request's concurrency lease, if it holds one, is given back */
+/* the request's concurrency lease, if its admission holds one, now */
 
 void
 ngx_http_llm_rstore_give_back(ngx_http_llm_ctx_t *ctx)
 {
-    ngx_http_llm_rstore_req_t  *st;
+    if (ctx->redis) {
+        ngx_http_llm_rstore_unlease(ctx->redis);
+    }
+}
 
-    st = ctx->redis;
 
-    if (st == NULL || !st->leased) {
+static void
+ngx_http_llm_rstore_unlease(ngx_http_llm_rstore_req_t *st)
+{
+    if (!st->leased) {
         return;
     }
 
