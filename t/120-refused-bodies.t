@@ -157,6 +157,24 @@ our @Resets = ('X-Rate-Limit-Reset: ^\d{10}$'
                . "\nx-ratelimit-reset-requests: ^(1m[0-6]s|[5-9]\\ds)\$"
                . "\nx-ratelimit-reset-tokens: ^\\d+ms\$");
 
+# a chunked body over the limit whose client lingers (its connection
+# stays open after the 413); meanwhile another request of the account's
+sub linger {
+    require IO::Socket::INET;
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+        PeerPort => $ENV{TEST_NGINX_SERVER_PORT}, Timeout => 5)
+        or return (0, "connect: $!");
+    syswrite($s, "POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\n"
+                 . "$::Te\r\n\r\n" . sprintf("%x\r\n", 300) . 'x' x 300);
+    my $one = ::read_response($s);
+    # the client lingers: its connection stays open
+    my $g = http_request("POST /v1/chat/completions",
+                         more_headers => $::Auth, body => $::Good);
+    close $s;
+    return (0, "the chunked body: $one") unless $one =~ /^HTTP\S+ 413 /;
+    return ($g->{status} == 200, "meanwhile: $g->{status} $g->{body}");
+}
+
 run_tests();
 
 __DATA__
@@ -516,7 +534,8 @@ GET /v1/models
 --- check eval
 sub {
     my $got = ::split_then_get($::Bad);
-    return ($got =~ /^HTTP\S+ 400 .*"code":"invalid_request_error".*\nHTTP\S+ 200 /s,
+    return ($got =~ /^HTTP\S+ 400 .*"code":"invalid_request_error".*\nHTTP\S+ 200 /s
+            ? 1 : 0,
             "responses: $got");
 }
 --- mock_count: 2
@@ -534,7 +553,8 @@ sub {
 --- check eval
 sub {
     my $got = ::split_then_get($::Good);
-    return ($got =~ /^HTTP\S+ 429 .*rate_limit_exceeded.*\nHTTP\S+ 429 /s,
+    return ($got =~ /^HTTP\S+ 429 .*rate_limit_exceeded.*\nHTTP\S+ 429 /s
+            ? 1 : 0,
             "responses: $got");
 }
 --- mock_count: 3
@@ -554,22 +574,7 @@ location /v1/ {
 GET /v1/models
 --- more_headers eval: $::Auth
 --- error_code: 200
---- check eval
-sub {
-    require IO::Socket::INET;
-    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
-        PeerPort => $ENV{TEST_NGINX_SERVER_PORT}, Timeout => 5)
-        or return (0, "connect: $!");
-    syswrite($s, "POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\n"
-                 . "$::Te\r\n\r\n" . sprintf("%x\r\n", 300) . 'x' x 300);
-    my $one = ::read_response($s);
-    # the client lingers: its connection stays open
-    my $g = http_request("POST /v1/chat/completions",
-                         more_headers => $::Auth, body => $::Good);
-    close $s;
-    return (0, "the chunked body: $one") unless $one =~ /^HTTP\S+ 413 /;
-    return ($g->{status} == 200, "meanwhile: $g->{status} $g->{body}");
-}
+--- check eval: \&::linger
 --- mock_count: 2
 
 
@@ -597,7 +602,7 @@ sub {
     my $r = ::late("/v1/chat/completions");
     my $left = Test::LLM::Client::header($r, 'X-Rate-Limit-Remaining') // '-';
     return ($r->{status} == 413 && $left eq '0'
-            && $r->{body} =~ /"code":"request_too_large"/,
+            && ($r->{body} =~ /"code":"request_too_large"/ ? 1 : 0),
             "status $r->{status}, remaining $left: $r->{body}");
 }
 --- mock_count: 3
@@ -628,7 +633,7 @@ sub {
     my $left = Test::LLM::Client::header($r, 'x-ratelimit-remaining-requests')
                // '-';
     return ($r->{status} == 400 && $left eq '1'
-            && $r->{body} =~ /^\{"error":\{"message":"Request body cannot be read: its length or its chunked encoding is invalid\.","type":"invalid_request_error","param":null,"code":"invalid_request_error"\}\}$/,
+            && ($r->{body} =~ /^\{"error":\{"message":"Request body cannot be read: its length or its chunked encoding is invalid\.","type":"invalid_request_error","param":null,"code":"invalid_request_error"\}\}$/ ? 1 : 0),
             "status $r->{status}, remaining $left: $r->{body}");
 }
 --- error_log
@@ -654,8 +659,26 @@ sub {
         method => 'POST', timeout => 5,
         pieces => ["POST /v1/chat/completions HTTP/1.1\r\nHost: a\r\n"
                    . "Host: b\r\n$::Auth\r\nContent-Length: 2\r\n\r\n{}"]);
-    return ($r->{status} == 400 && $r->{body} =~ /<html>/,
+    return ($r->{status} == 400 && ($r->{body} =~ /<html>/ ? 1 : 0),
             "status $r->{status}: $r->{body}");
 }
 --- error_log
 client sent duplicate host header
+
+
+
+=== TEST 23: the same in Redis: the refused body's concurrency lease is given back at once
+--- http_config eval: ::redis(23)
+--- config
+llm_default_tier one;
+location /v1/ {
+    llm_gateway on;
+    client_max_body_size 100;
+    proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+}
+--- request
+GET /v1/models
+--- more_headers eval: $::Auth
+--- error_code: 200
+--- check eval: \&::linger
+--- mock_count: 2
