@@ -70,7 +70,7 @@ sub {
     my $after = ::output_used();
     my $got = "$first $hit->{status} $after";
     return ($got eq "50 200 50"
-            && $hit->{body} =~ /"completion_tokens":40/,
+            && ($hit->{body} =~ /"completion_tokens":40/ ? 1 : 0),
             "output used after the cut, the hit's status, used after it: "
             . "$got (want 50 200 50)");
 }
