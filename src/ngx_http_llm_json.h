@@ -70,6 +70,8 @@ typedef struct {
                                                     points */
     ngx_uint_t                  told_chars; /* streamed_chars when a usage
                                                last named the output's */
+    ngx_uint_t                  input[3];   /* Anthropic's input_tokens and
+                                               its cache's, as last told */
     ngx_http_llm_estimate_t     generated;  /* the same text, estimated */
     ngx_str_t                   model;      /* as the response names it */
 
@@ -103,6 +105,7 @@ typedef struct {
     unsigned                    found:1;    /* usage seen */
     unsigned                    told_in:1;  /* it named the prompt's */
     unsigned                    told_out:1; /* it named the output's */
+    unsigned                    told_input:1;  /* input_tokens named */
     unsigned                    sse:1;
     unsigned                    in_string:1;
     unsigned                    escape:1;

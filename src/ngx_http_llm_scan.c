@@ -174,9 +174,10 @@ ngx_http_llm_usage_feed(ngx_http_llm_usage_t *u, u_char *p, size_t len)
  * A whole JSON body: its tape, and a walk that reads what the lexer
  * would: the first string value of a "model" key, every object value of
  * a "usage" key (not one inside another), in the document or in an
- * object of its (NGX_HTTP_LLM_USAGE_NEST).  Any body the tape
- * refuses, or without a usage, goes to the lexer.  A body no larger than
- * a usage object's cap cannot have a usage object the lexer would drop.
+ * object of its (NGX_HTTP_LLM_USAGE_NEST).  A body the tape refuses,
+ * an array, or one without a usage goes to the lexer.  A body no larger
+ * than a usage object's cap cannot have a usage object the lexer would
+ * drop.
  */
 
 ngx_int_t
@@ -192,7 +193,12 @@ ngx_http_llm_usage_feed_whole(ngx_http_llm_usage_t *u, u_char *p,
     rc = ngx_http_llm_jtape_parse(&u->tape, u->pool, p, len,
                                   NGX_HTTP_LLM_JSON_DEPTH, NULL);
 
-    if (rc == NGX_OK) {
+    /*
+     * a JSON array is a Gemini stream (streamGenerateContent without
+     * alt=sse): the lexer counts its text, which may follow its usage
+     */
+
+    if (rc == NGX_OK && u->tape.tok[1].type == NGX_HTTP_LLM_JT_OBJECT) {
         rc = ngx_http_llm_usage_walk(u, 1, 0, 1);
 
         if (rc == NGX_OK && ngx_http_llm_usage_final(u)) {
@@ -211,9 +217,11 @@ ngx_http_llm_usage_feed_whole(ngx_http_llm_usage_t *u, u_char *p,
     u->found = 0;
     u->told_in = 0;
     u->told_out = 0;
+    u->told_input = 0;
     u->objects = 0;
     u->prompt_tokens = 0;
     u->completion_tokens = 0;
+    ngx_memzero(u->input, sizeof(u->input));
     ngx_str_null(&u->model);
 
     return ngx_http_llm_usage_feed(u, p, len);
@@ -1226,13 +1234,24 @@ ngx_http_llm_usage_object(ngx_http_llm_usage_t *u, ngx_http_llm_jtape_t *t,
         out = 1;
     }
 
-    if (ngx_http_llm_usage_count(t, v[2], &n)) {
-        a = b = 0;
+    /*
+     * Anthropic's input is input_tokens and the cache's two counts; an
+     * object that names some of them (a message_delta's input_tokens
+     * alone) keeps what an earlier one told of the others
+     */
 
-        (void) ngx_http_llm_usage_count(t, v[3], &a);
-        (void) ngx_http_llm_usage_count(t, v[4], &b);
+    a = 0;
 
-        u->prompt_tokens = n + a + b;
+    for (b = 0; b < 3; b++) {
+        if (ngx_http_llm_usage_count(t, v[2 + b], &n)) {
+            u->input[b] = n;
+            u->told_input |= (b == 0);
+            a = 1;
+        }
+    }
+
+    if (a && u->told_input) {
+        u->prompt_tokens = u->input[0] + u->input[1] + u->input[2];
         in = 1;
     }
 

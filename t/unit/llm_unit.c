@@ -1666,6 +1666,71 @@ test_usage(void)
 
     free(big);
 
+    /*
+     * a message_delta that names input_tokens alone keeps the cache's
+     * counts message_start told; one that names them all replaces them
+     */
+
+    s = "event: message_start\n"
+        "data: {\"type\":\"message_start\",\"message\":{\"usage\":"
+        "{\"input_tokens\":25,\"cache_creation_input_tokens\":100,"
+        "\"cache_read_input_tokens\":50,\"output_tokens\":1}}}\n\n"
+        "event: message_delta\n"
+        "data: {\"type\":\"message_delta\",\"usage\":"
+        "{\"input_tokens\":25,\"output_tokens\":15}}\n\n";
+    check_stream("anthropic delta input only", API_ANTHROPIC, 1, s, 175,
+                 15, 0, "", 0);
+
+    s = "event: message_start\n"
+        "data: {\"type\":\"message_start\",\"message\":{\"usage\":"
+        "{\"input_tokens\":25,\"cache_creation_input_tokens\":100,"
+        "\"cache_read_input_tokens\":50,\"output_tokens\":1}}}\n\n"
+        "event: message_delta\n"
+        "data: {\"type\":\"message_delta\",\"usage\":"
+        "{\"input_tokens\":30,\"cache_creation_input_tokens\":0,"
+        "\"cache_read_input_tokens\":60,\"output_tokens\":15}}\n\n";
+    check_stream("anthropic delta all counts", API_ANTHROPIC, 1, s, 90, 15,
+                 0, "", 0);
+
+    /* the cache's counts alone, before any input_tokens: not an input */
+
+    s = "{\"usage\":{\"cache_read_input_tokens\":50,\"output_tokens\":3}}";
+    observe(API_ANTHROPIC, 0, s, strlen(s), NULL, 0, &r);
+    ok(r.found && r.prompt == 0 && r.completion == 3,
+       "usage: cache counts without input_tokens name no input (%lu)",
+       (unsigned long) r.prompt);
+
+    /*
+     * a Gemini JSON array in one buffer whose usage came in its first
+     * chunk only: read by the lexer, so the text after it counts and
+     * the usage is not final (the tape's walk counts no text)
+     */
+
+    s = "[{\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"a\"}]}}],"
+        "\"usageMetadata\":{\"promptTokenCount\":5,"
+        "\"candidatesTokenCount\":1,\"totalTokenCount\":6}},"
+        "{\"candidates\":[{\"content\":{\"parts\":[{\"text\":"
+        "\"and then a long answer after the usage\"}]}}]}]";
+    p = new_pool();
+    ngx_http_llm_usage_init(&u, p, API_GEMINI, 0);
+    (void) ngx_http_llm_usage_feed_whole(&u, (u_char *) s, strlen(s));
+    ok(u.streamed_chars == 39 && !ngx_http_llm_usage_final(&u),
+       "gemini array in one buffer: %lu chars after its usage, final %lu",
+       (unsigned long) u.streamed_chars,
+       (unsigned long) ngx_http_llm_usage_final(&u));
+    ngx_destroy_pool(p);
+
+    /* an Anthropic JSON answer in one buffer still takes the tape */
+
+    p = new_pool();
+    ngx_http_llm_usage_init(&u, p, API_ANTHROPIC, 0);
+    (void) ngx_http_llm_usage_feed_whole(&u, (u_char *) anthropic_json,
+                                         strlen(anthropic_json));
+    ok(u.finished && !u.fed && u.prompt_tokens == 17,
+       "anthropic json in one buffer: read as a tape, prompt %lu",
+       (unsigned long) u.prompt_tokens);
+    ngx_destroy_pool(p);
+
     /* nothing after finish */
 
     p = new_pool();

@@ -1,0 +1,152 @@
+# Usage that a later object of the same answer tells only in part: an
+# Anthropic message_delta that names input_tokens without the cache's
+# counts, and a Gemini JSON-array stream (no alt=sse) that arrives in one
+# buffer with its usage in its first chunk only.  TESTs 1 and 3 failed
+# before their fix; 2 and 4 guard what must not change.
+
+use strict;
+use warnings;
+
+use lib 't/lib';
+use Test::LLM::Nginx;
+use Test::LLM::Keys;
+use Test::LLM::Chat qw(post);
+
+our $Auth = "Authorization: Bearer $Test::LLM::Keys::CAROL";
+
+our $Http = $Test::LLM::Keys::TIERS . <<'_EOC_';
+    llm_tier tok tokens=100000/m;
+    llm_price "gemini-1.5-flash*" input=0.075 output=0.30;
+    llm_price "claude-*" input=3 output=15;
+    log_format llm '$llm_model|$llm_prompt_tokens|$llm_completion_tokens|'
+                   '$llm_tokens_estimated|$llm_cost|$status';
+_EOC_
+
+our $Gateway = <<'_EOC_';
+access_log logs/access.log llm;
+llm_default_tier tok;
+location /v1/ {
+    llm_gateway on;
+    proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+}
+location /v1beta/ {
+    llm_gateway on;
+    proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+}
+_EOC_
+
+# an SSE event named "name"
+sub sse {
+    my ($json, $name) = @_;
+    return "event: $name\ndata: $json\n\n";
+}
+
+# an Anthropic stream whose message_start tells 25 input tokens, 100
+# written to the cache and 50 read from it, then "delta"'s usage
+sub claude {
+    my ($delta) = @_;
+    return { status => 200,
+             headers => { 'Content-Type' => 'text/event-stream' },
+             chunks => [
+        sse('{"type":"message_start","message":{"id":"m","type":"message",'
+            . '"role":"assistant","model":"claude-3-haiku","content":[],'
+            . '"usage":{"input_tokens":25,"cache_creation_input_tokens":100,'
+            . '"cache_read_input_tokens":50,"output_tokens":1}}}',
+            'message_start'),
+        sse('{"type":"content_block_delta","index":0,"delta":'
+            . '{"type":"text_delta","text":"Hello there."}}',
+            'content_block_delta'),
+        sse('{"type":"message_delta","delta":{"stop_reason":"end_turn"},'
+            . "\"usage\":$delta}", 'message_delta'),
+        sse('{"type":"message_stop"}', 'message_stop') ] };
+}
+
+our $Claude = '{"model":"claude-3-haiku","max_tokens":1000,"stream":true,'
+    . '"messages":[{"role":"user","content":"hi"}]}';
+
+# a Gemini candidate with "text", and a usage
+sub part {
+    my ($text) = @_;
+    return "{\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"$text\"}],"
+         . '"role":"model"}}]';
+}
+
+our $Usage = ',"usageMetadata":{"promptTokenCount":5,'
+    . '"candidatesTokenCount":%d,"totalTokenCount":%d},'
+    . '"modelVersion":"gemini-1.5-flash"}';
+
+# 200 words, about 200 tokens
+our $Words = 'the quick brown fox jumps ' x 40;
+
+our $Gemini = '{"contents":[{"parts":[{"text":"hi"}]}]}';
+
+run_tests();
+
+__DATA__
+
+=== TEST 1: an Anthropic message_delta whose usage names input_tokens but not the cache's counts keeps what message_start told of them: the prompt is charged 25 + 100 + 50 = 175 (before: 25, the cache's 150 tokens charged to nobody)
+--- http_config eval: $::Http
+--- config eval: $::Gateway
+--- mock eval
+sub { ::claude('{"input_tokens":25,"output_tokens":15}') }
+--- request eval
+::post("/v1/messages", $::Claude)
+--- more_headers eval: "$::Auth\r\nContent-Type: application/json"
+--- error_code: 200
+--- access_log_like
+^claude-3-haiku\|175\|15\|0\|0\.000750\|200$
+
+
+
+=== TEST 2: (guards TEST 1's fix) a message_delta that names all three input counts replaces them: 30 + 0 + 60 = 90
+--- http_config eval: $::Http
+--- config eval: $::Gateway
+--- mock eval
+sub {
+    ::claude('{"input_tokens":30,"cache_creation_input_tokens":0,'
+             . '"cache_read_input_tokens":60,"output_tokens":15}')
+}
+--- request eval
+::post("/v1/messages", $::Claude)
+--- more_headers eval: "$::Auth\r\nContent-Type: application/json"
+--- error_code: 200
+--- access_log_like
+^claude-3-haiku\|90\|15\|0\|0\.000495\|200$
+
+
+
+=== TEST 3: a Gemini stream sent as a JSON array (no alt=sse) with a Content-Length, whose usage came in its first chunk only, is charged at least the 200 words that followed, and $llm_tokens_estimated is 1, as the same answer in pieces is (before, in one buffer: 1 output token, estimated 0)
+--- http_config eval: $::Http
+--- config eval: $::Gateway
+--- mock eval
+sub {
+    return { status => 200,
+             headers => { 'Content-Type' => 'application/json' },
+             body => '[' . ::part('a') . sprintf($::Usage, 1, 6) . ",\r\n"
+                   . ::part($::Words) . "}]" };
+}
+--- request eval
+::post("/v1beta/models/gemini-1.5-flash:streamGenerateContent", $::Gemini)
+--- more_headers eval: "$::Auth\r\nContent-Type: application/json"
+--- error_code: 200
+--- access_log_like
+^gemini-1\.5-flash\|5\|(1[5-9][0-9]|2[0-5][0-9])\|1\|0\.0000[0-9]{2}\|200$
+
+
+
+=== TEST 4: (guards TEST 3's fix) a Gemini JSON array in one buffer whose last chunk tells the usage is charged as told, nothing estimated
+--- http_config eval: $::Http
+--- config eval: $::Gateway
+--- mock eval
+sub {
+    return { status => 200,
+             headers => { 'Content-Type' => 'application/json' },
+             body => '[' . ::part('a') . "},\r\n"
+                   . ::part($::Words) . sprintf($::Usage, 300, 305) . ']' };
+}
+--- request eval
+::post("/v1beta/models/gemini-1.5-flash:streamGenerateContent", $::Gemini)
+--- more_headers eval: "$::Auth\r\nContent-Type: application/json"
+--- error_code: 200
+--- access_log_like
+^gemini-1\.5-flash\|5\|300\|0\|0\.000091\|200$
