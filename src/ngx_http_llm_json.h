@@ -72,6 +72,9 @@ typedef struct {
                                                last named the output's */
     ngx_uint_t                  input[3];   /* Anthropic's input_tokens and
                                                its cache's, as last told */
+    ngx_uint_t                  cache_read;   /* of prompt_tokens: read */
+    ngx_uint_t                  cache_write;  /* and written by the
+                                                 provider's prompt cache */
     ngx_http_llm_estimate_t     generated;  /* the same text, estimated */
     ngx_str_t                   model;      /* as the response names it */
 

@@ -154,7 +154,7 @@ static ngx_command_t  ngx_http_llm_commands[] = {
       &ngx_http_llm_apis },
 
     { ngx_string("llm_price"),
-      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE3,
+      NGX_HTTP_MAIN_CONF|NGX_CONF_2MORE,
       ngx_http_llm_price,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,

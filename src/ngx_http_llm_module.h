@@ -90,6 +90,8 @@ typedef struct {
     ngx_str_t                   model;     /* without a trailing '*' */
     uint64_t                    input;
     uint64_t                    output;
+    uint64_t                    cache_read;   /* default: input */
+    uint64_t                    cache_write;  /* default: input */
     unsigned                    wildcard:1;
 } ngx_http_llm_price_t;
 

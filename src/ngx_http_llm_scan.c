@@ -85,6 +85,8 @@ static void ngx_http_llm_usage_object(ngx_http_llm_usage_t *u,
     ngx_http_llm_jtape_t *t, ngx_uint_t obj);
 static ngx_int_t ngx_http_llm_usage_count(ngx_http_llm_jtape_t *t,
     ngx_uint_t v, ngx_uint_t *n);
+static ngx_uint_t ngx_http_llm_usage_cached(ngx_http_llm_jtape_t *t,
+    ngx_uint_t obj);
 
 
 /* keys whose values a response observer looks at */
@@ -222,6 +224,8 @@ ngx_http_llm_usage_feed_whole(ngx_http_llm_usage_t *u, u_char *p,
     u->prompt_tokens = 0;
     u->completion_tokens = 0;
     ngx_memzero(u->input, sizeof(u->input));
+    u->cache_read = 0;
+    u->cache_write = 0;
     ngx_str_null(&u->model);
 
     return ngx_http_llm_usage_feed(u, p, len);
@@ -1199,7 +1203,7 @@ static void
 ngx_http_llm_usage_object(ngx_http_llm_usage_t *u, ngx_http_llm_jtape_t *t,
     ngx_uint_t obj)
 {
-    ngx_uint_t  a, b, c, n, in, out, v[10];
+    ngx_uint_t  a, b, c, n, in, out, v[13];
 
     static ngx_str_t  names[] = {
         ngx_string("prompt_tokens"),                 /* 0 */
@@ -1212,6 +1216,9 @@ ngx_http_llm_usage_object(ngx_http_llm_usage_t *u, ngx_http_llm_jtape_t *t,
         ngx_string("toolUsePromptTokenCount"),       /* 7 */
         ngx_string("candidatesTokenCount"),
         ngx_string("thoughtsTokenCount"),            /* 9 */
+        ngx_string("prompt_tokens_details"),
+        ngx_string("input_tokens_details"),          /* 11 */
+        ngx_string("cachedContentTokenCount"),
         ngx_null_string
     };
 
@@ -1224,8 +1231,17 @@ ngx_http_llm_usage_object(ngx_http_llm_usage_t *u, ngx_http_llm_jtape_t *t,
     in = 0;
     out = 0;
 
+    /*
+     * the parts of the prompt a provider's cache read or wrote, told
+     * with it: OpenAI's prompt_tokens_details.cached_tokens (the
+     * Responses API's input_tokens_details), Anthropic's cache counts,
+     * Gemini's cachedContentTokenCount
+     */
+
     if (ngx_http_llm_usage_count(t, v[0], &n)) {
         u->prompt_tokens = n;
+        u->cache_read = ngx_http_llm_usage_cached(t, v[10]);
+        u->cache_write = 0;
         in = 1;
     }
 
@@ -1252,6 +1268,8 @@ ngx_http_llm_usage_object(ngx_http_llm_usage_t *u, ngx_http_llm_jtape_t *t,
 
     if (a && u->told_input) {
         u->prompt_tokens = u->input[0] + u->input[1] + u->input[2];
+        u->cache_read = u->input[2] + ngx_http_llm_usage_cached(t, v[11]);
+        u->cache_write = u->input[1];
         in = 1;
     }
 
@@ -1266,6 +1284,9 @@ ngx_http_llm_usage_object(ngx_http_llm_usage_t *u, ngx_http_llm_jtape_t *t,
         (void) ngx_http_llm_usage_count(t, v[7], &a);
 
         u->prompt_tokens = n + a;
+        u->cache_read = 0;
+        u->cache_write = 0;
+        (void) ngx_http_llm_usage_count(t, v[12], &u->cache_read);
         in = 1;
     }
 
@@ -1312,6 +1333,25 @@ ngx_http_llm_usage_final(ngx_http_llm_usage_t *u)
                 && u->objects < 2)
            && !((u->sse || u->api == NGX_HTTP_LLM_API_GEMINI)
                 && u->streamed_chars > u->told_chars);
+}
+
+
+/* the cached_tokens of a usage's details object, else 0 */
+
+static ngx_uint_t
+ngx_http_llm_usage_cached(ngx_http_llm_jtape_t *t, ngx_uint_t obj)
+{
+    ngx_uint_t  n;
+
+    if (!ngx_http_llm_usage_count(t,
+                                  ngx_http_llm_jtape_get(t, obj,
+                                                         "cached_tokens", 13),
+                                  &n))
+    {
+        return 0;
+    }
+
+    return n;
 }
 
 

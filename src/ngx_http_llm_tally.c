@@ -26,9 +26,11 @@ static ngx_int_t ngx_http_llm_price_usd(ngx_str_t *value, size_t skip,
 
 
 /*
- * llm_price MODEL input=USD output=USD;
+ * llm_price MODEL input=USD output=USD [cache_read=USD] [cache_write=USD];
  *
- * USD per million tokens, kept in micro-dollars per million tokens.
+ * USD per million tokens, kept in micro-dollars per million tokens; the
+ * prompt's tokens a provider's cache read or wrote cost "input" unless
+ * priced apart.
  */
 
 char *
@@ -36,8 +38,10 @@ ngx_http_llm_price(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_llm_main_conf_t *lmcf = conf;
 
+    size_t                 skip;
+    uint64_t              *usd;
     ngx_str_t             *value, model;
-    ngx_uint_t             i, wildcard, has_in, has_out;
+    ngx_uint_t             i, wildcard, has_in, has_out, has_read, has_write;
     ngx_http_llm_price_t  *price;
 
     value = cf->args->elts;
@@ -84,34 +88,40 @@ ngx_http_llm_price(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     has_in = 0;
     has_out = 0;
+    has_read = 0;
+    has_write = 0;
 
     for (i = 2; i < cf->args->nelts; i++) {
 
         if (ngx_strncmp(value[i].data, "input=", 6) == 0) {
-            if (ngx_http_llm_price_usd(&value[i], 6, &price->input)
-                != NGX_OK)
-            {
-                goto invalid;
-            }
+            usd = &price->input;
+            skip = 6;
+            has_in++;
 
-            has_in = 1;
-            continue;
+        } else if (ngx_strncmp(value[i].data, "output=", 7) == 0) {
+            usd = &price->output;
+            skip = 7;
+            has_out++;
+
+        } else if (ngx_strncmp(value[i].data, "cache_read=", 11) == 0) {
+            usd = &price->cache_read;
+            skip = 11;
+            has_read++;
+
+        } else if (ngx_strncmp(value[i].data, "cache_write=", 12) == 0) {
+            usd = &price->cache_write;
+            skip = 12;
+            has_write++;
+
+        } else {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid parameter \"%V\"", &value[i]);
+            return NGX_CONF_ERROR;
         }
 
-        if (ngx_strncmp(value[i].data, "output=", 7) == 0) {
-            if (ngx_http_llm_price_usd(&value[i], 7, &price->output)
-                != NGX_OK)
-            {
-                goto invalid;
-            }
-
-            has_out = 1;
-            continue;
+        if (ngx_http_llm_price_usd(&value[i], skip, usd) != NGX_OK) {
+            goto invalid;
         }
-
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid parameter \"%V\"", &value[i]);
-        return NGX_CONF_ERROR;
     }
 
     if (!has_in || !has_out) {
@@ -119,6 +129,21 @@ ngx_http_llm_price(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
                            "llm_price \"%V\" needs input= and output=",
                            &value[1]);
         return NGX_CONF_ERROR;
+    }
+
+    if (has_in > 1 || has_out > 1 || has_read > 1 || has_write > 1) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "llm_price \"%V\" names a price twice",
+                           &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    if (!has_read) {
+        price->cache_read = price->input;
+    }
+
+    if (!has_write) {
+        price->cache_write = price->input;
     }
 
     return NGX_CONF_OK;
@@ -229,25 +254,41 @@ ngx_http_llm_price_find(ngx_http_llm_main_conf_t *lmcf, ngx_str_t *model)
 
 
 /*
- * micro-dollars, rounded up; each product fits 64 bits (at most 10^9
- * tokens at 10^10 micro-dollars per million), their sum may not
+ * micro-dollars, rounded up, of "input" tokens of which a provider's
+ * cache "read" and "written" (their sum at most "input"), and "output";
+ * each product fits 64 bits (at most 10^9 tokens at 10^10 micro-dollars
+ * per million), their sum may not
  */
 
 uint64_t
 ngx_http_llm_cost(ngx_http_llm_price_t *price, uint64_t input,
-    uint64_t output)
+    uint64_t output, uint64_t read, uint64_t written)
 {
-    uint64_t  in, out;
+    uint64_t    p[4], whole, part;
+    ngx_uint_t  i;
 
     if (price == NULL) {
         return 0;
     }
 
-    in = ngx_min(input, NGX_HTTP_LLM_PRICED_MAX) * price->input;
-    out = ngx_min(output, NGX_HTTP_LLM_PRICED_MAX) * price->output;
+    input = ngx_min(input, NGX_HTTP_LLM_PRICED_MAX);
+    written = ngx_min(written, input);
+    read = ngx_min(read, input - written);
 
-    return in / 1000000 + out / 1000000
-           + (in % 1000000 + out % 1000000 + 999999) / 1000000;
+    p[0] = (input - read - written) * price->input;
+    p[1] = read * price->cache_read;
+    p[2] = written * price->cache_write;
+    p[3] = ngx_min(output, NGX_HTTP_LLM_PRICED_MAX) * price->output;
+
+    whole = 0;
+    part = 0;
+
+    for (i = 0; i < 4; i++) {
+        whole += p[i] / 1000000;
+        part += p[i] % 1000000;
+    }
+
+    return whole + (part + 999999) / 1000000;
 }
 
 
@@ -321,7 +362,8 @@ ngx_http_llm_tally_reserve(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     d->need[NGX_HTTP_LLM_DIM_INPUT] = in;
     d->need[NGX_HTTP_LLM_DIM_OUTPUT] = out;
     d->need[NGX_HTTP_LLM_DIM_TOKENS] = in + out;
-    d->need[NGX_HTTP_LLM_DIM_COST] = ngx_http_llm_cost(t->price, in, out);
+    d->need[NGX_HTTP_LLM_DIM_COST] = ngx_http_llm_cost(t->price, in, out,
+                                                       0, 0);
 }
 
 
@@ -498,7 +540,7 @@ ngx_http_llm_tally_cache_fill(ngx_http_request_t *r, ngx_http_llm_tally_t *t)
 void
 ngx_http_llm_tally_finish(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
 {
-    uint64_t                   in, out;
+    uint64_t                   in, out, read, written;
     ngx_uint_t                 n;
     ngx_http_llm_tally_t      *t;
     ngx_http_llm_price_t      *price;
@@ -514,6 +556,8 @@ ngx_http_llm_tally_finish(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
 
     in = 0;
     out = 0;
+    read = 0;
+    written = 0;
 
     if (t->observing) {
         ngx_http_llm_usage_finish(&t->usage);
@@ -532,6 +576,10 @@ ngx_http_llm_tally_finish(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
         if (!t->usage.told_in) {
             in = t->prompt;
             t->estimated = 1;
+
+        } else {
+            read = t->usage.cache_read;
+            written = t->usage.cache_write;
         }
 
         if (!t->complete || !ngx_http_llm_usage_final(&t->usage)) {
@@ -601,7 +649,8 @@ ngx_http_llm_tally_finish(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
     t->used[NGX_HTTP_LLM_DIM_TOKENS] = in + out;
     t->used[NGX_HTTP_LLM_DIM_INPUT] = in;
     t->used[NGX_HTTP_LLM_DIM_OUTPUT] = out;
-    t->used[NGX_HTTP_LLM_DIM_COST] = ngx_http_llm_cost(price, in, out);
+    t->used[NGX_HTTP_LLM_DIM_COST] = ngx_http_llm_cost(price, in, out, read,
+                                                       written);
 }
 
 

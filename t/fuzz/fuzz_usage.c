@@ -35,6 +35,8 @@ typedef struct {
     ngx_uint_t   told;       /* told_in, told_out, final: 1, 2, 4 */
     ngx_uint_t   prompt;
     ngx_uint_t   completion;
+    ngx_uint_t   cache_read;
+    ngx_uint_t   cache_write;
     ngx_uint_t   chars;
     ngx_uint_t   generated;
     size_t       model_len;
@@ -103,6 +105,8 @@ observe(ngx_uint_t api, ngx_uint_t sse, u_char *p, size_t len,
               | ngx_http_llm_usage_final(&u) << 2;
     r->prompt = u.prompt_tokens;
     r->completion = u.completion_tokens;
+    r->cache_read = u.cache_read;
+    r->cache_write = u.cache_write;
     r->chars = u.streamed_chars;
     r->generated = ngx_http_llm_estimate_tokens(&u.generated);
     r->model_len = u.model.len;
@@ -126,6 +130,8 @@ same(result_t *a, result_t *b)
     return a->found == b->found && a->told == b->told
            && a->prompt == b->prompt
            && a->completion == b->completion
+           && a->cache_read == b->cache_read
+           && a->cache_write == b->cache_write
            && ((a->told & 4) || (a->chars == b->chars
                                  && a->generated == b->generated))
            && a->model_len == b->model_len

@@ -1692,6 +1692,64 @@ test_usage(void)
     check_stream("anthropic delta all counts", API_ANTHROPIC, 1, s, 90, 15,
                  0, "", 0);
 
+    /* the prompt's parts a provider's cache read or wrote */
+
+    {
+        static struct {
+            ngx_uint_t   api;
+            const char  *body;
+            ngx_uint_t   prompt, read, written;
+        } cached[] = {
+            { API_OPENAI, "{\"usage\":{\"prompt_tokens\":2006,"
+              "\"completion_tokens\":300,\"prompt_tokens_details\":"
+              "{\"cached_tokens\":1920,\"audio_tokens\":0}}}",
+              2006, 1920, 0 },
+            { API_OPENAI, "{\"usage\":{\"input_tokens\":900,"
+              "\"input_tokens_details\":{\"cached_tokens\":800},"
+              "\"output_tokens\":5}}", 900, 800, 0 },
+            { API_ANTHROPIC, "{\"usage\":{\"input_tokens\":25,"
+              "\"cache_creation_input_tokens\":100,"
+              "\"cache_read_input_tokens\":50,\"output_tokens\":3}}",
+              175, 50, 100 },
+            { API_GEMINI, "{\"usageMetadata\":{\"promptTokenCount\":700,"
+              "\"cachedContentTokenCount\":600,"
+              "\"candidatesTokenCount\":2}}", 700, 600, 0 },
+            { API_OPENAI, "{\"usage\":{\"prompt_tokens\":10,"
+              "\"completion_tokens\":3,\"prompt_tokens_details\":"
+              "{\"cached_tokens\":-1}}}", 10, 0, 0 },
+            { API_OPENAI, "{\"usage\":{\"prompt_tokens\":10,"
+              "\"completion_tokens\":3,\"prompt_tokens_details\":null}}",
+              10, 0, 0 },
+        };
+
+        for (i = 0; i < sizeof(cached) / sizeof(cached[0]); i++) {
+            for (n = 0; n < 2; n++) {
+                p = new_pool();
+                ngx_http_llm_usage_init(&u, p, cached[i].api, 0);
+                len = strlen(cached[i].body);
+
+                if (n == 0) {
+                    (void) ngx_http_llm_usage_feed(&u,
+                                            (u_char *) cached[i].body, len);
+                } else {
+                    (void) ngx_http_llm_usage_feed_whole(&u,
+                                            (u_char *) cached[i].body, len);
+                }
+
+                ngx_http_llm_usage_finish(&u);
+                ok(u.prompt_tokens == cached[i].prompt
+                   && u.cache_read == cached[i].read
+                   && u.cache_write == cached[i].written,
+                   "usage: cached parts %lu (%s): prompt %lu, read %lu, "
+                   "written %lu", (unsigned long) i,
+                   n ? "whole" : "lexer", (unsigned long) u.prompt_tokens,
+                   (unsigned long) u.cache_read,
+                   (unsigned long) u.cache_write);
+                ngx_destroy_pool(p);
+            }
+        }
+    }
+
     /* the cache's counts alone, before any input_tokens: not an input */
 
     s = "{\"usage\":{\"cache_read_input_tokens\":50,\"output_tokens\":3}}";
