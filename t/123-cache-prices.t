@@ -76,6 +76,9 @@ sub statuses {
     } 1 .. $n;
 }
 
+our $RP = $ENV{TEST_NGINX_REDIS_PORT};
+our $P  = "t123-$$-" . time;           # this run's Redis keys
+
 run_tests();
 
 __DATA__
@@ -235,3 +238,23 @@ llm_price "claude-*" input=3 output=15 cache_write=3.75 cache_write=6;
 --- must_die
 --- error_log
 llm_price "claude-*" names a price twice
+
+
+
+=== TEST 10: TEST 6 and 7 with the windows in Redis: the cost settled there is the cached price too
+--- http_config eval: $::Http . "llm_redis 127.0.0.1:$::RP prefix=$::P-10:;\n"
+--- config eval: $::Gateway
+--- mock eval
+sub { my ($req) = @_; ::openai($req->{json}{model} // "none") }
+--- request
+GET /v1/models
+--- more_headers eval: $::Auth
+--- check eval
+sub {
+    my $cached = ::statuses('/budget/chat/completions', 'gpt-4o', 3);
+    return (0, "gpt-4o: $cached") unless $cached eq '200 200 200';
+    ::redis_cli($::RP, 'EVAL', "for _, k in ipairs(redis.call('KEYS', "
+                . "ARGV[1])) do redis.call('DEL', k) end", 0, "$::P-10:*");
+    my $plain = ::statuses('/budget/chat/completions', 'gpt-4o-plain', 3);
+    return $plain eq '200 200 429' ? 1 : (0, "gpt-4o-plain: $plain");
+}
