@@ -362,8 +362,16 @@ ngx_http_llm_tally_reserve(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     d->need[NGX_HTTP_LLM_DIM_INPUT] = in;
     d->need[NGX_HTTP_LLM_DIM_OUTPUT] = out;
     d->need[NGX_HTTP_LLM_DIM_TOKENS] = in + out;
-    d->need[NGX_HTTP_LLM_DIM_COST] = ngx_http_llm_cost(t->price, in, out,
-                                                       0, 0);
+
+    /*
+     * the prompt at the dearer of input= and cache_write=: the cache
+     * may write all of it (Anthropic's writes cost more than input)
+     */
+
+    d->need[NGX_HTTP_LLM_DIM_COST] = ngx_http_llm_cost(t->price, in, out, 0,
+                                         (t->price && t->price->cache_write
+                                                      > t->price->input)
+                                         ? in : 0);
 }
 
 

@@ -18,6 +18,7 @@ our $Auth = "Authorization: Bearer $Test::LLM::Keys::CAROL";
 our $Http = $Test::LLM::Keys::TIERS . <<'_EOC_';
     llm_tier tok tokens=1000000/m;
     llm_tier budget cost=0.010/m;
+    llm_tier tiny cost=0.000001/m;
     llm_price gpt-4o input=2.50 output=10.00 cache_read=1.25;
     llm_price gpt-4o-plain input=2.50 output=10.00;
     llm_price "gpt-4.1*" input=2 output=8 cache_read=0.50;
@@ -41,6 +42,11 @@ location /v1beta/ {
 location /budget/ {
     llm_gateway on;
     llm_default_tier budget;
+    proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT/v1/;
+}
+location /tiny/ {
+    llm_gateway on;
+    llm_default_tier tiny;
     proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT/v1/;
 }
 _EOC_
@@ -257,4 +263,29 @@ sub {
                 . "ARGV[1])) do redis.call('DEL', k) end", 0, "$::P-10:*");
     my $plain = ::statuses('/budget/chat/completions', 'gpt-4o-plain', 3);
     return $plain eq '200 200 429' ? 1 : (0, "gpt-4o-plain: $plain");
+}
+
+
+
+=== TEST 11: the reservation prices the prompt at cache_write= when it is dearer than input= (the cache may write all of it): "claude-*" reserves 8 x 3.75 + 1 x 15, gpt-4o (cache_read= only) 8 x 2.50 + 1 x 10
+--- http_config eval: $::Http
+--- config eval: $::Gateway
+--- mock eval
+sub { ::openai('none') }
+--- request
+GET /v1/models
+--- more_headers eval: $::Auth
+--- check eval
+sub {
+    my @got;
+    for my $model ('claude-3-haiku', 'gpt-4o') {
+        my $r = http_request("POST /tiny/messages",
+            more_headers => "$::Auth\r\nContent-Type: application/json",
+            body => "{\"model\":\"$model\",\"max_tokens\":1,"
+                  . '"messages":[{"role":"user","content":"hi"}]}',
+            timeout => 10);
+        push @got, $r->{body} =~ /needs \(([0-9.]+) USD\)/ ? $1 : $r->{body};
+    }
+    my $got = join ' ', @got;
+    return $got eq '0.000045 0.000030' ? 1 : (0, "got $got");
 }
