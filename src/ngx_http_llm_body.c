@@ -30,8 +30,10 @@ static void ngx_http_llm_body_refuse(ngx_http_llm_ctx_t *ctx,
 static void ngx_http_llm_body_handler(ngx_http_request_t *r);
 static ngx_uint_t ngx_http_llm_body_uri_ends(ngx_http_request_t *r,
     ngx_str_t *names);
-static void ngx_http_llm_body_gemini(ngx_http_request_t *r,
-    ngx_http_llm_tally_t *t);
+static void ngx_http_llm_body_path(ngx_http_request_t *r,
+    ngx_http_llm_tally_t *t, ngx_uint_t api);
+static void ngx_http_llm_body_name(ngx_http_llm_tally_t *t, u_char *p,
+    u_char *last);
 static ngx_int_t ngx_http_llm_body_replace(ngx_http_request_t *r,
     ngx_str_t *body);
 static ngx_int_t ngx_http_llm_body_cache_key(ngx_http_request_t *r,
@@ -389,9 +391,7 @@ ngx_http_llm_body_parse(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     t->model = info.model;
     t->stream = info.stream;
 
-    if (ctx->api == NGX_HTTP_LLM_API_GEMINI) {
-        ngx_http_llm_body_gemini(r, t);
-    }
+    ngx_http_llm_body_path(r, t, ctx->api);
 
     /* the Responses API takes a string "input" as the user's message */
 
@@ -638,15 +638,32 @@ ngx_http_llm_body_bytes(ngx_http_request_t *r, ngx_str_t *body)
 }
 
 
-/* Gemini names the model and streaming in the path */
+/*
+ * What the path names, for a body that names no model: Gemini's and
+ * Vertex AI's ".../models/NAME:METHOD" (and Gemini's streaming), Azure
+ * OpenAI's ".../deployments/NAME/..."
+ */
 
 static void
-ngx_http_llm_body_gemini(ngx_http_request_t *r, ngx_http_llm_tally_t *t)
+ngx_http_llm_body_path(ngx_http_request_t *r, ngx_http_llm_tally_t *t,
+    ngx_uint_t api)
 {
     u_char  *p, *last, *colon;
 
     p = r->uri.data;
     last = p + r->uri.len;
+
+    if (api == NGX_HTTP_LLM_API_OPENAI) {
+        p = ngx_strlcasestrn(p, last, (u_char *) "/deployments/",
+                             sizeof("/deployments/") - 1 - 1);
+
+        if (p != NULL && t->model.len == 0) {
+            p += sizeof("/deployments/") - 1;
+            ngx_http_llm_body_name(t, p, ngx_strlchr(p, last, '/'));
+        }
+
+        return;
+    }
 
     colon = ngx_strlchr(p, last, ':');
 
@@ -654,7 +671,8 @@ ngx_http_llm_body_gemini(ngx_http_request_t *r, ngx_http_llm_tally_t *t)
         return;
     }
 
-    if ((size_t) (last - colon) >= sizeof(":streamGenerateContent") - 1
+    if (api == NGX_HTTP_LLM_API_GEMINI
+        && (size_t) (last - colon) >= sizeof(":streamGenerateContent") - 1
         && ngx_strncmp(colon, ":streamGenerateContent",
                        sizeof(":streamGenerateContent") - 1)
            == 0)
@@ -666,18 +684,33 @@ ngx_http_llm_body_gemini(ngx_http_request_t *r, ngx_http_llm_tally_t *t)
         return;
     }
 
-    /* the URI is decoded: %0D%0A is no part of a model's name */
-
     for (p = colon; p > r->uri.data && p[-1] != '/'; p--) {
-        if (p[-1] < 0x20 || p[-1] == 0x7f) {
+        /* void */
+    }
+
+    ngx_http_llm_body_name(t, p, colon);
+}
+
+
+/* the URI is decoded: %0D%0A is no part of a model's name */
+
+static void
+ngx_http_llm_body_name(ngx_http_llm_tally_t *t, u_char *p, u_char *last)
+{
+    u_char  *c;
+
+    if (last == NULL || last - p <= 0 || last - p > NGX_HTTP_LLM_MODEL_MAX) {
+        return;
+    }
+
+    for (c = p; c < last; c++) {
+        if (*c < 0x20 || *c == 0x7f) {
             return;
         }
     }
 
-    if (colon - p > 0 && colon - p <= NGX_HTTP_LLM_MODEL_MAX) {
-        t->model.data = p;
-        t->model.len = colon - p;
-    }
+    t->model.data = p;
+    t->model.len = last - p;
 }
 
 

@@ -327,7 +327,7 @@ void
 ngx_http_llm_tally_reserve(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     ngx_http_llm_decision_t *d)
 {
-    uint64_t                   in, out;
+    uint64_t                   in, out, cost;
     ngx_http_llm_tally_t      *t;
     ngx_http_llm_loc_conf_t   *llcf;
     ngx_http_llm_main_conf_t  *lmcf;
@@ -365,13 +365,18 @@ ngx_http_llm_tally_reserve(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
 
     /*
      * the prompt at the dearer of input= and cache_write=: the cache
-     * may write all of it (Anthropic's writes cost more than input)
+     * may write all of it (Anthropic's writes cost more than input);
+     * a call whose model has no price yet (an alias the answer may
+     * resolve to a priced model) still costs a micro-dollar, so that
+     * a spent cost window refuses it too
      */
 
-    d->need[NGX_HTTP_LLM_DIM_COST] = ngx_http_llm_cost(t->price, in, out, 0,
-                                         (t->price && t->price->cache_write
-                                                      > t->price->input)
-                                         ? in : 0);
+    cost = ngx_http_llm_cost(t->price, in, out, 0,
+                             (t->price && t->price->cache_write
+                                          > t->price->input)
+                             ? in : 0);
+
+    d->need[NGX_HTTP_LLM_DIM_COST] = ngx_max(cost, 1);
 }
 
 
