@@ -366,9 +366,9 @@ ngx_http_llm_tally_reserve(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     /*
      * the prompt at the dearer of input= and cache_write=: the cache
      * may write all of it (Anthropic's writes cost more than input);
-     * a call whose model has no price yet (an alias the answer may
-     * resolve to a priced model) still costs a micro-dollar, so that
-     * a spent cost window refuses it too
+     * a call that reserves tokens but whose model has no price yet (an
+     * alias the answer may resolve to a priced model) still costs a
+     * micro-dollar, so that a spent cost window refuses it too
      */
 
     cost = ngx_http_llm_cost(t->price, in, out, 0,
@@ -376,7 +376,7 @@ ngx_http_llm_tally_reserve(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
                                           > t->price->input)
                              ? in : 0);
 
-    d->need[NGX_HTTP_LLM_DIM_COST] = ngx_max(cost, 1);
+    d->need[NGX_HTTP_LLM_DIM_COST] = (in + out) ? ngx_max(cost, 1) : 0;
 }
 
 

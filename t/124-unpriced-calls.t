@@ -217,3 +217,33 @@ sub {
     my @l = ::log_lines(4);
     return $s eq '200 429 429' ? 1 : (0, "alias: $s\n" . join("\n", @l));
 }
+
+
+
+=== TEST 7: (guards TEST 6's fix) a token count is no call and costs nothing: a spent cost window still lets Gemini's countTokens and Anthropic's count_tokens through, and refuses an unpriced Gemini generateContent
+--- http_config eval: $::Http
+--- config eval: $::Gateway
+--- mock eval
+sub {
+    my ($req) = @_;
+    return ::json_answer('{"totalTokens":5}') if $req->{path} =~ /countTokens/;
+    return ::json_answer('{"input_tokens":5}') if $req->{path} =~ /count_tokens/;
+    return ::json_answer($::ClaudeJSON);
+}
+--- request
+GET /v1/models
+--- more_headers eval: $::Auth
+--- check eval
+sub {
+    my $gemini = '{"contents":[{"parts":[{"text":"hi"}]}]}';
+    my $s = join ' ',
+        ::statuses('/budget/v1/messages', '{"model":"claude-sonnet-4-5",'
+            . '"max_tokens":100,"messages":[{"role":"user","content":"hi"}]}',
+            1),
+        ::statuses('/budget/v1beta/models/gemma-local:countTokens', $gemini, 1),
+        ::statuses('/budget/v1/messages/count_tokens', '{"model":"claude-x",'
+            . '"messages":[{"role":"user","content":"hi"}]}', 1),
+        ::statuses('/budget/v1beta/models/gemma-local:generateContent',
+            $gemini, 1);
+    return $s eq '200 200 200 429' ? 1 : (0, "got $s, want 200 200 200 429");
+}
