@@ -36,12 +36,14 @@
 #define NGX_HTTP_LLM_KEY_TEXT       1     /* generated text */
 #define NGX_HTTP_LLM_KEY_USAGE      2     /* a usage object */
 #define NGX_HTTP_LLM_KEY_MODEL      3
+#define NGX_HTTP_LLM_KEY_TYPE       4     /* an SSE event's, in its data */
 
 /* the string being read in a response */
 #define NGX_HTTP_LLM_STR_KEY        0     /* perhaps a key, kept */
 #define NGX_HTTP_LLM_STR_OTHER      1
 #define NGX_HTTP_LLM_STR_TEXT       2     /* counted */
 #define NGX_HTTP_LLM_STR_MODEL      3     /* kept as the model */
+#define NGX_HTTP_LLM_STR_TYPE       4     /* kept as the event's name */
 
 /* where an SSE line is */
 #define NGX_HTTP_LLM_SSE_START      0
@@ -105,6 +107,7 @@ static ngx_http_llm_json_key_t  ngx_http_llm_json_keys[] = {
     { ngx_string("usageMetadata"), NGX_HTTP_LLM_KEY_USAGE },
     { ngx_string("model"), NGX_HTTP_LLM_KEY_MODEL },
     { ngx_string("modelVersion"), NGX_HTTP_LLM_KEY_MODEL },
+    { ngx_string("type"), NGX_HTTP_LLM_KEY_TYPE },
     { ngx_null_string, 0 }
 };
 
@@ -570,7 +573,9 @@ ngx_http_llm_usage_sse(ngx_http_llm_usage_t *u, u_char *p, u_char *last)
 
 
 /*
- * An SSE event's name.  Of the Responses API's events ("response.*"),
+ * An SSE event's name: its "event" line's, or the "type" of its data's
+ * object (a proxy may send data lines alone).  Of the Responses API's
+ * events ("response.*"),
  * only those named "*.delta" carry new text: the others repeat what
  * their deltas said ("response.output_text.done", the whole response in
  * "response.completed"), and their text is not counted again.
@@ -739,6 +744,13 @@ ngx_http_llm_usage_lex(ngx_http_llm_usage_t *u, u_char *p, u_char *last)
                         u->model.len = 0;
                         u->role = NGX_HTTP_LLM_STR_OTHER;
                     }
+
+                } else if (u->role == NGX_HTTP_LLM_STR_TYPE) {
+                    if (u->name_len + n <= sizeof(u->name)) {
+                        ngx_memcpy(u->name + u->name_len, s, n);
+                    }
+
+                    u->name_len += n;
                 }
             }
 
@@ -757,6 +769,9 @@ ngx_http_llm_usage_lex(ngx_http_llm_usage_t *u, u_char *p, u_char *last)
                 } else if (u->role == NGX_HTTP_LLM_STR_MODEL) {
                     u->model.len = 0;
                     u->role = NGX_HTTP_LLM_STR_OTHER;
+
+                } else if (u->role == NGX_HTTP_LLM_STR_TYPE) {
+                    u->name_len = sizeof(u->name) + 1;
                 }
 
                 continue;
@@ -784,6 +799,9 @@ ngx_http_llm_usage_lex(ngx_http_llm_usage_t *u, u_char *p, u_char *last)
 
             } else if (u->role == NGX_HTTP_LLM_STR_MODEL && u->model.len) {
                 u->model.data = u->model_buf;
+
+            } else if (u->role == NGX_HTTP_LLM_STR_TYPE) {
+                ngx_http_llm_usage_name(u);
             }
 
             continue;
@@ -823,6 +841,10 @@ ngx_http_llm_usage_lex(ngx_http_llm_usage_t *u, u_char *p, u_char *last)
 
                 u->role = NGX_HTTP_LLM_STR_MODEL;
                 u->model.len = 0;
+
+            } else if (u->kind == NGX_HTTP_LLM_KEY_TYPE) {
+                u->role = NGX_HTTP_LLM_STR_TYPE;
+                u->name_len = 0;
             }
 
             break;
@@ -833,6 +855,14 @@ ngx_http_llm_usage_lex(ngx_http_llm_usage_t *u, u_char *p, u_char *last)
 
                 if (u->kind != NGX_HTTP_LLM_KEY_TEXT
                     && u->nest > NGX_HTTP_LLM_USAGE_NEST)
+                {
+                    u->kind = NGX_HTTP_LLM_KEY_OTHER;
+                }
+
+                /* the type of an SSE event's data names the event */
+
+                if (u->kind == NGX_HTTP_LLM_KEY_TYPE
+                    && (!u->sse || u->nest != 1))
                 {
                     u->kind = NGX_HTTP_LLM_KEY_OTHER;
                 }

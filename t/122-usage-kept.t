@@ -1,8 +1,9 @@
 # Usage that a later object of the same answer tells only in part: an
 # Anthropic message_delta that names input_tokens without the cache's
 # counts, and a Gemini JSON-array stream (no alt=sse) that arrives in one
-# buffer with its usage in its first chunk only.  TESTs 1 and 3 failed
-# before their fix; 2 and 4 guard what must not change.
+# buffer with its usage in its first chunk only; a Responses API stream
+# whose events name their type in their data only.  TESTs 1, 3 and 5
+# failed before their fix; 2 and 4 guard what must not change.
 
 use strict;
 use warnings;
@@ -18,6 +19,7 @@ our $Http = $Test::LLM::Keys::TIERS . <<'_EOC_';
     llm_tier tok tokens=100000/m;
     llm_price "gemini-1.5-flash*" input=0.075 output=0.30;
     llm_price "claude-*" input=3 output=15;
+    llm_price "o3*" input=2 output=8;
     log_format llm '$llm_model|$llm_prompt_tokens|$llm_completion_tokens|'
                    '$llm_tokens_estimated|$llm_cost|$status';
 _EOC_
@@ -79,6 +81,71 @@ our $Usage = ',"usageMetadata":{"promptTokenCount":5,'
 our $Words = 'the quick brown fox jumps ' x 40;
 
 our $Gemini = '{"contents":[{"parts":[{"text":"hi"}]}]}';
+
+# the access log's lines, once "n" requests have left one
+sub log_lines {
+    my ($n) = @_;
+    my @l;
+    for (1 .. 50) {
+        @l = split /\n/, Test::LLM::Nginx::_slurp(
+                 Test::LLM::Nginx::servroot() . '/logs/access.log') // '';
+        last if @l >= $n;
+        Time::HiRes::sleep(0.05);
+    }
+    return @l;
+}
+
+# a Responses API stream (as OpenAI sends it, event lines optional):
+# reasoning summary (10 x 3 words), 40 text deltas of 5 words (200 words,
+# about 200 tokens), then the .done events that repeat the text, then cut
+# before response.completed
+sub responses_cut {
+    my ($named) = @_;
+    my $w = 'the quick brown fox jumps ';
+    my $all = $w x 40;
+    my $sum = 'thinking about foxes ' x 10;
+    my $seq = 0;
+    my $ev = sub {
+        my ($type, $rest) = @_;
+        return ($named ? "event: $type\n" : '')
+             . "data: {\"type\":\"$type\",\"sequence_number\":" . $seq++
+             . ",$rest}\n\n";
+    };
+    my $resp = '"response":{"id":"resp_1","object":"response",'
+        . '"created_at":1741290958,"status":"in_progress","error":null,'
+        . '"instructions":null,"model":"o3-2025-04-16","output":[],'
+        . '"reasoning":{"effort":"medium","summary":"auto"},'
+        . '"text":{"format":{"type":"text"}},"usage":null}';
+    my @e = ( $ev->('response.created', $resp),
+              $ev->('response.in_progress', $resp),
+              $ev->('response.output_item.added', '"output_index":0,'
+                    . '"item":{"id":"rs_1","type":"reasoning","summary":[]}') );
+    push @e, $ev->('response.reasoning_summary_text.delta', '"item_id":"rs_1",'
+                   . '"output_index":0,"summary_index":0,'
+                   . '"delta":"thinking about foxes "') for 1 .. 10;
+    push @e, $ev->('response.reasoning_summary_text.done', '"item_id":"rs_1",'
+                   . "\"output_index\":0,\"summary_index\":0,\"text\":\"$sum\"");
+    push @e, $ev->('response.output_item.added', '"output_index":1,"item":'
+                   . '{"id":"msg_1","type":"message","status":"in_progress",'
+                   . '"role":"assistant","content":[]}');
+    push @e, $ev->('response.output_text.delta', '"item_id":"msg_1",'
+                   . '"output_index":1,"content_index":0,'
+                   . "\"delta\":\"$w\",\"logprobs\":[]") for 1 .. 40;
+    push @e,
+        $ev->('response.output_text.done', '"item_id":"msg_1",'
+              . '"output_index":1,"content_index":0,'
+              . "\"text\":\"$all\",\"logprobs\":[]"),
+        $ev->('response.content_part.done', '"item_id":"msg_1",'
+              . '"output_index":1,"content_index":0,"part":'
+              . "{\"type\":\"output_text\",\"annotations\":[],\"text\":\"$all\"}"),
+        $ev->('response.output_item.done', '"output_index":1,"item":'
+              . '{"id":"msg_1","type":"message","status":"completed",'
+              . '"role":"assistant","content":[{"type":"output_text",'
+              . "\"annotations\":[],\"text\":\"$all\"}]}");
+    return { status => 200,
+             headers => { 'Content-Type' => 'text/event-stream' },
+             chunks => [ @e, { close => 1 } ] };
+}
 
 run_tests();
 
@@ -150,3 +217,28 @@ sub {
 --- error_code: 200
 --- access_log_like
 ^gemini-1\.5-flash\|5\|300\|0\|0\.000091\|200$
+
+
+
+=== TEST 5: a Responses API stream whose events name their type in the data only (no "event:" lines; the OpenAI SDK reads "type" from the data), cut before response.completed, is charged its text once (about 230 tokens: 200 of text, 30 of summary), as the same stream with event lines is (found: 872, the text of output_text.done, content_part.done and output_item.done counted again)
+--- http_config eval: $::Http
+--- config eval: $::Gateway
+--- mock eval
+sub { my ($req) = @_; ::responses_cut($req->{n} == 2) }
+--- request
+GET /v1/models
+--- more_headers eval: $::Auth
+--- check eval
+sub {
+    my $body = '{"model":"o3","stream":true,"input":"hi"}';
+    http_request("POST /v1/responses",      # the mock's 2nd: event lines
+        more_headers => "$::Auth\r\nContent-Type: application/json",
+        body => $body, timeout => 10);
+    http_request("POST /v1/responses",      # 3rd: data lines only
+        more_headers => "$::Auth\r\nContent-Type: application/json",
+        body => $body, timeout => 10);
+    my @l = (::log_lines(3))[1, 2];
+    my @out = map { (split /\|/)[2] } @l;
+    return $out[0] == $out[1] && $out[0] >= 180 && $out[0] <= 300
+        ? 1 : (0, "with event lines: $l[0]\nwithout: $l[1]");
+}

@@ -1750,6 +1750,26 @@ test_usage(void)
         }
     }
 
+    /*
+     * a Responses API stream whose events name their type in their data
+     * only: the .done events repeat their deltas' text, not counted again,
+     * wherever the stream is cut; a "type" deeper in the data names
+     * nothing
+     */
+
+    s = "data: {\"type\":\"response.output_text.delta\",\"delta\":\"Hi \"}"
+        "\n\n"
+        "data: {\"type\":\"response.output_text.delta\",\"delta\":\"there\"}"
+        "\n\n"
+        "data: {\"type\":\"response.output_text.done\",\"text\":\"Hi there\"}"
+        "\n\n"
+        "data: {\"type\":\"response.output_item.done\",\"item\":{\"type\":"
+        "\"message\",\"content\":[{\"type\":\"output_text\",\"text\":"
+        "\"Hi there\"}]}}\n\n"
+        "data: {\"type\":\"response.\\u0064one\",\"text\":\"abc\"}\n\n";
+    check_stream("responses sse, types in the data", API_OPENAI, 1, s, 0, 0,
+                 11, "", 1);
+
     /* the cache's counts alone, before any input_tokens: not an input */
 
     s = "{\"usage\":{\"cache_read_input_tokens\":50,\"output_tokens\":3}}";
