@@ -70,11 +70,15 @@ typedef struct {
                                                     points */
     ngx_uint_t                  told_chars; /* streamed_chars when a usage
                                                last named the output's */
-    ngx_uint_t                  input[3];   /* Anthropic's input_tokens and
-                                               its cache's, as last told */
+    ngx_uint_t                  input[4];   /* Anthropic's input_tokens,
+                                               its cache's, and what the
+                                               cache keeps for an hour, as
+                                               last told */
     ngx_uint_t                  cache_read;   /* of prompt_tokens: read */
     ngx_uint_t                  cache_write;  /* and written by the
                                                  provider's prompt cache */
+    ngx_uint_t                  cache_write_1h;  /* of cache_write: for an
+                                                    hour */
     ngx_http_llm_estimate_t     generated;  /* the same text, estimated */
     ngx_str_t                   model;      /* as the response names it */
 

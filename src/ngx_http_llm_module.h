@@ -92,6 +92,7 @@ typedef struct {
     uint64_t                    output;
     uint64_t                    cache_read;   /* default: input */
     uint64_t                    cache_write;  /* default: input */
+    uint64_t                    cache_write_1h;  /* default: cache_write */
     unsigned                    wildcard:1;
 } ngx_http_llm_price_t;
 

@@ -229,6 +229,7 @@ ngx_http_llm_usage_feed_whole(ngx_http_llm_usage_t *u, u_char *p,
     ngx_memzero(u->input, sizeof(u->input));
     u->cache_read = 0;
     u->cache_write = 0;
+    u->cache_write_1h = 0;
     ngx_str_null(&u->model);
 
     return ngx_http_llm_usage_feed(u, p, len);
@@ -1233,7 +1234,7 @@ static void
 ngx_http_llm_usage_object(ngx_http_llm_usage_t *u, ngx_http_llm_jtape_t *t,
     ngx_uint_t obj)
 {
-    ngx_uint_t  a, b, c, n, in, out, v[13];
+    ngx_uint_t  a, b, c, n, in, out, v[14];
 
     static ngx_str_t  names[] = {
         ngx_string("prompt_tokens"),                 /* 0 */
@@ -1249,6 +1250,7 @@ ngx_http_llm_usage_object(ngx_http_llm_usage_t *u, ngx_http_llm_jtape_t *t,
         ngx_string("prompt_tokens_details"),
         ngx_string("input_tokens_details"),          /* 11 */
         ngx_string("cachedContentTokenCount"),
+        ngx_string("cache_creation"),                /* 13 */
         ngx_null_string
     };
 
@@ -1272,6 +1274,7 @@ ngx_http_llm_usage_object(ngx_http_llm_usage_t *u, ngx_http_llm_jtape_t *t,
         u->prompt_tokens = n;
         u->cache_read = ngx_http_llm_usage_cached(t, v[10]);
         u->cache_write = 0;
+        u->cache_write_1h = 0;
         in = 1;
     }
 
@@ -1281,7 +1284,8 @@ ngx_http_llm_usage_object(ngx_http_llm_usage_t *u, ngx_http_llm_jtape_t *t,
     }
 
     /*
-     * Anthropic's input is input_tokens and the cache's two counts; an
+     * Anthropic's input is input_tokens and the cache's two counts (of
+     * what it wrote, cache_creation tells what it keeps for an hour); an
      * object that names some of them (a message_delta's input_tokens
      * alone) keeps what an earlier one told of the others
      */
@@ -1296,10 +1300,19 @@ ngx_http_llm_usage_object(ngx_http_llm_usage_t *u, ngx_http_llm_jtape_t *t,
         }
     }
 
+    if (ngx_http_llm_usage_count(t,
+                                 ngx_http_llm_jtape_get(t, v[13],
+                                     "ephemeral_1h_input_tokens", 25),
+                                 &n))
+    {
+        u->input[3] = n;
+    }
+
     if (a && u->told_input) {
         u->prompt_tokens = u->input[0] + u->input[1] + u->input[2];
         u->cache_read = u->input[2] + ngx_http_llm_usage_cached(t, v[11]);
         u->cache_write = u->input[1];
+        u->cache_write_1h = ngx_min(u->input[3], u->input[1]);
         in = 1;
     }
 
@@ -1316,6 +1329,7 @@ ngx_http_llm_usage_object(ngx_http_llm_usage_t *u, ngx_http_llm_jtape_t *t,
         u->prompt_tokens = n + a;
         u->cache_read = 0;
         u->cache_write = 0;
+        u->cache_write_1h = 0;
         (void) ngx_http_llm_usage_count(t, v[12], &u->cache_read);
         in = 1;
     }

@@ -26,11 +26,13 @@ static ngx_int_t ngx_http_llm_price_usd(ngx_str_t *value, size_t skip,
 
 
 /*
- * llm_price MODEL input=USD output=USD [cache_read=USD] [cache_write=USD];
+ * llm_price MODEL input=USD output=USD [cache_read=USD] [cache_write=USD]
+ *     [cache_write_1h=USD];
  *
  * USD per million tokens, kept in micro-dollars per million tokens; the
  * prompt's tokens a provider's cache read or wrote cost "input" unless
- * priced apart.
+ * priced apart, those it keeps for an hour "cache_write" unless priced
+ * apart.
  */
 
 char *
@@ -41,7 +43,8 @@ ngx_http_llm_price(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     size_t                 skip;
     uint64_t              *usd;
     ngx_str_t             *value, model;
-    ngx_uint_t             i, wildcard, has_in, has_out, has_read, has_write;
+    ngx_uint_t             i, wildcard, has_in, has_out, has_read, has_write,
+                           has_1h;
     ngx_http_llm_price_t  *price;
 
     value = cf->args->elts;
@@ -90,6 +93,7 @@ ngx_http_llm_price(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     has_out = 0;
     has_read = 0;
     has_write = 0;
+    has_1h = 0;
 
     for (i = 2; i < cf->args->nelts; i++) {
 
@@ -113,6 +117,11 @@ ngx_http_llm_price(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             skip = 12;
             has_write++;
 
+        } else if (ngx_strncmp(value[i].data, "cache_write_1h=", 15) == 0) {
+            usd = &price->cache_write_1h;
+            skip = 15;
+            has_1h++;
+
         } else {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                "invalid parameter \"%V\"", &value[i]);
@@ -131,7 +140,9 @@ ngx_http_llm_price(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    if (has_in > 1 || has_out > 1 || has_read > 1 || has_write > 1) {
+    if (has_in > 1 || has_out > 1 || has_read > 1 || has_write > 1
+        || has_1h > 1)
+    {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "llm_price \"%V\" names a price twice",
                            &value[1]);
@@ -144,6 +155,10 @@ ngx_http_llm_price(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     if (!has_write) {
         price->cache_write = price->input;
+    }
+
+    if (!has_1h) {
+        price->cache_write_1h = price->cache_write;
     }
 
     return NGX_CONF_OK;
@@ -254,17 +269,18 @@ ngx_http_llm_price_find(ngx_http_llm_main_conf_t *lmcf, ngx_str_t *model)
 
 
 /*
- * micro-dollars, rounded up, of "input" tokens of which a provider's
- * cache "read" and "written" (their sum at most "input"), and "output";
- * each product fits 64 bits (at most 10^9 tokens at 10^10 micro-dollars
- * per million), their sum may not
+ * micro-dollars, rounded up, of "input" tokens and "output" tokens; of
+ * the input, "cache" (NULL: none) tells what a provider's cache read,
+ * wrote, and of that kept for an hour; each product fits 64 bits (at
+ * most 10^9 tokens at 10^10 micro-dollars per million), their sum may
+ * not
  */
 
 uint64_t
 ngx_http_llm_cost(ngx_http_llm_price_t *price, uint64_t input,
-    uint64_t output, uint64_t read, uint64_t written)
+    uint64_t output, uint64_t *cache)
 {
-    uint64_t    p[4], whole, part;
+    uint64_t    p[5], whole, part, read, written, hour;
     ngx_uint_t  i;
 
     if (price == NULL) {
@@ -272,18 +288,27 @@ ngx_http_llm_cost(ngx_http_llm_price_t *price, uint64_t input,
     }
 
     input = ngx_min(input, NGX_HTTP_LLM_PRICED_MAX);
-    written = ngx_min(written, input);
-    read = ngx_min(read, input - written);
+
+    read = 0;
+    written = 0;
+    hour = 0;
+
+    if (cache) {
+        written = ngx_min(cache[1], input);
+        hour = ngx_min(cache[2], written);
+        read = ngx_min(cache[0], input - written);
+    }
 
     p[0] = (input - read - written) * price->input;
     p[1] = read * price->cache_read;
-    p[2] = written * price->cache_write;
-    p[3] = ngx_min(output, NGX_HTTP_LLM_PRICED_MAX) * price->output;
+    p[2] = (written - hour) * price->cache_write;
+    p[3] = hour * price->cache_write_1h;
+    p[4] = ngx_min(output, NGX_HTTP_LLM_PRICED_MAX) * price->output;
 
     whole = 0;
     part = 0;
 
-    for (i = 0; i < 4; i++) {
+    for (i = 0; i < 5; i++) {
         whole += p[i] / 1000000;
         part += p[i] % 1000000;
     }
@@ -327,8 +352,9 @@ void
 ngx_http_llm_tally_reserve(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     ngx_http_llm_decision_t *d)
 {
-    uint64_t                   in, out, cost;
+    uint64_t                   in, out, cost, cache[3];
     ngx_http_llm_tally_t      *t;
+    ngx_http_llm_price_t      *price;
     ngx_http_llm_loc_conf_t   *llcf;
     ngx_http_llm_main_conf_t  *lmcf;
 
@@ -364,17 +390,28 @@ ngx_http_llm_tally_reserve(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     d->need[NGX_HTTP_LLM_DIM_TOKENS] = in + out;
 
     /*
-     * the prompt at the dearer of input= and cache_write=: the cache
-     * may write all of it (Anthropic's writes cost more than input);
-     * a call that reserves tokens but whose model has no price yet (an
-     * alias the answer may resolve to a priced model) still costs a
-     * micro-dollar, so that a spent cost window refuses it too
+     * the prompt at the dearest of input=, cache_write= and
+     * cache_write_1h=: the cache may write all of it (Anthropic's writes
+     * cost more than input); a call that reserves tokens but whose model
+     * has no price yet (an alias the answer may resolve to a priced
+     * model) still costs a micro-dollar, so that a spent cost window
+     * refuses it too
      */
 
-    cost = ngx_http_llm_cost(t->price, in, out, 0,
-                             (t->price && t->price->cache_write
-                                          > t->price->input)
-                             ? in : 0);
+    cache[0] = 0;
+    cache[1] = 0;
+    cache[2] = 0;
+
+    price = t->price;
+
+    if (price && ngx_max(price->cache_write, price->cache_write_1h)
+                 > price->input)
+    {
+        cache[1] = in;
+        cache[2] = (price->cache_write_1h > price->cache_write) ? in : 0;
+    }
+
+    cost = ngx_http_llm_cost(price, in, out, cache);
 
     d->need[NGX_HTTP_LLM_DIM_COST] = (in + out) ? ngx_max(cost, 1) : 0;
 }
@@ -553,7 +590,7 @@ ngx_http_llm_tally_cache_fill(ngx_http_request_t *r, ngx_http_llm_tally_t *t)
 void
 ngx_http_llm_tally_finish(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
 {
-    uint64_t                   in, out, read, written;
+    uint64_t                   in, out, cache[3];
     ngx_uint_t                 n;
     ngx_http_llm_tally_t      *t;
     ngx_http_llm_price_t      *price;
@@ -569,8 +606,9 @@ ngx_http_llm_tally_finish(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
 
     in = 0;
     out = 0;
-    read = 0;
-    written = 0;
+    cache[0] = 0;
+    cache[1] = 0;
+    cache[2] = 0;
 
     if (t->observing) {
         ngx_http_llm_usage_finish(&t->usage);
@@ -591,8 +629,9 @@ ngx_http_llm_tally_finish(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
             t->estimated = 1;
 
         } else {
-            read = t->usage.cache_read;
-            written = t->usage.cache_write;
+            cache[0] = t->usage.cache_read;
+            cache[1] = t->usage.cache_write;
+            cache[2] = t->usage.cache_write_1h;
         }
 
         if (!t->complete || !ngx_http_llm_usage_final(&t->usage)) {
@@ -662,8 +701,8 @@ ngx_http_llm_tally_finish(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
     t->used[NGX_HTTP_LLM_DIM_TOKENS] = in + out;
     t->used[NGX_HTTP_LLM_DIM_INPUT] = in;
     t->used[NGX_HTTP_LLM_DIM_OUTPUT] = out;
-    t->used[NGX_HTTP_LLM_DIM_COST] = ngx_http_llm_cost(price, in, out, read,
-                                                       written);
+    t->used[NGX_HTTP_LLM_DIM_COST] = ngx_http_llm_cost(price, in, out,
+                                                       cache);
 }
 
 

@@ -53,7 +53,7 @@ char *ngx_http_llm_price(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 ngx_http_llm_price_t *ngx_http_llm_price_find(ngx_http_llm_main_conf_t *lmcf,
     ngx_str_t *model);
 uint64_t ngx_http_llm_cost(ngx_http_llm_price_t *price, uint64_t input,
-    uint64_t output, uint64_t read, uint64_t written);
+    uint64_t output, uint64_t *cache);
 
 ngx_uint_t ngx_http_llm_tally_wanted(ngx_http_request_t *r,
     ngx_http_llm_ctx_t *ctx);

@@ -24,6 +24,8 @@ our $Http = $Test::LLM::Keys::TIERS . <<'_EOC_';
     llm_price "gpt-4.1*" input=2 output=8 cache_read=0.50;
     llm_price "claude-*" input=3 output=15 cache_read=0.30 cache_write=3.75;
     llm_price "gemini-2.5*" input=1.25 output=10 cache_read=0.31;
+    llm_price "claude-opus*" input=15 output=75 cache_read=1.50
+              cache_write=18.75 cache_write_1h=30;
     log_format llm '$llm_model|$llm_prompt_tokens|$llm_completion_tokens|'
                    '$llm_tokens_estimated|$llm_cost|$status';
 _EOC_
@@ -289,3 +291,50 @@ sub {
     my $got = join ' ', @got;
     return $got eq '0.000045 0.000030' ? 1 : (0, "got $got");
 }
+
+
+
+=== TEST 12: Anthropic's writes the cache keeps for an hour (cache_creation.ephemeral_1h_input_tokens) are priced at cache_write_1h=, the rest of the writes at cache_write=: 25 x 15 + 50 x 1.50 + 60 x 18.75 + 40 x 30 + 15 x 75 = 0.003900
+--- http_config eval: $::Http
+--- config eval: $::Gateway
+--- mock eval
+sub {
+    return { status => 200,
+             headers => { 'Content-Type' => 'application/json' },
+             body => '{"id":"m","type":"message","role":"assistant",'
+                   . '"model":"claude-opus-4-1-20250805","content":[{"type":'
+                   . '"text","text":"ok"}],"stop_reason":"end_turn",'
+                   . '"usage":{"input_tokens":25,'
+                   . '"cache_creation_input_tokens":100,'
+                   . '"cache_read_input_tokens":50,"cache_creation":'
+                   . '{"ephemeral_5m_input_tokens":60,'
+                   . '"ephemeral_1h_input_tokens":40},"output_tokens":15}}' };
+}
+--- request eval
+::post("/v1/messages", '{"model":"claude-opus-4-1","max_tokens":100,"messages":[{"role":"user","content":"hi"}]}')
+--- more_headers eval: "$::Auth\r\nContent-Type: application/json"
+--- error_code: 200
+--- access_log_like
+^claude-opus-4-1-20250805\|175\|15\|0\|0\.003900\|200$
+
+
+
+=== TEST 13: the reservation prices the prompt at cache_write_1h= when it is the dearest: 8 x 30 + 1 x 75 = 0.000315
+--- http_config eval: $::Http
+--- config eval: $::Gateway
+--- request eval
+::post("/tiny/messages", '{"model":"claude-opus-4-1","max_tokens":1,"messages":[{"role":"user","content":"hi"}]}')
+--- more_headers eval: "$::Auth\r\nContent-Type: application/json"
+--- error_code: 429
+--- response_body_like: needs \(0\.000315 USD\)
+
+
+
+=== TEST 14: cache_write_1h= named twice is refused
+--- http_config
+llm_zone llm:1m;
+llm_price "claude-*" input=3 output=15 cache_write_1h=6 cache_write_1h=6;
+--- config
+--- must_die
+--- error_log
+llm_price "claude-*" names a price twice

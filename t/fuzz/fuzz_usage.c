@@ -37,6 +37,7 @@ typedef struct {
     ngx_uint_t   completion;
     ngx_uint_t   cache_read;
     ngx_uint_t   cache_write;
+    ngx_uint_t   cache_write_1h;
     ngx_uint_t   chars;
     ngx_uint_t   generated;
     size_t       model_len;
@@ -107,6 +108,7 @@ observe(ngx_uint_t api, ngx_uint_t sse, u_char *p, size_t len,
     r->completion = u.completion_tokens;
     r->cache_read = u.cache_read;
     r->cache_write = u.cache_write;
+    r->cache_write_1h = u.cache_write_1h;
     r->chars = u.streamed_chars;
     r->generated = ngx_http_llm_estimate_tokens(&u.generated);
     r->model_len = u.model.len;
@@ -132,6 +134,7 @@ same(result_t *a, result_t *b)
            && a->completion == b->completion
            && a->cache_read == b->cache_read
            && a->cache_write == b->cache_write
+           && a->cache_write_1h == b->cache_write_1h
            && ((a->told & 4) || (a->chars == b->chars
                                  && a->generated == b->generated))
            && a->model_len == b->model_len

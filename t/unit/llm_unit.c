@@ -1698,28 +1698,38 @@ test_usage(void)
         static struct {
             ngx_uint_t   api;
             const char  *body;
-            ngx_uint_t   prompt, read, written;
+            ngx_uint_t   prompt, read, written, hour;
         } cached[] = {
             { API_OPENAI, "{\"usage\":{\"prompt_tokens\":2006,"
               "\"completion_tokens\":300,\"prompt_tokens_details\":"
               "{\"cached_tokens\":1920,\"audio_tokens\":0}}}",
-              2006, 1920, 0 },
+              2006, 1920, 0, 0 },
             { API_OPENAI, "{\"usage\":{\"input_tokens\":900,"
               "\"input_tokens_details\":{\"cached_tokens\":800},"
-              "\"output_tokens\":5}}", 900, 800, 0 },
+              "\"output_tokens\":5}}", 900, 800, 0, 0 },
             { API_ANTHROPIC, "{\"usage\":{\"input_tokens\":25,"
               "\"cache_creation_input_tokens\":100,"
               "\"cache_read_input_tokens\":50,\"output_tokens\":3}}",
-              175, 50, 100 },
+              175, 50, 100, 0 },
+            { API_ANTHROPIC, "{\"usage\":{\"input_tokens\":25,"
+              "\"cache_creation_input_tokens\":100,"
+              "\"cache_read_input_tokens\":50,\"cache_creation\":"
+              "{\"ephemeral_5m_input_tokens\":60,"
+              "\"ephemeral_1h_input_tokens\":40},\"output_tokens\":3}}",
+              175, 50, 100, 40 },
+            { API_ANTHROPIC, "{\"usage\":{\"input_tokens\":25,"
+              "\"cache_creation_input_tokens\":10,\"cache_creation\":"
+              "{\"ephemeral_1h_input_tokens\":40},\"output_tokens\":3}}",
+              35, 0, 10, 10 },
             { API_GEMINI, "{\"usageMetadata\":{\"promptTokenCount\":700,"
               "\"cachedContentTokenCount\":600,"
-              "\"candidatesTokenCount\":2}}", 700, 600, 0 },
+              "\"candidatesTokenCount\":2}}", 700, 600, 0, 0 },
             { API_OPENAI, "{\"usage\":{\"prompt_tokens\":10,"
               "\"completion_tokens\":3,\"prompt_tokens_details\":"
-              "{\"cached_tokens\":-1}}}", 10, 0, 0 },
+              "{\"cached_tokens\":-1}}}", 10, 0, 0, 0 },
             { API_OPENAI, "{\"usage\":{\"prompt_tokens\":10,"
               "\"completion_tokens\":3,\"prompt_tokens_details\":null}}",
-              10, 0, 0 },
+              10, 0, 0, 0 },
         };
 
         for (i = 0; i < sizeof(cached) / sizeof(cached[0]); i++) {
@@ -1739,12 +1749,14 @@ test_usage(void)
                 ngx_http_llm_usage_finish(&u);
                 ok(u.prompt_tokens == cached[i].prompt
                    && u.cache_read == cached[i].read
-                   && u.cache_write == cached[i].written,
+                   && u.cache_write == cached[i].written
+                   && u.cache_write_1h == cached[i].hour,
                    "usage: cached parts %lu (%s): prompt %lu, read %lu, "
-                   "written %lu", (unsigned long) i,
+                   "written %lu, for an hour %lu", (unsigned long) i,
                    n ? "whole" : "lexer", (unsigned long) u.prompt_tokens,
                    (unsigned long) u.cache_read,
-                   (unsigned long) u.cache_write);
+                   (unsigned long) u.cache_write,
+                   (unsigned long) u.cache_write_1h);
                 ngx_destroy_pool(p);
             }
         }
