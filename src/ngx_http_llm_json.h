@@ -128,6 +128,9 @@ typedef struct {
     unsigned                    fed:1;      /* bytes went to the lexer */
     unsigned                    whole:1;    /* its last byte came: a usage
                                                told holds for it all */
+    unsigned                    array:1;    /* the document is a JSON
+                                               array: a Gemini stream
+                                               without alt=sse */
     unsigned                    bom:2;      /* SSE: a BOM's bytes taken */
     unsigned                    begun:1;    /* SSE: past a leading BOM */
 

@@ -891,6 +891,10 @@ ngx_http_llm_usage_lex(ngx_http_llm_usage_t *u, u_char *p, u_char *last)
             break;
 
         case '[':
+            if (u->nest == 0) {
+                u->array = 1;
+            }
+
             u->nest++;
 
             if (u->capturing) {
@@ -1366,7 +1370,8 @@ ngx_http_llm_usage_object(ngx_http_llm_usage_t *u, ngx_http_llm_jtape_t *t,
  * Anthropic stream's message_start (output_tokens 1), which its
  * message_delta replaces at the end, and no text of a stream came after
  * it (a Gemini stream, SSE or a JSON array, that told usage in its first
- * chunk only; the other APIs' JSON answers may name usage first).
+ * chunk only; a JSON object is a whole answer, which may name its usage
+ * first, as the tape's walk reads it).
  */
 
 ngx_uint_t
@@ -1375,7 +1380,7 @@ ngx_http_llm_usage_final(ngx_http_llm_usage_t *u)
     return u->found && u->told_out
            && !(u->sse && u->api == NGX_HTTP_LLM_API_ANTHROPIC
                 && u->objects < 2)
-           && !((u->sse || u->api == NGX_HTTP_LLM_API_GEMINI)
+           && !((u->sse || (u->array && u->api == NGX_HTTP_LLM_API_GEMINI))
                 && u->streamed_chars > u->told_chars);
 }
 

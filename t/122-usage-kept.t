@@ -3,7 +3,9 @@
 # counts, and a Gemini JSON-array stream (no alt=sse) that arrives in one
 # buffer with its usage in its first chunk only; a Responses API stream
 # whose events name their type in their data only.  TESTs 1, 3 and 5
-# failed before their fix; 2 and 4 guard what must not change.
+# failed before their fix; 2 and 4 guard what must not change.  TEST 6,
+# a Gemini JSON object whose usage comes before its text, in pieces,
+# failed before its fix; 7 guards it.
 
 use strict;
 use warnings;
@@ -242,3 +244,43 @@ sub {
     return $out[0] == $out[1] && $out[0] >= 180 && $out[0] <= 300
         ? 1 : (0, "with event lines: $l[0]\nwithout: $l[1]");
 }
+=== TEST 6: a Gemini generateContent answer (a JSON object, a whole answer) whose usageMetadata comes before its text, in pieces, is charged as told, nothing estimated, as the same answer in one buffer is (TEST 7); before: at least the text, estimated 1
+--- http_config eval: $::Http
+--- config eval: $::Gateway
+--- mock eval
+sub {
+    return { status => 200,
+             headers => { 'Content-Type' => 'application/json' },
+             chunks => [ '{"usageMetadata":{"promptTokenCount":5,'
+                         . '"candidatesTokenCount":3,"totalTokenCount":8},'
+                         . '"modelVersion":"gemini-1.5-flash",',
+                         { delay => 0.1 },
+                         substr(::part($::Words), 1) . '}' ] };
+}
+--- request eval
+::post("/v1beta/models/gemini-1.5-flash:generateContent", $::Gemini)
+--- more_headers eval: "$::Auth\r\nContent-Type: application/json"
+--- error_code: 200
+--- access_log_like
+^gemini-1\.5-flash\|5\|3\|0\|0\.000002\|200$
+
+
+
+=== TEST 7: (guards TEST 6) the same answer in one buffer
+--- http_config eval: $::Http
+--- config eval: $::Gateway
+--- mock eval
+sub {
+    return { status => 200,
+             headers => { 'Content-Type' => 'application/json' },
+             body => '{"usageMetadata":{"promptTokenCount":5,'
+                     . '"candidatesTokenCount":3,"totalTokenCount":8},'
+                     . '"modelVersion":"gemini-1.5-flash",'
+                     . substr(::part($::Words), 1) . '}' };
+}
+--- request eval
+::post("/v1beta/models/gemini-1.5-flash:generateContent", $::Gemini)
+--- more_headers eval: "$::Auth\r\nContent-Type: application/json"
+--- error_code: 200
+--- access_log_like
+^gemini-1\.5-flash\|5\|3\|0\|0\.000002\|200$

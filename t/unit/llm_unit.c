@@ -1810,6 +1810,37 @@ test_usage(void)
        (unsigned long) ngx_http_llm_usage_final(&u));
     ngx_destroy_pool(p);
 
+    /*
+     * a Gemini JSON object (generateContent) is a whole answer: a usage
+     * before its text is final whether the body comes in one buffer (the
+     * tape) or in pieces (the lexer)
+     */
+
+    s = "{\"usageMetadata\":{\"promptTokenCount\":5,"
+        "\"candidatesTokenCount\":3},\"candidates\":[{\"content\":"
+        "{\"parts\":[{\"text\":\"and then a long answer\"}]}}]}";
+
+    for (n = 0; n < 2; n++) {
+        p = new_pool();
+        ngx_http_llm_usage_init(&u, p, API_GEMINI, 0);
+        len = strlen(s);
+
+        if (n == 0) {
+            (void) ngx_http_llm_usage_feed_whole(&u, (u_char *) s, len);
+
+        } else {
+            (void) ngx_http_llm_usage_feed(&u, (u_char *) s, 20);
+            (void) ngx_http_llm_usage_feed(&u, (u_char *) s + 20, len - 20);
+        }
+
+        ngx_http_llm_usage_finish(&u);
+        ok(u.completion_tokens == 3 && ngx_http_llm_usage_final(&u),
+           "gemini object, usage first (%s): completion %lu, final %lu",
+           n ? "pieces" : "whole", (unsigned long) u.completion_tokens,
+           (unsigned long) ngx_http_llm_usage_final(&u));
+        ngx_destroy_pool(p);
+    }
+
     /* an Anthropic JSON answer in one buffer still takes the tape */
 
     p = new_pool();
