@@ -338,3 +338,43 @@ llm_price "claude-*" input=3 output=15 cache_write_1h=6 cache_write_1h=6;
 --- must_die
 --- error_log
 llm_price "claude-*" names a price twice
+
+
+
+=== TEST 15: cached_tokens above prompt_tokens are taken as the whole prompt, read from the cache: 2,000 x 1.25 + 100 x 10 = 0.003500 (the uncached part must not wrap below 0)
+--- http_config eval: $::Http
+--- config eval: $::Gateway
+--- mock eval
+sub {
+    my $r = ::openai('gpt-4o');
+    $r->{body} =~ s/"cached_tokens":1600/"cached_tokens":3000/ or die;
+    return $r;
+}
+--- request eval
+::post("/v1/chat/completions", ::chat_body('gpt-4o'))
+--- more_headers eval: "$::Auth\r\nContent-Type: application/json"
+--- error_code: 200
+--- access_log_like
+^gpt-4o\|2000\|100\|0\|0\.003500\|200$
+
+
+
+=== TEST 16: an empty cache_read= is refused
+--- http_config
+llm_zone llm:1m;
+llm_price gpt-4o input=2.50 output=10 cache_read=;
+--- config
+--- must_die
+--- error_log eval
+qr/invalid price "cache_read=", expected USD per million tokens/
+
+
+
+=== TEST 17: cache_read= and cache_write= without input= are refused, in any order
+--- http_config
+llm_zone llm:1m;
+llm_price gpt-4o cache_write=1 output=10 cache_read=1;
+--- config
+--- must_die
+--- error_log
+llm_price "gpt-4o" needs input= and output=
