@@ -665,11 +665,24 @@ ngx_http_llm_body_path(ngx_http_request_t *r, ngx_http_llm_tally_t *t,
         return;
     }
 
-    colon = ngx_strlchr(p, last, ':');
+    /*
+     * the method follows the last segment's last colon, as
+     * ngx_http_llm_api() reads it: a model's name may have colons of
+     * its own (an OpenAI fine-tune "ft:gpt-4o-mini:org::id", Ollama's
+     * "llama3:8b")
+     */
 
-    if (colon == NULL) {
+    for (colon = last; colon > p && colon[-1] != ':' && colon[-1] != '/';
+         colon--)
+    {
+        /* void */
+    }
+
+    if (colon == p || colon[-1] != ':') {
         return;
     }
+
+    colon--;
 
     if (api == NGX_HTTP_LLM_API_GEMINI
         && (size_t) (last - colon) >= sizeof(":streamGenerateContent") - 1

@@ -247,3 +247,23 @@ sub {
             $gemini, 1);
     return $s eq '200 200 200 429' ? 1 : (0, "got $s, want 200 200 200 429");
 }
+
+
+
+=== TEST 8: a Gemini path whose model's name has colons of its own (an OpenAI fine-tune behind a Gemini-shaped proxy, Ollama's "llama3:8b"): the model is what comes before the method, after the last segment's last colon, as the API is told from the path; it prices the call (1000 x 0.30 + 100 x 1.20 = 0.000420) and names it in $llm_model (found: "ft", unpriced, 1 micro-dollar reserved and nothing charged)
+--- http_config eval
+$::Http . 'llm_price "ft:gpt-4o-mini*" input=0.30 output=1.20;'
+--- config eval: $::Gateway
+--- mock eval
+sub {
+    return ::json_answer('{"candidates":[{"content":{"parts":[{"text":"ok"}]}}],'
+        . '"usageMetadata":{"promptTokenCount":1000,'
+        . '"candidatesTokenCount":100}}');
+}
+--- request eval
+::post('/budget/v1beta/models/ft:gpt-4o-mini:org::abc:generateContent',
+       '{"contents":[{"parts":[{"text":"hi"}]}]}')
+--- more_headers eval: "$::Auth\r\nContent-Type: application/json"
+--- error_code: 200
+--- access_log_like
+^ft:gpt-4o-mini:org::abc\|1000\|100\|0\|0\.000420\|200$
