@@ -124,6 +124,9 @@ typedef struct {
     unsigned                    name_space:1;  /* SSE: its ' ' dropped */
     unsigned                    repeats:1;  /* SSE: the event repeats
                                                text (not counted) */
+    unsigned                    responses:1;  /* SSE: the Responses
+                                                 API's: only "delta"
+                                                 strings are new text */
     unsigned                    finished:1;
     unsigned                    fed:1;      /* bytes went to the lexer */
     unsigned                    whole:1;    /* its last byte came: a usage

@@ -37,6 +37,8 @@
 #define NGX_HTTP_LLM_KEY_USAGE      2     /* a usage object */
 #define NGX_HTTP_LLM_KEY_MODEL      3
 #define NGX_HTTP_LLM_KEY_TYPE       4     /* an SSE event's, in its data */
+#define NGX_HTTP_LLM_KEY_DELTA      5     /* generated text, new in a
+                                             Responses API stream */
 
 /* the string being read in a response */
 #define NGX_HTTP_LLM_STR_KEY        0     /* perhaps a key, kept */
@@ -102,7 +104,7 @@ static ngx_http_llm_json_key_t  ngx_http_llm_json_keys[] = {
     { ngx_string("reasoning_content"), NGX_HTTP_LLM_KEY_TEXT },
     { ngx_string("refusal"), NGX_HTTP_LLM_KEY_TEXT },
     { ngx_string("transcript"), NGX_HTTP_LLM_KEY_TEXT },  /* audio out */
-    { ngx_string("delta"), NGX_HTTP_LLM_KEY_TEXT },  /* responses events */
+    { ngx_string("delta"), NGX_HTTP_LLM_KEY_DELTA },  /* responses events */
     { ngx_string("usage"), NGX_HTTP_LLM_KEY_USAGE },
     { ngx_string("usageMetadata"), NGX_HTTP_LLM_KEY_USAGE },
     { ngx_string("model"), NGX_HTTP_LLM_KEY_MODEL },
@@ -576,10 +578,13 @@ ngx_http_llm_usage_sse(ngx_http_llm_usage_t *u, u_char *p, u_char *last)
 /*
  * An SSE event's name: its "event" line's, or the "type" of its data's
  * object (a proxy may send data lines alone).  Of the Responses API's
- * events ("response.*"),
- * only those named "*.delta" carry new text: the others repeat what
- * their deltas said ("response.output_text.done", the whole response in
- * "response.completed"), and their text is not counted again.
+ * events ("response.*"), only those named "*.delta" carry new text: the
+ * others repeat what their deltas said ("response.output_text.done", the
+ * whole response in "response.completed"), and their text is not
+ * counted again.  A "type" may come after the text, as a proxy that
+ * writes out the OpenAI SDK's objects orders their keys: once a stream
+ * is known to be the Responses API's (its first event,
+ * "response.created", has no text), only its "delta" strings count.
  */
 
 static void
@@ -591,14 +596,20 @@ ngx_http_llm_usage_name(ngx_http_llm_usage_t *u)
     n = u->name_len;
     name = u->name;
 
-    u->repeats = n <= sizeof(u->name)
-                 && n >= sizeof("response.") - 1
-                 && ngx_strncmp(name, "response.", sizeof("response.") - 1)
-                    == 0
-                 && !(n >= sizeof(".delta") - 1
-                      && ngx_strncmp(name + n - (sizeof(".delta") - 1),
-                                     ".delta", sizeof(".delta") - 1)
-                         == 0);
+    if (n > sizeof(u->name)
+        || n < sizeof("response.") - 1
+        || ngx_strncmp(name, "response.", sizeof("response.") - 1) != 0)
+    {
+        u->repeats = 0;
+        return;
+    }
+
+    u->responses = 1;
+
+    u->repeats = !(n >= sizeof(".delta") - 1
+                   && ngx_strncmp(name + n - (sizeof(".delta") - 1),
+                                  ".delta", sizeof(".delta") - 1)
+                      == 0);
 }
 
 
@@ -826,7 +837,10 @@ ngx_http_llm_usage_lex(ngx_http_llm_usage_t *u, u_char *p, u_char *last)
                 u->role = NGX_HTTP_LLM_STR_KEY;
                 u->key_len = 0;
 
-            } else if (u->kind == NGX_HTTP_LLM_KEY_TEXT && !u->repeats) {
+            } else if (((u->kind == NGX_HTTP_LLM_KEY_TEXT && !u->responses)
+                        || u->kind == NGX_HTTP_LLM_KEY_DELTA)
+                       && !u->repeats)
+            {
                 u->role = NGX_HTTP_LLM_STR_TEXT;
 
             } else if (u->kind == NGX_HTTP_LLM_KEY_MODEL
@@ -855,6 +869,7 @@ ngx_http_llm_usage_lex(ngx_http_llm_usage_t *u, u_char *p, u_char *last)
                 u->kind = u->key_kind;
 
                 if (u->kind != NGX_HTTP_LLM_KEY_TEXT
+                    && u->kind != NGX_HTTP_LLM_KEY_DELTA
                     && u->nest > NGX_HTTP_LLM_USAGE_NEST)
                 {
                     u->kind = NGX_HTTP_LLM_KEY_OTHER;

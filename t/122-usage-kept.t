@@ -102,16 +102,20 @@ sub log_lines {
 # about 200 tokens), then the .done events that repeat the text, then cut
 # before response.completed
 sub responses_cut {
-    my ($named) = @_;
+    my ($named, $last) = @_;
     my $w = 'the quick brown fox jumps ';
     my $all = $w x 40;
     my $sum = 'thinking about foxes ' x 10;
     my $seq = 0;
     my $ev = sub {
         my ($type, $rest) = @_;
+        # "type" last: the keys in the OpenAI SDK's (alphabetical) order,
+        # as a proxy that writes out its objects sends them
         return ($named ? "event: $type\n" : '')
-             . "data: {\"type\":\"$type\",\"sequence_number\":" . $seq++
-             . ",$rest}\n\n";
+             . ($last ? "data: {$rest,\"sequence_number\":" . $seq++
+                        . ",\"type\":\"$type\"}\n\n"
+                      : "data: {\"type\":\"$type\",\"sequence_number\":"
+                        . $seq++ . ",$rest}\n\n");
     };
     my $resp = '"response":{"id":"resp_1","object":"response",'
         . '"created_at":1741290958,"status":"in_progress","error":null,'
@@ -284,3 +288,28 @@ sub {
 --- error_code: 200
 --- access_log_like
 ^gemini-1\.5-flash\|5\|3\|0\|0\.000002\|200$
+
+
+
+=== TEST 8: TEST 5's stream without event lines and with "type" last in each event's data (a proxy that writes out the OpenAI SDK's objects, whose keys are in alphabetical order): the text is charged once, as with event lines (found: the .done events' text counted again: their type comes after it)
+--- http_config eval: $::Http
+--- config eval: $::Gateway
+--- mock eval
+sub { my ($req) = @_; ::responses_cut($req->{n} == 2, $req->{n} == 3) }
+--- request
+GET /v1/models
+--- more_headers eval: $::Auth
+--- check eval
+sub {
+    my $body = '{"model":"o3","stream":true,"input":"hi"}';
+    http_request("POST /v1/responses",      # the mock's 2nd: event lines
+        more_headers => "$::Auth\r\nContent-Type: application/json",
+        body => $body, timeout => 10);
+    http_request("POST /v1/responses",      # 3rd: data only, "type" last
+        more_headers => "$::Auth\r\nContent-Type: application/json",
+        body => $body, timeout => 10);
+    my @l = (::log_lines(3))[1, 2];
+    my @out = map { (split /\|/)[2] } @l;
+    return $out[0] == $out[1] && $out[0] >= 180 && $out[0] <= 300
+        ? 1 : (0, "with event lines: $l[0]\nwithout, type last: $l[1]");
+}

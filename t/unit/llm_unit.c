@@ -1780,7 +1780,29 @@ test_usage(void)
         "\"Hi there\"}]}}\n\n"
         "data: {\"type\":\"response.\\u0064one\",\"text\":\"abc\"}\n\n";
     check_stream("responses sse, types in the data", API_OPENAI, 1, s, 0, 0,
-                 11, "", 1);
+                 8, "", 1);
+
+    /*
+     * the same with "type" last, as a proxy writes out the OpenAI SDK's
+     * objects (their keys in alphabetical order): the stream is the
+     * Responses API's from its first event on, and only its "delta"
+     * strings count
+     */
+
+    s = "data: {\"response\":{\"id\":\"r\",\"output\":[],\"text\":"
+        "{\"format\":{\"type\":\"text\"}}},\"type\":\"response.created\"}"
+        "\n\n"
+        "data: {\"delta\":\"Hi \",\"type\":\"response.output_text.delta\"}"
+        "\n\n"
+        "data: {\"delta\":\"there\",\"type\":\"response.output_text.delta\"}"
+        "\n\n"
+        "data: {\"text\":\"Hi there\",\"type\":\"response.output_text.done\"}"
+        "\n\n"
+        "data: {\"item\":{\"content\":[{\"text\":\"Hi there\",\"type\":"
+        "\"output_text\"}],\"type\":\"message\"},\"type\":"
+        "\"response.output_item.done\"}\n\n";
+    check_stream("responses sse, types last", API_OPENAI, 1, s, 0, 0, 8, "",
+                 1);
 
     /* the cache's counts alone, before any input_tokens: not an input */
 
