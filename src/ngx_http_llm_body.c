@@ -332,9 +332,11 @@ ngx_http_llm_body_parse(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
         ngx_string(":batchEmbedContents"), ngx_null_string
     };
 
+    /* Claude on Vertex AI counts at ".../models/count-tokens:rawPredict" */
+
     static ngx_str_t  counts[] = {
         ngx_string("/count_tokens"), ngx_string(":countTokens"),
-        ngx_null_string
+        ngx_string("/count-tokens:rawPredict"), ngx_null_string
     };
 
     static ngx_str_t  responses[] = {
@@ -357,7 +359,8 @@ ngx_http_llm_body_parse(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
                                              &error, lmcf->bpe);
 
     if (rc == NGX_DECLINED && (info.no_prompt || info.no_max)
-        && !ngx_http_llm_body_uri_ends(r, ngx_http_llm_generates[ctx->api]))
+        && (!ngx_http_llm_body_uri_ends(r, ngx_http_llm_generates[ctx->api])
+            || ngx_http_llm_body_uri_ends(r, counts)))
     {
         /*
          * a body of the API's that prompts nothing (batches, token

@@ -117,6 +117,9 @@ sub log_lines {
     return @l;
 }
 
+our $RP = $ENV{TEST_NGINX_REDIS_PORT};
+our $P  = "t124-$$-" . time;           # this run's Redis keys
+
 run_tests();
 
 __DATA__
@@ -267,3 +270,48 @@ sub {
 --- error_code: 200
 --- access_log_like
 ^ft:gpt-4o-mini:org::abc\|1000\|100\|0\|0\.000420\|200$
+
+
+
+=== TEST 9: TEST 6 with the windows in Redis: the micro-dollar an unpriced alias reserves is asked of Redis's cost window too, and given back when the answer is settled (the first answer spends the window, the next two are refused)
+--- http_config eval: $::Http . "llm_redis 127.0.0.1:$::RP prefix=$::P-9:;\n"
+--- config eval: $::Gateway
+--- mock eval
+sub { ::json_answer($::ClaudeJSON) }
+--- request
+GET /v1/models
+--- more_headers eval: $::Auth
+--- check eval
+sub {
+    my $s = ::statuses('/budget/v1/messages', '{"model":"my-claude",'
+        . '"max_tokens":100,"messages":[{"role":"user","content":"hi"}]}', 3);
+    return $s eq '200 429 429' ? 1 : (0, "alias in Redis: $s");
+}
+
+
+
+=== TEST 10: Claude on Vertex AI counts tokens at .../models/count-tokens:rawPredict (its body has "model" and no "max_tokens"): a token count, reserving nothing, that passes a spent cost window as Anthropic's count_tokens does, while the next rawPredict call is refused (found: 400 "max_tokens: Field required", the gateway took it for a call to generate)
+--- http_config eval: $::Http
+--- config eval: $::Gateway
+--- mock eval
+sub {
+    my ($req) = @_;
+    return ::json_answer('{"input_tokens":5}')
+        if $req->{path} =~ /count-tokens/;
+    return ::json_answer($::ClaudeJSON);
+}
+--- request
+GET /v1/models
+--- more_headers eval: $::Auth
+--- check eval
+sub {
+    my $count = '/budget/v1/projects/p/locations/us-east5/publishers/'
+        . 'anthropic/models/count-tokens:rawPredict';
+    my $s = join ' ',
+        ::statuses("/budget$::Vertex", ::vertex_body(100), 1),
+        ::statuses($count, '{"anthropic_version":"vertex-2023-10-16",'
+            . '"model":"claude-sonnet-4-5@20250929",'
+            . '"messages":[{"role":"user","content":"hi"}]}', 1),
+        ::statuses("/budget$::Vertex", ::vertex_body(100), 1);
+    return $s eq '200 200 429' ? 1 : (0, "got $s, want 200 200 429");
+}
