@@ -231,6 +231,8 @@ ngx_http_llm_price_usd(ngx_str_t *value, size_t skip, uint64_t *micro)
 ngx_http_llm_price_t *
 ngx_http_llm_price_find(ngx_http_llm_main_conf_t *lmcf, ngx_str_t *model)
 {
+    u_char                *at;
+    size_t                 len;
     ngx_uint_t             i;
     ngx_http_llm_price_t  *price, *best;
 
@@ -238,14 +240,24 @@ ngx_http_llm_price_find(ngx_http_llm_main_conf_t *lmcf, ngx_str_t *model)
         return NULL;
     }
 
+    /*
+     * Vertex AI names a model's version after an '@' in its path
+     * ("claude-sonnet-4-5@20250929"): the exact name is what precedes it
+     */
+
+    at = ngx_strlchr(model->data, model->data + model->len, '@');
+    len = at ? (size_t) (at - model->data) : model->len;
+
     price = lmcf->prices.elts;
     best = NULL;
 
     for (i = 0; i < lmcf->prices.nelts; i++) {
 
         if (!price[i].wildcard) {
-            if (price[i].model.len == model->len
-                && ngx_strncmp(price[i].model.data, model->data, model->len)
+            if ((price[i].model.len == model->len
+                 || price[i].model.len == len)
+                && ngx_strncmp(price[i].model.data, model->data,
+                               price[i].model.len)
                    == 0)
             {
                 return &price[i];
@@ -678,16 +690,17 @@ ngx_http_llm_tally_finish(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
 
         /*
          * a dated version of the model asked for ("gpt-4o" answered as
-         * "gpt-4o-2024-08-06") keeps the request's exact price over a
-         * wildcard no longer than the request's model ("gpt-4*")
+         * "gpt-4o-2024-08-06", Vertex AI's "claude-sonnet-4-5@20250929"
+         * as "claude-sonnet-4-5-20250929") keeps the request's exact
+         * price over a wildcard no longer than its name ("gpt-4*")
          */
 
         if (price == NULL
             || (price->wildcard && t->price && !t->price->wildcard
-                && price->model.len <= t->model.len
-                && t->usage.model.len > t->model.len
-                && ngx_strncmp(t->usage.model.data, t->model.data,
-                               t->model.len)
+                && price->model.len <= t->price->model.len
+                && t->usage.model.len > t->price->model.len
+                && ngx_strncmp(t->usage.model.data, t->price->model.data,
+                               t->price->model.len)
                    == 0))
         {
             price = t->price;

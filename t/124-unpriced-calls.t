@@ -315,3 +315,25 @@ sub {
         ::statuses("/budget$::Vertex", ::vertex_body(100), 1);
     return $s eq '200 200 429' ? 1 : (0, "got $s, want 200 200 429");
 }
+
+
+
+=== TEST 11: an exact llm_price for Claude's model (claude-sonnet-4-5 at 1/5 USD, besides "claude-*" at 3/15) prices Claude on Vertex AI's claude-sonnet-4-5@20250929 as it does a body naming claude-sonnet-4-5, answered claude-sonnet-4-5-20250929 both times: 3,472 x 1 + 503 x 5 = 0.005987 (found: 0.013311 on Vertex, the wildcard's: "@20250929" kept the exact name from matching; without the wildcard, unpriced and charged nothing)
+--- http_config eval
+$::Http . 'llm_price claude-sonnet-4-5 input=1 output=5;'
+--- config eval: $::Gateway
+--- mock eval
+sub { ::json_answer($::ClaudeJSON) }
+--- request
+GET /v1/models
+--- more_headers eval: $::Auth
+--- check eval
+sub {
+    ::statuses($::Vertex, ::vertex_body(100), 1);
+    ::statuses('/v1/messages', '{"model":"claude-sonnet-4-5",'
+        . '"max_tokens":100,"messages":[{"role":"user","content":"hi"}]}', 1);
+    my @l = (::log_lines(3))[1, 2];
+    my @cost = map { (split /\|/)[4] } @l;
+    return "@cost" eq '0.005987 0.005987' ? 1
+        : (0, "Vertex: $l[0]\n/v1/messages: $l[1]");
+}
