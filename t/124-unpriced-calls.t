@@ -285,6 +285,8 @@ GET /v1/models
 sub {
     my $s = ::statuses('/budget/v1/messages', '{"model":"my-claude",'
         . '"max_tokens":100,"messages":[{"role":"user","content":"hi"}]}', 3);
+    my $keys = ::redis_cli($::RP, 'KEYS', "$::P-9:*") // '';
+    return (0, "no window in Redis under $::P-9:") unless $keys =~ /\S/;
     return $s eq '200 429 429' ? 1 : (0, "alias in Redis: $s");
 }
 
