@@ -26,6 +26,7 @@
 
 
 typedef struct ngx_http_llm_rstore_pending_s  ngx_http_llm_rstore_pending_t;
+typedef struct ngx_http_llm_rstore_unsent_s  ngx_http_llm_rstore_unsent_t;
 
 
 static void ngx_http_llm_rstore_usage_read(ngx_http_llm_redis_op_t *rop,
@@ -42,6 +43,8 @@ static ngx_int_t ngx_http_llm_rstore_replay_diff(ngx_str_t *account,
 static ngx_uint_t ngx_http_llm_rstore_refused(ngx_str_t *error);
 static ngx_int_t ngx_http_llm_rstore_settle_send(
     ngx_http_llm_rstore_pending_t *pd);
+static void ngx_http_llm_rstore_keep(ngx_str_t *key, ngx_str_t *lease);
+static void ngx_http_llm_rstore_resend(ngx_event_t *ev);
 
 
 /* settles of one account and tier waiting for the end of the iteration */
@@ -60,6 +63,31 @@ struct ngx_http_llm_rstore_pending_s {
 #define NGX_HTTP_LLM_SETTLE_BUCKETS  64
 
 static ngx_queue_t  ngx_http_llm_settles[NGX_HTTP_LLM_SETTLE_BUCKETS];
+
+
+/*
+ * Releases that found no connection, or lost theirs before Redis
+ * answered: kept, at most NGX_HTTP_LLM_UNSENT_MAX for as long as a lease
+ * lives, and sent again once a connection is up or coming up (ahead of
+ * the admissions that follow on it), so that a short outage does not
+ * hold an account's slots until their leases expire.  ZREM twice is
+ * harmless; each lease's name is its own.
+ */
+
+#define NGX_HTTP_LLM_UNSENT_MAX    4096
+#define NGX_HTTP_LLM_UNSENT_TICK   250
+
+struct ngx_http_llm_rstore_unsent_s {
+    ngx_http_llm_rstore_unsent_t  *next;
+    ngx_msec_t                     at;
+    ngx_str_t                      key;
+    ngx_str_t                      lease;
+};
+
+static ngx_http_llm_rstore_unsent_t  *ngx_http_llm_unsent;
+static ngx_uint_t                     ngx_http_llm_nunsent;
+static ngx_event_t                    ngx_http_llm_unsent_ev;
+static ngx_connection_t               ngx_http_llm_unsent_conn;
 
 
 /*
@@ -750,16 +778,26 @@ ngx_http_llm_rstore_done(ngx_http_llm_redis_op_t *rop,
 {
     ngx_http_llm_rstore_op_t *op = (ngx_http_llm_rstore_op_t *) rop;
 
+    ngx_str_t  key, lease;
+
     if (ngx_http_llm_rstore_noscript(op, reply) == NGX_OK) {
         return;
     }
 
-    if (reply == NULL || reply->type == NGX_HTTP_LLM_REDIS_ERROR) {
+    if (reply == NULL && op->cmd.argv[0][0] == 'Z') {
+        key.data = (u_char *) op->cmd.argv[1];
+        key.len = op->cmd.argvlen[1];
+        lease.data = (u_char *) op->cmd.argv[2];
+        lease.len = op->cmd.argvlen[2];
+
+        ngx_http_llm_rstore_keep(&key, &lease);
+
+    } else if (reply == NULL || reply->type == NGX_HTTP_LLM_REDIS_ERROR) {
         ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
                       "llm_redis: %s not done: %*s",
                       op->cmd.argv[0][0] == 'Z' ? "release" : "script",
-                      reply ? ngx_min(reply->str.len, 200) : 0,
-                      reply ? reply->str.data : (u_char *) "");
+                      reply ? ngx_min(reply->str.len, 200) : 13,
+                      reply ? reply->str.data : (u_char *) "no connection");
     }
 
     ngx_free(op);
@@ -787,8 +825,79 @@ ngx_http_llm_rstore_release(ngx_str_t *key, ngx_str_t *lease)
     op->cmd.op.handler = ngx_http_llm_rstore_done;
 
     if (ngx_http_llm_rstore_send(op) != NGX_OK) {
-        /* the lease expires on its own */
         ngx_free(op);
+        ngx_http_llm_rstore_keep(key, lease);
+    }
+}
+
+
+/* a release to send again; past the cap, its lease expires on its own */
+
+static void
+ngx_http_llm_rstore_keep(ngx_str_t *key, ngx_str_t *lease)
+{
+    ngx_http_llm_rstore_unsent_t  *u;
+
+    if (ngx_http_llm_nunsent >= NGX_HTTP_LLM_UNSENT_MAX || ngx_exiting) {
+        return;
+    }
+
+    u = ngx_alloc(sizeof(ngx_http_llm_rstore_unsent_t) + key->len
+                  + lease->len, ngx_cycle->log);
+    if (u == NULL) {
+        return;
+    }
+
+    u->at = ngx_current_msec;
+    u->key.data = (u_char *) (u + 1);
+    u->key.len = key->len;
+    u->lease.data = ngx_cpymem(u->key.data, key->data, key->len);
+    u->lease.len = lease->len;
+    ngx_memcpy(u->lease.data, lease->data, lease->len);
+
+    u->next = ngx_http_llm_unsent;
+    ngx_http_llm_unsent = u;
+    ngx_http_llm_nunsent++;
+
+    if (!ngx_http_llm_unsent_ev.timer_set) {
+        /* a timer's debug line names its connection's fd: none */
+
+        ngx_http_llm_unsent_conn.fd = (ngx_socket_t) -1;
+
+        ngx_http_llm_unsent_ev.handler = ngx_http_llm_rstore_resend;
+        ngx_http_llm_unsent_ev.data = &ngx_http_llm_unsent_conn;
+        ngx_http_llm_unsent_ev.log = ngx_cycle->log;
+        ngx_http_llm_unsent_ev.cancelable = 1;
+        ngx_add_timer(&ngx_http_llm_unsent_ev, NGX_HTTP_LLM_UNSENT_TICK);
+    }
+}
+
+
+static void
+ngx_http_llm_rstore_resend(ngx_event_t *ev)
+{
+    ngx_http_llm_rstore_unsent_t  *u, *next;
+
+    if (!ngx_http_llm_redis_coming_up()) {
+        if (!ngx_exiting) {
+            ngx_add_timer(ev, NGX_HTTP_LLM_UNSENT_TICK);
+        }
+
+        return;
+    }
+
+    u = ngx_http_llm_unsent;
+    ngx_http_llm_unsent = NULL;
+    ngx_http_llm_nunsent = 0;
+
+    for ( /* void */ ; u; u = next) {
+        next = u->next;
+
+        if (ngx_current_msec - u->at < NGX_HTTP_LLM_LEASE_TTL) {
+            ngx_http_llm_rstore_release(&u->key, &u->lease);
+        }
+
+        ngx_free(u);
     }
 }
 
