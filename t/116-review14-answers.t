@@ -41,19 +41,6 @@ sub sse {
     return (defined $name ? "event: $name\n" : '') . "data: $json\n\n";
 }
 
-# the access log's lines, once each request has left one
-sub log_lines {
-    my ($n) = @_;
-    my @l;
-    for (1 .. 50) {
-        @l = split /\n/, Test::LLM::Nginx::_slurp(
-                 Test::LLM::Nginx::servroot() . '/logs/access.log') // '';
-        last if @l >= $n;
-        Time::HiRes::sleep(0.05);
-    }
-    return @l;
-}
-
 # carol's POST of "body" to "uri": the response
 sub carol {
     my ($uri, $body) = @_;
@@ -66,7 +53,7 @@ sub carol {
 # model, prompt, completion, estimated, cost, status
 sub logged {
     my ($n) = @_;
-    return split /\|/, (log_lines($n + 1))[$n];
+    return split /\|/, (access_lines($n + 1))[$n];
 }
 
 # an Anthropic stream: message_start (25 in, the placeholder 1 out), 200
@@ -149,7 +136,7 @@ sub {
     ::carol('/v1beta/models/gemini-1.5-flash:generateContent', $::Gemini);
     ::carol('/v1beta/models/gemini-1.5-flash:streamGenerateContent?alt=sse',
             $::Gemini);
-    my @l = (::log_lines(3))[1, 2];
+    my @l = (::access_lines(3))[1, 2];
     my $got = join "\n", @l;
     my $want = "gemini-1.5-flash-002|1000|1000|0|0.000375|200\n"
              . "gemini-1.5-flash-002|1000|1000|0|0.000375|200";
@@ -256,7 +243,7 @@ sub {
     my $body = '{"model":"gpt-4o","stream":true,"input":"hi"}';
     ::carol('/v1/responses', $body);    # the mock's 2nd request: with .done
     ::carol('/v1/responses', $body);    # 3rd: deltas only
-    my @l = (::log_lines(3))[1, 2];
+    my @l = (::access_lines(3))[1, 2];
     my @out = map { (split /\|/)[2] } @l;
     return $out[0] == $out[1] && $out[0] >= 150 && $out[0] <= 260
         ? 1 : (0, "with the .done events: $l[0]\nwithout: $l[1]");

@@ -84,19 +84,6 @@ our $Words = 'the quick brown fox jumps ' x 40;
 
 our $Gemini = '{"contents":[{"parts":[{"text":"hi"}]}]}';
 
-# the access log's lines, once "n" requests have left one
-sub log_lines {
-    my ($n) = @_;
-    my @l;
-    for (1 .. 50) {
-        @l = split /\n/, Test::LLM::Nginx::_slurp(
-                 Test::LLM::Nginx::servroot() . '/logs/access.log') // '';
-        last if @l >= $n;
-        Time::HiRes::sleep(0.05);
-    }
-    return @l;
-}
-
 # a Responses API stream (as OpenAI sends it, event lines optional):
 # reasoning summary (10 x 3 words), 40 text deltas of 5 words (200 words,
 # about 200 tokens), then the .done events that repeat the text, then cut
@@ -243,7 +230,7 @@ sub {
     http_request("POST /v1/responses",      # 3rd: data lines only
         more_headers => "$::Auth\r\nContent-Type: application/json",
         body => $body, timeout => 10);
-    my @l = (::log_lines(3))[1, 2];
+    my @l = (::access_lines(3))[1, 2];
     my @out = map { (split /\|/)[2] } @l;
     return $out[0] == $out[1] && $out[0] >= 180 && $out[0] <= 300
         ? 1 : (0, "with event lines: $l[0]\nwithout: $l[1]");
@@ -308,7 +295,7 @@ sub {
     http_request("POST /v1/responses",      # 3rd: data only, "type" last
         more_headers => "$::Auth\r\nContent-Type: application/json",
         body => $body, timeout => 10);
-    my @l = (::log_lines(3))[1, 2];
+    my @l = (::access_lines(3))[1, 2];
     my @out = map { (split /\|/)[2] } @l;
     return $out[0] == $out[1] && $out[0] >= 180 && $out[0] <= 300
         ? 1 : (0, "with event lines: $l[0]\nwithout, type last: $l[1]");

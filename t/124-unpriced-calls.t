@@ -104,19 +104,6 @@ sub statuses {
     } 1 .. $n;
 }
 
-# the access log's lines, once "n" requests have left one
-sub log_lines {
-    my ($n) = @_;
-    my @l;
-    for (1 .. 50) {
-        @l = split /\n/, Test::LLM::Nginx::_slurp(
-                 Test::LLM::Nginx::servroot() . '/logs/access.log') // '';
-        last if @l >= $n;
-        Time::HiRes::sleep(0.05);
-    }
-    return @l;
-}
-
 our $RP = $ENV{TEST_NGINX_REDIS_PORT};
 our $P  = "t124-$$-" . time;           # this run's Redis keys
 
@@ -135,7 +122,7 @@ GET /v1/models
 --- check eval
 sub {
     my $vertex = ::statuses("/budget$::Vertex", ::vertex_body(100), 3);
-    my @l = ::log_lines(4);
+    my @l = ::access_lines(4);
     return $vertex eq '200 429 429' ? 1
         : (0, "Vertex: $vertex\n" . join("\n", @l));
 }
@@ -167,7 +154,7 @@ GET /v1/models
 sub {
     my $s = ::statuses("/budget$::Azure",
         '{"max_tokens":100,"messages":[{"role":"user","content":"hi"}]}', 5);
-    my @l = ::log_lines(6);
+    my @l = ::access_lines(6);
     return $s eq '200 200 200 429 429' ? 1
         : (0, "Azure: $s\n" . join("\n", @l));
 }
@@ -217,7 +204,7 @@ GET /v1/models
 sub {
     my $s = ::statuses('/budget/v1/messages', '{"model":"my-claude",'
         . '"max_tokens":100,"messages":[{"role":"user","content":"hi"}]}', 3);
-    my @l = ::log_lines(4);
+    my @l = ::access_lines(4);
     return $s eq '200 429 429' ? 1 : (0, "alias: $s\n" . join("\n", @l));
 }
 
@@ -334,7 +321,7 @@ sub {
     ::statuses($::Vertex, ::vertex_body(100), 1);
     ::statuses('/v1/messages', '{"model":"claude-sonnet-4-5",'
         . '"max_tokens":100,"messages":[{"role":"user","content":"hi"}]}', 1);
-    my @l = (::log_lines(3))[1, 2];
+    my @l = (::access_lines(3))[1, 2];
     my @cost = map { (split /\|/)[4] } @l;
     return "@cost" eq '0.005987 0.005987' ? 1
         : (0, "Vertex: $l[0]\n/v1/messages: $l[1]");

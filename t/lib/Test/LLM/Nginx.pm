@@ -65,7 +65,7 @@ use Test::LLM::Client ();
 our @EXPORT = qw(
     run_tests blocks count_tests plan
     mock_requests http_request servroot nginx_pid worker_pids reload_nginx
-    harness_config errlog
+    harness_config errlog access_lines
     mock_default mock_openai mock_openai_stream mock_openai_embeddings
     mock_anthropic mock_anthropic_stream mock_gemini mock_gemini_stream
     free_port start_extra_nginx stop_extra_nginx
@@ -885,6 +885,19 @@ sub servroot { $C{servroot} }
 
 # The running block's whole error log so far (every request's lines).
 sub errlog { _slurp("$C{servroot}/logs/error.log") }
+
+# The lines of logs/access.log once it has "n" (nginx writes a request's
+# line after its answer went): waits up to 2.5 s, then returns what is there
+sub access_lines {
+    my ($n) = @_;
+    my @l;
+    for (1 .. 50) {
+        @l = split /\n/, _slurp("$C{servroot}/logs/access.log") // '';
+        last if @l >= $n;
+        Time::HiRes::sleep(0.05);
+    }
+    return @l;
+}
 
 # Settings of the run (nginx binary, module path, ports), for tests that
 # start an nginx of their own.
