@@ -657,10 +657,14 @@ ngx_http_llm_body_path(ngx_http_request_t *r, ngx_http_llm_tally_t *t,
     last = p + r->uri.len;
 
     if (api == NGX_HTTP_LLM_API_OPENAI) {
+        if (t->model.len) {
+            return;
+        }
+
         p = ngx_strlcasestrn(p, last, (u_char *) "/deployments/",
                              sizeof("/deployments/") - 1 - 1);
 
-        if (p != NULL && t->model.len == 0) {
+        if (p != NULL) {
             p += sizeof("/deployments/") - 1;
             ngx_http_llm_body_name(t, p, ngx_strlchr(p, last, '/'));
         }
