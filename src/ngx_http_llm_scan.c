@@ -1286,7 +1286,9 @@ ngx_http_llm_usage_object(ngx_http_llm_usage_t *u, ngx_http_llm_jtape_t *t,
      * the parts of the prompt a provider's cache read or wrote, told
      * with it: OpenAI's prompt_tokens_details.cached_tokens (the
      * Responses API's input_tokens_details), Anthropic's cache counts,
-     * Gemini's cachedContentTokenCount
+     * Gemini's cachedContentTokenCount; a proxy that tells Anthropic's
+     * usage in OpenAI's shape (LiteLLM) adds cache_creation_input_tokens,
+     * a part of prompt_tokens
      */
 
     if (ngx_http_llm_usage_count(t, v[0], &n)) {
@@ -1294,6 +1296,7 @@ ngx_http_llm_usage_object(ngx_http_llm_usage_t *u, ngx_http_llm_jtape_t *t,
         u->cache_read = ngx_http_llm_usage_cached(t, v[10]);
         u->cache_write = 0;
         u->cache_write_1h = 0;
+        (void) ngx_http_llm_usage_count(t, v[3], &u->cache_write);
         in = 1;
     }
 

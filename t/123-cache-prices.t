@@ -378,3 +378,27 @@ llm_price gpt-4o cache_write=1 output=10 cache_read=1;
 --- must_die
 --- error_log
 llm_price "gpt-4o" needs input= and output=
+
+
+
+=== TEST 18: a proxy that tells Anthropic's usage in OpenAI's shape (LiteLLM: prompt_tokens counts every prompt token, prompt_tokens_details.cached_tokens the reads, cache_creation_input_tokens the writes) is priced by parts: 100 x 3 + 1,000 x 0.30 + 900 x 3.75 + 100 x 15 = 0.005475 (before: the writes at input=, 0.004800)
+--- http_config eval: $::Http
+--- config eval: $::Gateway
+--- mock eval
+sub {
+    return { status => 200,
+             headers => { 'Content-Type' => 'application/json' },
+             body => '{"id":"chatcmpl-1","object":"chat.completion",'
+                   . '"model":"claude-3-haiku","choices":[{"index":0,'
+                   . '"message":{"role":"assistant","content":"ok"},'
+                   . '"finish_reason":"stop"}],"usage":{"prompt_tokens":2000,'
+                   . '"completion_tokens":100,"total_tokens":2100,'
+                   . '"prompt_tokens_details":{"cached_tokens":1000},'
+                   . '"cache_creation_input_tokens":900}}' };
+}
+--- request eval
+::post("/v1/chat/completions", ::chat_body('claude-3-haiku'))
+--- more_headers eval: "$::Auth\r\nContent-Type: application/json"
+--- error_code: 200
+--- access_log_like
+^claude-3-haiku\|2000\|100\|0\|0\.005475\|200$

@@ -1721,6 +1721,10 @@ test_usage(void)
               "\"cache_creation_input_tokens\":10,\"cache_creation\":"
               "{\"ephemeral_1h_input_tokens\":40},\"output_tokens\":3}}",
               35, 0, 10, 10 },
+            { API_OPENAI, "{\"usage\":{\"prompt_tokens\":2006,"
+              "\"completion_tokens\":300,\"prompt_tokens_details\":"
+              "{\"cached_tokens\":1000},"
+              "\"cache_creation_input_tokens\":900}}", 2006, 1000, 900, 0 },
             { API_GEMINI, "{\"usageMetadata\":{\"promptTokenCount\":700,"
               "\"cachedContentTokenCount\":600,"
               "\"candidatesTokenCount\":2}}", 700, 600, 0, 0 },
