@@ -453,6 +453,7 @@ ngx_http_llm_decide(ngx_http_llm_tier_t *tier, ngx_http_llm_ring_t *rings,
 
     d->refused = NULL;
     d->retry_at = 0;
+    d->never = 0;
 
     for (i = 0; i < tier->windows.nelts; i++) {
         cur = ngx_http_llm_slot(&wc[i], d);
@@ -473,6 +474,7 @@ ngx_http_llm_decide(ngx_http_llm_tier_t *tier, ngx_http_llm_ring_t *rings,
 
         if (need > wc[i].limit) {
             at = wc[i].period ? wc[i].period : 86400000;
+            d->never = 1;
 
         } else {
             at = ngx_http_llm_ring_free_in(&wc[i], &rings[i], d,

@@ -185,7 +185,8 @@
  * "drop" units will have left window w (full(w) fills w.counts first
  * if needed); over(win, status, wait) refuses on the
  * first window the needs do not fit, setting w.over, and returns the
- * status and wait.
+ * status, the wait and whether a need is more than a window's limit (a
+ * request that can never fit starts no cooldown).
  */
 
 #define NGX_HTTP_LLM_LUA_DECIDE                                               \
@@ -210,12 +211,14 @@
 "  return w.period + width\n"                                                 \
 "end\n"                                                                       \
 "local function over(win, status, wait)\n"                                    \
+"  local never = false\n"                                                     \
 "  for i = 1, #win do\n"                                                      \
 "    local w = win[i]\n"                                                      \
 "    local need = w.need\n"                                                   \
 "    if need > 0 and w.sum + need > w.limit then\n"                           \
 "      if need > w.limit then\n"                                              \
 "        w.over = w.period > 0 and w.period or 86400000\n"                    \
+"        never = true\n"                                                      \
 "      else\n"                                                                \
 "        w.over = free_in(w, w.sum + need - w.limit)\n"                       \
 "      end\n"                                                                 \
@@ -223,7 +226,7 @@
 "      if w.over > wait then wait = w.over end\n"                             \
 "    end\n"                                                                   \
 "  end\n"                                                                     \
-"  return status, wait\n"                                                     \
+"  return status, wait, never\n"                                              \
 "end\n"
 
 /*
@@ -271,8 +274,9 @@ NGX_HTTP_LLM_LUA_DECIDE
 "  if call('ZCARD', KEYS[1]) >= climit then status, wait = 2, 1000 end\n"
 "end\n"
 "if status == 0 then\n"
-"  status, wait = over(win, status, wait)\n"
-"  if status == 1 and cooldown > 0 then\n"
+"  local never\n"
+"  status, wait, never = over(win, status, wait)\n"
+"  if status == 1 and cooldown > 0 and not never then\n"
 "    call('SET', KEYS[2], '1', 'PX', str(cooldown))\n"
 "    if cooldown > wait then wait = cooldown end\n"
 "  end\n"
@@ -376,8 +380,9 @@ NGX_HTTP_LLM_LUA_DECIDE
 "      status, wait = 2, 1000\n"
 "    end\n"
 "    if status == 0 then\n"
-"      status, wait = over(win, status, wait)\n"
-"      if status == 1 and cooldown > 0 then\n"
+"      local never\n"
+"      status, wait, never = over(win, status, wait)\n"
+"      if status == 1 and cooldown > 0 and not never then\n"
 "        call('SET', KEYS[2], '1', 'PX', str(cooldown))\n"
 "        cool = cooldown\n"
 "        if cooldown > wait then wait = cooldown end\n"

@@ -641,7 +641,12 @@ ngx_http_llm_store_admit(ngx_shm_zone_t *shm_zone, ngx_str_t *account,
             ngx_http_llm_lease_return(ctx, ln);
         }
 
-        if (tier->cooldown) {
+        /*
+         * a request too large for a window is no sign of a client going
+         * too fast: it is refused, and the account not blocked
+         */
+
+        if (tier->cooldown && !d->never) {
             ln->blocked = d->now + tier->cooldown;
 
             if (d->retry_at < d->wall + tier->cooldown) {
