@@ -543,6 +543,47 @@ ngx_http_llm_decide(ngx_http_llm_tier_t *tier, ngx_http_llm_ring_t *rings,
 }
 
 
+/*
+ * Each ring holds sums[i] (what Redis's window holds) in its current
+ * slot: no less than Redis counts, for no longer than the window's
+ * period from now.  What a slot cannot hold (a cost window past 2^32
+ * micro-dollars) goes to the slots before it.
+ */
+
+void
+ngx_http_llm_seed(ngx_http_llm_tier_t *tier, ngx_http_llm_ring_t *rings,
+    ngx_http_llm_decision_t *d, uint64_t *sums)
+{
+    uint32_t                     cur, s;
+    uint64_t                     v, n;
+    ngx_uint_t                   i;
+    ngx_http_llm_window_conf_t  *wc;
+
+    wc = tier->windows.elts;
+
+    for (i = 0; i < tier->windows.nelts; i++) {
+        cur = ngx_http_llm_slot(&wc[i], d);
+
+        ngx_memzero(rings[i].count, sizeof(rings[i].count));
+        rings[i].slot = cur;
+
+        if (wc[i].period == 0) {
+            rings[i].count[0] = (uint32_t) sums[i];
+            rings[i].count[1] = (uint32_t) (sums[i] >> 32);
+            continue;
+        }
+
+        v = sums[i];
+
+        for (s = cur; v && cur - s < NGX_HTTP_LLM_SLOTS; s--) {
+            n = ngx_min(v, (uint64_t) 0xffffffff);
+            rings[i].count[s % NGX_HTTP_LLM_SLOTS] = (uint32_t) n;
+            v -= n;
+        }
+    }
+}
+
+
 /* the window with the least remaining wins; ties go to the shorter one */
 
 void

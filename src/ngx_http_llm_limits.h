@@ -87,6 +87,8 @@ void ngx_http_llm_rings_carry(ngx_http_llm_ring_t *to, u_char *to_tags,
     ngx_uint_t from_n);
 ngx_int_t ngx_http_llm_decide(ngx_http_llm_tier_t *tier,
     ngx_http_llm_ring_t *rings, ngx_http_llm_decision_t *d);
+void ngx_http_llm_seed(ngx_http_llm_tier_t *tier,
+    ngx_http_llm_ring_t *rings, ngx_http_llm_decision_t *d, uint64_t *sums);
 void ngx_http_llm_report(ngx_http_llm_report_t *rep,
     ngx_http_llm_window_conf_t *wc, uint64_t remaining, uint64_t reset);
 void ngx_http_llm_settle(ngx_http_llm_tier_t *tier,

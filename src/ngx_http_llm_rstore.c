@@ -92,6 +92,8 @@ static void ngx_http_llm_rstore_admitted(ngx_http_llm_redis_op_t *rop,
     ngx_http_llm_redis_reply_t *reply);
 static ngx_int_t ngx_http_llm_rstore_parse(ngx_http_llm_rstore_req_t *st,
     ngx_http_llm_redis_reply_t *reply);
+static void ngx_http_llm_rstore_seed(ngx_http_llm_rstore_req_t *st,
+    ngx_http_llm_redis_reply_t *reply);
 static ngx_int_t ngx_http_llm_rstore_fallback(ngx_http_request_t *r,
     ngx_http_llm_rstore_req_t *st, ngx_http_llm_decision_t *d);
 static void ngx_http_llm_rstore_cleanup(void *data);
@@ -1262,6 +1264,8 @@ ngx_http_llm_rstore_parse(ngx_http_llm_rstore_req_t *st,
         return NGX_ERROR;
     }
 
+    ngx_http_llm_rstore_seed(st, reply);
+
     if (status != 0) {
         at = wall + (e[2].integer > 0 ? e[2].integer : 0);
 
@@ -1302,6 +1306,45 @@ ngx_http_llm_rstore_parse(ngx_http_llm_rstore_req_t *st,
     default:
         return NGX_HTTP_LLM_COOLING;
     }
+}
+
+
+/*
+ * With on_error=local, the zone's windows of the account follow what
+ * Redis answers, so that the zone's decisions during an outage start
+ * from the fleet's counts (SPEC 9: no more than a node's share of new
+ * admissions over the limit, not a whole window more per node).
+ */
+
+static void
+ngx_http_llm_rstore_seed(ngx_http_llm_rstore_req_t *st,
+    ngx_http_llm_redis_reply_t *reply)
+{
+    uint64_t                    sums[NGX_HTTP_LLM_WINDOWS_MAX];
+    ngx_uint_t                  i;
+    ngx_http_llm_decision_t     d;
+    ngx_http_llm_main_conf_t   *lmcf;
+    ngx_http_llm_redis_conf_t  *rcf;
+
+    rcf = ngx_http_llm_redis_conf();
+
+    if (rcf == NULL || rcf->on_error != NGX_HTTP_LLM_ON_ERROR_LOCAL) {
+        return;
+    }
+
+    for (i = 0; i < st->tier->windows.nelts; i++) {
+        sums[i] = reply->elts[4 + 3 * i].integer > 0
+                  ? (uint64_t) reply->elts[4 + 3 * i].integer : 0;
+    }
+
+    d.now = ngx_current_msec;
+    d.wall = ngx_http_llm_now();
+
+    lmcf = ngx_http_get_module_main_conf(st->request,
+                                         ngx_http_llm_gateway_module);
+
+    ngx_http_llm_store_seed(lmcf->shm_zone, &st->ctx->account, st->tier,
+                            &d, sums);
 }
 
 

@@ -93,6 +93,9 @@ static void ngx_http_llm_rbtree_insert_value(ngx_rbtree_node_t *temp,
     ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel);
 static ngx_http_llm_node_t *ngx_http_llm_node_lookup(
     ngx_http_llm_zone_ctx_t *ctx, uint32_t hash, ngx_str_t *account);
+static ngx_http_llm_node_t *ngx_http_llm_node_get(
+    ngx_http_llm_zone_ctx_t *ctx, uint32_t hash, ngx_str_t *account,
+    ngx_http_llm_tier_t *tier, uint64_t now);
 static void *ngx_http_llm_alloc(ngx_http_llm_zone_ctx_t *ctx, size_t size,
     uint64_t now);
 static ngx_http_llm_node_t *ngx_http_llm_node_create(
@@ -570,22 +573,7 @@ ngx_http_llm_store_admit(ngx_shm_zone_t *shm_zone, ngx_str_t *account,
 
     ngx_shmtx_lock(&ctx->shpool->mutex);
 
-    ln = ngx_http_llm_node_lookup(ctx, hash, account);
-
-    if (ln == NULL) {
-        ngx_http_llm_expire(ctx, 0, d->now);
-
-        ln = ngx_http_llm_node_create(ctx, hash, account, tier, d->now);
-
-    } else if (ln->nwin != tier->windows.nelts
-               || ngx_memcmp(ngx_http_llm_node_tags(ln), tier->tags,
-                             ln->nwin)
-                  != 0)
-    {
-        /* the account changed tier, or its tier changed on reload */
-
-        ln = ngx_http_llm_node_retier(ctx, ln, hash, account, tier, d->now);
-    }
+    ln = ngx_http_llm_node_get(ctx, hash, account, tier, d->now);
 
     if (ln == NULL) {
         rc = NGX_ERROR;
@@ -668,6 +656,45 @@ done:
     ngx_shmtx_unlock(&ctx->shpool->mutex);
 
     return rc;
+}
+
+
+/*
+ * With llm_redis and on_error=local: the windows of "account" take what
+ * Redis's hold ("sums", per window, from its answer to an admission), so
+ * that a node left to decide alone while Redis fails starts from the
+ * fleet's counts as it last saw them, not from nothing.  Called with
+ * d->now and d->wall set; changes nothing else of the entry.
+ */
+
+void
+ngx_http_llm_store_seed(ngx_shm_zone_t *shm_zone, ngx_str_t *account,
+    ngx_http_llm_tier_t *tier, ngx_http_llm_decision_t *d, uint64_t *sums)
+{
+    u_char                    buf[NGX_HTTP_LLM_ZONE_NAME_LEN];
+    uint32_t                  hash;
+    ngx_str_t                 name;
+    ngx_http_llm_node_t      *ln;
+    ngx_http_llm_zone_ctx_t  *ctx;
+
+    ctx = shm_zone->data;
+    hash = ngx_http_llm_zone_name(account, &name, buf);
+
+    d->base = ctx->sh->base;
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    ln = ngx_http_llm_node_get(ctx, hash, &name, tier, d->now);
+
+    if (ln) {
+        ngx_http_llm_seed(tier, ln->rings, d, sums);
+
+        if (d->now + tier->longest > ln->expire) {
+            ln->expire = d->now + tier->longest;
+        }
+    }
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
 }
 
 
@@ -923,6 +950,34 @@ ngx_http_llm_node_lookup(ngx_http_llm_zone_ctx_t *ctx, uint32_t hash,
     }
 
     return NULL;
+}
+
+
+/* the entry of "account", made for "tier"; NULL: no room */
+
+static ngx_http_llm_node_t *
+ngx_http_llm_node_get(ngx_http_llm_zone_ctx_t *ctx, uint32_t hash,
+    ngx_str_t *account, ngx_http_llm_tier_t *tier, uint64_t now)
+{
+    ngx_http_llm_node_t  *ln;
+
+    ln = ngx_http_llm_node_lookup(ctx, hash, account);
+
+    if (ln == NULL) {
+        ngx_http_llm_expire(ctx, 0, now);
+
+        return ngx_http_llm_node_create(ctx, hash, account, tier, now);
+    }
+
+    if (ln->nwin != tier->windows.nelts
+        || ngx_memcmp(ngx_http_llm_node_tags(ln), tier->tags, ln->nwin) != 0)
+    {
+        /* the account changed tier, or its tier changed on reload */
+
+        return ngx_http_llm_node_retier(ctx, ln, hash, account, tier, now);
+    }
+
+    return ln;
 }
 
 

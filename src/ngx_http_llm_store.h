@@ -31,6 +31,8 @@ void ngx_http_llm_store_set_skew(ngx_shm_zone_t *shm_zone, int64_t skew);
 ngx_int_t ngx_http_llm_store_admit(ngx_shm_zone_t *shm_zone,
     ngx_str_t *account, ngx_http_llm_tier_t *tier,
     ngx_http_llm_decision_t *d);
+void ngx_http_llm_store_seed(ngx_shm_zone_t *shm_zone, ngx_str_t *account,
+    ngx_http_llm_tier_t *tier, ngx_http_llm_decision_t *d, uint64_t *sums);
 void ngx_http_llm_store_release(ngx_shm_zone_t *shm_zone,
     ngx_str_t *account);
 void ngx_http_llm_store_settle(ngx_shm_zone_t *shm_zone, ngx_str_t *account,
