@@ -1328,7 +1328,9 @@ ngx_http_llm_rstore_seed(ngx_http_llm_rstore_req_t *st,
 
     rcf = ngx_http_llm_redis_conf();
 
-    if (rcf == NULL || rcf->on_error != NGX_HTTP_LLM_ON_ERROR_LOCAL) {
+    if (rcf == NULL || rcf->on_error != NGX_HTTP_LLM_ON_ERROR_LOCAL
+        || st->tier->windows.nelts == 0)
+    {
         return;
     }
 
