@@ -329,7 +329,7 @@ sub {
 
 
 === TEST 11: a unix socket
---- http_config eval: ::conf(11, "unix:$::SOCK on_error=deny")
+--- http_config eval: ::conf(11, "unix:$::SOCK timeout=1s on_error=deny")
 --- config eval: $::Gateway
 --- request eval
 [("GET /v1/models") x 2]
