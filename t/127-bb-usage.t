@@ -10,12 +10,12 @@
 # llm_max_tokens_default and was charged the prompt, where Anthropic's
 # /count_tokens and Gemini's :countTokens reserve and cost nothing.
 # TEST 5 is the control (Anthropic's count_tokens).
-# TESTs 6-7 (skipped unless LLM_BB_OPEN=1) are open findings, not fixed
-# here: an answer's tool call that is a JSON object (Gemini's
-# functionCall "args", Anthropic's tool_use "input") is not counted as
-# generated text when the answer tells no usage (a stream the client
+# TESTs 6-7: an answer's tool call that is a JSON object (Gemini's
+# functionCall "args", Anthropic's tool_use "input") was not counted as
+# generated text when the answer told no usage (a stream the client
 # cut), where OpenAI's string "arguments" and Anthropic's streamed
-# "partial_json" are.
+# "partial_json" are.  TESTs 8-9 are their controls: a usage told is
+# still what is charged.
 
 use strict;
 use warnings;
@@ -181,8 +181,7 @@ sub {
 
 
 
-=== TEST 6: (open) a Gemini stream the client leaves in the middle of a tool call is charged the function call's arguments that went out (README: "a stream cut short ... is charged at least the text that went out"), as an OpenAI or Anthropic one is (found: $llm_completion_tokens 0: functionCall "args" is an object, and only strings of text keys are counted)
---- skip_eval: 1: !$ENV{LLM_BB_OPEN}
+=== TEST 6: a Gemini stream the client leaves in the middle of a tool call is charged the function call's arguments that went out (README: "a stream cut short ... is charged at least the text that went out"), as an OpenAI or Anthropic one is (found: $llm_completion_tokens 0: functionCall "args" is an object, and only strings of text keys are counted)
 --- http_config eval: $::Http
 --- config eval: $::Gateway
 --- mock eval
@@ -203,8 +202,7 @@ sub {
 
 
 
-=== TEST 7: (open) a Claude answer without usage (a proxy that drops it) that calls a tool is charged the tool call's input as generated text, as the same call streamed (partial_json) is (found: $llm_completion_tokens 0: tool_use "input" is an object)
---- skip_eval: 1: !$ENV{LLM_BB_OPEN}
+=== TEST 7: a Claude answer without usage (a proxy that drops it) that calls a tool is charged the tool call's input as generated text, as the same call streamed (partial_json) is (found: $llm_completion_tokens 0: tool_use "input" is an object)
 --- http_config eval: $::Http
 --- config eval: $::Gateway
 --- mock eval
@@ -227,3 +225,42 @@ sub {
     my ($model, $in, $out, $est) = split /\|/, $l;
     return $est eq '1' && $out > 0 ? 1 : (0, "access log: $l");
 }
+
+
+
+=== TEST 8: (control for TEST 6) the same Gemini stream read to its end is charged its usageMetadata, not the estimate
+--- http_config eval: $::Http
+--- config eval: $::Gateway
+--- mock eval
+sub { ::gemini_tool_stream() }
+--- request eval
+::post("/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse",
+       '{"contents":[{"role":"user","parts":[{"text":"weather?"}]}]}')
+--- more_headers eval: $::Auth
+--- timeout: 10
+--- access_log_like
+^gemini-2\.0-flash\|11\|222\|0\|200$
+
+
+
+=== TEST 9: (control for TEST 7) a Claude answer with its usage that calls a tool, whose input names a "usage" and a "model" of its own, is charged its usage and named by its model (sent 7 bytes a chunk: read by the lexer)
+--- http_config eval: $::Http
+--- config eval: $::Gateway
+--- mock eval
+sub {
+    my $b = '{"id":"msg_1","type":"message","role":"assistant",'
+        . '"model":"claude-sonnet-4-5-20250929","content":[{"type":'
+        . '"tool_use","id":"toolu_1","name":"log","input":{"model":'
+        . '"other","usage":{"input_tokens":9999,"output_tokens":'
+        . '9999}}}],"stop_reason":"tool_use","usage":{'
+        . '"input_tokens":40,"output_tokens":50}}';
+    return { status => 200,
+             headers => { 'Content-Type' => 'application/json' },
+             chunks => [ unpack '(a7)*', $b ] };
+}
+--- request eval
+::post("/v1/messages", '{"model":"claude-sonnet-4-5","max_tokens":100,'
+       . '"messages":[{"role":"user","content":"log it"}]}')
+--- more_headers eval: $::Auth
+--- access_log_like
+^claude-sonnet-4-5-20250929\|40\|50\|0\|200$
