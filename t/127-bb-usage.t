@@ -16,6 +16,7 @@
 # cut), where OpenAI's string "arguments" and Anthropic's streamed
 # "partial_json" are.  TESTs 8-9 are their controls: a usage told is
 # still what is charged.
+# TESTs 1-4 and 6-7 failed before their fixes (b8edbb9, b194c7c).
 
 use strict;
 use warnings;
