@@ -332,11 +332,15 @@ ngx_http_llm_body_parse(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
         ngx_string(":batchEmbedContents"), ngx_null_string
     };
 
-    /* Claude on Vertex AI counts at ".../models/count-tokens:rawPredict" */
+    /*
+     * Claude on Vertex AI counts at ".../models/count-tokens:rawPredict",
+     * OpenAI at "/v1/responses/input_tokens"
+     */
 
     static ngx_str_t  counts[] = {
         ngx_string("/count_tokens"), ngx_string(":countTokens"),
-        ngx_string("/count-tokens:rawPredict"), ngx_null_string
+        ngx_string("/count-tokens:rawPredict"),
+        ngx_string("/responses/input_tokens"), ngx_null_string
     };
 
     static ngx_str_t  responses[] = {
@@ -396,15 +400,7 @@ ngx_http_llm_body_parse(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
 
     ngx_http_llm_body_path(r, t, ctx->api);
 
-    /* the Responses API takes a string "input" as the user's message */
-
-    if (info.input_text && ngx_http_llm_body_uri_ends(r, responses)) {
-        info.messages++;
-    }
-
-    t->prompt = ngx_http_llm_estimate_tokens(&info.estimate)
-                + info.messages * NGX_HTTP_LLM_TOKENS_PER_MESSAGE
-                + (info.messages ? NGX_HTTP_LLM_TOKENS_PER_REQUEST : 0);
+    t->prompt = ngx_http_llm_body_prompt(r, &info);
 
     /* an embedding answers with numbers; a token count costs nothing */
 
@@ -509,6 +505,36 @@ ngx_http_llm_body_encoded(ngx_http_request_t *r, ngx_str_t *error)
                  - p;
 
     return NGX_OK;
+}
+
+
+/*
+ * The prompt's tokens as a call reserves them: its text, 4 per message
+ * and 3 per request.  llm_token_info counts a POSTed request with it
+ * too, so that its count is what the call would reserve.
+ */
+
+ngx_uint_t
+ngx_http_llm_body_prompt(ngx_http_request_t *r,
+    ngx_http_llm_request_info_t *info)
+{
+    ngx_uint_t  messages;
+
+    static ngx_str_t  responses[] = {
+        ngx_string("/responses"), ngx_null_string
+    };
+
+    messages = info->messages;
+
+    /* the Responses API takes a string "input" as the user's message */
+
+    if (info->input_text && ngx_http_llm_body_uri_ends(r, responses)) {
+        messages++;
+    }
+
+    return ngx_http_llm_estimate_tokens(&info->estimate)
+           + messages * NGX_HTTP_LLM_TOKENS_PER_MESSAGE
+           + (messages ? NGX_HTTP_LLM_TOKENS_PER_REQUEST : 0);
 }
 
 

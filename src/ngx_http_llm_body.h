@@ -9,6 +9,7 @@
 
 
 #include "ngx_http_llm_module.h"
+#include "ngx_http_llm_json.h"
 
 
 ngx_uint_t ngx_http_llm_body_wanted(ngx_http_request_t *r,
@@ -18,6 +19,8 @@ ngx_int_t ngx_http_llm_body_read(ngx_http_request_t *r,
 ngx_int_t ngx_http_llm_body_bytes(ngx_http_request_t *r, ngx_str_t *body);
 ngx_int_t ngx_http_llm_body_parse(ngx_http_request_t *r,
     ngx_http_llm_ctx_t *ctx, ngx_http_llm_loc_conf_t *llcf);
+ngx_uint_t ngx_http_llm_body_prompt(ngx_http_request_t *r,
+    ngx_http_llm_request_info_t *info);
 ngx_int_t ngx_http_llm_body_unread_cache_key(ngx_http_request_t *r,
     ngx_http_llm_tally_t *t);
 

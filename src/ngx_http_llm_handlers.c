@@ -194,9 +194,9 @@ ngx_http_llm_token_info_count(ngx_http_request_t *r, u_char *text,
     }
 
     if (rc == NGX_OK) {
-        tokens = ngx_http_llm_estimate_tokens(&info.estimate)
-                 + info.messages * NGX_HTTP_LLM_TOKENS_PER_MESSAGE
-                 + (info.messages ? NGX_HTTP_LLM_TOKENS_PER_REQUEST : 0);
+        /* as a call to this URI reserves it */
+
+        tokens = ngx_http_llm_body_prompt(r, &info);
         chars = ngx_http_llm_estimate_chars(&info.estimate);
 
     } else {

@@ -93,6 +93,8 @@ typedef struct {
     ngx_uint_t                  objects;    /* usage objects that named
                                                the output's count */
     ngx_uint_t                  nest;       /* of the document read */
+    ngx_uint_t                  call;       /* nest of a tool call's
+                                               arguments object, or 0 */
     u_char                     *model_buf;
     u_char                      key[24];    /* the last string, maybe
                                                a key */

@@ -39,6 +39,8 @@
 #define NGX_HTTP_LLM_KEY_TYPE       4     /* an SSE event's, in its data */
 #define NGX_HTTP_LLM_KEY_DELTA      5     /* generated text, new in a
                                              Responses API stream */
+#define NGX_HTTP_LLM_KEY_CALL       6     /* a tool call's arguments as
+                                             an object: generated */
 
 /* the string being read in a response */
 #define NGX_HTTP_LLM_STR_KEY        0     /* perhaps a key, kept */
@@ -99,6 +101,8 @@ static ngx_http_llm_json_key_t  ngx_http_llm_json_keys[] = {
     { ngx_string("text"), NGX_HTTP_LLM_KEY_TEXT },
     { ngx_string("arguments"), NGX_HTTP_LLM_KEY_TEXT },
     { ngx_string("partial_json"), NGX_HTTP_LLM_KEY_TEXT },
+    { ngx_string("args"), NGX_HTTP_LLM_KEY_CALL },       /* Gemini's */
+    { ngx_string("input"), NGX_HTTP_LLM_KEY_CALL },      /* Anthropic's */
     { ngx_string("thinking"), NGX_HTTP_LLM_KEY_TEXT },
     { ngx_string("reasoning"), NGX_HTTP_LLM_KEY_TEXT },
     { ngx_string("reasoning_content"), NGX_HTTP_LLM_KEY_TEXT },
@@ -833,7 +837,16 @@ ngx_http_llm_usage_lex(ngx_http_llm_usage_t *u, u_char *p, u_char *last)
             u->in_string = 1;
             u->role = NGX_HTTP_LLM_STR_OTHER;
 
-            if (!u->value) {
+            if (u->call) {
+
+                /*
+                 * in a tool call's arguments every string is generated,
+                 * its keys too, and none is a key of the observer's
+                 */
+
+                u->role = NGX_HTTP_LLM_STR_TEXT;
+
+            } else if (!u->value) {
                 u->role = NGX_HTTP_LLM_STR_KEY;
                 u->key_len = 0;
 
@@ -870,6 +883,7 @@ ngx_http_llm_usage_lex(ngx_http_llm_usage_t *u, u_char *p, u_char *last)
 
                 if (u->kind != NGX_HTTP_LLM_KEY_TEXT
                     && u->kind != NGX_HTTP_LLM_KEY_DELTA
+                    && u->kind != NGX_HTTP_LLM_KEY_CALL
                     && u->nest > NGX_HTTP_LLM_USAGE_NEST)
                 {
                     u->kind = NGX_HTTP_LLM_KEY_OTHER;
@@ -901,6 +915,21 @@ ngx_http_llm_usage_lex(ngx_http_llm_usage_t *u, u_char *p, u_char *last)
                 u->captured = 0;
                 u->depth = 1;
                 cap = p - 1;
+
+            } else if (u->value && u->kind == NGX_HTTP_LLM_KEY_CALL
+                       && u->nest > NGX_HTTP_LLM_USAGE_NEST
+                       && !u->responses && !u->repeats)
+            {
+                /*
+                 * Gemini's functionCall "args", Anthropic's tool_use
+                 * "input": an object the model wrote, which an answer
+                 * without usage is charged as text, as OpenAI's string
+                 * "arguments" and a stream's "partial_json" are; it is
+                 * in an answer's content, deeper than any usage or model
+                 * of the answer's own (as the tape's walk reads them)
+                 */
+
+                u->call = u->nest;
             }
 
             break;
@@ -922,6 +951,10 @@ ngx_http_llm_usage_lex(ngx_http_llm_usage_t *u, u_char *p, u_char *last)
         case ']':
             if (u->nest) {
                 u->nest--;
+            }
+
+            if (u->call > u->nest) {
+                u->call = 0;
             }
 
             if (u->capturing && --u->depth == 0) {
@@ -1211,6 +1244,7 @@ ngx_http_llm_usage_reset(ngx_http_llm_usage_t *u)
     u->captured = 0;
     u->depth = 0;
     u->nest = 0;
+    u->call = 0;
     u->kind = NGX_HTTP_LLM_KEY_OTHER;
     u->role = NGX_HTTP_LLM_STR_OTHER;
 }
