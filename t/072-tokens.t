@@ -562,7 +562,7 @@ location /v2/ {
 === TEST 23: with llm_redis, reservations and real usage are counted in Redis (one worker: from two workers a settle and the next admission go on two connections, which Redis may serve in either order; SPEC 9 bounds that by the reservations in flight)
 --- workers: 1
 --- http_config eval
-$::Http . "    llm_redis 127.0.0.1:$ENV{TEST_NGINX_REDIS_PORT} prefix=t072-$$-" . time . ": on_error=deny;\n"
+$::Http . "    llm_redis 127.0.0.1:$ENV{TEST_NGINX_REDIS_PORT} prefix=t072-$$-" . time . ": timeout=1s on_error=deny;\n"
 --- config
 llm_default_tier tok;
 location /v1/ {

@@ -249,7 +249,8 @@ llm_price "claude-*" names a price twice
 
 
 
-=== TEST 10: TEST 6 and 7 with the windows in Redis: the cost settled there is the cached price too
+=== TEST 10: TEST 6 and 7 with the windows in Redis: the cost settled there is the cached price too (one worker: from two, a settle and the next admission go on two connections, which Redis may serve in either order)
+--- workers: 1
 --- http_config eval: $::Http . "llm_redis 127.0.0.1:$::RP prefix=$::P-10:;\n"
 --- config eval: $::Gateway
 --- mock eval
