@@ -679,7 +679,12 @@ ngx_http_llm_hide_backend_headers(ngx_http_request_t *r)
 }
 
 
-/* Retry-After in whole seconds and retry-after-ms, at least a second */
+/*
+ * Retry-After in whole seconds, at least one; retry-after-ms the same
+ * wait to the millisecond (a requests=10/s window frees its next slot in
+ * tens of ms, and the SDKs that read retry-after-ms first would sleep a
+ * whole second for nothing); no wait known (0) is a second
+ */
 
 ngx_int_t
 ngx_http_llm_retry_after(ngx_http_request_t *r, uint64_t wait)
@@ -687,9 +692,11 @@ ngx_http_llm_retry_after(ngx_http_request_t *r, uint64_t wait)
     u_char  *p;
     u_char   buf[NGX_INT64_LEN];
 
-    wait = ngx_max(wait, 1000);
+    if (wait == 0) {
+        wait = 1000;
+    }
 
-    p = ngx_sprintf(buf, "%uL", (wait + 999) / 1000);
+    p = ngx_sprintf(buf, "%uL", (ngx_max(wait, 1000) + 999) / 1000);
 
     if (ngx_http_llm_add_header(r, "Retry-After", buf, p - buf) != NGX_OK) {
         return NGX_ERROR;
