@@ -71,6 +71,7 @@ ngx_http_llm_usage(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     lmcf = ngx_http_conf_get_module_main_conf(cf,
                                               ngx_http_llm_gateway_module);
+    ngx_http_llm_needs_zone(cf, lmcf, "llm_usage");
     lmcf->handlers++;
 
     return NGX_CONF_OK;

@@ -565,6 +565,23 @@ ngx_http_llm_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 }
 
 
+/*
+ * Where the first location that needs llm_zone is, for the message
+ * when there is none (read at postconfiguration, after every block)
+ */
+
+void
+ngx_http_llm_needs_zone(ngx_conf_t *cf, ngx_http_llm_main_conf_t *lmcf,
+    char *directive)
+{
+    if (lmcf->gateways == 0 && lmcf->handlers == 0) {
+        lmcf->first = directive;
+        lmcf->first_file = cf->conf_file->file.name;
+        lmcf->first_line = cf->conf_file->line;
+    }
+}
+
+
 /* llm_gateway on: remember that the module's handlers are needed */
 
 static char *
@@ -577,6 +594,7 @@ ngx_http_llm_gateway_post(ngx_conf_t *cf, void *post, void *data)
     if (*fp) {
         lmcf = ngx_http_conf_get_module_main_conf(cf,
                                                 ngx_http_llm_gateway_module);
+        ngx_http_llm_needs_zone(cf, lmcf, "llm_gateway");
         lmcf->gateways++;
     }
 
@@ -652,8 +670,9 @@ ngx_http_llm_postconfiguration(ngx_conf_t *cf)
 
     if (lmcf->shm_zone == NULL) {
         ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
-                      "\"%s\" requires \"llm_zone\" in the http block",
-                      lmcf->gateways ? "llm_gateway" : "llm_usage");
+                      "\"%s\" in %V:%ui requires \"llm_zone\" in the "
+                      "http block",
+                      lmcf->first, &lmcf->first_file, lmcf->first_line);
         return NGX_ERROR;
     }
 

@@ -105,6 +105,9 @@ typedef struct {
     ngx_str_t                   key_file;
     ngx_uint_t                  gateways;  /* locations with llm_gateway on */
     ngx_uint_t                  handlers;  /* llm_usage locations */
+    char                       *first;     /* the first of those two */
+    ngx_str_t                   first_file;
+    ngx_uint_t                  first_line;
     ngx_uint_t                  pools;     /* upstreams with llm_pool */
     ngx_flag_t                  want_body; /* $llm_model and kin used */
     ngx_flag_t                  want_usage; /* token figures are used */
@@ -179,6 +182,8 @@ extern ngx_module_t  ngx_http_llm_gateway_module;
 
 
 uint64_t ngx_http_llm_now(void);
+void ngx_http_llm_needs_zone(ngx_conf_t *cf, ngx_http_llm_main_conf_t *lmcf,
+    char *directive);
 ngx_int_t ngx_http_llm_access_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_llm_access_any_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_llm_post_read_handler(ngx_http_request_t *r);

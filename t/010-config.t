@@ -33,14 +33,14 @@ X-Rate-Limit-Limit: 3
 
 
 
-=== TEST 2: llm_gateway without llm_zone
+=== TEST 2: llm_gateway without llm_zone: the message names the file and line of the llm_gateway (SPEC 3; found: neither)
 --- http_config
 llm_tier free requests=1/m;
 --- config
 location /v1/ { llm_gateway on; proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT; }
 --- must_die
---- error_log
-"llm_gateway" requires "llm_zone"
+--- error_log eval
+qr/"llm_gateway" in \S+nginx\.conf:\d+ requires "llm_zone" in the http block/
 
 
 

@@ -740,9 +740,10 @@ sub {
         [ "$z llm_key_file $dir/tier-twice.txt;", '',
           qr/line 1: duplicate parameter "tier=a"/ ],
         # llm_zone: needed by llm_gateway and llm_usage; at least 32k
-        [ '', $gw, qr/"llm_gateway" requires "llm_zone"/ ],
+        # (they name the file and line of the first: SPEC 3)
+        [ '', $gw, qr/"llm_gateway" in \S+nginx\.conf:\d+ requires "llm_zone"/ ],
         [ 'llm_tier f;', 'location /u { llm_usage; llm_default_tier f; }',
-          qr/"llm_usage" requires "llm_zone"/ ],
+          qr/"llm_usage" in \S+nginx\.conf:\d+ requires "llm_zone"/ ],
         [ 'llm_zone z:16k;', $gw, qr/zone "z:16k" is too small$file/ ],
         [ 'llm_zone z:32k;', $gw ],
         # llm_redis: the ranges of its table
