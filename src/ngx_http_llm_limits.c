@@ -448,7 +448,7 @@ ngx_http_llm_decide(ngx_http_llm_tier_t *tier, ngx_http_llm_ring_t *rings,
 {
     uint32_t                     cur;
     uint64_t                     sum, need, at;
-    ngx_uint_t                   i, q;
+    ngx_uint_t                   i, q, fits;
     ngx_http_llm_window_conf_t  *wc;
 
     wc = tier->windows.elts;
@@ -456,6 +456,7 @@ ngx_http_llm_decide(ngx_http_llm_tier_t *tier, ngx_http_llm_ring_t *rings,
     d->refused = NULL;
     d->retry_at = 0;
     d->never = 0;
+    fits = 0;
 
     for (i = 0; i < tier->windows.nelts; i++) {
         cur = ngx_http_llm_slot(&wc[i], d);
@@ -481,6 +482,7 @@ ngx_http_llm_decide(ngx_http_llm_tier_t *tier, ngx_http_llm_ring_t *rings,
         } else {
             at = ngx_http_llm_ring_free_in(&wc[i], &rings[i], d,
                                            sum + need - wc[i].limit);
+            fits = 1;
         }
 
         at += d->wall;
@@ -504,6 +506,12 @@ ngx_http_llm_decide(ngx_http_llm_tier_t *tier, ngx_http_llm_ring_t *rings,
         if (at > d->retry_at) {
             d->retry_at = at;
         }
+    }
+
+    /* refused also by a window it fits: the client goes too fast */
+
+    if (fits) {
+        d->never = 0;
     }
 
     for (i = 0; i < tier->windows.nelts; i++) {

@@ -1,5 +1,6 @@
 # Review of the seeded zone (llm_redis on_error=local: the zone's windows
-# follow Redis's answers, t/128).
+# follow Redis's answers, t/128) and of the never-fit cooldown rule
+# (t/126).
 #
 # TESTs 1-2: a cost window past 2^32 micro-dollars (about $4,295) in one
 # slot.  A slot of the zone's ring is 32 bits, and an admission added
@@ -18,6 +19,13 @@
 # frozen: A admits 3 more, B 2, and Redis holds 8 when it is back (the
 # replay adds the five once, the seeding counts nothing twice).  It
 # passed before; kept as the measure of what README promises.
+#
+# TESTs 4-6: a request that can never fit (t/126) and is also refused by
+# a window it does fit (requests=1/m spent) is a client going too fast:
+# the cooldown starts, in the zone, the admission script and the batch
+# script.  Before, a never-fit window anywhere in the refusal skipped it
+# (the next request got 429 rate_limit_exceeded, not 403).  All three
+# failed before.  TEST 7 is t/126's case again, still no cooldown.
 
 use strict;
 use warnings;
@@ -166,7 +174,7 @@ sub {
 
 === TEST 3: two nodes on one Redis, requests=5/m, the account at 3 (node A saw 2 of them, node B 3), Redis frozen: A admits 3 more, B 2; back, Redis holds 8, and refuses on both nodes
 --- workers: 2
---- http_config eval: $::Http . ::redis($::RP, 7)
+--- http_config eval: $::Http . ::redis($::RP, 3)
 --- config eval: $::Gateway
 --- request
 GET /plain
@@ -176,7 +184,7 @@ sub {
     my $A = $ENV{TEST_NGINX_SERVER_PORT};
     my $B = free_port();
     start_extra_nginx($B);
-    my $key = "$::P-7:{acct:carol}:w:requests:1m";
+    my $key = "$::P-3:{acct:carol}:w:requests:1m";
     my $pid = redis_pid($::RP);
     my $in = ::five($A, 2) . ' / ' . ::five($B, 1);
     my $s1 = window_total($::RP, $key);
@@ -194,4 +202,78 @@ sub {
     my $want = '200 200 / 200 (3) | 200 200 200 429 429 / 200 200 429 429 '
                . '429 | 8 | 429 / 429';
     return $got eq $want ? 1 : (0, "got  $got\nwant $want");
+}
+
+
+
+=== TEST 4: zone: requests=1/m spent, then a request too large for tokens=1000/m: refused by both, it starts the cooldown (the next gets 403, not 429)
+--- http_config eval: $::Http
+--- config eval: $::Gateway
+--- request
+GET /plain
+--- check eval
+sub {
+    my $s = ::cool($::Small, $::Big, $::Small);
+    return $s eq '200 429 403' ? 1 : (0, "statuses: $s");
+}
+
+
+
+=== TEST 5: Redis (the admission script): TEST 4; the cool key is there after the second request
+--- workers: 1
+--- http_config eval: $::Http . ::redis($::SRP, 5)
+--- config eval: $::Gateway
+--- request
+GET /plain
+--- check eval
+sub {
+    my $s = ::cool($::Small, $::Big);
+    my $c = ::redis_cli($::SRP, 'EXISTS', "$::P-5:{acct:carol}:cool") // '';
+    $c =~ s/\s+//g;
+    $s .= " (cool $c) " . ::cool($::Small);
+    return $s eq '200 429 (cool 1) 403' ? 1 : (0, "statuses: $s");
+}
+
+
+
+=== TEST 6: the batch script: one admitted, then one refused by requests=1/m and too large for tokens=1000/m, then a small one: cooling down (status 3), as the admission script answers
+--- request
+GET /plain
+--- http_config eval: $::Http
+--- config eval: $::Gateway
+--- check eval
+sub {
+    my $a = "$::P-6";
+    my @keys = ("$a:{acct:c}:conc", "$a:{acct:c}:cool",
+                "$a:{acct:c}:w:requests:1m", "$a:{acct:c}:w:tokens:1m");
+    my @args = (0, 60000, 30000, 60000, 1, 60000, 1000,
+                '', 0, 1, 60, '', 0, 1, 5010, '', 0, 1, 60);
+    my @r = split /\n/, redis_out($::SRP, 'EVAL', $::Lua{batch},
+                                  scalar @keys, @keys, @args);
+    # {now, nwin, 2 x (sum, reset)}, then the first request's code
+    # (0 or 8 + resets), the second's (1, wait, 2 x (sum, reset, over)),
+    # the third's
+    my @codes;
+    my $k = 6;
+    push @codes, $r[$k] & 7;
+    $k += 1 + ($r[$k] >= 8 ? 2 : 0);
+    push @codes, $r[$k];
+    $k += 2 + 6;
+    push @codes, ($r[$k] // -1) & 7;
+    my $s = join ' ', @codes;
+    return $s eq '0 1 3' ? 1 : (0, "statuses $s (@r)");
+}
+
+
+
+=== TEST 7: the control (t/126 TEST 4): a request that only the tokens window refuses, as never fitting, still starts no cooldown
+--- workers: 1
+--- http_config eval: $::Http . ::redis($::SRP, 7)
+--- config eval: $::Gateway
+--- request
+GET /plain
+--- check eval
+sub {
+    my $s = ::cool($::Big, $::Small);
+    return $s eq '429 200' ? 1 : (0, "statuses: $s");
 }
