@@ -26,6 +26,14 @@
 # script.  Before, a never-fit window anywhere in the refusal skipped it
 # (the next request got 429 rate_limit_exceeded, not 403).  All three
 # failed before.  TEST 7 is t/126's case again, still no cooldown.
+#
+# TEST 8: the seeds fill the zone.  In Redis mode the zone held little
+# but the key cache (an eighth of it at most, and it cannot evict
+# entries); now every account Redis answers for makes an entry there.
+# 400 keyless clients (an anonymous tier, one entry per address) filled
+# a 64k zone, after which a Redis-only key could not be cached: served
+# while Redis answered, it got 503 store_unavailable once Redis stopped
+# (on_error=local; before f1aac17, and now: 200 200).
 
 use strict;
 use warnings;
@@ -36,6 +44,7 @@ use Test::LLM::Keys;
 use Test::LLM::Chat qw(chat carol_chat);
 use Test::LLM::Redis;
 use Test::LLM::Lua;
+use Test::LLM::Client ();
 use Time::HiRes ();
 
 our $CAROL = $Test::LLM::Keys::CAROL;
@@ -48,6 +57,8 @@ our $RP = free_port();
 redis_start($RP);
 
 our %Lua = lua_scripts('src/ngx_http_llm_rstore_lua.c', '', 'batch');
+
+our ($ZED, $ZED_DIGEST) = @{ $Test::LLM::Keys::REDIS_ONLY{zed} };
 
 # $1,000 a call: 100,000 output tokens at $10,000 per million
 our $Http = $Test::LLM::Keys::TIERS . <<'_EOC_';
@@ -276,4 +287,53 @@ GET /plain
 sub {
     my $s = ::cool($::Big, $::Small);
     return $s eq '429 200' ? 1 : (0, "statuses: $s");
+}
+
+
+
+=== TEST 8: a 64k zone, Redis mode: after 400 keyless clients, a Redis-only key in use is still cached and served through an outage (found: 503 503, the zone full of seeded entries and the key cache with no room)
+--- workers: 1
+--- http_config eval
+"llm_zone llm:64k;\nllm_tier five requests=5/m requests=100/d;\n"
+. ::redis($::RP, 8)
+--- config
+set_real_ip_from 127.0.0.1;
+real_ip_header X-Forwarded-For;
+location /v1/ {
+    llm_gateway on;
+    llm_default_tier five;
+    llm_anonymous_tier five;
+    proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+}
+location = /plain {
+    return 200 "plain\n";
+}
+--- request
+GET /plain
+--- timeout: 60
+--- check eval
+sub {
+    redis_cli($::RP, 'HSET', "$::P-8:{key:$::ZED_DIGEST}", 'account', 'zed');
+    my @ex = map {
+        my $r = Test::LLM::Client::build_request("GET /v1/models",
+            more_headers => "X-Forwarded-For: 10.9." . int($_ / 200) . "."
+                            . ($_ % 200));
+        +{ %$r, timeout => 10 };
+    } 0 .. 399;
+    my @res = Test::LLM::Client::exchange_all(
+        port => $ENV{TEST_NGINX_SERVER_PORT}, concurrency => 20,
+        exchanges => \@ex);
+    my $in = Test::LLM::Client::status_counts(@res);
+    my $zed = sub {
+        http_request("GET /v1/models",
+                     more_headers => "Authorization: Bearer $::ZED")->{status}
+    };
+    my $before = $zed->();
+    redis_stop($::RP);
+    Time::HiRes::sleep(0.3);
+    my $out = join ' ', $zed->(), $zed->();
+    redis_start($::RP);
+    my $got = "$in | $before | $out";
+    my $want = '200=400 | 200 | 200 200';
+    return $got eq $want ? 1 : (0, "got  $got\nwant $want");
 }
