@@ -25,6 +25,8 @@ static void ngx_http_llm_ring_advance(ngx_http_llm_window_conf_t *wc,
     ngx_http_llm_ring_t *ring, uint32_t cur);
 static uint64_t ngx_http_llm_ring_sum(ngx_http_llm_window_conf_t *wc,
     ngx_http_llm_ring_t *ring);
+static void ngx_http_llm_ring_add(ngx_http_llm_ring_t *ring, uint32_t s,
+    uint64_t n);
 static uint64_t ngx_http_llm_ring_free_in(ngx_http_llm_window_conf_t *wc,
     ngx_http_llm_ring_t *ring, ngx_http_llm_decision_t *d, uint64_t drop);
 
@@ -445,8 +447,8 @@ ngx_http_llm_decide(ngx_http_llm_tier_t *tier, ngx_http_llm_ring_t *rings,
     ngx_http_llm_decision_t *d)
 {
     uint32_t                     cur;
-    uint64_t                     sum, need, at, room;
-    ngx_uint_t                   i, q;
+    uint64_t                     sum, need, at;
+    ngx_uint_t                   i, q, fits;
     ngx_http_llm_window_conf_t  *wc;
 
     wc = tier->windows.elts;
@@ -454,6 +456,7 @@ ngx_http_llm_decide(ngx_http_llm_tier_t *tier, ngx_http_llm_ring_t *rings,
     d->refused = NULL;
     d->retry_at = 0;
     d->never = 0;
+    fits = 0;
 
     for (i = 0; i < tier->windows.nelts; i++) {
         cur = ngx_http_llm_slot(&wc[i], d);
@@ -479,6 +482,7 @@ ngx_http_llm_decide(ngx_http_llm_tier_t *tier, ngx_http_llm_ring_t *rings,
         } else {
             at = ngx_http_llm_ring_free_in(&wc[i], &rings[i], d,
                                            sum + need - wc[i].limit);
+            fits = 1;
         }
 
         at += d->wall;
@@ -504,6 +508,12 @@ ngx_http_llm_decide(ngx_http_llm_tier_t *tier, ngx_http_llm_ring_t *rings,
         }
     }
 
+    /* refused also by a window it fits: the client goes too fast */
+
+    if (fits) {
+        d->never = 0;
+    }
+
     for (i = 0; i < tier->windows.nelts; i++) {
         need = d->refused ? 0 : d->need[wc[i].dim];
 
@@ -517,9 +527,7 @@ ngx_http_llm_decide(ngx_http_llm_tier_t *tier, ngx_http_llm_ring_t *rings,
                 rings[i].count[1] = (uint32_t) (sum >> 32);
 
             } else {
-                room = 0xffffffff - rings[i].count[cur % NGX_HTTP_LLM_SLOTS];
-                rings[i].count[cur % NGX_HTTP_LLM_SLOTS] +=
-                                     (uint32_t) ngx_min(need, room);
+                ngx_http_llm_ring_add(&rings[i], cur, need);
             }
         }
 
@@ -554,8 +562,7 @@ void
 ngx_http_llm_seed(ngx_http_llm_tier_t *tier, ngx_http_llm_ring_t *rings,
     ngx_http_llm_decision_t *d, uint64_t *sums)
 {
-    uint32_t                     cur, s;
-    uint64_t                     v, n;
+    uint32_t                     cur;
     ngx_uint_t                   i;
     ngx_http_llm_window_conf_t  *wc;
 
@@ -573,13 +580,7 @@ ngx_http_llm_seed(ngx_http_llm_tier_t *tier, ngx_http_llm_ring_t *rings,
             continue;
         }
 
-        v = sums[i];
-
-        for (s = cur; v && cur - s < NGX_HTTP_LLM_SLOTS; s--) {
-            n = ngx_min(v, (uint64_t) 0xffffffff);
-            rings[i].count[s % NGX_HTTP_LLM_SLOTS] = (uint32_t) n;
-            v -= n;
-        }
+        ngx_http_llm_ring_add(&rings[i], cur, sums[i]);
     }
 }
 
@@ -716,6 +717,44 @@ ngx_http_llm_ring_sum(ngx_http_llm_window_conf_t *wc,
 
 
 /*
+ * Adds "n" to slot "s" of a sliding window's ring (s in the window).
+ * What the slot cannot hold (a cost window past 2^32 micro-dollars, about
+ * $4,295, in one slot) goes to the slots before it, the newest first: it
+ * is counted, if for less long, rather than dropped, which would leave
+ * the window admitting without bound until the slot ends.
+ */
+
+static void
+ngx_http_llm_ring_add(ngx_http_llm_ring_t *ring, uint32_t s, uint64_t n)
+{
+    uint32_t  *c, oldest;
+    uint64_t   room;
+
+    oldest = ring->slot - (NGX_HTTP_LLM_SLOTS - 1);
+
+    for ( ;; ) {
+        c = &ring->count[s % NGX_HTTP_LLM_SLOTS];
+        room = 0xffffffff - *c;
+
+        if (n <= room) {
+            *c += (uint32_t) n;
+            return;
+        }
+
+        *c = 0xffffffff;
+        n -= room;
+
+        if (s == oldest) {
+            /* the whole ring is full: more than any budget allows */
+            return;
+        }
+
+        s--;
+    }
+}
+
+
+/*
  * How long until at least "drop" units have left the window, walking
  * from its oldest slot; 0 when nothing is counted.
  */
@@ -827,22 +866,21 @@ ngx_http_llm_settle(ngx_http_llm_tier_t *tier, ngx_http_llm_ring_t *rings,
             continue;
         }
 
-        if (at <= ring->slot && ring->slot - at < NGX_HTTP_LLM_SLOTS) {
-            c = &ring->count[at % NGX_HTTP_LLM_SLOTS];
+        if (!(at <= ring->slot && ring->slot - at < NGX_HTTP_LLM_SLOTS)) {
 
-        } else if (delta > 0) {
-            c = &ring->count[ring->slot % NGX_HTTP_LLM_SLOTS];
+            if (delta < 0) {
+                continue;
+            }
 
-        } else {
-            continue;
+            at = ring->slot;
         }
 
         if (delta < 0) {
+            c = &ring->count[at % NGX_HTTP_LLM_SLOTS];
             *c = *c > (uint64_t) -delta ? (uint32_t) (*c + delta) : 0;
 
         } else {
-            v = (uint64_t) *c + delta;
-            *c = v > 0xffffffff ? 0xffffffff : (uint32_t) v;
+            ngx_http_llm_ring_add(ring, at, (uint64_t) delta);
         }
     }
 }

@@ -56,8 +56,9 @@ typedef struct {
 
     /* out */
     ngx_http_llm_window_conf_t *refused;   /* NULL: admitted */
-    ngx_uint_t                  never;     /* a window is smaller than
-                                              the need: no cooldown */
+    ngx_uint_t                  never;     /* refused only by windows
+                                              smaller than the need: no
+                                              cooldown */
     uint64_t                    retry_at;  /* wall clock, ms */
     ngx_http_llm_report_t       requests;
     ngx_http_llm_report_t       tokens;

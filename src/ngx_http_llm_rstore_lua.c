@@ -185,8 +185,9 @@
  * "drop" units will have left window w (full(w) fills w.counts first
  * if needed); over(win, status, wait) refuses on the
  * first window the needs do not fit, setting w.over, and returns the
- * status, the wait and whether a need is more than a window's limit (a
- * request that can never fit starts no cooldown).
+ * status, the wait and whether only windows smaller than their need
+ * refused (a request that can never fit starts no cooldown, unless a
+ * window it fits refuses it too: then the client goes too fast).
  */
 
 #define NGX_HTTP_LLM_LUA_DECIDE                                               \
@@ -211,7 +212,7 @@
 "  return w.period + width\n"                                                 \
 "end\n"                                                                       \
 "local function over(win, status, wait)\n"                                    \
-"  local never = false\n"                                                     \
+"  local never, fits = false, false\n"                                        \
 "  for i = 1, #win do\n"                                                      \
 "    local w = win[i]\n"                                                      \
 "    local need = w.need\n"                                                   \
@@ -221,12 +222,13 @@
 "        never = true\n"                                                      \
 "      else\n"                                                                \
 "        w.over = free_in(w, w.sum + need - w.limit)\n"                       \
+"        fits = true\n"                                                       \
 "      end\n"                                                                 \
 "      status = 1\n"                                                          \
 "      if w.over > wait then wait = w.over end\n"                             \
 "    end\n"                                                                   \
 "  end\n"                                                                     \
-"  return status, wait, never\n"                                              \
+"  return status, wait, never and not fits\n"                                 \
 "end\n"
 
 /*

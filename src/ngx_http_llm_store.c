@@ -684,7 +684,29 @@ ngx_http_llm_store_seed(ngx_shm_zone_t *shm_zone, ngx_str_t *account,
 
     ngx_shmtx_lock(&ctx->shpool->mutex);
 
-    ln = ngx_http_llm_node_get(ctx, hash, &name, tier, d->now);
+    ln = ngx_http_llm_node_lookup(ctx, hash, &name);
+
+    if (ln == NULL
+        && ctx->shpool->pfree < shm_zone->shm.size / 8 / ngx_pagesize)
+    {
+        /*
+         * The last eighth of the zone is left to the key cache, which
+         * cannot evict entries (ngx_http_llm_rkeys.c): past that, a new
+         * account's entry takes the place of the least recently used
+         * idle one, as in a full zone.  Without this, seeds of accounts
+         * Redis counts anyway fill the zone, and a key in use is no
+         * longer cached, so an outage refuses it (503).
+         */
+
+        (void) ngx_http_llm_expire(ctx, 1, d->now);
+    }
+
+    if (ln == NULL
+        || ln->nwin != tier->windows.nelts
+        || ngx_memcmp(ngx_http_llm_node_tags(ln), tier->tags, ln->nwin) != 0)
+    {
+        ln = ngx_http_llm_node_get(ctx, hash, &name, tier, d->now);
+    }
 
     if (ln) {
         ngx_http_llm_seed(tier, ln->rings, d, sums);
