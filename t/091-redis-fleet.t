@@ -253,7 +253,7 @@ qr/llm_redis "[^"]+" failed: (NOAUTH|ERR Protocol error: unauthenticated)/
 
 
 === TEST 7: password_file and db=3: AUTH and SELECT on every connection
---- http_config eval: ::conf(7, "127.0.0.1:$::AP on_error=deny db=3 password_file=$ENV{TEST_NGINX_SERVROOT}/redis.pass")
+--- http_config eval: ::conf(7, "127.0.0.1:$::AP timeout=1s on_error=deny db=3 password_file=$ENV{TEST_NGINX_SERVROOT}/redis.pass")
 --- config eval: $::Gateway
 --- user_files
 >>> redis.pass
@@ -289,7 +289,7 @@ qr/llm_redis "[^"]+" failed: .*OOM/
 
 
 === TEST 9: SCRIPT FLUSH: NOSCRIPT is answered by EVAL, nothing is lost, nothing logged
---- http_config eval: ::conf(9, "127.0.0.1:$::RP on_error=deny")
+--- http_config eval: ::conf(9, "127.0.0.1:$::RP timeout=1s on_error=deny")
 --- config eval: $::Gateway
 --- request
 GET /plain
@@ -309,7 +309,7 @@ llm_redis
 
 === TEST 10: an error from the script (a key of the wrong type): on_error=deny, logged once, recovers
 --- workers: 1
---- http_config eval: ::conf(10, "127.0.0.1:$::RP on_error=deny")
+--- http_config eval: ::conf(10, "127.0.0.1:$::RP timeout=1s on_error=deny")
 --- config eval: $::Gateway
 --- request
 GET /plain
