@@ -567,8 +567,10 @@ ngx_http_llm_redis_on_connect(const redisAsyncContext *ac, int status)
 {
     ngx_http_llm_redis_conn_t  *conn = ac->data;
 
+    ngx_msec_t                  sent;
     ngx_uint_t                  i;
-    ngx_http_llm_redis_op_t    *hs[3 + NGX_HTTP_LLM_REDIS_PRELOAD_MAX];
+    ngx_queue_t                *q;
+    ngx_http_llm_redis_op_t    *op, *hs[3 + NGX_HTTP_LLM_REDIS_PRELOAD_MAX];
 
     if (status != REDIS_OK) {
         /* hiredis frees the context next: the cleanup hook follows */
@@ -587,10 +589,31 @@ ngx_http_llm_redis_on_connect(const redisAsyncContext *ac, int status)
 
     /*
      * AUTH, SELECT, TIME and the SCRIPT LOADs, queued before the
-     * connect, bounded it; each now gets its timeout from here ("sent"
-     * is left as it was: ngx_http_llm_redis_closes() stays on the early
-     * side)
+     * connect, bounded it; each now gets its timeout from here, and
+     * "sent" says so, for ngx_http_llm_redis_closes(), which reads the
+     * first command's: with the connect's time in it, an admission
+     * sent after a slow connect carried a deadline in the past.  A
+     * command a request queued while connecting still closes the
+     * connection at its own time: the handshake's "sent" is never
+     * later than the first such command's.
      */
+
+    sent = ngx_current_msec;
+
+    for (q = ngx_queue_head(&conn->pending);
+         q != ngx_queue_sentinel(&conn->pending);
+         q = ngx_queue_next(q))
+    {
+        op = ngx_queue_data(q, ngx_http_llm_redis_op_t, queue);
+
+        if (op->data != conn) {
+            if ((ngx_msec_int_t) (op->sent - sent) < 0) {
+                sent = op->sent;
+            }
+
+            break;
+        }
+    }
 
     hs[0] = &conn->auth;
     hs[1] = &conn->select;
@@ -602,6 +625,7 @@ ngx_http_llm_redis_on_connect(const redisAsyncContext *ac, int status)
 
     for (i = 0; i < 3 + ngx_http_llm_redis_npreloads; i++) {
         if (hs[i]->conn == conn && hs[i]->timer.timer_set) {
+            hs[i]->sent = sent;
             ngx_del_timer(&hs[i]->timer);
             ngx_add_timer(&hs[i]->timer,
                           ngx_http_llm_redis_worker.conf->timeout);

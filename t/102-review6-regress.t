@@ -4,7 +4,7 @@
 #
 # TEST 1 stops the worker (SIGSTOP) so that one epoll_wait() returns
 # two events; TEST 2 and 4 run a node under libfaketime, 10 minutes
-# behind Redis (skipped without it, and under ASan); TEST 3 and 5 talk
+# behind Redis (skipped without it, and under ASan); TEST 3, 5 and 6 talk
 # to Redis through a link (Test::LLM::Link) that holds
 # an answer, or keeps its listen queue full so that a connect waits
 # for its SYN to be sent again.
@@ -175,6 +175,14 @@ sub hold {
     rename "$HOLD.tmp", $HOLD or die "$HOLD: $!";
 }
 
+# the hold not yet taken (ms), without taking it
+sub peek_hold {
+    open(my $fh, '<', $HOLD) or return 0;
+    my $ms = (<$fh> // 0) + 0;
+    close $fh;
+    return $ms;
+}
+
 sub held {
     open(my $fh, '<', $HOLD) or return 0;
     my $ms = (<$fh> // 0) + 0;
@@ -199,24 +207,98 @@ sub conf4 {
         . " connections=1 on_error=deny;\n";
 }
 
-# TEST 5: the same Redis behind a link whose listen queue is full
-our $LP5 = free_port();
-our $GATE = "$Test::LLM::Nginx::ROOT/t/servroot/redis-$RP3/gate";
-unlink $GATE;
-link_start($LP5, $RP3, answer => \&held_answer, accept_after => $GATE);
+# TEST 5 and 6: the same Redis behind links whose listen queue is full
+# until their gate (a file) exists
 our @FILL;
-for (1 .. 4) {
-    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $LP5,
-                                  Blocking => 0);
-    push @FILL, $s if $s;
+sub full_link {
+    my ($gate) = @_;
+    my $port = free_port();
+    unlink $gate;
+    link_start($port, $RP3, answer => \&held_loads, accept_after => $gate);
+    for (1 .. 4) {
+        my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+                                      PeerPort => $port, Blocking => 0);
+        push @FILL, $s if $s;
+    }
+    return $port;
+}
+
+our $GATE5 = "$Test::LLM::Nginx::ROOT/t/servroot/redis-$RP3/gate5";
+our $GATE6 = "$Test::LLM::Nginx::ROOT/t/servroot/redis-$RP3/gate6";
+our $LP5 = full_link($GATE5);
+our $LP6 = full_link($GATE6);
+
+# on these links, what follows a held TIME on its connection (the
+# SCRIPT LOADs) waits 50 ms longer, so that it is still on its way when
+# TIME's answer lets the admissions go
+our %LATE;
+sub held_loads {
+    my ($conn, $argv, $v) = @_;
+    my $cmd = join(' ', @$argv);
+    if ($cmd =~ /^TIME/) {
+        my $ms = held();
+        $LATE{$conn} = $ms + 50 if $ms;
+        return ($v, $ms, 0);
+    }
+    return ($v, $cmd =~ /^SCRIPT/ ? $LATE{$conn} // 0 : 0, 0);
 }
 
 sub conf5 {
-    my ($block) = @_;
+    my ($block, $port) = @_;
     return $Test::LLM::Keys::TIERS
         . "llm_tier tok requests=1000/m tokens=200/m;\n"
-        . "llm_redis 127.0.0.1:$LP5 prefix=$P-$block: timeout=1500ms"
+        . "llm_redis 127.0.0.1:$port prefix=$P-$block: timeout=1500ms"
         . " connections=1 on_error=deny;\n";
+}
+
+# TEST 5 and 6: the worker's connect loses its first SYN (the link's
+# listen queue is full) and sends it again 1 s after the worker
+# connected; the gate opens before that (or the next try comes 2 s
+# later and the connect alone passes the timeout, which is not these
+# blocks' case).  TIME's answer is held 700 ms.  The request goes while
+# the connect waits ("early"), or once the link has TIME's answer (the
+# hold file read back to 0).  A machine that got there too early or too
+# late says so and passes.
+sub slow_connect {
+    my ($block, $gate, $early) = @_;
+    my ($w) = worker_pids();
+    my $age = sub { proc_age($w) // -1 };
+    my $a0 = $age->();
+    if ($a0 < 0 || $a0 > 0.6) {
+        Test::More::diag(sprintf("TEST $block not run as meant: the "
+            . "worker is %.2f s old, near its connect's first SYN retry",
+            $a0));
+        return 1;
+    }
+    hold(700);
+    open(my $fh, '>', $gate) or die "$gate: $!";
+    close $fh;
+    my $a1 = $age->();
+    if ($early) {
+        # late enough that the request's own timeout (1.5 s) is not
+        # near: the answer comes 1.75 s after the worker began
+        Time::HiRes::sleep(0.75 - $a1) if $a1 < 0.75;
+    } else {
+        my $until = Time::HiRes::time() + 4;
+        Time::HiRes::sleep(0.005)
+            while peek_hold() && Time::HiRes::time() < $until;
+    }
+    my $a2 = $age->();
+    my ($s, $t) = get_models();
+    my $times = sprintf("worker %.3f s old at the check, %.3f at the gate,"
+        . " %.3f when the request went; it got %d after %.3f s",
+        $a0, $a1, $a2, $s, $t);
+    # as meant: the request went before the connect's SYN retry (early)
+    # or after it, when the connect had taken about 1 s, long enough
+    # that connect and TIME together pass the timeout, short enough
+    # that the connect alone does not
+    if ($early ? $a2 > 0.95 : $a2 < 0.8 || $a2 > 1.4) {
+        Test::More::diag("TEST $block not run as meant: $times");
+        return 1;
+    }
+    return (0, "a command timed out: $times") if errlog() =~ /timed out/;
+    return (0, "want 200: $times") unless $s == 200;
+    return 1;
 }
 
 # seconds since process "pid" started (undef: unknown)
@@ -406,36 +488,26 @@ sub {
 
 
 
-=== TEST 5: llm_redis timeout=1500ms: a connect that takes 1 s (its first SYN lost: a far or busy Redis) and a TIME that Redis answers 0.7 s after it was written: the connection is closed as timed out (TIME's timer counts from before the connect), and the request queued behind TIME is denied (503, on_error=deny) though each step took less than timeout.  Before 4296ab5 nothing was queued at connect without AUTH or SELECT: with a round trip between timeout/2 and timeout (connect and TIME take two), every connection now closes before it is up
+=== TEST 5: llm_redis timeout=1500ms: a connect that takes 1 s (its first SYN lost: a far or busy Redis) and a TIME that Redis answers 0.7 s after it was written: the connection is closed as timed out (TIME's timer counts from before the connect), and the request queued behind TIME is denied (503, on_error=deny) though each step took less than timeout.  Before 4296ab5 nothing was queued at connect without AUTH or SELECT: with a round trip between timeout/2 and timeout (connect and TIME take two), every connection now closes before it is up.  Here the request goes once the link has TIME's answer, and the SCRIPT LOADs' answers come 50 ms after TIME's: before 7 Dec 2026 the admission that TIME's answer let go was cut to a deadline in Redis's past (see TEST 6): 503 after 0.8 s in 4 runs of 4
 --- workers: 1
---- http_config eval: ::conf5(5)
+--- http_config eval: ::conf5(5, $::LP5)
 --- config eval: $::Gateway
 --- mock eval: $::Mock
 --- request
 GET /plain
 --- timeout: 30
 --- check eval
-sub {
-    # The connect's first SYN is dropped (the listener's backlog is
-    # full) and sent again 1 s after the worker connected; the gate must
-    # open before that, or the next try comes 2 s later and the connect
-    # alone passes the timeout, which is not this block's case.  A slow
-    # machine that took longer than that to get here says so and passes.
-    my ($w) = worker_pids();
-    my $age = ::proc_age($w);
-    if (defined $age && $age > 0.9) {
-        Test::More::diag(sprintf("TEST 5 not run as meant: the worker is "
-            . "%.2f s old, past its connect's first SYN retry", $age));
-        return 1;
-    }
-    ::hold(700);
-    open(my $fh, '>', $::GATE) or die "$::GATE: $!";
-    close $fh;
-    Time::HiRes::sleep(0.3);
-    my ($s, $t) = ::get_models();
-    return (0, sprintf("the request got %d after %.3fs, want 200", $s, $t))
-        unless $s == 200;
-    return 1;
-}
---- no_error_log
-timed out
+sub { ::slow_connect(5, $::GATE5, 0) }
+
+
+
+=== TEST 6: as TEST 5, with the request sent while the connect waits for its SYN retry: the admission waits for Redis's clock and goes when TIME answers, 1.7 s after the connect began.  Before 7 Dec 2026 the handshake's commands kept the time they were queued, before the connect, for ngx_http_llm_redis_closes(): the admission's deadline was cut to when the connection would have closed had the connect not been slow, in Redis's past, and Redis said no decision: 503 after 1.46 s (on_error=deny), in CI on a slower machine and here in 1 of 4 runs
+--- workers: 1
+--- http_config eval: ::conf5(6, $::LP6)
+--- config eval: $::Gateway
+--- mock eval: $::Mock
+--- request
+GET /plain
+--- timeout: 30
+--- check eval
+sub { ::slow_connect(6, $::GATE6, 1) }
