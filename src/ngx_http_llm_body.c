@@ -373,9 +373,10 @@ ngx_http_llm_body_parse(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
          */
 
         t->parsed = 1;
+        t->model = info.model;
         t->stream = info.stream;
-        t->output = ngx_http_llm_body_uri_ends(r, counts)
-                    ? 0 : llcf->max_tokens_default;
+        t->count = ngx_http_llm_body_uri_ends(r, counts);
+        t->output = t->count ? 0 : llcf->max_tokens_default;
 
         return NGX_OK;
     }
@@ -405,6 +406,7 @@ ngx_http_llm_body_parse(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     /* an embedding answers with numbers; a token count costs nothing */
 
     if (ngx_http_llm_body_uri_ends(r, counts)) {
+        t->count = 1;
         t->prompt = 0;
         out = 0;
 

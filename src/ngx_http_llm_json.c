@@ -97,6 +97,7 @@ ngx_http_llm_json_parse_request_bpe(ngx_pool_t *pool, ngx_uint_t api,
     ngx_str_t *canonical, ngx_str_t *error, ngx_http_llm_bpe_t *bpe)
 {
     ngx_int_t              rc;
+    ngx_str_t              unused;
     ngx_uint_t             i, *order;
     ngx_http_llm_jtape_t   tape, *t;
 
@@ -182,6 +183,14 @@ ngx_http_llm_json_parse_request_bpe(ngx_pool_t *pool, ngx_uint_t api,
 
     if (rc == NGX_OK) {
         rc = ngx_http_llm_json_model(t, info, error);
+
+    } else if (rc == NGX_DECLINED && info->no_max) {
+
+        /* the model of a count of tokens (it needs no max_tokens) */
+
+        if (ngx_http_llm_json_model(t, info, &unused) == NGX_ERROR) {
+            rc = NGX_ERROR;
+        }
     }
 
     /* what is kept (the model, a message) has its own copy */

@@ -626,8 +626,8 @@ ngx_http_llm_tally_finish(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
         ngx_http_llm_usage_finish(&t->usage);
     }
 
-    if (t->cached) {
-        /* nothing asked of the backend */
+    if (t->cached || t->count) {
+        /* nothing asked of the backend, or a count of tokens: free */
 
     } else if (t->observing && t->usage.found) {
         t->found = 1;

@@ -42,6 +42,7 @@ struct ngx_http_llm_tally_s {
     unsigned                    encoded:1;  /* an answer not read */
     unsigned                    complete:1; /* its last byte went */
     unsigned                    cached:1;   /* served by proxy_cache */
+    unsigned                    count:1;    /* a token count: free */
     unsigned                    finished:1;
     unsigned                    found:1;    /* the backend told its usage */
     unsigned                    estimated:1;
