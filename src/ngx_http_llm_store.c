@@ -95,7 +95,7 @@ static ngx_http_llm_node_t *ngx_http_llm_node_lookup(
     ngx_http_llm_zone_ctx_t *ctx, uint32_t hash, ngx_str_t *account);
 static ngx_http_llm_node_t *ngx_http_llm_node_get(
     ngx_http_llm_zone_ctx_t *ctx, uint32_t hash, ngx_str_t *account,
-    ngx_http_llm_tier_t *tier, uint64_t now);
+    ngx_http_llm_tier_t *tier, uint64_t now, ngx_uint_t keep);
 static void *ngx_http_llm_alloc(ngx_http_llm_zone_ctx_t *ctx, size_t size,
     uint64_t now);
 static ngx_http_llm_node_t *ngx_http_llm_node_create(
@@ -573,7 +573,7 @@ ngx_http_llm_store_admit(ngx_shm_zone_t *shm_zone, ngx_str_t *account,
 
     ngx_shmtx_lock(&ctx->shpool->mutex);
 
-    ln = ngx_http_llm_node_get(ctx, hash, account, tier, d->now);
+    ln = ngx_http_llm_node_get(ctx, hash, account, tier, d->now, 0);
 
     if (ln == NULL) {
         rc = NGX_ERROR;
@@ -684,29 +684,17 @@ ngx_http_llm_store_seed(ngx_shm_zone_t *shm_zone, ngx_str_t *account,
 
     ngx_shmtx_lock(&ctx->shpool->mutex);
 
-    ln = ngx_http_llm_node_lookup(ctx, hash, &name);
+    /*
+     * The last eighth of the zone is left to the key cache, which cannot
+     * evict entries (ngx_http_llm_rkeys.c): past that, a new account's
+     * entry takes the place of the least recently used idle one, as in a
+     * full zone.  Without this, seeds of accounts Redis counts anyway
+     * fill the zone, and a key in use is no longer cached, so an outage
+     * refuses it (503).
+     */
 
-    if (ln == NULL
-        && ctx->shpool->pfree < shm_zone->shm.size / 8 / ngx_pagesize)
-    {
-        /*
-         * The last eighth of the zone is left to the key cache, which
-         * cannot evict entries (ngx_http_llm_rkeys.c): past that, a new
-         * account's entry takes the place of the least recently used
-         * idle one, as in a full zone.  Without this, seeds of accounts
-         * Redis counts anyway fill the zone, and a key in use is no
-         * longer cached, so an outage refuses it (503).
-         */
-
-        (void) ngx_http_llm_expire(ctx, 1, d->now);
-    }
-
-    if (ln == NULL
-        || ln->nwin != tier->windows.nelts
-        || ngx_memcmp(ngx_http_llm_node_tags(ln), tier->tags, ln->nwin) != 0)
-    {
-        ln = ngx_http_llm_node_get(ctx, hash, &name, tier, d->now);
-    }
+    ln = ngx_http_llm_node_get(ctx, hash, &name, tier, d->now,
+                               shm_zone->shm.size / 8 / ngx_pagesize);
 
     if (ln) {
         ngx_http_llm_seed(tier, ln->rings, d, sums);
@@ -979,14 +967,17 @@ ngx_http_llm_node_lookup(ngx_http_llm_zone_ctx_t *ctx, uint32_t hash,
 
 static ngx_http_llm_node_t *
 ngx_http_llm_node_get(ngx_http_llm_zone_ctx_t *ctx, uint32_t hash,
-    ngx_str_t *account, ngx_http_llm_tier_t *tier, uint64_t now)
+    ngx_str_t *account, ngx_http_llm_tier_t *tier, uint64_t now,
+    ngx_uint_t keep)
 {
     ngx_http_llm_node_t  *ln;
 
     ln = ngx_http_llm_node_lookup(ctx, hash, account);
 
     if (ln == NULL) {
-        ngx_http_llm_expire(ctx, 0, now);
+        /* a new entry leaves "keep" pages free, evicting if it must */
+
+        ngx_http_llm_expire(ctx, ctx->shpool->pfree < keep, now);
 
         return ngx_http_llm_node_create(ctx, hash, account, tier, now);
     }
