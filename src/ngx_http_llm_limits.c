@@ -397,6 +397,41 @@ ngx_http_llm_window_is_quota(ngx_http_llm_window_conf_t *wc)
 }
 
 
+/*
+ * Window "wc" refuses the request of "d" until "at" (wall clock, ms):
+ * it names the refusal if it outranks the one named so far.  A window
+ * the request can never fit outranks the others (no wait helps: the
+ * client must ask for less), then a quota outranks a rate window, then
+ * the later one wins.  d->retry_at is the latest of them.
+ */
+
+void
+ngx_http_llm_refusal(ngx_http_llm_decision_t *d,
+    ngx_http_llm_window_conf_t *wc, uint64_t at)
+{
+    ngx_uint_t  rank, named;
+
+    rank = (d->need[wc->dim] > wc->limit) * 2
+           + ngx_http_llm_window_is_quota(wc);
+
+    if (d->refused == NULL) {
+        d->refused = wc;
+
+    } else {
+        named = (d->need[d->refused->dim] > d->refused->limit) * 2
+                + ngx_http_llm_window_is_quota(d->refused);
+
+        if (rank > named || (rank == named && at > d->retry_at)) {
+            d->refused = wc;
+        }
+    }
+
+    if (at > d->retry_at) {
+        d->retry_at = at;
+    }
+}
+
+
 static u_char
 ngx_http_llm_period_code(ngx_msec_t period)
 {
@@ -448,7 +483,7 @@ ngx_http_llm_decide(ngx_http_llm_tier_t *tier, ngx_http_llm_ring_t *rings,
 {
     uint32_t                     cur;
     uint64_t                     sum, need, at;
-    ngx_uint_t                   i, q, fits;
+    ngx_uint_t                   i, fits;
     ngx_http_llm_window_conf_t  *wc;
 
     wc = tier->windows.elts;
@@ -485,27 +520,7 @@ ngx_http_llm_decide(ngx_http_llm_tier_t *tier, ngx_http_llm_ring_t *rings,
             fits = 1;
         }
 
-        at += d->wall;
-
-        /* a quota refusal outranks a rate refusal, then the later one */
-
-        if (d->refused == NULL) {
-            d->refused = &wc[i];
-
-        } else {
-            q = ngx_http_llm_window_is_quota(&wc[i]);
-
-            if (q > ngx_http_llm_window_is_quota(d->refused)
-                || (q == ngx_http_llm_window_is_quota(d->refused)
-                    && at > d->retry_at))
-            {
-                d->refused = &wc[i];
-            }
-        }
-
-        if (at > d->retry_at) {
-            d->retry_at = at;
-        }
+        ngx_http_llm_refusal(d, &wc[i], d->wall + at);
     }
 
     /* refused also by a window it fits: the client goes too fast */

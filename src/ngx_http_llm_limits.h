@@ -81,6 +81,8 @@ char *ngx_http_llm_tier(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 ngx_http_llm_tier_t *ngx_http_llm_tier_find(ngx_http_llm_main_conf_t *lmcf,
     ngx_str_t *name);
 ngx_uint_t ngx_http_llm_window_is_quota(ngx_http_llm_window_conf_t *wc);
+void ngx_http_llm_refusal(ngx_http_llm_decision_t *d,
+    ngx_http_llm_window_conf_t *wc, uint64_t at);
 time_t ngx_http_llm_civil_days(ngx_uint_t y, ngx_uint_t m, ngx_uint_t d);
 
 void ngx_http_llm_rings_carry(ngx_http_llm_ring_t *to, u_char *to_tags,

@@ -1175,7 +1175,7 @@ ngx_http_llm_rstore_parse(ngx_http_llm_rstore_req_t *st,
 {
     int64_t                      status, sum, reset, over;
     uint64_t                     at, wall;
-    ngx_uint_t                   i, nwin, q;
+    ngx_uint_t                   i, nwin;
     ngx_http_llm_decision_t     *d;
     ngx_http_llm_redis_reply_t  *e;
     ngx_http_llm_window_conf_t  *wc;
@@ -1225,27 +1225,7 @@ ngx_http_llm_rstore_parse(ngx_http_llm_rstore_req_t *st,
         over = e[6 + 3 * i].integer;
 
         if (status == 1 && over >= 0) {
-            at = wall + over;
-
-            /* a quota refusal outranks a rate refusal, then the later */
-
-            if (d->refused == NULL) {
-                d->refused = &wc[i];
-
-            } else {
-                q = ngx_http_llm_window_is_quota(&wc[i]);
-
-                if (q > ngx_http_llm_window_is_quota(d->refused)
-                    || (q == ngx_http_llm_window_is_quota(d->refused)
-                        && at > d->retry_at))
-                {
-                    d->refused = &wc[i];
-                }
-            }
-
-            if (at > d->retry_at) {
-                d->retry_at = at;
-            }
+            ngx_http_llm_refusal(d, &wc[i], wall + over);
         }
 
         if (wc[i].dim == NGX_HTTP_LLM_DIM_COST) {

@@ -5,6 +5,9 @@
 # (403 account_suspended for every key of it) for the cooldown.  The
 # zone (TESTs 1-3) and Redis (TESTs 4-6) alike: all six failed before.
 # TESTs 3 and 6 also show that a window really spent still starts it.
+# TESTs 7 and 8: a request refused both by a window it can never fit
+# and by a spent window that frees later (requests=1/h) is told the
+# one that no wait helps: before, it was told to come back in an hour.
 
 use strict;
 use warnings;
@@ -19,6 +22,7 @@ our $Auth = "Authorization: Bearer $Test::LLM::Keys::CAROL";
 our $Http = $Test::LLM::Keys::TIERS . <<'_EOC_';
     llm_tier cool requests=3/m tokens=1000/m cooldown=30s;
     llm_tier budget cost=0.010/m cooldown=30s;
+    llm_tier hourly requests=1/h tokens=1000/m;
     llm_price gpt-4o input=2.50 output=10.00;
 _EOC_
 
@@ -27,6 +31,11 @@ llm_default_tier cool;
 location /v1/ {
     llm_gateway on;
     proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+}
+location /hourly/ {
+    llm_gateway on;
+    llm_default_tier hourly;
+    proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT/;
 }
 location /budget/ {
     llm_gateway on;
@@ -151,3 +160,35 @@ sub {
     my $s = ::in_turn('/v1/chat/completions', ($::Small) x 5);
     return $s eq '200 200 200 429 403' ? 1 : (0, "statuses: $s");
 }
+
+
+
+=== TEST 7: zone: requests=1/h spent, and a request whose max_tokens can never fit tokens=1000/m: the refusal names the tokens window with x-should-retry: false (SPEC 4), not the requests window that frees in an hour (found: "Rate limit reached for requests per hour", no x-should-retry: the client retries in an hour, and is refused again)
+--- http_config eval: $::Http
+--- config eval: $::Gateway
+--- request eval
+[::post("/hourly/v1/chat/completions", $::Small),
+ ::post("/hourly/v1/chat/completions", $::Big)]
+--- more_headers eval: $::Auth
+--- error_code eval: [200, 429]
+--- response_body_like eval
+['', 'less than this request needs \\(5\\d\\d\\d\\)']
+--- response_headers eval
+['', 'x-should-retry: false']
+--- mock_count: 1
+
+
+
+=== TEST 8: Redis: TEST 7 with the windows in Redis
+--- http_config eval: $::Http . ::redis(8)
+--- config eval: $::Gateway
+--- request eval
+[::post("/hourly/v1/chat/completions", $::Small),
+ ::post("/hourly/v1/chat/completions", $::Big)]
+--- more_headers eval: $::Auth
+--- error_code eval: [200, 429]
+--- response_body_like eval
+['', 'less than this request needs \\(5\\d\\d\\d\\)']
+--- response_headers eval
+['', 'x-should-retry: false']
+--- mock_count: 1
