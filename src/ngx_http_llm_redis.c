@@ -92,6 +92,7 @@ typedef struct {
     ngx_uint_t                  next;
     ngx_log_t                  *log;
     ngx_http_llm_redis_op_t    *expiring;   /* in its "expire" */
+    ngx_msec_t                  replying;   /* "sent" of the reply's */
     u_char                     *resp;       /* a command in RESP */
     size_t                      resp_size;
     unsigned                    up:1;
@@ -743,12 +744,19 @@ ngx_http_llm_redis_clock(ngx_http_llm_redis_op_t *op,
  * short by more than timeout is a clock that was set back.  Our clock
  * read now, not the cached time, which may lag (timer_resolution) and
  * make a guess too large.
+ *
+ * A reply read in a loop iteration that ran long (a blocking access
+ * log write, a starved machine) is read after its command's timeout,
+ * which is only checked after the events: its guess is short by as
+ * long as the command waited (since "sent", on our clock read now),
+ * and that is not a clock set back: taken for one, it set the skew
+ * seconds back, and the next admission's deadline in Redis's past.
  */
 
 void
 ngx_http_llm_redis_clock_seen(int64_t ms)
 {
-    int64_t                       skew;
+    int64_t                       skew, now, waited;
     struct timeval                tv;
     ngx_http_llm_redis_worker_t  *w;
 
@@ -756,7 +764,13 @@ ngx_http_llm_redis_clock_seen(int64_t ms)
 
     ngx_gettimeofday(&tv);
 
-    skew = ms - ((int64_t) tv.tv_sec * 1000 + tv.tv_usec / 1000);
+    now = (int64_t) tv.tv_sec * 1000 + tv.tv_usec / 1000;
+    skew = ms - now;
+
+    waited = (ngx_msec_int_t) (ngx_current_msec - w->replying)
+             + now - (int64_t) ngx_http_llm_now();
+
+    waited = ngx_max(waited, (int64_t) w->conf->timeout);
 
     if (!ngx_http_llm_redis_skew_known) {
         ngx_http_llm_redis_skew = skew;
@@ -785,7 +799,7 @@ ngx_http_llm_redis_clock_seen(int64_t ms)
     }
 
     if (skew > ngx_http_llm_redis_skew
-        || skew < ngx_http_llm_redis_skew - (int64_t) w->conf->timeout)
+        || skew < ngx_http_llm_redis_skew - waited)
     {
         ngx_http_llm_redis_skew = skew;
     }
@@ -1249,6 +1263,9 @@ ngx_http_llm_redis_callback(redisAsyncContext *ac, void *r, void *privdata)
     } else if (!handshake) {
         ngx_http_llm_redis_health(1, NULL, 0);
     }
+
+    /* ngx_http_llm_redis_clock_seen(): how late the reply may be */
+    ngx_http_llm_redis_worker.replying = op->sent;
 
     op->handler(op, &rep);
 }
