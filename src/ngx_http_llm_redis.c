@@ -726,11 +726,6 @@ ngx_http_llm_redis_clock(ngx_http_llm_redis_op_t *op,
         return;
     }
 
-    if (!ngx_http_llm_redis_skew_known) {
-        /* the first guess is short by at most the time TIME waited */
-        ngx_http_llm_redis_skew_slack = ngx_current_msec - op->sent;
-    }
-
     ngx_http_llm_redis_clock_seen((int64_t) sec * 1000 + usec / 1000);
 }
 
@@ -751,6 +746,9 @@ ngx_http_llm_redis_clock(ngx_http_llm_redis_op_t *op,
  * long as the command waited (since "sent", on our clock read now),
  * and that is not a clock set back: taken for one, it set the skew
  * seconds back, and the next admission's deadline in Redis's past.
+ * The first guess's slack is that time too (counted on the cached
+ * clock, the admissions that waited for TIME went with deadlines in
+ * Redis's past).
  */
 
 void
@@ -770,9 +768,14 @@ ngx_http_llm_redis_clock_seen(int64_t ms)
     waited = (ngx_msec_int_t) (ngx_current_msec - w->replying)
              + now - (int64_t) ngx_http_llm_now();
 
-    waited = ngx_max(waited, (int64_t) w->conf->timeout);
+    if (waited < 0) {
+        waited = 0;
+    }
 
     if (!ngx_http_llm_redis_skew_known) {
+        /* the first guess is short by at most the time its command waited */
+        ngx_http_llm_redis_skew_slack = (ngx_msec_t) waited;
+
         ngx_http_llm_redis_skew = skew;
         ngx_http_llm_redis_skew_known = 1;
         ngx_http_llm_redis_skew_next = skew;
@@ -799,7 +802,8 @@ ngx_http_llm_redis_clock_seen(int64_t ms)
     }
 
     if (skew > ngx_http_llm_redis_skew
-        || skew < ngx_http_llm_redis_skew - waited)
+        || skew < ngx_http_llm_redis_skew
+                  - ngx_max(waited, (int64_t) w->conf->timeout))
     {
         ngx_http_llm_redis_skew = skew;
     }

@@ -168,6 +168,52 @@ sub writing {
     return defined $nr && $nr eq '1';
 }
 
+# TEST 2: a link of its own, whose answers to TIME wait while its gate
+# (a file) exists, from before nginx starts
+our $GATE2 = "$Test::LLM::Nginx::ROOT/t/servroot/redis-$RP/gate2";
+open(my $g2, '>', $GATE2) or die "$GATE2: $!";
+close $g2;
+our $LP2 = port();
+link_start($LP2, $RP, gate => $GATE2, answer => sub {
+    my ($conn, $argv, $v) = @_;
+    return ($v, 0, join(' ', @$argv) =~ /^TIME/ ? 1 : 0);
+});
+
+sub conf2 {
+    my ($block, $extra) = @_;
+    return $Test::LLM::Keys::TIERS
+        . "llm_tier tok requests=1000/m;\n"
+        . "llm_redis 127.0.0.1:$LP2 prefix=$P-$block: connections=1"
+        . " on_error=deny " . ($extra // '') . ";\n";
+}
+
+# seconds since process "pid" started (undef: unknown)
+sub proc_age {
+    my ($pid) = @_;
+    open(my $st, '<', "/proc/$pid/stat") or return undef;
+    my ($start) = ((scalar <$st>) // '') =~ /\) \S+(?: \S+){18} (\d+)/;
+    close $st;
+    open(my $up, '<', '/proc/uptime') or return undef;
+    my ($uptime) = ((scalar <$up>) // '') =~ /^([\d.]+)/;
+    close $up;
+    return undef unless defined $start && defined $uptime;
+    return $uptime - $start / POSIX::sysconf(POSIX::_SC_CLK_TCK());
+}
+
+# the process has stopped (SIGSTOP): 0 if not within a second
+sub stopped {
+    my ($pid) = @_;
+    my $until = Time::HiRes::time() + 1;
+    while (Time::HiRes::time() < $until) {
+        open(my $fh, '<', "/proc/$pid/stat") or return 0;
+        my ($state) = ((scalar <$fh>) // '') =~ /\) (\S)/;
+        close $fh;
+        return 1 if ($state // '') eq 'T';
+        Time::HiRes::sleep(0.001);
+    }
+    return 0;
+}
+
 # a request sent, not read
 sub send_plain {
     my ($uri) = @_;
@@ -235,6 +281,81 @@ sub {
     return (0, sprintf("the request after the stall got %d after %.3f s,"
                        . " want 200", $s2, $t2))
         unless $s2 == 200;
+    return 1;
+}
+--- no_error_log
+past its deadline
+
+
+
+=== TEST 2: llm_redis timeout=3500ms on_error=deny: a worker just started (a start, a restart) whose connection's TIME answer comes in the same event-loop iteration as a request that blocks the worker 2 s (an access log on a slow disk or a full pipe, as here; a starved machine), after it: the admission that waited for Redis's clock is sent with a deadline on it short by those 2 s (the first guess's slack, how long TIME waited, was counted on the loop's cached clock, which had not seen the block), in Redis's past: Redis refuses to run it ("past its deadline") and the request is denied (503) 2.5 s after it came, within its 3.5 s, though Redis answered everything at once.  SPEC 3: on_error applies while Redis is unreachable or slow
+--- workers: 1
+--- http_config eval: ::conf2(2, 'timeout=3500ms')
+--- config eval: $::Stall
+--- request
+GET /plain
+--- timeout: 30
+--- check eval
+sub {
+    my ($w) = worker_pids();
+    my $age = ::proc_age($w) // -1;
+    if ($age < 0 || $age > 1.5) {
+        unlink $::GATE2;
+        Test::More::diag(sprintf("TEST 2 not run as meant: the worker is"
+            . " %.2f s old, its TIME's timer too near", $age));
+        return 1;
+    }
+
+    # an idle keep-alive connection
+    my $k = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+                                  PeerPort => $ENV{TEST_NGINX_SERVER_PORT},
+                                  Proto => 'tcp', Timeout => 5)
+        or die "connect: $!\n";
+    print $k "GET /plain HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    my $got = '';
+    while ($got !~ /\r\n\r\nplain\n/) {
+        sysread($k, $got, 4096, length $got) or die "keep-alive: $!\n";
+    }
+
+    # the admission waits for Redis's clock (TIME's answer is gated)
+    my $t0 = Time::HiRes::time();
+    my $a = ::send_models();
+    Time::HiRes::sleep(0.2);
+    ::fill_fifo();
+
+    # the worker stopped, a request on the keep-alive connection, then
+    # TIME's answer: one epoll_wait() returns both, in this order
+    kill 'STOP', $w;
+    my $stopped = ::stopped($w);
+    print $k "GET /stall HTTP/1.1\r\nHost: localhost\r\n"
+        . "Connection: close\r\n\r\n";
+    Time::HiRes::sleep(0.1);
+    unlink $::GATE2;
+    Time::HiRes::sleep(0.4);
+    kill 'CONT', $w;
+
+    my $blocked = 0;
+    my $t1 = Time::HiRes::time();
+    while (Time::HiRes::time() < $t1 + 0.5) {
+        if (::writing($w)) { $blocked = 1; last }
+        Time::HiRes::sleep(0.002);
+    }
+    Time::HiRes::sleep($t1 + 2 - Time::HiRes::time());
+    ::drain_fifo();
+    my $sa = ::read_answer($a);
+    my $ta = Time::HiRes::time() - $t0;
+    ::read_answer($k);
+    ::drain_fifo();
+
+    if (!$blocked || !$stopped) {
+        Test::More::diag("TEST 2 not run as meant: the worker did not "
+                         . ($stopped ? "block in its access log"
+                                     : "stop within a second"));
+        return 1;
+    }
+    return (0, sprintf("the request that waited for Redis's clock got "
+                       . "%d after %.3f s, want 200", $sa, $ta))
+        unless $sa == 200;
     return 1;
 }
 --- no_error_log
