@@ -97,6 +97,7 @@ typedef struct {
     size_t                      resp_size;
     unsigned                    up:1;
     unsigned                    exiting:1;
+    unsigned                    timeless:1; /* TIME answered no clock */
 } ngx_http_llm_redis_worker_t;
 
 
@@ -705,10 +706,12 @@ ngx_http_llm_redis_clock(ngx_http_llm_redis_op_t *op,
     ngx_int_t                    sec, usec;
     ngx_http_llm_redis_reply_t  *e;
 
-    if (reply == NULL || reply->type != NGX_HTTP_LLM_REDIS_ARRAY
-        || reply->nelts != 2)
-    {
+    if (reply == NULL) {
         return;
+    }
+
+    if (reply->type != NGX_HTTP_LLM_REDIS_ARRAY || reply->nelts != 2) {
+        goto timeless;
     }
 
     e = reply->elts;
@@ -716,17 +719,35 @@ ngx_http_llm_redis_clock(ngx_http_llm_redis_op_t *op,
     if (e[0].type != NGX_HTTP_LLM_REDIS_STRING
         || e[1].type != NGX_HTTP_LLM_REDIS_STRING)
     {
-        return;
+        goto timeless;
     }
 
     sec = ngx_atoi(e[0].str.data, e[0].str.len);
     usec = ngx_atoi(e[1].str.data, e[1].str.len);
 
     if (sec == NGX_ERROR || usec == NGX_ERROR) {
-        return;
+        goto timeless;
     }
 
     ngx_http_llm_redis_clock_seen((int64_t) sec * 1000 + usec / 1000);
+
+    return;
+
+timeless:
+
+    /*
+     * answered, but no clock: a proxy that does not pass TIME (Redis
+     * Cluster Proxy answers it with an error).  What waits for Redis's
+     * clock would wait in vain, each request until its time is up, and
+     * for ever: it goes now, with no deadline, and the scripts' answers
+     * tell the clock.
+     */
+
+    ngx_http_llm_redis_worker.timeless = 1;
+
+    if (!ngx_http_llm_redis_skew_known && ngx_http_llm_redis_clock_known) {
+        ngx_http_llm_redis_clock_known();
+    }
 }
 
 
@@ -1389,6 +1410,19 @@ ngx_http_llm_redis_coming_up(void)
     }
 
     return 0;
+}
+
+
+/*
+ * A connection is coming up whose TIME may yet tell Redis's clock
+ * (not one behind a proxy whose TIME has answered without it).
+ */
+
+ngx_uint_t
+ngx_http_llm_redis_clock_coming(void)
+{
+    return !ngx_http_llm_redis_worker.timeless
+           && ngx_http_llm_redis_coming_up();
 }
 
 

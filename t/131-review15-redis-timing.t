@@ -187,6 +187,25 @@ sub conf2 {
         . " on_error=deny " . ($extra // '') . ";\n";
 }
 
+# TEST 3: a link that answers TIME as Redis Cluster Proxy does (an
+# unsupported command: its COMMANDS.md lists TIME and SCRIPT so)
+our $LP3 = port();
+link_start($LP3, $RP, answer => sub {
+    my ($conn, $argv, $v) = @_;
+    my $cmd = uc($argv->[0] // '');
+    return (['-', "ERR Unsupported command '$cmd'"], 0, 0)
+        if $cmd eq 'TIME' || $cmd eq 'SCRIPT';
+    return ($v, 0, 0);
+});
+
+sub conf3 {
+    my ($block, $extra) = @_;
+    return $Test::LLM::Keys::TIERS
+        . "llm_tier tok requests=1000/m;\n"
+        . "llm_redis 127.0.0.1:$LP3 prefix=$P-$block: connections=1"
+        . " on_error=deny " . ($extra // '') . ";\n";
+}
+
 # seconds since process "pid" started (undef: unknown)
 sub proc_age {
     my ($pid) = @_;
@@ -356,6 +375,33 @@ sub {
     return (0, sprintf("the request that waited for Redis's clock got "
                        . "%d after %.3f s, want 200", $sa, $ta))
         unless $sa == 200;
+    return 1;
+}
+--- no_error_log
+past its deadline
+
+
+
+=== TEST 3: llm_redis behind a cluster proxy that does not pass TIME (Redis Cluster Proxy answers TIME and SCRIPT with an error; the module's own log line for a Cluster node says "use a standalone Redis or a cluster proxy"), timeout=1s on_error=deny: Redis's clock is never read, every admission waits for it until its time is up and is denied (503 after 1 s), request after request, though every script call would be answered at once (EVALSHA's NOSCRIPT falls back to EVAL, and each admission's answer tells Redis's clock).  SPEC 3: on_error applies while Redis is unreachable or slow; SPEC 9: a stalled Redis delays requests by at most timeout -- this one delays every request by timeout, and admits none
+--- workers: 1
+--- http_config eval: ::conf3(3, 'timeout=1s')
+--- config eval: $::Gateway
+--- request
+GET /plain
+--- timeout: 30
+--- check eval
+sub {
+    # the connection is up and its TIME answered (with an error)
+    Time::HiRes::sleep(0.3);
+    my @got;
+    for (1 .. 3) {
+        my ($s, $t) = ::get_models();
+        push @got, sprintf("%d after %.3f s", $s, $t);
+        return (0, "requests got: " . join(', ', @got) . "; want 200")
+            unless $s == 200;
+    }
+    my $sum = window_total($::RP, "$::P-3:{acct:carol}:w:requests:1m");
+    return (0, "Redis's window holds $sum, want 3") unless $sum == 3;
     return 1;
 }
 --- no_error_log
