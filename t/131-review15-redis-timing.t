@@ -2,11 +2,14 @@
 # Redis's clock, deadlines, timeouts).  Each block is a reproducer of
 # what the review found; it says what a user sees and what SPEC says.
 #
-# The blocks talk to a Redis of this file's own through a link
-# (Test::LLM::Link) that can hold an answer back; the worker is stopped
-# (SIGSTOP) while an answer waits for it.  A block whose setup did not
-# happen as meant (a machine too slow for its margins) says so and
-# passes.
+# The blocks talk to a Redis of this file's own through links
+# (Test::LLM::Link) that hold an answer back (TEST 1), hold TIME's until
+# a gate opens (TEST 2) or answer TIME as a cluster proxy does, with an
+# error (TEST 3).  TEST 1 and 2 block the worker in one event-loop
+# iteration: its access log in location /stall is a pipe that this
+# process fills, and the worker's write() waits until it is read.  A
+# block whose setup did not happen as meant (a machine too slow for its
+# margins) says so and passes.
 
 use strict;
 use warnings;
