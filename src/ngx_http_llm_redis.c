@@ -92,10 +92,12 @@ typedef struct {
     ngx_uint_t                  next;
     ngx_log_t                  *log;
     ngx_http_llm_redis_op_t    *expiring;   /* in its "expire" */
+    ngx_msec_t                  replying;   /* "sent" of the reply's */
     u_char                     *resp;       /* a command in RESP */
     size_t                      resp_size;
     unsigned                    up:1;
     unsigned                    exiting:1;
+    unsigned                    timeless:1; /* TIME answered no clock */
 } ngx_http_llm_redis_worker_t;
 
 
@@ -704,10 +706,12 @@ ngx_http_llm_redis_clock(ngx_http_llm_redis_op_t *op,
     ngx_int_t                    sec, usec;
     ngx_http_llm_redis_reply_t  *e;
 
-    if (reply == NULL || reply->type != NGX_HTTP_LLM_REDIS_ARRAY
-        || reply->nelts != 2)
-    {
+    if (reply == NULL) {
         return;
+    }
+
+    if (reply->type != NGX_HTTP_LLM_REDIS_ARRAY || reply->nelts != 2) {
+        goto timeless;
     }
 
     e = reply->elts;
@@ -715,22 +719,35 @@ ngx_http_llm_redis_clock(ngx_http_llm_redis_op_t *op,
     if (e[0].type != NGX_HTTP_LLM_REDIS_STRING
         || e[1].type != NGX_HTTP_LLM_REDIS_STRING)
     {
-        return;
+        goto timeless;
     }
 
     sec = ngx_atoi(e[0].str.data, e[0].str.len);
     usec = ngx_atoi(e[1].str.data, e[1].str.len);
 
     if (sec == NGX_ERROR || usec == NGX_ERROR) {
-        return;
-    }
-
-    if (!ngx_http_llm_redis_skew_known) {
-        /* the first guess is short by at most the time TIME waited */
-        ngx_http_llm_redis_skew_slack = ngx_current_msec - op->sent;
+        goto timeless;
     }
 
     ngx_http_llm_redis_clock_seen((int64_t) sec * 1000 + usec / 1000);
+
+    return;
+
+timeless:
+
+    /*
+     * answered, but no clock: a proxy that does not pass TIME (Redis
+     * Cluster Proxy answers it with an error).  What waits for Redis's
+     * clock would wait in vain, each request until its time is up, and
+     * for ever: it goes now, with no deadline, and the scripts' answers
+     * tell the clock.
+     */
+
+    ngx_http_llm_redis_worker.timeless = 1;
+
+    if (!ngx_http_llm_redis_skew_known && ngx_http_llm_redis_clock_known) {
+        ngx_http_llm_redis_clock_known();
+    }
 }
 
 
@@ -743,12 +760,22 @@ ngx_http_llm_redis_clock(ngx_http_llm_redis_op_t *op,
  * short by more than timeout is a clock that was set back.  Our clock
  * read now, not the cached time, which may lag (timer_resolution) and
  * make a guess too large.
+ *
+ * A reply read in a loop iteration that ran long (a blocking access
+ * log write, a starved machine) is read after its command's timeout,
+ * which is only checked after the events: its guess is short by as
+ * long as the command waited (since "sent", on our clock read now),
+ * and that is not a clock set back: taken for one, it set the skew
+ * seconds back, and the next admission's deadline in Redis's past.
+ * The first guess's slack is that time too (counted on the cached
+ * clock, the admissions that waited for TIME went with deadlines in
+ * Redis's past).
  */
 
 void
 ngx_http_llm_redis_clock_seen(int64_t ms)
 {
-    int64_t                       skew;
+    int64_t                       skew, now, waited;
     struct timeval                tv;
     ngx_http_llm_redis_worker_t  *w;
 
@@ -756,9 +783,20 @@ ngx_http_llm_redis_clock_seen(int64_t ms)
 
     ngx_gettimeofday(&tv);
 
-    skew = ms - ((int64_t) tv.tv_sec * 1000 + tv.tv_usec / 1000);
+    now = (int64_t) tv.tv_sec * 1000 + tv.tv_usec / 1000;
+    skew = ms - now;
+
+    waited = (ngx_msec_int_t) (ngx_current_msec - w->replying)
+             + now - (int64_t) ngx_http_llm_now();
+
+    if (waited < 0) {
+        waited = 0;
+    }
 
     if (!ngx_http_llm_redis_skew_known) {
+        /* the first guess is short by at most the time its command waited */
+        ngx_http_llm_redis_skew_slack = (ngx_msec_t) waited;
+
         ngx_http_llm_redis_skew = skew;
         ngx_http_llm_redis_skew_known = 1;
         ngx_http_llm_redis_skew_next = skew;
@@ -785,7 +823,8 @@ ngx_http_llm_redis_clock_seen(int64_t ms)
     }
 
     if (skew > ngx_http_llm_redis_skew
-        || skew < ngx_http_llm_redis_skew - (int64_t) w->conf->timeout)
+        || skew < ngx_http_llm_redis_skew
+                  - ngx_max(waited, (int64_t) w->conf->timeout))
     {
         ngx_http_llm_redis_skew = skew;
     }
@@ -1250,6 +1289,9 @@ ngx_http_llm_redis_callback(redisAsyncContext *ac, void *r, void *privdata)
         ngx_http_llm_redis_health(1, NULL, 0);
     }
 
+    /* ngx_http_llm_redis_clock_seen(): how late the reply may be */
+    ngx_http_llm_redis_worker.replying = op->sent;
+
     op->handler(op, &rep);
 }
 
@@ -1368,6 +1410,19 @@ ngx_http_llm_redis_coming_up(void)
     }
 
     return 0;
+}
+
+
+/*
+ * A connection is coming up whose TIME may yet tell Redis's clock
+ * (not one behind a proxy whose TIME has answered without it).
+ */
+
+ngx_uint_t
+ngx_http_llm_redis_clock_coming(void)
+{
+    return !ngx_http_llm_redis_worker.timeless
+           && ngx_http_llm_redis_coming_up();
 }
 
 

@@ -177,6 +177,7 @@ ngx_int_t ngx_http_llm_redis_cmd_noscript(ngx_http_llm_redis_cmd_t *cmd,
     ngx_http_llm_redis_reply_t *reply);
 ngx_uint_t ngx_http_llm_redis_up(void);
 ngx_uint_t ngx_http_llm_redis_coming_up(void);
+ngx_uint_t ngx_http_llm_redis_clock_coming(void);
 ngx_msec_t ngx_http_llm_redis_left(ngx_msec_t waited);
 void ngx_http_llm_redis_fail(const char *why);
 void ngx_http_llm_redis_sha1(u_char *hex, u_char *data, size_t len);

@@ -509,7 +509,9 @@ ngx_http_llm_rstore_flush(ngx_event_t *ev)
 
     ngx_http_llm_rstore_settles_flush();
 
-    if (!ngx_http_llm_redis_skew_known && ngx_http_llm_redis_coming_up()) {
+    if (!ngx_http_llm_redis_skew_known
+        && ngx_http_llm_redis_clock_coming())
+    {
         ngx_http_llm_rstore_wait_clock(0);
         return;
     }
@@ -551,7 +553,8 @@ ngx_http_llm_rstore_flush(ngx_event_t *ev)
 
 /*
  * No TIME has answered since this nginx started, and a connection is
- * coming up (or Redis stalls in its handshake): the batches wait for
+ * coming up (or Redis stalls in its handshake; not one whose TIME has
+ * answered without a clock, a proxy's): the batches wait for
  * Redis's clock, which writes their deadlines (flushed again by
  * ngx_http_llm_redis_clock_known), each request at most until its own
  * deadline (then on_error, and never sent: "late", from the timer).  A
