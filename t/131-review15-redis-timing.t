@@ -27,18 +27,7 @@ use POSIX ();
 our $CAROL = $Test::LLM::Keys::CAROL;
 our $P     = "t131-$$-" . time;
 
-# ports in the range of this run's Redis (TEST_NGINX_REDIS_PORT) when
-# there is one, else any free one
-our $BASE = $ENV{TEST_NGINX_REDIS_PORT} || 0;
-our $NEXT = 0;
-sub port {
-    $NEXT++;
-    return $BASE + 50 + $NEXT
-        if $BASE >= 7100 && $BASE + 50 + $NEXT <= 7199;
-    return free_port();
-}
-
-our $RP = port();
+our $RP = free_port();
 redis_start($RP);
 
 our $Gateway = <<'_EOC_';
@@ -81,7 +70,7 @@ sub held_answer {
 }
 
 hold(0);
-our $LP = port();
+our $LP = free_port();
 link_start($LP, $RP, answer => \&held_answer);
 
 sub conf {
@@ -176,7 +165,7 @@ sub writing {
 our $GATE2 = "$Test::LLM::Nginx::ROOT/t/servroot/redis-$RP/gate2";
 open(my $g2, '>', $GATE2) or die "$GATE2: $!";
 close $g2;
-our $LP2 = port();
+our $LP2 = free_port();
 link_start($LP2, $RP, gate => $GATE2, answer => sub {
     my ($conn, $argv, $v) = @_;
     return ($v, 0, join(' ', @$argv) =~ /^TIME/ ? 1 : 0);
@@ -192,7 +181,7 @@ sub conf2 {
 
 # TEST 3: a link that answers TIME as Redis Cluster Proxy does (an
 # unsupported command: its COMMANDS.md lists TIME and SCRIPT so)
-our $LP3 = port();
+our $LP3 = free_port();
 link_start($LP3, $RP, answer => sub {
     my ($conn, $argv, $v) = @_;
     my $cmd = uc($argv->[0] // '');
