@@ -658,7 +658,13 @@ location /v1/ {
 sub {
     my ($req) = @_;
     my $res = LLMMock::default_handler($req);
-    $res->{delay} = 0.08 if $req->{headers}{authorization} =~ /bbb/;
+    # 600 ms more: a key counts as slow only past a quarter of the
+    # pool's average latency plus 20 ms, so 80 ms more stayed in that
+    # noise where the fast key's own latency was high (ASan on a loaded
+    # 2-vCPU machine: 30/30 three times, 21 of 60 once); 6 to 10 of 60
+    # there now, about 5 on a fast machine either way (the slow key at
+    # its floor, factor 1 of 16)
+    $res->{delay} = 0.6 if $req->{headers}{authorization} =~ /bbb/;
     return $res;
 }
 --- request
@@ -693,7 +699,10 @@ location /v1/ {
 sub {
     my ($req) = @_;
     my $res = LLMMock::default_handler($req);
-    $res->{delay} = 0.08 if $req->{port} == $ENV{TEST_NGINX_MOCK_PORT2};
+    # 600 ms more, as in TEST 23: with 80 ms, ASan on a loaded machine
+    # gave 40/20 three times (the fast server's own latency high, the
+    # slow one's factor only 2 of 4); its factor is 1 now on any machine
+    $res->{delay} = 0.6 if $req->{port} == $ENV{TEST_NGINX_MOCK_PORT2};
     return $res;
 }
 --- request
