@@ -155,6 +155,12 @@ sub conf2 {
 our $RP3 = free_port();
 our $LP3 = free_port();
 our $HOLD = "$Test::LLM::Nginx::ROOT/t/servroot/redis-$RP3/hold";
+
+# hold(ms): the answer that next follows a script call (or TIME) waits ms
+sub hold { hold_set($HOLD, $_[0]) }
+sub peek_hold { hold_peek($HOLD) }
+sub held { hold_take($HOLD) }
+
 redis_start($RP3);
 hold(0);
 link_start($LP3, $RP3, answer => \&held_answer);
@@ -165,30 +171,6 @@ sub conf3 {
         . "llm_tier tok requests=1000/m tokens=200/m;\n"
         . "llm_redis 127.0.0.1:$LP3 prefix=$P-$block: timeout=300ms"
         . " connections=1 on_error=deny;\n";
-}
-
-# hold(ms): the answer that next follows a script call (or TIME) waits ms
-sub hold {
-    open(my $fh, '>', "$HOLD.tmp") or die "$HOLD: $!";
-    print $fh "$_[0]\n";
-    close $fh;
-    rename "$HOLD.tmp", $HOLD or die "$HOLD: $!";
-}
-
-# the hold not yet taken (ms), without taking it
-sub peek_hold {
-    open(my $fh, '<', $HOLD) or return 0;
-    my $ms = (<$fh> // 0) + 0;
-    close $fh;
-    return $ms;
-}
-
-sub held {
-    open(my $fh, '<', $HOLD) or return 0;
-    my $ms = (<$fh> // 0) + 0;
-    close $fh;
-    hold(0) if $ms;
-    return $ms;
 }
 
 # in the link (Test::LLM::Link), each of Redis's answers: the answer to
@@ -299,19 +281,6 @@ sub slow_connect {
     return (0, "a command timed out: $times") if errlog() =~ /timed out/;
     return (0, "want 200: $times") unless $s == 200;
     return 1;
-}
-
-# seconds since process "pid" started (undef: unknown)
-sub proc_age {
-    my ($pid) = @_;
-    open(my $st, '<', "/proc/$pid/stat") or return undef;
-    my ($start) = ((scalar <$st>) // '') =~ /\) \S+(?: \S+){18} (\d+)/;
-    close $st;
-    open(my $up, '<', '/proc/uptime') or return undef;
-    my ($uptime) = ((scalar <$up>) // '') =~ /^([\d.]+)/;
-    close $up;
-    return undef unless defined $start && defined $uptime;
-    return $uptime - $start / POSIX::sysconf(POSIX::_SC_CLK_TCK());
 }
 
 sub get_models {

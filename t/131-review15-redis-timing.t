@@ -44,25 +44,9 @@ _EOC_
 our $HOLD = "$Test::LLM::Nginx::ROOT/t/servroot/redis-$RP/hold";
 
 # hold(ms): the answer that next follows a script call (or TIME) waits ms
-sub hold {
-    open(my $fh, '>', "$HOLD.tmp") or die "$HOLD: $!";
-    print $fh "$_[0]\n";
-    close $fh;
-    rename "$HOLD.tmp", $HOLD or die "$HOLD: $!";
-}
-
-sub peek_hold {
-    open(my $fh, '<', $HOLD) or return 0;
-    my $ms = (<$fh> // 0) + 0;
-    close $fh;
-    return $ms;
-}
-
-sub held {
-    my $ms = peek_hold();
-    hold(0) if $ms;
-    return $ms;
-}
+sub hold { hold_set($HOLD, $_[0]) }
+sub peek_hold { hold_peek($HOLD) }
+sub held { hold_take($HOLD) }
 
 sub held_answer {
     my ($conn, $argv, $v) = @_;
@@ -196,19 +180,6 @@ sub conf3 {
         . "llm_tier tok requests=1000/m;\n"
         . "llm_redis 127.0.0.1:$LP3 prefix=$P-$block: connections=1"
         . " on_error=deny " . ($extra // '') . ";\n";
-}
-
-# seconds since process "pid" started (undef: unknown)
-sub proc_age {
-    my ($pid) = @_;
-    open(my $st, '<', "/proc/$pid/stat") or return undef;
-    my ($start) = ((scalar <$st>) // '') =~ /\) \S+(?: \S+){18} (\d+)/;
-    close $st;
-    open(my $up, '<', '/proc/uptime') or return undef;
-    my ($uptime) = ((scalar <$up>) // '') =~ /^([\d.]+)/;
-    close $up;
-    return undef unless defined $start && defined $uptime;
-    return $uptime - $start / POSIX::sysconf(POSIX::_SC_CLK_TCK());
 }
 
 # the process has stopped (SIGSTOP): 0 if not within a second

@@ -26,6 +26,10 @@ package Test::LLM::Link;
 #
 # The link ends when the test process does (it checks its parent), or
 # with kill 'TERM'; link_start()'s links are killed at exit.
+#
+# A hold file tells an "answer" sub how long to hold one answer back:
+# hold_set($file, $ms) writes it (atomically), hold_peek($file) reads
+# it, hold_take($file) reads it and sets it back to 0 (once used).
 
 use strict;
 use warnings;
@@ -36,7 +40,8 @@ use IO::Socket::INET ();
 use POSIX ();
 use Time::HiRes ();
 
-our @EXPORT = qw(link_start resp_parse resp_enc);
+our @EXPORT = qw(link_start resp_parse resp_enc
+                 hold_set hold_peek hold_take);
 
 my @LINKS;
 
@@ -204,6 +209,30 @@ sub _serve {
             }
         }
     }
+}
+
+
+sub hold_set {
+    my ($file, $ms) = @_;
+    open(my $fh, '>', "$file.tmp") or die "$file: $!";
+    print $fh "$ms\n";
+    close $fh;
+    rename "$file.tmp", $file or die "$file: $!";
+}
+
+sub hold_peek {
+    my ($file) = @_;
+    open(my $fh, '<', $file) or return 0;
+    my $ms = (<$fh> // 0) + 0;
+    close $fh;
+    return $ms;
+}
+
+sub hold_take {
+    my ($file) = @_;
+    my $ms = hold_peek($file);
+    hold_set($file, 0) if $ms;
+    return $ms;
 }
 
 

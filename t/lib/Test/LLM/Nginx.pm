@@ -64,7 +64,8 @@ use Test::LLM::Client ();
 
 our @EXPORT = qw(
     run_tests blocks count_tests plan
-    mock_requests http_request servroot nginx_pid worker_pids reload_nginx
+    mock_requests http_request servroot nginx_pid worker_pids proc_age
+    reload_nginx
     harness_config errlog access_lines
     mock_default mock_openai mock_openai_stream mock_openai_embeddings
     mock_anthropic mock_anthropic_stream mock_gemini mock_gemini_stream
@@ -948,6 +949,20 @@ sub worker_pids {
     }
 
     return sort { $a <=> $b } @pids;
+}
+
+
+# Seconds since process "pid" started (undef: unknown).
+sub proc_age {
+    my ($pid) = @_;
+    open(my $st, '<', "/proc/$pid/stat") or return undef;
+    my ($start) = ((scalar <$st>) // '') =~ /\) \S+(?: \S+){18} (\d+)/;
+    close $st;
+    open(my $up, '<', '/proc/uptime') or return undef;
+    my ($uptime) = ((scalar <$up>) // '') =~ /^([\d.]+)/;
+    close $up;
+    return undef unless defined $start && defined $uptime;
+    return $uptime - $start / POSIX::sysconf(POSIX::_SC_CLK_TCK());
 }
 
 
