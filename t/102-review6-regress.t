@@ -285,13 +285,9 @@ sub slow_connect {
 
 sub get_models {
     my ($port) = @_;
-    my $t = Time::HiRes::time();
-    my $r = Test::LLM::Client::exchange(
-        port => $port // $ENV{TEST_NGINX_SERVER_PORT},
-        %{ Test::LLM::Client::build_request(
-               "GET /v1/models",
-               more_headers => "Authorization: Bearer $::CAROL") });
-    return ($r->{status} // 0, Time::HiRes::time() - $t);
+    my $r = http_request("GET /v1/models", port => $port,
+                         more_headers => "Authorization: Bearer $::CAROL");
+    return ($r->{status} // 0, $r->{elapsed} // 0);
 }
 
 run_tests();

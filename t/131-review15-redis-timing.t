@@ -18,7 +18,6 @@ use lib 't/lib';
 use Test::LLM::Nginx;
 use Test::LLM::Keys;
 use Test::LLM::Link;
-use Test::LLM::Client ();
 use Test::LLM::Redis;
 use IO::Socket::INET;
 use Time::HiRes ();
@@ -57,22 +56,21 @@ hold(0);
 our $LP = free_port();
 link_start($LP, $RP, answer => \&held_answer);
 
+# the blocks' configuration, with Redis behind link "port" (default $LP)
 sub conf {
-    my ($block, $extra) = @_;
+    my ($block, $extra, $port) = @_;
+    $port //= $LP;
     return $Test::LLM::Keys::TIERS
         . "llm_tier tok requests=1000/m;\n"
-        . "llm_redis 127.0.0.1:$LP prefix=$P-$block: connections=1"
+        . "llm_redis 127.0.0.1:$port prefix=$P-$block: connections=1"
         . " on_error=deny " . ($extra // '') . ";\n";
 }
 
 sub get_models {
-    my $t = Time::HiRes::time();
-    my $r = Test::LLM::Client::exchange(
-        port => $ENV{TEST_NGINX_SERVER_PORT},
-        %{ Test::LLM::Client::build_request(
-               "GET /v1/models",
-               more_headers => "Authorization: Bearer $::CAROL") });
-    return ($r->{status} // 0, Time::HiRes::time() - $t);
+    my ($port) = @_;
+    my $r = http_request("GET /v1/models", port => $port,
+                         more_headers => "Authorization: Bearer $::CAROL");
+    return ($r->{status} // 0, $r->{elapsed} // 0);
 }
 
 # a request sent, its answer read later (read_answer)
@@ -173,14 +171,6 @@ link_start($LP3, $RP, answer => sub {
         if $cmd eq 'TIME' || $cmd eq 'SCRIPT';
     return ($v, 0, 0);
 });
-
-sub conf3 {
-    my ($block, $extra) = @_;
-    return $Test::LLM::Keys::TIERS
-        . "llm_tier tok requests=1000/m;\n"
-        . "llm_redis 127.0.0.1:$LP3 prefix=$P-$block: connections=1"
-        . " on_error=deny " . ($extra // '') . ";\n";
-}
 
 # the process has stopped (SIGSTOP): 0 if not within a second
 sub stopped {
@@ -347,7 +337,7 @@ past its deadline
 
 === TEST 3: llm_redis behind a cluster proxy that does not pass TIME (Redis Cluster Proxy answers TIME and SCRIPT with an error; the module's own log line for a Cluster node says "use a standalone Redis or a cluster proxy"), timeout=1s on_error=deny: Redis's clock is never read, every admission waits for it until its time is up and is denied (503 after 1 s), request after request, though every script call would be answered at once (EVALSHA's NOSCRIPT falls back to EVAL, and each admission's answer tells Redis's clock).  SPEC 3: on_error applies while Redis is unreachable or slow; SPEC 9: a stalled Redis delays requests by at most timeout -- this one delays every request by timeout, and admits none
 --- workers: 1
---- http_config eval: ::conf3(3, 'timeout=1s')
+--- http_config eval: ::conf(3, 'timeout=1s', $::LP3)
 --- config eval: $::Gateway
 --- request
 GET /plain
